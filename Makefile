@@ -1,0 +1,55 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both install the
+# Debian packages they need first (we are root; apt-get only runs when one is missing).
+BUILD    ?= build
+JOBS     ?= $(shell nproc)
+DEB_PKGS := cmake make gcc pkg-config libmsgpack-dev libssl-dev python3 doxygen
+CMAKE    := cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: all deps build test demo bench docs asan tsan install clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
+
+build: deps
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@bash examples/demo.sh $(BUILD)/examples
+
+bench: build
+	@python3 bench/run.py $(BUILD)
+
+docs: deps
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) --target docs
+	@echo "open $(BUILD)/docs/html/index.html"
+
+# Sanitizer builds in their own directories.
+asan: deps
+	cmake -S . -B build-asan -DMP_ASAN=ON -DMP_BUILD_BENCH=OFF >/dev/null
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+tsan: deps
+	cmake -S . -B build-tsan -DMP_TSAN=ON -DMP_BUILD_BENCH=OFF >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L concurrent
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

@@ -1,0 +1,97 @@
+/**
+ * @file error.h
+ * @brief The error model shared by every multiproc module.
+ *
+ * A fallible function returns `int`: 0 (or a non-negative count) on success and a
+ * negative code on failure. A code is either `-errno` for an operating-system error
+ * (`-ENOENT`, `-EACCES`, ...) or one of the `MP_E*` library codes below, which sit
+ * far below any errno value so the two ranges never collide.
+ *
+ * Besides the code, the failing function stores a detailed, human-readable message
+ * in a thread-local buffer (the missing program's path, the child's exit status, the
+ * peer's address). `mp_last_error()` returns it; it stays valid until the same
+ * thread's next failing multiproc call.
+ *
+ * Python mapping: where Python raises an exception, multiproc returns its code:
+ * TimeoutExpired -> MP_ETIMEOUT, CalledProcessError -> MP_ECHILDFAIL,
+ * EOFError -> MP_EEOF, BufferTooShort -> MP_ETOOSHORT,
+ * AuthenticationError -> MP_EAUTH, ProcessError -> MP_EPROCESS.
+ *
+ * Thread safety: every function here is safe from any thread; the message is per thread.
+ */
+#ifndef MULTIPROC_ERROR_H
+#define MULTIPROC_ERROR_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * The library's own error codes: X(NAME, value, description).
+ * Values start at -10000 so they never overlap `-errno`.
+ */
+#define MP_ERRORS(X)                                                                \
+    X(MP_ETIMEOUT, -10001, "operation timed out")                                   \
+    X(MP_ECHILDFAIL, -10002, "child process exited with a non-zero status")        \
+    X(MP_EEOF, -10003, "end of file: the other end is closed")                     \
+    X(MP_ETOOSHORT, -10004, "buffer too short for the message")                    \
+    X(MP_EAUTH, -10005, "authentication failed")                                   \
+    X(MP_EPROCESS, -10006, "invalid operation on a process")                       \
+    X(MP_EINTERRUPTED, -10007, "interrupted by a signal handler")                  \
+    X(MP_EWORKERDIED, -10008, "worker process died")                               \
+    X(MP_EOWNERDEAD, -10009, "previous owner died while holding the lock")         \
+    X(MP_EBROKEN, -10010, "barrier is broken")                                     \
+    X(MP_EFULL, -10011, "queue is full")                                           \
+    X(MP_EEMPTY, -10012, "queue is empty")                                         \
+    X(MP_ECLOSED, -10013, "object is closed")                                      \
+    X(MP_EPROTO, -10014, "malformed message")                                      \
+    X(MP_ETYPE, -10015, "value has the wrong type")                                \
+    X(MP_ESTATE, -10016, "operation not valid in the object's current state")      \
+    X(MP_ENOTFOUND, -10017, "not found")                                           \
+    X(MP_EUNSUPPORTED, -10018, "not supported")                                    \
+    X(MP_EINVAL, -10019, "invalid argument")                                       \
+    X(MP_ENOTOWNER, -10020, "not the owner of the lock")                           \
+    X(MP_ERANGE, -10021, "value out of range")
+
+/** Library error codes (all negative). */
+enum mp_error {
+    MP_OK = 0,
+#define MP__ERROR_ENUM(name, value, text) name = value,
+    MP_ERRORS(MP__ERROR_ENUM)
+#undef MP__ERROR_ENUM
+};
+
+/**
+ * Text describing @p code: the library's description for MP_E* codes,
+ * strerror(-code) for OS codes, "success" for 0. Never NULL; static storage.
+ */
+const char *mp_strerror(int code);
+
+/**
+ * Symbolic name of @p code: "MP_ETIMEOUT", "ENOENT", "OK"; "EUNKNOWN" for a code
+ * outside both ranges. Never NULL; static storage.
+ */
+const char *mp_errname(int code);
+
+/**
+ * The detailed message of this thread's last failure (e.g. "ENOENT: no such file
+ * or directory: exec 'nosuchprog'"). Empty string when none. Owned by the library,
+ * valid until this thread's next failing call.
+ */
+const char *mp_last_error(void);
+
+/** The code of this thread's last failure, 0 if none. */
+int mp_last_error_code(void);
+
+/** Forget this thread's last failure. */
+void mp_clear_error(void);
+
+/** Free memory allocated and returned by the library (buffers, strings). NULL is fine. */
+void mp_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

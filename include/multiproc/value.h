@@ -1,0 +1,184 @@
+/**
+ * @file value.h
+ * @brief Dynamic values: what crosses processes when the data is not plain bytes.
+ *
+ * An `mp_value` is nil, bool, int, float, str, bytes, list, map (keys of any type,
+ * as in Python's `{0.25: None, 1: '1', '2': 2}`) or a handle to a library object
+ * (a connection end, a queue, a lock, shared memory). Values are built and read with
+ * Jansson-style format strings, printed the way Python prints the same data, and
+ * encoded as MessagePack with msgpack-c.
+ *
+ * Python mapping: pickling -> mp_value_encode/decode; None -> nil; tuples -> lists.
+ *
+ * Ownership: a function returning `mp_value *` gives the caller a value to free with
+ * mp_value_free(). Container setters *adopt* the item passed in (even on failure).
+ * Getters returning `mp_value *` (list items, map entries) return a borrowed pointer
+ * valid while the container lives.
+ *
+ * Handles: a module makes its objects passable by registering an `mp_kind`.
+ * mp_value_handle() wraps an object *borrowed* from the caller (freeing the value does
+ * not free the object). A decoded handle value *owns* the imported object: freeing the
+ * value releases it, unless mp_value_take_handle() took it out first.
+ *
+ * Thread safety: a value may be read from several threads; modifying it needs
+ * exclusive access. Kind registration is done by library constructors before main.
+ */
+#ifndef MULTIPROC_VALUE_H
+#define MULTIPROC_VALUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The type of a value. */
+typedef enum mp_type {
+    MP_NIL,
+    MP_BOOL,
+    MP_INT,
+    MP_FLOAT,
+    MP_STR,
+    MP_BYTES,
+    MP_LIST,
+    MP_MAP,
+    MP_HANDLE
+} mp_type;
+
+typedef struct mp_value mp_value;
+
+/** At most this many fds travel with one handle. */
+#define MP_KIND_MAX_FDS 8
+
+/**
+ * A kind of library object that can travel inside a value to another process,
+ * under every start method. The kind describes the object as bytes plus fds; the
+ * receiving process rebuilds it. Registered once per process by the module that owns
+ * the kind (a constructor), identified across processes by `name`.
+ */
+typedef struct mp_kind {
+    const char *name; /**< unique, e.g. "connection", "queue", "lock" */
+    /**
+     * Describe @p obj: set *data (malloc'd, the caller frees it) and *len, and copy
+     * up to MP_KIND_MAX_FDS fds (still owned by the object) into @p fds, *nfds.
+     * Returns 0 or a negative code.
+     */
+    int (*export_obj)(void *obj, void **data, size_t *len, int *fds, size_t *nfds);
+    /**
+     * Rebuild an object from what export_obj produced, in the receiving process.
+     * Adopts @p fds (closes them on failure). Returns 0 or a negative code.
+     */
+    int (*import_obj)(const void *data, size_t len, int *fds, size_t nfds, void **obj);
+    /** Release an imported object (called by mp_value_free on an owned handle). */
+    void (*release_obj)(void *obj);
+} mp_kind;
+
+/** Register @p kind (the struct must outlive the process). -EEXIST if the name is taken. */
+int mp_kind_register(const mp_kind *kind);
+/** The registered kind called @p name, or NULL. */
+const mp_kind *mp_kind_find(const char *name);
+
+/* ---- construction (NULL with -ENOMEM in mp_last_error on allocation failure) ---- */
+mp_value *mp_value_nil(void);
+mp_value *mp_value_bool(bool b);
+mp_value *mp_value_int(int64_t i);
+mp_value *mp_value_float(double d);
+mp_value *mp_value_str(const char *s);                /**< copies a NUL-terminated UTF-8 string */
+mp_value *mp_value_strn(const char *s, size_t len);   /**< copies len bytes */
+mp_value *mp_value_bytes(const void *data, size_t len); /**< copies */
+mp_value *mp_value_list(void);
+mp_value *mp_value_map(void);
+/** Wrap a library object, borrowed: the value does not free it. */
+mp_value *mp_value_handle(const mp_kind *kind, void *obj);
+
+/** Append @p item (adopted) to @p list. MP_ETYPE if not a list. */
+int mp_value_list_append(mp_value *list, mp_value *item);
+/** Set map[@p key] = @p val (both adopted); replaces an equal key. */
+int mp_value_map_set(mp_value *map, mp_value *key, mp_value *val);
+/** map[@p key] = @p val (val adopted) with a string key. */
+int mp_value_map_set_str(mp_value *map, const char *key, mp_value *val);
+
+/* ---- reading ------------------------------------------------------------------- */
+mp_type mp_value_type(const mp_value *v);
+/** Name of a type: "nil", "bool", ... */
+const char *mp_type_name(mp_type t);
+/** Items in a list or map, bytes in str/bytes; 0 otherwise. */
+size_t mp_value_len(const mp_value *v);
+bool mp_value_get_bool(const mp_value *v);      /**< false if not a bool */
+int64_t mp_value_get_int(const mp_value *v);    /**< 0 if not an int */
+double mp_value_get_float(const mp_value *v);   /**< ints convert; 0 otherwise */
+/** The string (NUL-terminated; embedded NULs allowed with *len) or NULL. Borrowed. */
+const char *mp_value_get_str(const mp_value *v, size_t *len);
+/** The bytes or NULL. Borrowed. */
+const void *mp_value_get_bytes(const mp_value *v, size_t *len);
+/** Borrowed item @p i of a list, or NULL. */
+mp_value *mp_value_list_get(const mp_value *v, size_t i);
+/** Borrowed key / value of entry @p i of a map (insertion order), or NULL. */
+mp_value *mp_value_map_key(const mp_value *v, size_t i);
+mp_value *mp_value_map_val(const mp_value *v, size_t i);
+/** Borrowed value for a key equal to @p key, or NULL. */
+mp_value *mp_value_map_get(const mp_value *map, const mp_value *key);
+mp_value *mp_value_map_get_str(const mp_value *map, const char *key);
+/** The object behind a handle (borrowed) and its kind, or NULL if not a handle. */
+void *mp_value_get_handle(const mp_value *v, const mp_kind **kind);
+/** Take ownership of an imported handle's object out of the value (the value keeps
+ * a borrowed pointer). NULL if not a handle. */
+void *mp_value_take_handle(mp_value *v, const mp_kind **kind);
+
+/* ---- format strings -------------------------------------------------------------- */
+/**
+ * Build a value from a format string. Codes: `n` nil, `b` bool (int arg), `i` int,
+ * `I` int64_t, `f` double, `s` const char * (NULL -> nil), `s#` string + size_t length,
+ * `y#` bytes + size_t length, `o` mp_value * (adopted), `O` mp_value * (copied),
+ * `h` handle: const mp_kind * + void * (borrowed), `[...]` list, `{...}` map of
+ * alternating keys and values. Whitespace, ',' and ':' are ignored.
+ * Example: mp_value_pack("[i n s]", 42, "hello") -> [42, None, 'hello'].
+ * Returns NULL on a bad format (MP_EINVAL in mp_last_error).
+ */
+mp_value *mp_value_pack(const char *fmt, ...);
+/**
+ * Read a value with a format string: `i` int *, `I` int64_t *, `f` double *,
+ * `b` bool *, `s` const char ** (borrowed), `s#`/`y#` + size_t *, `n` (checks nil),
+ * `o` mp_value ** (borrowed), `h` const mp_kind * expected + void ** out,
+ * `[...]` list (exact length), `{s:...}` map lookup by string key,
+ * `?` makes the next item optional in a map. Returns 0, MP_ETYPE or MP_ENOTFOUND
+ * with a message naming the path ("item 2: expected str, got int").
+ */
+int mp_value_unpack(const mp_value *v, const char *fmt, ...);
+
+/* ---- whole values ---------------------------------------------------------------- */
+/** Python repr: `[42, None, 'hello']`, `{0.25: None, 1: '1', '2': 2}`, `b'\x00'`.
+ * Returns a malloc'd string (mp_free) or NULL. */
+char *mp_value_repr(const mp_value *v);
+/** Total order: by type first, then by content. Numbers compare by value across
+ * int and float. */
+int mp_value_compare(const mp_value *a, const mp_value *b);
+bool mp_value_equal(const mp_value *a, const mp_value *b);
+/** Deep copy (handles stay borrowed pointers to the same objects). */
+mp_value *mp_value_copy(const mp_value *v);
+/** Free a value and everything in it; releases owned handles. NULL is fine. */
+void mp_value_free(mp_value *v);
+
+/* ---- encoding -------------------------------------------------------------------- */
+/**
+ * Encode as MessagePack into a malloc'd buffer (*buf, *len; free with mp_free).
+ * Handles are exported through their kind; their fds are appended to @p fds
+ * (borrowed from the objects: send them before the objects go away) and counted in
+ * *nfds, at most @p max_fds (-E2BIG beyond). Pass fds = NULL when the value holds no
+ * handles (a handle is then MP_EUNSUPPORTED).
+ */
+int mp_value_encode(const mp_value *v, char **buf, size_t *len, int *fds, size_t max_fds,
+                    size_t *nfds);
+/**
+ * Decode MessagePack bytes (untrusted: a malformed or truncated buffer is MP_EPROTO,
+ * never a crash; allocation is bounded by the input size). Handles are imported with
+ * @p fds (adopted: every fd is either owned by an imported object or closed).
+ */
+int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,252 @@
+/* Private helpers: EINTR-safe syscalls, fds, clocks, futexes, pidfds. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- syscalls ----------------------------------------------------------------- */
+
+ssize_t mp__read(int fd, void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = read(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+ssize_t mp__write(int fd, const void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = write(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+int mp__read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = mp__read(fd, p, n);
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return MP_EEOF;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int mp__write_full(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t r = mp__write(fd, p, n);
+        if (r < 0)
+            return -errno;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int mp__close(int fd)
+{
+    /* Linux always releases the fd, even when close() reports EINTR: never retry. */
+    if (fd < 0)
+        return 0;
+    int r = close(fd);
+    return (r < 0 && errno != EINTR) ? -errno : 0;
+}
+
+int mp__dup_cloexec(int fd, int min_fd)
+{
+    int r = fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
+    return r < 0 ? -errno : r;
+}
+
+int mp__set_cloexec(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0)
+        return -errno;
+    fl = on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
+    return fcntl(fd, F_SETFD, fl) < 0 ? -errno : 0;
+}
+
+int mp__set_nonblock(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    fl = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+    return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+int mp__pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0; }
+
+int mp__poll1(int fd, short events, double deadline)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, mp__ms_left(deadline));
+        if (r > 0)
+            return p.revents;
+        if (r == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* ---- time --------------------------------------------------------------------- */
+
+double mp__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double mp__deadline(double timeout)
+{
+    if (timeout < 0 || isnan(timeout))
+        return -1;
+    return mp__now() + timeout;
+}
+
+double mp__left(double deadline)
+{
+    if (deadline < 0)
+        return -1;
+    double left = deadline - mp__now();
+    return left > 0 ? left : 0;
+}
+
+int mp__ms_left(double deadline)
+{
+    if (deadline < 0)
+        return -1;
+    double left = mp__left(deadline);
+    if (left <= 0)
+        return 0;
+    if (left > 2e6)
+        return 2000000000;
+    return (int)ceil(left * 1000.0);
+}
+
+void mp__deadline_ts(double deadline, struct timespec *ts)
+{
+    double whole = floor(deadline);
+    ts->tv_sec = (time_t)whole;
+    ts->tv_nsec = (long)((deadline - whole) * 1e9);
+    if (ts->tv_nsec >= 1000000000L)
+        ts->tv_nsec = 999999999L;
+}
+
+/* ---- futex -------------------------------------------------------------------- */
+
+int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline >= 0) {
+        mp__deadline_ts(deadline, &ts);
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a restart
+     * after a signal needs no recomputation. Shared (non-private) so it works
+     * across processes mapping the same memory. */
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, tsp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0 || errno == EAGAIN)
+        return 0;
+    if (errno == ETIMEDOUT)
+        return MP_ETIMEOUT;
+    return -errno;
+}
+
+int mp__futex_wake(_Atomic uint32_t *addr, int n)
+{
+    long r = syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+    return r < 0 ? -errno : (int)r;
+}
+
+/* ---- processes ---------------------------------------------------------------- */
+
+int mp__pidfd_open(pid_t pid)
+{
+    long r = syscall(SYS_pidfd_open, pid, 0);
+    return r < 0 ? -errno : (int)r; /* pidfds are always close-on-exec */
+}
+
+int mp__pidfd_send_signal(int pidfd, int sig)
+{
+    long r = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+    return r < 0 ? -errno : 0;
+}
+
+int mp__pidfd_wait(int pidfd, pid_t pid, double deadline, int *returncode)
+{
+    int r = mp__poll1(pidfd, POLLIN, deadline);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return MP_ETIMEOUT;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int w;
+    do
+        w = waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -errno;
+    (void)pid;
+    if (si.si_code == CLD_EXITED)
+        *returncode = si.si_status;
+    else
+        *returncode = -si.si_status;
+    return 0;
+}
+
+int mp__count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -errno;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own fd */
+}
+
+void *mp__calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        mp__error(-ENOMEM, "allocating %zu bytes", n * size);
+    return p;
+}
+
+char *mp__strdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+    if (!p)
+        mp__error(-ENOMEM, "copying a string");
+    return p;
+}

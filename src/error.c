@@ -1,0 +1,85 @@
+/* The error model: one table of library codes, a thread-local detailed message. */
+#define _GNU_SOURCE
+#include "multiproc/error.h"
+#include "internal/common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char last_msg[1024];
+static _Thread_local int last_code;
+
+const char *mp_strerror(int code)
+{
+    if (code == 0)
+        return "success";
+    switch (code) {
+#define MP__ERROR_TEXT(name, value, text) \
+    case name:                            \
+        return text;
+        MP_ERRORS(MP__ERROR_TEXT)
+#undef MP__ERROR_TEXT
+    default:
+        break;
+    }
+    if (code < 0 && code > -4096)
+        return strerror(-code); /* glibc's table is static and thread-safe for known codes */
+    return "unknown error";
+}
+
+const char *mp_errname(int code)
+{
+    if (code == 0)
+        return "OK";
+    switch (code) {
+#define MP__ERROR_NAME(name, value, text) \
+    case name:                            \
+        return #name;
+        MP_ERRORS(MP__ERROR_NAME)
+#undef MP__ERROR_NAME
+    default:
+        break;
+    }
+    if (code < 0 && code > -4096) {
+        const char *n = strerrorname_np(-code);
+        if (n)
+            return n;
+    }
+    return "EUNKNOWN";
+}
+
+const char *mp_last_error(void) { return last_msg; }
+
+int mp_last_error_code(void) { return last_code; }
+
+void mp_clear_error(void)
+{
+    last_msg[0] = '\0';
+    last_code = 0;
+}
+
+void mp_free(void *p) { free(p); }
+
+int mp__error(int code, const char *fmt, ...)
+{
+    int saved = errno; /* callers often report errno after this; keep it intact */
+    char detail[sizeof last_msg - 64];
+    detail[0] = '\0';
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof detail, fmt, ap);
+        va_end(ap);
+    }
+    if (detail[0])
+        snprintf(last_msg, sizeof last_msg, "%s: %s: %s", mp_errname(code), mp_strerror(code),
+                 detail);
+    else
+        snprintf(last_msg, sizeof last_msg, "%s: %s", mp_errname(code), mp_strerror(code));
+    last_code = code;
+    errno = saved;
+    return code;
+}

@@ -1,0 +1,84 @@
+/* Private helpers shared by every module: error reporting, EINTR-safe syscalls,
+ * fd utilities, clocks and deadlines, futexes. Internal symbols use the mp__ prefix. */
+#ifndef MP_INTERNAL_COMMON_H
+#define MP_INTERNAL_COMMON_H
+
+#include "multiproc/error.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- errors --------------------------------------------------------------------- */
+
+/* Record `code` with a printf-style detail as this thread's last error; returns code
+ * so callers can write `return mp__error(-errno, "open '%s'", path);`. Keeps errno. */
+int mp__error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* -errno as a code, recorded with a detail message. */
+#define mp__errno(...) mp__error(-errno, __VA_ARGS__)
+
+/* ---- EINTR-safe syscalls (retry on EINTR, keep errno) ------------------------------ */
+
+ssize_t mp__read(int fd, void *buf, size_t n);           /* one read, retried on EINTR */
+ssize_t mp__write(int fd, const void *buf, size_t n);    /* one write, retried on EINTR */
+int mp__read_full(int fd, void *buf, size_t n);   /* 0, -errno, or MP_EEOF if short */
+int mp__write_full(int fd, const void *buf, size_t n); /* 0 or -errno */
+int mp__close(int fd);                                 /* close; EINTR is not retried */
+int mp__dup_cloexec(int fd, int min_fd);               /* F_DUPFD_CLOEXEC */
+int mp__set_cloexec(int fd, bool on);
+int mp__set_nonblock(int fd, bool on);
+int mp__pipe(int fds[2]);                              /* O_CLOEXEC pipe, -errno */
+
+/* poll() one fd for `events` until the deadline (see below); returns revents (>0),
+ * 0 on timeout, -errno on error. EINTR restarts with the remaining time. */
+int mp__poll1(int fd, short events, double deadline);
+
+/* ---- time ----------------------------------------------------------------------- */
+
+double mp__now(void); /* CLOCK_MONOTONIC seconds */
+
+/* A deadline from a timeout in the library's convention: timeout < 0 waits forever
+ * (deadline = -1), 0 polls, > 0 is seconds from now. */
+double mp__deadline(double timeout);
+
+/* Milliseconds left until `deadline` for poll(): -1 forever, 0 when past. */
+int mp__ms_left(double deadline);
+
+/* Seconds left (negative = forever, 0 when past). */
+double mp__left(double deadline);
+
+/* An absolute CLOCK_MONOTONIC timespec for the deadline (for futex waits). */
+struct timespec;
+void mp__deadline_ts(double deadline, struct timespec *ts);
+
+/* ---- futex ---------------------------------------------------------------------- */
+
+/* Wait while *addr == expected, until the deadline (-1 forever). Works across
+ * processes (no FUTEX_PRIVATE_FLAG). Returns 0 when woken or the value changed,
+ * MP_ETIMEOUT, or -EINTR when a signal arrived. */
+int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline);
+int mp__futex_wake(_Atomic uint32_t *addr, int n); /* wake up to n waiters */
+
+/* ---- processes ------------------------------------------------------------------ */
+
+int mp__pidfd_open(pid_t pid);           /* O_CLOEXEC pidfd, or -errno */
+int mp__pidfd_send_signal(int pidfd, int sig);
+/* Wait for a child's exit through its pidfd until the deadline; on exit reaps it
+ * and stores a Python-style returncode (exit status, or -signal). 0, MP_ETIMEOUT
+ * or -errno. */
+int mp__pidfd_wait(int pidfd, pid_t pid, double deadline, int *returncode);
+
+/* Number of open fds in this process (counts /proc/self/fd), -errno on failure. */
+int mp__count_fds(void);
+
+/* Allocation helpers that report -ENOMEM through mp__error. */
+void *mp__calloc(size_t n, size_t size);
+char *mp__strdup(const char *s);
+
+#define MP__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

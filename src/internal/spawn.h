@@ -1,0 +1,39 @@
+/* The one spawning protocol, used by subprocess and by the spawn/forkserver start
+ * methods: clone(CLONE_VM|CLONE_VFORK) with all signals blocked around it, default
+ * dispositions restored in the child, and exec/chdir failures reported to the
+ * parent through a close-on-exec pipe as -errno with the path in mp_last_error().
+ * Never a child that exits 127. Safe to call from several threads at once. */
+#ifndef MP_INTERNAL_SPAWN_H
+#define MP_INTERNAL_SPAWN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define MP__SPAWN_MAX_MAP 64
+
+typedef struct mp__spawn_req {
+    const char *file;       /* program; searched in PATH (of envp if given) if it has no '/' */
+    char *const *argv;      /* argv[0] included; NULL-terminated */
+    char *const *envp;      /* NULL: the parent's environ */
+    const char *cwd;        /* NULL: inherit */
+    int umask;              /* -1: inherit */
+    bool new_session;       /* setsid() */
+    bool new_pgroup;        /* setpgid(0, 0) */
+    bool restore_signals;   /* reset every disposition to SIG_DFL (ignored ones too) and
+                               unblock all signals; handled signals are always reset */
+    bool close_fds;         /* close every fd >= nmap that is not in pass_fds */
+    /* fd_map[i] = the parent fd that becomes fd i in the child (i < nmap);
+     * -1 = fd i is closed in the child. Typically nmap = 3 for stdin/out/err. */
+    int fd_map[MP__SPAWN_MAX_MAP];
+    int nmap;
+    const int *pass_fds;    /* inherited as-is (their close-on-exec flag is cleared) */
+    size_t npass;
+} mp__spawn_req;
+
+/* Start a child. On success stores its pid and an O_CLOEXEC pidfd and returns 0.
+ * On failure returns -errno (or an MP_E* code) with mp_last_error() naming the path
+ * and the step that failed ("exec 'nosuchprog'", "chdir '/nope'"); no child remains. */
+int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd);
+
+#endif

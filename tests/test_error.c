@@ -1,0 +1,56 @@
+/* The error model: codes, names, texts and the thread-local message. */
+#include "test_util.h"
+#include "internal/common.h"
+
+#include <pthread.h>
+
+static void test_names_and_texts(void)
+{
+    CHECK_STR(mp_errname(0), "OK");
+    CHECK_STR(mp_strerror(0), "success");
+    CHECK_STR(mp_errname(MP_ETIMEOUT), "MP_ETIMEOUT");
+    CHECK_STR(mp_strerror(MP_ETIMEOUT), "operation timed out");
+    CHECK_STR(mp_errname(-ENOENT), "ENOENT");
+    CHECK_STR(mp_strerror(-ENOENT), "No such file or directory");
+    CHECK_STR(mp_errname(-99999), "EUNKNOWN");
+    CHECK_STR(mp_strerror(-99999), "unknown error");
+    CHECK_STR(mp_errname(MP_ETOOSHORT), "MP_ETOOSHORT");
+}
+
+static void test_last_error_message(void)
+{
+    mp_clear_error();
+    CHECK_STR(mp_last_error(), "");
+    CHECK_INT(mp_last_error_code(), 0);
+    errno = EBADF;
+    CHECK_INT(mp__error(-ENOENT, "exec '%s'", "nosuchprog"), -ENOENT);
+    CHECK_INT(errno, EBADF); /* reporting keeps errno */
+    CHECK_STR(mp_last_error(), "ENOENT: No such file or directory: exec 'nosuchprog'");
+    CHECK_INT(mp_last_error_code(), -ENOENT);
+    mp__error(MP_EEOF, NULL);
+    CHECK_STR(mp_last_error(), "MP_EEOF: end of file: the other end is closed");
+}
+
+static void *other_thread(void *arg)
+{
+    (void)arg;
+    mp__error(MP_EAUTH, "peer %s", "x");
+    return NULL;
+}
+
+static void test_message_is_per_thread(void)
+{
+    mp__error(MP_ETIMEOUT, "here");
+    pthread_t t;
+    pthread_create(&t, NULL, other_thread, NULL);
+    pthread_join(t, NULL);
+    CHECK_STR(mp_last_error(), "MP_ETIMEOUT: operation timed out: here");
+}
+
+int main(int argc, char **argv)
+{
+    RUN_IF(argc, argv, test_names_and_texts);
+    RUN_IF(argc, argv, test_last_error_message);
+    RUN_IF(argc, argv, test_message_is_per_thread);
+    return mpt_done();
+}

@@ -1,0 +1,198 @@
+/* A tiny test harness: each test file defines TEST functions and lists them in
+ * main with RUN(). Checks print the file:line and the values seen, count failures,
+ * and the process exits 1 if any check failed, so ctest reports it.
+ *
+ * Leak checks: mpt_leak_begin() records the open fds and /dev/shm entries; after the
+ * test, mpt_leak_end() fails the test if a new fd, a zombie child or a new /dev/shm
+ * entry is left behind. */
+#ifndef MP_TEST_UTIL_H
+#define MP_TEST_UTIL_H
+
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "multiproc.h"
+
+static int mpt_failures;
+static int mpt_checks;
+static const char *mpt_current = "";
+
+#define CHECK(cond)                                                                      \
+    do {                                                                                 \
+        mpt_checks++;                                                                    \
+        if (!(cond)) {                                                                   \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] CHECK failed: %s\n", __FILE__, __LINE__,          \
+                    mpt_current, #cond);                                                 \
+        }                                                                                \
+    } while (0)
+
+#define CHECK_INT(a, b)                                                                  \
+    do {                                                                                 \
+        long long mpt_a = (long long)(a), mpt_b = (long long)(b);                        \
+        mpt_checks++;                                                                    \
+        if (mpt_a != mpt_b) {                                                            \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s == %lld, expected %s == %lld (last error: %s)\n", \
+                    __FILE__, __LINE__, mpt_current, #a, mpt_a, #b, mpt_b,               \
+                    mp_last_error());                                                    \
+        }                                                                                \
+    } while (0)
+
+/* An int-returning call that must succeed (return >= 0). */
+#define CHECK_OK(expr)                                                                   \
+    do {                                                                                 \
+        long long mpt_r = (long long)(expr);                                             \
+        mpt_checks++;                                                                    \
+        if (mpt_r < 0) {                                                                 \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s failed: %s (%s)\n", __FILE__, __LINE__,        \
+                    mpt_current, #expr, mp_errname((int)mpt_r), mp_last_error());        \
+        }                                                                                \
+    } while (0)
+
+/* A call that must fail with a specific code. */
+#define CHECK_ERR(expr, code)                                                            \
+    do {                                                                                 \
+        long long mpt_r = (long long)(expr);                                             \
+        mpt_checks++;                                                                    \
+        if (mpt_r != (long long)(code)) {                                                \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s returned %s (%lld), expected %s\n", __FILE__,  \
+                    __LINE__, mpt_current, #expr, mp_errname((int)mpt_r), mpt_r,         \
+                    mp_errname((int)(code)));                                            \
+        }                                                                                \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                                  \
+    do {                                                                                 \
+        const char *mpt_a = (a), *mpt_b = (b);                                           \
+        mpt_checks++;                                                                    \
+        if (!mpt_a || !mpt_b || strcmp(mpt_a, mpt_b) != 0) {                             \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s == \"%s\", expected \"%s\"\n", __FILE__,        \
+                    __LINE__, mpt_current, #a, mpt_a ? mpt_a : "(null)",                 \
+                    mpt_b ? mpt_b : "(null)");                                           \
+        }                                                                                \
+    } while (0)
+
+/* Substring check, for error messages. */
+#define CHECK_CONTAINS(hay, needle)                                                      \
+    do {                                                                                 \
+        const char *mpt_h = (hay), *mpt_n = (needle);                                    \
+        mpt_checks++;                                                                    \
+        if (!mpt_h || !strstr(mpt_h, mpt_n)) {                                           \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] \"%s\" does not contain \"%s\"\n", __FILE__,       \
+                    __LINE__, mpt_current, mpt_h ? mpt_h : "(null)", mpt_n);             \
+        }                                                                                \
+    } while (0)
+
+static inline double mpt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline int mpt_count_dir(const char *path, const char *prefix)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && (!prefix || strncmp(e->d_name, prefix, strlen(prefix)) == 0))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static inline int mpt_count_fds(void) { return mpt_count_dir("/proc/self/fd", NULL) - 1; }
+
+/* True if this process has a child that has exited but was not reaped. */
+static inline int mpt_has_zombie(void)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+        return 0; /* ECHILD: no children at all */
+    return si.si_pid != 0;
+}
+
+struct mpt_leaks {
+    int fds;
+    int shm;
+};
+
+static inline struct mpt_leaks mpt_leak_begin(void)
+{
+    struct mpt_leaks l = {mpt_count_fds(), mpt_count_dir("/dev/shm", "mp-")};
+    return l;
+}
+
+static inline void mpt_leak_end_at(struct mpt_leaks l, const char *file, int line)
+{
+    /* Children may take a moment to be reaped by the library; give them a little time. */
+    for (int i = 0; i < 200 && (mpt_count_fds() != l.fds || mpt_has_zombie()); i++)
+        usleep(10000);
+    int fds = mpt_count_fds(), shm = mpt_count_dir("/dev/shm", "mp-");
+    mpt_checks++;
+    if (fds != l.fds) {
+        mpt_failures++;
+        fprintf(stderr, "%s:%d: [%s] fd leak: %d open before, %d after\n", file, line,
+                mpt_current, l.fds, fds);
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "ls -l /proc/%d/fd >&2", (int)getpid());
+        if (system(cmd) < 0)
+            perror("system");
+    }
+    if (mpt_has_zombie()) {
+        mpt_failures++;
+        fprintf(stderr, "%s:%d: [%s] a zombie child is left behind\n", file, line, mpt_current);
+    }
+    if (shm != l.shm) {
+        mpt_failures++;
+        fprintf(stderr, "%s:%d: [%s] /dev/shm: %d mp-* entries before, %d after\n", file, line,
+                mpt_current, l.shm, shm);
+    }
+}
+#define mpt_leak_end(l) mpt_leak_end_at((l), __FILE__, __LINE__)
+
+/* Run one test function with leak checks around it. */
+#define RUN(fn)                                                                          \
+    do {                                                                                 \
+        mpt_current = #fn;                                                               \
+        int mpt_before = mpt_failures;                                                   \
+        double mpt_t0 = mpt_now();                                                       \
+        struct mpt_leaks mpt_l = mpt_leak_begin();                                       \
+        fn();                                                                            \
+        mpt_leak_end(mpt_l);                                                             \
+        printf("%-4s %s (%.2fs)\n", mpt_failures == mpt_before ? "ok" : "FAIL", #fn,     \
+               mpt_now() - mpt_t0);                                                      \
+        fflush(stdout);                                                                  \
+    } while (0)
+
+/* Run a test only when the name matches argv[1] (or always when no argument). */
+#define RUN_IF(argc, argv, fn)                                                           \
+    do {                                                                                 \
+        if ((argc) < 2 || strstr(#fn, (argv)[1]))                                        \
+            RUN(fn);                                                                     \
+    } while (0)
+
+static inline int mpt_done(void)
+{
+    printf("%d checks, %d failed\n", mpt_checks, mpt_failures);
+    return mpt_failures ? 1 : 0;
+}
+
+#endif
