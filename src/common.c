@@ -109,6 +109,9 @@ int mp__poll1(int fd, short events, double deadline)
             return 0;
         if (errno != EINTR)
             return -errno;
+        int code = mp__signal_dispatch_pending();
+        if (code < 0)
+            return code;
     }
 }
 
@@ -175,6 +178,10 @@ int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline)
         return 0;
     if (errno == ETIMEDOUT)
         return MP_ETIMEOUT;
+    if (errno == EINTR) {
+        int code = mp__signal_dispatch_pending();
+        return code < 0 ? code : 0;
+    }
     return -errno;
 }
 
@@ -183,6 +190,11 @@ int mp__futex_wake(_Atomic uint32_t *addr, int n)
     long r = syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
     return r < 0 ? -errno : (int)r;
 }
+
+/* ---- signals ------------------------------------------------------------------ */
+
+/* The signals module defines the real one; without it nothing is ever pending. */
+__attribute__((weak)) int mp__signal_dispatch_pending(void) { return 0; }
 
 /* ---- processes ---------------------------------------------------------------- */
 

@@ -34,7 +34,8 @@ int mp__set_nonblock(int fd, bool on);
 int mp__pipe(int fds[2]);                              /* O_CLOEXEC pipe, -errno */
 
 /* poll() one fd for `events` until the deadline (see below); returns revents (>0),
- * 0 on timeout, -errno on error. EINTR restarts with the remaining time. */
+ * 0 on timeout, -errno on error. On EINTR it runs the deferred signal handlers and
+ * returns MP_EINTERRUPTED if one asked to interrupt, else resumes waiting. */
 int mp__poll1(int fd, short events, double deadline);
 
 /* ---- time ----------------------------------------------------------------------- */
@@ -58,10 +59,19 @@ void mp__deadline_ts(double deadline, struct timespec *ts);
 /* ---- futex ---------------------------------------------------------------------- */
 
 /* Wait while *addr == expected, until the deadline (-1 forever). Works across
- * processes (no FUTEX_PRIVATE_FLAG). Returns 0 when woken or the value changed,
- * MP_ETIMEOUT, or -EINTR when a signal arrived. */
+ * processes (no FUTEX_PRIVATE_FLAG). Returns 0 when woken, the value changed or a
+ * signal arrived (callers re-check their condition in a loop), MP_ETIMEOUT, or
+ * MP_EINTERRUPTED when a deferred signal handler asked blocking calls to stop. */
 int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline);
 int mp__futex_wake(_Atomic uint32_t *addr, int n); /* wake up to n waiters */
+
+/* ---- signals ------------------------------------------------------------------ */
+
+/* Every library blocking call calls this when its wait was interrupted by a signal
+ * (EINTR): it runs the pending deferred handlers on this thread (the signals module)
+ * and returns MP_EINTERRUPTED if one of them asked blocking calls to stop, else 0 and
+ * the caller resumes waiting with the time that is left. Weak default: returns 0. */
+int mp__signal_dispatch_pending(void);
 
 /* ---- processes ------------------------------------------------------------------ */
 
