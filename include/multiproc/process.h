@@ -75,6 +75,15 @@ int mp_process_close(mp_process *p);
 /** Free the object (a running child is not killed, but is no longer tracked). */
 void mp_process_free(mp_process *p);
 
+/* ---- this process ------------------------------------------------------------------ */
+/** Name of the calling process: "MainProcess" in the main program, the Process name
+ * in a child. Static storage. */
+const char *mp_current_process_name(void);
+/** pid of the process that started this one through multiproc, or 0 in MainProcess. */
+pid_t mp_parent_process_pid(void);
+/** Number of usable CPUs (the affinity mask), at least 1. */
+int mp_cpu_count(void);
+
 #ifdef __cplusplus
 }
 #endif
