@@ -1,0 +1,47 @@
+/* Private layout of mp_value, shared by src/value*.c (core, msgpack, pack, repr). */
+#ifndef MP_INTERNAL_VALUE_H
+#define MP_INTERNAL_VALUE_H
+
+#include "multiproc/value.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mp_value {
+    mp_type type;
+    union {
+        bool b;
+        int64_t i;
+        double d;
+        struct { /* str and bytes: always NUL-terminated after len bytes */
+            char *data;
+            size_t len;
+        } s;
+        struct {
+            mp_value **items;
+            size_t len, cap;
+        } list;
+        struct {
+            mp_value **keys, **vals;
+            size_t len, cap;
+            /* Open-addressing index (entry + 1, 0 = empty), built once a map grows
+             * past a few entries so set/get stay O(1) for large decoded maps. */
+            size_t *index;
+            size_t index_cap;
+        } map;
+        struct {
+            const mp_kind *kind;
+            void *obj;
+            bool owned; /* imported by decode: released with the value */
+        } h;
+    } u;
+};
+
+/* A hash consistent with mp_value_equal (an int and an equal float hash alike). */
+uint64_t mp__value_hash(const mp_value *v);
+
+/* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
+mp_value *mp__value_new(mp_type t);
+
+#endif

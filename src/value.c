@@ -1,0 +1,728 @@
+/* Dynamic values: construction, containers, getters, the kind registry, comparison,
+ * copy and free. Encoding lives in value_msgpack.c, format strings in value_pack.c,
+ * Python-style printing in value_repr.c.
+ *
+ * DESIGN: values are plain trees owned by one thread at a time; the only shared
+ * state is the kind registry (a fixed array under a mutex, filled by library
+ * constructors before main and read by decode in any thread). */
+#define _GNU_SOURCE
+#include "internal/value.h"
+#include "internal/common.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- kind registry -------------------------------------------------------------- */
+
+#define MP__MAX_KINDS 64
+
+static const mp_kind *kinds[MP__MAX_KINDS];
+static size_t nkinds;
+static pthread_mutex_t kinds_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int mp_kind_register(const mp_kind *kind)
+{
+    if (!kind || !kind->name || !kind->name[0] || !kind->export_obj || !kind->import_obj)
+        return mp__error(MP_EINVAL, "mp_kind_register: a kind needs a name, export and import");
+    int r = 0;
+    pthread_mutex_lock(&kinds_lock);
+    for (size_t i = 0; i < nkinds && r == 0; i++)
+        if (strcmp(kinds[i]->name, kind->name) == 0)
+            r = mp__error(-EEXIST, "kind '%s' is already registered", kind->name);
+    if (r == 0 && nkinds == MP__MAX_KINDS)
+        r = mp__error(-ENOSPC, "kind '%s': registry full (%d kinds)", kind->name,
+                      MP__MAX_KINDS);
+    if (r == 0)
+        kinds[nkinds++] = kind;
+    pthread_mutex_unlock(&kinds_lock);
+    return r;
+}
+
+const mp_kind *mp_kind_find(const char *name)
+{
+    const mp_kind *found = NULL;
+    if (!name)
+        return NULL;
+    pthread_mutex_lock(&kinds_lock);
+    for (size_t i = 0; i < nkinds && !found; i++)
+        if (strcmp(kinds[i]->name, name) == 0)
+            found = kinds[i];
+    pthread_mutex_unlock(&kinds_lock);
+    return found;
+}
+
+/* ---- construction --------------------------------------------------------------- */
+
+mp_value *mp__value_new(mp_type t)
+{
+    mp_value *v = mp__calloc(1, sizeof *v);
+    if (v)
+        v->type = t;
+    return v;
+}
+
+mp_value *mp_value_nil(void) { return mp__value_new(MP_NIL); }
+
+mp_value *mp_value_bool(bool b)
+{
+    mp_value *v = mp__value_new(MP_BOOL);
+    if (v)
+        v->u.b = b;
+    return v;
+}
+
+mp_value *mp_value_int(int64_t i)
+{
+    mp_value *v = mp__value_new(MP_INT);
+    if (v)
+        v->u.i = i;
+    return v;
+}
+
+mp_value *mp_value_float(double d)
+{
+    mp_value *v = mp__value_new(MP_FLOAT);
+    if (v)
+        v->u.d = d;
+    return v;
+}
+
+static mp_value *new_buffer(mp_type t, const void *data, size_t len)
+{
+    if (!data && len > 0) {
+        mp__error(MP_EINVAL, "NULL data with length %zu", len);
+        return NULL;
+    }
+    mp_value *v = mp__value_new(t);
+    if (!v)
+        return NULL;
+    v->u.s.data = malloc(len + 1);
+    if (!v->u.s.data) {
+        free(v);
+        mp__error(-ENOMEM, "allocating %zu bytes", len + 1);
+        return NULL;
+    }
+    if (len)
+        memcpy(v->u.s.data, data, len);
+    v->u.s.data[len] = '\0';
+    v->u.s.len = len;
+    return v;
+}
+
+mp_value *mp_value_str(const char *s)
+{
+    if (!s) {
+        mp__error(MP_EINVAL, "mp_value_str(NULL)");
+        return NULL;
+    }
+    return new_buffer(MP_STR, s, strlen(s));
+}
+
+mp_value *mp_value_strn(const char *s, size_t len) { return new_buffer(MP_STR, s, len); }
+
+mp_value *mp_value_bytes(const void *data, size_t len) { return new_buffer(MP_BYTES, data, len); }
+
+mp_value *mp_value_list(void) { return mp__value_new(MP_LIST); }
+
+mp_value *mp_value_map(void) { return mp__value_new(MP_MAP); }
+
+mp_value *mp_value_handle(const mp_kind *kind, void *obj)
+{
+    if (!kind) {
+        mp__error(MP_EINVAL, "mp_value_handle: NULL kind");
+        return NULL;
+    }
+    mp_value *v = mp__value_new(MP_HANDLE);
+    if (v) {
+        v->u.h.kind = kind;
+        v->u.h.obj = obj;
+    }
+    return v;
+}
+
+/* ---- lists ---------------------------------------------------------------------- */
+
+/* Grow an array of pointers to hold at least `need` items. */
+static int grow(mp_value ***arr, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 4;
+    while (ncap < need)
+        ncap *= 2;
+    mp_value **p = realloc(*arr, ncap * sizeof *p);
+    if (!p)
+        return mp__error(-ENOMEM, "growing a container to %zu items", ncap);
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+int mp_value_list_append(mp_value *list, mp_value *item)
+{
+    if (!item)
+        return mp__error(MP_EINVAL, "list append: NULL item");
+    if (!list || list->type != MP_LIST) {
+        mp_value_free(item);
+        return mp__error(MP_ETYPE, "list append: target is %s, not a list",
+                         list ? mp_type_name(list->type) : "NULL");
+    }
+    int r = grow(&list->u.list.items, &list->u.list.cap, list->u.list.len + 1);
+    if (r < 0) {
+        mp_value_free(item);
+        return r;
+    }
+    list->u.list.items[list->u.list.len++] = item;
+    return 0;
+}
+
+/* ---- maps ----------------------------------------------------------------------- */
+
+#define MP__INDEX_MIN 8 /* below this many entries a linear scan is faster */
+
+static size_t map_probe(const mp_value *m, const mp_value *key, uint64_t h)
+{
+    size_t mask = m->u.map.index_cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        size_t e = m->u.map.index[i];
+        if (e == 0 || mp_value_equal(m->u.map.keys[e - 1], key))
+            return i;
+    }
+}
+
+static int map_reindex(mp_value *m, size_t cap)
+{
+    size_t *idx = calloc(cap, sizeof *idx);
+    if (!idx)
+        return mp__error(-ENOMEM, "map index of %zu slots", cap);
+    free(m->u.map.index);
+    m->u.map.index = idx;
+    m->u.map.index_cap = cap;
+    for (size_t e = 0; e < m->u.map.len; e++) {
+        size_t slot = map_probe(m, m->u.map.keys[e], mp__value_hash(m->u.map.keys[e]));
+        idx[slot] = e + 1;
+    }
+    return 0;
+}
+
+/* Entry index of a key equal to `key`, or (size_t)-1. */
+static size_t map_find(const mp_value *m, const mp_value *key)
+{
+    if (m->u.map.index) {
+        size_t e = m->u.map.index[map_probe(m, key, mp__value_hash(key))];
+        return e ? e - 1 : (size_t)-1;
+    }
+    for (size_t e = 0; e < m->u.map.len; e++)
+        if (mp_value_equal(m->u.map.keys[e], key))
+            return e;
+    return (size_t)-1;
+}
+
+static int map_append(mp_value *m, mp_value *key, mp_value *val)
+{
+    size_t n = m->u.map.len, kcap = m->u.map.cap, vcap = m->u.map.cap;
+    int r = grow(&m->u.map.keys, &kcap, n + 1);
+    if (r == 0)
+        r = grow(&m->u.map.vals, &vcap, n + 1);
+    if (r < 0)
+        return r;
+    m->u.map.cap = kcap < vcap ? kcap : vcap;
+    m->u.map.keys[n] = key;
+    m->u.map.vals[n] = val;
+    m->u.map.len = n + 1;
+    if (m->u.map.len < MP__INDEX_MIN)
+        return 0;
+    /* Keep the index at most half full. */
+    if (m->u.map.len * 2 > m->u.map.index_cap) {
+        size_t cap = 16;
+        while (cap < m->u.map.len * 4)
+            cap *= 2;
+        if (map_reindex(m, cap) < 0) {
+            m->u.map.len = n; /* roll back; caller frees key and val */
+            return mp_last_error_code();
+        }
+        return 0;
+    }
+    m->u.map.index[map_probe(m, key, mp__value_hash(key))] = n + 1;
+    return 0;
+}
+
+int mp_value_map_set(mp_value *map, mp_value *key, mp_value *val)
+{
+    int r = 0;
+    if (!key || !val)
+        r = mp__error(MP_EINVAL, "map set: NULL %s", key ? "value" : "key");
+    else if (!map || map->type != MP_MAP)
+        r = mp__error(MP_ETYPE, "map set: target is %s, not a map",
+                      map ? mp_type_name(map->type) : "NULL");
+    if (r < 0) {
+        mp_value_free(key);
+        mp_value_free(val);
+        return r;
+    }
+    size_t e = map_find(map, key);
+    if (e != (size_t)-1) {
+        /* Python keeps the first key object and replaces the value. */
+        mp_value_free(key);
+        mp_value_free(map->u.map.vals[e]);
+        map->u.map.vals[e] = val;
+        return 0;
+    }
+    r = map_append(map, key, val);
+    if (r < 0) {
+        mp_value_free(key);
+        mp_value_free(val);
+    }
+    return r;
+}
+
+int mp_value_map_set_str(mp_value *map, const char *key, mp_value *val)
+{
+    mp_value *k = mp_value_str(key);
+    if (!k) {
+        mp_value_free(val);
+        return mp_last_error_code();
+    }
+    return mp_value_map_set(map, k, val);
+}
+
+/* ---- reading -------------------------------------------------------------------- */
+
+mp_type mp_value_type(const mp_value *v) { return v ? v->type : MP_NIL; }
+
+const char *mp_type_name(mp_type t)
+{
+    static const char *const names[] = {"nil", "bool", "int", "float", "str",
+                                        "bytes", "list", "map", "handle"};
+    return (unsigned)t < MP__ARRAY_LEN(names) ? names[t] : "unknown";
+}
+
+size_t mp_value_len(const mp_value *v)
+{
+    if (!v)
+        return 0;
+    switch (v->type) {
+    case MP_STR:
+    case MP_BYTES:
+        return v->u.s.len;
+    case MP_LIST:
+        return v->u.list.len;
+    case MP_MAP:
+        return v->u.map.len;
+    default:
+        return 0;
+    }
+}
+
+bool mp_value_get_bool(const mp_value *v) { return v && v->type == MP_BOOL && v->u.b; }
+
+int64_t mp_value_get_int(const mp_value *v) { return v && v->type == MP_INT ? v->u.i : 0; }
+
+double mp_value_get_float(const mp_value *v)
+{
+    if (v && v->type == MP_FLOAT)
+        return v->u.d;
+    if (v && v->type == MP_INT)
+        return (double)v->u.i;
+    return 0.0;
+}
+
+static const char *get_buffer(const mp_value *v, mp_type t, size_t *len)
+{
+    if (!v || v->type != t) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = v->u.s.len;
+    return v->u.s.data;
+}
+
+const char *mp_value_get_str(const mp_value *v, size_t *len) { return get_buffer(v, MP_STR, len); }
+
+const void *mp_value_get_bytes(const mp_value *v, size_t *len)
+{
+    return get_buffer(v, MP_BYTES, len);
+}
+
+mp_value *mp_value_list_get(const mp_value *v, size_t i)
+{
+    return v && v->type == MP_LIST && i < v->u.list.len ? v->u.list.items[i] : NULL;
+}
+
+mp_value *mp_value_map_key(const mp_value *v, size_t i)
+{
+    return v && v->type == MP_MAP && i < v->u.map.len ? v->u.map.keys[i] : NULL;
+}
+
+mp_value *mp_value_map_val(const mp_value *v, size_t i)
+{
+    return v && v->type == MP_MAP && i < v->u.map.len ? v->u.map.vals[i] : NULL;
+}
+
+mp_value *mp_value_map_get(const mp_value *map, const mp_value *key)
+{
+    if (!map || map->type != MP_MAP || !key)
+        return NULL;
+    size_t e = map_find(map, key);
+    return e == (size_t)-1 ? NULL : map->u.map.vals[e];
+}
+
+mp_value *mp_value_map_get_str(const mp_value *map, const char *key)
+{
+    if (!key)
+        return NULL;
+    /* A stack key avoids an allocation per lookup. */
+    mp_value k = {.type = MP_STR};
+    k.u.s.data = (char *)key;
+    k.u.s.len = strlen(key);
+    return mp_value_map_get(map, &k);
+}
+
+void *mp_value_get_handle(const mp_value *v, const mp_kind **kind)
+{
+    if (!v || v->type != MP_HANDLE) {
+        if (kind)
+            *kind = NULL;
+        return NULL;
+    }
+    if (kind)
+        *kind = v->u.h.kind;
+    return v->u.h.obj;
+}
+
+void *mp_value_take_handle(mp_value *v, const mp_kind **kind)
+{
+    void *obj = mp_value_get_handle(v, kind);
+    if (v && v->type == MP_HANDLE)
+        v->u.h.owned = false;
+    return obj;
+}
+
+/* ---- comparison and hashing ------------------------------------------------------ */
+
+static int type_rank(mp_type t)
+{
+    /* ints and floats share a rank: they compare by value */
+    static const int rank[] = {[MP_NIL] = 0,   [MP_BOOL] = 1, [MP_INT] = 2,
+                               [MP_FLOAT] = 2, [MP_STR] = 3,  [MP_BYTES] = 4,
+                               [MP_LIST] = 5,  [MP_MAP] = 6,  [MP_HANDLE] = 7};
+    return (unsigned)t < MP__ARRAY_LEN(rank) ? rank[t] : 8;
+}
+
+#define CMP(a, b) ((a) < (b) ? -1 : (a) > (b) ? 1 : 0)
+
+/* Exact int64 vs double comparison (no rounding of the int); NaN sorts last. */
+static int cmp_int_float(int64_t i, double d)
+{
+    if (isnan(d))
+        return -1;
+    if (d >= 9223372036854775808.0)
+        return -1;
+    if (d < -9223372036854775808.0)
+        return 1;
+    double t = trunc(d);
+    int64_t ti = (int64_t)t;
+    if (i != ti)
+        return CMP(i, ti);
+    return d > t ? -1 : d < t ? 1 : 0;
+}
+
+static int cmp_float(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) - isnan(b);
+    return CMP(a, b);
+}
+
+static int cmp_numbers(const mp_value *a, const mp_value *b)
+{
+    if (a->type == MP_INT && b->type == MP_INT)
+        return CMP(a->u.i, b->u.i);
+    if (a->type == MP_INT)
+        return cmp_int_float(a->u.i, b->u.d);
+    if (b->type == MP_INT)
+        return -cmp_int_float(b->u.i, a->u.d);
+    return cmp_float(a->u.d, b->u.d);
+}
+
+static int cmp_buffers(const mp_value *a, const mp_value *b)
+{
+    size_t n = a->u.s.len < b->u.s.len ? a->u.s.len : b->u.s.len;
+    int c = n ? memcmp(a->u.s.data, b->u.s.data, n) : 0;
+    return c ? (c < 0 ? -1 : 1) : CMP(a->u.s.len, b->u.s.len);
+}
+
+static int cmp_lists(const mp_value *a, const mp_value *b)
+{
+    size_t n = a->u.list.len < b->u.list.len ? a->u.list.len : b->u.list.len;
+    for (size_t i = 0; i < n; i++) {
+        int c = mp_value_compare(a->u.list.items[i], b->u.list.items[i]);
+        if (c)
+            return c;
+    }
+    return CMP(a->u.list.len, b->u.list.len);
+}
+
+/* Entry order sorted by key (maps compare as sets of entries, like Python dicts);
+ * qsort_r keeps this reentrant for nested maps. */
+static int cmp_entry_r(const void *x, const void *y, void *ctx)
+{
+    const mp_value *m = ctx;
+    const size_t *i = x, *j = y;
+    return mp_value_compare(m->u.map.keys[*i], m->u.map.keys[*j]);
+}
+
+static size_t *sorted_entries_r(const mp_value *m)
+{
+    size_t n = m->u.map.len;
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, cmp_entry_r, (void *)m);
+    return order;
+}
+
+static int cmp_maps(const mp_value *a, const mp_value *b)
+{
+    if (a->u.map.len != b->u.map.len)
+        return CMP(a->u.map.len, b->u.map.len);
+    size_t *oa = sorted_entries_r(a), *ob = sorted_entries_r(b);
+    int c = 0;
+    if (!oa || !ob) {
+        c = CMP((uintptr_t)a, (uintptr_t)b); /* out of memory: any consistent answer */
+    } else {
+        for (size_t i = 0; i < a->u.map.len && !c; i++) {
+            c = mp_value_compare(a->u.map.keys[oa[i]], b->u.map.keys[ob[i]]);
+            if (!c)
+                c = mp_value_compare(a->u.map.vals[oa[i]], b->u.map.vals[ob[i]]);
+        }
+    }
+    free(oa);
+    free(ob);
+    return c;
+}
+
+static int cmp_handles(const mp_value *a, const mp_value *b)
+{
+    if (a->u.h.kind != b->u.h.kind) {
+        int c = strcmp(a->u.h.kind->name, b->u.h.kind->name);
+        if (c)
+            return c < 0 ? -1 : 1;
+        return CMP((uintptr_t)a->u.h.kind, (uintptr_t)b->u.h.kind);
+    }
+    return CMP((uintptr_t)a->u.h.obj, (uintptr_t)b->u.h.obj);
+}
+
+int mp_value_compare(const mp_value *a, const mp_value *b)
+{
+    if (!a || !b)
+        return CMP(a != NULL, b != NULL);
+    int ra = type_rank(a->type), rb = type_rank(b->type);
+    if (ra != rb)
+        return CMP(ra, rb);
+    switch (a->type) {
+    case MP_NIL:
+        return 0;
+    case MP_BOOL:
+        return CMP(a->u.b, b->u.b);
+    case MP_INT:
+    case MP_FLOAT:
+        return cmp_numbers(a, b);
+    case MP_STR:
+    case MP_BYTES:
+        return cmp_buffers(a, b);
+    case MP_LIST:
+        return cmp_lists(a, b);
+    case MP_MAP:
+        return cmp_maps(a, b);
+    case MP_HANDLE:
+        return cmp_handles(a, b);
+    }
+    return 0;
+}
+
+/* Maps: same size and every key of a maps to an equal value in b (no sorting). */
+static bool maps_equal(const mp_value *a, const mp_value *b)
+{
+    if (a->u.map.len != b->u.map.len)
+        return false;
+    for (size_t i = 0; i < a->u.map.len; i++) {
+        const mp_value *bv = mp_value_map_get(b, a->u.map.keys[i]);
+        if (!bv || !mp_value_equal(a->u.map.vals[i], bv))
+            return false;
+    }
+    return true;
+}
+
+bool mp_value_equal(const mp_value *a, const mp_value *b)
+{
+    if (a && b && a->type == MP_MAP && b->type == MP_MAP)
+        return maps_equal(a, b);
+    if (a && b && a->type == MP_LIST && b->type == MP_LIST) {
+        if (a->u.list.len != b->u.list.len)
+            return false;
+        for (size_t i = 0; i < a->u.list.len; i++)
+            if (!mp_value_equal(a->u.list.items[i], b->u.list.items[i]))
+                return false;
+        return true;
+    }
+    return mp_value_compare(a, b) == 0;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static uint64_t hash_float(double d)
+{
+    if (isnan(d))
+        return 0x7ff8dead;
+    /* Integral floats hash like the equal int so 1 and 1.0 find each other. */
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == trunc(d))
+        return mix64((uint64_t)(int64_t)d);
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    return mix64(bits);
+}
+
+static uint64_t hash_bytes(const char *p, size_t n, uint64_t seed)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return mix64(h);
+}
+
+uint64_t mp__value_hash(const mp_value *v)
+{
+    if (!v)
+        return 0;
+    uint64_t h = 0;
+    switch (v->type) {
+    case MP_NIL:
+        return 0x6e696c;
+    case MP_BOOL:
+        return v->u.b ? 0xb001 : 0xb000;
+    case MP_INT:
+        return mix64((uint64_t)v->u.i);
+    case MP_FLOAT:
+        return hash_float(v->u.d);
+    case MP_STR:
+    case MP_BYTES:
+        return hash_bytes(v->u.s.data, v->u.s.len, v->type);
+    case MP_LIST:
+        h = 0x11;
+        for (size_t i = 0; i < v->u.list.len; i++)
+            h = mix64(h * 31 + mp__value_hash(v->u.list.items[i]));
+        return h;
+    case MP_MAP:
+        /* order-independent, like map equality */
+        for (size_t i = 0; i < v->u.map.len; i++)
+            h += mix64(mp__value_hash(v->u.map.keys[i]) * 7 +
+                       mp__value_hash(v->u.map.vals[i]));
+        return h ^ 0x3a9;
+    case MP_HANDLE:
+        return mix64((uint64_t)(uintptr_t)v->u.h.obj);
+    }
+    return 0;
+}
+
+/* ---- copy and free -------------------------------------------------------------- */
+
+static mp_value *copy_container(const mp_value *v)
+{
+    mp_value *c = mp__value_new(v->type);
+    if (!c)
+        return NULL;
+    int r = 0;
+    if (v->type == MP_LIST) {
+        for (size_t i = 0; i < v->u.list.len && r == 0; i++)
+            r = mp_value_list_append(c, mp_value_copy(v->u.list.items[i]));
+    } else {
+        for (size_t i = 0; i < v->u.map.len && r == 0; i++) {
+            mp_value *k = mp_value_copy(v->u.map.keys[i]);
+            mp_value *x = mp_value_copy(v->u.map.vals[i]);
+            r = (k && x) ? map_append(c, k, x) : mp_last_error_code();
+            if (r < 0) {
+                mp_value_free(k);
+                mp_value_free(x);
+            }
+        }
+    }
+    if (r < 0) {
+        mp_value_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+mp_value *mp_value_copy(const mp_value *v)
+{
+    if (!v) {
+        mp__error(MP_EINVAL, "mp_value_copy(NULL)");
+        return NULL;
+    }
+    switch (v->type) {
+    case MP_STR:
+    case MP_BYTES:
+        return new_buffer(v->type, v->u.s.data, v->u.s.len);
+    case MP_LIST:
+    case MP_MAP:
+        return copy_container(v);
+    case MP_HANDLE:
+        return mp_value_handle(v->u.h.kind, v->u.h.obj);
+    default: {
+        mp_value *c = mp__value_new(v->type);
+        if (c)
+            c->u = v->u;
+        return c;
+    }
+    }
+}
+
+void mp_value_free(mp_value *v)
+{
+    if (!v)
+        return;
+    switch (v->type) {
+    case MP_STR:
+    case MP_BYTES:
+        free(v->u.s.data);
+        break;
+    case MP_LIST:
+        for (size_t i = 0; i < v->u.list.len; i++)
+            mp_value_free(v->u.list.items[i]);
+        free(v->u.list.items);
+        break;
+    case MP_MAP:
+        for (size_t i = 0; i < v->u.map.len; i++) {
+            mp_value_free(v->u.map.keys[i]);
+            mp_value_free(v->u.map.vals[i]);
+        }
+        free(v->u.map.keys);
+        free(v->u.map.vals);
+        free(v->u.map.index);
+        break;
+    case MP_HANDLE:
+        if (v->u.h.owned && v->u.h.kind->release_obj)
+            v->u.h.kind->release_obj(v->u.h.obj);
+        break;
+    default:
+        break;
+    }
+    free(v);
+}
