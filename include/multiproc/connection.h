@@ -1,0 +1,258 @@
+/**
+ * @file connection.h
+ * @brief Message connections between processes: Pipe, Listener/Client, wait().
+ *
+ * Python mapping (multiprocessing.connection):
+ *   - `Pipe(duplex)`                  -> mp_pipe(duplex, &a, &b)
+ *   - `conn.send(obj)` / `recv()`     -> mp_connection_send / mp_connection_recv (mp_value,
+ *                                        MessagePack instead of pickle)
+ *   - `send_bytes(buf, offset, size)` -> mp_connection_send_bytes
+ *   - `recv_bytes(maxlength)`         -> mp_connection_recv_bytes
+ *   - `recv_bytes_into(buf, offset)`  -> mp_connection_recv_bytes_into; BufferTooShort ->
+ *                                        MP_ETOOSHORT, the message stays pending and the next
+ *                                        receive (or mp_connection_take_pending) returns it
+ *   - `poll(timeout)`, `fileno()`, `close()`
+ *   - EOFError -> MP_EEOF, AuthenticationError -> MP_EAUTH, "bad message length" -> MP_EPROTO
+ *   - `Listener(address, authkey=)`, `accept()`, `Client(address, authkey=)` -> mp_listener_*,
+ *     mp_client (Unix paths, abstract names "@name", TCP "host:port")
+ *   - `wait(object_list, timeout)`    -> mp_wait
+ *
+ * Wire format: exactly Python's (a 4-byte big-endian signed length, or -1 followed by an
+ * 8-byte big-endian length for messages over 0x7fffffff bytes), and the same HMAC
+ * challenge/response as Python's multiprocessing (the legacy HMAC-MD5 form of Python <= 3.11
+ * and the "{sha256}"-prefixed form of 3.12+), so Python peers talk to ours with
+ * send_bytes/recv_bytes. Values travel as MessagePack (mp_value_encode).
+ *
+ * Pitfalls fixed: writing to a pipe whose reader is gone returns -EPIPE instead of killing
+ * the program with SIGPIPE; a message over maxlength is refused before anything is
+ * allocated; the authentication handshake reads at most 256 bytes per message.
+ *
+ * Thread safety: a connection may be used by one sending thread and one receiving thread at
+ * once (like Python); two threads sending (or receiving) on the same connection at once
+ * interleave messages. A listener accepts from one thread at a time.
+ *
+ * Fork behaviour: a connection is an fd plus a little state. After fork both processes hold
+ * the fd; close the end you do not use, as in Python. A connection is a passable kind
+ * ("connection"): put it in a process's arguments (mp_value_connection) and the child gets
+ * its own connection object under every start method.
+ */
+#ifndef MULTIPROC_CONNECTION_H
+#define MULTIPROC_CONNECTION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "multiproc/process.h"
+#include "multiproc/value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mp_connection mp_connection;
+
+/**
+ * Create a connected pair (Python's Pipe). Duplex: a socketpair, both ends send and receive.
+ * One-way (@p duplex false): a pipe; @p *a only receives and @p *b only sends (Python's
+ * order), the wrong call is MP_ESTATE. Both ends are close-on-exec.
+ * Returns 0 or -errno; the caller owns both ends (mp_connection_free).
+ */
+int mp_pipe(bool duplex, mp_connection **a, mp_connection **b);
+
+/**
+ * Wrap an existing connected fd (socket or pipe end), adopted: the connection closes it.
+ * @p readable / @p writable say which calls are allowed. NULL with -ENOMEM / MP_EINVAL.
+ */
+mp_connection *mp_connection_from_fd(int fd, bool readable, bool writable);
+
+/**
+ * Send @p size bytes starting at @p offset of @p buf as one message.
+ * Errors: MP_ESTATE on a receive-only end, MP_ECLOSED after close, -EPIPE/-ECONNRESET when
+ * the peer is gone, MP_EINTERRUPTED if a signal handler interrupted the call before any
+ * byte was sent.
+ */
+int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, size_t size);
+
+/**
+ * Receive one message into a new buffer (*buf, mp_free; a 0-byte message gives a non-NULL
+ * buffer of length 0). Blocks until a message arrives. @p maxlength 0 means no limit;
+ * a longer message is MP_EPROTO ("bad message length") and the connection is closed, as in
+ * Python. MP_EEOF once the peer closed and everything was read.
+ */
+int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, size_t *len);
+
+/**
+ * Receive one message into @p buf at @p offset (@p bufsize is the whole buffer's size).
+ * Stores the message size in *len. If the message does not fit, returns MP_ETOOSHORT with
+ * *len = the message size; the message stays pending: the next receive call returns it
+ * (mp_connection_recv_bytes, mp_connection_recv_bytes_into with a larger buffer, or
+ * mp_connection_take_pending). MP_EINVAL if @p offset > @p bufsize.
+ */
+int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t bufsize, size_t offset,
+                                  size_t *len);
+
+/**
+ * Take the message kept after MP_ETOOSHORT (Python's BufferTooShort.args[0]): *buf (mp_free)
+ * and *len. MP_ESTATE if there is none.
+ */
+int mp_connection_take_pending(mp_connection *c, void **buf, size_t *len);
+
+/**
+ * Send a value (MessagePack). A value holding handles (library objects) is MP_EUNSUPPORTED
+ * over a connection. Errors as mp_connection_send_bytes, plus the encoder's.
+ */
+int mp_connection_send(mp_connection *c, const mp_value *v);
+
+/**
+ * Receive a value sent with mp_connection_send (*out, mp_value_free). MP_EPROTO if the
+ * message is not valid MessagePack (the connection stays usable). Errors as recv_bytes.
+ */
+int mp_connection_recv(mp_connection *c, mp_value **out);
+
+/**
+ * Whether a message (or EOF) can be received without blocking, waiting up to @p timeout
+ * seconds (0: just check; negative: forever). Returns 1 (ready), 0 (not ready),
+ * MP_ESTATE on a send-only end, MP_ECLOSED, MP_EINTERRUPTED.
+ */
+int mp_connection_poll(mp_connection *c, double timeout);
+
+/** The underlying fd (borrowed), or -1 once closed. */
+int mp_connection_fileno(const mp_connection *c);
+/** Whether this end may receive / send. */
+bool mp_connection_readable(const mp_connection *c);
+bool mp_connection_writable(const mp_connection *c);
+/** Whether mp_connection_close was called. */
+bool mp_connection_closed(const mp_connection *c);
+
+/** Close the fd now (the object stays valid; calls return MP_ECLOSED). 0 or -errno. Idempotent. */
+int mp_connection_close(mp_connection *c);
+/** Close and free. NULL is fine. */
+void mp_connection_free(mp_connection *c);
+
+/** The "connection" kind (to pass connections to other processes inside values). */
+const mp_kind *mp_connection_kind(void);
+/** A handle value wrapping @p c (borrowed): `mp_value_pack("[o]", mp_value_connection(c))`. */
+mp_value *mp_value_connection(mp_connection *c);
+/**
+ * The connection inside a handle value received by a process target (borrowed: the value
+ * owns it), or NULL if @p v is not a connection handle.
+ */
+mp_connection *mp_value_get_connection(const mp_value *v);
+
+/* ---- Listener and Client -------------------------------------------------------------- */
+
+/** What our side sends as its challenge (we accept either form from the peer). */
+typedef enum mp_auth_digest {
+    MP_AUTH_DEFAULT = 0, /**< legacy HMAC-MD5: interoperates with every Python 3 */
+    MP_AUTH_LEGACY_MD5,  /**< "#CHALLENGE#" + 20 random bytes, raw HMAC-MD5 reply (Python <= 3.11) */
+    MP_AUTH_SHA256,      /**< "#CHALLENGE#{sha256}" + 40 random bytes (Python 3.12+ default) */
+    MP_AUTH_SHA384,
+    MP_AUTH_SHA3_256,
+    MP_AUTH_SHA3_384,
+    MP_AUTH_MD5          /**< prefixed "{md5}" form */
+} mp_auth_digest;
+
+/**
+ * Addresses: "/path" or "./path" or "unix:path" (Unix socket path), "@name" (Linux abstract
+ * socket), "host:port" or "tcp:host:port" (TCP; "[::1]:port" for IPv6; port 0 picks a free
+ * port for a listener).
+ */
+typedef struct mp_listener_opts {
+    const char *address;   /**< NULL: a fresh Unix socket path under $TMPDIR or /tmp */
+    int backlog;           /**< 0: 16 */
+    const void *authkey;   /**< NULL: no authentication */
+    size_t authkey_len;
+    mp_auth_digest digest; /**< the challenge we send */
+    double handshake_timeout; /**< seconds for a peer to complete the handshake; 0: 20 s */
+} mp_listener_opts;
+
+typedef struct mp_listener mp_listener;
+
+/** Bind and listen. NULL on error (mp_last_error() says why, with the address). */
+mp_listener *mp_listener_new(const mp_listener_opts *opts);
+/**
+ * Accept one connection, authenticating it if the listener has an authkey (our challenge
+ * first, then the peer's, as Python's Listener.accept). Waits up to @p timeout (negative:
+ * forever): MP_ETIMEOUT. MP_EAUTH if the peer fails (its connection is closed; the
+ * listener stays usable). On success *out is the new connection (caller owns it).
+ */
+int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out);
+/** The bound address in the same syntax as the options ("127.0.0.1:40123" after port 0).
+ * Borrowed, valid while the listener lives. */
+const char *mp_listener_address(const mp_listener *l);
+/** The listening socket (borrowed), for poll/mp_wait. */
+int mp_listener_fileno(const mp_listener *l);
+/** Stop listening and remove the Unix socket path. Idempotent. */
+int mp_listener_close(mp_listener *l);
+/** Close and free. NULL is fine. */
+void mp_listener_free(mp_listener *l);
+
+typedef struct mp_client_opts {
+    const void *authkey;   /**< NULL: no authentication */
+    size_t authkey_len;
+    mp_auth_digest digest; /**< the challenge we send */
+    double timeout;        /**< connect + handshake; 0: 20 s, negative: forever */
+} mp_client_opts;
+
+/**
+ * Connect to @p address (syntax as mp_listener_opts) and authenticate (answer the
+ * listener's challenge, then challenge it, as Python's Client). *out: the connection.
+ * Errors: -ECONNREFUSED / -ENOENT (with the address), MP_EAUTH, MP_ETIMEOUT, MP_EPROTO.
+ */
+int mp_client(const char *address, const mp_client_opts *opts, mp_connection **out);
+
+/* ---- wait ----------------------------------------------------------------------------- */
+
+/** What an mp_waitable watches. */
+typedef enum mp_wait_kind {
+    MP_WAIT_FD = 0,     /**< an fd: ready when readable (or hung up) */
+    MP_WAIT_CONNECTION, /**< ready when a message or EOF can be received */
+    MP_WAIT_PROCESS,    /**< ready when the process has ended (its sentinel pidfd) */
+    MP_WAIT_LISTENER    /**< ready when accept would not block */
+} mp_wait_kind;
+
+/** One object for mp_wait; build with mp_wait_fd / mp_wait_conn / mp_wait_proc. */
+typedef struct mp_waitable {
+    mp_wait_kind kind;
+    union {
+        int fd;
+        mp_connection *conn;
+        mp_process *proc;
+        mp_listener *listener;
+    } u;
+    bool ready; /**< set by mp_wait */
+} mp_waitable;
+
+static inline mp_waitable mp_wait_fd(int fd)
+{
+    mp_waitable w = {MP_WAIT_FD, {.fd = fd}, false};
+    return w;
+}
+static inline mp_waitable mp_wait_conn(mp_connection *c)
+{
+    mp_waitable w = {MP_WAIT_CONNECTION, {.conn = c}, false};
+    return w;
+}
+static inline mp_waitable mp_wait_proc(mp_process *p)
+{
+    mp_waitable w = {MP_WAIT_PROCESS, {.proc = p}, false};
+    return w;
+}
+static inline mp_waitable mp_wait_listener(mp_listener *l)
+{
+    mp_waitable w = {MP_WAIT_LISTENER, {.listener = l}, false};
+    return w;
+}
+
+/**
+ * Wait until at least one of @p items is ready or @p timeout passes (negative: forever;
+ * 0: check). Sets each item's `ready` and returns how many are ready (0 on timeout, like
+ * Python's empty list). Errors: MP_EINVAL (a closed connection, an unstarted process, a bad
+ * fd), MP_EINTERRUPTED, -errno.
+ */
+int mp_wait(mp_waitable *items, size_t n, double timeout);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,498 @@
+/* Connections: Python-compatible length-prefixed messages over a socket or pipe fd.
+ *
+ * DESIGN: a connection is an fd and a few flags; nothing is buffered in user space (so the
+ * fd's readiness is exactly the connection's, and a connection can be handed to another
+ * process at any time) except one message kept after MP_ETOOSHORT. A message is a 4-byte
+ * big-endian length (or -1 and an 8-byte length beyond 0x7fffffff) then the payload,
+ * written with one writev/sendmsg so small messages are one syscall. Sockets are written
+ * with MSG_NOSIGNAL; pipe writes block SIGPIPE around the write on this thread only and
+ * swallow the SIGPIPE they caused, so a dead reader is -EPIPE, never a dead program. */
+#define _GNU_SOURCE
+#include "multiproc/connection.h"
+
+#include "internal/common.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+struct mp_connection {
+    int fd;
+    bool readable, writable, is_socket, closed;
+    bool has_pending; /* a message kept after MP_ETOOSHORT */
+    void *pending;
+    size_t pending_len;
+};
+
+bool mp__connection_has_pending(const mp_connection *c);
+bool mp__connection_has_pending(const mp_connection *c) { return c && c->has_pending; }
+
+mp_connection *mp_connection_from_fd(int fd, bool readable, bool writable)
+{
+    if (fd < 0) {
+        mp__error(MP_EINVAL, "connection from invalid fd %d", fd);
+        return NULL;
+    }
+    mp_connection *c = mp__calloc(1, sizeof *c);
+    if (!c) {
+        mp__close(fd);
+        return NULL;
+    }
+    struct stat st;
+    c->fd = fd;
+    c->readable = readable;
+    c->writable = writable;
+    c->is_socket = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    return c;
+}
+
+int mp_pipe(bool duplex, mp_connection **a, mp_connection **b)
+{
+    int fds[2];
+    *a = *b = NULL;
+    if (duplex) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+            return mp__errno("socketpair");
+    } else if (mp__pipe(fds) < 0) {
+        return mp__errno("pipe");
+    }
+    *a = mp_connection_from_fd(fds[0], true, duplex);
+    *b = mp_connection_from_fd(fds[1], duplex, true);
+    if (!*a || !*b) {
+        if (!*a)
+            mp__close(fds[0]);
+        if (!*b)
+            mp__close(fds[1]);
+        mp_connection_free(*a);
+        mp_connection_free(*b);
+        *a = *b = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- checks ------------------------------------------------------------------------ */
+
+static int check_usable(const mp_connection *c, bool sending)
+{
+    if (!c)
+        return mp__error(MP_EINVAL, "connection is NULL");
+    if (c->closed)
+        return mp__error(MP_ECLOSED, "connection is closed");
+    if (sending && !c->writable)
+        return mp__error(MP_ESTATE, "connection is read-only: this end of a one-way pipe only receives");
+    if (!sending && !c->readable)
+        return mp__error(MP_ESTATE, "connection is write-only: this end of a one-way pipe only sends");
+    return 0;
+}
+
+/* ---- sending -------------------------------------------------------------------------- */
+
+/* One writev/sendmsg. Pipes get SIGPIPE blocked for this thread during the write; a SIGPIPE
+ * we caused is consumed so it is not delivered once unblocked. */
+static ssize_t write_some(mp_connection *c, struct iovec *iov, int iovcnt)
+{
+    if (c->is_socket) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        return sendmsg(c->fd, &m, MSG_NOSIGNAL);
+    }
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t r = writev(c->fd, iov, iovcnt);
+    int saved = errno;
+    if (r < 0 && saved == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return r;
+}
+
+static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
+{
+    while (*iovcnt > 0 && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*iovcnt)--;
+    }
+    if (*iovcnt > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
+/* Write every byte. A signal before the first byte may interrupt the call; once a message
+ * has started it is always finished so the stream stays framed. */
+static int write_all(mp_connection *c, struct iovec *iov, int iovcnt)
+{
+    bool started = false;
+    while (iovcnt > 0) {
+        if (iov->iov_len == 0) {
+            iov++;
+            iovcnt--;
+            continue;
+        }
+        ssize_t r = write_some(c, iov, iovcnt);
+        if (r < 0) {
+            if (errno == EINTR) {
+                int code = mp__signal_dispatch_pending();
+                if (code < 0 && !started)
+                    return mp__error(code, "send interrupted by a signal");
+                continue;
+            }
+            return mp__errno("send on connection fd %d", c->fd);
+        }
+        started = true;
+        iov_advance(&iov, &iovcnt, (size_t)r);
+    }
+    return 0;
+}
+
+int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, size_t size)
+{
+    int code = check_usable(c, true);
+    if (code < 0)
+        return code;
+    if (!buf && size > 0)
+        return mp__error(MP_EINVAL, "send_bytes: NULL buffer");
+    unsigned char hdr[12];
+    size_t hlen;
+    if (size > 0x7fffffff) {
+        uint32_t m1 = htonl(0xffffffffu);
+        uint64_t n = htobe64((uint64_t)size);
+        memcpy(hdr, &m1, 4);
+        memcpy(hdr + 4, &n, 8);
+        hlen = 12;
+    } else {
+        uint32_t n = htonl((uint32_t)size);
+        memcpy(hdr, &n, 4);
+        hlen = 4;
+    }
+    struct iovec iov[2] = {{hdr, hlen}, {(char *)buf + offset, size}};
+    return write_all(c, iov, 2);
+}
+
+int mp_connection_send(mp_connection *c, const mp_value *v)
+{
+    int code = check_usable(c, true);
+    if (code < 0)
+        return code;
+    char *buf = NULL;
+    size_t len = 0, nfds = 0;
+    code = mp_value_encode(v, &buf, &len, NULL, 0, &nfds);
+    if (code < 0) {
+        if (code == MP_EUNSUPPORTED)
+            return mp__error(code, "a value holding handles cannot be sent over a connection");
+        return code;
+    }
+    code = mp_connection_send_bytes(c, buf, 0, len);
+    mp_free(buf);
+    return code;
+}
+
+/* ---- receiving ------------------------------------------------------------------------ */
+
+/* Read exactly n bytes. `started`: bytes of this message were already read, so neither a
+ * signal nor EOF may leave the stream half-read silently. */
+static int read_exact(mp_connection *c, void *buf, size_t n, bool started)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(c->fd, p, n > 0x40000000 ? 0x40000000 : n);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            started = true;
+            continue;
+        }
+        if (r == 0) {
+            if (!started)
+                return mp__error(MP_EEOF, "connection fd %d: the other end is closed", c->fd);
+            return mp__error(MP_EPROTO, "connection fd %d: end of file in the middle of a message",
+                             c->fd);
+        }
+        if (errno == EINTR) {
+            int code = mp__signal_dispatch_pending();
+            if (code < 0 && !started)
+                return mp__error(code, "receive interrupted by a signal");
+            continue;
+        }
+        return mp__errno("receive on connection fd %d", c->fd);
+    }
+    return 0;
+}
+
+/* The next message's length. */
+static int read_header(mp_connection *c, uint64_t *size)
+{
+    uint32_t n;
+    int code = read_exact(c, &n, 4, false);
+    if (code < 0)
+        return code;
+    int32_t s = (int32_t)ntohl(n);
+    if (s >= 0) {
+        *size = (uint64_t)s;
+        return 0;
+    }
+    if (s != -1)
+        return mp__error(MP_EPROTO, "bad message length %d", s);
+    uint64_t big;
+    code = read_exact(c, &big, 8, true);
+    if (code < 0)
+        return code;
+    *size = be64toh(big);
+    return 0;
+}
+
+/* Python closes the connection when a message exceeds maxlength: the stream cannot be
+ * resynchronised without reading the whole message anyway. */
+static int bad_length(mp_connection *c, uint64_t size, size_t maxlength)
+{
+    mp_connection_close(c);
+    return mp__error(MP_EPROTO, "bad message length: %llu bytes > maxlength %zu (connection closed)",
+                     (unsigned long long)size, maxlength);
+}
+
+static int read_body(mp_connection *c, uint64_t size, void **buf)
+{
+    if (size > (uint64_t)SIZE_MAX / 2)
+        return mp__error(MP_EPROTO, "message of %llu bytes is too large", (unsigned long long)size);
+    char *p = malloc(size ? (size_t)size : 1);
+    if (!p)
+        return mp__error(-ENOMEM, "allocating a %llu-byte message", (unsigned long long)size);
+    int code = read_exact(c, p, (size_t)size, true);
+    if (code < 0) {
+        free(p);
+        return code;
+    }
+    *buf = p;
+    return 0;
+}
+
+int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, size_t *len)
+{
+    int code = check_usable(c, false);
+    if (code < 0)
+        return code;
+    *buf = NULL;
+    *len = 0;
+    if (c->has_pending) {
+        if (maxlength && c->pending_len > maxlength)
+            return bad_length(c, c->pending_len, maxlength);
+        *buf = c->pending;
+        *len = c->pending_len;
+        c->pending = NULL;
+        c->has_pending = false;
+        return 0;
+    }
+    uint64_t size;
+    code = read_header(c, &size);
+    if (code < 0)
+        return code;
+    if (maxlength && size > maxlength)
+        return bad_length(c, size, maxlength);
+    code = read_body(c, size, buf);
+    if (code == 0)
+        *len = (size_t)size;
+    return code;
+}
+
+static int too_short(size_t size, size_t room)
+{
+    return mp__error(MP_ETOOSHORT,
+                     "message of %zu bytes does not fit the %zu bytes available (kept: receive "
+                     "again or mp_connection_take_pending)",
+                     size, room);
+}
+
+int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t bufsize, size_t offset,
+                                  size_t *len)
+{
+    int code = check_usable(c, false);
+    if (code < 0)
+        return code;
+    if (offset > bufsize || (!buf && bufsize > 0))
+        return mp__error(MP_EINVAL, "recv_bytes_into: offset %zu beyond a %zu-byte buffer", offset,
+                         bufsize);
+    size_t room = bufsize - offset;
+    if (c->has_pending) {
+        *len = c->pending_len;
+        if (c->pending_len > room)
+            return too_short(c->pending_len, room);
+        if (c->pending_len)
+            memcpy((char *)buf + offset, c->pending, c->pending_len);
+        free(c->pending);
+        c->pending = NULL;
+        c->has_pending = false;
+        return 0;
+    }
+    uint64_t size;
+    code = read_header(c, &size);
+    if (code < 0)
+        return code;
+    if (size <= room) {
+        *len = (size_t)size;
+        return read_exact(c, (char *)buf + offset, (size_t)size, true);
+    }
+    code = read_body(c, size, &c->pending);
+    if (code < 0)
+        return code;
+    c->pending_len = (size_t)size;
+    c->has_pending = true;
+    *len = (size_t)size;
+    return too_short((size_t)size, room);
+}
+
+int mp_connection_take_pending(mp_connection *c, void **buf, size_t *len)
+{
+    if (!c || !c->has_pending)
+        return mp__error(MP_ESTATE, "no pending message");
+    *buf = c->pending;
+    *len = c->pending_len;
+    c->pending = NULL;
+    c->has_pending = false;
+    return 0;
+}
+
+int mp_connection_recv(mp_connection *c, mp_value **out)
+{
+    void *buf;
+    size_t len;
+    *out = NULL;
+    int code = mp_connection_recv_bytes(c, 0, &buf, &len);
+    if (code < 0)
+        return code;
+    code = mp_value_decode(buf, len, NULL, 0, out);
+    free(buf);
+    return code;
+}
+
+int mp_connection_poll(mp_connection *c, double timeout)
+{
+    int code = check_usable(c, false);
+    if (code < 0)
+        return code;
+    if (c->has_pending)
+        return 1;
+    int r = mp__poll1(c->fd, POLLIN, mp__deadline(timeout));
+    if (r < 0)
+        return mp__error(r, "poll on connection fd %d", c->fd);
+    if (r & POLLNVAL)
+        return mp__error(-EBADF, "poll on connection fd %d", c->fd);
+    return r > 0 ? 1 : 0;
+}
+
+/* ---- state ---------------------------------------------------------------------------- */
+
+int mp_connection_fileno(const mp_connection *c) { return c && !c->closed ? c->fd : -1; }
+bool mp_connection_readable(const mp_connection *c) { return c && c->readable; }
+bool mp_connection_writable(const mp_connection *c) { return c && c->writable; }
+bool mp_connection_closed(const mp_connection *c) { return !c || c->closed; }
+
+int mp_connection_close(mp_connection *c)
+{
+    if (!c || c->closed)
+        return 0;
+    c->closed = true;
+    free(c->pending);
+    c->pending = NULL;
+    c->has_pending = false;
+    int code = mp__close(c->fd);
+    c->fd = -1;
+    return code < 0 ? mp__error(code, "close connection") : 0;
+}
+
+void mp_connection_free(mp_connection *c)
+{
+    if (!c)
+        return;
+    mp_connection_close(c);
+    free(c);
+}
+
+/* ---- the "connection" kind ---------------------------------------------------------------
+ * Exported as one fd plus a flags byte and any pending message. */
+
+enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4 };
+
+static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    mp_connection *c = obj;
+    if (c->closed)
+        return mp__error(MP_ECLOSED, "cannot pass a closed connection");
+    size_t n = 1 + (c->has_pending ? c->pending_len : 0);
+    unsigned char *d = malloc(n);
+    if (!d)
+        return mp__error(-ENOMEM, "exporting a connection");
+    d[0] = (unsigned char)((c->readable ? EXP_READABLE : 0) | (c->writable ? EXP_WRITABLE : 0) |
+                           (c->has_pending ? EXP_PENDING : 0));
+    if (c->has_pending && c->pending_len)
+        memcpy(d + 1, c->pending, c->pending_len);
+    *data = d;
+    *len = n;
+    fds[0] = c->fd;
+    *nfds = 1;
+    return 0;
+}
+
+static int conn_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    const unsigned char *d = data;
+    if (len < 1 || nfds != 1) {
+        for (size_t i = 0; i < nfds; i++)
+            mp__close(fds[i]);
+        return mp__error(MP_EPROTO, "bad connection handle (%zu bytes, %zu fds)", len, nfds);
+    }
+    mp_connection *c = mp_connection_from_fd(fds[0], d[0] & EXP_READABLE, d[0] & EXP_WRITABLE);
+    if (!c)
+        return mp_last_error_code();
+    if (d[0] & EXP_PENDING) {
+        c->pending = malloc(len > 1 ? len - 1 : 1);
+        if (!c->pending) {
+            mp_connection_free(c);
+            return mp__error(-ENOMEM, "importing a connection");
+        }
+        memcpy(c->pending, d + 1, len - 1);
+        c->pending_len = len - 1;
+        c->has_pending = true;
+    }
+    *obj = c;
+    return 0;
+}
+
+static void conn_release(void *obj) { mp_connection_free(obj); }
+
+static const mp_kind conn_kind = {
+    .name = "connection",
+    .export_obj = conn_export,
+    .import_obj = conn_import,
+    .release_obj = conn_release,
+};
+
+__attribute__((constructor(200))) static void conn_register(void) { mp_kind_register(&conn_kind); }
+
+const mp_kind *mp_connection_kind(void) { return &conn_kind; }
+
+mp_value *mp_value_connection(mp_connection *c) { return mp_value_handle(&conn_kind, c); }
+
+mp_connection *mp_value_get_connection(const mp_value *v)
+{
+    const mp_kind *k = NULL;
+    void *obj = mp_value_get_handle(v, &k);
+    return k == &conn_kind || (k && strcmp(k->name, "connection") == 0) ? obj : NULL;
+}
