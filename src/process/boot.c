@@ -1,0 +1,235 @@
+/* The spawn start method: a fresh exec of the program that becomes Process-N.
+ *
+ * DESIGN
+ * - Parent: packs a launch record (target location, name, identity, encoded
+ *   arguments), execs /proc/self/exe through mp__spawn with only 0, 1, 2 and one end
+ *   of a socketpair (as fd 3) and MULTIPROC_BOOTSTRAP=spawn:3 in the environment,
+ *   sends the record with the arguments' fds (SCM_RIGHTS), and waits for the child's
+ *   verdict, so a target the child cannot find is an error of start().
+ * - Child: a library constructor (priority 500, after every kind registration at
+ *   200) sees the variable, removes it, runs the main program's own constructors
+ *   (so kinds the program registers itself exist), then mp__boot_child() receives the
+ *   record, resolves the target, decodes the arguments, replies and runs the target.
+ *   It never returns to the program's main.
+ * - Nothing is shared between the two processes but the socket. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/spawn.h"
+#include "process/proc.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+char **mp__boot_env(const char *value, char **owned)
+{
+    size_t n = 0, keep = 0;
+    while (environ && environ[n])
+        n++;
+    char **env = mp__calloc(n + 2, sizeof *env);
+    if (asprintf(owned, "%s=%s", MP__BOOT_ENV, value) < 0)
+        *owned = NULL;
+    if (!env || !*owned) {
+        free(env);
+        free(*owned);
+        *owned = NULL;
+        mp__error(-ENOMEM, "building the child's environment");
+        return NULL;
+    }
+    size_t plen = strlen(MP__BOOT_ENV);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], MP__BOOT_ENV, plen) != 0 || environ[i][plen] != '=')
+            env[keep++] = environ[i];
+    env[keep++] = *owned;
+    env[keep] = NULL;
+    return env;
+}
+
+/* ---- parent side ---------------------------------------------------------------- */
+
+static int std_fd(int fd) { return fcntl(fd, F_GETFD) < 0 ? -1 : fd; }
+
+static void abandon_child(pid_t pid, int pidfd)
+{
+    /* The child failed to bootstrap (it exits by itself); make sure and reap it. */
+    mp__pidfd_send_signal(pidfd, SIGKILL);
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+    (void)pid;
+    mp__close(pidfd);
+}
+
+int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid, int *pidfd)
+{
+    char *rec = NULL, *owned = NULL;
+    size_t reclen = 0;
+    int sv[2];
+    int r = mp__launch_pack(l, &rec, &reclen);
+    if (r < 0)
+        return r;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        free(rec);
+        return mp__errno("socketpair for a spawn child");
+    }
+    char **env = mp__boot_env("spawn:3", &owned);
+    char *argv[] = {program_invocation_name, NULL};
+    mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
+                         .close_fds = true, .nmap = 4};
+    for (int i = 0; i < 3; i++)
+        req.fd_map[i] = std_fd(i);
+    req.fd_map[3] = sv[1];
+    r = env ? mp__spawn(&req, pid, pidfd) : -ENOMEM;
+    mp__close(sv[1]);
+    free(env);
+    free(owned);
+    if (r == 0) {
+        r = mp__frame_send(sv[0], rec, reclen, fds, nfds);
+        char what[300];
+        snprintf(what, sizeof what, "spawn child %s (pid %d)", l->name, (int)*pid);
+        if (r == 0)
+            r = mp__reply_recv(sv[0], what);
+        if (r < 0)
+            abandon_child(*pid, *pidfd);
+    }
+    mp__close(sv[0]);
+    free(rec);
+    return r;
+}
+
+/* ---- child side ----------------------------------------------------------------- */
+
+static _Noreturn void boot_fail(int sock, int code)
+{
+    mp__reply_send(sock, code, mp_last_error());
+    _exit(1);
+}
+
+_Noreturn void mp__boot_child(int sock)
+{
+    char *rec = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[MP__PROC_MAX_FDS];
+    int r = mp__frame_recv(sock, &rec, &len, fds, MP__PROC_MAX_FDS, &nfds);
+    if (r < 0)
+        boot_fail(sock, r);
+    mp__launch l;
+    r = mp__launch_unpack(rec, len, &l);
+    free(rec);
+    if (r == 0 && l.nfds != nfds)
+        r = mp__error(MP_EPROTO, "launch record announces %u fds, %zu arrived", l.nfds, nfds);
+    mp_target_fn fn = NULL;
+    if (r == 0)
+        r = mp__target_resolve(&l.loc, &fn);
+    if (r < 0) {
+        for (size_t i = 0; i < nfds; i++)
+            mp__close(fds[i]);
+        boot_fail(sock, r);
+    }
+    mp__proc_become_child(l.name, l.identity, l.parent_pid, l.daemon, (mp_start_method)l.method);
+    mp__proc_log_inherit(l.log_level, l.log_on);
+    mp_value *args = NULL;
+    r = mp__proc_decode_args(l.args, l.args_len, fds, nfds, &args);
+    mp__launch_clear(&l);
+    if (r < 0)
+        boot_fail(sock, r);
+    mp__reply_send(sock, 0, NULL);
+    mp__close(sock);
+    mp__proc_run(fn, args);
+}
+
+/* ---- running the program's own constructors ------------------------------------- */
+
+typedef void (*init_fn)(int, char **, char **);
+
+/* Defined by the linker in the object this file is linked into (the main program when
+ * the library is linked statically). */
+extern init_fn __init_array_start[] __attribute__((weak, visibility("hidden")));
+extern init_fn __init_array_end[] __attribute__((weak, visibility("hidden")));
+
+static void boot_ctor(int argc, char **argv, char **envp);
+
+struct main_init {
+    init_fn *array;
+    size_t count;
+};
+
+static int main_init_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    struct main_init *m = data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type != PT_DYNAMIC)
+            continue;
+        const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+        uintptr_t addr = 0;
+        size_t bytes = 0;
+        for (; d->d_tag != DT_NULL; d++) {
+            if (d->d_tag == DT_INIT_ARRAY)
+                addr = (uintptr_t)d->d_un.d_ptr;
+            else if (d->d_tag == DT_INIT_ARRAYSZ)
+                bytes = (size_t)d->d_un.d_val;
+        }
+        if (addr) {
+            /* ld.so leaves DT_INIT_ARRAY unrelocated: it is relative to the load address. */
+            m->array = (init_fn *)(info->dlpi_addr + addr);
+            m->count = bytes / sizeof(init_fn);
+        }
+    }
+    return 1; /* the first object is the main program */
+}
+
+/* The bootstrap runs inside the library's constructors, before the program's own
+ * (and before main), and never returns: run the program's constructors now so kinds
+ * it registers exist in the child. With a static link our constructors are in the
+ * program's own array: run only the entries after ours. */
+static void run_program_ctors(int argc, char **argv, char **envp)
+{
+    Dl_info info;
+    struct link_map *lm = NULL;
+    bool in_main = !dladdr1((void *)boot_ctor, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm ||
+                   !lm->l_name || !lm->l_name[0];
+    struct main_init m = {NULL, 0};
+    if (in_main) {
+        if (!__init_array_start || !__init_array_end)
+            return;
+        m.array = __init_array_start;
+        m.count = (size_t)(__init_array_end - __init_array_start);
+    } else {
+        dl_iterate_phdr(main_init_cb, &m);
+    }
+    size_t from = 0;
+    for (size_t i = 0; in_main && i < m.count; i++)
+        if (m.array[i] == boot_ctor)
+            from = i + 1;
+    for (size_t i = from; i < m.count; i++)
+        if (m.array[i] && m.array[i] != (init_fn)-1)
+            m.array[i](argc, argv, envp);
+}
+
+__attribute__((constructor(500))) static void boot_ctor(int argc, char **argv, char **envp)
+{
+    const char *v = getenv(MP__BOOT_ENV);
+    if (!v)
+        return;
+    int fd = -1;
+    bool spawn = sscanf(v, "spawn:%d", &fd) == 1;
+    bool server = !spawn && sscanf(v, "forkserver:%d", &fd) == 1;
+    unsetenv(MP__BOOT_ENV);
+    if ((!spawn && !server) || fd < 0)
+        return; /* not ours to interpret: carry on as a normal program */
+    run_program_ctors(argc, argv, envp);
+    if (spawn)
+        mp__boot_child(fd);
+    mp__fs_server_main(fd);
+}

@@ -1,0 +1,371 @@
+/* The forkserver start method.
+ *
+ * DESIGN
+ * - Who runs where: on first use a client (any process using the forkserver context)
+ *   spawns the server: a fresh exec of the program (MULTIPROC_BOOTSTRAP=forkserver:3)
+ *   that ran the program's constructors and then loops here, single-threaded.
+ * - Connections: one SOCK_SEQPACKET control connection (a socketpair made at start;
+ *   fork children of the client inherit it and may use the same server). For each
+ *   child, the client makes a stream socketpair and sends one end plus its stdout and
+ *   stderr over the control connection (SCM_RIGHTS). The server forks; the parent
+ *   server sends the child's pid and a pidfd back on that socket, keeps it, and later
+ *   writes the exit status (4 bytes, Python-style) there when it reaps the child. The
+ *   forked child closes the server's fds and bootstraps exactly like a spawn child
+ *   (mp__boot_child) on its copy of the socket: the client sends the launch record and
+ *   the arguments' fds, the child replies. Order on the socket is therefore: pid
+ *   (server), reply (child, which only reads the record after the client got the
+ *   pid), status (server, after the child ended).
+ * - Lifetime: the server exits when every client has closed the control connection
+ *   (EOF); children still running are left to run on (as with Python's forkserver);
+ *   in practice the client's at-exit handler has already joined or terminated them.
+ *   The client that started the server reaps it at exit.
+ * - Shared state in the client: fs_lock guards starting the server (fs_ctl, fs_pid).
+ *   Requests need no lock: a SEQPACKET message is atomic. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/spawn.h"
+#include "process/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static pthread_mutex_t fs_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fs_ctl = -1;
+static pid_t fs_pid;   /* the server */
+static pid_t fs_owner; /* the process that spawned it (and must reap it) */
+
+/* ---- client ------------------------------------------------------------------- */
+
+static int start_server_locked(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return mp__errno("socketpair for the forkserver");
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    char *owned = NULL;
+    char **env = mp__boot_env("forkserver:3", &owned);
+    char *argv[] = {program_invocation_name, NULL};
+    /* The server never reads or writes stdio itself (children get the client's);
+     * stderr stays for diagnostics. */
+    mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
+                         .close_fds = true, .nmap = 4};
+    req.fd_map[0] = devnull;
+    req.fd_map[1] = devnull;
+    req.fd_map[2] = fcntl(2, F_GETFD) < 0 ? devnull : 2;
+    req.fd_map[3] = sv[1];
+    pid_t pid = 0;
+    int pidfd = -1;
+    int r = env && devnull >= 0 ? mp__spawn(&req, &pid, &pidfd) : mp__errno("/dev/null");
+    mp__close(sv[1]);
+    mp__close(devnull);
+    free(env);
+    free(owned);
+    if (r < 0) {
+        mp__close(sv[0]);
+        return r;
+    }
+    mp__close(pidfd); /* reaped by pid at exit: one fd less to carry around */
+    fs_ctl = sv[0];
+    fs_pid = pid;
+    fs_owner = getpid();
+    return 0;
+}
+
+int mp_forkserver_ensure_running(void)
+{
+    pthread_mutex_lock(&fs_lock);
+    int r = fs_ctl >= 0 ? 0 : start_server_locked();
+    pthread_mutex_unlock(&fs_lock);
+    return r;
+}
+
+pid_t mp__fs_server_pid(void) { return fs_ctl >= 0 ? fs_pid : 0; }
+
+/* Send the request: the child's socket end and our stdout/stderr. */
+static int send_request(int child_end)
+{
+    int devnull = -1, fds[3] = {child_end, 1, 2};
+    for (int i = 1; i < 3; i++)
+        if (fcntl(fds[i], F_GETFD) < 0) {
+            if (devnull < 0)
+                devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            fds[i] = devnull;
+        }
+    char msg = 'F';
+    struct iovec iov = {.iov_base = &msg, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof fds)];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof u.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    ssize_t r;
+    do
+        r = sendmsg(fs_ctl, &mh, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    int code = r < 0 ? mp__errno("sending a request to the forkserver (pid %d)", (int)fs_pid) : 0;
+    mp__close(devnull);
+    return code;
+}
+
+/* The server's first message on the child socket: the pid, with a pidfd. */
+static int recv_pid(int sock, pid_t *pid, int *pidfd)
+{
+    char *buf = NULL;
+    size_t len = 0, nfds = 0;
+    int fd = -1;
+    int r = mp__frame_recv(sock, &buf, &len, &fd, 1, &nfds);
+    if (r < 0)
+        return mp__error(MP_EPROCESS, "the forkserver did not start the child: %s",
+                         mp_strerror(r));
+    int32_t v = 0;
+    if (len == sizeof v && nfds == 1) {
+        memcpy(&v, buf, sizeof v);
+        *pid = v;
+        *pidfd = fd;
+    } else {
+        mp__close(fd);
+        r = mp__error(MP_EPROTO, "malformed reply from the forkserver");
+    }
+    free(buf);
+    return r;
+}
+
+int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid,
+                       int *pidfd, int *statfd)
+{
+    int r = mp_forkserver_ensure_running();
+    if (r < 0)
+        return r;
+    char *rec = NULL;
+    size_t reclen = 0;
+    int ch[2];
+    if ((r = mp__launch_pack(l, &rec, &reclen)) < 0)
+        return r;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) < 0) {
+        free(rec);
+        return mp__errno("socketpair for a forkserver child");
+    }
+    r = send_request(ch[1]);
+    mp__close(ch[1]);
+    if (r == 0)
+        r = recv_pid(ch[0], pid, pidfd);
+    if (r == 0) {
+        char what[300];
+        snprintf(what, sizeof what, "forkserver child %s (pid %d)", l->name, (int)*pid);
+        r = mp__frame_send(ch[0], rec, reclen, fds, nfds);
+        if (r == 0)
+            r = mp__reply_recv(ch[0], what);
+        if (r < 0) {
+            mp__pidfd_send_signal(*pidfd, SIGKILL); /* the server reaps it */
+            mp__close(*pidfd);
+            *pidfd = -1;
+        }
+    }
+    free(rec);
+    if (r < 0) {
+        mp__close(ch[0]);
+        return r;
+    }
+    *statfd = ch[0];
+    return 0;
+}
+
+int mp__fs_read_status(int statfd, int *rc)
+{
+    int32_t v;
+    int r = mp__read_full(statfd, &v, sizeof v);
+    if (r == MP_EEOF)
+        return mp__error(MP_EEOF, "the forkserver went away before reporting the exit status");
+    if (r < 0)
+        return mp__error(r, "reading an exit status from the forkserver");
+    *rc = v;
+    return 0;
+}
+
+void mp__fs_shutdown(void)
+{
+    pthread_mutex_lock(&fs_lock);
+    if (fs_ctl >= 0) {
+        mp__close(fs_ctl);
+        fs_ctl = -1;
+        /* EOF makes the server exit at once, unless a forked child of ours still holds
+         * the connection: wait a little, then leave it to init. */
+        for (int i = 0; fs_owner == getpid() && i < 1000; i++) {
+            pid_t w = waitpid(fs_pid, NULL, WNOHANG);
+            if (w != 0)
+                break;
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+/* ---- server ------------------------------------------------------------------- */
+
+struct child {
+    pid_t pid;
+    int sock;
+};
+
+static struct child *children;
+static size_t nchildren, capchildren;
+
+static void add_child(pid_t pid, int sock)
+{
+    if (nchildren == capchildren) {
+        size_t cap = capchildren ? capchildren * 2 : 16;
+        struct child *c = realloc(children, cap * sizeof *c);
+        if (!c) {
+            mp__close(sock); /* the client sees EOF: status unknown */
+            return;
+        }
+        children = c;
+        capchildren = cap;
+    }
+    children[nchildren].pid = pid;
+    children[nchildren].sock = sock;
+    nchildren++;
+}
+
+static void report_exits(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        int32_t rc = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        for (size_t i = 0; i < nchildren; i++) {
+            if (children[i].pid != pid)
+                continue;
+            ssize_t w;
+            do
+                w = send(children[i].sock, &rc, sizeof rc, MSG_NOSIGNAL | MSG_DONTWAIT);
+            while (w < 0 && errno == EINTR);
+            mp__close(children[i].sock);
+            children[i] = children[--nchildren];
+            break;
+        }
+    }
+}
+
+/* In the forked child: drop everything that is the server's. */
+static void child_leave_server(int ctl, int sfd, const sigset_t *old, int out, int err)
+{
+    mp__close(ctl);
+    mp__close(sfd);
+    for (size_t i = 0; i < nchildren; i++)
+        mp__close(children[i].sock);
+    nchildren = 0;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, old, NULL);
+    dup2(out, 1);
+    dup2(err, 2);
+    if (out > 2)
+        close(out);
+    if (err > 2 && err != out)
+        close(err);
+}
+
+static void serve_request(int ctl, int sfd, const sigset_t *old)
+{
+    char *buf = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[3];
+    /* One SEQPACKET message: 'F' with [child socket, stdout, stderr]. frame_recv reads
+     * a 4-byte header, so receive by hand. */
+    char msg;
+    struct iovec iov = {.iov_base = &msg, .iov_len = 1};
+    union {
+        char b[CMSG_SPACE(sizeof fds)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                        .msg_controllen = sizeof u.b};
+    ssize_t r;
+    do
+        r = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        _exit(0); /* every client is gone */
+    if (r < 0)
+        return;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    if (nfds > 3)
+        nfds = 3;
+    if (nfds)
+        memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
+    (void)buf;
+    (void)len;
+    if (nfds != 3 || msg != 'F' || (mh.msg_flags & MSG_CTRUNC)) {
+        for (size_t i = 0; i < nfds; i++)
+            mp__close(fds[i]);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_leave_server(ctl, sfd, old, fds[1], fds[2]);
+        mp__boot_child(fds[0]);
+    }
+    mp__close(fds[1]);
+    mp__close(fds[2]);
+    if (pid < 0) {
+        mp__close(fds[0]); /* the client sees EOF instead of a pid */
+        return;
+    }
+    int pidfd = mp__pidfd_open(pid);
+    int32_t v = pid;
+    mp__frame_send(fds[0], &v, sizeof v, &pidfd, pidfd >= 0 ? 1 : 0);
+    mp__close(pidfd);
+    add_child(pid, fds[0]);
+}
+
+_Noreturn void mp__fs_server_main(int ctl)
+{
+    sigset_t chld, old;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &old);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    /* As Python's forkserver: Ctrl-C reaches the clients, not the server. */
+    signal(SIGINT, SIG_IGN);
+    mp__set_cloexec(ctl, true);
+    if (sfd < 0)
+        _exit(1);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = ctl, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(1);
+        }
+        if (p[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0)
+                ;
+            report_exits();
+        }
+        if (p[0].revents)
+            serve_request(ctl, sfd, &old);
+    }
+}

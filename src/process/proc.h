@@ -1,0 +1,109 @@
+/* Private contract between the files of the process module:
+ *   src/process.c            Process objects, the children registry, this process's
+ *                            identity, contexts, at-exit handling, the fork method
+ *   src/process/target.c     locating a target function across exec (dladdr/phdr)
+ *   src/process/launch.c     the launch record a spawn/forkserver child receives
+ *   src/process/boot.c       the spawn method: parent side and child bootstrap
+ *   src/process/forkserver.c the forkserver method: client side and the server */
+#ifndef MP_PROCESS_PROC_H
+#define MP_PROCESS_PROC_H
+
+#include "multiproc/process.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* At most this many fds travel with one process's arguments. */
+#define MP__PROC_MAX_FDS 128
+
+/* The environment variable that tells a fresh exec of the program it is a spawn
+ * child or a forkserver ("spawn:FD" / "forkserver:FD"). Removed once read. */
+#define MP__BOOT_ENV "MULTIPROC_BOOTSTRAP"
+
+/* Where a target function lives, in terms another exec of the program understands. */
+typedef struct mp__target_loc {
+    char path[4096]; /* the object's link-map name; "" for the main program */
+    char sym[256];   /* its exported symbol name when it has one, else "" */
+    uint64_t offset; /* from the object's load address */
+} mp__target_loc;
+
+/* In the parent: MP_EINVAL when the pointer is not inside a loaded object. */
+int mp__target_locate(mp_target_fn fn, mp__target_loc *loc);
+/* In the child: MP_ENOTFOUND when the object is not loaded here or the address does
+ * not hold the same function. */
+int mp__target_resolve(const mp__target_loc *loc, mp_target_fn *fn);
+/* "name" of the function at fn (symbol or "0x..."), and its object's path. */
+void mp__target_describe(mp_target_fn fn, char *name, size_t nlen, char *path, size_t plen);
+
+/* Everything a spawn or forkserver child needs to become Process-N. */
+typedef struct mp__launch {
+    uint32_t method;     /* mp_start_method the child was started with */
+    uint32_t daemon;
+    int32_t log_level;
+    int32_t log_on;      /* the parent logs to stderr */
+    int32_t parent_pid;
+    uint32_t nfds;       /* handle fds travelling with the record */
+    mp__target_loc loc;
+    char *name;          /* owned */
+    char *identity;      /* owned: "1", "1:2", ... */
+    char *args;          /* owned: mp_value_encode bytes */
+    size_t args_len;
+} mp__launch;
+
+/* Serialize / parse a launch record (malloc'd buffer; unpack copies out). */
+int mp__launch_pack(const mp__launch *l, char **buf, size_t *len);
+int mp__launch_unpack(const char *buf, size_t len, mp__launch *l);
+void mp__launch_clear(mp__launch *l);
+
+/* Send a framed record plus fds over a stream socket / receive one. Framing:
+ * u32 length (carrying the fds) then the bytes. recv adopts up to max_fds fds. */
+int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
+int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, size_t *nfds);
+/* The child's verdict after bootstrapping: 0, or a code with a message. */
+int mp__reply_send(int sock, int code, const char *msg);
+int mp__reply_recv(int sock, const char *what);
+
+/* Child side, shared by every method: become the process described by l (identity,
+ * registry reset, stdin -> /dev/null). */
+void mp__proc_become_child(const char *name, const char *identity, pid_t parent_pid,
+                           bool daemon, mp_start_method method);
+/* Decode a launch's arguments with its fds (adopted). Records the error. */
+int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_value **out);
+/* Run the target and exit with its code; never returns. */
+_Noreturn void mp__proc_run(mp_target_fn fn, mp_value *args);
+
+/* ---- spawn (boot.c) ---- */
+/* Start a spawn child for the launch record with the handle fds; on success sets
+ * *pid and *pidfd. */
+int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid,
+                    int *pidfd);
+
+/* ---- forkserver (forkserver.c) ---- */
+/* Ask the server (starting it on first use) for a child: sets *pid, *pidfd (for
+ * signals) and *statfd (readable when the exit status arrives: mp__fs_read_status). */
+int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid,
+                       int *pidfd, int *statfd);
+/* Read the exit status the server sent on statfd; 0 with *rc, or MP_EEOF if the
+ * server went away without one. */
+int mp__fs_read_status(int statfd, int *rc);
+/* The server's main loop (in a fresh exec, from the bootstrap); never returns. */
+_Noreturn void mp__fs_server_main(int ctl);
+/* At exit: close this process's control connection and reap a server we started. */
+void mp__fs_shutdown(void);
+/* The running server's pid (0 if none) — for tests. */
+pid_t mp__fs_server_pid(void);
+
+/* ---- child bootstrap (boot.c) ---- */
+/* Receive the launch record (and its fds) on sock, find the target, decode the
+ * arguments, tell the parent (0 or the error), then run the target. Shared by spawn
+ * children and the children the forkserver forks. Never returns. */
+_Noreturn void mp__boot_child(int sock);
+/* Apply the parent's logger settings in a fresh exec. */
+void mp__proc_log_inherit(int level, bool on);
+
+/* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
+ * the one added, stored in *owned). */
+char **mp__boot_env(const char *value, char **owned);
+
+#endif
