@@ -1,0 +1,455 @@
+/* Barrier across processes.
+ *
+ * DESIGN: a shared segment holds a robust process-shared mutex `m` guarding the state
+ * (count, generation, broken flag, the pids of the parties waiting in this generation
+ * and a table of participant pids), and a futex word `seq` bumped on every release,
+ * break and reset. A waiter sleeps on `seq` in slices of MP__SYNC_SLICE; after each
+ * slice it takes `m` and checks, in order: did its generation end (released, or
+ * broken by a reset)? is the barrier broken? did its own timeout pass? did a waiting
+ * party or a registered participant die (pidfd liveness check)? A death breaks the
+ * barrier for everyone instead of leaving them hanging. A process registers as a
+ * participant when it imports the barrier or first waits on it, and unregisters when
+ * it frees its handle or exits normally (atexit).
+ * The action runs in the last party to arrive, with `m` held (as Python holds the
+ * condition's lock); if that process dies inside it, the next process to take `m`
+ * gets EOWNERDEAD and breaks the barrier.
+ * Lock order: `m` only; the process-local handle list lock is never held with `m`.
+ */
+#define _GNU_SOURCE
+#include "sync/sync_internal.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BARRIER_MAGIC 0x42415252u /* "BARR" */
+#define MAX_PARTIES 1024
+#define MAX_PARTICIPANTS 64
+#define OUTCOMES 16
+
+typedef struct participant {
+    pid_t pid;
+    uint32_t handles; /* handles this process holds */
+} participant;
+
+typedef struct barrier_sh {
+    _Atomic uint32_t seq;
+    uint32_t magic;
+    pthread_mutex_t m;
+    uint32_t parties;
+    uint32_t count;  /* arrived in the current generation */
+    uint32_t gen;
+    uint32_t broken;
+    uint8_t outcome[OUTCOMES]; /* per generation g % OUTCOMES: 0 released, 1 broken */
+    double default_timeout;
+    char why[128];             /* why it broke, for mp_last_error() */
+    participant part[MAX_PARTICIPANTS];
+    pid_t waiting[MAX_PARTIES];
+} barrier_sh;
+
+struct mp_barrier {
+    mp__shm seg;
+    barrier_sh *sh;
+    mp_barrier_action_fn action;
+    void *action_arg;
+    bool action_missing; /* imported, but the action's symbol is not in this program */
+    pid_t registered; /* pid that registered through this handle, 0 if none */
+    struct mp_barrier *next, *prev; /* this process's handles, for atexit */
+};
+
+/* ---- process-local list of handles (for unregistering at exit) ---------------------- */
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static mp_barrier *handles;
+static bool atexit_done;
+
+static void unregister(mp_barrier *b);
+
+static void unregister_all_at_exit(void)
+{
+    pthread_mutex_lock(&handles_lock);
+    for (mp_barrier *b = handles; b; b = b->next)
+        unregister(b);
+    pthread_mutex_unlock(&handles_lock);
+}
+
+static void list_add(mp_barrier *b)
+{
+    pthread_mutex_lock(&handles_lock);
+    if (!atexit_done) {
+        atexit(unregister_all_at_exit);
+        atexit_done = true;
+    }
+    b->next = handles;
+    if (handles)
+        handles->prev = b;
+    handles = b;
+    pthread_mutex_unlock(&handles_lock);
+}
+
+static void list_remove(mp_barrier *b)
+{
+    pthread_mutex_lock(&handles_lock);
+    if (b->prev)
+        b->prev->next = b->next;
+    else if (handles == b)
+        handles = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    pthread_mutex_unlock(&handles_lock);
+}
+
+/* ---- the state lock ------------------------------------------------------------------ */
+
+static void break_locked(barrier_sh *sh, const char *why)
+{
+    if (!sh->broken) {
+        sh->broken = 1;
+        sh->outcome[sh->gen % OUTCOMES] = 1;
+        snprintf(sh->why, sizeof sh->why, "%s", why);
+    }
+    atomic_fetch_add(&sh->seq, 1);
+    mp__futex_wake(&sh->seq, INT32_MAX);
+}
+
+/* Take m; a process that died holding it (e.g. inside the action) breaks the barrier. */
+static void lock_state(barrier_sh *sh)
+{
+    if (pthread_mutex_lock(&sh->m) == EOWNERDEAD) {
+        pthread_mutex_consistent(&sh->m);
+        break_locked(sh, "a party died inside the barrier");
+    }
+}
+
+static void unlock_state(barrier_sh *sh) { pthread_mutex_unlock(&sh->m); }
+
+static void register_locked(mp_barrier *b)
+{
+    pid_t me = getpid();
+    if (b->registered == me)
+        return;
+    barrier_sh *sh = b->sh;
+    participant *free_slot = NULL;
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        if (sh->part[i].pid == me) {
+            sh->part[i].handles++;
+            b->registered = me;
+            return;
+        }
+        if (!free_slot && sh->part[i].pid == 0)
+            free_slot = &sh->part[i];
+    }
+    if (free_slot) { /* a full table only means deaths beyond it go unnoticed */
+        free_slot->pid = me;
+        free_slot->handles = 1;
+        b->registered = me;
+    }
+}
+
+static void unregister(mp_barrier *b)
+{
+    pid_t me = getpid();
+    if (b->registered != me)
+        return;
+    barrier_sh *sh = b->sh;
+    lock_state(sh);
+    for (int i = 0; i < MAX_PARTICIPANTS; i++)
+        if (sh->part[i].pid == me && --sh->part[i].handles == 0)
+            sh->part[i].pid = 0;
+    unlock_state(sh);
+    b->registered = 0;
+}
+
+/* ---- creation ------------------------------------------------------------------------ */
+
+static mp_barrier *wrap(mp__shm *seg)
+{
+    mp_barrier *b = mp__calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->seg = *seg;
+    b->sh = seg->addr;
+    list_add(b);
+    return b;
+}
+
+mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
+{
+    if (!opts || opts->parties < 1 || opts->parties > MAX_PARTIES) {
+        mp__error(MP_EINVAL, "barrier parties must be 1..%d", MAX_PARTIES);
+        return NULL;
+    }
+    mp__shm seg;
+    if (mp__sync_seg_create(&seg, sizeof(barrier_sh), "mp-barrier") < 0)
+        return NULL;
+    barrier_sh *sh = seg.addr;
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    int r = pthread_mutex_init(&sh->m, &a);
+    pthread_mutexattr_destroy(&a);
+    if (r != 0) {
+        mp__error(-r, "pthread_mutex_init");
+        mp__shm_release(&seg);
+        return NULL;
+    }
+    sh->parties = opts->parties;
+    sh->default_timeout = opts->timeout > 0 ? opts->timeout : -1;
+    sh->magic = BARRIER_MAGIC;
+    mp_barrier *b = wrap(&seg);
+    if (!b) {
+        mp__shm_release(&seg);
+        return NULL;
+    }
+    b->action = opts->action;
+    b->action_arg = opts->action_arg;
+    return b;
+}
+
+/* ---- waiting ------------------------------------------------------------------------- */
+
+static int broken_error(barrier_sh *sh);
+
+/* The last party: run the action, then release everyone. Called with m held. */
+static int release_locked(mp_barrier *b, int index)
+{
+    barrier_sh *sh = b->sh;
+    if (b->action_missing) {
+        break_locked(sh, "the barrier action is not available in this process");
+        return broken_error(sh);
+    }
+    if (b->action) {
+        int ar = b->action(b->action_arg);
+        if (ar != 0) {
+            char why[64];
+            snprintf(why, sizeof why, "barrier action failed (returned %d)", ar);
+            break_locked(sh, why);
+            return mp__error(MP_EBROKEN, "%s", why);
+        }
+    }
+    sh->outcome[sh->gen % OUTCOMES] = 0;
+    sh->gen++;
+    sh->count = 0;
+    atomic_fetch_add(&sh->seq, 1);
+    mp__futex_wake(&sh->seq, INT32_MAX);
+    return index;
+}
+
+/* A dead party among those waiting, or a dead registered participant, or 0. */
+static pid_t find_dead_locked(barrier_sh *sh)
+{
+    pid_t me = getpid();
+    for (uint32_t i = 0; i < sh->count && i < MAX_PARTIES; i++)
+        if (sh->waiting[i] != me && mp__pid_dead(sh->waiting[i]))
+            return sh->waiting[i];
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        pid_t p = sh->part[i].pid;
+        if (p && p != me && mp__pid_dead(p)) {
+            sh->part[i].pid = 0; /* report each death once */
+            return p;
+        }
+    }
+    return 0;
+}
+
+static int broken_error(barrier_sh *sh)
+{
+    return mp__error(MP_EBROKEN, "%s", sh->why[0] ? sh->why : "barrier is broken");
+}
+
+/* One check after a slice, with m held: >= 0 the arrival index (released),
+ * a negative code to return, or 1 << 30 to keep waiting. */
+#define KEEP_WAITING (1 << 30)
+static int check_locked(barrier_sh *sh, uint32_t gen, int index, int slice_rc)
+{
+    if (sh->gen != gen)
+        return sh->outcome[gen % OUTCOMES] ? broken_error(sh) : index;
+    if (sh->broken)
+        return broken_error(sh);
+    if (slice_rc == MP_ETIMEOUT) {
+        break_locked(sh, "a party timed out waiting at the barrier");
+        return mp__error(MP_ETIMEOUT, "barrier wait timed out (the barrier is now broken)");
+    }
+    if (slice_rc < 0) {
+        break_locked(sh, "a party's wait was interrupted");
+        return slice_rc;
+    }
+    pid_t dead = find_dead_locked(sh);
+    if (dead) {
+        char why[64];
+        snprintf(why, sizeof why, "a barrier party (pid %d) died", (int)dead);
+        break_locked(sh, why);
+        return broken_error(sh);
+    }
+    return KEEP_WAITING;
+}
+
+int mp_barrier_wait(mp_barrier *b, double timeout)
+{
+    if (!b)
+        return mp__error(MP_EINVAL, "mp_barrier_wait: NULL barrier");
+    barrier_sh *sh = b->sh;
+    lock_state(sh);
+    if (timeout < 0)
+        timeout = sh->default_timeout;
+    double deadline = mp__deadline(timeout);
+    register_locked(b);
+    if (sh->broken) {
+        int r = broken_error(sh);
+        unlock_state(sh);
+        return r;
+    }
+    int index = (int)sh->count++;
+    sh->waiting[index] = getpid();
+    if (sh->count == sh->parties) {
+        int r = release_locked(b, index);
+        unlock_state(sh);
+        return r;
+    }
+    uint32_t gen = sh->gen;
+    int r = KEEP_WAITING;
+    while (r == KEEP_WAITING) {
+        uint32_t seq = atomic_load(&sh->seq);
+        unlock_state(sh);
+        int rc = mp__sync_wait_slice(&sh->seq, seq, deadline);
+        lock_state(sh);
+        r = check_locked(sh, gen, index, rc);
+    }
+    unlock_state(sh);
+    return r;
+}
+
+int mp_barrier_reset(mp_barrier *b)
+{
+    if (!b)
+        return mp__error(MP_EINVAL, "mp_barrier_reset: NULL barrier");
+    barrier_sh *sh = b->sh;
+    lock_state(sh);
+    if (sh->count > 0) { /* the parties waiting now see their generation broken */
+        sh->outcome[sh->gen % OUTCOMES] = 1;
+        snprintf(sh->why, sizeof sh->why, "the barrier was reset while waiting");
+        sh->gen++;
+    }
+    sh->count = 0;
+    sh->broken = 0;
+    atomic_fetch_add(&sh->seq, 1);
+    mp__futex_wake(&sh->seq, INT32_MAX);
+    unlock_state(sh);
+    return 0;
+}
+
+int mp_barrier_abort(mp_barrier *b)
+{
+    if (!b)
+        return mp__error(MP_EINVAL, "mp_barrier_abort: NULL barrier");
+    lock_state(b->sh);
+    break_locked(b->sh, "the barrier was aborted");
+    unlock_state(b->sh);
+    return 0;
+}
+
+unsigned mp_barrier_parties(const mp_barrier *b) { return b ? b->sh->parties : 0; }
+
+unsigned mp_barrier_n_waiting(const mp_barrier *b)
+{
+    if (!b)
+        return 0;
+    lock_state(b->sh);
+    unsigned n = b->sh->broken ? 0 : b->sh->count;
+    unlock_state(b->sh);
+    return n;
+}
+
+bool mp_barrier_broken(const mp_barrier *b)
+{
+    if (!b)
+        return false;
+    lock_state(b->sh);
+    bool broken = b->sh->broken;
+    unlock_state(b->sh);
+    return broken;
+}
+
+void mp_barrier_free(mp_barrier *b)
+{
+    if (!b)
+        return;
+    list_remove(b);
+    unregister(b);
+    mp__shm_release(&b->seg);
+    free(b);
+}
+
+/* ---- passing to other processes ------------------------------------------------------
+ * The action travels by symbol name (the program exports its symbols; the address
+ * differs between exec'd processes), its argument as a raw pointer value. */
+
+struct barrier_wire {
+    uint32_t magic;
+    uint32_t has_action;
+    uint64_t arg;
+    char action[128];
+};
+
+static int barrier_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    mp_barrier *b = obj;
+    struct barrier_wire w;
+    memset(&w, 0, sizeof w);
+    w.magic = BARRIER_MAGIC;
+    w.arg = (uint64_t)(uintptr_t)b->action_arg;
+    if (b->action) {
+        Dl_info info;
+        w.has_action = 1;
+        if (dladdr((void *)b->action, &info) && info.dli_sname)
+            snprintf(w.action, sizeof w.action, "%s", info.dli_sname);
+    }
+    fds[0] = b->seg.fd;
+    *nfds = 1;
+    return mp__sync_blob(&w, sizeof w, data, len);
+}
+
+static int barrier_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    struct barrier_wire w;
+    if (len != sizeof w || nfds != 1 || (memcpy(&w, data, sizeof w), w.magic != BARRIER_MAGIC)) {
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        return mp__error(MP_EPROTO, "barrier handle: bad description");
+    }
+    mp__shm seg;
+    int r = mp__shm_attach(&seg, fds[0], sizeof(barrier_sh));
+    if (r < 0)
+        return r;
+    if (((barrier_sh *)seg.addr)->magic != BARRIER_MAGIC) {
+        mp__shm_release(&seg);
+        return mp__error(MP_EPROTO, "barrier handle: not a barrier segment");
+    }
+    mp_barrier *b = wrap(&seg);
+    if (!b) {
+        mp__shm_release(&seg);
+        return -ENOMEM;
+    }
+    w.action[sizeof w.action - 1] = 0;
+    if (w.has_action && w.action[0])
+        b->action = (mp_barrier_action_fn)dlsym(RTLD_DEFAULT, w.action);
+    b->action_missing = w.has_action && !b->action;
+    b->action_arg = (void *)(uintptr_t)w.arg;
+    lock_state(b->sh);
+    register_locked(b);
+    unlock_state(b->sh);
+    *obj = b;
+    return 0;
+}
+
+static void barrier_release_obj(void *obj) { mp_barrier_free(obj); }
+
+const mp_kind mp_kind_barrier = {"barrier", barrier_export, barrier_import, barrier_release_obj};
+
+__attribute__((constructor(200))) static void barrier_register_kind(void)
+{
+    mp_kind_register(&mp_kind_barrier);
+}

@@ -1,0 +1,364 @@
+/* Lock and RLock across processes.
+ *
+ * DESIGN: the lock is a process-shared *robust* pthread mutex in an anonymous shared
+ * segment (internal/shm.h). Robustness is the kernel's robust-futex protocol: glibc
+ * keeps a per-thread list of held robust mutexes registered with set_robust_list; when
+ * a thread dies the kernel marks each held mutex FUTEX_OWNER_DIED and wakes a waiter,
+ * whose lock call then returns EOWNERDEAD. We make the mutex consistent at once and
+ * report MP_EOWNERDEAD to the new holder, which repairs the protected state.
+ * Shared: the mutex, `owner` (tid of the holder, written only by the holder) and the
+ * RLock depth. The uncontended path is one trylock (a CAS) plus two plain stores.
+ * Blocking acquires wait in slices of MP__SYNC_SLICE so deferred signal handlers run
+ * and can interrupt the wait (pthread lock calls never return EINTR).
+ * Lock order: a lock is a leaf; nothing else is taken while acquiring it.
+ */
+#define _GNU_SOURCE
+#include "sync/sync_internal.h"
+
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers shared by the sync files ---------------------------------------------- */
+
+static _Thread_local int32_t tls_tid;
+
+static void reset_tid_in_child(void) { tls_tid = 0; }
+
+__attribute__((constructor(150))) static void sync_tid_init(void)
+{
+    pthread_atfork(NULL, NULL, reset_tid_in_child);
+}
+
+int32_t mp__sync_tid(void)
+{
+    if (__builtin_expect(tls_tid == 0, 0))
+        tls_tid = (int32_t)syscall(SYS_gettid);
+    return tls_tid;
+}
+
+int mp__sync_wait_slice(_Atomic uint32_t *word, uint32_t expected, double deadline)
+{
+    double now = mp__now();
+    if (deadline >= 0 && now >= deadline)
+        return MP_ETIMEOUT;
+    double end = now + MP__SYNC_SLICE;
+    bool last = deadline >= 0 && deadline <= end;
+    int r = mp__futex_wait(word, expected, last ? deadline : end);
+    if (r == MP_ETIMEOUT)
+        return last ? MP_ETIMEOUT : 0;
+    return r;
+}
+
+bool mp__pid_dead(pid_t pid)
+{
+    if (pid <= 0)
+        return false;
+    int fd = mp__pidfd_open(pid);
+    if (fd < 0)
+        return fd == -ESRCH;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, 0); /* a pidfd is readable once the process exited (zombie too) */
+    close(fd);
+    return r > 0;
+}
+
+int mp__sync_seg_create(mp__shm *seg, size_t size, const char *tag)
+{
+    return mp__shm_create(seg, size, tag);
+}
+
+int mp__sync_blob(const void *src, size_t len, void **data, size_t *out_len)
+{
+    void *p = malloc(len);
+    if (!p)
+        return mp__error(-ENOMEM, "exporting a sync object");
+    memcpy(p, src, len);
+    *data = p;
+    *out_len = len;
+    return 0;
+}
+
+/* ---- lock in shared memory ---------------------------------------------------------- */
+
+int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    int r = pthread_mutex_init(&sh->m, &a);
+    pthread_mutexattr_destroy(&a);
+    if (r != 0)
+        return mp__error(-r, "pthread_mutex_init (robust, process-shared)");
+    atomic_store(&sh->owner, 0);
+    sh->depth = 0;
+    sh->recursive = recursive;
+    sh->magic = MP__LOCK_MAGIC;
+    return 0;
+}
+
+mp_lock *mp__lock_view(const mp__shm *seg, size_t off)
+{
+    mp_lock *l = mp__calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    atomic_store(&l->refs, 1);
+    l->seg = *seg;
+    l->owns_seg = 0;
+    l->off = off;
+    l->sh = (mp__lock_sh *)((char *)seg->addr + off);
+    return l;
+}
+
+mp_lock *mp__lock_ref(mp_lock *l)
+{
+    if (l)
+        atomic_fetch_add(&l->refs, 1);
+    return l;
+}
+
+static mp_lock *lock_create(bool recursive)
+{
+    mp__shm seg;
+    int r = mp__sync_seg_create(&seg, sizeof(mp__lock_sh), recursive ? "mp-rlock" : "mp-lock");
+    if (r < 0)
+        return NULL;
+    if (mp__lock_sh_init(seg.addr, recursive) < 0) {
+        mp__shm_release(&seg);
+        return NULL;
+    }
+    mp_lock *l = mp__lock_view(&seg, 0);
+    if (!l) {
+        mp__shm_release(&seg);
+        return NULL;
+    }
+    l->owns_seg = 1;
+    return l;
+}
+
+mp_lock *mp_lock_new(void) { return lock_create(false); }
+mp_lock *mp_rlock_new(void) { return lock_create(true); }
+
+/* ---- acquire / release ------------------------------------------------------------ */
+
+static int took(mp__lock_sh *sh, int32_t me)
+{
+    atomic_store_explicit(&sh->owner, me, memory_order_relaxed);
+    sh->depth = 1;
+    return 0;
+}
+
+static int took_dead(mp__lock_sh *sh, int32_t me)
+{
+    int32_t dead = atomic_load_explicit(&sh->owner, memory_order_relaxed);
+    pthread_mutex_consistent(&sh->m);
+    took(sh, me);
+    return mp__error(MP_EOWNERDEAD, "the previous holder of the lock (tid %d) died holding it",
+                     (int)dead);
+}
+
+/* A plain Lock already held by the caller can never be acquired: wait out the
+ * timeout like Python would, but refuse to deadlock forever. */
+static int self_deadlock(double deadline)
+{
+    if (deadline < 0)
+        return mp__error(-EDEADLK, "Lock is already held by this thread (would deadlock)");
+    for (;;) {
+        double left = mp__left(deadline);
+        if (left <= 0)
+            return mp__error(MP_ETIMEOUT, "Lock is held by this thread");
+        struct timespec ts = {(time_t)left, (long)((left - floor(left)) * 1e9)};
+        if (nanosleep(&ts, NULL) < 0 && errno == EINTR) {
+            int code = mp__signal_dispatch_pending();
+            if (code < 0)
+                return code;
+        }
+    }
+}
+
+static int lock_slow(mp__lock_sh *sh, int r, double timeout, int32_t me)
+{
+    if (r == EOWNERDEAD)
+        return took_dead(sh, me);
+    if (r != EBUSY)
+        return mp__error(-r, "pthread_mutex_trylock");
+    double deadline = mp__deadline(timeout);
+    if (atomic_load_explicit(&sh->owner, memory_order_relaxed) == me)
+        return self_deadlock(deadline);
+    if (timeout == 0)
+        return mp__error(MP_ETIMEOUT, "lock is held (tid %d)", (int)atomic_load(&sh->owner));
+    for (;;) {
+        double now = mp__now(), end = now + MP__SYNC_SLICE;
+        bool last = deadline >= 0 && deadline <= end;
+        struct timespec ts;
+        mp__deadline_ts(last ? deadline : end, &ts);
+        r = pthread_mutex_clocklock(&sh->m, CLOCK_MONOTONIC, &ts);
+        if (r == 0)
+            return took(sh, me);
+        if (r == EOWNERDEAD)
+            return took_dead(sh, me);
+        if (r != ETIMEDOUT)
+            return mp__error(-r, "pthread_mutex_clocklock");
+        if (last)
+            return mp__error(MP_ETIMEOUT, "timed out waiting for the lock");
+        int code = mp__signal_dispatch_pending();
+        if (code < 0)
+            return code;
+    }
+}
+
+int mp_lock_acquire(mp_lock *l, double timeout)
+{
+    if (!l)
+        return mp__error(MP_EINVAL, "mp_lock_acquire: NULL lock");
+    mp__lock_sh *sh = l->sh;
+    int32_t me = mp__sync_tid();
+    if (sh->recursive && atomic_load_explicit(&sh->owner, memory_order_relaxed) == me) {
+        sh->depth++;
+        return 0;
+    }
+    int r = pthread_mutex_trylock(&sh->m);
+    if (__builtin_expect(r == 0, 1))
+        return took(sh, me);
+    return lock_slow(sh, r, timeout, me);
+}
+
+int mp_lock_release(mp_lock *l)
+{
+    if (!l)
+        return mp__error(MP_EINVAL, "mp_lock_release: NULL lock");
+    mp__lock_sh *sh = l->sh;
+    int32_t me = mp__sync_tid();
+    int32_t owner = atomic_load_explicit(&sh->owner, memory_order_relaxed);
+    if (__builtin_expect(owner != me, 0)) {
+        if (owner == 0)
+            return mp__error(MP_ESTATE, sh->recursive ? "cannot release un-acquired lock"
+                                                      : "release unlocked lock");
+        return mp__error(MP_ENOTOWNER, "lock is held by another thread (tid %d)", (int)owner);
+    }
+    if (sh->recursive && --sh->depth > 0)
+        return 0;
+    sh->depth = 0;
+    atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
+    int r = pthread_mutex_unlock(&sh->m);
+    return r ? mp__error(-r, "pthread_mutex_unlock") : 0;
+}
+
+uint32_t mp__lock_release_all(mp_lock *l)
+{
+    mp__lock_sh *sh = l->sh;
+    uint32_t depth = sh->depth;
+    sh->depth = 0;
+    atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&sh->m);
+    return depth;
+}
+
+int mp__lock_reacquire(mp_lock *l, uint32_t depth)
+{
+    mp__lock_sh *sh = l->sh;
+    int32_t me = mp__sync_tid();
+    int r = pthread_mutex_lock(&sh->m);
+    int code = 0;
+    if (r == EOWNERDEAD)
+        code = took_dead(sh, me);
+    else
+        took(sh, me);
+    sh->depth = depth ? depth : 1;
+    return code;
+}
+
+bool mp_lock_is_locked(const mp_lock *l)
+{
+    return l && atomic_load_explicit(&l->sh->owner, memory_order_relaxed) != 0;
+}
+
+bool mp_lock_is_mine(const mp_lock *l)
+{
+    return l && atomic_load_explicit(&l->sh->owner, memory_order_relaxed) == mp__sync_tid();
+}
+
+bool mp_lock_is_recursive(const mp_lock *l) { return l && l->sh->recursive; }
+
+void mp_lock_free(mp_lock *l)
+{
+    if (!l || atomic_fetch_sub(&l->refs, 1) > 1)
+        return;
+    /* Unmapping a mutex still on this thread's robust list would leave glibc a
+     * dangling pointer: release it first. */
+    if (mp_lock_is_mine(l))
+        mp__lock_release_all(l);
+    if (l->owns_seg)
+        mp__shm_release(&l->seg);
+    free(l);
+}
+
+/* ---- passing to other processes --------------------------------------------------- */
+
+struct lock_wire {
+    uint32_t magic;
+    uint32_t off;
+};
+
+int mp__lock_export(mp_lock *l, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    struct lock_wire w = {MP__LOCK_MAGIC, (uint32_t)l->off};
+    fds[0] = l->seg.fd;
+    *nfds = 1;
+    return mp__sync_blob(&w, sizeof w, data, len);
+}
+
+int mp__lock_import(const void *data, size_t len, int *fds, size_t nfds, mp_lock **out)
+{
+    struct lock_wire w;
+    if (len != sizeof w || nfds != 1) {
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        return mp__error(MP_EPROTO, "lock handle: bad description");
+    }
+    memcpy(&w, data, sizeof w);
+    mp__shm seg;
+    int r = mp__shm_attach(&seg, fds[0], (size_t)w.off + sizeof(mp__lock_sh));
+    if (r < 0)
+        return r;
+    mp__lock_sh *sh = (mp__lock_sh *)((char *)seg.addr + w.off);
+    if (w.magic != MP__LOCK_MAGIC || sh->magic != MP__LOCK_MAGIC) {
+        mp__shm_release(&seg);
+        return mp__error(MP_EPROTO, "lock handle: not a lock segment");
+    }
+    mp_lock *l = mp__lock_view(&seg, w.off);
+    if (!l) {
+        mp__shm_release(&seg);
+        return -ENOMEM;
+    }
+    l->owns_seg = 1;
+    *out = l;
+    return 0;
+}
+
+static int lock_export_obj(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    return mp__lock_export(obj, data, len, fds, nfds);
+}
+
+static int lock_import_obj(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    mp_lock *l = NULL;
+    int r = mp__lock_import(data, len, fds, nfds, &l);
+    *obj = l;
+    return r;
+}
+
+static void lock_release_obj(void *obj) { mp_lock_free(obj); }
+
+const mp_kind mp_kind_lock = {"lock", lock_export_obj, lock_import_obj, lock_release_obj};
+
+__attribute__((constructor(200))) static void lock_register_kind(void)
+{
+    mp_kind_register(&mp_kind_lock);
+}
