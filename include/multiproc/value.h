@@ -21,7 +21,16 @@
  * value releases it, unless mp_value_take_handle() took it out first.
  *
  * Thread safety: a value may be read from several threads; modifying it needs
- * exclusive access. Kind registration is done by library constructors before main.
+ * exclusive access. Kind registration is done by library constructors before main
+ * (mp_kind_register/mp_kind_find themselves are thread-safe).
+ *
+ * Fork behaviour: values are plain heap memory, copied by fork like any other; an
+ * owned handle in both parent and child is released in each (the kind's release
+ * closes that process's copy of the fds). spawn/forkserver children receive values
+ * through mp_value_encode/decode.
+ *
+ * Errors: constructors return NULL with the code in mp_last_error_code() (-ENOMEM,
+ * MP_EINVAL for NULL input); int functions return 0 or a negative code.
  */
 #ifndef MULTIPROC_VALUE_H
 #define MULTIPROC_VALUE_H
@@ -75,32 +84,50 @@ typedef struct mp_kind {
     void (*release_obj)(void *obj);
 } mp_kind;
 
-/** Register @p kind (the struct must outlive the process). -EEXIST if the name is taken. */
+/**
+ * Register @p kind (the struct must outlive the process), from a constructor with
+ * priority 200 (`__attribute__((constructor(200)))`) so the spawn-child bootstrap,
+ * which runs later, finds every library kind. Returns 0; -EEXIST if the name is
+ * taken; MP_EINVAL without name/export/import; -ENOSPC past 64 kinds.
+ */
 int mp_kind_register(const mp_kind *kind);
-/** The registered kind called @p name, or NULL. */
+/** The registered kind called @p name, or NULL. Thread-safe. */
 const mp_kind *mp_kind_find(const char *name);
 
 /* ---- construction (NULL with -ENOMEM in mp_last_error on allocation failure) ---- */
+/** A new nil (Python None). Free with mp_value_free. */
 mp_value *mp_value_nil(void);
+/** A new bool. */
 mp_value *mp_value_bool(bool b);
+/** A new int (64-bit signed). */
 mp_value *mp_value_int(int64_t i);
+/** A new float (double; printed like Python's repr). */
 mp_value *mp_value_float(double d);
-mp_value *mp_value_str(const char *s);                /**< copies a NUL-terminated UTF-8 string */
-mp_value *mp_value_strn(const char *s, size_t len);   /**< copies len bytes */
-mp_value *mp_value_bytes(const void *data, size_t len); /**< copies */
+/** A new str copying a NUL-terminated UTF-8 string; NULL -> NULL with MP_EINVAL. */
+mp_value *mp_value_str(const char *s);
+/** A new str copying @p len bytes (may hold NULs; kept NUL-terminated). */
+mp_value *mp_value_strn(const char *s, size_t len);
+/** New bytes copying @p len bytes of @p data (NULL only with len 0). */
+mp_value *mp_value_bytes(const void *data, size_t len);
+/** A new empty list. */
 mp_value *mp_value_list(void);
+/** A new empty map (keys of any type, insertion order kept). */
 mp_value *mp_value_map(void);
-/** Wrap a library object, borrowed: the value does not free it. */
+/** Wrap a library object, borrowed: the value does not free it. NULL kind -> NULL. */
 mp_value *mp_value_handle(const mp_kind *kind, void *obj);
 
-/** Append @p item (adopted) to @p list. MP_ETYPE if not a list. */
+/** Append @p item (adopted, freed on failure) to @p list. MP_ETYPE if not a list,
+ * MP_EINVAL for a NULL item, -ENOMEM. */
 int mp_value_list_append(mp_value *list, mp_value *item);
-/** Set map[@p key] = @p val (both adopted); replaces an equal key. */
+/** Set map[@p key] = @p val (both adopted, freed on failure). An equal key (1 and
+ * 1.0 are equal) keeps its first key object and gets the new value, as in Python.
+ * MP_ETYPE if not a map, MP_EINVAL for NULL key/val, -ENOMEM. Average O(1). */
 int mp_value_map_set(mp_value *map, mp_value *key, mp_value *val);
-/** map[@p key] = @p val (val adopted) with a string key. */
+/** map[@p key] = @p val (val adopted) with a string key (copied). */
 int mp_value_map_set_str(mp_value *map, const char *key, mp_value *val);
 
 /* ---- reading ------------------------------------------------------------------- */
+/** The type of @p v (MP_NIL for NULL). */
 mp_type mp_value_type(const mp_value *v);
 /** Name of a type: "nil", "bool", ... */
 const char *mp_type_name(mp_type t);
@@ -117,9 +144,11 @@ const void *mp_value_get_bytes(const mp_value *v, size_t *len);
 mp_value *mp_value_list_get(const mp_value *v, size_t i);
 /** Borrowed key / value of entry @p i of a map (insertion order), or NULL. */
 mp_value *mp_value_map_key(const mp_value *v, size_t i);
+/** Borrowed value of entry @p i of a map, or NULL. */
 mp_value *mp_value_map_val(const mp_value *v, size_t i);
 /** Borrowed value for a key equal to @p key, or NULL. */
 mp_value *mp_value_map_get(const mp_value *map, const mp_value *key);
+/** Borrowed value for the str key @p key, or NULL. */
 mp_value *mp_value_map_get_str(const mp_value *map, const char *key);
 /** The object behind a handle (borrowed) and its kind, or NULL if not a handle. */
 void *mp_value_get_handle(const mp_value *v, const mp_kind **kind);
@@ -135,7 +164,8 @@ void *mp_value_take_handle(mp_value *v, const mp_kind **kind);
  * `h` handle: const mp_kind * + void * (borrowed), `[...]` list, `{...}` map of
  * alternating keys and values. Whitespace, ',' and ':' are ignored.
  * Example: mp_value_pack("[i n s]", 42, "hello") -> [42, None, 'hello'].
- * Returns NULL on a bad format (MP_EINVAL in mp_last_error).
+ * Returns NULL on a bad format (MP_EINVAL in mp_last_error, naming the offset).
+ * `o` values consumed before an error are freed; later varargs are not looked at.
  */
 mp_value *mp_value_pack(const char *fmt, ...);
 /**
@@ -143,18 +173,27 @@ mp_value *mp_value_pack(const char *fmt, ...);
  * `b` bool *, `s` const char ** (borrowed), `s#`/`y#` + size_t *, `n` (checks nil),
  * `o` mp_value ** (borrowed), `h` const mp_kind * expected + void ** out,
  * `[...]` list (exact length), `{s:...}` map lookup by string key,
- * `?` makes the next item optional in a map. Returns 0, MP_ETYPE or MP_ENOTFOUND
- * with a message naming the path ("item 2: expected str, got int").
+ * `?` makes the next item optional in a map (`{s?i}`: a missing key leaves the
+ * output untouched). `f` also accepts an int. Returns 0, MP_ETYPE (wrong type or list
+ * length), MP_ENOTFOUND (missing key), MP_ERANGE (`i` of an int that does not fit an
+ * int) or MP_EINVAL (bad format), with a message naming the path
+ * ("item 2: expected str, got int", "item 3 / key 'pi': expected str, got float").
+ * Outputs before the failing item may have been written.
  */
 int mp_value_unpack(const mp_value *v, const char *fmt, ...);
 
 /* ---- whole values ---------------------------------------------------------------- */
-/** Python repr: `[42, None, 'hello']`, `{0.25: None, 1: '1', '2': 2}`, `b'\x00'`.
- * Returns a malloc'd string (mp_free) or NULL. */
+/** Python repr: `[42, None, 'hello']`, `{0.25: None, 1: '1', '2': 2}`, `b'\x00'`,
+ * True/False, floats as Python's shortest round-trip repr (`0.1`, `1e+16`, `inf`),
+ * strings with Python's quoting and escapes; a handle as `<kind object at 0x...>`.
+ * Returns a malloc'd string (mp_free) or NULL (-ENOMEM). */
 char *mp_value_repr(const mp_value *v);
-/** Total order: by type first, then by content. Numbers compare by value across
- * int and float. */
+/** Total order (-1, 0, 1): by type first (nil < bool < numbers < str < bytes <
+ * list < map < handle), then by content. Numbers compare exactly by value across int
+ * and float (NaN sorts after every number and equals NaN). Maps compare as sets of
+ * entries: insertion order does not matter. Handles compare by kind and object. */
 int mp_value_compare(const mp_value *a, const mp_value *b);
+/** mp_value_compare(a, b) == 0 (faster for maps). */
 bool mp_value_equal(const mp_value *a, const mp_value *b);
 /** Deep copy (handles stay borrowed pointers to the same objects). */
 mp_value *mp_value_copy(const mp_value *v);
@@ -167,14 +206,20 @@ void mp_value_free(mp_value *v);
  * Handles are exported through their kind; their fds are appended to @p fds
  * (borrowed from the objects: send them before the objects go away) and counted in
  * *nfds, at most @p max_fds (-E2BIG beyond). Pass fds = NULL when the value holds no
- * handles (a handle is then MP_EUNSUPPORTED).
+ * handles (a handle is then MP_EUNSUPPORTED). A handle is MessagePack ext type 1
+ * whose payload is the MessagePack array [kind name, kind bytes (bin), [fd index...]].
+ * Nesting deeper than 512 levels is MP_EINVAL (decode would refuse it).
  */
 int mp_value_encode(const mp_value *v, char **buf, size_t *len, int *fds, size_t max_fds,
                     size_t *nfds);
 /**
- * Decode MessagePack bytes (untrusted: a malformed or truncated buffer is MP_EPROTO,
- * never a crash; allocation is bounded by the input size). Handles are imported with
- * @p fds (adopted: every fd is either owned by an imported object or closed).
+ * Decode MessagePack bytes (untrusted: a malformed or truncated buffer, trailing
+ * bytes, nesting deeper than 512, a bad fd index is MP_EPROTO, never a crash;
+ * allocation is bounded by the input size). An unsigned integer above INT64_MAX is
+ * MP_ERANGE; a handle of an unregistered kind MP_ENOTFOUND; a kind's import error
+ * is returned as is. Handles are imported with @p fds (adopted: every fd is either
+ * owned by an imported object or closed, on success and on every error). On success
+ * *out is a new value (mp_value_free), on failure NULL.
  */
 int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out);
 
