@@ -167,6 +167,55 @@ static void test_lines_from_processes_do_not_mix(void)
     CHECK_INT(good, NPROC * NLINES);
 }
 
+static int log_target(mp_value *args)
+{
+    mp_log(MP_LOG_INFO, "working on %lld", (long long)mp_value_get_int(args));
+    return 0;
+}
+
+/* A child started through mp_process logs under its Process name, with the lines
+ * of the seed, under fork and spawn (spawn inherits the logger through the process
+ * module: log_to_stderr goes to the child's stderr, here a pipe). */
+static void test_process_lines(void)
+{
+    static const char *methods[] = {"fork", "spawn"};
+    int q[2];
+    CHECK_OK(pipe2(q, O_CLOEXEC | O_NONBLOCK));
+    int saved = dup(2);
+    for (size_t m = 0; m < 2; m++) {
+        dup2(q[1], 2);
+        mp_log_to_stderr(MP_LOG_INFO);
+        mp_value *args = mp_value_int(7);
+        mp_process_opts o = {.target = log_target, .args = args, .ctx = mp_get_context(methods[m])};
+        mp_process *p = mp_process_new(&o);
+        CHECK(p != NULL);
+        CHECK_OK(mp_process_start(p));
+        CHECK_OK(mp_process_join(p, 30));
+        dup2(saved, 2);
+        mp_log_set_fd(-1);
+        mp_log_set_level(MP_LOG_WARNING);
+        char want[512];
+        const char *name = mp_process_name(p);
+        snprintf(want, sizeof want,
+                 "[INFO/%s] child process calling self.run()\n"
+                 "[INFO/%s] working on 7\n"
+                 "[INFO/%s] process shutting down\n",
+                 name, name, name);
+        drain(q[0], out, sizeof out);
+        CHECK(strncmp(out, want, strlen(want)) == 0);
+        char last[128];
+        snprintf(last, sizeof last, "[INFO/%s] process exiting with exitcode 0\n", name);
+        CHECK_CONTAINS(out, last);
+        if (strncmp(out, want, strlen(want)) != 0)
+            fprintf(stderr, "%s got:\n%s", methods[m], out);
+        mp_process_free(p);
+        mp_value_free(args);
+    }
+    close(saved);
+    close(q[0]);
+    close(q[1]);
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_defaults_print_nothing);
@@ -174,5 +223,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_keeps_errno_and_long_lines);
     RUN_IF(argc, argv, test_log_to_stderr);
     RUN_IF(argc, argv, test_lines_from_processes_do_not_mix);
+    RUN_IF(argc, argv, test_process_lines);
     return mpt_done();
 }
