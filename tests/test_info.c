@@ -136,7 +136,7 @@ static void test_name_with_parentheses(void)
     CHECK_OK(mp_proc_info_get(pid, &in));
     CHECK_STR(in.name, "a) (b c) 9");
     CHECK_INT(in.ppid, getpid());
-    CHECK_INT(in.num_threads, 1);
+    CHECK(in.num_threads >= 1); /* sanitizers may add a thread in a forked child */
     CHECK(in.state == 'S' || in.state == 'R');
     mp_proc_info_free(&in);
     kill(pid, SIGKILL);
