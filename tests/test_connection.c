@@ -1,0 +1,463 @@
+/* Pipe and Connection: bytes and values, one-way ends, maxlength, recv_bytes_into with
+ * MP_ETOOSHORT, poll, EOF, EPIPE without SIGPIPE, Python's wire format, passing ends to
+ * children under every start method, a > 2 GiB message, and mp_wait. */
+#include "test_util.h"
+
+#include "multiproc/connection.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+static const char *const methods[] = {"fork", "spawn", "forkserver"};
+
+static char *repr(const mp_value *v)
+{
+    static char buf[256];
+    char *r = mp_value_repr(v);
+    snprintf(buf, sizeof buf, "%s", r ? r : "(null)");
+    mp_free(r);
+    return buf;
+}
+
+static void test_duplex_bytes(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK(mp_connection_readable(a) && mp_connection_writable(a));
+    CHECK(mp_connection_readable(b) && mp_connection_writable(b));
+    CHECK_OK(mp_connection_send_bytes(a, "xxhello worldyy", 2, 11));
+    CHECK_OK(mp_connection_send_bytes(b, "", 0, 0)); /* an empty message is a message */
+    void *buf;
+    size_t len;
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    CHECK_INT(len, 11);
+    CHECK(buf && memcmp(buf, "hello world", 11) == 0);
+    mp_free(buf);
+    CHECK_OK(mp_connection_recv_bytes(a, 100, &buf, &len));
+    CHECK_INT(len, 0);
+    CHECK(buf != NULL);
+    mp_free(buf);
+    CHECK_ERR(mp_connection_send_bytes(a, NULL, 0, 5), MP_EINVAL);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+static void test_oneway(void)
+{
+    mp_connection *r, *w;
+    CHECK_OK(mp_pipe(false, &r, &w));
+    CHECK(mp_connection_readable(r) && !mp_connection_writable(r));
+    CHECK(!mp_connection_readable(w) && mp_connection_writable(w));
+    CHECK_ERR(mp_connection_send_bytes(r, "x", 0, 1), MP_ESTATE);
+    CHECK_CONTAINS(mp_last_error(), "only receives");
+    void *buf;
+    size_t len;
+    CHECK_ERR(mp_connection_recv_bytes(w, 0, &buf, &len), MP_ESTATE);
+    CHECK_CONTAINS(mp_last_error(), "only sends");
+    CHECK_ERR(mp_connection_poll(w, 0), MP_ESTATE);
+    CHECK_OK(mp_connection_send_bytes(w, "abc", 0, 3));
+    CHECK_OK(mp_connection_recv_bytes(r, 0, &buf, &len));
+    CHECK_INT(len, 3);
+    mp_free(buf);
+    mp_connection_free(r);
+    mp_connection_free(w);
+}
+
+static void test_values(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    mp_value *v = mp_value_pack("[i n s]", 42, "hello");
+    CHECK_OK(mp_connection_send(a, v));
+    mp_value_free(v);
+    mp_value *got = NULL;
+    CHECK_OK(mp_connection_recv(b, &got));
+    CHECK_STR(repr(got), "[42, None, 'hello']");
+    mp_value_free(got);
+    /* Garbage is MP_EPROTO and the connection stays usable. */
+    CHECK_OK(mp_connection_send_bytes(a, "\xc1", 0, 1));
+    CHECK_ERR(mp_connection_recv(b, &got), MP_EPROTO);
+    CHECK(got == NULL);
+    v = mp_value_int(7);
+    CHECK_OK(mp_connection_send(a, v));
+    mp_value_free(v);
+    CHECK_OK(mp_connection_recv(b, &got));
+    CHECK_INT(mp_value_get_int(got), 7);
+    mp_value_free(got);
+    /* A value holding a handle cannot cross a connection. */
+    v = mp_value_pack("[o]", mp_value_connection(a));
+    CHECK_ERR(mp_connection_send(a, v), MP_EUNSUPPORTED);
+    mp_value_free(v);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+static void test_maxlength(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_OK(mp_connection_send_bytes(a, "0123456789", 0, 10));
+    void *buf = (void *)1;
+    size_t len;
+    CHECK_ERR(mp_connection_recv_bytes(b, 9, &buf, &len), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "bad message length");
+    CHECK(buf == NULL);
+    CHECK(mp_connection_closed(b)); /* as Python: the connection is closed */
+    CHECK_INT(mp_connection_fileno(b), -1);
+    CHECK_ERR(mp_connection_recv_bytes(b, 0, &buf, &len), MP_ECLOSED);
+    /* Exactly maxlength is fine. */
+    mp_connection_free(a);
+    mp_connection_free(b);
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_OK(mp_connection_send_bytes(a, "0123456789", 0, 10));
+    CHECK_OK(mp_connection_recv_bytes(b, 10, &buf, &len));
+    mp_free(buf);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+static void test_recv_into(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    char buf[16];
+    size_t len = 0;
+    memset(buf, '.', sizeof buf);
+    CHECK_OK(mp_connection_send_bytes(a, "hello", 0, 5));
+    CHECK_OK(mp_connection_recv_bytes_into(b, buf, sizeof buf, 3, &len));
+    CHECK_INT(len, 5);
+    CHECK(memcmp(buf, "...hello...", 11) == 0);
+    /* Too short: the error carries the size and the message is kept. */
+    CHECK_OK(mp_connection_send_bytes(a, "a longer message", 0, 16));
+    CHECK_ERR(mp_connection_recv_bytes_into(b, buf, sizeof buf, 4, &len), MP_ETOOSHORT);
+    CHECK_INT(len, 16);
+    CHECK_CONTAINS(mp_last_error(), "16 bytes");
+    CHECK_INT(mp_connection_poll(b, 0), 1); /* the kept message counts as ready */
+    mp_waitable w = mp_wait_conn(b);
+    CHECK_INT(mp_wait(&w, 1, 0), 1);
+    void *msg;
+    size_t mlen;
+    CHECK_OK(mp_connection_take_pending(b, &msg, &mlen));
+    CHECK_INT(mlen, 16);
+    CHECK(memcmp(msg, "a longer message", 16) == 0);
+    mp_free(msg);
+    CHECK_ERR(mp_connection_take_pending(b, &msg, &mlen), MP_ESTATE);
+    /* ... or the next receive with room gets it. */
+    CHECK_OK(mp_connection_send_bytes(a, "0123456789abcdefXYZ", 0, 19));
+    CHECK_ERR(mp_connection_recv_bytes_into(b, buf, sizeof buf, 0, &len), MP_ETOOSHORT);
+    char big[32];
+    CHECK_OK(mp_connection_recv_bytes_into(b, big, sizeof big, 0, &len));
+    CHECK_INT(len, 19);
+    CHECK(memcmp(big, "0123456789abcdefXYZ", 19) == 0);
+    CHECK_OK(mp_connection_send_bytes(a, "0123456789abcdefXYZ", 0, 19));
+    CHECK_ERR(mp_connection_recv_bytes_into(b, buf, sizeof buf, 0, &len), MP_ETOOSHORT);
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &msg, &mlen));
+    CHECK_INT(mlen, 19);
+    mp_free(msg);
+    CHECK_ERR(mp_connection_recv_bytes_into(b, buf, sizeof buf, 17, &len), MP_EINVAL);
+    /* An empty message fits an empty buffer. */
+    CHECK_OK(mp_connection_send_bytes(a, "", 0, 0));
+    CHECK_OK(mp_connection_recv_bytes_into(b, buf, 0, 0, &len));
+    CHECK_INT(len, 0);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+static void test_poll_eof_close(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_INT(mp_connection_poll(b, 0), 0);
+    double t0 = mpt_now();
+    CHECK_INT(mp_connection_poll(b, 0.1), 0);
+    double dt = mpt_now() - t0;
+    CHECK(dt >= 0.09 && dt < 5);
+    CHECK_OK(mp_connection_send_bytes(a, "x", 0, 1));
+    CHECK_INT(mp_connection_poll(b, -1), 1);
+    CHECK_OK(mp_connection_close(a));
+    CHECK_OK(mp_connection_close(a)); /* idempotent */
+    CHECK(mp_connection_closed(a));
+    CHECK_INT(mp_connection_fileno(a), -1);
+    CHECK_ERR(mp_connection_send_bytes(a, "x", 0, 1), MP_ECLOSED);
+    CHECK_ERR(mp_connection_poll(a, 0), MP_ECLOSED);
+    /* Buffered data is still delivered, then EOF. */
+    void *buf;
+    size_t len;
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    mp_free(buf);
+    CHECK_INT(mp_connection_poll(b, 1), 1); /* EOF is "ready", as in Python */
+    CHECK_ERR(mp_connection_recv_bytes(b, 0, &buf, &len), MP_EEOF);
+    mp_value *v;
+    CHECK_ERR(mp_connection_recv(b, &v), MP_EEOF);
+    mp_connection_free(a);
+    mp_connection_free(b);
+    mp_connection_free(NULL);
+}
+
+static void test_epipe_no_sigpipe(void)
+{
+    for (int duplex = 0; duplex < 2; duplex++) {
+        mp_connection *r, *w;
+        CHECK_OK(mp_pipe(duplex, &r, &w));
+        mp_connection_free(r);
+        /* SIGPIPE's default action would kill us here. */
+        CHECK_ERR(mp_connection_send_bytes(w, "x", 0, 1), -EPIPE);
+        mp_connection_free(w);
+    }
+    sigset_t pending;
+    sigpending(&pending);
+    CHECK(!sigismember(&pending, SIGPIPE));
+}
+
+static void test_wire_format(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_OK(mp_connection_send_bytes(a, "abc", 0, 3));
+    unsigned char raw[7];
+    CHECK_INT(read(mp_connection_fileno(b), raw, 7), 7);
+    CHECK(memcmp(raw, "\0\0\0\3abc", 7) == 0);
+    /* The long form (-1 then an 8-byte length) is understood for any size. */
+    unsigned char longhdr[15] = {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 'x', 'y', 'z'};
+    CHECK_INT(write(mp_connection_fileno(a), longhdr, sizeof longhdr), sizeof longhdr);
+    void *buf;
+    size_t len;
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    CHECK_INT(len, 3);
+    CHECK(memcmp(buf, "xyz", 3) == 0);
+    mp_free(buf);
+    /* A negative length other than -1 is malformed. */
+    unsigned char bad[4] = {0xff, 0xff, 0xff, 0xfe};
+    CHECK_INT(write(mp_connection_fileno(a), bad, 4), 4);
+    CHECK_ERR(mp_connection_recv_bytes(b, 0, &buf, &len), MP_EPROTO);
+    /* EOF in the middle of a message is a protocol error, not a clean EOF. */
+    mp_connection_free(a);
+    mp_connection_free(b);
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_INT(write(mp_connection_fileno(a), "\0\0\0\x09" "abc", 7), 7);
+    mp_connection_close(a);
+    CHECK_ERR(mp_connection_recv_bytes(b, 0, &buf, &len), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "middle of a message");
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+/* ---- children -------------------------------------------------------------------------- */
+
+static int child_send_hello(mp_value *args)
+{
+    mp_connection *c = mp_value_get_connection(mp_value_list_get(args, 0));
+    if (!c)
+        return 10;
+    mp_value *v = mp_value_pack("[i n s]", 42, "hello");
+    int r = mp_connection_send(c, v);
+    mp_value_free(v);
+    /* and answer one request: echo it reversed */
+    void *buf;
+    size_t len;
+    if (r == 0 && mp_connection_recv_bytes(c, 0, &buf, &len) == 0) {
+        char *p = buf;
+        for (size_t i = 0; i < len / 2; i++) {
+            char t = p[i];
+            p[i] = p[len - 1 - i];
+            p[len - 1 - i] = t;
+        }
+        r = mp_connection_send_bytes(c, buf, 0, len);
+        mp_free(buf);
+    }
+    return r == 0 ? 0 : 11;
+}
+
+static void test_pass_to_children(void)
+{
+    for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+        mpt_current = methods[m];
+        mp_connection *parent, *child;
+        CHECK_OK(mp_pipe(true, &parent, &child));
+        mp_value *args = mp_value_pack("[o]", mp_value_connection(child));
+        mp_process_opts o = {.target = child_send_hello, .args = args,
+                             .ctx = mp_get_context(methods[m])};
+        mp_process *p = mp_process_new(&o);
+        CHECK(p != NULL);
+        CHECK_OK(mp_process_start(p));
+        mp_value_free(args);
+        mp_connection_free(child); /* the child has its own */
+        mp_value *got = NULL;
+        CHECK_OK(mp_connection_recv(parent, &got));
+        CHECK_STR(repr(got), "[42, None, 'hello']");
+        mp_value_free(got);
+        CHECK_OK(mp_connection_send_bytes(parent, "stressed", 0, 8));
+        void *buf = NULL;
+        size_t len = 0;
+        CHECK_OK(mp_connection_recv_bytes(parent, 0, &buf, &len));
+        CHECK(len == 8 && memcmp(buf, "desserts", 8) == 0);
+        mp_free(buf);
+        CHECK_OK(mp_process_join(p, 30));
+        int code = -1;
+        CHECK_OK(mp_process_exitcode(p, &code));
+        CHECK_INT(code, 0);
+        /* the child's end is gone everywhere: EOF */
+        CHECK_ERR(mp_connection_recv_bytes(parent, 0, &buf, &len), MP_EEOF);
+        mp_process_free(p);
+        mp_connection_free(parent);
+    }
+    mpt_current = "test_pass_to_children";
+}
+
+/* 2.1 GiB in one message between two processes (Python's 8-byte length form). */
+static void test_huge_message(void)
+{
+    const size_t size = (size_t)2150 << 20;
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    pid_t pid = fork();
+    if (pid == 0) {
+        mp_connection_close(b);
+        unsigned char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED)
+            _exit(2);
+        for (size_t i = 0; i < size; i += 4096)
+            p[i] = (unsigned char)(i >> 12);
+        p[size - 1] = 0x5a;
+        _exit(mp_connection_send_bytes(a, p, 0, size) == 0 ? 0 : 3);
+    }
+    mp_connection_close(a);
+    void *buf = NULL;
+    size_t len = 0;
+    double t0 = mpt_now();
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    CHECK_INT(len, size);
+    if (buf && len == size) {
+        unsigned char *p = buf;
+        size_t bad = 0;
+        for (size_t i = 0; i < size; i += 4096)
+            bad += p[i] != (unsigned char)(i >> 12);
+        CHECK_INT(bad, 0);
+        CHECK_INT(p[size - 1], 0x5a);
+    }
+    mp_free(buf);
+    int st;
+    CHECK_INT(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(mpt_now() - t0 < 60);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+/* ---- wait ------------------------------------------------------------------------------ */
+
+static int child_sleep_exit(mp_value *args)
+{
+    usleep((useconds_t)mp_value_get_int(args) * 1000);
+    return 3;
+}
+
+static void test_wait(void)
+{
+    mp_connection *a1, *b1, *a2, *b2;
+    CHECK_OK(mp_pipe(true, &a1, &b1));
+    CHECK_OK(mp_pipe(false, &a2, &b2));
+    int fds[2];
+    CHECK_OK(pipe(fds));
+    mp_waitable w[3] = {mp_wait_conn(a1), mp_wait_conn(a2), mp_wait_fd(fds[0])};
+    CHECK_INT(mp_wait(w, 3, 0), 0); /* nothing ready: like Python's [] */
+    double t0 = mpt_now();
+    CHECK_INT(mp_wait(w, 3, 0.1), 0);
+    CHECK(mpt_now() - t0 >= 0.09);
+    CHECK_OK(mp_connection_send_bytes(b2, "x", 0, 1));
+    CHECK_INT(write(fds[1], "y", 1), 1);
+    CHECK_INT(mp_wait(w, 3, -1), 2);
+    CHECK(!w[0].ready && w[1].ready && w[2].ready);
+    /* A process sentinel becomes ready when the process ends. */
+    mp_value *args = mp_value_int(100);
+    mp_process_opts o = {.target = child_sleep_exit, .args = args, .ctx = mp_get_context("fork")};
+    mp_process *p = mp_process_new(&o);
+    CHECK_OK(mp_process_start(p));
+    mp_waitable pw[2] = {mp_wait_proc(p), mp_wait_conn(a1)};
+    CHECK_INT(mp_wait(pw, 2, 0), 0);
+    CHECK_INT(mp_wait(pw, 2, 20), 1);
+    CHECK(pw[0].ready && !pw[1].ready);
+    CHECK_OK(mp_process_join(p, 10));
+    mp_process_free(p);
+    mp_value_free(args);
+    /* Errors: a closed connection, a bad fd. */
+    mp_connection_close(a1);
+    CHECK_ERR(mp_wait(w, 1, 0), MP_EINVAL);
+    mp_waitable bad = mp_wait_fd(1000);
+    CHECK_ERR(mp_wait(&bad, 1, 0), MP_EINVAL);
+    CHECK_INT(mp_wait(NULL, 0, 0), 0);
+    close(fds[0]);
+    close(fds[1]);
+    mp_connection_free(a1);
+    mp_connection_free(b1);
+    mp_connection_free(a2);
+    mp_connection_free(b2);
+}
+
+/* The kind round trip without a process: export, import through value encode/decode. */
+static void test_kind_roundtrip(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK(mp_kind_find("connection") == mp_connection_kind());
+    mp_value *v = mp_value_pack("[o i]", mp_value_connection(b), 5);
+    char *buf = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[MP_KIND_MAX_FDS];
+    CHECK_OK(mp_value_encode(v, &buf, &len, fds, MP_KIND_MAX_FDS, &nfds));
+    CHECK_INT(nfds, 1);
+    int dupfd = dup(fds[0]);
+    mp_value *out = NULL;
+    CHECK_OK(mp_value_decode(buf, len, &dupfd, 1, &out));
+    mp_connection *b2 = mp_value_get_connection(mp_value_list_get(out, 0));
+    CHECK(b2 != NULL && b2 != b);
+    CHECK_OK(mp_connection_send_bytes(a, "ping", 0, 4));
+    void *m;
+    size_t mlen;
+    CHECK_OK(mp_connection_recv_bytes(b2, 0, &m, &mlen));
+    CHECK(mlen == 4 && memcmp(m, "ping", 4) == 0);
+    mp_free(m);
+    mp_value_free(out); /* releases b2 */
+    mp_value_free(v);
+    mp_free(buf);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
+static int child_noop(mp_value *args)
+{
+    (void)args;
+    return 0;
+}
+
+/* The forkserver keeps a server process and its socket for the program's lifetime:
+ * start it before the leak checks begin. */
+static void warm_up_forkserver(void)
+{
+    mp_process_opts o = {.target = child_noop, .ctx = mp_get_context("forkserver")};
+    mp_process *p = mp_process_new(&o);
+    if (p && mp_process_start(p) == 0)
+        mp_process_join(p, 30);
+    mp_process_free(p);
+}
+
+int main(int argc, char **argv)
+{
+    warm_up_forkserver();
+    RUN_IF(argc, argv, test_duplex_bytes);
+    RUN_IF(argc, argv, test_oneway);
+    RUN_IF(argc, argv, test_values);
+    RUN_IF(argc, argv, test_maxlength);
+    RUN_IF(argc, argv, test_recv_into);
+    RUN_IF(argc, argv, test_poll_eof_close);
+    RUN_IF(argc, argv, test_epipe_no_sigpipe);
+    RUN_IF(argc, argv, test_wire_format);
+    RUN_IF(argc, argv, test_kind_roundtrip);
+    RUN_IF(argc, argv, test_pass_to_children);
+    RUN_IF(argc, argv, test_wait);
+    RUN_IF(argc, argv, test_huge_message);
+    return mpt_done();
+}

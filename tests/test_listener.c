@@ -1,0 +1,426 @@
+/* Listener and Client: Unix paths, abstract names, TCP loopback; the HMAC handshake in both
+ * forms and every digest; wrong keys; bounded and timed handshakes; errors; and Python's
+ * multiprocessing.connection on the other side (tests/py_peer.py). */
+#include "test_util.h"
+
+#include "multiproc/connection.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#define KEY "secret key"
+
+typedef struct client_job {
+    char address[128];
+    const char *key;
+    mp_auth_digest digest;
+    double timeout;
+    int result;      /* mp_client's return */
+    int exchange;    /* 0 when the echo exchange worked */
+    char error[512];
+    pthread_t thread;
+} client_job;
+
+/* The client side of every in-process test: receive one message, send it back reversed. */
+static void *client_main(void *arg)
+{
+    client_job *j = arg;
+    mp_client_opts o = {.authkey = j->key, .authkey_len = j->key ? strlen(j->key) : 0,
+                        .digest = j->digest, .timeout = j->timeout};
+    mp_connection *c = NULL;
+    j->result = mp_client(j->address, &o, &c);
+    snprintf(j->error, sizeof j->error, "%s", mp_last_error());
+    j->exchange = -1;
+    if (j->result == 0) {
+        void *buf;
+        size_t len;
+        if (mp_connection_recv_bytes(c, 0, &buf, &len) == 0) {
+            char *p = buf;
+            for (size_t i = 0; i < len / 2; i++) {
+                char t = p[i];
+                p[i] = p[len - 1 - i];
+                p[len - 1 - i] = t;
+            }
+            j->exchange = mp_connection_send_bytes(c, buf, 0, len);
+            mp_free(buf);
+        }
+        mp_connection_free(c);
+    }
+    return NULL;
+}
+
+static void client_start(client_job *j, const char *address, const char *key, mp_auth_digest d)
+{
+    memset(j, 0, sizeof *j);
+    snprintf(j->address, sizeof j->address, "%s", address);
+    j->key = key;
+    j->digest = d;
+    j->timeout = 10;
+    pthread_create(&j->thread, NULL, client_main, j);
+}
+
+/* Accept one client and run the echo exchange; returns accept's code. */
+static int serve_one(mp_listener *l, double timeout)
+{
+    mp_connection *c = NULL;
+    int code = mp_listener_accept(l, timeout, &c);
+    if (code < 0)
+        return code;
+    CHECK_OK(mp_connection_send_bytes(c, "stressed", 0, 8));
+    void *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(mp_connection_recv_bytes(c, 0, &buf, &len));
+    CHECK(len == 8 && buf && memcmp(buf, "desserts", 8) == 0);
+    mp_free(buf);
+    mp_connection_free(c);
+    return 0;
+}
+
+static void test_unix_default_address(void)
+{
+    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY)};
+    mp_listener *l = mp_listener_new(&o);
+    CHECK(l != NULL);
+    char path[128];
+    snprintf(path, sizeof path, "%s", mp_listener_address(l));
+    CHECK_CONTAINS(path, "mp-listener-");
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+    client_job j;
+    client_start(&j, path, KEY, MP_AUTH_DEFAULT);
+    CHECK_OK(serve_one(l, 10));
+    pthread_join(j.thread, NULL);
+    CHECK_INT(j.result, 0);
+    CHECK_INT(j.exchange, 0);
+    mp_listener_free(l);
+    CHECK(stat(path, &st) < 0 && errno == ENOENT); /* the path is removed */
+}
+
+static void test_abstract_and_tcp(void)
+{
+    char abstract[64];
+    snprintf(abstract, sizeof abstract, "@mp-test-%d", (int)getpid());
+    const char *addrs[] = {abstract, "127.0.0.1:0", "tcp:localhost:0", "[::1]:0"};
+    for (size_t i = 0; i < 4; i++) {
+        mpt_current = addrs[i];
+        mp_listener_opts o = {.address = addrs[i], .authkey = KEY, .authkey_len = strlen(KEY)};
+        mp_listener *l = mp_listener_new(&o);
+        if (!l && i == 3) /* no IPv6 on this machine */
+            continue;
+        CHECK(l != NULL);
+        if (!l)
+            continue;
+        const char *bound = mp_listener_address(l);
+        if (i == 0)
+            CHECK_STR(bound, abstract);
+        else
+            CHECK(strstr(bound, ":0") == NULL || strlen(strstr(bound, ":0")) > 2);
+        client_job j;
+        client_start(&j, bound, KEY, MP_AUTH_DEFAULT);
+        CHECK_OK(serve_one(l, 10));
+        pthread_join(j.thread, NULL);
+        CHECK_INT(j.result, 0);
+        CHECK_INT(j.exchange, 0);
+        mp_listener_free(l);
+    }
+    mpt_current = "test_abstract_and_tcp";
+}
+
+static void test_every_digest_pair(void)
+{
+    mp_auth_digest ds[] = {MP_AUTH_DEFAULT, MP_AUTH_LEGACY_MD5, MP_AUTH_SHA256, MP_AUTH_SHA384,
+                           MP_AUTH_SHA3_256, MP_AUTH_SHA3_384, MP_AUTH_MD5};
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++) {
+        for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b += 2) {
+            mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .digest = ds[a]};
+            mp_listener *l = mp_listener_new(&o);
+            client_job j;
+            client_start(&j, mp_listener_address(l), KEY, ds[b]);
+            CHECK_OK(serve_one(l, 10));
+            pthread_join(j.thread, NULL);
+            CHECK_INT(j.result, 0);
+            mp_listener_free(l);
+        }
+    }
+}
+
+static void test_wrong_key(void)
+{
+    mp_auth_digest ds[] = {MP_AUTH_DEFAULT, MP_AUTH_SHA256};
+    for (int i = 0; i < 2; i++) {
+        mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .digest = ds[i]};
+        mp_listener *l = mp_listener_new(&o);
+        client_job j;
+        client_start(&j, mp_listener_address(l), "wrong key", ds[1 - i]);
+        mp_connection *c = NULL;
+        CHECK_ERR(mp_listener_accept(l, 10, &c), MP_EAUTH);
+        CHECK_CONTAINS(mp_last_error(), "digest received was wrong");
+        CHECK(c == NULL);
+        pthread_join(j.thread, NULL);
+        CHECK_INT(j.result, MP_EAUTH);
+        CHECK_CONTAINS(j.error, "rejected");
+        /* The listener is still usable. */
+        client_start(&j, mp_listener_address(l), KEY, MP_AUTH_DEFAULT);
+        CHECK_OK(serve_one(l, 10));
+        pthread_join(j.thread, NULL);
+        CHECK_INT(j.result, 0);
+        mp_listener_free(l);
+    }
+    /* The client challenges too: a listener with the wrong key is caught by the client. */
+    mp_listener_opts o = {.authkey = "other", .authkey_len = 5};
+    mp_listener *l = mp_listener_new(&o);
+    client_job j;
+    client_start(&j, mp_listener_address(l), KEY, MP_AUTH_SHA256);
+    mp_connection *c = NULL;
+    CHECK_ERR(mp_listener_accept(l, 10, &c), MP_EAUTH);
+    pthread_join(j.thread, NULL);
+    CHECK_INT(j.result, MP_EAUTH);
+    mp_listener_free(l);
+}
+
+/* A raw socket peer for protocol abuse. */
+static int raw_connect(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%.100s", path);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+typedef struct raw_job {
+    char path[128];
+    int mode; /* 0: send a 2 GB length, 1: the 8-byte form with 2^62, 2: say nothing */
+    pthread_t thread;
+} raw_job;
+
+static void *raw_main(void *arg)
+{
+    raw_job *r = arg;
+    int fd = raw_connect(r->path);
+    if (fd < 0)
+        return NULL;
+    char buf[256];
+    if (r->mode < 2 && read(fd, buf, sizeof buf) > 0) { /* the challenge */
+        unsigned char big[4] = {0x7f, 0xff, 0xff, 0xff};
+        unsigned char huge[12] = {0xff, 0xff, 0xff, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0};
+        if (r->mode == 0 && write(fd, big, 4) < 0)
+            perror("write");
+        if (r->mode == 1 && write(fd, huge, 12) < 0)
+            perror("write");
+    }
+    /* Wait for the listener to drop us. */
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+static void test_bounded_handshake(void)
+{
+    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .handshake_timeout = 0.3};
+    mp_listener *l = mp_listener_new(&o);
+    for (int mode = 0; mode < 3; mode++) {
+        raw_job r = {.mode = mode};
+        snprintf(r.path, sizeof r.path, "%s", mp_listener_address(l));
+        pthread_create(&r.thread, NULL, raw_main, &r);
+        mp_connection *c = NULL;
+        double t0 = mpt_now();
+        int code = mp_listener_accept(l, 10, &c);
+        if (mode < 2) {
+            CHECK_INT(code, MP_EAUTH);
+            CHECK_CONTAINS(mp_last_error(), "oversized");
+            CHECK(mpt_now() - t0 < 2);
+        } else {
+            CHECK_INT(code, MP_ETIMEOUT);
+            CHECK(mpt_now() - t0 >= 0.25 && mpt_now() - t0 < 5);
+        }
+        pthread_join(r.thread, NULL);
+    }
+    client_job j;
+    client_start(&j, mp_listener_address(l), KEY, MP_AUTH_DEFAULT);
+    CHECK_OK(serve_one(l, 10));
+    pthread_join(j.thread, NULL);
+    mp_listener_free(l);
+}
+
+static void test_errors(void)
+{
+    mp_connection *c = NULL;
+    mp_listener *l = mp_listener_new(NULL);
+    CHECK(l != NULL);
+    double t0 = mpt_now();
+    CHECK_ERR(mp_listener_accept(l, 0.1, &c), MP_ETIMEOUT);
+    CHECK(mpt_now() - t0 >= 0.09);
+    /* The same path twice: EADDRINUSE, and the first listener's path survives. */
+    mp_listener_opts o = {.address = mp_listener_address(l)};
+    CHECK(mp_listener_new(&o) == NULL);
+    CHECK_INT(mp_last_error_code(), -EADDRINUSE);
+    CHECK_CONTAINS(mp_last_error(), mp_listener_address(l));
+    char path[128];
+    snprintf(path, sizeof path, "%s", mp_listener_address(l));
+    CHECK(access(path, F_OK) == 0);
+    CHECK_OK(mp_listener_close(l));
+    CHECK_OK(mp_listener_close(l));
+    CHECK_ERR(mp_listener_accept(l, 0, &c), MP_ECLOSED);
+    mp_listener_free(l);
+    mp_listener_free(NULL);
+    CHECK_ERR(mp_client(path, NULL, &c), -ENOENT);
+    CHECK_CONTAINS(mp_last_error(), path);
+    /* A TCP port nobody listens on. */
+    mp_listener_opts t = {.address = "127.0.0.1:0"};
+    l = mp_listener_new(&t);
+    char tcp[64];
+    snprintf(tcp, sizeof tcp, "%s", mp_listener_address(l));
+    mp_listener_free(l);
+    CHECK_ERR(mp_client(tcp, NULL, &c), -ECONNREFUSED);
+    CHECK_ERR(mp_client("nonsense", NULL, &c), MP_EINVAL);
+    CHECK_ERR(mp_client("", NULL, &c), MP_EINVAL);
+    mp_listener_opts bad = {.address = "no.such.host.invalid:80"};
+    CHECK(mp_listener_new(&bad) == NULL);
+    CHECK_INT(mp_last_error_code(), MP_EINVAL);
+    /* A client with a key against a listener without one waits for a challenge in vain. */
+    l = mp_listener_new(NULL);
+    mp_client_opts co = {.authkey = KEY, .authkey_len = strlen(KEY), .timeout = 0.3};
+    t0 = mpt_now();
+    CHECK_ERR(mp_client(mp_listener_address(l), &co, &c), MP_ETIMEOUT);
+    CHECK(mpt_now() - t0 < 5);
+    mp_connection *s = NULL;
+    CHECK_OK(mp_listener_accept(l, 1, &s));
+    mp_connection_free(s);
+    mp_listener_free(l);
+}
+
+static void test_wait_listener(void)
+{
+    mp_listener *l = mp_listener_new(NULL);
+    mp_waitable w = mp_wait_listener(l);
+    CHECK_INT(mp_wait(&w, 1, 0), 0);
+    mp_connection *c = NULL;
+    CHECK_OK(mp_client(mp_listener_address(l), NULL, &c));
+    CHECK_INT(mp_wait(&w, 1, 5), 1);
+    mp_connection *s = NULL;
+    CHECK_OK(mp_listener_accept(l, 0, &s));
+    mp_connection_free(s);
+    mp_connection_free(c);
+    mp_listener_free(l);
+}
+
+/* ---- Python on the other side ------------------------------------------------------------ */
+
+static const char *peer_script(void)
+{
+    static char path[512];
+    const char *src = getenv("MP_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/py_peer.py", src ? src : "..");
+    return path;
+}
+
+/* Python as the client: run it in the background, accept it here. */
+static void py_client_case(const char *address, const char *pykey, bool modern,
+                           mp_auth_digest ours, int expect_accept, int expect_exit)
+{
+    mp_listener_opts o = {.address = address, .authkey = KEY, .authkey_len = strlen(KEY),
+                          .digest = ours};
+    mp_listener *l = mp_listener_new(&o);
+    CHECK(l != NULL);
+    if (!l)
+        return;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 %s client '%s' '%s' %s", peer_script(),
+             mp_listener_address(l), pykey, modern ? "modern" : "");
+    FILE *py = popen(cmd, "r");
+    int code = expect_accept == 0 ? serve_one(l, 30) : mp_listener_accept(l, 30, &(mp_connection *){0});
+    CHECK_INT(code, expect_accept);
+    char line[256] = "";
+    if (!fgets(line, sizeof line, py))
+        line[0] = 0;
+    int st = pclose(py);
+    CHECK(WIFEXITED(st));
+    CHECK_INT(WEXITSTATUS(st), expect_exit);
+    if (expect_exit == 3)
+        CHECK_CONTAINS(line, "auth-failed");
+    mp_listener_free(l);
+}
+
+/* Python as the listener: wait for its "ready", connect to it. */
+static void py_listener_case(const char *address, const char *pykey, bool modern,
+                             mp_auth_digest ours, int expect_client, int expect_exit)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 %s listener '%s' '%s' %s", peer_script(), address, pykey,
+             modern ? "modern" : "");
+    FILE *py = popen(cmd, "r");
+    char line[256] = "";
+    CHECK(fgets(line, sizeof line, py) != NULL);
+    CHECK_STR(line, "ready\n");
+    mp_client_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .digest = ours, .timeout = 30};
+    mp_connection *c = NULL;
+    CHECK_INT(mp_client(address, &o, &c), expect_client);
+    if (c) {
+        void *buf = NULL;
+        size_t len = 0;
+        CHECK_OK(mp_connection_recv_bytes(c, 0, &buf, &len));
+        CHECK(len == 17 && memcmp(buf, "hello from python", 17) == 0);
+        mp_free(buf);
+        CHECK_OK(mp_connection_send_bytes(c, "shout", 0, 5));
+        CHECK_OK(mp_connection_recv_bytes(c, 0, &buf, &len));
+        CHECK(len == 5 && memcmp(buf, "SHOUT", 5) == 0);
+        mp_free(buf);
+        mp_connection_free(c);
+    }
+    if (!fgets(line, sizeof line, py))
+        line[0] = 0;
+    int st = pclose(py);
+    CHECK(WIFEXITED(st));
+    CHECK_INT(WEXITSTATUS(st), expect_exit);
+}
+
+static void test_python_interop(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/mp-test-py-%d.sock", (int)getpid());
+    unlink(path);
+    /* Python's own (3.11: legacy) handshake, both directions, Unix and TCP. */
+    py_client_case(path, KEY, false, MP_AUTH_DEFAULT, 0, 0);
+    py_client_case("127.0.0.1:0", KEY, false, MP_AUTH_DEFAULT, 0, 0);
+    /* Our modern challenge to Python 3.11, which answers with raw HMAC-MD5 over it. */
+    py_client_case(path, KEY, false, MP_AUTH_SHA256, 0, 0);
+    py_listener_case(path, KEY, false, MP_AUTH_DEFAULT, 0, 0);
+    py_listener_case(path, KEY, false, MP_AUTH_SHA384, 0, 0);
+    mp_listener_opts t = {.address = "127.0.0.1:0"}; /* find a free port */
+    mp_listener *l = mp_listener_new(&t);
+    char tcp[64];
+    snprintf(tcp, sizeof tcp, "%s", mp_listener_address(l));
+    mp_listener_free(l);
+    py_listener_case(tcp, KEY, false, MP_AUTH_DEFAULT, 0, 0);
+    /* The 3.12+ digest-prefixed form from Python. */
+    py_client_case(path, KEY, true, MP_AUTH_DEFAULT, 0, 0);
+    py_client_case(path, KEY, true, MP_AUTH_SHA3_256, 0, 0);
+    py_listener_case(path, KEY, true, MP_AUTH_DEFAULT, 0, 0);
+    /* Wrong keys: MP_EAUTH here, AuthenticationError there. */
+    py_client_case(path, "bad", false, MP_AUTH_DEFAULT, MP_EAUTH, 3);
+    py_client_case(path, "bad", true, MP_AUTH_DEFAULT, MP_EAUTH, 3);
+    py_listener_case(path, "bad", false, MP_AUTH_DEFAULT, MP_EAUTH, 3);
+    py_listener_case(path, "bad", true, MP_AUTH_SHA256, MP_EAUTH, 3);
+    unlink(path);
+}
+
+int main(int argc, char **argv)
+{
+    RUN_IF(argc, argv, test_unix_default_address);
+    RUN_IF(argc, argv, test_abstract_and_tcp);
+    RUN_IF(argc, argv, test_every_digest_pair);
+    RUN_IF(argc, argv, test_wrong_key);
+    RUN_IF(argc, argv, test_bounded_handshake);
+    RUN_IF(argc, argv, test_errors);
+    RUN_IF(argc, argv, test_wait_listener);
+    RUN_IF(argc, argv, test_python_interop);
+    return mpt_done();
+}
