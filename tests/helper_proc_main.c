@@ -1,0 +1,64 @@
+/* A program the process tests run as a child:
+ *   helper_proc_main atexit METHOD   logs to stderr, starts a non-daemon "finisher"
+ *                                    and a daemon "sleeper", returns from main: the
+ *                                    library's at-exit handler joins and terminates.
+ *   helper_proc_main fsclient METHOD starts one forkserver child, prints the server's
+ *                                    pid and exits: the server must go away. */
+#define _GNU_SOURCE
+#include "multiproc/log.h"
+#include "multiproc/process.h"
+#include "process/proc.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int finisher(mp_value *a)
+{
+    (void)a;
+    usleep(300000);
+    printf("finisher done\n");
+    return 0;
+}
+
+static int sleeper(mp_value *a)
+{
+    (void)a;
+    sleep(30);
+    printf("sleeper done\n");
+    return 0;
+}
+
+static int nothing(mp_value *a)
+{
+    (void)a;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3)
+        return 2;
+    mp_context *ctx = mp_get_context(argv[2]);
+    if (strcmp(argv[1], "atexit") == 0) {
+        mp_log_to_stderr(MP_LOG_INFO);
+        mp_process_opts o = {.target = finisher, .name = "finisher", .ctx = ctx};
+        mp_process *f = mp_process_new(&o);
+        o = (mp_process_opts){.target = sleeper, .name = "sleeper", .daemon = true, .ctx = ctx};
+        mp_process *s = mp_process_new(&o);
+        if (mp_process_start(f) < 0 || mp_process_start(s) < 0)
+            return 3;
+        usleep(50000);
+        return 0; /* objects deliberately not freed: the at-exit handler deals with them */
+    }
+    if (strcmp(argv[1], "fsclient") == 0) {
+        mp_process_opts o = {.target = nothing, .ctx = ctx};
+        mp_process *p = mp_process_new(&o);
+        if (mp_process_start(p) < 0 || mp_process_join(p, 30) < 0)
+            return 3;
+        printf("server=%d\n", (int)mp__fs_server_pid());
+        mp_process_free(p);
+        return 0;
+    }
+    return 2;
+}
