@@ -147,8 +147,11 @@ CHILD_FN static void child_fds(const struct child_ctx *c)
     }
     for (int i = 0; i < r->nmap; i++) {
         long e;
-        if (src[i] == i) /* keep it, but across exec */
+        if (src[i] == i) { /* keep it across exec; a closed fd just stays closed */
             e = child_sys_err(syscall(SYS_fcntl, i, F_SETFD, 0));
+            if (e == EBADF)
+                e = 0;
+        }
         else if (src[i] >= 0)
             e = child_sys_err(syscall(SYS_dup2, src[i], i));
         else

@@ -1,0 +1,298 @@
+/**
+ * @file subprocess.h
+ * @brief Run other programs: run/call/check_output, a Popen-style handle, pipelines
+ *        (Python's `subprocess` module).
+ *
+ * Python mapping:
+ * - `subprocess.run(args, ...)`          -> mp_run() / mp_run_sh() (shell=True) with
+ *   an ::mp_subprocess_opts and an ::mp_run_result (CompletedProcess).
+ * - `call` / `check_call` / `check_output` -> mp_call(), mp_check_call(), mp_check_output().
+ * - `Popen(...)`                          -> mp_popen_start() / mp_popen_start_sh() and the
+ *   mp_popen_* functions (poll, wait, communicate, send_signal, terminate, kill, pid,
+ *   stdin/stdout/stderr as fds, readline/write for line-by-line talk).
+ * - `stdin=/stdout=/stderr=`: ::mp_stdio: PIPE, DEVNULL, an fd, a file path, None
+ *   (inherit), and STDOUT for stderr; `input=` is mp_subprocess_opts.input.
+ * - `TimeoutExpired` -> MP_ETIMEOUT, `CalledProcessError` -> MP_ECHILDFAIL (the result
+ *   is still filled: returncode, stdout, stderr), a missing program -> -ENOENT with
+ *   the path in mp_last_error() (never a child exiting 127).
+ * - `a | b | c` -> mp_pipeline().
+ *
+ * Differences from Python (pitfalls removed):
+ * - No SIGCHLD handler is ever installed; children are watched through pidfds, so the
+ *   program's own SIGCHLD handler keeps working. (If that handler reaps our child with
+ *   waitpid(-1), its status is lost: returncode then reads 0, as in Python.)
+ * - With `kill_group`, the child leads a new process group and timeouts, kill,
+ *   terminate and send_signal reach the whole group, so a grandchild holding the
+ *   pipes cannot make a timeout hang (bpo-37424). Even without it, mp_run() never
+ *   waits for pipe EOF after a timeout: it kills, reaps, keeps what was read and
+ *   returns.
+ * - Default signal dispositions are restored in the child (ignored ones too, and the
+ *   signal mask is cleared) unless `keep_signals` is set.
+ * - Writing to a child that exited never raises SIGPIPE in the caller: the write
+ *   reports -EPIPE (communicate ignores it, as Python does).
+ * - Spawning uses clone(CLONE_VM|CLONE_VFORK): its cost does not depend on the
+ *   parent's size, and it is safe from a multi-threaded program.
+ *
+ * Thread safety: every function may be called from several threads at once on
+ * different handles (spawning from many threads is safe: fds are close-on-exec and
+ * no global state is shared). One ::mp_popen handle must not be used by two threads
+ * at once.
+ *
+ * Fork behaviour: a forked child inherits the handles' fds but must not wait for or
+ * signal the parent's children (they are not its children); free the handles there
+ * only with mp_popen_free() after mp_popen_forget().
+ */
+#ifndef MULTIPROC_SUBPROCESS_H
+#define MULTIPROC_SUBPROCESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Where one of the child's standard streams goes (Python's stdin=/stdout=/stderr=). */
+typedef enum mp_stdio_kind {
+    MP_IO_INHERIT = 0, /**< the parent's own fd (Python's None), the default */
+    MP_IO_PIPE,        /**< a pipe to the parent: captured output / writable stdin */
+    MP_IO_DEVNULL,     /**< /dev/null */
+    MP_IO_FD,          /**< the fd in mp_stdio.fd (borrowed: not closed) */
+    MP_IO_FILE,        /**< the file mp_stdio.path: read for stdin; created and
+                            truncated (or appended to) for stdout/stderr */
+    MP_IO_STDOUT       /**< stderr only: into the same place as stdout */
+} mp_stdio_kind;
+
+/** One stream's setting. All-zero = inherit. */
+typedef struct mp_stdio {
+    mp_stdio_kind kind;
+    int fd;           /**< MP_IO_FD: the parent fd the child gets (borrowed) */
+    const char *path; /**< MP_IO_FILE: the file's path */
+    bool append;      /**< MP_IO_FILE for output: append instead of truncating */
+} mp_stdio;
+
+/** Shorthands for mp_stdio values. */
+#define MP_STDIO_PIPE ((mp_stdio){.kind = MP_IO_PIPE})
+#define MP_STDIO_DEVNULL ((mp_stdio){.kind = MP_IO_DEVNULL})
+#define MP_STDIO_STDOUT ((mp_stdio){.kind = MP_IO_STDOUT})
+#define MP_STDIO_FD(f) ((mp_stdio){.kind = MP_IO_FD, .fd = (f)})
+#define MP_STDIO_FILE(p) ((mp_stdio){.kind = MP_IO_FILE, .path = (p)})
+
+/**
+ * Options for starting a child (run, call, Popen, pipelines). All-zero means
+ * Python's defaults: streams inherited, close_fds on, signals restored, no timeout.
+ */
+typedef struct mp_subprocess_opts {
+    mp_stdio in, out, err;   /**< stdin, stdout, stderr */
+    bool capture_output;     /**< out and err become pipes where they were inherit */
+    const void *input;       /**< run/pipeline: bytes written to stdin (stdin becomes a
+                                  pipe); borrowed for the call's duration */
+    size_t input_len;
+    double timeout;          /**< run/pipeline: seconds; 0 or negative = no timeout (the
+                                  all-zero default; a run cannot usefully "poll") */
+    bool check;              /**< run/pipeline: a non-zero exit is MP_ECHILDFAIL */
+    const char *executable;  /**< the program actually run (argv[0] is only what the
+                                  child sees); for the _sh functions it replaces /bin/sh */
+    const char *cwd;         /**< the child's working directory (NULL: ours) */
+    char *const *env;        /**< replace the environment: "NAME=value" strings, NULL
+                                  terminated (NULL: inherit ours) */
+    char *const *env_add;    /**< "NAME=value" set on top of env (or ours) */
+    char *const *env_remove; /**< names removed from env (or ours) */
+    bool set_umask;          /**< apply `umask` in the child */
+    unsigned umask;
+    bool inherit_fds;        /**< Python's close_fds=False: keep every inheritable fd
+                                  (default: close all but 0-2 and pass_fds) */
+    const int *pass_fds;     /**< fds the child keeps (their numbers unchanged) */
+    size_t npass;
+    bool new_session;        /**< setsid() in the child (start_new_session) */
+    bool new_pgroup;         /**< setpgid(0, 0) in the child (process_group=0) */
+    bool kill_group;         /**< the child leads a new process group (unless
+                                  new_session) and every signal we send, on timeout too,
+                                  goes to the whole group */
+    bool keep_signals;       /**< Python's restore_signals=False: keep ignored signals
+                                  and the signal mask (handled signals are always reset) */
+} mp_subprocess_opts;
+
+/** What a finished run gives back (Python's CompletedProcess). */
+typedef struct mp_run_result {
+    int returncode;   /**< exit status, or -N when killed by signal N */
+    pid_t pid;        /**< the child's pid (already reaped) */
+    char *out;        /**< captured stdout (NUL-terminated), NULL if not captured */
+    size_t out_len;
+    char *err;        /**< captured stderr (NUL-terminated), NULL if not captured */
+    size_t err_len;
+} mp_run_result;
+
+/** Free the buffers of @p r and zero it. NULL is fine. */
+void mp_run_result_free(mp_run_result *r);
+
+/**
+ * Run @p argv (argv[0] is searched in PATH of the child's environment when it has no
+ * '/') to completion, feeding opts->input and collecting the pipes without deadlock.
+ * @param argv NULL-terminated, at least one element.
+ * @param opts NULL for the defaults.
+ * @param res  filled (zero it first or reuse a freed one); the caller frees it with
+ *             mp_run_result_free(), also after MP_ETIMEOUT / MP_ECHILDFAIL.
+ * @return 0 when the child ran (whatever its status, unless check);
+ *         MP_ETIMEOUT: the child (its group with kill_group) was killed and reaped,
+ *         res holds what was read before and returncode -9;
+ *         MP_ECHILDFAIL: check and a non-zero status, res fully filled;
+ *         -ENOENT/-EACCES/...: the program could not be started (mp_last_error() names
+ *         the path or the cwd); MP_EINVAL: NULL or empty argv, bad options;
+ *         MP_EINTERRUPTED: a deferred signal handler asked blocking calls to stop (the
+ *         child is killed and reaped).
+ */
+int mp_run(const char *const *argv, const mp_subprocess_opts *opts, mp_run_result *res);
+
+/** mp_run() of `/bin/sh -c cmdline` (Python's shell=True). */
+int mp_run_sh(const char *cmdline, const mp_subprocess_opts *opts, mp_run_result *res);
+
+/**
+ * Run and report the status only (Python's call): 0 with *returncode set, or an
+ * error of mp_run(). Output is not captured unless the options say so (and is then
+ * dropped).
+ */
+int mp_call(const char *const *argv, const mp_subprocess_opts *opts, int *returncode);
+
+/** Run and return 0 only if the status is 0, else MP_ECHILDFAIL (Python's check_call). */
+int mp_check_call(const char *const *argv, const mp_subprocess_opts *opts);
+
+/**
+ * Run with stdout captured and check on (Python's check_output). On 0 and on
+ * MP_ECHILDFAIL / MP_ETIMEOUT, *out (NUL-terminated, @p len may be NULL) holds the
+ * output and the caller frees it with mp_free(); on other errors *out is NULL.
+ * Set opts->err = MP_STDIO_STDOUT to merge stderr into it.
+ */
+int mp_check_output(const char *const *argv, const mp_subprocess_opts *opts, char **out,
+                    size_t *len);
+
+/** mp_check_output() of `/bin/sh -c cmdline`. */
+int mp_check_output_sh(const char *cmdline, const mp_subprocess_opts *opts, char **out,
+                       size_t *len);
+
+/* ---- Popen --------------------------------------------------------------------------- */
+
+/** A started child (Python's Popen). */
+typedef struct mp_popen mp_popen;
+
+/**
+ * Start @p argv without waiting (Python's Popen). opts->input, timeout and check are
+ * ignored here (see mp_popen_communicate()).
+ * @param out receives the handle; free it with mp_popen_free().
+ * @return 0, or the errors of mp_run() for a child that could not start (no handle).
+ */
+int mp_popen_start(const char *const *argv, const mp_subprocess_opts *opts, mp_popen **out);
+
+/** mp_popen_start() of `/bin/sh -c cmdline`. */
+int mp_popen_start_sh(const char *cmdline, const mp_subprocess_opts *opts, mp_popen **out);
+
+/** The child's pid. */
+pid_t mp_popen_pid(const mp_popen *p);
+
+/** A pidfd that becomes readable when the child exits (borrowed; for poll/epoll). */
+int mp_popen_pidfd(const mp_popen *p);
+
+/**
+ * The parent's end of the child's stream @p which (0 stdin, 1 stdout, 2 stderr) when
+ * it is MP_IO_PIPE, else -1. Borrowed: use mp_popen_close_fd() to close it.
+ * Bytes already read into the handle by readline/communicate are not in the fd.
+ */
+int mp_popen_fd(const mp_popen *p, int which);
+
+/** Close the parent's end of stream @p which (e.g. stdin to send EOF). 0 or MP_EINVAL. */
+int mp_popen_close_fd(mp_popen *p, int which);
+
+/**
+ * Has the child exited? 1 with *returncode set (may be NULL), 0 while it runs,
+ * negative on error. Never blocks (Python's poll).
+ */
+int mp_popen_poll(mp_popen *p, int *returncode);
+
+/**
+ * Wait until the child exits (@p timeout seconds, negative forever, 0 polls).
+ * 0 with *returncode set (may be NULL), MP_ETIMEOUT, MP_EINTERRUPTED.
+ * Pitfall (as in Python): a child writing more than a pipe holds to an unread
+ * MP_IO_PIPE blocks; use mp_popen_communicate() to read while waiting.
+ */
+int mp_popen_wait(mp_popen *p, double timeout, int *returncode);
+
+/**
+ * Write @p input to the child's stdin (then close it), read stdout and stderr until
+ * EOF and wait for the child, all at once with one poll loop, so no pipe buffer can
+ * deadlock (Python's communicate).
+ * @param input borrowed; must stay valid until the call returns something other than
+ *        MP_ETIMEOUT/MP_EINTERRUPTED. NULL/0: just close stdin.
+ * @param timeout seconds (negative forever). On MP_ETIMEOUT nothing is lost: the
+ *        handle keeps what was read and how much input was written; call again
+ *        (input may then be NULL: the remembered input continues).
+ * @param res on 0: returncode, pid and the whole captured stdout/stderr move into it
+ *        (caller frees with mp_run_result_free()); may be NULL.
+ * @return 0, MP_ETIMEOUT, MP_EINTERRUPTED, -errno.
+ */
+int mp_popen_communicate(mp_popen *p, const void *input, size_t len, double timeout,
+                         mp_run_result *res);
+
+/**
+ * Read one line of the child's stdout (pipe), '\n' included if present.
+ * @param line receives a NUL-terminated copy owned by the handle, valid until the next
+ *        readline or mp_popen_free().
+ * @param len  its length (may be NULL).
+ * @param timeout seconds (negative forever).
+ * @return 0; MP_EEOF when stdout is at end of file and nothing is left; MP_ETIMEOUT
+ *         (bytes read so far stay buffered); MP_EINVAL if stdout is not a pipe.
+ */
+int mp_popen_readline(mp_popen *p, const char **line, size_t *len, double timeout);
+
+/**
+ * Write all of @p data to the child's stdin (pipe); blocks until written. There is no
+ * user-space buffering, so nothing needs flushing. -EPIPE when the child has closed
+ * its stdin (no SIGPIPE is raised); MP_EINVAL if stdin is not a pipe.
+ */
+int mp_popen_write(mp_popen *p, const void *data, size_t len);
+
+/** mp_popen_write() of @p line followed by '\n' (unless it already ends with one). */
+int mp_popen_writeline(mp_popen *p, const char *line);
+
+/**
+ * Send @p sig to the child (to its process group with kill_group). A child already
+ * reaped is not signalled (0 is returned), so a recycled pid is never hit.
+ */
+int mp_popen_send_signal(mp_popen *p, int sig);
+/** mp_popen_send_signal(p, SIGTERM). */
+int mp_popen_terminate(mp_popen *p);
+/** mp_popen_send_signal(p, SIGKILL). */
+int mp_popen_kill(mp_popen *p);
+
+/**
+ * Close the pipes and free the handle. A child still running is killed (SIGKILL, its
+ * group with kill_group) and reaped, so nothing is left behind; wait first to let it
+ * finish. NULL is fine.
+ */
+void mp_popen_free(mp_popen *p);
+
+/**
+ * Stop tracking the child without touching it (for a forked process, or to leave a
+ * background child running): mp_popen_free() then only closes the fds.
+ */
+void mp_popen_forget(mp_popen *p);
+
+/* ---- pipelines ---------------------------------------------------------------------- */
+
+/**
+ * Run @p n commands as `cmds[0] | cmds[1] | ...`: each stdout feeds the next stdin.
+ * opts->in / input feed the first command, opts->out takes the last one's stdout
+ * (MP_IO_PIPE or capture_output: captured into res->out); opts->err applies to every
+ * command (MP_IO_PIPE: all their stderr is captured together into res->err);
+ * cwd, env, umask, fds and session options apply to each command. timeout kills every
+ * command. res->returncode is the last command's.
+ * @param returncodes receives every command's returncode (n entries; may be NULL).
+ * @return as mp_run(); with check, MP_ECHILDFAIL when any command failed (pipefail).
+ */
+int mp_pipeline(const char *const *const *cmds, size_t n, const mp_subprocess_opts *opts,
+                mp_run_result *res, int *returncodes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
