@@ -95,15 +95,19 @@ static mp_value *new_buffer(mp_type t, const void *data, size_t len)
         mp__error(MP_EINVAL, "NULL data with length %zu", len);
         return NULL;
     }
-    mp_value *v = mp__value_new(t);
-    if (!v)
+    if (len > SIZE_MAX - sizeof(mp_value) - 1) {
+        mp__error(-ENOMEM, "a %zu-byte string", len);
         return NULL;
-    v->u.s.data = malloc(len + 1);
-    if (!v->u.s.data) {
-        free(v);
+    }
+    /* One allocation: the bytes live right after the struct (see mp_value_free). */
+    mp_value *v = malloc(sizeof *v + len + 1);
+    if (!v) {
         mp__error(-ENOMEM, "allocating %zu bytes", len + 1);
         return NULL;
     }
+    memset(v, 0, sizeof *v);
+    v->type = t;
+    v->u.s.data = (char *)(v + 1);
     if (len)
         memcpy(v->u.s.data, data, len);
     v->u.s.data[len] = '\0';
@@ -220,15 +224,31 @@ static size_t map_find(const mp_value *m, const mp_value *key)
     return (size_t)-1;
 }
 
+/* Keys and values share one block: keys[0..cap) then vals[0..cap). */
+static int map_grow(mp_value *m, size_t need)
+{
+    size_t cap = m->u.map.cap;
+    if (need <= cap)
+        return 0;
+    size_t ncap = cap ? cap * 2 : 4;
+    while (ncap < need)
+        ncap *= 2;
+    mp_value **block = realloc(m->u.map.keys, 2 * ncap * sizeof *block);
+    if (!block)
+        return mp__error(-ENOMEM, "growing a map to %zu entries", ncap);
+    memmove(block + ncap, block + cap, m->u.map.len * sizeof *block);
+    m->u.map.keys = block;
+    m->u.map.vals = block + ncap;
+    m->u.map.cap = ncap;
+    return 0;
+}
+
 static int map_append(mp_value *m, mp_value *key, mp_value *val)
 {
-    size_t n = m->u.map.len, kcap = m->u.map.cap, vcap = m->u.map.cap;
-    int r = grow(&m->u.map.keys, &kcap, n + 1);
-    if (r == 0)
-        r = grow(&m->u.map.vals, &vcap, n + 1);
+    size_t n = m->u.map.len;
+    int r = map_grow(m, n + 1);
     if (r < 0)
         return r;
-    m->u.map.cap = kcap < vcap ? kcap : vcap;
     m->u.map.keys[n] = key;
     m->u.map.vals[n] = val;
     m->u.map.len = n + 1;
@@ -701,8 +721,7 @@ void mp_value_free(mp_value *v)
     switch (v->type) {
     case MP_STR:
     case MP_BYTES:
-        free(v->u.s.data);
-        break;
+        break; /* the bytes are part of the value's own allocation */
     case MP_LIST:
         for (size_t i = 0; i < v->u.list.len; i++)
             mp_value_free(v->u.list.items[i]);
@@ -713,8 +732,7 @@ void mp_value_free(mp_value *v)
             mp_value_free(v->u.map.keys[i]);
             mp_value_free(v->u.map.vals[i]);
         }
-        free(v->u.map.keys);
-        free(v->u.map.vals);
+        free(v->u.map.keys); /* vals share the block */
         free(v->u.map.index);
         break;
     case MP_HANDLE:

@@ -14,7 +14,7 @@ struct mp_value {
         bool b;
         int64_t i;
         double d;
-        struct { /* str and bytes: always NUL-terminated after len bytes */
+        struct { /* str and bytes: stored right after the struct, NUL-terminated */
             char *data;
             size_t len;
         } s;
@@ -23,7 +23,7 @@ struct mp_value {
             size_t len, cap;
         } list;
         struct {
-            mp_value **keys, **vals;
+            mp_value **keys, **vals; /* one block: vals == keys + cap */
             size_t len, cap;
             /* Open-addressing index (entry + 1, 0 = empty), built once a map grows
              * past a few entries so set/get stay O(1) for large decoded maps. */
