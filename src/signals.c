@@ -9,8 +9,9 @@
  * - What is shared: `pending[sig]` counts deliveries not yet dispatched (one count per
  *   delivery, so queued real-time signals are never lost); `any_pending` is the cheap
  *   "something to do" flag; `wake_bytes` counts bytes sitting in the pipe so dispatch
- *   only reads the pipe when it has something to drain. The handler table (fn, arg)
- *   is guarded by `table_lock`.
+ *   only reads the pipe when it has something to drain; `wake_wanted` says whether
+ *   anyone asked for the fd at all (until then on_signal skips the write, and dispatch
+ *   costs no system call). The handler table (fn, arg) is guarded by `table_lock`.
  * - Ordering that makes the wake-up fd reliable: on_signal() increments the counter,
  *   then sets the flag, then writes the byte; dispatch drains the pipe, then clears the
  *   flag, then takes the counters. So a byte seen by an event loop always has its
@@ -46,6 +47,7 @@
 static atomic_ulong pending[MP__NSIG];
 static atomic_int any_pending;
 static atomic_long wake_bytes;
+static atomic_int wake_wanted; /* someone polls the pipe: only then write to it */
 static _Atomic int wake_r = -1;
 static _Atomic int wake_w = -1;
 
@@ -61,6 +63,14 @@ static _Thread_local sigset_t fork_saved_mask;
 
 /* ---- the real handler (signal context: async-signal-safe only) ------------------ */
 
+/* One byte into the pipe (async-signal-safe); a full pipe (EAGAIN) is fine. */
+static void wake_up(unsigned char byte)
+{
+    int fd = atomic_load(&wake_w);
+    if (fd >= 0 && write(fd, &byte, 1) == 1)
+        atomic_fetch_add(&wake_bytes, 1);
+}
+
 static void on_signal(int sig, siginfo_t *si, void *uc)
 {
     (void)si;
@@ -69,10 +79,8 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     if (sig > 0 && sig < MP__NSIG)
         atomic_fetch_add(&pending[sig], 1);
     atomic_store(&any_pending, 1);
-    int fd = atomic_load(&wake_w);
-    unsigned char byte = (unsigned char)sig;
-    if (fd >= 0 && write(fd, &byte, 1) == 1) /* a full pipe (EAGAIN) is fine */
-        atomic_fetch_add(&wake_bytes, 1);
+    if (atomic_load(&wake_wanted))
+        wake_up((unsigned char)sig);
     errno = saved;
 }
 
@@ -334,15 +342,34 @@ static int ensure_init(void)
     return init_error;
 }
 
+/* From now on every delivery also writes to the pipe. Until someone asked for the fd,
+ * nobody could poll it, and skipping the write (and the drain) saves two system calls
+ * per signal. A delivery recorded before the switch gets its byte here, so a poller
+ * never sleeps on a pending signal. */
+static void want_wake_ups(void)
+{
+    if (atomic_load(&wake_wanted) || atomic_exchange(&wake_wanted, 1))
+        return;
+    if (atomic_load(&any_pending))
+        wake_up(0);
+}
+
 int mp_signal_wakeup_fd(void)
 {
     int r = ensure_init();
     if (r < 0)
         return mp__error(r, "creating the signal wake-up pipe");
+    want_wake_ups();
     return atomic_load(&wake_r);
 }
 
-int mp__signal_wake_fd(void) { return atomic_load(&wake_r); }
+int mp__signal_wake_fd(void)
+{
+    int fd = atomic_load(&wake_r);
+    if (fd >= 0)
+        want_wake_ups();
+    return fd;
+}
 
 /* ---- handlers ------------------------------------------------------------------- */
 

@@ -308,6 +308,30 @@ static void test_wakeup_fd(void)
     CHECK_OK(mp_signal_set_default(SIGUSR2));
 }
 
+static void test_wakeup_fd_asked_late(void)
+{
+    /* A fresh exec: this process has asked for the fd long ago. */
+    const char *dir = getenv("MP_TEST_BINDIR");
+    char self[4096] = ".", path[4200];
+    if (!dir) { /* run by hand: the helper sits next to this program */
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        self[n > 0 ? n : 1] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        dir = self;
+    }
+    snprintf(path, sizeof path, "%s/helper_sig_lazywake", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(path, path, (char *)NULL);
+        _exit(127);
+    }
+    int st = reap(pid);
+    CHECK(WIFEXITED(st));
+    CHECK_INT(WEXITSTATUS(st), 0);
+}
+
 /* ---- interrupted blocking calls ------------------------------------------------- */
 
 static void arm_real_timer(double s) { CHECK_OK(mp_signal_setitimer(MP_ITIMER_REAL, s, 0, NULL, NULL)); }
@@ -794,6 +818,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_handler_changes_handlers);
     RUN_IF(argc, argv, test_interrupt_request);
     RUN_IF(argc, argv, test_wakeup_fd);
+    RUN_IF(argc, argv, test_wakeup_fd_asked_late);
     RUN_IF(argc, argv, test_blocking_call_interrupted);
     RUN_IF(argc, argv, test_blocking_call_resumes);
     RUN_IF(argc, argv, test_alarm_interrupts_fifo_open);
