@@ -117,10 +117,13 @@ int mp_signal_get_handler(int signum, mp_signal_handler *fn, void **arg);
 int mp_signal_dispatch(void);
 
 /**
- * The read end of the wake-up pipe: it becomes readable (POLLIN) when a handled
- * signal arrives. Poll it in an event loop, then call mp_signal_dispatch(), which
- * drains it. Owned by the library: do not read or close it. The number stays the same
- * for the life of the process (also in forked children).
+ * The read end of the wake-up pipe: from the first call on, it becomes readable
+ * (POLLIN) whenever a handled signal arrives (and at once if one is already
+ * recorded). Poll it in an event loop, then call mp_signal_dispatch(), which drains
+ * it. Until the first call the library skips the pipe, so a program that only calls
+ * mp_signal_dispatch() pays no system call per signal. Owned by the library: do not
+ * read or close it. The number stays the same for the life of the process (also in
+ * forked children).
  * @return the fd, or -errno if it could not be created.
  */
 int mp_signal_wakeup_fd(void);
