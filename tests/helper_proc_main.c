@@ -10,6 +10,7 @@
 #include "process/proc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,6 +30,16 @@ static int sleeper(mp_value *a)
     return 0;
 }
 
+static mp_process *f, *s;
+
+/* Runs before the library's at-exit handler (registered later): freeing running
+ * processes hands them to the library, which still joins / terminates them. */
+static void free_objects(void)
+{
+    mp_process_free(f);
+    mp_process_free(s);
+}
+
 static int nothing(mp_value *a)
 {
     (void)a;
@@ -43,13 +54,14 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "atexit") == 0) {
         mp_log_to_stderr(MP_LOG_INFO);
         mp_process_opts o = {.target = finisher, .name = "finisher", .ctx = ctx};
-        mp_process *f = mp_process_new(&o);
+        f = mp_process_new(&o);
         o = (mp_process_opts){.target = sleeper, .name = "sleeper", .daemon = true, .ctx = ctx};
-        mp_process *s = mp_process_new(&o);
+        s = mp_process_new(&o);
         if (mp_process_start(f) < 0 || mp_process_start(s) < 0)
             return 3;
+        atexit(free_objects);
         usleep(50000);
-        return 0; /* objects deliberately not freed: the at-exit handler deals with them */
+        return 0; /* the at-exit handlers join the finisher and terminate the sleeper */
     }
     if (strcmp(argv[1], "fsclient") == 0) {
         mp_process_opts o = {.target = nothing, .ctx = ctx};
