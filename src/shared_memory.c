@@ -1,0 +1,521 @@
+/* Named SharedMemory (POSIX shm in /dev/shm) and ShareableList on top of it.
+ *
+ * A created segment is registered with the resource tracker (src/tracker.c) unless
+ * the caller opts out; unlink unregisters it. Attaching never registers (Python's
+ * attach-registers behaviour makes an attaching program unlink the creator's segment
+ * when it exits). Handles travel between processes by fd (the mapping works even
+ * after the name is unlinked) together with the tracker pipe, so a child started
+ * without it still reports to the program's tracker.
+ *
+ * ShareableList layout: header {magic, version, n}, n slot records {type, capacity,
+ * length, offset}, then the slot data. Every slot keeps a capacity of at least 8
+ * bytes; str/bytes slots store an explicit byte length (no stripping of trailing NULs)
+ * and keep a NUL after the data for convenience. No lock: like Python's, concurrent
+ * writers must coordinate themselves.
+ */
+#define _GNU_SOURCE
+#include "multiproc/shared.h"
+#include "internal/common.h"
+#include "internal/tracker.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SHM_NAME_MAX 200
+
+struct mp_shm {
+    char name[SHM_NAME_MAX + 2]; /* with the leading '/' */
+    int fd;
+    void *addr;
+    size_t size;
+};
+
+/* ---- SharedMemory ------------------------------------------------------------------- */
+
+static int check_name(const char *name, char out[SHM_NAME_MAX + 2])
+{
+    const char *n = name[0] == '/' ? name + 1 : name;
+    size_t len = strlen(n);
+    if (len == 0 || len > SHM_NAME_MAX || strchr(n, '/') || strchr(n, '\n') ||
+        strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+        return mp__error(MP_EINVAL, "bad shared memory name '%s'", name);
+    out[0] = '/';
+    memcpy(out + 1, n, len + 1);
+    return 0;
+}
+
+static void generate_name(char out[SHM_NAME_MAX + 2])
+{
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        rnd = (uint32_t)(mp__now() * 1e9) ^ (uint32_t)getpid();
+    snprintf(out, SHM_NAME_MAX + 2, "/mp-%d-%08x", (int)getpid(), rnd);
+}
+
+static mp_shm *map_fd(int fd, const char *slash_name, size_t size)
+{
+    void *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (addr == MAP_FAILED) {
+        mp__errno("mmap shared memory '%s' (%zu bytes)", slash_name, size);
+        return NULL;
+    }
+    mp_shm *m = mp__calloc(1, sizeof *m);
+    if (!m) {
+        munmap(addr, size);
+        return NULL;
+    }
+    snprintf(m->name, sizeof m->name, "%s", slash_name);
+    m->fd = fd;
+    m->addr = addr;
+    m->size = size;
+    return m;
+}
+
+static int open_new(const char *name, char slash[SHM_NAME_MAX + 2], unsigned mode)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        if (name) {
+            int r = check_name(name, slash);
+            if (r < 0)
+                return r;
+        } else {
+            generate_name(slash);
+        }
+        int fd = shm_open(slash, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? mode : 0600);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST || name)
+            return mp__errno("shm_open '%s'", slash + 1);
+    }
+    return mp__error(-EEXIST, "could not find a free shared memory name");
+}
+
+mp_shm *mp_shm_create(const char *name, size_t size, const mp_shm_opts *opts)
+{
+    mp_shm_opts none = {0};
+    if (!opts)
+        opts = &none;
+    if (size == 0) {
+        mp__error(MP_EINVAL, "shared memory size must be positive");
+        return NULL;
+    }
+    char slash[SHM_NAME_MAX + 2];
+    int fd = open_new(name, slash, opts->mode);
+    if (fd < 0)
+        return NULL;
+    mp_shm *m = NULL;
+    if (ftruncate(fd, (off_t)size) < 0)
+        mp__errno("ftruncate shared memory '%s' to %zu bytes", slash + 1, size);
+    else
+        m = map_fd(fd, slash, size);
+    if (m && !opts->untracked && mp__tracker_register(MP__RT_SHM, slash) < 0) {
+        munmap(m->addr, m->size);
+        free(m);
+        m = NULL;
+    }
+    if (!m) { /* keep the first error's message: these two calls cannot fail usefully */
+        shm_unlink(slash);
+        close(fd);
+    }
+    return m;
+}
+
+mp_shm *mp_shm_attach(const char *name)
+{
+    char slash[SHM_NAME_MAX + 2];
+    if (!name || check_name(name, slash) < 0) {
+        if (!name)
+            mp__error(MP_EINVAL, "attaching shared memory needs a name");
+        return NULL;
+    }
+    int fd = shm_open(slash, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+        mp__errno("shm_open '%s'", slash + 1);
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+        if (st.st_size <= 0)
+            mp__error(MP_EINVAL, "shared memory '%s' is empty", slash + 1);
+        else
+            mp__errno("fstat shared memory '%s'", slash + 1);
+        close(fd);
+        return NULL;
+    }
+    mp_shm *m = map_fd(fd, slash, (size_t)st.st_size);
+    if (!m)
+        close(fd);
+    return m;
+}
+
+const char *mp_shm_name(const mp_shm *m) { return m ? m->name + 1 : NULL; }
+void *mp_shm_buf(const mp_shm *m) { return m ? m->addr : NULL; }
+size_t mp_shm_size(const mp_shm *m) { return m ? m->size : 0; }
+
+void mp_shm_close(mp_shm *m)
+{
+    if (!m)
+        return;
+    munmap(m->addr, m->size);
+    close(m->fd);
+    free(m);
+}
+
+int mp_shm_unlink(mp_shm *m)
+{
+    if (!m)
+        return mp__error(MP_EINVAL, "mp_shm_unlink: NULL handle");
+    if (shm_unlink(m->name) < 0)
+        return mp__errno("shm_unlink '%s'", m->name + 1);
+    /* Only a program that has a tracker can have registered it. */
+    if (mp__tracker_fd() >= 0)
+        mp__tracker_unregister(MP__RT_SHM, m->name);
+    return 0;
+}
+
+/* ---- passing SharedMemory handles -----------------------------------------------------
+ * Wire: [u32 magic][u32 has_tracker][u64 size][name]; fds: segment, tracker pipe. */
+
+#define SHM_WIRE_MAGIC 0x53484d4eu /* "SHMN" */
+
+struct shm_wire {
+    uint32_t magic;
+    uint32_t has_tracker;
+    uint64_t size;
+    char name[SHM_NAME_MAX + 2];
+};
+
+static int shm_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    mp_shm *m = obj;
+    struct shm_wire *w = mp__calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->magic = SHM_WIRE_MAGIC;
+    w->size = m->size;
+    memcpy(w->name, m->name, sizeof w->name);
+    fds[0] = m->fd;
+    *nfds = 1;
+    if (mp__tracker_fd() >= 0) {
+        fds[1] = mp__tracker_fd();
+        *nfds = 2;
+        w->has_tracker = 1;
+    }
+    *data = w;
+    *len = sizeof *w;
+    return 0;
+}
+
+static int shm_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    struct shm_wire w;
+    if (len != sizeof w || (memcpy(&w, data, sizeof w), w.magic != SHM_WIRE_MAGIC) ||
+        nfds != 1 + (size_t)(w.has_tracker != 0) || w.size == 0) {
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        return mp__error(MP_EPROTO, "shared memory handle: bad description");
+    }
+    if (nfds == 2)
+        mp__tracker_adopt(fds[1]);
+    w.name[sizeof w.name - 1] = 0;
+    mp_shm *m = map_fd(fds[0], w.name, (size_t)w.size);
+    if (!m) {
+        close(fds[0]);
+        return mp_last_error_code();
+    }
+    *obj = m;
+    return 0;
+}
+
+static void shm_release_obj(void *obj) { mp_shm_close(obj); }
+
+const mp_kind mp_kind_shm = {"shared_memory", shm_export, shm_import, shm_release_obj};
+
+/* ---- ShareableList ------------------------------------------------------------------ */
+
+#define SL_MAGIC 0x4d50534cu /* "MPSL" */
+
+typedef struct sl_hdr {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t n;
+} sl_hdr;
+
+typedef struct sl_slot {
+    uint32_t type;
+    uint32_t pad;
+    uint64_t cap;
+    uint64_t len;
+    uint64_t off;
+} sl_slot;
+
+struct mp_sl {
+    mp_shm *shm;
+    sl_hdr *hdr;
+    sl_slot *slots;
+};
+
+mp_sl_item mp_sl_int(int64_t i) { return (mp_sl_item){.type = MP_SL_INT, .i = i}; }
+mp_sl_item mp_sl_float(double f) { return (mp_sl_item){.type = MP_SL_FLOAT, .f = f}; }
+mp_sl_item mp_sl_bool(bool b) { return (mp_sl_item){.type = MP_SL_BOOL, .b = b}; }
+mp_sl_item mp_sl_none(void) { return (mp_sl_item){.type = MP_SL_NONE}; }
+mp_sl_item mp_sl_str(const char *s)
+{
+    return (mp_sl_item){.type = MP_SL_STR, .data = s ? s : "", .len = s ? strlen(s) : 0};
+}
+mp_sl_item mp_sl_bytes(const void *data, size_t len)
+{
+    return (mp_sl_item){.type = MP_SL_BYTES, .data = data, .len = data ? len : 0};
+}
+
+static bool is_blob(mp_sl_type t) { return t == MP_SL_STR || t == MP_SL_BYTES; }
+
+static uint64_t slot_cap(const mp_sl_item *it)
+{
+    if (!is_blob(it->type) || it->len <= 8)
+        return 8;
+    return (it->len + 7) / 8 * 8;
+}
+
+static int check_item(const mp_sl_item *it)
+{
+    if (!it || it->type > MP_SL_BYTES || (is_blob(it->type) && it->len && !it->data))
+        return mp__error(MP_EINVAL, "bad ShareableList item");
+    return 0;
+}
+
+static void write_slot(mp_sl *l, sl_slot *s, const mp_sl_item *it)
+{
+    char *p = (char *)l->hdr + s->off;
+    memset(p, 0, s->cap + 8);
+    switch (it->type) {
+    case MP_SL_INT: memcpy(p, &it->i, 8); break;
+    case MP_SL_FLOAT: memcpy(p, &it->f, 8); break;
+    case MP_SL_BOOL: p[0] = it->b; break;
+    case MP_SL_STR:
+    case MP_SL_BYTES:
+        if (it->len)
+            memcpy(p, it->data, it->len);
+        break;
+    default: break;
+    }
+    s->len = is_blob(it->type) ? it->len : 0;
+    s->type = it->type;
+}
+
+static mp_sl *sl_wrap(mp_shm *shm)
+{
+    mp_sl *l = mp__calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->shm = shm;
+    l->hdr = mp_shm_buf(shm);
+    l->slots = (sl_slot *)(l->hdr + 1);
+    return l;
+}
+
+/* Check a mapped list's layout before trusting it (it may be any segment). */
+static int sl_validate(const mp_shm *shm)
+{
+    const sl_hdr *h = mp_shm_buf(shm);
+    size_t size = mp_shm_size(shm);
+    if (size < sizeof *h || h->magic != SL_MAGIC || h->version != 1 ||
+        h->n > (size - sizeof *h) / sizeof(sl_slot))
+        return mp__error(MP_EPROTO, "shared memory '%s' is not a ShareableList",
+                         mp_shm_name(shm));
+    const sl_slot *s = (const sl_slot *)(h + 1);
+    for (uint64_t i = 0; i < h->n; i++)
+        if (s[i].off > size || s[i].cap > size - s[i].off || s[i].cap + 8 > size - s[i].off ||
+            s[i].len > s[i].cap || s[i].type > MP_SL_BYTES)
+            return mp__error(MP_EPROTO, "ShareableList '%s': slot %llu is corrupt",
+                             mp_shm_name(shm), (unsigned long long)i);
+    return 0;
+}
+
+mp_sl *mp_sl_create(const mp_sl_item *items, size_t n, const char *name,
+                    const mp_shm_opts *opts)
+{
+    size_t size = sizeof(sl_hdr) + n * sizeof(sl_slot);
+    for (size_t i = 0; i < n; i++) {
+        if (check_item(&items[i]) < 0)
+            return NULL;
+        size += slot_cap(&items[i]) + 8;
+    }
+    mp_shm *shm = mp_shm_create(name, size, opts);
+    if (!shm)
+        return NULL;
+    mp_sl *l = sl_wrap(shm);
+    if (!l) {
+        mp_shm_unlink(shm);
+        mp_shm_close(shm);
+        return NULL;
+    }
+    l->hdr->magic = SL_MAGIC;
+    l->hdr->version = 1;
+    l->hdr->n = n;
+    uint64_t off = sizeof(sl_hdr) + n * sizeof(sl_slot);
+    for (size_t i = 0; i < n; i++) {
+        l->slots[i].cap = slot_cap(&items[i]);
+        l->slots[i].off = off;
+        off += l->slots[i].cap + 8;
+        write_slot(l, &l->slots[i], &items[i]);
+    }
+    return l;
+}
+
+mp_sl *mp_sl_attach(const char *name)
+{
+    mp_shm *shm = mp_shm_attach(name);
+    if (!shm)
+        return NULL;
+    mp_sl *l = sl_validate(shm) < 0 ? NULL : sl_wrap(shm);
+    if (!l)
+        mp_shm_close(shm);
+    return l;
+}
+
+size_t mp_sl_len(const mp_sl *l) { return l ? (size_t)l->hdr->n : 0; }
+mp_shm *mp_sl_shm(const mp_sl *l) { return l ? l->shm : NULL; }
+
+static int slot_index(const mp_sl *l, long i, size_t *out)
+{
+    if (!l)
+        return mp__error(MP_EINVAL, "NULL ShareableList");
+    long n = (long)l->hdr->n;
+    long j = i < 0 ? i + n : i;
+    if (j < 0 || j >= n)
+        return mp__error(MP_ERANGE, "ShareableList index %ld out of range (length %ld)", i, n);
+    *out = (size_t)j;
+    return 0;
+}
+
+static void read_slot(const mp_sl *l, const sl_slot *s, mp_sl_item *out)
+{
+    const char *p = (const char *)l->hdr + s->off;
+    memset(out, 0, sizeof *out);
+    out->type = (mp_sl_type)s->type;
+    switch (out->type) {
+    case MP_SL_INT: memcpy(&out->i, p, 8); break;
+    case MP_SL_FLOAT: memcpy(&out->f, p, 8); break;
+    case MP_SL_BOOL: out->b = p[0] != 0; break;
+    case MP_SL_STR:
+    case MP_SL_BYTES:
+        out->data = p;
+        out->len = (size_t)s->len;
+        break;
+    default: break;
+    }
+}
+
+int mp_sl_get(const mp_sl *l, long i, mp_sl_item *out)
+{
+    size_t j = 0;
+    int r = slot_index(l, i, &j);
+    if (r < 0)
+        return r;
+    read_slot(l, &l->slots[j], out);
+    return 0;
+}
+
+int mp_sl_set(mp_sl *l, long i, const mp_sl_item *item)
+{
+    size_t j = 0;
+    int r = slot_index(l, i, &j);
+    if (r < 0 || (r = check_item(item)) < 0)
+        return r;
+    if (is_blob(item->type) && item->len > l->slots[j].cap)
+        return mp__error(MP_ERANGE, "item exceeds available storage: %zu bytes, slot %zu holds %llu",
+                         item->len, j, (unsigned long long)l->slots[j].cap);
+    write_slot(l, &l->slots[j], item);
+    return 0;
+}
+
+static bool items_equal(const mp_sl_item *a, const mp_sl_item *b)
+{
+    bool an = a->type == MP_SL_INT || a->type == MP_SL_FLOAT;
+    bool bn = b->type == MP_SL_INT || b->type == MP_SL_FLOAT;
+    if (an && bn) {
+        if (a->type == MP_SL_INT && b->type == MP_SL_INT)
+            return a->i == b->i;
+        double x = a->type == MP_SL_INT ? (double)a->i : a->f;
+        double y = b->type == MP_SL_INT ? (double)b->i : b->f;
+        return x == y;
+    }
+    if (a->type != b->type)
+        return false;
+    if (a->type == MP_SL_BOOL)
+        return a->b == b->b;
+    if (is_blob(a->type))
+        return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+    return true; /* None */
+}
+
+int mp_sl_index(const mp_sl *l, const mp_sl_item *item)
+{
+    for (size_t i = 0; l && item && i < l->hdr->n; i++) {
+        mp_sl_item it;
+        read_slot(l, &l->slots[i], &it);
+        if (items_equal(&it, item))
+            return (int)i;
+    }
+    return mp__error(MP_ENOTFOUND, "item is not in the ShareableList");
+}
+
+int mp_sl_count(const mp_sl *l, const mp_sl_item *item)
+{
+    int count = 0;
+    for (size_t i = 0; l && item && i < l->hdr->n; i++) {
+        mp_sl_item it;
+        read_slot(l, &l->slots[i], &it);
+        count += items_equal(&it, item);
+    }
+    return count;
+}
+
+void mp_sl_close(mp_sl *l)
+{
+    if (!l)
+        return;
+    mp_shm_close(l->shm);
+    free(l);
+}
+
+/* ---- passing ShareableList handles (as their SharedMemory) ---------------------------- */
+
+static int sl_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    return shm_export(((mp_sl *)obj)->shm, data, len, fds, nfds);
+}
+
+static int sl_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    void *shm = NULL;
+    int r = shm_import(data, len, fds, nfds, &shm);
+    if (r < 0)
+        return r;
+    mp_sl *l = sl_validate(shm) < 0 ? NULL : sl_wrap(shm);
+    if (!l) {
+        r = mp_last_error_code();
+        mp_shm_close(shm);
+        return r;
+    }
+    *obj = l;
+    return 0;
+}
+
+static void sl_release_obj(void *obj) { mp_sl_close(obj); }
+
+const mp_kind mp_kind_sl = {"shareable_list", sl_export, sl_import, sl_release_obj};
+
+__attribute__((constructor(200))) static void shared_memory_register_kinds(void)
+{
+    mp_kind_register(&mp_kind_shm);
+    mp_kind_register(&mp_kind_sl);
+}

@@ -1,0 +1,292 @@
+/* The resource tracker (see internal/tracker.h).
+ *
+ * DESIGN: program side - one global write fd (`tracker_fd`, close-on-exec) guarded by
+ * `start_lock` while it is being created; fork children inherit it, spawn children
+ * adopt it from MP_TRACKER_FD in a constructor. Tracker side - a grandchild of the
+ * first registering process (double fork: it is not our child, so no zombie and no
+ * SIGCHLD for the program; setsid: terminal signals and process-group kills of the
+ * program do not reach it). It runs only syscalls on its own memory (it may be forked
+ * from a multithreaded program), keeps the registered names in an mmap'd table, and on
+ * EOF removes what is left, printing a warning per type like Python's
+ * resource_tracker, then exits.
+ * Protocol: lines "R\t<type>\t<name>\n" and "U\t<type>\t<name>\n", one write each.
+ */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/tracker.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_NAME 1000
+
+static int tracker_fd = -1;
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- the tracker process --------------------------------------------------------- */
+
+typedef struct entry {
+    char type[16];
+    char name[MAX_NAME + 8];
+} entry;
+
+static entry *table;
+static size_t n_entries, cap_entries;
+
+static void out(const char *s) { (void)!write(2, s, strlen(s)); }
+
+static int find(const char *type, const char *name)
+{
+    for (size_t i = 0; i < n_entries; i++)
+        if (strcmp(table[i].type, type) == 0 && strcmp(table[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void add(const char *type, const char *name)
+{
+    if (find(type, name) >= 0)
+        return;
+    if (n_entries == cap_entries) {
+        size_t ncap = cap_entries ? cap_entries * 2 : 64;
+        void *p = table ? mremap(table, cap_entries * sizeof *table, ncap * sizeof *table,
+                                 MREMAP_MAYMOVE)
+                        : mmap(NULL, ncap * sizeof *table, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return;
+        table = p;
+        cap_entries = ncap;
+    }
+    strncpy(table[n_entries].type, type, sizeof table[n_entries].type - 1);
+    strncpy(table[n_entries].name, name, sizeof table[n_entries].name - 1);
+    n_entries++;
+}
+
+static void del(const char *type, const char *name)
+{
+    int i = find(type, name);
+    if (i >= 0)
+        table[i] = table[--n_entries];
+}
+
+static void handle_line(char *line)
+{
+    char *type = strchr(line, '\t'), *name = type ? strchr(type + 1, '\t') : NULL;
+    if (!name || (line[0] != 'R' && line[0] != 'U'))
+        return;
+    *type++ = 0;
+    *name++ = 0;
+    if (line[0] == 'R')
+        add(type, name);
+    else
+        del(type, name);
+}
+
+static int remove_one(const entry *e)
+{
+    char path[MAX_NAME + 32];
+    const char *n = e->name[0] == '/' ? e->name + 1 : e->name;
+    if (strcmp(e->type, MP__RT_SHM) == 0)
+        snprintf(path, sizeof path, "/dev/shm/%s", n);
+    else if (strcmp(e->type, MP__RT_SEM) == 0)
+        snprintf(path, sizeof path, "/dev/shm/sem.%s", n);
+    else
+        snprintf(path, sizeof path, "%s", e->name);
+    return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+static void cleanup_type(const char *type)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n_entries; i++)
+        count += strcmp(table[i].type, type) == 0;
+    if (!count)
+        return;
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "resource_tracker: There appear to be %zu leaked %s objects to clean up at "
+             "shutdown\n", count, type);
+    out(msg);
+    for (size_t i = 0; i < n_entries; i++) {
+        if (strcmp(table[i].type, type) != 0)
+            continue;
+        int r = remove_one(&table[i]);
+        snprintf(msg, sizeof msg, "resource_tracker: %s %s: '%.150s'%s%s\n",
+                 r ? "could not remove" : "removed", type, table[i].name, r ? ": " : "",
+                 r ? strerror(-r) : "");
+        out(msg);
+    }
+}
+
+static void cleanup_all(void)
+{
+    static const char *types[] = {MP__RT_SHM, MP__RT_SEM, MP__RT_FILE};
+    for (size_t t = 0; t < MP__ARRAY_LEN(types); t++)
+        cleanup_type(types[t]);
+}
+
+static void isolate(int rfd)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL); /* only SIGKILL ends us early */
+    setsid();
+    if (rfd != 3) {
+        dup2(rfd, 3);
+        close(rfd);
+    } else {
+        fcntl(3, F_SETFD, 0);
+    }
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+    }
+    close_range(4, ~0U, 0); /* nothing of the program's: not its pipes, not its sockets */
+    if (chdir("/") < 0) {
+        /* harmless: we only use absolute paths */
+    }
+}
+
+static _Noreturn void tracker_main(int rfd)
+{
+    isolate(rfd);
+    static char buf[65536];
+    size_t used = 0;
+    for (;;) {
+        ssize_t r = read(3, buf + used, sizeof buf - 1 - used);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        used += (size_t)r;
+        char *start = buf, *nl;
+        while ((nl = memchr(start, '\n', used - (size_t)(start - buf))) != NULL) {
+            *nl = 0;
+            handle_line(start);
+            start = nl + 1;
+        }
+        used -= (size_t)(start - buf);
+        memmove(buf, start, used);
+        if (used == sizeof buf - 1) /* a line longer than the buffer: drop it */
+            used = 0;
+    }
+    cleanup_all();
+    _exit(0);
+}
+
+/* ---- the program side ------------------------------------------------------------- */
+
+static int start_locked(void)
+{
+    int p[2];
+    if (mp__pipe(p) < 0)
+        return mp__errno("resource tracker: pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int code = mp__errno("resource tracker: fork");
+        close(p[0]);
+        close(p[1]);
+        return code;
+    }
+    if (pid == 0) {
+        close(p[1]);
+        if (fork() == 0)
+            tracker_main(p[0]);
+        _exit(0);
+    }
+    close(p[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    tracker_fd = p[1];
+    return 0;
+}
+
+int mp__tracker_ensure_running(void)
+{
+    pthread_mutex_lock(&start_lock);
+    int r = tracker_fd >= 0 ? 0 : start_locked();
+    pthread_mutex_unlock(&start_lock);
+    return r;
+}
+
+int mp__tracker_fd(void) { return tracker_fd; }
+
+const char *mp__tracker_env(void)
+{
+    static char env[64];
+    if (tracker_fd < 0)
+        return NULL;
+    snprintf(env, sizeof env, "%s=%d", MP__TRACKER_ENV, tracker_fd);
+    return env;
+}
+
+void mp__tracker_adopt(int fd)
+{
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&start_lock);
+    if (tracker_fd < 0) {
+        mp__set_cloexec(fd, true);
+        tracker_fd = fd;
+        fd = -1;
+    }
+    pthread_mutex_unlock(&start_lock);
+    if (fd >= 0)
+        close(fd);
+}
+
+static int send_msg(char op, const char *type, const char *name)
+{
+    if (!type || !name || !name[0] || strlen(name) > MAX_NAME || strchr(name, '\n') ||
+        (strcmp(type, MP__RT_SHM) && strcmp(type, MP__RT_SEM) && strcmp(type, MP__RT_FILE)))
+        return mp__error(MP_EINVAL, "resource tracker: bad type or name");
+    int r = mp__tracker_ensure_running();
+    if (r < 0)
+        return r;
+    char line[MAX_NAME + 64];
+    int n = snprintf(line, sizeof line, "%c\t%s\t%s\n", op, type, name);
+    /* One write below PIPE_BUF is atomic; a signal can interrupt only before any
+     * byte is written, so retrying on EINTR never duplicates. */
+    if (mp__write_full(tracker_fd, line, (size_t)n) < 0)
+        return mp__errno("resource tracker: write");
+    return 0;
+}
+
+int mp__tracker_register(const char *type, const char *name)
+{
+    return send_msg('R', type, name);
+}
+
+int mp__tracker_unregister(const char *type, const char *name)
+{
+    return send_msg('U', type, name);
+}
+
+/* A spawned child finds the program's tracker pipe through the environment. Only a
+ * FIFO is accepted, and the variable is removed so programs exec'd later (which do
+ * not get the fd) cannot mistake an unrelated fd for it. */
+__attribute__((constructor(150))) static void tracker_adopt_from_env(void)
+{
+    const char *v = getenv(MP__TRACKER_ENV);
+    if (!v)
+        return;
+    char *end;
+    long fd = strtol(v, &end, 10);
+    struct stat st;
+    if (*end == 0 && fd >= 0 && fd < INT_MAX && fstat((int)fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
+        (fcntl((int)fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+        mp__tracker_adopt((int)fd);
+    unsetenv(MP__TRACKER_ENV);
+}
