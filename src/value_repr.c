@@ -133,23 +133,6 @@ static size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp)
     return len;
 }
 
-/* Python's str.isprintable() for non-ASCII code points, approximated: the control,
- * format, separator and private-use ranges Python escapes in repr are listed; every
- * other assigned-looking code point is printed as is. */
-static bool printable(uint32_t c)
-{
-    if (c < 0xa1 || c == 0xad)
-        return false; /* C1 controls, NBSP, soft hyphen */
-    if (c == 0x1680 || (c >= 0x2000 && c <= 0x200f) || (c >= 0x2028 && c <= 0x202f) ||
-        (c >= 0x205f && c <= 0x206f) || c == 0x3000 || c == 0xfeff ||
-        (c >= 0xfff9 && c <= 0xfffb))
-        return false; /* spaces, format characters, separators */
-    if ((c >= 0xe000 && c <= 0xf8ff) || c >= 0xf0000 || (c & 0xfffe) == 0xfffe ||
-        (c >= 0xfdd0 && c <= 0xfdef))
-        return false; /* private use, noncharacters */
-    return true;
-}
-
 static char pick_quote(const char *s, size_t n)
 {
     /* single quotes unless the text has ' and no " (Python's rule) */
@@ -190,7 +173,7 @@ static void str_repr(sbuf *b, const char *s, size_t n)
         } else if (len == 1) {
             if (!escape_ascii(b, p[i], quote))
                 put(b, s + i, 1);
-        } else if (printable(c)) {
+        } else if (mp__unicode_printable(c)) {
             put(b, s + i, len);
         } else {
             putf(b, c < 0x100 ? "\\x%02x" : c < 0x10000 ? "\\u%04x" : "\\U%08x", (unsigned)c);

@@ -208,6 +208,9 @@ static void test_repr_like_python(void)
     CHECK_STR(R(mp_value_str("h\xc3\xa9llo \xe4\xb8\x96\xe7\x95\x8c \xc2\xa0 \xe2\x80\x8b "
                              "\xf0\x9f\x98\x80 \xc2\x85")),
               "'h\xc3\xa9llo \xe4\xb8\x96\xe7\x95\x8c \\xa0 \\u200b \xf0\x9f\x98\x80 \\x85'");
+    /* unassigned U+0378, tag U+E0001, line separator U+2028: escaped like Python */
+    CHECK_STR(R(mp_value_str("\xcd\xb8\xf3\xa0\x80\x81\xc3\xa9\xe2\x80\xa8")),
+              "'\\u0378\\U000e0001\xc3\xa9\\u2028'");
     CHECK_STR(R(mp_value_bytes("\x00" "ab\xff'", 5)), "b\"\\x00ab\\xff'\"");
     CHECK_STR(R(mp_value_bytes("it's \"x\"", 8)), "b'it\\'s \"x\"'");
     CHECK_STR(R(mp_value_pack("[b b [] {} y#]", 1, 0, "", (size_t)0)),

@@ -41,6 +41,9 @@ struct mp_value {
 /* A hash consistent with mp_value_equal (an int and an equal float hash alike). */
 uint64_t mp__value_hash(const mp_value *v);
 
+/* Python's str.isprintable() for one code point >= 0x80 (value_unicode.c). */
+bool mp__unicode_printable(uint32_t c);
+
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);
 
