@@ -3,6 +3,7 @@
  * writes the text to stderr instead. */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int main(void)
@@ -23,5 +24,6 @@ int main(void)
         printf("ok: %s\n", line);
         fflush(stdout);
     }
+    free(line);
     return 0;
 }
