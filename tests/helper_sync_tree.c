@@ -1,0 +1,100 @@
+/* A program tree for test_tracker: it creates named segments, starts children that
+ * create more, prints what it made, then waits to be SIGKILLed (or exits).
+ *   helper_sync_tree kill-fork   parent + fork child, each with tracked segments,
+ *                                plus one untracked segment; then everyone pauses
+ *   helper_sync_tree kill-spawn  the same with a spawn child (which learns the
+ *                                tracker through the SharedMemory handle it gets)
+ *   helper_sync_tree clean       create, unlink, exit 0: nothing to clean up
+ *   helper_sync_tree exit-leak   create a tracked segment and exit without unlinking
+ * Output lines: "pid N", "shm NAME", "untracked NAME", then "ready". */
+#define _GNU_SOURCE
+#include "multiproc/error.h"
+#include "multiproc/process.h"
+#include "multiproc/shared.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void say(const char *what, const char *name)
+{
+    printf("%s %s\n", what, name);
+    fflush(stdout);
+}
+
+static void say_pid(void)
+{
+    printf("pid %d\n", (int)getpid());
+    fflush(stdout);
+}
+
+static int make_segment(const char *tag, bool tracked)
+{
+    char name[64];
+    snprintf(name, sizeof name, "mp-tt-%d-%s", (int)getpid(), tag);
+    mp_shm_opts o = {.untracked = !tracked};
+    mp_shm *m = mp_shm_create(name, 4096, &o);
+    if (!m) {
+        fprintf(stderr, "helper: %s\n", mp_last_error());
+        return -1;
+    }
+    say(tracked ? "shm" : "untracked", mp_shm_name(m));
+    return 0; /* the mapping is deliberately kept until we die */
+}
+
+static int spawn_child(mp_value *args)
+{
+    (void)args; /* the SharedMemory handle in args brought the tracker pipe */
+    say_pid();
+    make_segment("child", true);
+    say("ready", "child");
+    pause();
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "";
+    say_pid();
+    if (strcmp(mode, "clean") == 0) {
+        mp_shm *m = mp_shm_create(NULL, 100, NULL);
+        int r = m ? mp_shm_unlink(m) : -1;
+        mp_shm_close(m);
+        return r == 0 ? 0 : 1;
+    }
+    if (strcmp(mode, "exit-leak") == 0)
+        return make_segment("leak", true) == 0 ? 0 : 1;
+    if (make_segment("a", true) < 0 || make_segment("u", false) < 0)
+        return 1;
+    mp_shm *generated = mp_shm_create(NULL, 4096, NULL);
+    if (!generated)
+        return 1;
+    say("shm", mp_shm_name(generated));
+    if (strcmp(mode, "kill-fork") == 0) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            say_pid();
+            make_segment("child", true);
+            say("ready", "child");
+            pause();
+            _exit(0);
+        }
+    } else if (strcmp(mode, "kill-spawn") == 0) {
+        mp_value *args = mp_value_pack("[h]", &mp_kind_shm, generated);
+        mp_process_opts o = {.target = spawn_child, .args = args,
+                             .ctx = mp_get_context("spawn")};
+        mp_process *p = mp_process_new(&o);
+        mp_value_free(args);
+        if (!p || mp_process_start(p) < 0) {
+            fprintf(stderr, "helper: %s\n", mp_last_error());
+            return 1;
+        }
+    } else {
+        fprintf(stderr, "helper: unknown mode '%s'\n", mode);
+        return 2;
+    }
+    say("ready", "parent");
+    pause();
+    return 0;
+}
