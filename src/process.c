@@ -748,6 +748,36 @@ int mp_process_sentinel(const mp_process *p)
     return p->method == MP_START_FORKSERVER ? p->statfd : p->pidfd;
 }
 
+char *mp_process_repr(const mp_process *cp)
+{
+    mp_process *p = (mp_process *)cp; /* polling updates the cached state */
+    if (!p)
+        return mp__strdup("<Process None>");
+    const char *status = "initial";
+    bool mine = p->owner == getpid() || p->state == ST_NEW;
+    if (p->state == ST_STARTED && p->pid == getpid())
+        status = "started";
+    else if (p->state == ST_CLOSED)
+        status = "closed";
+    else if (!mine)
+        status = "unknown";
+    else if (p->state != ST_NEW)
+        status = proc_wait(p, poll_now()) == MP_ETIMEOUT ? "started" : "stopped";
+    char pid[32] = "", code[48] = "";
+    if (p->state != ST_NEW && p->state != ST_CLOSED)
+        snprintf(pid, sizeof pid, " pid=%d", (int)p->pid);
+    if (strcmp(status, "stopped") == 0) {
+        const char *sig = p->exitcode < 0 ? sigabbrev_np(-p->exitcode) : NULL;
+        if (sig)
+            snprintf(code, sizeof code, " exitcode=-SIG%s", sig);
+        else
+            snprintf(code, sizeof code, " exitcode=%d", p->exitcode);
+    }
+    pid_t parent = p->state == ST_NEW ? getpid() : p->owner;
+    return dup_printf("<Process name='%s'%s parent=%d %s%s%s>", p->name, pid, (int)parent, status,
+                      code, p->daemon ? " daemon" : "");
+}
+
 int mp_process_close(mp_process *p)
 {
     if (!p)

@@ -188,6 +188,12 @@ bool mp_process_daemon(const mp_process *p);
  * spawn; under forkserver the connection on which the exit status arrives.
  */
 int mp_process_sentinel(const mp_process *p);
+/**
+ * Python's repr: `<Process name='Process-1' pid=42 parent=41 stopped exitcode=-SIGTERM>`
+ * (status initial / started / stopped / closed; " daemon" for daemons). Polls the
+ * child. A malloc'd string (mp_free), NULL on allocation failure.
+ */
+char *mp_process_repr(const mp_process *p);
 /** Release the fds and arguments; later calls return MP_ECLOSED. MP_ESTATE if still
  * running. */
 int mp_process_close(mp_process *p);

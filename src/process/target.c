@@ -97,22 +97,23 @@ int mp__target_resolve(const mp__target_loc *loc, mp_target_fn *fn)
 void mp__target_describe(mp_target_fn fn, char *name, size_t nlen, char *path, size_t plen)
 {
     Dl_info info;
+    struct link_map *lm = NULL;
     memset(&info, 0, sizeof info);
-    bool ok = fn && dladdr((void *)fn, &info);
+    bool ok = fn && dladdr1((void *)fn, &info, (void **)&lm, RTLD_DL_LINKMAP);
     if (nlen) {
-        if (ok && info.dli_sname)
+        if (ok && info.dli_sname && info.dli_saddr == (void *)fn)
             snprintf(name, nlen, "%s", info.dli_sname);
         else
             snprintf(name, nlen, "%p", (void *)fn);
     }
     if (plen) {
-        /* dladdr names the main program by argv[0]; /proc/self/exe is the file. */
+        /* The main program's link-map name is empty (dladdr says argv[0]): name the file. */
         ssize_t n = -1;
-        if (!ok || !info.dli_fname || !info.dli_fname[0] || !strchr(info.dli_fname, '/'))
+        if (!ok || !lm || !lm->l_name || !lm->l_name[0])
             n = readlink("/proc/self/exe", path, plen - 1);
         if (n >= 0)
             path[n] = '\0';
         else
-            snprintf(path, plen, "%s", ok && info.dli_fname ? info.dli_fname : "?");
+            snprintf(path, plen, "%s", ok && lm && lm->l_name ? lm->l_name : "?");
     }
 }
