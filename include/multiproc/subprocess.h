@@ -49,6 +49,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "multiproc/error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
