@@ -6,8 +6,8 @@
  * a thread dies the kernel marks each held mutex FUTEX_OWNER_DIED and wakes a waiter,
  * whose lock call then returns EOWNERDEAD. We make the mutex consistent at once and
  * report MP_EOWNERDEAD to the new holder, which repairs the protected state.
- * Shared: the mutex, `owner` (tid of the holder, written only by the holder) and the
- * RLock depth. The uncontended path is one trylock (a CAS) plus two plain stores.
+ * Shared: the mutex (whose __owner field names the holding tid) and the RLock depth,
+ * written only by the holder. The uncontended path is one trylock (a CAS) and a store.
  * Blocking acquires wait in slices of MP__SYNC_SLICE so deferred signal handlers run
  * and can interrupt the wait (pthread lock calls never return EINTR).
  * Lock order: a lock is a leaf; nothing else is taken while acquiring it.
@@ -25,7 +25,9 @@
 
 /* ---- helpers shared by the sync files ---------------------------------------------- */
 
-static _Thread_local int32_t tls_tid;
+/* initial-exec: a plain %fs-relative load even in the shared library (the default
+ * model would call __tls_get_addr on every lock operation). */
+static _Thread_local int32_t tls_tid __attribute__((tls_model("initial-exec")));
 
 static void reset_tid_in_child(void) { tls_tid = 0; }
 
@@ -95,7 +97,6 @@ int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
     pthread_mutexattr_destroy(&a);
     if (r != 0)
         return mp__error(-r, "pthread_mutex_init (robust, process-shared)");
-    atomic_store(&sh->owner, 0);
     sh->depth = 0;
     sh->recursive = recursive;
     sh->magic = MP__LOCK_MAGIC;
@@ -144,22 +145,20 @@ static mp_lock *lock_create(bool recursive)
 mp_lock *mp_lock_new(void) { return lock_create(false); }
 mp_lock *mp_rlock_new(void) { return lock_create(true); }
 
-/* ---- acquire / release ------------------------------------------------------------ */
+/* ---- acquire / release ------------------------------------------------------------
+ * The holder's tid is the mutex's own __owner field (glibc sets it for robust
+ * mutexes and checks it on unlock), so the fast paths are a bare trylock/unlock. */
 
-static int took(mp__lock_sh *sh, int32_t me)
+static inline int32_t owner_of(const mp__lock_sh *sh)
 {
-    atomic_store_explicit(&sh->owner, me, memory_order_relaxed);
-    sh->depth = 1;
-    return 0;
+    return __atomic_load_n(&sh->m.__data.__owner, __ATOMIC_RELAXED);
 }
 
-static int took_dead(mp__lock_sh *sh, int32_t me)
+static int took_dead(mp__lock_sh *sh)
 {
-    int32_t dead = atomic_load_explicit(&sh->owner, memory_order_relaxed);
     pthread_mutex_consistent(&sh->m);
-    took(sh, me);
-    return mp__error(MP_EOWNERDEAD, "the previous holder of the lock (tid %d) died holding it",
-                     (int)dead);
+    sh->depth = 1;
+    return mp__error(MP_EOWNERDEAD, "the previous holder of the lock died holding it");
 }
 
 /* A plain Lock already held by the caller can never be acquired: wait out the
@@ -181,27 +180,29 @@ static int self_deadlock(double deadline)
     }
 }
 
-static int lock_slow(mp__lock_sh *sh, int r, double timeout, int32_t me)
+static int lock_slow(mp__lock_sh *sh, int r, double timeout)
 {
     if (r == EOWNERDEAD)
-        return took_dead(sh, me);
+        return took_dead(sh);
     if (r != EBUSY)
         return mp__error(-r, "pthread_mutex_trylock");
     double deadline = mp__deadline(timeout);
-    if (atomic_load_explicit(&sh->owner, memory_order_relaxed) == me)
+    if (owner_of(sh) == mp__sync_tid())
         return self_deadlock(deadline);
     if (timeout == 0)
-        return mp__error(MP_ETIMEOUT, "lock is held (tid %d)", (int)atomic_load(&sh->owner));
+        return mp__error(MP_ETIMEOUT, "lock is held (tid %d)", (int)owner_of(sh));
     for (;;) {
         double now = mp__now(), end = now + MP__SYNC_SLICE;
         bool last = deadline >= 0 && deadline <= end;
         struct timespec ts;
         mp__deadline_ts(last ? deadline : end, &ts);
         r = pthread_mutex_clocklock(&sh->m, CLOCK_MONOTONIC, &ts);
-        if (r == 0)
-            return took(sh, me);
+        if (r == 0) {
+            sh->depth = 1;
+            return 0;
+        }
         if (r == EOWNERDEAD)
-            return took_dead(sh, me);
+            return took_dead(sh);
         if (r != ETIMEDOUT)
             return mp__error(-r, "pthread_mutex_clocklock");
         if (last)
@@ -214,39 +215,45 @@ static int lock_slow(mp__lock_sh *sh, int r, double timeout, int32_t me)
 
 int mp_lock_acquire(mp_lock *l, double timeout)
 {
-    if (!l)
+    if (__builtin_expect(!l, 0))
         return mp__error(MP_EINVAL, "mp_lock_acquire: NULL lock");
     mp__lock_sh *sh = l->sh;
-    int32_t me = mp__sync_tid();
-    if (sh->recursive && atomic_load_explicit(&sh->owner, memory_order_relaxed) == me) {
+    if (sh->recursive && owner_of(sh) == mp__sync_tid()) {
         sh->depth++;
         return 0;
     }
     int r = pthread_mutex_trylock(&sh->m);
-    if (__builtin_expect(r == 0, 1))
-        return took(sh, me);
-    return lock_slow(sh, r, timeout, me);
+    if (__builtin_expect(r == 0, 1)) {
+        sh->depth = 1;
+        return 0;
+    }
+    return lock_slow(sh, r, timeout);
+}
+
+static int release_error(const mp__lock_sh *sh)
+{
+    int32_t owner = owner_of(sh);
+    if (owner == 0)
+        return mp__error(MP_ESTATE, sh->recursive ? "cannot release un-acquired lock"
+                                                  : "release unlocked lock");
+    return mp__error(MP_ENOTOWNER, "lock is held by another thread (tid %d)", (int)owner);
 }
 
 int mp_lock_release(mp_lock *l)
 {
-    if (!l)
+    if (__builtin_expect(!l, 0))
         return mp__error(MP_EINVAL, "mp_lock_release: NULL lock");
     mp__lock_sh *sh = l->sh;
-    int32_t me = mp__sync_tid();
-    int32_t owner = atomic_load_explicit(&sh->owner, memory_order_relaxed);
-    if (__builtin_expect(owner != me, 0)) {
-        if (owner == 0)
-            return mp__error(MP_ESTATE, sh->recursive ? "cannot release un-acquired lock"
-                                                      : "release unlocked lock");
-        return mp__error(MP_ENOTOWNER, "lock is held by another thread (tid %d)", (int)owner);
+    if (sh->recursive) {
+        if (owner_of(sh) != mp__sync_tid())
+            return release_error(sh);
+        if (--sh->depth > 0)
+            return 0;
     }
-    if (sh->recursive && --sh->depth > 0)
+    int r = pthread_mutex_unlock(&sh->m); /* checks the owner: EPERM otherwise */
+    if (__builtin_expect(r == 0, 1))
         return 0;
-    sh->depth = 0;
-    atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
-    int r = pthread_mutex_unlock(&sh->m);
-    return r ? mp__error(-r, "pthread_mutex_unlock") : 0;
+    return r == EPERM ? release_error(sh) : mp__error(-r, "pthread_mutex_unlock");
 }
 
 uint32_t mp__lock_release_all(mp_lock *l)
@@ -254,7 +261,6 @@ uint32_t mp__lock_release_all(mp_lock *l)
     mp__lock_sh *sh = l->sh;
     uint32_t depth = sh->depth;
     sh->depth = 0;
-    atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
     pthread_mutex_unlock(&sh->m);
     return depth;
 }
@@ -262,26 +268,15 @@ uint32_t mp__lock_release_all(mp_lock *l)
 int mp__lock_reacquire(mp_lock *l, uint32_t depth)
 {
     mp__lock_sh *sh = l->sh;
-    int32_t me = mp__sync_tid();
     int r = pthread_mutex_lock(&sh->m);
-    int code = 0;
-    if (r == EOWNERDEAD)
-        code = took_dead(sh, me);
-    else
-        took(sh, me);
+    int code = r == EOWNERDEAD ? took_dead(sh) : 0;
     sh->depth = depth ? depth : 1;
     return code;
 }
 
-bool mp_lock_is_locked(const mp_lock *l)
-{
-    return l && atomic_load_explicit(&l->sh->owner, memory_order_relaxed) != 0;
-}
+bool mp_lock_is_locked(const mp_lock *l) { return l && owner_of(l->sh) != 0; }
 
-bool mp_lock_is_mine(const mp_lock *l)
-{
-    return l && atomic_load_explicit(&l->sh->owner, memory_order_relaxed) == mp__sync_tid();
-}
+bool mp_lock_is_mine(const mp_lock *l) { return l && owner_of(l->sh) == mp__sync_tid(); }
 
 bool mp_lock_is_recursive(const mp_lock *l) { return l && l->sh->recursive; }
 

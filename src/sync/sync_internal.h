@@ -15,11 +15,10 @@
  * processes and pending signal handlers. */
 #define MP__SYNC_SLICE 0.1
 
-/* The shared part of a Lock/RLock. `owner` duplicates the mutex's owner so that
- * release and RLock recursion need no glibc internals; only the holder writes it. */
+/* The shared part of a Lock/RLock. The holder's tid is glibc's m.__data.__owner
+ * (set and checked by glibc for robust mutexes). */
 typedef struct mp__lock_sh {
     pthread_mutex_t m;        /* process-shared, robust */
-    _Atomic int32_t owner;    /* tid of the holder, 0 when free */
     uint32_t depth;           /* recursion depth (RLock), written by the holder */
     uint32_t recursive;
     uint32_t magic;
