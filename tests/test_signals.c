@@ -654,10 +654,12 @@ static void test_storm_realtime_none_lost(void)
     while (mpt_now() < end) {
         mp__poll1(fd, POLLIN, mp__deadline(0.05)); /* dispatches on EINTR too */
         mp_signal_dispatch();
-        if (!child_done && waitpid(pid, &st, WNOHANG) == pid)
+        /* Once the sender is reaped every signal it sent has been delivered to us
+         * (the kernel delivers all pending signals before waitpid returns). */
+        if (waitpid(pid, &st, WNOHANG) == pid) {
             child_done = true;
-        if (child_done && atomic_load(&calls) >= N)
             break;
+        }
     }
     if (!child_done) {
         kill(pid, SIGKILL);
@@ -665,7 +667,13 @@ static void test_storm_realtime_none_lost(void)
     }
     mp_signal_dispatch();
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+#ifdef __SANITIZE_THREAD__
+    /* ThreadSanitizer defers signals in a buffer of one slot per signal number, so
+     * it merges queued real-time signals itself: only the bounds hold there. */
+    CHECK(calls >= 1 && calls <= N);
+#else
     CHECK_INT(calls, N);
+#endif
     printf("  %d real-time signals sent, %d handler calls\n", N, atomic_load(&calls));
     CHECK_OK(mp_signal_set_default(sig));
 }
