@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs the built library into a temporary prefix and builds an out-of-tree
+# consumer twice: with pkg-config and with CMake's find_package(multiproc).
+# Both consumers must run and print the same line.
+set -euo pipefail
+bindir=${MP_TEST_BINDIR:?run through ctest}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+
+cmake --install "$bindir" --prefix "$prefix" >/dev/null
+libdir=$(ls -d "$prefix"/lib*/ | head -1)
+test -f "$prefix/include/multiproc.h"
+test -f "$libdir/pkgconfig/multiproc.pc"
+test -f "$libdir/cmake/multiproc/multiprocConfig.cmake"
+
+mkdir -p "$tmp/consumer"
+cat >"$tmp/consumer/main.c" <<'C'
+#include <multiproc.h>
+#include <stdio.h>
+int main(void)
+{
+    mp_value *v = mp_value_pack("[i n s]", 42, "hello");
+    char *s = mp_value_repr(v);
+    printf("%s %s %s\n", s, mp_errname(MP_ETIMEOUT), mp_strerror(MP_EEOF));
+    mp_free(s);
+    mp_value_free(v);
+    return 0;
+}
+C
+expected="[42, None, 'hello'] MP_ETIMEOUT end of file: the other end is closed"
+
+# 1. pkg-config
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+cc -o "$tmp/consumer/pc" "$tmp/consumer/main.c" $(pkg-config --cflags --libs multiproc)
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/pc")
+[ "$out" = "$expected" ] || { echo "pkg-config consumer printed: $out"; exit 1; }
+
+# 2. find_package
+cat >"$tmp/consumer/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.16)
+project(consumer C)
+find_package(multiproc REQUIRED)
+add_executable(consumer main.c)
+target_link_libraries(consumer PRIVATE multiproc::multiproc)
+CM
+cmake -S "$tmp/consumer" -B "$tmp/consumer/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$tmp/consumer/build" >/dev/null
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/build/consumer")
+[ "$out" = "$expected" ] || { echo "find_package consumer printed: $out"; exit 1; }
+echo "install: pkg-config and find_package consumers OK"
