@@ -766,6 +766,33 @@ static void test_forkserver_goes_away(void)
     }
 }
 
+static void test_repr(void)
+{
+    mp_process_opts o = {.target = t_sleep, .name = "r", .daemon = true, .ctx = mp_get_context("spawn")};
+    mp_process *p = mp_process_new(&o);
+    char want[160];
+    char *r = mp_process_repr(p);
+    snprintf(want, sizeof want, "<Process name='r' parent=%d initial daemon>", (int)getpid());
+    CHECK_STR(r, want);
+    mp_free(r);
+    CHECK_OK(mp_process_start(p));
+    r = mp_process_repr(p);
+    snprintf(want, sizeof want, "<Process name='r' pid=%d parent=%d started daemon>", (int)mp_process_pid(p), (int)getpid());
+    CHECK_STR(r, want);
+    mp_free(r);
+    CHECK_OK(mp_process_kill(p));
+    CHECK_OK(mp_process_join(p, 30));
+    r = mp_process_repr(p);
+    snprintf(want, sizeof want, "<Process name='r' pid=%d parent=%d stopped exitcode=-SIGKILL daemon>", (int)mp_process_pid(p), (int)getpid());
+    CHECK_STR(r, want);
+    mp_free(r);
+    CHECK_OK(mp_process_close(p));
+    r = mp_process_repr(p);
+    CHECK_CONTAINS(r, " closed daemon>");
+    mp_free(r);
+    mp_process_free(p);
+}
+
 static void test_cpu_count(void)
 {
     cpu_set_t set;
@@ -807,6 +834,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_fork_from_threads_warns);
     RUN_IF(argc, argv, test_atexit_joins_and_terminates);
     RUN_IF(argc, argv, test_forkserver_goes_away);
+    RUN_IF(argc, argv, test_repr);
     RUN_IF(argc, argv, test_cpu_count);
     return mpt_done();
 }

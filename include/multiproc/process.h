@@ -77,6 +77,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "multiproc/error.h"
 #include "multiproc/value.h"
 
 #ifdef __cplusplus

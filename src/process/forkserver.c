@@ -197,6 +197,9 @@ int mp__fs_read_status(int statfd, int *rc)
     if (r < 0)
         return mp__error(r, "reading an exit status from the forkserver");
     *rc = v;
+    /* The server closes the socket right after the status: wait for that EOF so the
+     * sentinel stays readable from now on, like a pidfd of an ended child. */
+    mp__poll1(statfd, POLLIN, mp__deadline(1.0));
     return 0;
 }
 
