@@ -281,10 +281,14 @@ struct mp_popen {
     char desc[160];     /* the command, for messages */
 };
 
+/* The command as the user wrote it: the argv joined, or the shell command line. */
 static void describe(char *dst, size_t cap, char *const *argv)
 {
     size_t len = 0;
     dst[0] = 0;
+    if (argv[1] && argv[2] && !argv[3] && strcmp(argv[0], "/bin/sh") == 0 &&
+        strcmp(argv[1], "-c") == 0)
+        argv += 2;
     for (size_t i = 0; argv[i] && len + 1 < cap; i++) {
         int w = snprintf(dst + len, cap - len, "%s%s", i ? " " : "", argv[i]);
         if (w < 0)
