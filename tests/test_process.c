@@ -494,6 +494,36 @@ static void test_target_location_errors(void)
     unlink(copy);
 }
 
+static const mp_kind late_kind = {"test-process-late", tp_export, tp_import, tp_release};
+
+static int t_has_handle(mp_value *a) { return mp_value_get_handle(mp_value_list_get(a, 0), NULL) ? 0 : 1; }
+
+/* A kind registered in main (not in a constructor) does not exist in a fresh exec:
+ * the child reports the decoding failure and start() returns it. */
+static void test_unknown_kind_in_child(void)
+{
+    static bool registered;
+    if (!registered)
+        CHECK_OK(mp_kind_register(&late_kind));
+    registered = true;
+    struct chan c;
+    chan_open(&c);
+    mp_value *args = mp_value_pack("[h]", &late_kind, &c.w);
+    for (int i = 1; i < 3; i++) {
+        mp_process_opts o = {.target = t_has_handle, .args = args, .ctx = mp_get_context(methods[i])};
+        mp_process *p = mp_process_new(&o);
+        int r = mp_process_start(p);
+        CHECK(r < 0);
+        CHECK_CONTAINS(mp_last_error(), "decoding the process arguments");
+        CHECK_CONTAINS(mp_last_error(), "test-process-late");
+        CHECK_INT(mp_process_pid(p), 0);
+        mp_process_free(p);
+    }
+    CHECK_INT(run_code("fork", t_has_handle, args), 0);
+    mp_value_free(args);
+    chan_close(&c);
+}
+
 static void test_active_children(void)
 {
     mp_process *ps[6];
@@ -830,6 +860,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_handles_in_args);
     RUN_IF(argc, argv, test_spawn_inherits_only_what_it_needs);
     RUN_IF(argc, argv, test_target_location_errors);
+    RUN_IF(argc, argv, test_unknown_kind_in_child);
     RUN_IF(argc, argv, test_active_children);
     RUN_IF(argc, argv, test_free_while_running);
     RUN_IF(argc, argv, test_many_starts);

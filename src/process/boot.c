@@ -102,6 +102,10 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
         if (r < 0)
             abandon_child(*pid, *pidfd);
     }
+    if (r < 0) { /* no child remains: leave nothing for the caller to close */
+        *pid = 0;
+        *pidfd = -1;
+    }
     mp__close(sv[0]);
     free(rec);
     return r;
