@@ -373,6 +373,24 @@ static void test_blocking_call_resumes(void)
     mp__close(p[1]);
 }
 
+/* The futex waits under the library's locks, queues and events. */
+static void test_futex_wait_interrupted(void)
+{
+    _Atomic uint32_t word = 0;
+    reset();
+    CHECK_OK(mp_signal_set_handler(SIGALRM, stop_handler, NULL));
+    arm_real_timer(0.1);
+    double t0 = mpt_now(), deadline = mp__deadline(10);
+    int r;
+    do /* 0 = woken or spurious: callers re-check their condition and wait again */
+        r = mp__futex_wait(&word, 0, deadline);
+    while (r == 0);
+    CHECK_ERR(r, MP_EINTERRUPTED);
+    CHECK(mpt_now() - t0 < 5);
+    CHECK_INT(calls, 1);
+    CHECK_OK(mp_signal_set_default(SIGALRM));
+}
+
 /* The seed's example: an alarm stops an open() that would hang forever. */
 static void test_alarm_interrupts_fifo_open(void)
 {
@@ -829,6 +847,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_wakeup_fd_asked_late);
     RUN_IF(argc, argv, test_blocking_call_interrupted);
     RUN_IF(argc, argv, test_blocking_call_resumes);
+    RUN_IF(argc, argv, test_futex_wait_interrupted);
     RUN_IF(argc, argv, test_alarm_interrupts_fifo_open);
     RUN_IF(argc, argv, test_alarm_and_itimers);
     RUN_IF(argc, argv, test_cpu_timers);
