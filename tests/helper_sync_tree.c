@@ -29,7 +29,7 @@ static void say_pid(void)
     fflush(stdout);
 }
 
-static int make_segment(const char *tag, bool tracked)
+static mp_shm *make_segment(const char *tag, bool tracked)
 {
     char name[64];
     snprintf(name, sizeof name, "mp-tt-%d-%s", (int)getpid(), tag);
@@ -37,10 +37,10 @@ static int make_segment(const char *tag, bool tracked)
     mp_shm *m = mp_shm_create(name, 4096, &o);
     if (!m) {
         fprintf(stderr, "helper: %s\n", mp_last_error());
-        return -1;
+        return NULL;
     }
     say(tracked ? "shm" : "untracked", mp_shm_name(m));
-    return 0; /* the mapping is deliberately kept until we die */
+    return m; /* deliberately never unlinked */
 }
 
 static int spawn_child(mp_value *args)
@@ -63,9 +63,12 @@ int main(int argc, char **argv)
         mp_shm_close(m);
         return r == 0 ? 0 : 1;
     }
-    if (strcmp(mode, "exit-leak") == 0)
-        return make_segment("leak", true) == 0 ? 0 : 1;
-    if (make_segment("a", true) < 0 || make_segment("u", false) < 0)
+    if (strcmp(mode, "exit-leak") == 0) {
+        mp_shm *m = make_segment("leak", true);
+        mp_shm_close(m); /* closed, not unlinked: the tracker must remove it */
+        return m ? 0 : 1;
+    }
+    if (!make_segment("a", true) || !make_segment("u", false))
         return 1;
     mp_shm *generated = mp_shm_create(NULL, 4096, NULL);
     if (!generated)
