@@ -17,7 +17,7 @@ typedef struct mp__spawn_req {
     char *const *argv;      /* argv[0] included; NULL-terminated */
     char *const *envp;      /* NULL: the parent's environ */
     const char *cwd;        /* NULL: inherit */
-    int umask;              /* -1: inherit */
+    int umask;              /* -1: inherit. Careful: a zero-filled request sets umask 0 */
     bool new_session;       /* setsid() */
     bool new_pgroup;        /* setpgid(0, 0) */
     bool restore_signals;   /* reset every disposition to SIG_DFL (ignored ones too) and
@@ -27,11 +27,17 @@ typedef struct mp__spawn_req {
      * -1 = fd i is closed in the child. Typically nmap = 3 for stdin/out/err. */
     int fd_map[MP__SPAWN_MAX_MAP];
     int nmap;
-    const int *pass_fds;    /* inherited as-is (their close-on-exec flag is cleared) */
+    const int *pass_fds;    /* inherited as-is (their close-on-exec flag is cleared);
+                               entries < nmap are ignored (fd_map decides those) */
     size_t npass;
 } mp__spawn_req;
 
 /* Start a child. On success stores its pid and an O_CLOEXEC pidfd and returns 0.
+ * The child exits with SIGCHLD as its exit signal (waitpid works as usual); reap it
+ * with waitid(P_PIDFD) or mp__pidfd_wait. The child runs on a 32 KiB stack taken from
+ * the calling thread's stack (128 KiB in sanitizer builds). ThreadSanitizer builds
+ * fork instead of clone(CLONE_VM). An inherited fd 0-2 (fd_map[i] == i) that is
+ * closed in the parent stays closed in the child instead of failing the spawn. */
  * On failure returns -errno (or an MP_E* code) with mp_last_error() naming the path
  * and the step that failed ("exec 'nosuchprog'", "chdir '/nope'"); no child remains. */
 int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd);
