@@ -37,7 +37,7 @@ typedef struct mp__spawn_req {
  * with waitid(P_PIDFD) or mp__pidfd_wait. The child runs on a 32 KiB stack taken from
  * the calling thread's stack (128 KiB in sanitizer builds). ThreadSanitizer builds
  * fork instead of clone(CLONE_VM). An inherited fd 0-2 (fd_map[i] == i) that is
- * closed in the parent stays closed in the child instead of failing the spawn. */
+ * closed in the parent stays closed in the child instead of failing the spawn.
  * On failure returns -errno (or an MP_E* code) with mp_last_error() naming the path
  * and the step that failed ("exec 'nosuchprog'", "chdir '/nope'"); no child remains. */
 int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd);
