@@ -983,8 +983,8 @@ static int pipeline_start(pipeline *pl, const char *const *const *cmds,
         if (!cmds[i] || !cmds[i][0])
             return mp__error(MP_EINVAL, "pipeline: command %zu is NULL or empty", i);
         mp_subprocess_opts s = stage_opts(o, pl, i);
-        int rc = popen_create((char *const *)cmds[i], i + 1 == pl->n ? o->executable : NULL,
-                              &s, i == 0 && o->input, &pl->stage[i]);
+        int rc = popen_create((char *const *)cmds[i], NULL, &s, i == 0 && o->input,
+                              &pl->stage[i]);
         if (rc < 0)
             return rc;
         pl->started++;

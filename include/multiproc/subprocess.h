@@ -286,8 +286,8 @@ void mp_popen_forget(mp_popen *p);
  * opts->in / input feed the first command, opts->out takes the last one's stdout
  * (MP_IO_PIPE or capture_output: captured into res->out); opts->err applies to every
  * command (MP_IO_PIPE: all their stderr is captured together into res->err);
- * cwd, env, umask, fds and session options apply to each command. timeout kills every
- * command. res->returncode is the last command's.
+ * cwd, env, umask, fds, session and group options apply to each command (executable
+ * is ignored). timeout kills every command. res->returncode is the last command's.
  * @param returncodes receives every command's returncode (n entries; may be NULL).
  * @return as mp_run(); with check, MP_ECHILDFAIL when any command failed (pipefail).
  */
