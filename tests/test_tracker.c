@@ -26,35 +26,49 @@ static bool shm_exists(const char *name)
     return access(path, F_OK) == 0;
 }
 
+static void handle_line(struct tree *t, char *line, int *readies)
+{
+    char *val = strchr(line, ' ');
+    if (!val)
+        return;
+    *val++ = 0;
+    if (strcmp(line, "pid") == 0 && t->npids < 8)
+        t->pids[t->npids++] = atoi(val);
+    else if (strcmp(line, "shm") == 0 && t->nshm < 8)
+        snprintf(t->shm[t->nshm++], 128, "%s", val);
+    else if (strcmp(line, "untracked") == 0)
+        snprintf(t->untracked, 128, "%s", val);
+    else if (strcmp(line, "ready") == 0)
+        (*readies)--;
+}
+
 /* Read "what value" lines from the helper until `readies` ready lines (0: until
- * EOF). */
+ * EOF), at most 20 s. Raw reads: no stdio buffer hiding lines from poll. */
 static void read_lines(int fd, struct tree *t, int readies)
 {
-    FILE *f = fdopen(fd, "r");
-    char line[256];
-    double deadline = mpt_now() + 20;
+    char buf[4096];
+    size_t used = 0;
     bool to_eof = readies == 0;
+    double deadline = mpt_now() + 20;
     while ((to_eof || readies > 0) && mpt_now() < deadline) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 1000) <= 0)
             continue;
-        if (!fgets(line, sizeof line, f))
+        ssize_t n = read(fd, buf + used, sizeof buf - 1 - used);
+        if (n <= 0)
             break;
-        line[strcspn(line, "\n")] = 0;
-        char *val = strchr(line, ' ');
-        if (!val)
-            continue;
-        *val++ = 0;
-        if (strcmp(line, "pid") == 0 && t->npids < 8)
-            t->pids[t->npids++] = atoi(val);
-        else if (strcmp(line, "shm") == 0 && t->nshm < 8)
-            snprintf(t->shm[t->nshm++], 128, "%s", val);
-        else if (strcmp(line, "untracked") == 0)
-            snprintf(t->untracked, 128, "%s", val);
-        else if (strcmp(line, "ready") == 0)
-            readies--;
+        used += (size_t)n;
+        buf[used] = 0;
+        char *start = buf, *nl;
+        while ((nl = strchr(start, '\n')) != NULL) {
+            *nl = 0;
+            handle_line(t, start, &readies);
+            start = nl + 1;
+        }
+        used -= (size_t)(start - buf);
+        memmove(buf, start, used);
     }
-    fclose(f);
+    close(fd);
 }
 
 static pid_t start_helper(const char *mode, struct tree *t, int readies)
