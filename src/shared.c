@@ -19,7 +19,12 @@
 
 enum { LOCK_NONE, LOCK_OWN, LOCK_EXTERNAL };
 
+/* The lock comes first and a value of up to 8 bytes shares its cache line, so a
+ * locked increment touches one line (as a mutex next to its counter does). */
 typedef struct shared_hdr {
+    mp__lock_sh lock; /* used when lock_mode == LOCK_OWN */
+    char small_pad[56 - sizeof(mp__lock_sh)];
+    uint64_t small;   /* the data when it fits in 8 bytes */
     uint32_t magic;
     uint32_t typecode;
     uint64_t itemsize;
@@ -27,8 +32,9 @@ typedef struct shared_hdr {
     uint64_t data_off;
     uint32_t lock_mode;
     uint32_t pad;
-    mp__lock_sh lock; /* used when lock_mode == LOCK_OWN */
 } shared_hdr;
+
+_Static_assert(sizeof(mp__lock_sh) <= 56, "the lock must leave room for a small value");
 
 struct mp_shared {
     mp__shm seg;
@@ -48,8 +54,10 @@ size_t mp_typecode_size(char t)
     }
 }
 
-static size_t data_offset(void)
+static size_t data_offset(size_t bytes)
 {
+    if (bytes <= 8)
+        return offsetof(shared_hdr, small);
     return (sizeof(shared_hdr) + DATA_ALIGN - 1) / DATA_ALIGN * DATA_ALIGN;
 }
 
@@ -82,7 +90,7 @@ static int attach_lock(mp_shared *s, const mp_shared_opts *opts)
 static mp_shared *create(char typecode, size_t itemsize, size_t length, const void *initial,
                          const mp_shared_opts *opts)
 {
-    if (itemsize == 0 || length == 0 || length > (SIZE_MAX - data_offset()) / itemsize) {
+    if (itemsize == 0 || length == 0 || length > (SIZE_MAX - data_offset(SIZE_MAX)) / itemsize) {
         mp__error(MP_EINVAL, "shared %s: bad size (%zu items of %zu bytes)",
                   typecode ? "array" : "struct", length, itemsize);
         return NULL;
@@ -91,7 +99,10 @@ static mp_shared *create(char typecode, size_t itemsize, size_t length, const vo
     if (!opts)
         opts = &none;
     mp__shm seg;
-    size_t total = data_offset() + itemsize * length;
+    size_t off = data_offset(itemsize * length);
+    size_t total = off + itemsize * length;
+    if (total < sizeof(shared_hdr))
+        total = sizeof(shared_hdr);
     if (mp__shm_create(&seg, total, "mp-shared") < 0)
         return NULL;
     shared_hdr *h = seg.addr;
@@ -99,7 +110,7 @@ static mp_shared *create(char typecode, size_t itemsize, size_t length, const vo
     h->typecode = (uint32_t)(unsigned char)typecode;
     h->itemsize = itemsize;
     h->length = length;
-    h->data_off = data_offset();
+    h->data_off = off;
     h->lock_mode = opts->raw ? LOCK_NONE : opts->lock ? LOCK_EXTERNAL : LOCK_OWN;
     mp_shared *s = wrap(&seg);
     if (!s || attach_lock(s, opts) < 0) {
@@ -398,7 +409,7 @@ static int shared_import(const void *data, size_t len, int *fds, size_t nfds, vo
         }
     }
     mp__shm seg;
-    int r = mp__shm_attach(&seg, fds[0], data_offset());
+    int r = mp__shm_attach(&seg, fds[0], sizeof(shared_hdr));
     shared_hdr *h = r < 0 ? NULL : seg.addr;
     if (h && (h->magic != SHARED_MAGIC || h->data_off + h->itemsize * h->length > seg.size)) {
         mp__shm_release(&seg);

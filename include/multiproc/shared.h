@@ -91,7 +91,9 @@ mp_shared *mp_raw_array_new(char typecode, size_t length, const void *initial);
  */
 mp_shared *mp_shared_struct_new(size_t size, const void *initial, const mp_shared_opts *opts);
 
-/** The data (borrowed, valid while the handle lives; aligned to 64 bytes). */
+/** The data (borrowed, valid while the handle lives). Aligned to 64 bytes, except
+ * data of at most 8 bytes (a Value), which sits next to its lock in one cache line
+ * (aligned to 8). */
 void *mp_shared_ptr(const mp_shared *s);
 /** Number of items (1 for a Value or struct). */
 size_t mp_shared_len(const mp_shared *s);
