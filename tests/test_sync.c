@@ -710,15 +710,20 @@ static void test_barrier_party_dies_while_waiting(void)
     mp_barrier_free(b);
 }
 
+static void *roundtrip(const mp_kind *kind, void *obj);
+
+/* The child imports the barrier as Process would (so it counts as a participant). */
 static int barrier_one_round_then_hang(void *p)
 {
-    if (mp_barrier_wait(p, 10) < 0)
+    mp_barrier *mine = roundtrip(&mp_kind_barrier, p);
+    if (!mine || mp_barrier_wait(mine, 10) < 0)
         return 1;
     pause();
     return 0;
 }
 
-/* A party that took part in round 1 and is killed before round 2 breaks round 2. */
+/* A participant that took part in round 1 and is killed before round 2 breaks
+ * round 2. */
 static void test_barrier_party_dies_before_arriving(void)
 {
     mp_barrier_opts o = {.parties = 2};
@@ -731,6 +736,23 @@ static void test_barrier_party_dies_before_arriving(void)
     CHECK_ERR(mp_barrier_wait(b, 10), MP_EBROKEN);
     CHECK(mpt_now() - t0 < 3);
     CHECK_CONTAINS(mp_last_error(), "died");
+    mp_barrier_free(b);
+}
+
+static int barrier_wait_once(void *p) { return mp_barrier_wait(p, 10) >= 0 ? 0 : 1; }
+
+/* Fork children using the inherited handle and leaving with _exit are not mistaken for
+ * dead parties in later rounds. */
+static void test_barrier_fork_children_in_sequence(void)
+{
+    mp_barrier_opts o = {.parties = 2};
+    mp_barrier *b = mp_barrier_new(&o);
+    for (int round = 0; round < 3; round++) {
+        pid_t p = fork_child(barrier_wait_once, b);
+        CHECK(mp_barrier_wait(b, 10) >= 0);
+        CHECK_INT(reap(p), 0);
+    }
+    CHECK(!mp_barrier_broken(b));
     mp_barrier_free(b);
 }
 
@@ -828,6 +850,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_barrier_action_fails);
     RUN_IF(argc, argv, test_barrier_party_dies_while_waiting);
     RUN_IF(argc, argv, test_barrier_party_dies_before_arriving);
+    RUN_IF(argc, argv, test_barrier_fork_children_in_sequence);
     RUN_IF(argc, argv, test_kinds_roundtrip);
     return mpt_done();
 }

@@ -26,8 +26,9 @@
  * - A Lock is owned by the thread that acquired it: releasing it from another thread
  *   or process is MP_ENOTOWNER (Python allows it for Lock; ownership is what makes
  *   the robust recovery above possible).
- * - A Barrier whose party dies (while waiting, or after it took part and before it
- *   freed its handle) breaks for the others (MP_EBROKEN) instead of hanging.
+ * - A Barrier whose party dies breaks for the others (MP_EBROKEN) instead of
+ *   hanging: a party that dies while waiting, or a process that created or imported
+ *   the barrier (e.g. received it in Process arguments) and dies before freeing it.
  * - Semaphores, Events and Conditions keep no internal lock a dying process could
  *   hold; their waiters re-check the shared state every 100 ms, so a wake-up lost
  *   because the waker died between its store and its wake call is found anyway.
@@ -246,8 +247,8 @@ unsigned mp_barrier_parties(const mp_barrier *b);
 unsigned mp_barrier_n_waiting(const mp_barrier *b);
 /** True if the barrier is broken. */
 bool mp_barrier_broken(const mp_barrier *b);
-/** Free this process's handle; this process stops counting as a party whose death
- * breaks the barrier. NULL is fine. */
+/** Free this process's handle; if it was created or imported here, this process
+ * stops counting as a participant whose death breaks the barrier. NULL is fine. */
 void mp_barrier_free(mp_barrier *b);
 
 /* ---- passing objects to other processes ------------------------------------------- */

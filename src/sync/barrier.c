@@ -8,8 +8,11 @@
  * broken by a reset)? is the barrier broken? did its own timeout pass? did a waiting
  * party or a registered participant die (pidfd liveness check)? A death breaks the
  * barrier for everyone instead of leaving them hanging. A process registers as a
- * participant when it imports the barrier or first waits on it, and unregisters when
- * it frees its handle or exits normally (atexit).
+ * participant when it creates or imports the barrier (a handle it will free: Process
+ * frees the arguments after the target), and unregisters when it frees that handle
+ * or exits normally (atexit). Merely waiting does not register: a fork child using
+ * an inherited handle and leaving with _exit would otherwise look like a dead party
+ * to every later round.
  * The action runs in the last party to arrive, with `m` held (as Python holds the
  * condition's lock); if that process dies inside it, the next process to take `m`
  * gets EOWNERDEAD and breaks the barrier.
@@ -206,6 +209,9 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
     }
     b->action = opts->action;
     b->action_arg = opts->action_arg;
+    lock_state(sh);
+    register_locked(b);
+    unlock_state(sh);
     return b;
 }
 
@@ -296,7 +302,6 @@ int mp_barrier_wait(mp_barrier *b, double timeout)
     if (timeout < 0)
         timeout = sh->default_timeout;
     double deadline = mp__deadline(timeout);
-    register_locked(b);
     if (sh->broken) {
         int r = broken_error(sh);
         unlock_state(sh);
