@@ -84,6 +84,7 @@ static pid_t start_helper(const char *mode, struct tree *t, int readies)
     snprintf(path, sizeof path, "%s/helper_sync_tree", dir ? dir : ".");
     pid_t pid = fork();
     if (pid == 0) {
+        setpgid(0, 0); /* the tree is one process group: killed as a whole below */
         dup2(out[1], 1);
         dup2(errfd, 2);
         close(out[0]);
@@ -136,6 +137,7 @@ static void kill_tree_case(const char *mode)
         CHECK(shm_exists(t.shm[k]));
     for (int i = 0; i < t.npids; i++)
         kill(t.pids[i], SIGKILL);
+    kill(-t.helper, SIGKILL); /* and anything whose pid line we missed */
     int st;
     waitpid(t.helper, &st, 0);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
