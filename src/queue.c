@@ -123,9 +123,30 @@ static int init_mutex(pthread_mutex_t *m)
 
 static void qunlock(mp_queue *q) { pthread_mutex_unlock(&q->s->lock); }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Robust mutexes never spin in glibc: a contended one costs a futex sleep and wake, far
+ * more than the few hundred ns a put or get holds it. Try a little before sleeping. */
+static int lock_spin(pthread_mutex_t *m)
+{
+    for (int i = 0; i < 64; i++) {
+        int r = pthread_mutex_trylock(m);
+        if (r != EBUSY)
+            return r;
+        for (int k = 0; k < 8; k++)
+            cpu_relax();
+    }
+    return pthread_mutex_lock(m);
+}
+
 static int qlock(mp_queue *q)
 {
-    int r = pthread_mutex_lock(&q->s->lock);
+    int r = lock_spin(&q->s->lock);
     if (r == EOWNERDEAD) {
         /* The holder died: roll its journaled change forward, or keep the last commit. */
         if (atomic_load(&q->s->journal_valid)) {
@@ -257,9 +278,7 @@ static void spin_while(const _Atomic uint64_t *c, uint64_t value)
     for (int i = 0; i < 400; i++) {
         if (atomic_load_explicit(c, memory_order_relaxed) != value)
             return;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
+        cpu_relax();
     }
     for (int i = 0; i < 4; i++) {
         if (atomic_load_explicit(c, memory_order_relaxed) != value)
@@ -562,7 +581,8 @@ int mp_queue_put_nowait(mp_queue *q, const mp_value *v) { return mp_queue_put(q,
 /* ---- get --------------------------------------------------------------------------------- */
 
 /* Take the record at head. Under lock; count > 0 and no stream. */
-static int take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
+static int take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
+                       size_t local_cap)
 {
     struct qshared *s = q->s;
     uint64_t hdr[2];
@@ -570,7 +590,7 @@ static int take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
     if (hdr[0] > s->capacity - Q_REC)
         return mp__error(MP_EPROTO, "queue record at %llu is corrupt (length %llu)",
                          (unsigned long long)s->st.head, (unsigned long long)hdr[0]);
-    char *p = malloc(hdr[0] ? hdr[0] : 1);
+    char *p = hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
     ring_read(q, s->st.head + Q_REC, p, hdr[0]);
@@ -683,7 +703,9 @@ static int empty_error(double timeout)
     return mp__error(MP_EEMPTY, "queue still empty after %.3g s", timeout);
 }
 
-static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout)
+/* `local` (local_cap bytes, may be NULL) receives a small item instead of a malloc'd buffer. */
+static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+                      void *local, size_t local_cap)
 {
     int code = check_open(q);
     if (code < 0)
@@ -701,7 +723,7 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
             continue;
         }
         if (s->st.count > 0 && !s->st.s_active) {
-            code = take_record(q, buf, len, tag);
+            code = take_record(q, buf, len, tag, local, local_cap);
             break;
         }
         stream_repair(s, false, false, false);
@@ -733,7 +755,7 @@ int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
     uint32_t tag;
     *buf = NULL;
     *len = 0;
-    return get_tagged(q, buf, len, &tag, timeout);
+    return get_tagged(q, buf, len, &tag, timeout, NULL, 0);
 }
 
 int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
@@ -741,8 +763,9 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     void *buf;
     size_t len;
     uint32_t tag;
+    uint64_t local[32]; /* small items are decoded from here, without a malloc */
     *out = NULL;
-    int code = get_tagged(q, &buf, &len, &tag, timeout);
+    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
     if (tag == TAG_VALUE) {
@@ -751,7 +774,8 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
         *out = mp_value_bytes(buf, len);
         code = *out ? 0 : -ENOMEM;
     }
-    free(buf);
+    if (buf != local)
+        free(buf);
     return code;
 }
 

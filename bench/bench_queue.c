@@ -1,0 +1,308 @@
+/* Connections and queues against the raw-syscall floor, one line per case:
+ *   case<TAB>unit<TAB>multiproc_rate<TAB>floor_rate
+ *
+ * Floors (the same work with no library, measured in the same run):
+ *   pipe_pingpong_8b  write()/read() of 8 bytes on a raw socketpair between two processes.
+ *   queue_1p1c_int    a single-producer single-consumer lock-free ring of 8-byte ints in
+ *                     shared memory, spinning: the best any shared-memory queue can do; ours
+ *                     is multi-producer/multi-consumer, robust, and carries MessagePack values.
+ *   queue_4p4c_int    4 writers and 4 readers of 8-byte records on one pipe (atomic writes up
+ *                     to PIPE_BUF make a pipe the raw MPMC queue of the kernel).
+ *   queue_1mib_items  1 MiB writes/reads through a pipe (the kernel's copy path).
+ * Our queue cases put and get mp_value ints (what Python's Queue.put(int) does) and 1 MiB
+ * bytes items. Processes are plain fork() children. */
+#define _GNU_SOURCE
+#include "multiproc/connection.h"
+#include "multiproc/queue.h"
+#include "multiproc/error.h"
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void reap(pid_t pid)
+{
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t r = write(fd, p, n);
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* ---- pipe_pingpong_8b ------------------------------------------------------------------ */
+
+static double pingpong_mp(int n)
+{
+    mp_connection *a, *b;
+    mp_pipe(true, &a, &b);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mp_connection_close(a);
+        char buf[8];
+        size_t len;
+        while (mp_connection_recv_bytes_into(b, buf, 8, 0, &len) == 0)
+            mp_connection_send_bytes(b, buf, 0, len);
+        _exit(0);
+    }
+    mp_connection_free(b);
+    char buf[8] = "pingpong";
+    size_t len;
+    double t0 = now();
+    for (int i = 0; i < n; i++) {
+        mp_connection_send_bytes(a, buf, 0, 8);
+        mp_connection_recv_bytes_into(a, buf, 8, 0, &len);
+    }
+    double dt = now() - t0;
+    mp_connection_free(a);
+    reap(pid);
+    return n / dt;
+}
+
+static double pingpong_raw(int n)
+{
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        char buf[8];
+        while (read_full(sv[1], buf, 8) == 0)
+            write_full(sv[1], buf, 8);
+        _exit(0);
+    }
+    close(sv[1]);
+    char buf[8] = "pingpong";
+    double t0 = now();
+    for (int i = 0; i < n; i++) {
+        write_full(sv[0], buf, 8);
+        read_full(sv[0], buf, 8);
+    }
+    double dt = now() - t0;
+    close(sv[0]);
+    reap(pid);
+    return n / dt;
+}
+
+/* ---- queue ints ----------------------------------------------------------------------------- */
+
+static void put_ints(mp_queue *q, long from, long n)
+{
+    for (long i = from; i < from + n; i++) {
+        mp_value *v = mp_value_int(i);
+        mp_queue_put(q, v, -1);
+        mp_value_free(v);
+    }
+}
+
+static long get_ints(mp_queue *q, long n)
+{
+    long sum = 0;
+    for (long i = 0; i < n; i++) {
+        mp_value *v;
+        if (mp_queue_get(q, &v, -1) != 0)
+            break;
+        sum += (long)mp_value_get_int(v);
+        mp_value_free(v);
+    }
+    return sum;
+}
+
+/* np producers and nc consumers (processes); returns items/s from first start to last end. */
+static double queue_ints_mp(int np, int nc, long n)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    pid_t pids[16];
+    double t0 = now();
+    for (int i = 0; i < nc; i++)
+        if ((pids[i] = fork()) == 0) {
+            get_ints(q, n / nc);
+            _exit(0);
+        }
+    for (int i = 0; i < np; i++)
+        if ((pids[nc + i] = fork()) == 0) {
+            put_ints(q, i * (n / np), n / np);
+            _exit(0);
+        }
+    for (int i = 0; i < np + nc; i++)
+        reap(pids[i]);
+    double dt = now() - t0;
+    mp_queue_free(q);
+    return (double)n / dt;
+}
+
+/* The SPSC floor: a lock-free ring of 8-byte slots, head/tail on their own cache lines. */
+struct spsc {
+    _Alignas(64) _Atomic uint64_t head;
+    _Alignas(64) _Atomic uint64_t tail;
+    _Alignas(64) uint64_t slot[1 << 16];
+};
+
+static double spsc_floor(long n)
+{
+    struct spsc *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    const uint64_t mask = (1 << 16) - 1;
+    double t0 = now();
+    pid_t c = fork();
+    if (c == 0) {
+        uint64_t h = 0, sum = 0;
+        while (h < (uint64_t)n) {
+            uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+            for (; h < t; h++)
+                sum += r->slot[h & mask];
+            atomic_store_explicit(&r->head, h, memory_order_release);
+        }
+        _exit(sum == 0);
+    }
+    pid_t p = fork();
+    if (p == 0) {
+        uint64_t t = 0, h = 0;
+        while (t < (uint64_t)n) {
+            while (t - h >= mask)
+                h = atomic_load_explicit(&r->head, memory_order_acquire);
+            r->slot[t & mask] = t;
+            atomic_store_explicit(&r->tail, ++t, memory_order_release);
+        }
+        _exit(0);
+    }
+    reap(c);
+    reap(p);
+    double dt = now() - t0;
+    munmap(r, sizeof *r);
+    return (double)n / dt;
+}
+
+/* The MPMC floor: 8-byte records through one pipe. */
+static double pipe_mpmc_floor(int np, int nc, long n)
+{
+    int fds[2];
+    pipe2(fds, O_CLOEXEC);
+    pid_t pids[16];
+    double t0 = now();
+    for (int i = 0; i < nc; i++)
+        if ((pids[i] = fork()) == 0) {
+            close(fds[1]);
+            uint64_t v;
+            for (long k = 0; k < n / nc; k++)
+                if (read_full(fds[0], &v, 8) < 0)
+                    break;
+            _exit(0);
+        }
+    for (int i = 0; i < np; i++)
+        if ((pids[nc + i] = fork()) == 0) {
+            close(fds[0]);
+            for (uint64_t k = 0; k < (uint64_t)(n / np); k++)
+                write_full(fds[1], &k, 8);
+            _exit(0);
+        }
+    close(fds[0]);
+    close(fds[1]);
+    for (int i = 0; i < np + nc; i++)
+        reap(pids[i]);
+    return (double)n / (now() - t0);
+}
+
+/* ---- 1 MiB items ---------------------------------------------------------------------------- */
+
+static double mib_items_mp(int n)
+{
+    const size_t sz = 1 << 20;
+    mp_queue *q = mp_queue_new(NULL);
+    double t0 = now();
+    pid_t p = fork();
+    if (p == 0) {
+        char *buf = malloc(sz);
+        memset(buf, 'x', sz);
+        for (int i = 0; i < n; i++)
+            mp_queue_put_bytes(q, buf, sz, -1);
+        _exit(0);
+    }
+    for (int i = 0; i < n; i++) {
+        void *b;
+        size_t len;
+        if (mp_queue_get_bytes(q, &b, &len, -1) != 0)
+            break;
+        mp_free(b);
+    }
+    double dt = now() - t0;
+    reap(p);
+    mp_queue_free(q);
+    return (double)n * (double)sz / 1e6 / dt;
+}
+
+static double mib_items_floor(int n)
+{
+    const size_t sz = 1 << 20;
+    int fds[2];
+    pipe2(fds, O_CLOEXEC);
+    fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+    double t0 = now();
+    pid_t p = fork();
+    if (p == 0) {
+        close(fds[0]);
+        char *buf = malloc(sz);
+        memset(buf, 'x', sz);
+        for (int i = 0; i < n; i++)
+            write_full(fds[1], buf, sz);
+        _exit(0);
+    }
+    close(fds[1]);
+    for (int i = 0; i < n; i++) {
+        char *b = malloc(sz); /* the receiver gets a buffer of its own, as with a queue */
+        read_full(fds[0], b, sz);
+        free(b);
+    }
+    double dt = now() - t0;
+    close(fds[0]);
+    reap(p);
+    return (double)n * (double)sz / 1e6 / dt;
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("pipe_pingpong_8b\tops/s\t%.1f\t%.1f\n", pingpong_mp(20000), pingpong_raw(20000));
+    printf("queue_1p1c_int\titems/s\t%.1f\t%.1f\n", queue_ints_mp(1, 1, 2000000),
+           spsc_floor(20000000));
+    printf("queue_4p4c_int\titems/s\t%.1f\t%.1f\n", queue_ints_mp(4, 4, 2000000),
+           pipe_mpmc_floor(4, 4, 400000));
+    printf("queue_1mib_items\tMB/s\t%.1f\t%.1f\n", mib_items_mp(2000), mib_items_floor(2000));
+    return 0;
+}
