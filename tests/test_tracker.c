@@ -245,10 +245,53 @@ static void test_register_errors(void)
     CHECK(env != NULL && strncmp(env, "MP_TRACKER_FD=", 14) == 0);
 }
 
+/* A spawn or forkserver child creates a segment for its parent and exits: the
+ * segment must survive the child, because the child shares the program's tracker
+ * (it gets the tracker pipe at start) instead of starting one that dies with it. */
+static int t_create_segment(mp_value *args)
+{
+    mp_shm *m = mp_shm_create(mp_value_get_str(args, NULL), 4096, NULL);
+    if (!m)
+        return 3;
+    memcpy(mp_shm_buf(m), "from child", 11);
+    mp_shm_close(m);
+    return 0;
+}
+
+static void test_child_segment_outlives_child(void)
+{
+    static const char *methods[] = {"spawn", "forkserver", "fork"};
+    for (size_t i = 0; i < 3; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "mp-tt-%d-kept-%s", (int)getpid(), methods[i]);
+        mp_value *args = mp_value_str(name);
+        mp_process_opts o = {.target = t_create_segment, .args = args,
+                             .ctx = mp_get_context(methods[i])};
+        mp_process *p = mp_process_new(&o);
+        CHECK_OK(mp_process_start(p));
+        CHECK_OK(mp_process_join(p, 30));
+        int code = -1;
+        CHECK_OK(mp_process_exitcode(p, &code));
+        CHECK_INT(code, 0);
+        mp_process_free(p);
+        mp_value_free(args);
+        usleep(300000); /* a tracker of the child's own would have removed it by now */
+        mp_shm *m = mp_shm_attach(name);
+        CHECK(m != NULL);
+        if (m) {
+            CHECK_STR((const char *)mp_shm_buf(m), "from child");
+            CHECK_OK(mp_shm_unlink(m));
+            mp_shm_close(m);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     mp__tracker_ensure_running(); /* its pipe stays open: before the leak checks */
+    mp_forkserver_ensure_running();
     RUN_IF(argc, argv, test_register_errors);
+    RUN_IF(argc, argv, test_child_segment_outlives_child);
     RUN_IF(argc, argv, test_tracker_holds_no_program_fds);
     RUN_IF(argc, argv, test_clean_exit_reports_nothing);
     RUN_IF(argc, argv, test_exit_without_unlink_is_cleaned);

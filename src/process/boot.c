@@ -14,6 +14,7 @@
  * - Nothing is shared between the two processes but the socket. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/tracker.h"
 #include "internal/spawn.h"
 #include "process/proc.h"
 
@@ -31,12 +32,21 @@
 
 extern char **environ;
 
-char **mp__boot_env(const char *value, char **owned)
+int mp__boot_tracker_fd(void)
 {
+    /* Started eagerly, as Python's spawn does: a segment a spawn child creates for
+     * its parent must outlive the child, so the child cannot own the tracker. */
+    return mp__tracker_ensure_running() == 0 ? mp__tracker_fd() : -1;
+}
+
+char **mp__boot_env(const char *value, char **owned, int tracker_fd)
+{
+    static const char tracker_var[] = MP__TRACKER_ENV "=4";
+    _Static_assert(MP__BOOT_TRACKER_FD == 4, "tracker_var names fd 4");
     size_t n = 0, keep = 0;
     while (environ && environ[n])
         n++;
-    char **env = mp__calloc(n + 2, sizeof *env);
+    char **env = mp__calloc(n + 3, sizeof *env);
     if (asprintf(owned, "%s=%s", MP__BOOT_ENV, value) < 0)
         *owned = NULL;
     if (!env || !*owned) {
@@ -46,11 +56,17 @@ char **mp__boot_env(const char *value, char **owned)
         mp__error(-ENOMEM, "building the child's environment");
         return NULL;
     }
-    size_t plen = strlen(MP__BOOT_ENV);
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], MP__BOOT_ENV, plen) != 0 || environ[i][plen] != '=')
-            env[keep++] = environ[i];
+    size_t plen = strlen(MP__BOOT_ENV), tlen = strlen(MP__TRACKER_ENV);
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], MP__BOOT_ENV, plen) == 0 && environ[i][plen] == '=')
+            continue;
+        if (strncmp(environ[i], MP__TRACKER_ENV, tlen) == 0 && environ[i][tlen] == '=')
+            continue;
+        env[keep++] = environ[i];
+    }
     env[keep++] = *owned;
+    if (tracker_fd >= 0)
+        env[keep++] = (char *)tracker_var;
     env[keep] = NULL;
     return env;
 }
@@ -82,13 +98,15 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
         free(rec);
         return mp__errno("socketpair for a spawn child");
     }
-    char **env = mp__boot_env("spawn:3", &owned);
+    int tracker = mp__boot_tracker_fd();
+    char **env = mp__boot_env("spawn:3", &owned, tracker);
     char *argv[] = {program_invocation_name, NULL};
     mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
-                         .close_fds = true, .nmap = 4};
+                         .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
     for (int i = 0; i < 3; i++)
         req.fd_map[i] = std_fd(i);
     req.fd_map[3] = sv[1];
+    req.fd_map[MP__BOOT_TRACKER_FD] = tracker;
     r = env ? mp__spawn(&req, pid, pidfd) : -ENOMEM;
     mp__close(sv[1]);
     free(env);

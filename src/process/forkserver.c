@@ -54,12 +54,14 @@ static int start_server_locked(void)
         return mp__errno("socketpair for the forkserver");
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     char *owned = NULL;
-    char **env = mp__boot_env("forkserver:3", &owned);
+    int tracker = mp__boot_tracker_fd(); /* its forked children inherit it */
+    char **env = mp__boot_env("forkserver:3", &owned, tracker);
     char *argv[] = {program_invocation_name, NULL};
     /* The server never reads or writes stdio itself (children get the client's);
      * stderr stays for diagnostics. */
     mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
-                         .close_fds = true, .nmap = 4};
+                         .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
+    req.fd_map[MP__BOOT_TRACKER_FD] = tracker;
     req.fd_map[0] = devnull;
     req.fd_map[1] = devnull;
     req.fd_map[2] = fcntl(2, F_GETFD) < 0 ? devnull : 2;

@@ -103,7 +103,16 @@ _Noreturn void mp__boot_child(int sock);
 void mp__proc_log_inherit(int level, bool on);
 
 /* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
- * the one added, stored in *owned). */
-char **mp__boot_env(const char *value, char **owned);
+ * the one added, stored in *owned). When tracker_fd >= 0 it also names
+ * MP__BOOT_TRACKER_FD as the resource tracker's pipe (MP_TRACKER_FD=4). */
+char **mp__boot_env(const char *value, char **owned, int tracker_fd);
+
+/* Spawn and forkserver children get the program's resource-tracker pipe as this fd,
+ * so segments created anywhere in the program tree share the one tracker (fork
+ * children simply inherit it). */
+#define MP__BOOT_TRACKER_FD 4
+/* The tracker's pipe, started on first use, or -1 if it cannot run (the child then
+ * starts its own on demand). */
+int mp__boot_tracker_fd(void);
 
 #endif
