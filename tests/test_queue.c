@@ -112,6 +112,51 @@ static void test_basic(void)
     CHECK(mp_kind_find("queue") == mp_queue_kind());
 }
 
+/* Scalars take a fast path; they must come back equal, and decode with the general codec. */
+static void test_scalar_roundtrip(void)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    int64_t ints[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL,
+                      INT64_MAX, -1, -32, -33, -128, -129, -32768, -32769, INT32_MIN,
+                      (int64_t)INT32_MIN - 1, INT64_MIN};
+    mp_value *vals[40];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        vals[n++] = mp_value_int(ints[i]);
+    vals[n++] = mp_value_nil();
+    vals[n++] = mp_value_bool(true);
+    vals[n++] = mp_value_bool(false);
+    vals[n++] = mp_value_float(-2.5);
+    vals[n++] = mp_value_float(1e300);
+    vals[n++] = mp_value_str("");
+    vals[n++] = mp_value_str("0123456789012345678901234567890");  /* 31: fixstr */
+    vals[n++] = mp_value_str("01234567890123456789012345678901"); /* 32: general path */
+    vals[n++] = mp_value_bytes("\x01\x02", 2);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        CHECK_OK(mp_queue_put(q, vals[i], 0));
+        CHECK_OK(mp_queue_put(q, vals[i], 0));
+        mp_value *got = NULL, *dec = NULL;
+        void *buf = NULL;
+        size_t len = 0;
+        CHECK_OK(mp_queue_get(q, &got, 0));
+        CHECK_OK(mp_queue_get_bytes(q, &buf, &len, 0));
+        CHECK_OK(mp_value_decode(buf, len, NULL, 0, &dec));
+        if (!mp_value_equal(got, vals[i]) || !mp_value_equal(dec, vals[i]) ||
+            mp_value_type(got) != mp_value_type(vals[i])) {
+            bad++;
+            fprintf(stderr, "scalar %zu: sent %s", i, repr(vals[i]));
+            fprintf(stderr, " got %s\n", repr(got));
+        }
+        mp_value_free(got);
+        mp_value_free(dec);
+        mp_free(buf);
+        mp_value_free(vals[i]);
+    }
+    CHECK_INT(bad, 0);
+    mp_queue_free(q);
+}
+
 static void test_maxsize(void)
 {
     mp_queue *q = mp_queue_new(&(mp_queue_opts){.maxsize = 2});
@@ -591,6 +636,7 @@ int main(int argc, char **argv)
 {
     warm_up_forkserver();
     RUN_IF(argc, argv, test_basic);
+    RUN_IF(argc, argv, test_scalar_roundtrip);
     RUN_IF(argc, argv, test_maxsize);
     RUN_IF(argc, argv, test_wraparound);
     RUN_IF(argc, argv, test_joinable);
