@@ -24,10 +24,9 @@
  *     except EOFError:
  *         print("End")
  *
- * EOFError is MP_EEOF. Each process closes the ends it does not use, as in the seed. The
- * children are started with "spawn", so each holds exactly the ends in its arguments: under
- * "fork" a child would also inherit the parent's own copies of every end, and the end of
- * file would never come. */
+ * EOFError is MP_EEOF. Each process closes the ends it does not use, as in the seed: under
+ * the default start method (fork) a child's imported ends are the very fds it inherited, so
+ * closing them really closes them and the end of file arrives, as it does in Python. */
 #include <stdio.h>
 
 #include "multiproc.h"
@@ -73,7 +72,7 @@ static int multiply_items(mp_value *args) /* [pipe_1[0], pipe_1[1], pipe_2[0], p
 static mp_process *start(mp_target_fn fn, mp_value *args)
 {
     mp_process *p = mp_process_new(
-        &(mp_process_opts){.target = fn, .args = args, .ctx = mp_get_context("spawn")});
+        &(mp_process_opts){.target = fn, .args = args});
     if (!p || mp_process_start(p) < 0) {
         fprintf(stderr, "start: %s\n", mp_last_error());
         return NULL;

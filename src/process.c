@@ -544,10 +544,18 @@ static _Noreturn void fork_child(mp_process *p, pid_t parent, const char *buf, s
     p->state = ST_STARTED;
     p->pid = getpid();
     p->owner = parent;
-    /* Imported objects own their fds: give them copies, as spawn children get. */
+    /* Imported objects own their fds. Hand over the inherited fds themselves, as
+     * Python's fork children use them: a child that closes a connection end then
+     * really closes it, so the peer sees EOF (the seeds' pipe chain). Only a fd that
+     * appears again (the same object passed twice) gets a copy, so that each
+     * imported object owns a distinct fd. */
     int mine[MP__PROC_MAX_FDS];
-    for (size_t i = 0; i < nfds; i++)
-        mine[i] = mp__dup_cloexec(fds[i], 3);
+    for (size_t i = 0; i < nfds; i++) {
+        bool repeated = false;
+        for (size_t j = 0; j < i; j++)
+            repeated = repeated || fds[j] == fds[i];
+        mine[i] = repeated ? mp__dup_cloexec(fds[i], 3) : fds[i];
+    }
     mp_value *args = NULL;
     if (mp__proc_decode_args(buf, len, mine, nfds, &args) < 0) {
         fprintf(stderr, "Process %s: %s\n", p->name, mp_last_error());

@@ -306,6 +306,43 @@ static void test_pass_to_children(void)
     mpt_current = "test_pass_to_children";
 }
 
+/* Closes the end it was given, then stays alive a while: the parent must see EOF as
+ * soon as the end is closed, not when the child exits. */
+static int child_close_then_linger(mp_value *args)
+{
+    mp_connection_close(mp_value_get_connection(mp_value_list_get(args, 0)));
+    sleep(5);
+    return 0;
+}
+
+/* The seeds' pipe chain relies on this under every start method, fork included: the
+ * end a child received is the only copy it holds, so closing it is final. */
+static void test_child_close_is_eof(void)
+{
+    for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+        mpt_current = methods[m];
+        mp_connection *r, *w;
+        CHECK_OK(mp_pipe(false, &r, &w));
+        mp_value *args = mp_value_pack("[o]", mp_value_connection(w));
+        mp_process_opts o = {.target = child_close_then_linger, .args = args,
+                             .ctx = mp_get_context(methods[m])};
+        mp_process *p = mp_process_new(&o);
+        CHECK_OK(mp_process_start(p));
+        mp_value_free(args);
+        mp_connection_free(w);
+        CHECK_INT(mp_connection_poll(r, 3), 1); /* EOF well before the child exits */
+        void *buf = NULL;
+        size_t len = 0;
+        CHECK_ERR(mp_connection_recv_bytes(r, 0, &buf, &len), MP_EEOF);
+        CHECK(mp_process_is_alive(p));
+        CHECK_OK(mp_process_kill(p));
+        CHECK_OK(mp_process_join(p, 30));
+        mp_process_free(p);
+        mp_connection_free(r);
+    }
+    mpt_current = "test_child_close_is_eof";
+}
+
 /* 2.1 GiB in one message between two processes (Python's 8-byte length form). */
 static void test_huge_message(void)
 {
@@ -461,6 +498,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_wire_format);
     RUN_IF(argc, argv, test_kind_roundtrip);
     RUN_IF(argc, argv, test_pass_to_children);
+    RUN_IF(argc, argv, test_child_close_is_eof);
     RUN_IF(argc, argv, test_wait);
     RUN_IF(argc, argv, test_huge_message);
     return mpt_done();
