@@ -6,7 +6,11 @@
  * Honesty notes: the floor uses the same tricks multiproc uses that are plain
  * syscalls (1 MiB pipes via F_SETPIPE_SZ, large reads, a buffer grown by doubling);
  * it does not restore signal dispositions or close fds, which multiproc does by
- * default, and it skips error reporting through a pipe. */
+ * default, and it skips error reporting through a pipe.
+ *
+ * capture_64mb is Python's `subprocess.run(cmd, capture_output=True)`: stdout and
+ * stderr both captured (Python then reads them through its selector loop in 32 KiB
+ * reads; with stdout alone it does one big read and sits at the floor). */
 #define _GNU_SOURCE
 #include "multiproc/subprocess.h"
 
@@ -42,7 +46,7 @@ static void die(const char *what)
 
 /* ---- the floor: raw syscalls ------------------------------------------------------ */
 
-static pid_t floor_spawn(char *const *argv, int in_fd, int out_fd)
+static pid_t floor_spawn3(char *const *argv, int in_fd, int out_fd, int err_fd)
 {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -50,11 +54,18 @@ static pid_t floor_spawn(char *const *argv, int in_fd, int out_fd)
         posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
     if (out_fd >= 0)
         posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    if (err_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
     pid_t pid;
     if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0)
         die("posix_spawn");
     posix_spawn_file_actions_destroy(&fa);
     return pid;
+}
+
+static pid_t floor_spawn(char *const *argv, int in_fd, int out_fd)
+{
+    return floor_spawn3(argv, in_fd, out_fd, -1);
 }
 
 static void floor_pipe(int p[2])
@@ -103,6 +114,32 @@ static size_t floor_capture(char *const *argv, int in_fd)
     waitpid(pid, NULL, 0);
     free(b.data);
     return b.len;
+}
+
+/* capture_output: stdout and stderr both piped, read with poll until both reach EOF. */
+static size_t floor_capture_both(char *const *argv)
+{
+    int o[2], e[2];
+    floor_pipe(o);
+    floor_pipe(e);
+    pid_t pid = floor_spawn3(argv, -1, o[1], e[1]);
+    close(o[1]);
+    close(e[1]);
+    buf b[2] = {{0}, {0}};
+    int fds[2] = {o[0], e[0]};
+    while (fds[0] >= 0 || fds[1] >= 0) {
+        struct pollfd pf[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+        poll(pf, 2, -1); /* negative fds are ignored by poll */
+        for (int i = 0; i < 2; i++)
+            if (fds[i] >= 0 && pf[i].revents && buf_read(&b[i], fds[i]) <= 0) {
+                close(fds[i]);
+                fds[i] = -1;
+            }
+    }
+    waitpid(pid, NULL, 0);
+    free(b[0].data);
+    free(b[1].data);
+    return b[0].len;
 }
 
 static size_t floor_communicate(const char *in, size_t n)
@@ -172,7 +209,7 @@ static void mp_true(void)
 static size_t mp_capture(void)
 {
     const char *argv[] = {"/usr/bin/head", "-c", SIZE_ARG, "/dev/zero", NULL};
-    mp_subprocess_opts o = {.out = MP_STDIO_PIPE};
+    mp_subprocess_opts o = {.capture_output = true};
     mp_run_result r;
     if (mp_run(argv, &o, &r) != 0)
         die("mp_run head");
@@ -222,7 +259,7 @@ static size_t run_bytes(int which, int kase)
     char *head[] = {"/usr/bin/head", "-c", SIZE_ARG, "/dev/zero", NULL};
     switch (kase) {
     case 0:
-        return which ? floor_capture(head, -1) : mp_capture();
+        return which ? floor_capture_both(head) : mp_capture();
     case 1:
         return which ? floor_communicate(g_input, BYTES) : mp_communicate(g_input, BYTES);
     default:

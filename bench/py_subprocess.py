@@ -24,7 +24,8 @@ def spawn_true():
 
 
 def capture():
-    out = subprocess.run(HEAD, stdout=subprocess.PIPE).stdout
+    # capture_output=True, the usual idiom: stdout and stderr both captured.
+    out = subprocess.run(HEAD, capture_output=True).stdout
     assert len(out) == BYTES
 
 
