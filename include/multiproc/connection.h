@@ -118,8 +118,9 @@ int mp_connection_poll(mp_connection *c, double timeout);
 
 /** The underlying fd (borrowed), or -1 once closed. */
 int mp_connection_fileno(const mp_connection *c);
-/** Whether this end may receive / send. */
+/** Whether this end may receive (false for the send-only end of a one-way pipe). */
 bool mp_connection_readable(const mp_connection *c);
+/** Whether this end may send (false for the receive-only end of a one-way pipe). */
 bool mp_connection_writable(const mp_connection *c);
 /** Whether mp_connection_close was called. */
 bool mp_connection_closed(const mp_connection *c);

@@ -80,8 +80,9 @@ mp_shared *mp_shared_value_new(char typecode, const void *initial, const mp_shar
 mp_shared *mp_shared_array_new(char typecode, size_t length, const void *initial,
                                const mp_shared_opts *opts);
 
-/** RawValue / RawArray: the same without a lock. */
+/** RawValue: mp_shared_value_new without a lock. NULL on failure. */
 mp_shared *mp_raw_value_new(char typecode, const void *initial);
+/** RawArray: mp_shared_array_new without a lock. NULL on failure. */
 mp_shared *mp_raw_array_new(char typecode, size_t length, const void *initial);
 
 /**
@@ -106,9 +107,11 @@ size_t mp_typecode_size(char typecode);
 
 /** The lock (borrowed), NULL for a raw object (Python's get_lock()). */
 mp_lock *mp_shared_get_lock(const mp_shared *s);
-/** Acquire / release the lock; 0 with no effect for a raw object. Codes as
- * mp_lock_acquire / mp_lock_release. */
+/** Acquire the object's lock (0 with no effect for a raw object); codes as
+ * mp_lock_acquire, MP_EOWNERDEAD included. */
 int mp_shared_acquire(mp_shared *s, double timeout);
+/** Release the object's lock (0 with no effect for a raw object); codes as
+ * mp_lock_release. */
 int mp_shared_release(mp_shared *s);
 
 /**
@@ -195,12 +198,18 @@ typedef struct mp_sl_item {
     size_t len;
 } mp_sl_item;
 
-/** Convenience constructors. */
+/** An int item. */
 mp_sl_item mp_sl_int(int64_t i);
+/** A float item. */
 mp_sl_item mp_sl_float(double f);
+/** A bool item. */
 mp_sl_item mp_sl_bool(bool b);
+/** A None item. */
 mp_sl_item mp_sl_none(void);
-mp_sl_item mp_sl_str(const char *s);                 /**< NUL-terminated */
+/** A str item from a NUL-terminated UTF-8 string (borrowed until the list is built or
+ * the item is set). */
+mp_sl_item mp_sl_str(const char *s);
+/** A bytes item of @p len bytes (borrowed until the list is built or the item is set). */
 mp_sl_item mp_sl_bytes(const void *data, size_t len);
 
 /** A fixed-length list in a named SharedMemory block. */
