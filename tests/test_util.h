@@ -129,6 +129,28 @@ static inline int mpt_has_zombie(void)
     return si.si_pid != 0;
 }
 
+/* The line "Field:\t..." of this process's /proc/self/status, with its newline, or "".
+ * Tests compare a child's status line with the parent's: what a child inherits
+ * depends on the environment the suite runs in (a CI runner may ignore signals). */
+static inline const char *mpt_status_line(const char *field, char *out, size_t n)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return out;
+    char line[256];
+    size_t flen = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
+            size_t len = strlen(line) < n ? strlen(line) : n - 1;
+            memcpy(out, line, len);
+            out[len] = '\0';
+            break;
+        }
+    fclose(f);
+    return out;
+}
+
 struct mpt_leaks {
     int fds;
     int shm;
