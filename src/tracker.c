@@ -140,7 +140,6 @@ static void isolate(int rfd)
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL); /* only SIGKILL ends us early */
-    setsid();
     if (rfd != 3) {
         dup2(rfd, 3);
         close(rfd);
@@ -200,7 +199,12 @@ static int start_locked(void)
         return code;
     }
     if (pid == 0) {
+        /* setsid here, before the tracker is forked and before the parent's waitpid
+         * returns: a kill of the program's process group right after this function
+         * returns must not reach the tracker (it did while the tracker was still
+         * calling setsid itself, leaking every segment). */
         close(p[1]);
+        setsid();
         if (fork() == 0)
             tracker_main(p[0]);
         _exit(0);

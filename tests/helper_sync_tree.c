@@ -63,6 +63,13 @@ int main(int argc, char **argv)
         mp_shm_close(m);
         return r == 0 ? 0 : 1;
     }
+    if (strcmp(mode, "group-kill") == 0 && argc > 2) {
+        /* Create a segment (starting this program's tracker) and kill the whole
+         * process group at once. */
+        mp_shm *m = mp_shm_create(argv[2], 4096, NULL);
+        kill(0, SIGKILL);
+        return m ? 2 : 1;
+    }
     if (strcmp(mode, "exit-leak") == 0) {
         mp_shm *m = make_segment("leak", true);
         mp_shm_close(m); /* closed, not unlinked: the tracker must remove it */

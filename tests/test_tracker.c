@@ -231,7 +231,45 @@ static void test_tracker_holds_no_program_fds(void)
         link[n > 0 ? n : 0] = 0;
         CHECK_STR(link, "/dev/null");
     }
-    CHECK(getsid(tracker) == tracker); /* its own session: not hit by our group's signals */
+    /* A session of its own (led by the intermediate child that forked it), so a kill
+     * of our process group or session never reaches it. */
+    CHECK(getsid(tracker) > 0 && getsid(tracker) != getsid(0));
+    CHECK(getpgid(tracker) != getpgid(0));
+}
+
+/* A program that creates a segment and is killed as a whole process group at once:
+ * the tracker it just started must already be out of the group, or the segment leaks. */
+static void test_group_kill_right_after_start(void)
+{
+    for (int i = 0; i < 50; i++) { /* a race: many tries to catch it */
+        char name[64];
+        snprintf(name, sizeof name, "mp-tt-%d-early-%d", (int)getpid(), i);
+        char path[512];
+        const char *dir = getenv("MP_TEST_BINDIR");
+        snprintf(path, sizeof path, "%s/helper_sync_tree", dir ? dir : ".");
+        pid_t pid = fork();
+        if (pid == 0) {
+            setpgid(0, 0); /* exec drops our tracker pipe: the helper starts its own */
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(devnull, 2); /* the tracker's warnings */
+            execl(path, path, "group-kill", name, (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        bool gone = false;
+        for (int k = 0; k < 500 && !gone; k++) {
+            gone = !shm_exists(name);
+            if (!gone)
+                usleep(10000);
+        }
+        CHECK(gone);
+        if (!gone) {
+            snprintf(path, sizeof path, "/dev/shm/%s", name);
+            unlink(path);
+        }
+    }
 }
 
 static void test_register_errors(void)
@@ -292,6 +330,7 @@ int main(int argc, char **argv)
     mp_forkserver_ensure_running();
     RUN_IF(argc, argv, test_register_errors);
     RUN_IF(argc, argv, test_child_segment_outlives_child);
+    RUN_IF(argc, argv, test_group_kill_right_after_start);
     RUN_IF(argc, argv, test_tracker_holds_no_program_fds);
     RUN_IF(argc, argv, test_clean_exit_reports_nothing);
     RUN_IF(argc, argv, test_exit_without_unlink_is_cleaned);
