@@ -9,6 +9,11 @@ trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix
 
 cmake --install "$bindir" --prefix "$prefix" >/dev/null
+
+# A sanitizer build of the library needs its runtime in the consumer too.
+san=""
+grep -q '^MP_ASAN:BOOL=ON' "$bindir/CMakeCache.txt" && san="-fsanitize=address,undefined"
+grep -q '^MP_TSAN:BOOL=ON' "$bindir/CMakeCache.txt" && san="-fsanitize=thread"
 libdir=$(ls -d "$prefix"/lib*/ | head -1)
 test -f "$prefix/include/multiproc.h"
 test -f "$libdir/pkgconfig/multiproc.pc"
@@ -32,7 +37,7 @@ expected="[42, None, 'hello'] MP_ETIMEOUT end of file: the other end is closed"
 
 # 1. pkg-config
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
-cc -o "$tmp/consumer/pc" "$tmp/consumer/main.c" $(pkg-config --cflags --libs multiproc)
+cc $san -o "$tmp/consumer/pc" "$tmp/consumer/main.c" $(pkg-config --cflags --libs multiproc)
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/pc")
 [ "$out" = "$expected" ] || { echo "pkg-config consumer printed: $out"; exit 1; }
 
@@ -44,7 +49,8 @@ find_package(multiproc REQUIRED)
 add_executable(consumer main.c)
 target_link_libraries(consumer PRIVATE multiproc::multiproc)
 CM
-cmake -S "$tmp/consumer" -B "$tmp/consumer/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake -S "$tmp/consumer" -B "$tmp/consumer/build" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
 cmake --build "$tmp/consumer/build" >/dev/null
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/build/consumer")
 [ "$out" = "$expected" ] || { echo "find_package consumer printed: $out"; exit 1; }
