@@ -188,14 +188,7 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
     if (mp__sync_seg_create(&seg, sizeof(barrier_sh), "mp-barrier") < 0)
         return NULL;
     barrier_sh *sh = seg.addr;
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int r = pthread_mutex_init(&sh->m, &a);
-    pthread_mutexattr_destroy(&a);
-    if (r != 0) {
-        mp__error(-r, "pthread_mutex_init");
+    if (mp__robust_mutex_init(&sh->m) < 0) {
         mp__shm_release(&seg);
         return NULL;
     }

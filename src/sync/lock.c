@@ -87,16 +87,22 @@ int mp__sync_blob(const void *src, size_t len, void **data, size_t *out_len)
 
 /* ---- lock in shared memory ---------------------------------------------------------- */
 
-int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
+int mp__robust_mutex_init(pthread_mutex_t *m)
 {
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int r = pthread_mutex_init(&sh->m, &a);
+    int r = pthread_mutex_init(m, &a);
     pthread_mutexattr_destroy(&a);
-    if (r != 0)
-        return mp__error(-r, "pthread_mutex_init (robust, process-shared)");
+    return r != 0 ? mp__error(-r, "pthread_mutex_init (robust, process-shared)") : 0;
+}
+
+int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
+{
+    int r = mp__robust_mutex_init(&sh->m);
+    if (r < 0)
+        return r;
     sh->depth = 0;
     sh->recursive = recursive;
     sh->magic = MP__LOCK_MAGIC;
