@@ -306,7 +306,9 @@ void mp__proc_become_child(const char *name, const char *identity, pid_t parent_
     cur.exiting = false;
     cur.default_method = method;
     cur.method_fixed = true;
-    stdin_to_devnull();
+    /* A forkserver child already has the server's stdin, which is /dev/null. */
+    if (method != MP_START_FORKSERVER)
+        stdin_to_devnull();
 }
 
 int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_value **out)

@@ -39,14 +39,14 @@ int mp__boot_tracker_fd(void)
     return mp__tracker_ensure_running() == 0 ? mp__tracker_fd() : -1;
 }
 
-char **mp__boot_env(const char *value, char **owned, int tracker_fd)
+char **mp__boot_env(const char *value, char **owned, int tracker_fd, const char *extra)
 {
     static const char tracker_var[] = MP__TRACKER_ENV "=4";
     _Static_assert(MP__BOOT_TRACKER_FD == 4, "tracker_var names fd 4");
     size_t n = 0, keep = 0;
     while (environ && environ[n])
         n++;
-    char **env = mp__calloc(n + 3, sizeof *env);
+    char **env = mp__calloc(n + 4, sizeof *env);
     if (asprintf(owned, "%s=%s", MP__BOOT_ENV, value) < 0)
         *owned = NULL;
     if (!env || !*owned) {
@@ -67,6 +67,8 @@ char **mp__boot_env(const char *value, char **owned, int tracker_fd)
     env[keep++] = *owned;
     if (tracker_fd >= 0)
         env[keep++] = (char *)tracker_var;
+    if (extra)
+        env[keep++] = (char *)extra;
     env[keep] = NULL;
     return env;
 }
@@ -99,7 +101,7 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
         return mp__errno("socketpair for a spawn child");
     }
     int tracker = mp__boot_tracker_fd();
-    char **env = mp__boot_env("spawn:3", &owned, tracker);
+    char **env = mp__boot_env("spawn:3", &owned, tracker, NULL);
     char *argv[] = {program_invocation_name, NULL};
     mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
                          .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
@@ -116,7 +118,7 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
         char what[300];
         snprintf(what, sizeof what, "spawn child %s (pid %d)", l->name, (int)*pid);
         if (r == 0)
-            r = mp__reply_recv(sv[0], what);
+            r = mp__reply_recv(sv[0], what, NULL, NULL);
         if (r < 0)
             abandon_child(*pid, *pidfd);
     }
@@ -133,11 +135,24 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
 
 static _Noreturn void boot_fail(int sock, int code)
 {
-    mp__reply_send(sock, code, mp_last_error());
+    mp__reply_send(sock, code, mp_last_error(), 0, -1);
     _exit(1);
 }
 
-_Noreturn void mp__boot_child(int sock)
+/* A forkserver child's pid and pidfd travel with its reply: the client learns both
+ * from the one message it waits for anyway, and the pidfd cannot name a recycled pid
+ * (we are alive while we open it). */
+static void reply_ok(int sock, bool tell_pid)
+{
+    pid_t pid = tell_pid ? getpid() : 0;
+    int pidfd = tell_pid ? mp__pidfd_open(pid) : -1;
+    if (tell_pid && pidfd < 0)
+        boot_fail(sock, mp__error(pidfd, "pidfd_open of the child itself"));
+    mp__reply_send(sock, 0, NULL, pid, pidfd);
+    mp__close(pidfd);
+}
+
+_Noreturn void mp__boot_child(int sock, bool tell_pid)
 {
     char *rec = NULL;
     size_t len = 0, nfds = 0;
@@ -165,7 +180,7 @@ _Noreturn void mp__boot_child(int sock)
     mp__launch_clear(&l);
     if (r < 0)
         boot_fail(sock, r);
-    mp__reply_send(sock, 0, NULL);
+    reply_ok(sock, tell_pid);
     mp__close(sock);
     mp__proc_run(fn, args);
 }
@@ -247,11 +262,14 @@ __attribute__((constructor(500))) static void boot_ctor(int argc, char **argv, c
     int fd = -1;
     bool spawn = sscanf(v, "spawn:%d", &fd) == 1;
     bool server = !spawn && sscanf(v, "forkserver:%d", &fd) == 1;
+    bool bindnow = server && strstr(v, ":bindnow") != NULL;
     unsetenv(MP__BOOT_ENV);
+    if (bindnow) /* ld.so has done its part: children the server execs don't inherit it */
+        unsetenv("LD_BIND_NOW");
     if ((!spawn && !server) || fd < 0)
         return; /* not ours to interpret: carry on as a normal program */
     run_program_ctors(argc, argv, envp);
     if (spawn)
-        mp__boot_child(fd);
+        mp__boot_child(fd, false);
     mp__fs_server_main(fd);
 }

@@ -7,14 +7,19 @@
  * - Connections: one SOCK_SEQPACKET control connection (a socketpair made at start;
  *   fork children of the client inherit it and may use the same server). For each
  *   child, the client makes a stream socketpair and sends one end plus its stdout and
- *   stderr over the control connection (SCM_RIGHTS). The server forks; the parent
- *   server sends the child's pid and a pidfd back on that socket, keeps it, and later
- *   writes the exit status (4 bytes, Python-style) there when it reaps the child. The
- *   forked child closes the server's fds and bootstraps exactly like a spawn child
- *   (mp__boot_child) on its copy of the socket: the client sends the launch record and
- *   the arguments' fds, the child replies. Order on the socket is therefore: pid
- *   (server), reply (child, which only reads the record after the client got the
- *   pid), status (server, after the child ended).
+ *   stderr over the control connection (SCM_RIGHTS), then at once the launch record
+ *   and the arguments' fds on its own end (they wait in the socket). The server forks
+ *   and keeps its copy of the socket, writing nothing until it reaps the child; then
+ *   it writes the exit status (4 bytes, Python-style) and closes it. The forked child
+ *   closes the server's fds and bootstraps like a spawn child (mp__boot_child) on its
+ *   copy: it reads the record and replies with its verdict, its pid and a pidfd of
+ *   itself. Order on the socket is therefore: reply (child), status (server, after
+ *   the child ended); a child that dies before replying leaves only the status and
+ *   EOF, which the client reads as "exited before it started the target".
+ * - Speed: one start costs the client a single wait (for the reply), the server a
+ *   recvmsg, a fork and two closes. The server runs with LD_BIND_NOW (removed from its
+ *   environment once it runs), so its children do not each repeat the lazy symbol
+ *   binding of every library function they call.
  * - Lifetime: the server exits when every client has closed the control connection
  *   (EOF); children still running are left to run on (as with Python's forkserver);
  *   in practice the client's at-exit handler has already joined or terminated them.
@@ -47,7 +52,28 @@ static pid_t fs_owner; /* the process that spawned it (and must reap it) */
 
 /* ---- client ------------------------------------------------------------------- */
 
-static int start_server_locked(void)
+/* The server says 'R' on the control connection once it runs (its constructors done):
+ * EOF instead means it died starting. 0, MP_EEOF (reaped, *status set) or an error. */
+static int await_ready(int ctl, pid_t pid, int *status)
+{
+    int r = mp__poll1(ctl, POLLIN, -1);
+    char c = 0;
+    ssize_t n = -1;
+    if (r > 0)
+        do
+            n = recv(ctl, &c, 1, 0);
+        while (n < 0 && errno == EINTR);
+    if (n == 1 && c == 'R')
+        return 0;
+    /* Interrupted, or dead: either way it is gone once our end closes (EOF). */
+    mp__close(ctl);
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+        ;
+    return r < 0 ? r : MP_EEOF;
+}
+
+/* bindnow: run the server with LD_BIND_NOW (see DESIGN). */
+static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -55,10 +81,11 @@ static int start_server_locked(void)
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     char *owned = NULL;
     int tracker = mp__boot_tracker_fd(); /* its forked children inherit it */
-    char **env = mp__boot_env("forkserver:3", &owned, tracker);
+    char **env = mp__boot_env(bindnow ? "forkserver:3:bindnow" : "forkserver:3", &owned,
+                              tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
     char *argv[] = {program_invocation_name, NULL};
     /* The server never reads or writes stdio itself (children get the client's);
-     * stderr stays for diagnostics. */
+     * stderr stays for diagnostics. Its stdin, /dev/null, is its children's. */
     mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
                          .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
     req.fd_map[MP__BOOT_TRACKER_FD] = tracker;
@@ -66,9 +93,8 @@ static int start_server_locked(void)
     req.fd_map[1] = devnull;
     req.fd_map[2] = fcntl(2, F_GETFD) < 0 ? devnull : 2;
     req.fd_map[3] = sv[1];
-    pid_t pid = 0;
     int pidfd = -1;
-    int r = env && devnull >= 0 ? mp__spawn(&req, &pid, &pidfd) : mp__errno("/dev/null");
+    int r = env && devnull >= 0 ? mp__spawn(&req, pid, &pidfd) : mp__errno("/dev/null");
     mp__close(sv[1]);
     mp__close(devnull);
     free(env);
@@ -78,7 +104,32 @@ static int start_server_locked(void)
         return r;
     }
     mp__close(pidfd); /* reaped by pid at exit: one fd less to carry around */
-    fs_ctl = sv[0];
+    *ctl = sv[0];
+    return 0;
+}
+
+static int start_server_locked(void)
+{
+    /* Under LD_BIND_NOW a program that links a function it never calls and nobody
+     * defines cannot start (ld.so prints "symbol lookup error" on stderr and exits):
+     * then run the server without it. */
+    bool bindnow = getenv("LD_BIND_NOW") == NULL;
+    int ctl = -1, status = 0, r;
+    pid_t pid = 0;
+    for (;;) {
+        if ((r = spawn_server(bindnow, &ctl, &pid)) < 0)
+            return r;
+        r = await_ready(ctl, pid, &status);
+        if (r != MP_EEOF || !bindnow)
+            break;
+        bindnow = false;
+    }
+    if (r == MP_EEOF)
+        return mp__error(MP_EPROCESS, "the forkserver exited while starting (status 0x%x)",
+                         (unsigned)status);
+    if (r < 0)
+        return r;
+    fs_ctl = ctl;
     fs_pid = pid;
     fs_owner = getpid();
     return 0;
@@ -94,20 +145,13 @@ int mp_forkserver_ensure_running(void)
 
 pid_t mp__fs_server_pid(void) { return fs_ctl >= 0 ? fs_pid : 0; }
 
-/* Send the request: the child's socket end and our stdout/stderr. */
-static int send_request(int child_end)
+/* One SEQPACKET message: 'F' with fds [child socket, stdout, stderr]. */
+static int send_fds(const int fds[3])
 {
-    int devnull = -1, fds[3] = {child_end, 1, 2};
-    for (int i = 1; i < 3; i++)
-        if (fcntl(fds[i], F_GETFD) < 0) {
-            if (devnull < 0)
-                devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-            fds[i] = devnull;
-        }
     char msg = 'F';
     struct iovec iov = {.iov_base = &msg, .iov_len = 1};
     union {
-        char buf[CMSG_SPACE(sizeof fds)];
+        char buf[CMSG_SPACE(3 * sizeof(int))];
         struct cmsghdr align;
     } u;
     memset(&u, 0, sizeof u);
@@ -116,40 +160,37 @@ static int send_request(int child_end)
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, 3 * sizeof(int));
     ssize_t r;
     do
         r = sendmsg(fs_ctl, &mh, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
-    int code = r < 0 ? mp__errno("sending a request to the forkserver (pid %d)", (int)fs_pid) : 0;
-    mp__close(devnull);
-    return code;
+    return r < 0 ? -errno : 0;
 }
 
-/* The server's first message on the child socket: the pid, with a pidfd. */
-static int recv_pid(int sock, pid_t *pid, int *pidfd)
+/* Send the request: the child's socket end and our stdout/stderr. A closed stdout or
+ * stderr (EBADF: checked only then, it is rare) becomes /dev/null in the child. */
+static int send_request(int child_end)
 {
-    char *buf = NULL;
-    size_t len = 0, nfds = 0;
-    int fd = -1;
-    int r = mp__frame_recv(sock, &buf, &len, &fd, 1, &nfds);
-    if (r < 0)
-        return mp__error(MP_EPROCESS, "the forkserver did not start the child: %s",
-                         mp_strerror(r));
-    int32_t v = 0;
-    if (len == sizeof v && nfds == 1) {
-        memcpy(&v, buf, sizeof v);
-        *pid = v;
-        *pidfd = fd;
-    } else {
-        mp__close(fd);
-        r = mp__error(MP_EPROTO, "malformed reply from the forkserver");
+    int fds[3] = {child_end, 1, 2};
+    int r = send_fds(fds), devnull = -1;
+    if (r == -EBADF) {
+        for (int i = 1; i < 3; i++)
+            if (fcntl(fds[i], F_GETFD) < 0) {
+                if (devnull < 0)
+                    devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                fds[i] = devnull;
+            }
+        r = send_fds(fds);
+        mp__close(devnull);
     }
-    free(buf);
-    return r;
+    return r < 0 ? mp__error(r, "sending a request to the forkserver (pid %d)", (int)fs_pid) : 0;
 }
 
+/* Pipelined: the request and the launch record leave at once, and the one message
+ * we wait for is the child's own reply, which brings its pid and a pidfd. The record
+ * waits in the socket until the server has forked the child that reads it. */
 int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid,
                        int *pidfd, int *statfd)
 {
@@ -167,23 +208,22 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
     }
     r = send_request(ch[1]);
     mp__close(ch[1]);
-    if (r == 0)
-        r = recv_pid(ch[0], pid, pidfd);
-    if (r == 0) {
-        char what[300];
-        snprintf(what, sizeof what, "forkserver child %s (pid %d)", l->name, (int)*pid);
-        r = mp__frame_send(ch[0], rec, reclen, fds, nfds);
-        if (r == 0)
-            r = mp__reply_recv(ch[0], what);
-        if (r < 0) {
-            mp__pidfd_send_signal(*pidfd, SIGKILL); /* the server reaps it */
-            mp__close(*pidfd);
-            *pidfd = -1;
-        }
+    /* EPIPE here: the server dropped the request (fork failed) or died. */
+    if (r == 0 && (r = mp__frame_send(ch[0], rec, reclen, fds, nfds)) < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        r = mp__error(MP_EPROCESS, "the forkserver did not start the child: %s", msg);
     }
     free(rec);
-    if (r < 0) {
+    if (r == 0) {
+        char what[300];
+        snprintf(what, sizeof what, "forkserver child %s", l->name);
+        r = mp__reply_recv(ch[0], what, pid, pidfd);
+    }
+    if (r < 0) { /* a child that failed to bootstrap exits by itself; the server reaps it */
         mp__close(ch[0]);
+        *pid = 0;
+        *pidfd = -1;
         return r;
     }
     *statfd = ch[0];
@@ -330,18 +370,14 @@ static void serve_request(int ctl, int sfd, const sigset_t *old)
     pid_t pid = fork();
     if (pid == 0) {
         child_leave_server(ctl, sfd, old, fds[1], fds[2]);
-        mp__boot_child(fds[0]);
+        mp__boot_child(fds[0], true);
     }
     mp__close(fds[1]);
     mp__close(fds[2]);
     if (pid < 0) {
-        mp__close(fds[0]); /* the client sees EOF instead of a pid */
+        mp__close(fds[0]); /* the client sees EPIPE or EOF instead of a reply */
         return;
     }
-    int pidfd = mp__pidfd_open(pid);
-    int32_t v = pid;
-    mp__frame_send(fds[0], &v, sizeof v, &pidfd, pidfd >= 0 ? 1 : 0);
-    mp__close(pidfd);
     add_child(pid, fds[0]);
 }
 
@@ -357,6 +393,9 @@ _Noreturn void mp__fs_server_main(int ctl)
     mp__set_cloexec(ctl, true);
     if (sfd < 0)
         _exit(1);
+    char ready = 'R';
+    if (send(ctl, &ready, 1, MSG_NOSIGNAL) != 1)
+        _exit(0); /* the client is gone already */
     for (;;) {
         struct pollfd p[2] = {{.fd = ctl, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
         if (poll(p, 2, -1) < 0) {
@@ -365,8 +404,9 @@ _Noreturn void mp__fs_server_main(int ctl)
             _exit(1);
         }
         if (p[1].revents) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) > 0)
+            /* Drain (usually one read); waitpid finds every child that ended. */
+            struct signalfd_siginfo si[8];
+            while (read(sfd, si, sizeof si) == (ssize_t)sizeof si)
                 ;
             report_exits();
         }

@@ -171,39 +171,37 @@ void mp__launch_clear(mp__launch *l)
 
 /* ---- framing ------------------------------------------------------------------- */
 
-int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds)
+/* The fds ride on the first byte of a message: sendmsg's control buffer. */
+static void attach_fds(struct msghdr *msg, void *space, const int *fds, size_t nfds)
 {
-    if (len > FRAME_MAX)
-        return mp__error(-E2BIG, "a launch record of %zu bytes", len);
-    uint32_t n = (uint32_t)len;
-    struct iovec iov = {.iov_base = &n, .iov_len = sizeof n};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MP__PROC_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds > MP__PROC_MAX_FDS)
-        return mp__error(-E2BIG, "%zu fds in one launch", nfds);
-    if (nfds) {
-        memset(&u, 0, sizeof u);
-        msg.msg_control = u.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    if (!nfds)
+        return;
+    msg->msg_control = space;
+    msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    memset(space, 0, msg->msg_controllen);
+    struct cmsghdr *c = CMSG_FIRSTHDR(msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+}
+
+/* Keep up to max of the fds a recvmsg brought (in *nfds), close the rest. */
+static void adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*nfds < max)
+                fds[(*nfds)++] = fd;
+            else
+                mp__close(fd);
+        }
     }
-    ssize_t r;
-    do
-        r = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return mp__errno("sending a launch record");
-    if (r != (ssize_t)sizeof n) /* a stream socket may take part of 4 bytes only in theory */
-        return mp__error(MP_EPROTO, "short write of a launch header");
-    int w = mp__write_full(sock, buf, len);
-    return w < 0 ? mp__error(w, "sending a launch record") : 0;
 }
 
 static void close_all(int *fds, size_t n)
@@ -212,46 +210,86 @@ static void close_all(int *fds, size_t n)
         mp__close(fds[i]);
 }
 
-int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, size_t *nfds)
+int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds)
 {
-    uint32_t n = 0;
-    struct iovec iov = {.iov_base = &n, .iov_len = sizeof n};
+    if (len > FRAME_MAX)
+        return mp__error(-E2BIG, "a launch record of %zu bytes", len);
+    if (nfds > MP__PROC_MAX_FDS)
+        return mp__error(-E2BIG, "%zu fds in one launch", nfds);
+    uint32_t n = (uint32_t)len;
+    /* Header and record in one call: one wake-up of the reader, not two. */
+    struct iovec iov[2] = {{.iov_base = &n, .iov_len = sizeof n},
+                           {.iov_base = (void *)buf, .iov_len = len}};
     union {
         char buf[CMSG_SPACE(sizeof(int) * MP__PROC_MAX_FDS)];
         struct cmsghdr align;
     } u;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof u.buf};
-    *nfds = 0;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    attach_fds(&msg, u.buf, fds, nfds);
     ssize_t r;
     do
-        r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+        r = sendmsg(sock, &msg, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
     if (r < 0)
+        return mp__errno("sending a launch record");
+    if (r < (ssize_t)sizeof n) /* a stream socket may take part of 4 bytes only in theory */
+        return mp__error(MP_EPROTO, "short write of a launch header");
+    size_t sent = (size_t)r - sizeof n; /* a big record goes on in pieces */
+    int w = mp__write_full(sock, (const char *)buf + sent, len - sent);
+    return w < 0 ? mp__error(w, "sending a launch record") : 0;
+}
+
+/* The first read brings the header, the fds and, for a usual record, all of it. */
+#define FRAME_FIRST 4096
+
+int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, size_t *nfds)
+{
+    uint32_t n = 0;
+    char *b = malloc(FRAME_FIRST);
+    struct iovec iov[2] = {{.iov_base = &n, .iov_len = sizeof n},
+                           {.iov_base = b, .iov_len = FRAME_FIRST}};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MP__PROC_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf};
+    *nfds = 0;
+    if (!b)
+        return mp__error(-ENOMEM, "a launch record buffer");
+    ssize_t r;
+    do
+        r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        free(b);
         return mp__errno("receiving a launch record");
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (*nfds < max_fds)
-                fds[(*nfds)++] = fd;
-            else
-                mp__close(fd);
-        }
     }
+    adopt_fds(&msg, fds, max_fds, nfds);
     int code = 0;
-    if (r != (ssize_t)sizeof n)
-        code = r == 0 ? mp__error(MP_EEOF, "launch channel closed")
-                      : mp__error(MP_EPROTO, "short launch header");
-    else if ((msg.msg_flags & MSG_CTRUNC) || n > FRAME_MAX)
+    size_t got = 0;
+    if (r == 0)
+        code = mp__error(MP_EEOF, "launch channel closed");
+    else if (r < (ssize_t)sizeof n) /* split header: read the rest of it */
+        code = mp__read_full(sock, (char *)&n + r, sizeof n - (size_t)r);
+    else
+        got = (size_t)r - sizeof n;
+    if (code == MP_EEOF && r > 0)
+        code = mp__error(MP_EPROTO, "short launch header");
+    else if (code < 0 && r > 0)
+        code = mp__error(code, "reading a launch header");
+    else if (!code && ((msg.msg_flags & MSG_CTRUNC) || n > FRAME_MAX))
         code = mp__error(MP_EPROTO, "malformed launch header");
-    char *b = code ? NULL : malloc((size_t)n + 1);
-    if (!code && !b)
-        code = mp__error(-ENOMEM, "a launch record of %u bytes", n);
-    if (!code && (code = mp__read_full(sock, b, n)) < 0)
+    else if (!code && got > n) /* the sender waits for our reply after a frame */
+        code = mp__error(MP_EPROTO, "bytes after a launch record");
+    if (!code && (size_t)n + 1 > FRAME_FIRST) {
+        char *bigger = realloc(b, (size_t)n + 1);
+        if (bigger)
+            b = bigger;
+        else
+            code = mp__error(-ENOMEM, "a launch record of %u bytes", n);
+    }
+    if (!code && (code = mp__read_full(sock, b + got, n - got)) < 0)
         code = mp__error(code, "reading a launch record");
     if (code < 0) {
         free(b);
@@ -264,33 +302,83 @@ int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, 
     return 0;
 }
 
-int mp__reply_send(int sock, int code, const char *msg)
+/* Reply: i32 code, u32 message length, i32 pid (0 if not told), then the message;
+ * a forkserver child's pidfd rides along (SCM_RIGHTS). */
+#define REPLY_HDR 12
+
+int mp__reply_send(int sock, int code, const char *msg, pid_t pid, int pidfd)
 {
     char buf[1024];
-    int32_t c = code;
-    uint32_t n = (uint32_t)strnlen(msg ? msg : "", sizeof buf - 8);
+    int32_t c = code, p = pid;
+    uint32_t n = (uint32_t)strnlen(msg ? msg : "", sizeof buf - REPLY_HDR);
     memcpy(buf, &c, 4);
     memcpy(buf + 4, &n, 4);
-    memcpy(buf + 8, msg ? msg : "", n);
-    return mp__write_full(sock, buf, 8 + (size_t)n);
+    memcpy(buf + 8, &p, 4);
+    memcpy(buf + REPLY_HDR, msg ? msg : "", n);
+    struct iovec iov = {.iov_base = buf, .iov_len = REPLY_HDR + (size_t)n};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    attach_fds(&mh, u.buf, &pidfd, pidfd >= 0 ? 1 : 0);
+    ssize_t r;
+    do
+        r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    return mp__write_full(sock, buf + r, iov.iov_len - (size_t)r);
 }
 
-int mp__reply_recv(int sock, const char *what)
+int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd)
 {
-    char hdr[8], msg[1024];
-    int r = mp__read_full(sock, hdr, sizeof hdr);
-    if (r == MP_EEOF)
-        return mp__error(MP_EPROCESS, "%s exited before it started the target", what);
+    char hdr[REPLY_HDR], msg[1024];
+    struct iovec iov = {.iov_base = hdr, .iov_len = sizeof hdr};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof u.buf};
+    int fd = -1;
+    size_t nfd = 0;
+    ssize_t r;
+    do
+        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    while (r < 0 && errno == EINTR);
     if (r < 0)
-        return mp__error(r, "reading the bootstrap reply of %s", what);
-    int32_t code;
-    uint32_t n;
-    memcpy(&code, hdr, 4);
-    memcpy(&n, hdr + 4, 4);
-    if (n >= sizeof msg || code > 0)
-        return mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
-    if ((r = mp__read_full(sock, msg, n)) < 0)
-        return mp__error(r, "reading the bootstrap reply of %s", what);
-    msg[n] = '\0';
-    return code < 0 ? mp__error(code, "%s: %s", what, msg) : 0;
+        return mp__errno("reading the bootstrap reply of %s", what);
+    adopt_fds(&mh, &fd, 1, &nfd);
+    int code = 0;
+    int32_t c = 0, p = 0;
+    uint32_t n = 0;
+    /* A forkserver child that died before replying leaves the server's 4-byte exit
+     * status and EOF: short as well. */
+    if (r < (ssize_t)sizeof hdr && (r = mp__read_full(sock, hdr + r, sizeof hdr - (size_t)r)) < 0)
+        code = r == MP_EEOF ? mp__error(MP_EPROCESS, "%s exited before it started the target",
+                                        what)
+                            : mp__error((int)r, "reading the bootstrap reply of %s", what);
+    if (!code) {
+        memcpy(&c, hdr, 4);
+        memcpy(&n, hdr + 4, 4);
+        memcpy(&p, hdr + 8, 4);
+        if (n >= sizeof msg || c > 0)
+            code = mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
+    }
+    if (!code && (code = mp__read_full(sock, msg, n)) < 0)
+        code = mp__error(code, "reading the bootstrap reply of %s", what);
+    if (!code && c < 0) {
+        msg[n] = '\0';
+        code = mp__error(c, "%s: %s", what, msg);
+    }
+    if (code < 0 || !pidfd) {
+        mp__close(fd);
+        fd = -1;
+    }
+    if (pid)
+        *pid = p;
+    if (pidfd)
+        *pidfd = fd;
+    return code;
 }

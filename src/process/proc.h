@@ -57,12 +57,16 @@ int mp__launch_unpack(const char *buf, size_t len, mp__launch *l);
 void mp__launch_clear(mp__launch *l);
 
 /* Send a framed record plus fds over a stream socket / receive one. Framing:
- * u32 length (carrying the fds) then the bytes. recv adopts up to max_fds fds. */
+ * u32 length (carrying the fds) then the bytes, sent in one call and usually read in
+ * one. recv adopts up to max_fds fds. The sender writes nothing after a frame until
+ * it has read the reply (recv may read past the header in one go). */
 int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
 int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, size_t *nfds);
-/* The child's verdict after bootstrapping: 0, or a code with a message. */
-int mp__reply_send(int sock, int code, const char *msg);
-int mp__reply_recv(int sock, const char *what);
+/* The child's verdict after bootstrapping: 0, or a code with a message, with the
+ * child's pid (0: not told) and optionally a pidfd of itself (-1: none). recv sets
+ * *pid and *pidfd when given (a pidfd only on success; else it is closed). */
+int mp__reply_send(int sock, int code, const char *msg, pid_t pid, int pidfd);
+int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd);
 
 /* Child side, shared by every method: become the process described by l (identity,
  * registry reset, stdin -> /dev/null). */
@@ -97,15 +101,17 @@ pid_t mp__fs_server_pid(void);
 /* ---- child bootstrap (boot.c) ---- */
 /* Receive the launch record (and its fds) on sock, find the target, decode the
  * arguments, tell the parent (0 or the error), then run the target. Shared by spawn
- * children and the children the forkserver forks. Never returns. */
-_Noreturn void mp__boot_child(int sock);
+ * children and the children the forkserver forks; those (tell_pid) add their pid
+ * and a pidfd of themselves to the reply, as the client has neither. Never returns. */
+_Noreturn void mp__boot_child(int sock, bool tell_pid);
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
 /* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
  * the one added, stored in *owned). When tracker_fd >= 0 it also names
- * MP__BOOT_TRACKER_FD as the resource tracker's pipe (MP_TRACKER_FD=4). */
-char **mp__boot_env(const char *value, char **owned, int tracker_fd);
+ * MP__BOOT_TRACKER_FD as the resource tracker's pipe (MP_TRACKER_FD=4). extra, if not
+ * NULL, is one more "NAME=value" entry (borrowed). */
+char **mp__boot_env(const char *value, char **owned, int tracker_fd, const char *extra);
 
 /* Spawn and forkserver children get the program's resource-tracker pipe as this fd,
  * so segments created anywhere in the program tree share the one tracker (fork
