@@ -6,20 +6,24 @@
  *   that ran the program's constructors and then loops here, single-threaded.
  * - Connections: one SOCK_SEQPACKET control connection (a socketpair made at start;
  *   fork children of the client inherit it and may use the same server). For each
- *   child, the client makes a stream socketpair and sends one end plus its stdout and
- *   stderr over the control connection (SCM_RIGHTS), then at once the launch record
- *   and the arguments' fds on its own end (they wait in the socket). The server forks
- *   and keeps its copy of the socket, writing nothing until it reaps the child; then
- *   it writes the exit status (4 bytes, Python-style) and closes it. The forked child
- *   closes the server's fds and bootstraps like a spawn child (mp__boot_child) on its
- *   copy: it reads the record and replies with its verdict, its pid and a pidfd of
- *   itself. Order on the socket is therefore: reply (child), status (server, after
- *   the child ended); a child that dies before replying leaves only the status and
- *   EOF, which the client reads as "exited before it started the target".
- * - Speed: one start costs the client a single wait (for the reply), the server a
- *   recvmsg, a fork and two closes. The server runs with LD_BIND_NOW (removed from its
- *   environment once it runs), so its children do not each repeat the lazy symbol
- *   binding of every library function they call.
+ *   child, the client makes a stream socketpair and sends one end, its stdout and
+ *   stderr and the arguments' fds over the control connection (SCM_RIGHTS), in one
+ *   message with the launch record (a record too big for one message follows on the
+ *   child socket instead; see send_msg). The server parses the record and finds the
+ *   target (an error goes straight back to the client), forks, and keeps its copy of
+ *   the socket, writing nothing more until it reaps the child; then it writes the
+ *   exit status (4 bytes, Python-style) and closes it. The forked child closes the
+ *   server's fds, decodes the arguments as a spawn child does (mp__boot_launch) and
+ *   replies with its verdict, its pid and a pidfd of itself. Order on the socket is
+ *   therefore: reply (child or server), status (server, after the child ended); a
+ *   child that dies before replying leaves only the status and EOF, which the client
+ *   reads as "exited before it started the target".
+ * - Speed: a start costs the client one sendmsg and one wait (for the reply), the
+ *   server a recvmsg, a fork and a few closes. What can run in the server before the
+ *   fork does: code the server runs every time stays mapped there, while each child
+ *   would fault it in afresh. For the same reason the server runs with LD_BIND_NOW
+ *   (removed from its environment once it runs), so its children do not each repeat
+ *   the lazy symbol binding of every library function they call.
  * - Lifetime: the server exits when every client has closed the control connection
  *   (EOF); children still running are left to run on (as with Python's forkserver);
  *   in practice the client's at-exit handler has already joined or terminated them.
@@ -145,23 +149,31 @@ int mp_forkserver_ensure_running(void)
 
 pid_t mp__fs_server_pid(void) { return fs_ctl >= 0 ? fs_pid : 0; }
 
-/* One SEQPACKET message: 'F' with fds [child socket, stdout, stderr]. */
-static int send_fds(const int fds[3])
+/* Requests: one SEQPACKET message, a kind byte then the payload, with the fds [child
+ * socket, stdout, stderr, arguments' fds...]:
+ *   'R' + launch record: the usual request; the server parses the record and finds
+ *       the target before it forks (warm code in the server, not cold code in every
+ *       child), and answers a record it cannot use itself, without forking.
+ *   'F' alone (3 fds): a record too big for one message follows on the child socket,
+ *       with the arguments' fds, for the child to read (as a spawn child does). */
+#define FS_INLINE_MAX 16384
+
+static int send_msg(char kind, const char *rec, size_t len, const int *fds, size_t nfds)
 {
-    char msg = 'F';
-    struct iovec iov = {.iov_base = &msg, .iov_len = 1};
+    struct iovec iov[2] = {{.iov_base = &kind, .iov_len = 1},
+                           {.iov_base = (void *)rec, .iov_len = len}};
     union {
-        char buf[CMSG_SPACE(3 * sizeof(int))];
+        char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
         struct cmsghdr align;
     } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
+                        .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
+    memset(u.buf, 0, mh.msg_controllen);
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(3 * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, 3 * sizeof(int));
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     ssize_t r;
     do
         r = sendmsg(fs_ctl, &mh, MSG_NOSIGNAL);
@@ -169,12 +181,16 @@ static int send_fds(const int fds[3])
     return r < 0 ? -errno : 0;
 }
 
-/* Send the request: the child's socket end and our stdout/stderr. A closed stdout or
- * stderr (EBADF: checked only then, it is rare) becomes /dev/null in the child. */
-static int send_request(int child_end)
+/* Send a request for the child socket child_end (see above). A closed stdout or stderr
+ * (EBADF: checked only then, it is rare) becomes /dev/null in the child. */
+static int send_request(int child_end, char kind, const char *rec, size_t len,
+                        const int *argfds, size_t nargfds)
 {
-    int fds[3] = {child_end, 1, 2};
-    int r = send_fds(fds), devnull = -1;
+    int fds[3 + MP__PROC_MAX_FDS] = {child_end, 1, 2};
+    if (nargfds > MP__PROC_MAX_FDS)
+        return mp__error(-E2BIG, "%zu fds in one launch", nargfds);
+    memcpy(fds + 3, argfds, nargfds * sizeof(int));
+    int r = send_msg(kind, rec, len, fds, 3 + nargfds), devnull = -1;
     if (r == -EBADF) {
         for (int i = 1; i < 3; i++)
             if (fcntl(fds[i], F_GETFD) < 0) {
@@ -182,15 +198,15 @@ static int send_request(int child_end)
                     devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
                 fds[i] = devnull;
             }
-        r = send_fds(fds);
+        r = send_msg(kind, rec, len, fds, 3 + nargfds);
         mp__close(devnull);
     }
     return r < 0 ? mp__error(r, "sending a request to the forkserver (pid %d)", (int)fs_pid) : 0;
 }
 
-/* Pipelined: the request and the launch record leave at once, and the one message
- * we wait for is the child's own reply, which brings its pid and a pidfd. The record
- * waits in the socket until the server has forked the child that reads it. */
+/* The one message we wait for is the reply, which brings the child's pid and a pidfd
+ * (or the server's or the child's error). A big record goes out on the child socket
+ * right after the request and waits there for the child. */
 int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid,
                        int *pidfd, int *statfd)
 {
@@ -206,10 +222,14 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
         free(rec);
         return mp__errno("socketpair for a forkserver child");
     }
-    r = send_request(ch[1]);
+    bool inline_rec = reclen <= FS_INLINE_MAX;
+    if (inline_rec)
+        r = send_request(ch[1], 'R', rec, reclen, fds, nfds);
+    else
+        r = send_request(ch[1], 'F', NULL, 0, NULL, 0);
     mp__close(ch[1]);
     /* EPIPE here: the server dropped the request (fork failed) or died. */
-    if (r == 0 && (r = mp__frame_send(ch[0], rec, reclen, fds, nfds)) < 0) {
+    if (r == 0 && !inline_rec && (r = mp__frame_send(ch[0], rec, reclen, fds, nfds)) < 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", mp_last_error());
         r = mp__error(MP_EPROCESS, "the forkserver did not start the child: %s", msg);
@@ -330,17 +350,41 @@ static void child_leave_server(int ctl, int sfd, const sigset_t *old, int out, i
         close(err);
 }
 
-static void serve_request(int ctl, int sfd, const sigset_t *old)
+static void close_fds(const int *fds, size_t n)
 {
-    char *buf = NULL;
-    size_t len = 0, nfds = 0;
-    int fds[3];
-    /* One SEQPACKET message: 'F' with [child socket, stdout, stderr]. frame_recv reads
-     * a 4-byte header, so receive by hand. */
-    char msg;
-    struct iovec iov = {.iov_base = &msg, .iov_len = 1};
+    for (size_t i = 0; i < n; i++)
+        mp__close(fds[i]);
+}
+
+/* The last target found: a program usually starts the same function many times, and
+ * the server's mappings never change. */
+static mp__target_loc last_loc;
+static mp_target_fn last_fn;
+
+static int find_target(const mp__target_loc *loc, mp_target_fn *fn)
+{
+    if (last_fn && loc->offset == last_loc.offset && strcmp(loc->sym, last_loc.sym) == 0 &&
+        strcmp(loc->path, last_loc.path) == 0) {
+        *fn = last_fn;
+        return 0;
+    }
+    int r = mp__target_resolve(loc, fn);
+    if (r == 0) {
+        last_loc.offset = loc->offset;
+        strcpy(last_loc.path, loc->path);
+        strcpy(last_loc.sym, loc->sym);
+        last_fn = *fn;
+    }
+    return r;
+}
+
+/* Receive one request (see send_msg) into req; its fds into fds. The length, or 0 for
+ * a malformed one (its fds closed). Exits when every client is gone. */
+static size_t recv_request(int ctl, char *req, size_t cap, int *fds, size_t *nfds)
+{
+    struct iovec iov = {.iov_base = req, .iov_len = cap};
     union {
-        char b[CMSG_SPACE(sizeof fds)];
+        char b[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
         struct cmsghdr align;
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
@@ -351,31 +395,62 @@ static void serve_request(int ctl, int sfd, const sigset_t *old)
     while (r < 0 && errno == EINTR);
     if (r == 0)
         _exit(0); /* every client is gone */
-    if (r < 0)
+    *nfds = 0;
+    for (struct cmsghdr *c = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*nfds < 3 + MP__PROC_MAX_FDS)
+                fds[(*nfds)++] = fd;
+            else
+                mp__close(fd);
+        }
+    }
+    bool ok = r > 0 && *nfds >= 3 && !(mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
+              (req[0] == 'R' || (req[0] == 'F' && r == 1 && *nfds == 3));
+    if (!ok) {
+        close_fds(fds, *nfds);
+        return 0;
+    }
+    return (size_t)r;
+}
+
+static void serve_request(int ctl, int sfd, const sigset_t *old)
+{
+    static char req[1 + FS_INLINE_MAX];
+    int fds[3 + MP__PROC_MAX_FDS];
+    size_t nfds = 0, len = recv_request(ctl, req, sizeof req, fds, &nfds);
+    if (!len)
         return;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    if (nfds > 3)
-        nfds = 3;
-    if (nfds)
-        memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
-    (void)buf;
-    (void)len;
-    if (nfds != 3 || msg != 'F' || (mh.msg_flags & MSG_CTRUNC)) {
-        for (size_t i = 0; i < nfds; i++)
-            mp__close(fds[i]);
-        return;
+    mp__launch l;
+    mp_target_fn fn = NULL;
+    bool parsed = req[0] == 'R';
+    if (parsed) {
+        int code = mp__launch_view(req + 1, len - 1, &l);
+        if (code == 0 && l.nfds != nfds - 3)
+            code = mp__error(MP_EPROTO, "launch record announces %u fds, %zu arrived", l.nfds,
+                             nfds - 3);
+        if (code == 0)
+            code = find_target(&l.loc, &fn);
+        if (code < 0) { /* the client's start() fails with it; no child to fork */
+            mp__reply_send(fds[0], code, mp_last_error(), 0, -1);
+            close_fds(fds, nfds);
+            return;
+        }
     }
     pid_t pid = fork();
     if (pid == 0) {
         child_leave_server(ctl, sfd, old, fds[1], fds[2]);
+        if (parsed) /* l points into our copy of req */
+            mp__boot_launch(fds[0], &l, false, fn, fds + 3, nfds - 3, true);
         mp__boot_child(fds[0], true);
     }
-    mp__close(fds[1]);
-    mp__close(fds[2]);
+    close_fds(fds + 1, nfds - 1);
     if (pid < 0) {
-        mp__close(fds[0]); /* the client sees EPIPE or EOF instead of a reply */
+        mp__close(fds[0]); /* the client sees EOF instead of a reply */
         return;
     }
     add_child(pid, fds[0]);

@@ -1,6 +1,7 @@
 /* The launch record a spawn or forkserver child receives, and the framing used on the
  * bootstrap sockets. The record is little more than fixed fields and length-prefixed
- * strings; the child treats it as untrusted input (bounds-checked parsing). */
+ * strings, each followed by a NUL so that a parsed record may point into its buffer;
+ * the receiver treats it as untrusted input (bounds-checked parsing). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "process/proc.h"
@@ -10,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define LAUNCH_MAGIC 0x4d504c31u /* "MPL1" */
+#define LAUNCH_MAGIC 0x4d504c32u /* "MPL2" */
 #define FRAME_MAX (1u << 30)
 
 /* ---- packing ------------------------------------------------------------------- */
@@ -47,6 +48,7 @@ static void put_bytes(struct out *o, const void *p, size_t n)
 {
     put_u32(o, (uint32_t)n);
     put(o, p, n);
+    put(o, "", 1);
 }
 
 static void put_str(struct out *o, const char *s) { put_bytes(o, s, s ? strlen(s) : 0); }
@@ -103,40 +105,36 @@ static uint32_t get_u32(struct in *in)
     return v;
 }
 
-/* A length-prefixed field copied into a fresh NUL-terminated buffer. */
-static char *get_dup(struct in *in, size_t *len)
+/* A length-prefixed field: where its n bytes are in the buffer (the NUL after them
+ * is checked). */
+static const char *get_field(struct in *in, size_t *len)
 {
     uint32_t n = get_u32(in);
-    if (in->bad || n > in->left) {
+    if (in->bad || n >= in->left || in->p[n] != '\0') {
         in->bad = true;
+        *len = 0;
         return NULL;
     }
-    char *s = malloc((size_t)n + 1);
-    if (!s) {
-        in->bad = true;
-        return NULL;
-    }
-    memcpy(s, in->p, n);
-    s[n] = '\0';
-    in->p += n;
-    in->left -= n;
-    if (len)
-        *len = n;
+    const char *s = in->p;
+    in->p += (size_t)n + 1;
+    in->left -= (size_t)n + 1;
+    *len = n;
     return s;
 }
 
 static void get_fixed(struct in *in, char *dst, size_t cap)
 {
     size_t n = 0;
-    char *s = get_dup(in, &n);
+    const char *s = get_field(in, &n);
     if (!s || n >= cap)
         in->bad = true;
     else
         memcpy(dst, s, n + 1);
-    free(s);
 }
 
-int mp__launch_unpack(const char *buf, size_t len, mp__launch *l)
+/* Everything but the three variable fields, whose places are returned in f/flen
+ * (name, identity, args). */
+static int parse(const char *buf, size_t len, mp__launch *l, const char *f[3], size_t flen[3])
 {
     struct in in = {buf, len, false};
     memset(l, 0, sizeof *l);
@@ -151,13 +149,54 @@ int mp__launch_unpack(const char *buf, size_t len, mp__launch *l)
     get(&in, &l->loc.offset, sizeof l->loc.offset);
     get_fixed(&in, l->loc.path, sizeof l->loc.path);
     get_fixed(&in, l->loc.sym, sizeof l->loc.sym);
-    l->name = get_dup(&in, NULL);
-    l->identity = get_dup(&in, NULL);
-    l->args = get_dup(&in, &l->args_len);
-    if (in.bad) {
-        mp__launch_clear(l);
+    for (int i = 0; i < 3; i++)
+        f[i] = get_field(&in, &flen[i]);
+    if (in.bad)
         return mp__error(MP_EPROTO, "truncated launch record");
+    return 0;
+}
+
+static char *dup_field(const char *s, size_t n, bool *bad)
+{
+    char *d = malloc(n + 1);
+    if (!d) {
+        *bad = true;
+        return NULL;
     }
+    memcpy(d, s, n + 1);
+    return d;
+}
+
+int mp__launch_unpack(const char *buf, size_t len, mp__launch *l)
+{
+    const char *f[3];
+    size_t flen[3];
+    int r = parse(buf, len, l, f, flen);
+    if (r < 0)
+        return r;
+    bool bad = false;
+    l->name = dup_field(f[0], flen[0], &bad);
+    l->identity = dup_field(f[1], flen[1], &bad);
+    l->args = dup_field(f[2], flen[2], &bad);
+    l->args_len = flen[2];
+    if (bad) {
+        mp__launch_clear(l);
+        return mp__error(-ENOMEM, "copying a launch record");
+    }
+    return 0;
+}
+
+int mp__launch_view(const char *buf, size_t len, mp__launch *l)
+{
+    const char *f[3];
+    size_t flen[3];
+    int r = parse(buf, len, l, f, flen);
+    if (r < 0)
+        return r;
+    l->name = (char *)f[0];
+    l->identity = (char *)f[1];
+    l->args = (char *)f[2];
+    l->args_len = flen[2];
     return 0;
 }
 

@@ -51,9 +51,12 @@ typedef struct mp__launch {
     size_t args_len;
 } mp__launch;
 
-/* Serialize / parse a launch record (malloc'd buffer; unpack copies out). */
+/* Serialize / parse a launch record (malloc'd buffer; unpack copies out). view parses
+ * without copying: name, identity and args point into buf (NUL-terminated there), so
+ * buf must outlive l, and l is not cleared. */
 int mp__launch_pack(const mp__launch *l, char **buf, size_t *len);
 int mp__launch_unpack(const char *buf, size_t len, mp__launch *l);
+int mp__launch_view(const char *buf, size_t len, mp__launch *l);
 void mp__launch_clear(mp__launch *l);
 
 /* Send a framed record plus fds over a stream socket / receive one. Framing:
@@ -104,6 +107,11 @@ pid_t mp__fs_server_pid(void);
  * children and the children the forkserver forks; those (tell_pid) add their pid
  * and a pidfd of themselves to the reply, as the client has neither. Never returns. */
 _Noreturn void mp__boot_child(int sock, bool tell_pid);
+/* The rest of it, once the record is parsed (owned: by unpack, cleared here; else a
+ * view) and the target found: become the child, decode the arguments with their fds
+ * (adopted), reply, run. */
+_Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn fn, int *fds,
+                               size_t nfds, bool tell_pid);
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
