@@ -10,13 +10,16 @@
  * Items are records [u64 len][u32 tag][u32 pad][payload, padded to 8] at monotonically
  * increasing byte positions (modulo capacity), copied in and out under `lock`.
  *
- * Crash safety: every field that `lock` protects lives in one struct (qstate). A change is
- * made on a local copy, written to a journal, flagged valid, applied, then unflagged. The
- * ring bytes of a record are written before the commit that publishes them and read before
- * the commit that frees them. So when a process dies holding the robust mutex, the next
- * locker (EOWNERDEAD) rolls the journal forward if it was valid and otherwise finds the
- * last committed state intact: a half-written put is simply not there, a half-done get
- * leaves the item for the next consumer. Nobody ever sees a torn item.
+ * Crash safety: `lock` protects two position words (headw, tailw: byte position and item
+ * count packed in one u64 each) and a struct (qstate: JoinableQueue's count, the stream).
+ * A put or get of a ring record changes one position word: a single 8-byte store commits
+ * it. Any other change is made on a local copy, written to a journal, flagged valid,
+ * applied, then unflagged. The ring bytes of a record are written before the commit that
+ * publishes them and read before the commit that frees them. So when a process dies
+ * holding the robust mutex, the next locker (EOWNERDEAD) rolls the journal forward if it
+ * was valid and otherwise finds the last committed state intact: a half-written put is
+ * simply not there, a half-done get leaves the item for the next consumer. Nobody ever
+ * sees a torn item.
  *
  * Large items: a record that does not fit the ring is streamed. The producer takes `wlock`
  * (held for its whole put), waits for an empty ring, publishes a stream item, and copies
@@ -29,8 +32,12 @@
  * still has the whole item), so no consumer receives a torn item and no item is lost.
  * Waits are futex waits in 250 ms slices, so these checks also run when nobody wakes us.
  *
- * Blocking: waiters count themselves (get_waiters, put_waiters) under the lock so the
- * uncontended path makes no wake syscall; a consumer spins briefly before sleeping.
+ * Speed: the lock and the position words share one cache line, so a small put or get
+ * moves that line and the ring's between CPUs and nothing else; no CPU barrier besides the
+ * lock's own atomics. Waiters count themselves (get_waiters, put_waiters) under the lock,
+ * so when nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall.
+ * A consumer facing an empty ring, or a producer facing a full one, spins briefly on the
+ * other side's position word before sleeping.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #define _GNU_SOURCE
@@ -47,7 +54,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 2
+#define Q_VERSION 3
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -56,47 +63,46 @@
 #define SLICE 0.25          /* longest single futex sleep: re-check for dead peers */
 #define CHUNK (1u << 20)    /* stream copy unit */
 
+/* The head and tail of the ring are "position words": the low `posbits` bits are a byte
+ * position modulo 2 * capacity, the bits above count items (modulo 2^(64 - posbits)). So
+ * a put or get changes exactly one word, and one aligned 8-byte store is a crash-atomic
+ * commit: no journal on the hot path, and the item count needs no field of its own. */
 typedef struct qstate {
-    /* the hot part: all that a put or get of a ring record changes (see commit_hot) */
-    uint64_t head, tail; /* byte positions of the oldest record and of the free space */
-    uint64_t count;      /* items in the queue (a stream counts as one) */
     uint64_t unfinished; /* JoinableQueue: put but not yet task_done */
     /* the stream (an item larger than the ring), at most one at a time */
     uint64_t s_active, s_claimed, s_len, s_tag, s_written, s_read;
     uint64_t s_gen, s_epoch, s_done_gen;
 } qstate;
 
-typedef struct qhot {
-    uint64_t head, tail, count, unfinished;
-} qhot;
-
-enum { J_NONE, J_FULL, J_HOT }; /* journal_valid: which journal a dead holder left valid */
+/* What a journaled commit changes: st and the tail word (a JoinableQueue's put moves both). */
+typedef struct qjournal {
+    qstate st;
+    uint64_t tailw;
+} qjournal;
 
 /* Laid out by cache line, because every put and get moves the lines it writes between
  * CPUs: line 0 is written once at creation; a put or get of a small item writes only
- * lines 1 (the lock, the journal flag, the waiter counts, count_pub) and 2 (the hot
- * journal and the hot part of st) besides the ring. The rest changes only for streams,
- * waits and task_done. */
+ * line 1 (the lock and the position words) besides the ring. The rest changes only for
+ * streams, JoinableQueue puts, task_done and waits. */
 struct qshared {
     uint32_t magic, version;
     uint64_t capacity, maxsize;
-    uint32_t joinable, pad0;
+    uint32_t joinable, posbits;
     _Alignas(64) pthread_mutex_t lock;
+    _Atomic uint64_t headw, tailw; /* position words; stored under lock, read anywhere */
+    uint32_t get_waiters, put_waiters; /* sleepers on data_seq / space_seq, under lock */
+    _Alignas(64) qstate st;       /* protected by lock, changed only through commit*() */
+    qjournal journal;
     _Atomic uint32_t journal_valid;
-    uint32_t get_waiters;         /* sleepers on data_seq / space_seq, counted under lock */
-    _Atomic uint64_t count_pub;   /* st.count, readable without the lock */
-    uint32_t put_waiters;
-    _Alignas(64) qhot hjournal;   /* the hot journal, then st's hot part: one line */
-    qstate st;                    /* protected by lock, changed only through commit*() */
-    qstate journal;
+    _Atomic uint32_t active_pub;  /* st.s_active, readable without the lock */
     _Alignas(64) pthread_mutex_t wlock, rlock;
     _Atomic uint32_t data_seq, space_seq, join_seq, stream_seq; /* futex words */
     uint32_t join_waiters, stream_waiters;
 };
 
-_Static_assert(offsetof(struct qshared, st) == offsetof(struct qshared, hjournal) + sizeof(qhot),
-               "the hot journal shares a cache line with st's hot part");
-_Static_assert(offsetof(struct qshared, hjournal) % 64 == 0, "hot line aligned");
+_Static_assert(sizeof(pthread_mutex_t) > 40 ||
+                   offsetof(struct qshared, put_waiters) + 4 - offsetof(struct qshared, lock) <= 64,
+               "the lock and the position words share one cache line");
 _Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
 
 struct mp_queue {
@@ -109,44 +115,70 @@ struct mp_queue {
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
 
-/* ---- the journal --------------------------------------------------------------------- */
+/* ---- position words and the journal -------------------------------------------------- */
+
+static inline uint64_t ld(const _Atomic uint64_t *w)
+{
+    return atomic_load_explicit(w, memory_order_relaxed);
+}
+
+/* Items between two position words (head first). */
+static inline uint64_t items_between(const struct qshared *s, uint64_t h, uint64_t t)
+{
+    unsigned b = s->posbits;
+    return ((t >> b) - (h >> b)) & (~(uint64_t)0 >> b);
+}
+
+/* Ring bytes between two position words. */
+static inline uint64_t bytes_between(const struct qshared *s, uint64_t h, uint64_t t)
+{
+    return (t - h) & (((uint64_t)1 << s->posbits) - 1);
+}
+
+/* The word one record of `bytes` further on. */
+static inline uint64_t advance(const struct qshared *s, uint64_t w, uint64_t bytes)
+{
+    unsigned b = s->posbits;
+    return (((w >> b) + 1) << b) | ((w + bytes) & (((uint64_t)1 << b) - 1));
+}
+
+/* Items in the queue (a stream counts as one). Under lock. */
+static uint64_t item_count(const struct qshared *s)
+{
+    return items_between(s, ld(&s->headw), ld(&s->tailw)) + (s->st.s_active != 0);
+}
 
 static void publish(struct qshared *s)
 {
-    atomic_store_explicit(&s->count_pub, s->st.count, memory_order_release);
+    atomic_store_explicit(&s->active_pub, s->st.s_active != 0, memory_order_release);
 }
 
 /* The ordering that matters is program order within the committing thread: a SIGKILL
  * stops it between two instructions and the next locker sees every store before that
  * point (the kernel marks the robust mutex dead after them). Hence compiler fences and
- * relaxed flag stores: no CPU barrier is needed. */
-static void commit(struct qshared *s, const qstate *next)
+ * relaxed stores: no CPU barrier is needed. Position-word commits (put_record,
+ * take_record) are a single store; everything else goes through the journal here. */
+static void commit_tail(struct qshared *s, const qstate *next, uint64_t tailw)
 {
-    s->journal = *next;
+    s->journal.st = *next;
+    s->journal.tailw = tailw;
     atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&s->journal_valid, J_FULL, memory_order_relaxed);
+    atomic_store_explicit(&s->journal_valid, 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* the journal is complete before st changes */
     s->st = *next;
+    atomic_store_explicit(&s->tailw, tailw, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&s->journal_valid, J_NONE, memory_order_relaxed);
+    atomic_store_explicit(&s->journal_valid, 0, memory_order_relaxed);
     publish(s);
 }
 
-/* commit() for a change to the hot fields only (a ring record put or taken): 32 bytes
- * journaled instead of 104, all in one cache line. */
-static void commit_hot(struct qshared *s, const qhot *next)
+static void commit(struct qshared *s, const qstate *next) { commit_tail(s, next, ld(&s->tailw)); }
+
+/* Publish a position word once the ring bytes it covers are written (put) or read (get). */
+static inline void commit_word(_Atomic uint64_t *w, uint64_t value)
 {
-    s->hjournal = *next;
     atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&s->journal_valid, J_HOT, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-    s->st.head = next->head;
-    s->st.tail = next->tail;
-    s->st.count = next->count;
-    s->st.unfinished = next->unfinished;
-    atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&s->journal_valid, J_NONE, memory_order_relaxed);
-    atomic_store_explicit(&s->count_pub, next->count, memory_order_release);
+    atomic_store_explicit(w, value, memory_order_relaxed);
 }
 
 /* ---- locks --------------------------------------------------------------------------- */
@@ -202,34 +234,17 @@ static int lock_spin(pthread_mutex_t *m)
     return pthread_mutex_lock(m);
 }
 
-/* Ask for a line we are about to write, in exclusive state: fetching it for reading first
- * and upgrading it later costs two transfers from the CPU that wrote it last. */
-static inline void prefetch_w(const void *p)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1);
-#endif
-}
-
 static int qlock(mp_queue *q)
 {
-    prefetch_w(&q->s->hjournal); /* fetched while the lock's line is */
     int r = lock_spin(&q->s->lock);
     if (r == EOWNERDEAD) {
         /* The holder died: roll its journaled change forward, or keep the last commit. */
         struct qshared *s = q->s;
-        uint32_t valid = atomic_load_explicit(&s->journal_valid, memory_order_relaxed);
-        if (valid == J_FULL) {
-            s->st = s->journal;
-        } else if (valid == J_HOT) {
-            s->st.head = s->hjournal.head;
-            s->st.tail = s->hjournal.tail;
-            s->st.count = s->hjournal.count;
-            s->st.unfinished = s->hjournal.unfinished;
+        if (atomic_load_explicit(&s->journal_valid, memory_order_relaxed)) {
+            s->st = s->journal.st;
+            atomic_store_explicit(&s->tailw, s->journal.tailw, memory_order_relaxed);
         }
-        atomic_store_explicit(&s->journal_valid, J_NONE, memory_order_relaxed);
+        atomic_store_explicit(&s->journal_valid, 0, memory_order_relaxed);
         publish(q->s);
         pthread_mutex_consistent(&q->s->lock);
         return 0;
@@ -278,7 +293,6 @@ static void stream_abort(struct qshared *s)
     qstate n = s->st;
     n.s_active = n.s_claimed = 0;
     n.s_done_gen = n.s_gen;
-    n.count--;
     if (s->joinable && n.unfinished)
         n.unfinished--;
     commit(s, &n);
@@ -423,6 +437,7 @@ mp_queue *mp_queue_new(const mp_queue_opts *opts)
         return NULL;
     struct qshared *s = shm.addr;
     s->capacity = pow2;
+    s->posbits = (uint32_t)__builtin_ctzll(pow2) + 1; /* positions modulo 2 * capacity */
     s->maxsize = opts->maxsize;
     s->joinable = opts->joinable;
     if (init_mutex(&s->lock) < 0 || init_mutex(&s->wlock) < 0 || init_mutex(&s->rlock) < 0) {
@@ -474,19 +489,21 @@ static int check_open(const mp_queue *q)
 
 static bool has_room(const struct qshared *s, uint64_t need)
 {
-    const qstate *st = &s->st;
-    if (st->s_active)
+    if (s->st.s_active)
         return false;
-    if (s->maxsize && st->count >= s->maxsize)
+    uint64_t h = ld(&s->headw), t = ld(&s->tailw), n = items_between(s, h, t);
+    if (s->maxsize && n >= s->maxsize)
         return false;
-    return need <= s->capacity - (st->tail - st->head);
+    if (n >= (~(uint64_t)0 >> s->posbits) - 1) /* the item counter's range (rings > 8 GiB) */
+        return false;
+    return need <= s->capacity - bytes_between(s, h, t);
 }
 
 static int full_error(const mp_queue *q, double timeout)
 {
     if (timeout == 0)
         return mp__error(MP_EFULL, "queue is full (%llu items)",
-                         (unsigned long long)q->s->st.count);
+                         (unsigned long long)item_count(q->s));
     return mp__error(MP_EFULL, "queue still full after %.3g s", timeout);
 }
 
@@ -524,9 +541,9 @@ static int put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, do
             break;
         if (!spun && !s->st.s_active) {
             spun = true;
-            uint64_t seen = s->st.count;
+            uint64_t seen = ld(&s->headw); /* a get moves it */
             qunlock(q);
-            spin_while(&s->count_pub, seen);
+            spin_while(&s->headw, seen);
             if ((code = qlock(q)) < 0)
                 return code;
             continue;
@@ -539,7 +556,7 @@ static int put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, do
             return code == MP_ETIMEOUT ? full_error(q, timeout) : code;
         }
     }
-    uint64_t tail = s->st.tail;
+    uint64_t tail = ld(&s->tailw);
     if (one_copy) {
         ring_write(q, tail, small, need);
     } else {
@@ -547,8 +564,13 @@ static int put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, do
         ring_write(q, tail, hdr, Q_REC);
         ring_write(q, tail + Q_REC, buf, len);
     }
-    qhot n = {s->st.head, tail + need, s->st.count + 1, s->st.unfinished + s->joinable};
-    commit_hot(s, &n);
+    if (s->joinable) { /* the tail and unfinished move together: journaled */
+        qstate n = s->st;
+        n.unfinished++;
+        commit_tail(s, &n, advance(s, tail, need));
+    } else {
+        commit_word(&s->tailw, advance(s, tail, need));
+    }
     uint32_t waiters = s->get_waiters;
     if (waiters) /* a sleeper read data_seq under the lock: it must see it move */
         bump(&s->data_seq);
@@ -567,7 +589,7 @@ static int stream_start(mp_queue *q, uint32_t tag, size_t len, double deadline, 
     for (;;) {
         if (s->st.s_active) /* we hold wlock: an active stream is a dead producer's */
             stream_abort(s);
-        if (s->st.count == 0 && !s->st.s_active)
+        if (ld(&s->headw) == ld(&s->tailw) && !s->st.s_active) /* empty */
             break;
         code = timeout == 0 ? MP_ETIMEOUT : qwait(q, &s->space_seq, &s->put_waiters, deadline);
         if (code < 0) {
@@ -582,7 +604,6 @@ static int stream_start(mp_queue *q, uint32_t tag, size_t len, double deadline, 
     n.s_tag = tag;
     n.s_written = n.s_read = 0;
     n.s_gen++;
-    n.count++;
     n.unfinished += s->joinable;
     commit(s, &n);
     bump(&s->data_seq);
@@ -596,7 +617,7 @@ static int stream_feed(mp_queue *q, const unsigned char *buf, size_t len, double
                        double timeout)
 {
     struct qshared *s = q->s;
-    uint64_t gen = s->st.s_gen, epoch = s->st.s_epoch, off = 0, base = s->st.tail;
+    uint64_t gen = s->st.s_gen, epoch = s->st.s_epoch, off = 0, base = ld(&s->tailw);
     for (;;) {
         if (s->st.s_done_gen >= gen) /* a reader took it all */
             return 0;
@@ -804,19 +825,19 @@ static int take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void
                        size_t local_cap)
 {
     struct qshared *s = q->s;
-    uint64_t hdr[2];
-    ring_read(q, s->st.head, hdr, Q_REC);
+    uint64_t hdr[2], head = ld(&s->headw);
+    ring_read(q, head, hdr, Q_REC);
     if (hdr[0] > s->capacity - Q_REC)
-        return mp__error(MP_EPROTO, "queue record at %llu is corrupt (length %llu)",
-                         (unsigned long long)s->st.head, (unsigned long long)hdr[0]);
+        return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
+                         (unsigned long long)(head & q->mask), (unsigned long long)hdr[0]);
     char *p = hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
-    ring_read(q, s->st.head + Q_REC, p, hdr[0]);
-    qhot n = {s->st.head + rec_size(hdr[0]), s->st.tail, s->st.count - 1, s->st.unfinished};
-    commit_hot(s, &n);
-    if (n.count) /* the next get (ours, likely) finds the next record in cache */
-        __builtin_prefetch(q->ring + (n.head & q->mask));
+    ring_read(q, head + Q_REC, p, hdr[0]);
+    head = advance(s, head, rec_size(hdr[0]));
+    commit_word(&s->headw, head);
+    if (head != ld(&s->tailw)) /* the next get (ours, likely) finds the next record in cache */
+        __builtin_prefetch(q->ring + (head & q->mask));
     if (s->put_waiters)
         bump(&s->space_seq);
     *buf = p;
@@ -830,7 +851,7 @@ static int take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void
 static int stream_drain(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
 {
     struct qshared *s = q->s;
-    uint64_t gen = s->st.s_gen, total = s->st.s_len, base = s->st.tail, got;
+    uint64_t gen = s->st.s_gen, total = s->st.s_len, base = ld(&s->tailw), got;
     unsigned char *p = malloc(total ? total : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)total);
@@ -858,7 +879,6 @@ static int stream_drain(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
             if (st.s_read == total) {
                 st.s_active = st.s_claimed = 0;
                 st.s_done_gen = gen;
-                st.count--;
             }
             commit(s, &st);
             bump(&s->stream_seq);
@@ -942,15 +962,16 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
                 break;
             continue;
         }
-        if (s->st.count > 0 && !s->st.s_active) {
+        if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active) {
             code = take_record(q, buf, len, tag, local, local_cap);
             break;
         }
         stream_repair(s, false, false, false);
         if (!spun) {
             spun = true;
+            uint64_t seen = ld(&s->tailw); /* a put moves it */
             qunlock(q);
-            spin_while(&s->count_pub, 0);
+            spin_while(&s->tailw, seen);
             if ((code = qlock(q)) < 0)
                 return code;
             continue;
@@ -962,7 +983,7 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
             break;
     }
     uint32_t put_waiters = s->put_waiters;
-    uint32_t more = s->st.count > 0 && s->get_waiters;
+    uint32_t more = ld(&s->headw) != ld(&s->tailw) && s->get_waiters;
     qunlock(q);
     if (code >= 0) {
         wake(&s->space_seq, put_waiters, INT32_MAX);
@@ -1008,7 +1029,14 @@ int mp_queue_get_nowait(mp_queue *q, mp_value **out) { return mp_queue_get(q, ou
 
 size_t mp_queue_qsize(const mp_queue *q)
 {
-    return q ? (size_t)atomic_load_explicit(&q->s->count_pub, memory_order_acquire) : 0;
+    if (!q)
+        return 0;
+    const struct qshared *s = q->s;
+    /* Head first: the tail only moves forward, so the difference is never negative. */
+    uint64_t h = atomic_load_explicit(&s->headw, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&s->tailw, memory_order_acquire);
+    return (size_t)(items_between(s, h, t) +
+                    atomic_load_explicit(&s->active_pub, memory_order_acquire));
 }
 
 bool mp_queue_empty(const mp_queue *q) { return mp_queue_qsize(q) == 0; }
@@ -1105,7 +1133,8 @@ static int queue_import(const void *data, size_t len, int *fds, size_t nfds, voi
     if (code < 0)
         return code;
     struct qshared *s = shm.addr;
-    if (s->magic != Q_MAGIC || s->version != Q_VERSION || shm.size != Q_HDR + s->capacity) {
+    if (s->magic != Q_MAGIC || s->version != Q_VERSION || shm.size != Q_HDR + s->capacity ||
+        s->posbits != (uint32_t)__builtin_ctzll(s->capacity) + 1) {
         mp__shm_release(&shm);
         return mp__error(MP_EPROTO, "shared segment is not a queue");
     }

@@ -228,6 +228,40 @@ static void test_wraparound(void)
     mp_queue_free(q);
 }
 
+/* A ring filled to its last byte is full, not empty (head and tail positions are kept
+ * modulo twice the capacity), over many laps of the ring. */
+static void test_exactly_full_ring(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
+    int bad = 0;
+    uint64_t seq = 0, want = 0;
+    for (int lap = 0; lap < 50; lap++) {
+        for (int i = 0; i < 4; i++) { /* 4 records of 16 + 1008 bytes: 4096 exactly */
+            void *it = make_item(seq++, 1008);
+            bad += mp_queue_put_bytes(q, it, 1008, 0) != 0;
+            free(it);
+        }
+        bad += mp_queue_qsize(q) != 4 || mp_queue_empty(q);
+        bad += mp_queue_put_bytes(q, "x", 1, 0) != MP_EFULL;
+        for (int i = 0; i < 4; i++) {
+            void *buf;
+            size_t len;
+            uint64_t got;
+            if (mp_queue_get_bytes(q, &buf, &len, 0) != 0 || !item_ok(buf, len, &got) ||
+                got != want++)
+                bad++;
+            mp_free(buf);
+        }
+        void *none;
+        size_t nlen;
+        bad += mp_queue_qsize(q) != 0 || !mp_queue_empty(q);
+        bad += mp_queue_get_bytes(q, &none, &nlen, 0) != MP_EEMPTY;
+    }
+    CHECK_INT(bad, 0);
+    CHECK_INT(want, 200);
+    mp_queue_free(q);
+}
+
 static void test_joinable(void)
 {
     mp_queue *q = mp_joinable_queue_new(NULL);
@@ -639,6 +673,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_scalar_roundtrip);
     RUN_IF(argc, argv, test_maxsize);
     RUN_IF(argc, argv, test_wraparound);
+    RUN_IF(argc, argv, test_exactly_full_ring);
     RUN_IF(argc, argv, test_joinable);
     RUN_IF(argc, argv, test_blocking_wakeup);
     RUN_IF(argc, argv, test_big_items);

@@ -46,7 +46,9 @@ typedef struct mp_queue mp_queue;
 /** Options; all-zero means defaults. */
 typedef struct mp_queue_opts {
     size_t maxsize;  /**< most items at once; 0: unlimited (bounded only by capacity) */
-    size_t capacity; /**< ring bytes in shared memory; 0: 8 MiB (rounded up to a power of 2) */
+    size_t capacity; /**< ring bytes in shared memory; 0: 8 MiB (rounded up to a power of 2,
+                          at most 1 TiB; a ring over 8 GiB holds at most 2^(63 - log2(capacity))
+                          items at once, a put waits beyond that) */
     bool joinable;   /**< enable task_done / join (JoinableQueue) */
 } mp_queue_opts;
 
