@@ -24,6 +24,13 @@
  *   would fault it in afresh. For the same reason the server runs with LD_BIND_NOW
  *   (removed from its environment once it runs), so its children do not each repeat
  *   the lazy symbol binding of every library function they call.
+ * - Placement: the kernel starts a new child on an idle CPU, which here is usually the
+ *   one the client sleeps on, so the start bounces between CPUs (wake-ups by IPI, cold
+ *   caches) although client, server and child run strictly one after another. The
+ *   server therefore narrows its affinity to its current CPU around the fork (the child
+ *   is born there) and both restore the mask at once: the child keeps the inherited
+ *   mask and the load balancer spreads busy children as usual. This alone made a
+ *   start+join about 1.5x faster on a loaded 2-CPU machine.
  * - Lifetime: the server exits when every client has closed the control connection
  *   (EOF); children still running are left to run on (as with Python's forkserver);
  *   in practice the client's at-exit handler has already joined or terminated them.
@@ -39,6 +46,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +339,34 @@ static void report_exits(void)
     }
 }
 
+/* A child is born on the server's CPU (see DESIGN): for the fork only, the server's
+ * affinity is narrowed to the CPU it runs on; born_here_end() puts the saved mask back,
+ * in the server and, first thing, in the child. No-op when the server may run on one
+ * CPU only or the masks cannot be read. */
+struct born_here {
+    cpu_set_t saved;
+    bool narrowed;
+};
+
+static void born_here_begin(struct born_here *b)
+{
+    b->narrowed = false;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof b->saved, &b->saved) < 0 ||
+        CPU_COUNT(&b->saved) < 2)
+        return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    b->narrowed = sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
+static void born_here_end(const struct born_here *b)
+{
+    if (b->narrowed)
+        sched_setaffinity(0, sizeof b->saved, &b->saved);
+}
+
 /* In the forked child: drop everything that is the server's. */
 static void child_leave_server(int ctl, int sfd, const sigset_t *old, int out, int err)
 {
@@ -441,7 +477,10 @@ static void serve_request(int ctl, int sfd, const sigset_t *old)
             return;
         }
     }
+    struct born_here born;
+    born_here_begin(&born);
     pid_t pid = fork();
+    born_here_end(&born); /* in both processes */
     if (pid == 0) {
         child_leave_server(ctl, sfd, old, fds[1], fds[2]);
         if (parsed) /* l points into our copy of req */
