@@ -272,8 +272,11 @@ __attribute__((constructor(500))) static void boot_ctor(int argc, char **argv, c
     bool server = !spawn && sscanf(v, "forkserver:%d", &fd) == 1;
     bool bindnow = server && strstr(v, ":bindnow") != NULL;
     unsetenv(MP__BOOT_ENV);
-    if (bindnow) /* ld.so has done its part: children the server execs don't inherit it */
+    if (bindnow) { /* ld.so has done its part: children the server execs don't inherit it */
         unsetenv("LD_BIND_NOW");
+        dup2(MP__FS_STDERR_FD, 2);
+        close(MP__FS_STDERR_FD);
+    }
     if ((!spawn && !server) || fd < 0)
         return; /* not ours to interpret: carry on as a normal program */
     run_program_ctors(argc, argv, envp);

@@ -97,14 +97,18 @@ static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
                               tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
     char *argv[] = {program_invocation_name, NULL};
     /* The server never reads or writes stdio itself (children get the client's);
-     * stderr stays for diagnostics. Its stdin, /dev/null, is its children's. */
+     * stderr stays for diagnostics. Its stdin, /dev/null, is its children's. Under
+     * LD_BIND_NOW stderr waits as fd MP__FS_STDERR_FD while ld.so runs, so that a
+     * failure to bind (we then retry without) leaves no message. */
+    int err = fcntl(2, F_GETFD) < 0 ? devnull : 2;
     mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
-                         .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
+                         .close_fds = true, .nmap = bindnow ? 6 : tracker >= 0 ? 5 : 4};
     req.fd_map[MP__BOOT_TRACKER_FD] = tracker;
     req.fd_map[0] = devnull;
     req.fd_map[1] = devnull;
-    req.fd_map[2] = fcntl(2, F_GETFD) < 0 ? devnull : 2;
+    req.fd_map[2] = bindnow ? devnull : err;
     req.fd_map[3] = sv[1];
+    req.fd_map[MP__FS_STDERR_FD] = bindnow ? err : -1;
     int pidfd = -1;
     int r = env && devnull >= 0 ? mp__spawn(&req, pid, &pidfd) : mp__errno("/dev/null");
     mp__close(sv[1]);

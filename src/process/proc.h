@@ -125,6 +125,9 @@ char **mp__boot_env(const char *value, char **owned, int tracker_fd, const char 
  * so segments created anywhere in the program tree share the one tracker (fork
  * children simply inherit it). */
 #define MP__BOOT_TRACKER_FD 4
+/* A forkserver started with LD_BIND_NOW gets its stderr as this fd (its fd 2 is
+ * /dev/null until the bootstrap moves it back, after ld.so is done). */
+#define MP__FS_STDERR_FD 5
 /* The tracker's pipe, started on first use, or -1 if it cannot run (the child then
  * starts its own on demand). */
 int mp__boot_tracker_fd(void);
