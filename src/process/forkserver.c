@@ -371,6 +371,10 @@ static void born_here_end(const struct born_here *b)
         sched_setaffinity(0, sizeof b->saved, &b->saved);
 }
 
+/* The dispositions the server found at start (inherited from the client: an ignored
+ * signal survives exec), given back to each child as Python's forkserver does. */
+static struct sigaction int_found, chld_found;
+
 /* In the forked child: drop everything that is the server's. */
 static void child_leave_server(int ctl, int sfd, const sigset_t *old, int out, int err)
 {
@@ -378,9 +382,8 @@ static void child_leave_server(int ctl, int sfd, const sigset_t *old, int out, i
     mp__close(sfd);
     for (size_t i = 0; i < nchildren; i++)
         mp__close(children[i].sock);
-    nchildren = 0;
-    signal(SIGINT, SIG_DFL);
-    signal(SIGCHLD, SIG_DFL);
+    sigaction(SIGINT, &int_found, NULL);
+    sigaction(SIGCHLD, &chld_found, NULL);
     sigprocmask(SIG_SETMASK, old, NULL);
     dup2(out, 1);
     dup2(err, 2);
@@ -506,8 +509,12 @@ _Noreturn void mp__fs_server_main(int ctl)
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, &old);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    /* As Python's forkserver: Ctrl-C reaches the clients, not the server. */
-    signal(SIGINT, SIG_IGN);
+    /* As Python's forkserver: Ctrl-C reaches the clients, not the server. SIGCHLD must
+     * not be ignored (a client that ignores it would pass that on): the kernel would
+     * reap the children itself and their exit statuses would be lost. */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGINT, &ign, &int_found);
+    sigaction(SIGCHLD, &dfl, &chld_found);
     mp__set_cloexec(ctl, true);
     if (sfd < 0)
         _exit(1);
