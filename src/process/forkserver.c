@@ -31,10 +31,18 @@
  *   is born there) and both restore the mask at once: the child keeps the inherited
  *   mask and the load balancer spreads busy children as usual. This alone made a
  *   start+join about 1.5x faster on a loaded 2-CPU machine.
+ * - Spare: during a burst of starts (a request within SPARE_TTL of the previous one)
+ *   the server forks the next child ahead of time, right after handing over the
+ *   current one: the spare drops the server's fds and signal settings and waits on
+ *   its own socket. The next request goes to it (with the target already found) and
+ *   the fork leaves the start's critical path (it overlaps the running child). An
+ *   unused spare exits after SPARE_TTL, so a child's start time (/proc) is at most
+ *   that much before its start() and no spare lingers after a burst.
  * - Lifetime: the server exits when every client has closed the control connection
- *   (EOF); children still running are left to run on (as with Python's forkserver);
- *   in practice the client's at-exit handler has already joined or terminated them.
- *   The client that started the server reaps it at exit.
+ *   (EOF), ending and reaping its spare first; children still running are left to
+ *   run on (as with Python's forkserver); in practice the client's at-exit handler has
+ *   already joined or terminated them. The client that started the server reaps it at
+ *   exit.
  * - Shared state in the client: fs_lock guards starting the server (fs_ctl, fs_pid).
  *   Requests need no lock: a SEQPACKET message is atomic. */
 #define _GNU_SOURCE
@@ -306,6 +314,12 @@ struct child {
 static struct child *children;
 static size_t nchildren, capchildren;
 
+/* The spare (see DESIGN): its pid and our end of its socket (-1: none). */
+static pid_t spare_pid;
+static int spare_sock = -1;
+static double spare_born, last_request;
+#define SPARE_TTL 0.05
+
 static void add_child(pid_t pid, int sock)
 {
     if (nchildren == capchildren) {
@@ -328,6 +342,12 @@ static void report_exits(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == spare_pid) { /* killed while waiting: the next request forks */
+            mp__close(spare_sock);
+            spare_sock = -1;
+            spare_pid = 0;
+            continue;
+        }
         int32_t rc = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
         for (size_t i = 0; i < nchildren; i++) {
             if (children[i].pid != pid)
@@ -375,16 +395,29 @@ static void born_here_end(const struct born_here *b)
  * signal survives exec), given back to each child as Python's forkserver does. */
 static struct sigaction int_found, chld_found;
 
-/* In the forked child: drop everything that is the server's. */
-static void child_leave_server(int ctl, int sfd, const sigset_t *old, int out, int err)
+/* The server's fds and signal settings, shared by the main loop and make_spare(). */
+struct server {
+    int ctl, sfd;
+    sigset_t old_mask;
+};
+
+/* In a forked child (spare or not): drop everything that is the server's. */
+static void child_leave_server(const struct server *sv)
 {
-    mp__close(ctl);
-    mp__close(sfd);
+    mp__close(sv->ctl);
+    mp__close(sv->sfd);
+    mp__close(spare_sock);
+    spare_sock = -1;
     for (size_t i = 0; i < nchildren; i++)
         mp__close(children[i].sock);
     sigaction(SIGINT, &int_found, NULL);
     sigaction(SIGCHLD, &chld_found, NULL);
-    sigprocmask(SIG_SETMASK, old, NULL);
+    sigprocmask(SIG_SETMASK, &sv->old_mask, NULL);
+}
+
+/* The client's stdout and stderr become ours. */
+static void child_take_stdio(int out, int err)
+{
     dup2(out, 1);
     dup2(err, 2);
     if (out > 2)
@@ -421,9 +454,11 @@ static int find_target(const mp__target_loc *loc, mp_target_fn *fn)
     return r;
 }
 
-/* Receive one request (see send_msg) into req; its fds into fds. The length, or 0 for
- * a malformed one (its fds closed). Exits when every client is gone. */
-static size_t recv_request(int ctl, char *req, size_t cap, int *fds, size_t *nfds)
+/* Receive one request (see send_msg) into req, its fds into fds; head: the number of
+ * bytes between the kind byte and the record (see spare_main). The length; 0 for a
+ * malformed one (its fds closed) or a failed read; -1 at EOF. */
+static ssize_t recv_request(int ctl, size_t head, char *req, size_t cap, int *fds,
+                            size_t *nfds)
 {
     struct iovec iov = {.iov_base = req, .iov_len = cap};
     union {
@@ -436,9 +471,9 @@ static size_t recv_request(int ctl, char *req, size_t cap, int *fds, size_t *nfd
     do
         r = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
     while (r < 0 && errno == EINTR);
-    if (r == 0)
-        _exit(0); /* every client is gone */
     *nfds = 0;
+    if (r == 0)
+        return -1;
     for (struct cmsghdr *c = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
@@ -452,27 +487,160 @@ static size_t recv_request(int ctl, char *req, size_t cap, int *fds, size_t *nfd
                 mp__close(fd);
         }
     }
-    bool ok = r > 0 && *nfds >= 3 && !(mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
-              (req[0] == 'R' || (req[0] == 'F' && r == 1 && *nfds == 3));
+    bool ok = r > (ssize_t)head && *nfds >= 3 && !(mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
+              (req[0] == 'R' || (req[0] == 'F' && r == (ssize_t)head + 1 && *nfds == 3));
     if (!ok) {
         close_fds(fds, *nfds);
         return 0;
     }
-    return (size_t)r;
+    return r;
 }
 
-static void serve_request(int ctl, int sfd, const sigset_t *old)
+/* In the new child, once a request is there: become what it asks for. A request kept
+ * its kind byte ('R': the record follows, parsed into l; 'F': the child reads it). */
+static _Noreturn void child_start(char kind, mp__launch *l, mp_target_fn fn, int *fds,
+                                  size_t nfds)
+{
+    child_take_stdio(fds[1], fds[2]);
+    if (kind == 'R') /* l points into our copy of the request */
+        mp__boot_launch(fds[0], l, false, fn, fds + 3, nfds - 3, true);
+    mp__boot_child(fds[0], true);
+}
+
+/* The spare's life: wait for the request the server hands over, then start it. The
+ * message is the request with the target's address (valid here: we are a fork of the
+ * server) between the kind byte and the record. */
+static _Noreturn void spare_main(int sock)
+{
+    static char msg[1 + sizeof(mp_target_fn) + FS_INLINE_MAX];
+    int fds[3 + MP__PROC_MAX_FDS];
+    size_t nfds = 0;
+    /* While waiting, take the page faults a start would take later: our first writes
+     * to the buffer, the malloc arena and the stdio list copy the server's pages. */
+    memset(msg, 0, sizeof msg);
+    free(malloc(FS_INLINE_MAX));
+    fflush(NULL);
+    ssize_t len = recv_request(sock, sizeof(mp_target_fn), msg, sizeof msg, fds, &nfds);
+    if (len <= 0)
+        _exit(0); /* EOF (not needed after all) or nonsense */
+    mp__close(sock);
+    mp_target_fn fn;
+    memcpy(&fn, msg + 1, sizeof fn);
+    mp__launch l;
+    memset(&l, 0, sizeof l);
+    size_t head = 1 + sizeof fn;
+    if (msg[0] == 'R' && mp__launch_view(msg + head, (size_t)len - head, &l) < 0)
+        _exit(1); /* the server parsed the same bytes: cannot happen */
+    child_start(msg[0], &l, fn, fds, nfds);
+}
+
+static void make_spare(const struct server *sv, double now)
+{
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        mp__close(pair[0]);
+        child_leave_server(sv);
+        spare_main(pair[1]);
+    }
+    mp__close(pair[1]);
+    if (pid < 0) {
+        mp__close(pair[0]);
+        return;
+    }
+    spare_pid = pid;
+    spare_sock = pair[0];
+    spare_born = now;
+}
+
+/* Closing its socket makes the spare exit; it is reaped with the other children (or
+ * at once: wait). */
+static void drop_spare(bool wait)
+{
+    if (spare_sock < 0)
+        return;
+    mp__close(spare_sock);
+    spare_sock = -1;
+    if (wait)
+        while (waitpid(spare_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    spare_pid = 0;
+}
+
+/* Hand the request to the spare: true if it has it (the spare is then the child). */
+static bool hand_over(const char *req, size_t len, mp_target_fn fn, const int *fds,
+                      size_t nfds)
+{
+    struct iovec iov[3] = {{.iov_base = (void *)req, .iov_len = 1},
+                           {.iov_base = &fn, .iov_len = sizeof fn},
+                           {.iov_base = (void *)(req + 1), .iov_len = len - 1}};
+    union {
+        char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3, .msg_control = u.buf,
+                        .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
+    memset(u.buf, 0, mh.msg_controllen);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    ssize_t r;
+    do
+        r = sendmsg(spare_sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+/* A new child for the request, by the spare or by a fork: its pid, or -1. */
+static pid_t start_child(const struct server *sv, const char *req, size_t len,
+                         mp__launch *l, mp_target_fn fn, int *fds, size_t nfds)
+{
+    if (spare_sock >= 0) {
+        pid_t pid = spare_pid;
+        bool taken = hand_over(req, len, fn, fds, nfds);
+        drop_spare(!taken); /* a spare that cannot take it is gone or broken */
+        if (taken)
+            return pid;
+    }
+    struct born_here born;
+    born_here_begin(&born);
+    pid_t pid = fork();
+    born_here_end(&born); /* in both processes */
+    if (pid == 0) {
+        child_leave_server(sv);
+        child_start(req[0], l, fn, fds, nfds);
+    }
+    return pid;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void serve_request(const struct server *sv)
 {
     static char req[1 + FS_INLINE_MAX];
     int fds[3 + MP__PROC_MAX_FDS];
-    size_t nfds = 0, len = recv_request(ctl, req, sizeof req, fds, &nfds);
-    if (!len)
+    size_t nfds = 0;
+    ssize_t len = recv_request(sv->ctl, 0, req, sizeof req, fds, &nfds);
+    if (len < 0) { /* every client is gone */
+        drop_spare(true);
+        _exit(0);
+    }
+    if (len == 0)
         return;
     mp__launch l;
+    memset(&l, 0, sizeof l);
     mp_target_fn fn = NULL;
-    bool parsed = req[0] == 'R';
-    if (parsed) {
-        int code = mp__launch_view(req + 1, len - 1, &l);
+    if (req[0] == 'R') {
+        int code = mp__launch_view(req + 1, (size_t)len - 1, &l);
         if (code == 0 && l.nfds != nfds - 3)
             code = mp__error(MP_EPROTO, "launch record announces %u fds, %zu arrived", l.nfds,
                              nfds - 3);
@@ -484,31 +652,27 @@ static void serve_request(int ctl, int sfd, const sigset_t *old)
             return;
         }
     }
-    struct born_here born;
-    born_here_begin(&born);
-    pid_t pid = fork();
-    born_here_end(&born); /* in both processes */
-    if (pid == 0) {
-        child_leave_server(ctl, sfd, old, fds[1], fds[2]);
-        if (parsed) /* l points into our copy of req */
-            mp__boot_launch(fds[0], &l, false, fn, fds + 3, nfds - 3, true);
-        mp__boot_child(fds[0], true);
-    }
+    pid_t pid = start_child(sv, req, (size_t)len, &l, fn, fds, nfds);
     close_fds(fds + 1, nfds - 1);
     if (pid < 0) {
         mp__close(fds[0]); /* the client sees EOF instead of a reply */
         return;
     }
     add_child(pid, fds[0]);
+    double now = mono_now();
+    if (spare_sock < 0 && now - last_request < SPARE_TTL)
+        make_spare(sv, now);
+    last_request = now;
 }
 
 _Noreturn void mp__fs_server_main(int ctl)
 {
-    sigset_t chld, old;
+    struct server sv = {.ctl = ctl};
+    sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, &old);
-    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    sigprocmask(SIG_BLOCK, &chld, &sv.old_mask);
+    sv.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     /* As Python's forkserver: Ctrl-C reaches the clients, not the server. SIGCHLD must
      * not be ignored (a client that ignores it would pass that on): the kernel would
      * reap the children itself and their exit statuses would be lost. */
@@ -516,26 +680,38 @@ _Noreturn void mp__fs_server_main(int ctl)
     sigaction(SIGINT, &ign, &int_found);
     sigaction(SIGCHLD, &dfl, &chld_found);
     mp__set_cloexec(ctl, true);
-    if (sfd < 0)
+    /* Output the program's constructors buffered here goes to our /dev/null now, not
+     * into the stdout of every child at its exit. */
+    fflush(NULL);
+    if (sv.sfd < 0)
         _exit(1);
     char ready = 'R';
     if (send(ctl, &ready, 1, MSG_NOSIGNAL) != 1)
         _exit(0); /* the client is gone already */
     for (;;) {
-        struct pollfd p[2] = {{.fd = ctl, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            _exit(1);
+        struct pollfd p[2] = {{.fd = ctl, .events = POLLIN}, {.fd = sv.sfd, .events = POLLIN}};
+        int timeout = -1;
+        if (spare_sock >= 0) { /* until the spare expires */
+            double left = spare_born + SPARE_TTL - mono_now();
+            timeout = left > 0 ? (int)(left * 1000) + 1 : 0;
         }
+        int n = poll(p, 2, timeout);
+        if (n < 0 && errno != EINTR)
+            _exit(1);
+        if (n == 0) {
+            drop_spare(false);
+            continue;
+        }
+        if (n < 0)
+            continue;
         if (p[1].revents) {
             /* Drain (usually one read); waitpid finds every child that ended. */
             struct signalfd_siginfo si[8];
-            while (read(sfd, si, sizeof si) == (ssize_t)sizeof si)
+            while (read(sv.sfd, si, sizeof si) == (ssize_t)sizeof si)
                 ;
             report_exits();
         }
         if (p[0].revents)
-            serve_request(ctl, sfd, &old);
+            serve_request(&sv);
     }
 }
