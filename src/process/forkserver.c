@@ -19,18 +19,19 @@
  *   child that dies before replying leaves only the status and EOF, which the client
  *   reads as "exited before it started the target".
  * - Speed: a start costs the client one sendmsg and one wait (for the reply), the
- *   server a recvmsg, a fork and a few closes. What can run in the server before the
- *   fork does: code the server runs every time stays mapped there, while each child
- *   would fault it in afresh. For the same reason the server runs with LD_BIND_NOW
+ *   server a recvmsg, a fork (or a hand-over to the spare, below) and a few closes.
+ *   What can run in the server before the fork does: code the server runs every time
+ *   stays mapped there, while each child would fault it in afresh. For the same reason the server runs with LD_BIND_NOW
  *   (removed from its environment once it runs), so its children do not each repeat
  *   the lazy symbol binding of every library function they call.
  * - Placement: the kernel starts a new child on an idle CPU, which here is usually the
  *   one the client sleeps on, so the start bounces between CPUs (wake-ups by IPI, cold
  *   caches) although client, server and child run strictly one after another. The
- *   server therefore narrows its affinity to its current CPU around the fork (the child
- *   is born there) and both restore the mask at once: the child keeps the inherited
- *   mask and the load balancer spreads busy children as usual. This alone made a
- *   start+join about 1.5x faster on a loaded 2-CPU machine.
+ *   server therefore narrows its affinity to its current CPU around the fork of a
+ *   child it starts at once (the child is born there) and both restore the mask right
+ *   after: the child keeps the inherited mask and the load balancer spreads busy
+ *   children as usual. On a 2-CPU VM this made start+join 1.2-1.5x faster when the
+ *   other CPU was busy, and changed nothing when it was idle.
  * - Spare: during a burst of starts (a request within SPARE_TTL of the previous one)
  *   the server forks the next child ahead of time, right after handing over the
  *   current one: the spare drops the server's fds and signal settings and waits on
