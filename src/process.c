@@ -11,8 +11,15 @@
  *   by one thread at a time, as in Python.
  * - Child death is observed through pidfds (fork/spawn) or the forkserver's status
  *   connection, never through a SIGCHLD handler.
- * - Lock order: reg_lock is the only lock of this file; the forkserver client's
- *   start-up lock (forkserver.c) is never taken while holding it.
+ * - Waiting: a child's end is collected once (a status read, a waitid), so one thread
+ *   at a time waits for a given process, under its wait_lock. A poll from another
+ *   thread (start() reaping finished children, is_alive, active_children) that finds
+ *   it taken reports the process as still running; a second joiner waits for the
+ *   first and then sees the result.
+ * - Lock order: a process's wait_lock before reg_lock (finishing a wait unlinks the
+ *   process), never the reverse: under reg_lock only trylock, or a blocking wait at
+ *   exit that releases wait_lock before it needs reg_lock. The forkserver client's
+ *   start-up lock (forkserver.c) is never taken while holding either.
  * - Fork: the child re-initialises reg_lock and forgets the parent's children (their
  *   fds are closed in the child), like Python's `_children = set()`. */
 #define _GNU_SOURCE
@@ -57,12 +64,13 @@ struct mp_process {
     bool daemon;
     mp_context *ctx;
     mp_start_method method;  /* resolved at start */
-    int state;
+    _Atomic int state;       /* ST_DONE is stored after exitcode, under wait_lock */
     pid_t pid;
     pid_t owner;             /* the process that started it */
     int pidfd;               /* fork/spawn: waitable; forkserver: for signals only */
     int statfd;              /* forkserver: the status connection; else -1 */
     int exitcode;
+    pthread_mutex_t wait_lock; /* held while a thread collects the end (see DESIGN) */
 };
 
 /* This process, as Python's current_process(). */
@@ -134,6 +142,7 @@ static void close_fds_of(mp_process *p)
 
 static void destroy(mp_process *p)
 {
+    pthread_mutex_destroy(&p->wait_lock);
     close_fds_of(p);
     mp_value_free(p->args);
     free(p->name);
@@ -272,6 +281,7 @@ static void forget_parents_children(void)
      * watch. The objects stay (the user may still free them). */
     for (mp_process *p = reg_head, *next; p; p = next) {
         next = p->next;
+        pthread_mutex_init(&p->wait_lock, NULL); /* a parent thread may have held it */
         close_fds_of(p);
         p->in_reg = false;
         p->next = p->prev = NULL;
@@ -351,7 +361,9 @@ static void shutdown_children(void)
     while (reg_head) {
         mp_process *p = reg_head;
         mp_log(MP_LOG_INFO, "calling join() for process %s", p->name);
-        if (proc_wait(p, -1) < 0) /* cannot wait (it was reaped elsewhere): drop it */
+        /* Cannot wait (it was reaped elsewhere), or another thread collected it and
+         * waits for reg_lock to unlink it: drop it (the pointer is only compared). */
+        if (proc_wait(p, -1) < 0 || reg_head == p)
             reg_remove(p);
     }
     pthread_mutex_unlock(&reg_lock);
@@ -408,19 +420,35 @@ __attribute__((constructor(500))) static void proc_init(void) { atexit(proc_atex
 
 /* ---- waiting ------------------------------------------------------------------- */
 
-static void finish(mp_process *p, int rc)
+/* Under wait_lock: the end is known. The pidfd stays until close/free: the owner may be
+ * signalling through it from another thread at this very moment. */
+static void mark_done(mp_process *p, int rc)
 {
     p->exitcode = rc;
     p->state = ST_DONE;
-    if (p->method == MP_START_FORKSERVER) {
-        /* The status connection stays as the sentinel; the pidfd only served signals. */
-        mp__close(p->pidfd);
-        p->pidfd = -1;
-    }
-    reg_remove(p);
-    if (p->detached)
-        destroy(p);
 }
+
+/* Take p's wait_lock: at once when polling, else until the deadline. */
+static int lock_wait(mp_process *p, double deadline)
+{
+    double left = mp__left(deadline);
+    int r;
+    if (left == 0)
+        r = pthread_mutex_trylock(&p->wait_lock);
+    else if (left < 0)
+        r = pthread_mutex_lock(&p->wait_lock);
+    else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + left;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        r = pthread_mutex_timedlock(&p->wait_lock, &ts);
+    }
+    return r == 0 ? 0 : MP_ETIMEOUT; /* EBUSY, ETIMEDOUT: another thread is waiting */
+}
+
+static int proc_wait_locked(mp_process *p, double deadline, int *out);
 
 /* Collect p's end if it comes before the deadline (0 polls, -1 forever). 0 when it
  * has ended (p may be freed if detached), MP_ETIMEOUT, or an error. */
@@ -428,6 +456,28 @@ static int proc_wait(mp_process *p, double deadline)
 {
     if (p->state != ST_STARTED)
         return 0;
+    int r = lock_wait(p, deadline), rc = 0;
+    if (r < 0)
+        return r;
+    if (p->state != ST_STARTED) { /* another thread collected it meanwhile */
+        pthread_mutex_unlock(&p->wait_lock);
+        return 0;
+    }
+    r = proc_wait_locked(p, deadline, &rc);
+    if (r == 0)
+        mark_done(p, rc);
+    pthread_mutex_unlock(&p->wait_lock);
+    if (r == 0) {
+        reg_remove(p);
+        if (p->detached)
+            destroy(p);
+    }
+    return r;
+}
+
+/* The wait itself: 0 with *out, MP_ETIMEOUT, or an error. */
+static int proc_wait_locked(mp_process *p, double deadline, int *out)
+{
     int rc = 0, r;
     if (p->method == MP_START_FORKSERVER) {
         r = mp__poll1(p->statfd, POLLIN, deadline);
@@ -454,7 +504,7 @@ static int proc_wait(mp_process *p, double deadline)
         else if (r < 0)
             return mp__error(r, "waiting for process %s (pid %d)", p->name, (int)p->pid);
     }
-    finish(p, rc);
+    *out = rc;
     return 0;
 }
 
@@ -500,6 +550,7 @@ mp_process *mp_process_new(const mp_process_opts *opts)
     if (!p)
         return NULL;
     p->pidfd = p->statfd = -1;
+    pthread_mutex_init(&p->wait_lock, NULL);
     pthread_mutex_lock(&reg_lock);
     unsigned n = ++cur.counter;
     pthread_mutex_unlock(&reg_lock);
