@@ -3,12 +3,17 @@
  *                                    and a daemon "sleeper", returns from main: the
  *                                    library's at-exit handler joins and terminates.
  *   helper_proc_main fsclient METHOD starts one forkserver child, prints the server's
- *                                    pid and exits: the server must go away. */
+ *                                    pid and exits: the server must go away.
+ *   helper_proc_main sigchld-ign METHOD  ignores SIGCHLD first (so the kernel reaps
+ *                                    this program's children by itself), then starts a
+ *                                    child that returns 7, joins it and prints
+ *                                    "exitcode=N" or the error. */
 #define _GNU_SOURCE
 #include "multiproc/log.h"
 #include "multiproc/process.h"
 #include "process/proc.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +51,12 @@ static int nothing(mp_value *a)
     return 0;
 }
 
+static int seven(mp_value *a)
+{
+    (void)a;
+    return 7;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -69,6 +80,24 @@ int main(int argc, char **argv)
         if (mp_process_start(p) < 0 || mp_process_join(p, 30) < 0)
             return 3;
         printf("server=%d\n", (int)mp__fs_server_pid());
+        mp_process_free(p);
+        return 0;
+    }
+    if (strcmp(argv[1], "sigchld-ign") == 0) {
+        alarm(10); /* a hang ends as a SIGALRM death the test reports */
+        signal(SIGCHLD, SIG_IGN);
+        mp_process_opts o = {.target = seven, .ctx = ctx};
+        mp_process *p = mp_process_new(&o);
+        int code = -1;
+        int r = mp_process_start(p);
+        if (r == 0)
+            r = mp_process_join(p, 10);
+        if (r == 0)
+            r = mp_process_exitcode(p, &code);
+        if (r < 0)
+            printf("error=%s\n", mp_errname(r));
+        else
+            printf("exitcode=%d\n", code);
         mp_process_free(p);
         return 0;
     }

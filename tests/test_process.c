@@ -787,6 +787,75 @@ static void test_atexit_joins_and_terminates(void)
     }
 }
 
+/* A program that ignores SIGCHLD: the kernel reaps its own children by itself, so a
+ * fork or spawn child's status is lost (documented: exitcode 255), but nothing may
+ * hang; a forkserver child's status comes from the server, which must not inherit
+ * the ignored SIGCHLD (it did, and every join hung). */
+static void test_sigchld_ignored_does_not_hang(void)
+{
+    FOR_EACH_METHOD(m)
+    {
+        char out[4096];
+        double t0 = mpt_now();
+        CHECK_INT(run_helper("sigchld-ign", *m, out, sizeof out), 0);
+        CHECK(mpt_now() - t0 < 8);
+        if (strcmp(*m, "forkserver") == 0)
+            CHECK_STR(out, "exitcode=7\n");
+        else
+            CHECK(strcmp(out, "exitcode=7\n") == 0 || strcmp(out, "exitcode=255\n") == 0);
+    }
+}
+
+/* Several threads starting and joining their own children at once: each join must
+ * get its own child's status (one thread's start once took another's). */
+struct mt_job {
+    const char *method;
+    int base, wrong, errors;
+};
+
+static int t_exit_with_arg(mp_value *a) { return (int)mp_value_get_int(a); }
+
+static void *mt_starter(void *arg)
+{
+    struct mt_job *j = arg;
+    for (int i = 0; i < 25; i++) {
+        int want = j->base + i, code = -1;
+        mp_value *v = mp_value_int(want);
+        mp_process_opts o = {.target = t_exit_with_arg, .args = v,
+                             .ctx = mp_get_context(j->method)};
+        mp_process *p = mp_process_new(&o);
+        mp_value_free(v);
+        if (!p || mp_process_start(p) < 0 || mp_process_join(p, 30) < 0 ||
+            mp_process_exitcode(p, &code) < 0)
+            j->errors++;
+        else if (code != want)
+            j->wrong++;
+        mp_process_free(p);
+    }
+    return NULL;
+}
+
+static void test_threads_start_and_join(void)
+{
+    FOR_EACH_METHOD(m)
+    {
+        struct mt_job jobs[4];
+        pthread_t t[4];
+        for (int k = 0; k < 4; k++) {
+            jobs[k] = (struct mt_job){.method = *m, .base = 1 + 50 * k};
+            pthread_create(&t[k], NULL, mt_starter, &jobs[k]);
+        }
+        int wrong = 0, errors = 0;
+        for (int k = 0; k < 4; k++) {
+            pthread_join(t[k], NULL);
+            wrong += jobs[k].wrong;
+            errors += jobs[k].errors;
+        }
+        CHECK_INT(wrong, 0);
+        CHECK_INT(errors, 0);
+    }
+}
+
 static void test_forkserver_goes_away(void)
 {
     char out[4096];
@@ -875,6 +944,8 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_fork_from_threads_warns);
     RUN_IF(argc, argv, test_atexit_joins_and_terminates);
     RUN_IF(argc, argv, test_forkserver_goes_away);
+    RUN_IF(argc, argv, test_sigchld_ignored_does_not_hang);
+    RUN_IF(argc, argv, test_threads_start_and_join);
     RUN_IF(argc, argv, test_repr);
     RUN_IF(argc, argv, test_cpu_count);
     return mpt_done();
