@@ -468,26 +468,11 @@ static void test_kind_roundtrip(void)
     mp_connection_free(b);
 }
 
-static int child_noop(mp_value *args)
-{
-    (void)args;
-    return 0;
-}
-
-/* The forkserver keeps a server process and its socket for the program's lifetime:
- * start it before the leak checks begin. */
-static void warm_up_forkserver(void)
-{
-    mp_process_opts o = {.target = child_noop, .ctx = mp_get_context("forkserver")};
-    mp_process *p = mp_process_new(&o);
-    if (p && mp_process_start(p) == 0)
-        mp_process_join(p, 30);
-    mp_process_free(p);
-}
-
 int main(int argc, char **argv)
 {
-    warm_up_forkserver();
+    /* The forkserver (and the resource tracker it starts) keep a socket and a pipe
+     * open for the program's lifetime: start them before the fd leak checks. */
+    mp_forkserver_ensure_running();
     RUN_IF(argc, argv, test_duplex_bytes);
     RUN_IF(argc, argv, test_oneway);
     RUN_IF(argc, argv, test_values);

@@ -651,24 +651,11 @@ static void test_kill_small_items(void) { kill_test(16384, 16, 3000, 150); }
 /* Items 3-6x the ring: every one is streamed, and kills land mid-stream. */
 static void test_kill_streamed_items(void) { kill_test(4096, 12000, 12000, 80); }
 
-static int child_noop(mp_value *args)
-{
-    (void)args;
-    return 0;
-}
-
-static void warm_up_forkserver(void)
-{
-    mp_process_opts o = {.target = child_noop, .ctx = mp_get_context("forkserver")};
-    mp_process *p = mp_process_new(&o);
-    if (p && mp_process_start(p) == 0)
-        mp_process_join(p, 30);
-    mp_process_free(p);
-}
-
 int main(int argc, char **argv)
 {
-    warm_up_forkserver();
+    /* The forkserver (and the resource tracker it starts) keep a socket and a pipe
+     * open for the program's lifetime: start them before the fd leak checks. */
+    mp_forkserver_ensure_running();
     RUN_IF(argc, argv, test_basic);
     RUN_IF(argc, argv, test_scalar_roundtrip);
     RUN_IF(argc, argv, test_maxsize);

@@ -187,14 +187,8 @@ static int send_msg(char kind, const char *rec, size_t len, const int *fds, size
         char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
-                        .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
-    memset(u.buf, 0, mh.msg_controllen);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    mp__msg_attach_fds(&mh, u.buf, fds, nfds);
     ssize_t r;
     do
         r = sendmsg(fs_ctl, &mh, MSG_NOSIGNAL);
@@ -475,19 +469,8 @@ static ssize_t recv_request(int ctl, size_t head, char *req, size_t cap, int *fd
     *nfds = 0;
     if (r == 0)
         return -1;
-    for (struct cmsghdr *c = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (*nfds < 3 + MP__PROC_MAX_FDS)
-                fds[(*nfds)++] = fd;
-            else
-                mp__close(fd);
-        }
-    }
+    if (r > 0)
+        mp__msg_adopt_fds(&mh, fds, 3 + MP__PROC_MAX_FDS, nfds);
     bool ok = r > (ssize_t)head && *nfds >= 3 && !(mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
               (req[0] == 'R' || (req[0] == 'F' && r == (ssize_t)head + 1 && *nfds == 3));
     if (!ok) {
@@ -581,14 +564,8 @@ static bool hand_over(const char *req, size_t len, mp_target_fn fn, const int *f
         char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3, .msg_control = u.buf,
-                        .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
-    memset(u.buf, 0, mh.msg_controllen);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
+    mp__msg_attach_fds(&mh, u.buf, fds, nfds);
     ssize_t r;
     do
         r = sendmsg(spare_sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);

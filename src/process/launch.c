@@ -210,8 +210,7 @@ void mp__launch_clear(mp__launch *l)
 
 /* ---- framing ------------------------------------------------------------------- */
 
-/* The fds ride on the first byte of a message: sendmsg's control buffer. */
-static void attach_fds(struct msghdr *msg, void *space, const int *fds, size_t nfds)
+void mp__msg_attach_fds(struct msghdr *msg, void *space, const int *fds, size_t nfds)
 {
     if (!nfds)
         return;
@@ -225,8 +224,7 @@ static void attach_fds(struct msghdr *msg, void *space, const int *fds, size_t n
     memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 }
 
-/* Keep up to max of the fds a recvmsg brought (in *nfds), close the rest. */
-static void adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
+void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
 {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
@@ -264,7 +262,7 @@ int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t
         struct cmsghdr align;
     } u;
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
-    attach_fds(&msg, u.buf, fds, nfds);
+    mp__msg_attach_fds(&msg, u.buf, fds, nfds);
     ssize_t r;
     do
         r = sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -304,7 +302,7 @@ int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, 
         free(b);
         return mp__errno("receiving a launch record");
     }
-    adopt_fds(&msg, fds, max_fds, nfds);
+    mp__msg_adopt_fds(&msg, fds, max_fds, nfds);
     int code = 0;
     size_t got = 0;
     if (r == 0)
@@ -360,7 +358,7 @@ int mp__reply_send(int sock, int code, const char *msg, pid_t pid, int pidfd)
         struct cmsghdr align;
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    attach_fds(&mh, u.buf, &pidfd, pidfd >= 0 ? 1 : 0);
+    mp__msg_attach_fds(&mh, u.buf, &pidfd, pidfd >= 0 ? 1 : 0);
     ssize_t r;
     do
         r = sendmsg(sock, &mh, MSG_NOSIGNAL);
@@ -388,7 +386,7 @@ int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd)
     while (r < 0 && errno == EINTR);
     if (r < 0)
         return mp__errno("reading the bootstrap reply of %s", what);
-    adopt_fds(&mh, &fd, 1, &nfd);
+    mp__msg_adopt_fds(&mh, &fd, 1, &nfd);
     int code = 0;
     int32_t c = 0, p = 0;
     uint32_t n = 0;

@@ -115,6 +115,14 @@ _Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
+/* SCM_RIGHTS: the fds ride on a message's control buffer. `space` must hold
+ * CMSG_SPACE(nfds * sizeof(int)) bytes, suitably aligned. Nothing is attached when
+ * nfds is 0. */
+struct msghdr;
+void mp__msg_attach_fds(struct msghdr *msg, void *space, const int *fds, size_t nfds);
+/* Keep up to max of the fds a recvmsg brought (appended at fds[*nfds]), close the rest. */
+void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds);
+
 /* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
  * the one added, stored in *owned). When tracker_fd >= 0 it also names
  * MP__BOOT_TRACKER_FD as the resource tracker's pipe (MP_TRACKER_FD=4). extra, if not
