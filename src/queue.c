@@ -183,17 +183,6 @@ static inline void commit_word(_Atomic uint64_t *w, uint64_t value)
 
 /* ---- locks --------------------------------------------------------------------------- */
 
-static int init_mutex(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int r = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return r ? mp__error(-r, "initialising a process-shared mutex") : 0;
-}
-
 static void qunlock(mp_queue *q) { pthread_mutex_unlock(&q->s->lock); }
 
 static inline void cpu_relax(void)
@@ -440,7 +429,8 @@ mp_queue *mp_queue_new(const mp_queue_opts *opts)
     s->posbits = (uint32_t)__builtin_ctzll(pow2) + 1; /* positions modulo 2 * capacity */
     s->maxsize = opts->maxsize;
     s->joinable = opts->joinable;
-    if (init_mutex(&s->lock) < 0 || init_mutex(&s->wlock) < 0 || init_mutex(&s->rlock) < 0) {
+    if (mp__robust_mutex_init(&s->lock) < 0 || mp__robust_mutex_init(&s->wlock) < 0 ||
+        mp__robust_mutex_init(&s->rlock) < 0) {
         mp__shm_release(&shm);
         return NULL;
     }

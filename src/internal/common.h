@@ -6,6 +6,7 @@
 #include "multiproc/error.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -64,6 +65,12 @@ void mp__deadline_ts(double deadline, struct timespec *ts);
  * MP_EINTERRUPTED when a deferred signal handler asked blocking calls to stop. */
 int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline);
 int mp__futex_wake(_Atomic uint32_t *addr, int n); /* wake up to n waiters */
+
+/* ---- shared-memory mutexes -------------------------------------------------------- */
+
+/* Initialise a process-shared robust mutex (in shared memory: a dead holder's
+ * successor gets EOWNERDEAD instead of hanging). 0 or a negative code. */
+int mp__robust_mutex_init(pthread_mutex_t *m);
 
 /* ---- signals ------------------------------------------------------------------ */
 

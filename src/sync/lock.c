@@ -87,17 +87,6 @@ int mp__sync_blob(const void *src, size_t len, void **data, size_t *out_len)
 
 /* ---- lock in shared memory ---------------------------------------------------------- */
 
-int mp__robust_mutex_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int r = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return r != 0 ? mp__error(-r, "pthread_mutex_init (robust, process-shared)") : 0;
-}
-
 int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
 {
     int r = mp__robust_mutex_init(&sh->m);

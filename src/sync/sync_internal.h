@@ -38,9 +38,6 @@ struct mp_lock {
 };
 
 /* Initialise a lock in shared memory at sh (zeroed). 0 or -errno. */
-/* A process-shared robust mutex (a dead holder's successor gets EOWNERDEAD). 0 or a
- * negative code. */
-int mp__robust_mutex_init(pthread_mutex_t *m);
 int mp__lock_sh_init(mp__lock_sh *sh, bool recursive);
 /* A handle for a lock living inside someone else's mapping (not owned: the caller
  * keeps seg mapped while the handle lives). NULL on -ENOMEM. */
