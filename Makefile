@@ -2,15 +2,23 @@
 # Debian packages they need first (we are root; apt-get only runs when one is missing).
 BUILD    ?= build
 JOBS     ?= $(shell nproc)
-DEB_PKGS := cmake make gcc pkg-config libmsgpack-dev libssl-dev python3 doxygen
+DEB_PKGS := cmake make gcc pkg-config libmsgpack-dev libssl-dev python3
+DOC_PKGS := doxygen
 CMAKE    := cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build test demo bench docs asan tsan install clean
+.PHONY: all deps docs-deps install-debs build test demo bench docs asan tsan install clean
 
 all: build
 
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS)"
+
+docs-deps:
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS) $(DOC_PKGS)"
+
+# Installs the Debian packages in PKGS that are missing (apt-get only runs then).
+install-debs:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -34,7 +42,7 @@ demo: build
 bench: build
 	@python3 bench/run.py $(BUILD)
 
-docs: deps
+docs: docs-deps
 	@$(CMAKE) >/dev/null
 	@cmake --build $(BUILD) --target docs
 	@echo "open $(BUILD)/docs/html/index.html"
