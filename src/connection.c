@@ -59,6 +59,8 @@ mp_connection *mp_connection_from_fd(int fd, bool readable, bool writable)
 int mp_pipe(bool duplex, mp_connection **a, mp_connection **b)
 {
     int fds[2];
+    if (!a || !b)
+        return mp__error(MP_EINVAL, "mp_pipe: NULL output pointer");
     *a = *b = NULL;
     if (duplex) {
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)

@@ -502,7 +502,11 @@ int mp_client(const char *address, const mp_client_opts *opts, mp_connection **o
     static const mp_client_opts defaults;
     if (!opts)
         opts = &defaults;
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_client: NULL output pointer");
     *out = NULL;
+    if (!address)
+        return mp__error(MP_EINVAL, "mp_client: NULL address");
     double timeout = opts->timeout == 0 ? 20.0 : opts->timeout;
     double deadline = mp__deadline(timeout);
     sockaddr_any a;

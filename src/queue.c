@@ -986,6 +986,8 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
 int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
 {
     uint32_t tag;
+    if (!buf || !len)
+        return mp__error(MP_EINVAL, "mp_queue_get_bytes: NULL output pointer");
     *buf = NULL;
     *len = 0;
     return get_tagged(q, buf, len, &tag, timeout, NULL, 0);
@@ -997,6 +999,8 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     size_t len;
     uint32_t tag;
     uint64_t local[32]; /* small items are decoded from here, without a malloc */
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
     *out = NULL;
     int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
