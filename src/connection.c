@@ -375,6 +375,8 @@ int mp_connection_recv(mp_connection *c, mp_value **out)
 {
     void *buf;
     size_t len;
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_connection_recv: NULL output pointer");
     *out = NULL;
     int code = mp_connection_recv_bytes(c, 0, &buf, &len);
     if (code < 0)

@@ -116,13 +116,28 @@ static int read_strv(pid_t pid, const char *file, char ***out, size_t *n)
     return r;
 }
 
-int mp_proc_cwd(pid_t pid, char **out) { return read_link(resolve(pid), "cwd", out); }
+static int null_out(const char *fn) { return mp__error(MP_EINVAL, "%s: NULL output pointer", fn); }
 
-int mp_proc_exe(pid_t pid, char **out) { return read_link(resolve(pid), "exe", out); }
+int mp_proc_cwd(pid_t pid, char **out)
+{
+    return out ? read_link(resolve(pid), "cwd", out) : null_out("mp_proc_cwd");
+}
 
-int mp_proc_cmdline(pid_t pid, char ***out, size_t *n) { return read_strv(pid, "cmdline", out, n); }
+int mp_proc_exe(pid_t pid, char **out)
+{
+    return out ? read_link(resolve(pid), "exe", out) : null_out("mp_proc_exe");
+}
 
-int mp_proc_environ(pid_t pid, char ***out, size_t *n) { return read_strv(pid, "environ", out, n); }
+/* n is optional: the list is NULL-terminated. */
+int mp_proc_cmdline(pid_t pid, char ***out, size_t *n)
+{
+    return out ? read_strv(pid, "cmdline", out, n) : null_out("mp_proc_cmdline");
+}
+
+int mp_proc_environ(pid_t pid, char ***out, size_t *n)
+{
+    return out ? read_strv(pid, "environ", out, n) : null_out("mp_proc_environ");
+}
 
 void mp_proc_strv_free(char **v)
 {

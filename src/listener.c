@@ -421,6 +421,8 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
 
 int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out)
 {
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_listener_accept: NULL output pointer");
     *out = NULL;
     if (!l || l->fd < 0)
         return mp__error(MP_ECLOSED, "listener is closed");

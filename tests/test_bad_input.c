@@ -29,6 +29,12 @@ static void test_null_handles(void)
     CHECK_ERR(mp_connection_recv_bytes(NULL, 0, NULL, NULL), MP_EINVAL);
     CHECK_ERR(mp_connection_poll(NULL, 0), MP_EINVAL);
     CHECK_ERR(mp_proc_info_get(0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_proc_cwd(0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_proc_environ(0, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_condition_acquire(NULL, 0), MP_EINVAL);
+    CHECK_ERR(mp_condition_release(NULL), MP_EINVAL);
+    CHECK_ERR(mp_connection_recv(NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_listener_accept(NULL, 0, NULL), MP_EINVAL);
     /* Freeing NULL is always fine. */
     mp_process_free(NULL);
     mp_queue_free(NULL);

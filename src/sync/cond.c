@@ -71,10 +71,10 @@ mp_lock *mp_condition_lock(mp_condition *c) { return c ? c->lock : NULL; }
 
 int mp_condition_acquire(mp_condition *c, double timeout)
 {
-    return mp_lock_acquire(c->lock, timeout);
+    return mp_lock_acquire(c ? c->lock : NULL, timeout);
 }
 
-int mp_condition_release(mp_condition *c) { return mp_lock_release(c->lock); }
+int mp_condition_release(mp_condition *c) { return mp_lock_release(c ? c->lock : NULL); }
 
 /* Take a token if one is there: the notifier meant it for some waiter, us included. */
 static bool take_token(cond_sh *sh)
