@@ -183,17 +183,8 @@ static int send_msg(char kind, const char *rec, size_t len, const int *fds, size
 {
     struct iovec iov[2] = {{.iov_base = &kind, .iov_len = 1},
                            {.iov_base = (void *)rec, .iov_len = len}};
-    union {
-        char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    mp__msg_attach_fds(&mh, u.buf, fds, nfds);
-    ssize_t r;
-    do
-        r = sendmsg(fs_ctl, &mh, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : 0;
+    ssize_t r = mp__sendmsg_fds(fs_ctl, iov, 2, fds, nfds, 0);
+    return r < 0 ? (int)r : 0;
 }
 
 /* Send a request for the child socket child_end (see above). A closed stdout or stderr
@@ -560,17 +551,7 @@ static bool hand_over(const char *req, size_t len, mp_target_fn fn, const int *f
     struct iovec iov[3] = {{.iov_base = (void *)req, .iov_len = 1},
                            {.iov_base = &fn, .iov_len = sizeof fn},
                            {.iov_base = (void *)(req + 1), .iov_len = len - 1}};
-    union {
-        char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
-    mp__msg_attach_fds(&mh, u.buf, fds, nfds);
-    ssize_t r;
-    do
-        r = sendmsg(spare_sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
+    return mp__sendmsg_fds(spare_sock, iov, 3, fds, nfds, MSG_DONTWAIT) > 0;
 }
 
 /* A new child for the request, by the spare or by a fork: its pid, or -1. */

@@ -210,18 +210,31 @@ void mp__launch_clear(mp__launch *l)
 
 /* ---- framing ------------------------------------------------------------------- */
 
-void mp__msg_attach_fds(struct msghdr *msg, void *space, const int *fds, size_t nfds)
+ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
+                        int flags)
 {
-    if (!nfds)
-        return;
-    msg->msg_control = space;
-    msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    memset(space, 0, msg->msg_controllen);
-    struct cmsghdr *c = CMSG_FIRSTHDR(msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    union {
+        char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    if (nfds > 3 + MP__PROC_MAX_FDS)
+        return -E2BIG;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+    if (nfds) {
+        msg.msg_control = u.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        memset(u.buf, 0, msg.msg_controllen);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t r;
+    do
+        r = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
 }
 
 void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
@@ -257,18 +270,9 @@ int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t
     /* Header and record in one call: one wake-up of the reader, not two. */
     struct iovec iov[2] = {{.iov_base = &n, .iov_len = sizeof n},
                            {.iov_base = (void *)buf, .iov_len = len}};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MP__PROC_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
-    mp__msg_attach_fds(&msg, u.buf, fds, nfds);
-    ssize_t r;
-    do
-        r = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
+    ssize_t r = mp__sendmsg_fds(sock, iov, 2, fds, nfds, 0);
     if (r < 0)
-        return mp__errno("sending a launch record");
+        return mp__error((int)r, "sending a launch record");
     if (r < (ssize_t)sizeof n) /* a stream socket may take part of 4 bytes only in theory */
         return mp__error(MP_EPROTO, "short write of a launch header");
     size_t sent = (size_t)r - sizeof n; /* a big record goes on in pieces */
@@ -353,18 +357,9 @@ int mp__reply_send(int sock, int code, const char *msg, pid_t pid, int pidfd)
     memcpy(buf + 8, &p, 4);
     memcpy(buf + REPLY_HDR, msg ? msg : "", n);
     struct iovec iov = {.iov_base = buf, .iov_len = REPLY_HDR + (size_t)n};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    mp__msg_attach_fds(&mh, u.buf, &pidfd, pidfd >= 0 ? 1 : 0);
-    ssize_t r;
-    do
-        r = sendmsg(sock, &mh, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
+    ssize_t r = mp__sendmsg_fds(sock, &iov, 1, &pidfd, pidfd >= 0 ? 1 : 0, 0);
     if (r < 0)
-        return -errno;
+        return (int)r;
     return mp__write_full(sock, buf + r, iov.iov_len - (size_t)r);
 }
 

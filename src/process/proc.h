@@ -115,11 +115,12 @@ _Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
-/* SCM_RIGHTS: the fds ride on a message's control buffer. `space` must hold
- * CMSG_SPACE(nfds * sizeof(int)) bytes, suitably aligned. Nothing is attached when
- * nfds is 0. */
+/* sendmsg() of the iovecs with up to 3 + MP__PROC_MAX_FDS fds as SCM_RIGHTS (none when
+ * nfds is 0), MSG_NOSIGNAL added to flags, retried on EINTR. Bytes sent or -errno. */
+struct iovec;
+ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
+                        int flags);
 struct msghdr;
-void mp__msg_attach_fds(struct msghdr *msg, void *space, const int *fds, size_t nfds);
 /* Keep up to max of the fds a recvmsg brought (appended at fds[*nfds]), close the rest. */
 void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds);
 
