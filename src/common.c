@@ -223,13 +223,14 @@ int mp__pidfd_send_signal(int pidfd, int sig)
     return r < 0 ? -errno : 0;
 }
 
-int mp__pidfd_wait(int pidfd, pid_t pid, double deadline, int *returncode)
+int mp__pidfd_wait(int pidfd, double deadline, int *returncode)
 {
     int r = mp__poll1(pidfd, POLLIN, deadline);
     if (r < 0)
         return r;
     if (r == 0)
         return MP_ETIMEOUT;
+    /* Readable: the process has ended, so this waitid does not block. */
     siginfo_t si;
     memset(&si, 0, sizeof si);
     int w;
@@ -237,12 +238,8 @@ int mp__pidfd_wait(int pidfd, pid_t pid, double deadline, int *returncode)
         w = waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
     while (w < 0 && errno == EINTR);
     if (w < 0)
-        return -errno;
-    (void)pid;
-    if (si.si_code == CLD_EXITED)
-        *returncode = si.si_status;
-    else
-        *returncode = -si.si_status;
+        return errno == ECHILD ? -ECHILD : mp__errno("waitid on pidfd %d", pidfd);
+    *returncode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     return 0;
 }
 

@@ -496,7 +496,7 @@ static int proc_wait_locked(mp_process *p, double deadline, int *out)
             return r;
         }
     } else {
-        r = mp__pidfd_wait(p->pidfd, p->pid, deadline, &rc);
+        r = mp__pidfd_wait(p->pidfd, deadline, &rc);
         if (r == MP_ETIMEOUT || r == MP_EINTERRUPTED)
             return r;
         if (r == -ECHILD) /* reaped behind our back (waitpid(-1)?): status lost */

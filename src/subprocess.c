@@ -303,30 +303,16 @@ static void describe(char *dst, size_t cap, char *const *argv)
  * MP_EINTERRUPTED or -errno. */
 static int child_reap(mp_popen *p, double deadline)
 {
-    while (!p->exited) {
-        int r = mp__poll1(p->pidfd, POLLIN, deadline);
-        if (r < 0)
-            return r;
-        if (r == 0)
-            return MP_ETIMEOUT;
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        if (waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != ECHILD)
-                return mp__errno("waitid for pid %d", (int)p->pid);
-            /* Someone else (a SIGCHLD handler calling waitpid(-1)) reaped it: the
-             * status is lost; Python reports 0 too. */
-            p->exited = true;
-            p->returncode = 0;
-            break;
-        }
-        if (si.si_pid == 0)
-            continue;
-        p->exited = true;
-        p->returncode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
-    }
+    if (p->exited)
+        return 0;
+    int rc = 0;
+    int r = mp__pidfd_wait(p->pidfd, deadline, &rc);
+    /* -ECHILD: someone else (a SIGCHLD handler calling waitpid(-1)) reaped it and the
+     * status is lost; Python reports 0 too. */
+    if (r < 0 && r != -ECHILD)
+        return r;
+    p->exited = true;
+    p->returncode = rc;
     return 0;
 }
 

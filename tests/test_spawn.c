@@ -31,7 +31,7 @@ static int spawn_wait(const mp__spawn_req *r)
     int e = mp__spawn(r, &pid, &pfd);
     if (e < 0)
         return e;
-    e = mp__pidfd_wait(pfd, pid, mp__deadline(30), &rc);
+    e = mp__pidfd_wait(pfd, mp__deadline(30), &rc);
     close(pfd);
     return e < 0 ? e : rc;
 }
@@ -53,7 +53,7 @@ static const char *spawn_output(mp__spawn_req *r, int *rc)
         ssize_t n;
         while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0)
             len += (size_t)n;
-        mp__pidfd_wait(pfd, pid, mp__deadline(30), rc);
+        mp__pidfd_wait(pfd, mp__deadline(30), rc);
         close(pfd);
     } else {
         *rc = e;
@@ -354,8 +354,8 @@ static void test_pidfd_cloexec(void)
     CHECK(pid > 0);
     CHECK(fcntl(pfd, F_GETFD) & FD_CLOEXEC);
     int rc = -1;
-    CHECK_ERR(mp__pidfd_wait(pfd, pid, 0, &rc), MP_ETIMEOUT);
-    CHECK_OK(mp__pidfd_wait(pfd, pid, mp__deadline(10), &rc));
+    CHECK_ERR(mp__pidfd_wait(pfd, 0, &rc), MP_ETIMEOUT);
+    CHECK_OK(mp__pidfd_wait(pfd, mp__deadline(10), &rc));
     CHECK_INT(rc, 0);
     close(pfd);
 }

@@ -803,6 +803,24 @@ static void on_sigchld(int sig)
     sigchld_seen++;
 }
 
+/* SIGCHLD ignored: the kernel reaps our children itself, so the status is lost.
+ * Like Python, the call still completes, output intact, and reports returncode 0. */
+static void test_sigchld_ignored_status_lost(void)
+{
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGCHLD, &ign, &old);
+    mp_run_result r;
+    mp_subprocess_opts o = capture();
+    double t0 = mpt_now();
+    CHECK_OK(mp_run_sh("echo x; exit 3", &o, &r));
+    CHECK(mpt_now() - t0 < 10);
+    CHECK_INT(r.returncode, 0);
+    CHECK_STR(r.out, "x\n");
+    mp_run_result_free(&r);
+    sigaction(SIGCHLD, &old, NULL);
+}
+
 /* No SIGCHLD handler of ours: the program's own keeps being called, ours still works. */
 static void test_user_sigchld_handler(void)
 {
@@ -861,5 +879,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_four_threads);
     RUN_IF(argc, argv, test_big_parent);
     RUN_IF(argc, argv, test_user_sigchld_handler);
+    RUN_IF(argc, argv, test_sigchld_ignored_status_lost);
     return mpt_done();
 }

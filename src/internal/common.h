@@ -85,9 +85,11 @@ int mp__signal_dispatch_pending(void);
 int mp__pidfd_open(pid_t pid);           /* O_CLOEXEC pidfd, or -errno */
 int mp__pidfd_send_signal(int pidfd, int sig);
 /* Wait for a child's exit through its pidfd until the deadline; on exit reaps it
- * and stores a Python-style returncode (exit status, or -signal). 0, MP_ETIMEOUT
+ * and stores a Python-style returncode (exit status, or -signal). 0, MP_ETIMEOUT,
+ * MP_EINTERRUPTED, -ECHILD when someone else reaped it (a waitpid(-1) in a SIGCHLD
+ * handler, or SIGCHLD ignored: the status is lost, the caller picks what to report),
  * or -errno. */
-int mp__pidfd_wait(int pidfd, pid_t pid, double deadline, int *returncode);
+int mp__pidfd_wait(int pidfd, double deadline, int *returncode);
 
 /* Number of open fds in this process (counts /proc/self/fd), -errno on failure. */
 int mp__count_fds(void);
