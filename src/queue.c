@@ -45,6 +45,7 @@
 
 #include "internal/common.h"
 #include "internal/shm.h"
+#include "internal/value.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -680,118 +681,15 @@ int mp_queue_put_bytes(mp_queue *q, const void *buf, size_t len, double timeout)
     return put_tagged(q, TAG_BYTES, buf, len, timeout);
 }
 
-/* ---- scalar fast path ---------------------------------------------------------------------
- * Ints, nil, bools, floats and short strings are the common small items: encode and decode
- * their MessagePack here, on the stack, instead of through the general (allocating) codec.
- * The bytes are standard MessagePack, identical to what mp_value_encode produces. */
-
-static size_t be_put(unsigned char *p, uint64_t x, int n)
-{
-    for (int i = n - 1; i >= 0; i--, x >>= 8)
-        p[i] = (unsigned char)x;
-    return (size_t)n;
-}
-
-static size_t encode_int(int64_t i, unsigned char *p)
-{
-    if (i >= 0 && i < 128)
-        return p[0] = (unsigned char)i, 1;
-    if (i < 0 && i >= -32)
-        return p[0] = (unsigned char)(int8_t)i, 1;
-    if (i >= 0) {
-        uint64_t u = (uint64_t)i;
-        int n = u <= 0xff ? 1 : u <= 0xffff ? 2 : u <= 0xffffffffu ? 4 : 8;
-        p[0] = (unsigned char)(n == 1 ? 0xcc : n == 2 ? 0xcd : n == 4 ? 0xce : 0xcf);
-        return 1 + be_put(p + 1, u, n);
-    }
-    int n = i >= INT8_MIN ? 1 : i >= INT16_MIN ? 2 : i >= INT32_MIN ? 4 : 8;
-    p[0] = (unsigned char)(n == 1 ? 0xd0 : n == 2 ? 0xd1 : n == 4 ? 0xd2 : 0xd3);
-    return 1 + be_put(p + 1, (uint64_t)i, n);
-}
-
-/* Encode a scalar into p (>= 40 bytes); 0 if v is not one we handle here. */
-static size_t encode_scalar(const mp_value *v, unsigned char *p)
-{
-    switch (mp_value_type(v)) {
-    case MP_NIL:
-        return p[0] = 0xc0, 1;
-    case MP_BOOL:
-        return p[0] = mp_value_get_bool(v) ? 0xc3 : 0xc2, 1;
-    case MP_INT:
-        return encode_int(mp_value_get_int(v), p);
-    case MP_FLOAT: {
-        double d = mp_value_get_float(v);
-        uint64_t u;
-        memcpy(&u, &d, 8);
-        p[0] = 0xcb;
-        return 1 + be_put(p + 1, u, 8);
-    }
-    case MP_STR: {
-        size_t len;
-        const char *str = mp_value_get_str(v, &len);
-        if (len > 31)
-            return 0;
-        p[0] = (unsigned char)(0xa0 | len);
-        memcpy(p + 1, str, len);
-        return 1 + len;
-    }
-    default:
-        return 0;
-    }
-}
-
-static uint64_t be_get(const unsigned char *p, int n)
-{
-    uint64_t x = 0;
-    for (int i = 0; i < n; i++)
-        x = x << 8 | p[i];
-    return x;
-}
-
-/* Decode a lone scalar written by encode_scalar (or any encoder); NULL if not one. */
-static mp_value *decode_scalar(const unsigned char *p, size_t len)
-{
-    if (len == 0)
-        return NULL;
-    unsigned char b = p[0];
-    if (len == 1) {
-        if (b < 0x80 || b >= 0xe0)
-            return mp_value_int(b < 0x80 ? (int64_t)b : (int64_t)(int8_t)b);
-        if (b == 0xc0)
-            return mp_value_nil();
-        if (b == 0xc2 || b == 0xc3)
-            return mp_value_bool(b == 0xc3);
-        return NULL;
-    }
-    static const signed char width[] = {1, 2, 4, 8};
-    if (b >= 0xcc && b <= 0xcf && len == 1 + (size_t)width[b - 0xcc])
-        return mp_value_int((int64_t)be_get(p + 1, width[b - 0xcc]));
-    if (b >= 0xd0 && b <= 0xd3 && len == 1 + (size_t)width[b - 0xd0]) {
-        int n = width[b - 0xd0];
-        uint64_t u = be_get(p + 1, n);
-        if (n < 8 && (u >> (n * 8 - 1)) & 1)
-            u |= ~(uint64_t)0 << (n * 8); /* sign-extend */
-        return mp_value_int((int64_t)u);
-    }
-    if (b == 0xcb && len == 9) {
-        uint64_t u = be_get(p + 1, 8);
-        double d;
-        memcpy(&d, &u, 8);
-        return mp_value_float(d);
-    }
-    if ((b & 0xe0) == 0xa0 && len == 1 + (size_t)(b & 0x1f))
-        return mp_value_strn((const char *)p + 1, len - 1);
-    return NULL;
-}
-
 int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
 {
     int code = check_open(q);
     if (code < 0)
         return code;
-    unsigned char small[40];
-    size_t slen = v ? encode_scalar(v, small) : 0;
-    if (slen)
+    /* Small values are encoded on the stack, straight into the ring: no malloc. */
+    unsigned char small[256];
+    size_t slen;
+    if (v && mp__value_encode_into(v, small, sizeof small, &slen) == 0)
         return put_tagged(q, TAG_VALUE, small, slen, timeout);
     char *buf = NULL;
     size_t len = 0, nfds = 0;
@@ -1006,8 +904,7 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     if (code < 0)
         return code;
     if (tag == TAG_VALUE) {
-        *out = len <= 32 ? decode_scalar(buf, len) : NULL;
-        code = *out ? 0 : mp_value_decode(buf, len, NULL, 0, out);
+        code = mp_value_decode(buf, len, NULL, 0, out);
     } else {
         *out = mp_value_bytes(buf, len);
         code = *out ? 0 : -ENOMEM;

@@ -139,11 +139,59 @@ static int pack_value(enc *e, const mp_value *v, int depth)
     return r < 0 ? pack_failed() : 0;
 }
 
+/* A fixed buffer as msgpack-c's write target: small values encode without a malloc
+ * (msgpack_sbuffer starts at 8 KiB, which dominated the cost of small messages). */
+typedef struct fixed_buf {
+    char *data;
+    size_t len, cap;
+    bool overflow;
+} fixed_buf;
+
+static int fixed_write(void *data, const char *buf, size_t len)
+{
+    fixed_buf *f = data;
+    if (len > f->cap - f->len) {
+        f->overflow = true;
+        return -1;
+    }
+    memcpy(f->data + f->len, buf, len);
+    f->len += len;
+    return 0;
+}
+
+int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len)
+{
+    fixed_buf f = {.data = buf, .cap = cap};
+    enc e = {0};
+    msgpack_packer_init(&e.pk, &f, fixed_write);
+    int r = pack_value(&e, v, 0);
+    if (f.overflow)
+        return MP_ETOOSHORT; /* not an error worth a message: callers fall back */
+    if (r < 0)
+        return r;
+    *len = f.len;
+    return 0;
+}
+
 int mp_value_encode(const mp_value *v, char **buf, size_t *len, int *fds, size_t max_fds,
                     size_t *nfds)
 {
     if (!v || !buf || !len)
         return mp__error(MP_EINVAL, "mp_value_encode: NULL argument");
+    if (nfds)
+        *nfds = 0;
+    char small[256];
+    size_t n;
+    if (v->type != MP_HANDLE && mp__value_encode_into(v, small, sizeof small, &n) == 0) {
+        /* A small value: one exact-size allocation. Anything else (too big, or
+         * holding handles that need the fd array) takes the general path. */
+        *buf = malloc(n ? n : 1);
+        if (!*buf)
+            return mp__error(-ENOMEM, "encoding: out of memory");
+        memcpy(*buf, small, n);
+        *len = n;
+        return 0;
+    }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     enc e = {.fds = fds, .max_fds = fds ? max_fds : 0};
@@ -151,8 +199,6 @@ int mp_value_encode(const mp_value *v, char **buf, size_t *len, int *fds, size_t
     int r = pack_value(&e, v, 0);
     if (r < 0) {
         msgpack_sbuffer_destroy(&sb);
-        if (nfds)
-            *nfds = 0;
         return r;
     }
     *len = sb.size;
@@ -432,7 +478,7 @@ int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value
         *out = NULL;
     if (!out || (!buf && len) || (!fds && nfds))
         r = mp__error(MP_EINVAL, "mp_value_decode: NULL argument");
-    else if (!(used = mp__calloc(nfds ? nfds : 1, sizeof *used)))
+    else if (nfds && !(used = mp__calloc(nfds, sizeof *used)))
         r = -ENOMEM;
     if (r == 0) {
         dec d = {.p = buf, .end = (const uint8_t *)buf + len, .fds = fds, .used = used,

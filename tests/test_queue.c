@@ -48,15 +48,6 @@ static int item_ok(const void *buf, size_t len, uint64_t *seq)
     return 1;
 }
 
-static char *repr(const mp_value *v)
-{
-    static char buf[256];
-    char *r = mp_value_repr(v);
-    snprintf(buf, sizeof buf, "%s", r ? r : "(null)");
-    mp_free(r);
-    return buf;
-}
-
 static void test_basic(void)
 {
     mp_queue *q = mp_queue_new(NULL);
@@ -77,10 +68,10 @@ static void test_basic(void)
     CHECK(len == 3 && memcmp(buf, "one", 3) == 0);
     mp_free(buf);
     CHECK_OK(mp_queue_get(q, &v, 0));
-    CHECK_STR(repr(v), "[42, None, 'hello']");
+    CHECK_STR(mpt_repr(v), "[42, None, 'hello']");
     mp_value_free(v);
     CHECK_OK(mp_queue_get(q, &v, 0)); /* a bytes item read as a value */
-    CHECK_STR(repr(v), "b''");
+    CHECK_STR(mpt_repr(v), "b''");
     mp_value_free(v);
     CHECK_ERR(mp_queue_get_nowait(q, &v), MP_EEMPTY);
     CHECK(v == NULL);
@@ -112,7 +103,8 @@ static void test_basic(void)
     CHECK(mp_kind_find("queue") == mp_queue_kind());
 }
 
-/* Scalars take a fast path; they must come back equal, and decode with the general codec. */
+/* Small values are encoded on the stack into the ring; they must come back equal, and decode
+ * with the general codec. */
 static void test_scalar_roundtrip(void)
 {
     mp_queue *q = mp_queue_new(NULL);
@@ -145,8 +137,8 @@ static void test_scalar_roundtrip(void)
         if (!mp_value_equal(got, vals[i]) || !mp_value_equal(dec, vals[i]) ||
             mp_value_type(got) != mp_value_type(vals[i])) {
             bad++;
-            fprintf(stderr, "scalar %zu: sent %s", i, repr(vals[i]));
-            fprintf(stderr, " got %s\n", repr(got));
+            fprintf(stderr, "scalar %zu: sent %s", i, mpt_repr(vals[i]));
+            fprintf(stderr, " got %s\n", mpt_repr(got));
         }
         mp_value_free(got);
         mp_value_free(dec);

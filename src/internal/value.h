@@ -44,6 +44,12 @@ uint64_t mp__value_hash(const mp_value *v);
 /* Python's str.isprintable() for one code point >= 0x80 (value_unicode.c). */
 bool mp__unicode_printable(uint32_t c);
 
+/* Encode v as MessagePack into buf (cap bytes) without allocating: 0 and *len,
+ * MP_ETOOSHORT when it does not fit, or MP_EUNSUPPORTED for a value holding handles.
+ * For hot paths that keep small items in their own memory; on failure they fall
+ * back to mp_value_encode. */
+int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len);
+
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);
 
