@@ -296,11 +296,7 @@ int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, siz
     if (c->has_pending) {
         if (maxlength && c->pending_len > maxlength)
             return bad_length(c, c->pending_len, maxlength);
-        *buf = c->pending;
-        *len = c->pending_len;
-        c->pending = NULL;
-        c->has_pending = false;
-        return 0;
+        return mp_connection_take_pending(c, buf, len);
     }
     uint64_t size;
     code = read_header(c, &size);

@@ -12,15 +12,6 @@
 
 static const char *const methods[] = {"fork", "spawn", "forkserver"};
 
-static char *repr(const mp_value *v)
-{
-    static char buf[256];
-    char *r = mp_value_repr(v);
-    snprintf(buf, sizeof buf, "%s", r ? r : "(null)");
-    mp_free(r);
-    return buf;
-}
-
 static void test_duplex_bytes(void)
 {
     mp_connection *a, *b;
@@ -74,7 +65,7 @@ static void test_values(void)
     mp_value_free(v);
     mp_value *got = NULL;
     CHECK_OK(mp_connection_recv(b, &got));
-    CHECK_STR(repr(got), "[42, None, 'hello']");
+    CHECK_STR(mpt_repr(got), "[42, None, 'hello']");
     mp_value_free(got);
     /* Garbage is MP_EPROTO and the connection stays usable. */
     CHECK_OK(mp_connection_send_bytes(a, "\xc1", 0, 1));
@@ -286,7 +277,7 @@ static void test_pass_to_children(void)
         mp_connection_free(child); /* the child has its own */
         mp_value *got = NULL;
         CHECK_OK(mp_connection_recv(parent, &got));
-        CHECK_STR(repr(got), "[42, None, 'hello']");
+        CHECK_STR(mpt_repr(got), "[42, None, 'hello']");
         mp_value_free(got);
         CHECK_OK(mp_connection_send_bytes(parent, "stressed", 0, 8));
         void *buf = NULL;

@@ -129,6 +129,16 @@ static inline int mpt_has_zombie(void)
     return si.si_pid != 0;
 }
 
+/* Python's repr of a value, in a static buffer (valid until the next call). */
+static inline const char *mpt_repr(const mp_value *v)
+{
+    static char buf[4096];
+    char *r = mp_value_repr(v);
+    snprintf(buf, sizeof buf, "%s", r ? r : "(null)");
+    mp_free(r);
+    return buf;
+}
+
 /* The line "Field:\t..." of this process's /proc/self/status, with its newline, or "".
  * Tests compare a child's status line with the parent's: what a child inherits
  * depends on the environment the suite runs in (a CI runner may ignore signals). */
