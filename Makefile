@@ -36,8 +36,12 @@ build: deps
 test: build
 	cd $(BUILD) && ctest --output-on-failure
 
-demo: build
-	@bash examples/demo.sh $(BUILD)/examples
+# The tour builds only the library and the examples, quietly (the log is shown if it fails).
+demo: deps
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target examples >$(BUILD)/demo-build.log 2>&1 \
+	  || { cat $(BUILD)/demo-build.log; exit 1; }
+	@bash examples/demo.sh $(BUILD)/examples examples
 
 bench: build
 	@python3 bench/run.py $(BUILD)
@@ -58,8 +62,12 @@ tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure
 
+# `make install PREFIX=/opt/multiproc` installs elsewhere; programs built with the
+# installed multiproc.pc carry an rpath to its libdir, so they find the library there too.
+PREFIX ?= /usr/local
 install: build
-	cmake --install $(BUILD)
+	cmake --install $(BUILD) --prefix $(PREFIX)
+	@if [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan

@@ -1,3 +1,4 @@
+/* Process information: pid, parent, state, start time, CPU, memory, cwd, cmdline and environment of this process and of a child. */
 /* Process information (seed 004), for this process and for a child, the C way.
  *
  * The seed lists what Python offers:

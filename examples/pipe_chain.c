@@ -1,4 +1,5 @@
-/* Seed 004 (pipes): a three-stage chain. create_items sends 0..9 into pipe_1,
+/* A three-stage pipe chain: numbers flow through two pipes, squared on the way, until end of file. */
+/* a three-stage chain. create_items sends 0..9 into pipe_1,
  * multiply_items squares what it reads from pipe_1 into pipe_2, the parent prints what
  * arrives on pipe_2 until end of file, then "End". Python:
  *

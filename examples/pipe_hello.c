@@ -1,4 +1,5 @@
-/* Seed 001 (Pipe): a child sends [42, None, 'hello'] through a duplex Pipe; the parent
+/* A duplex Pipe: a child sends [42, None, 'hello'] and the parent prints it. */
+/* a child sends [42, None, 'hello'] through a duplex Pipe; the parent
  * receives and prints it, as Python's:
  *
  *     def worker(conn):

@@ -1,4 +1,5 @@
-/* Seed 004 (background process): a daemon and a non-daemon child; the main program
+/* Daemon and non-daemon children at exit: the daemon is terminated, the other is waited for. */
+/* a daemon and a non-daemon child; the main program
  * returns at once. At exit the library terminates the daemon and waits for the
  * other, so the daemon never prints "Exiting". The seed sleeps 3 s; here 0.3 s.
  *

@@ -1,4 +1,5 @@
-/* Seed 002 (multiprocessing_exitcode.py): the exit code of a child in every way it
+/* Exit codes of a child in every way it can end (the tracebacks on stderr are part of it). */
+/* the exit code of a child in every way it
  * can end. The C mapping of the seed's table:
  *   sys.exit(1)          -> mp_process_exit(1)                      exitcode 1
  *   return               -> return 0                                exitcode 0

@@ -1,4 +1,5 @@
-/* Seed 004 (process attributes and lifecycle): is_alive, terminate, join, exitcode.
+/* A process's life: is_alive, terminate, join and exitcode before, during and after. */
+/* is_alive, terminate, join, exitcode.
  *
  *   p = multiprocessing.Process(target=foo)
  *   print('Process before execution:', p, p.is_alive())

@@ -1,4 +1,5 @@
-/* Seed 000 (current_process): a worker printing the name of the process it runs in.
+/* Process names: each worker prints the name of the process it runs in. */
+/* a worker printing the name of the process it runs in.
  *
  *   def worker():
  *       name = multiprocessing.current_process().name

@@ -1,4 +1,5 @@
-/* Seed 002 (multiprocessing.Process): five workers, each printing its number.
+/* Five worker processes, each printing its number. */
+/* five workers, each printing its number.
  *
  *   def worker(num):
  *       print('Worker:', num)

@@ -1,4 +1,5 @@
-/* Seed 002 (JoinableQueue): consumers take tasks from a JoinableQueue and send answers back
+/* A JoinableQueue of tasks with poison pills to stop the consumers, answers on a second queue. */
+/* consumers take tasks from a JoinableQueue and send answers back
  * on a Queue; one "poison pill" (None) per consumer stops them; the parent waits with
  * tasks.join() and prints the results. Python (abridged):
  *

@@ -1,4 +1,5 @@
-/* Seed 001 (Queue): two workers take numbers from one queue and put their squares into
+/* Two workers take numbers from one queue and put their squares on another. */
+/* two workers take numbers from one queue and put their squares into
  * another; the parent joins them and prints what arrived. Python:
  *
  *     def worker(read, write):

@@ -1,3 +1,4 @@
+/* Named shared memory and a ShareableList, attached by name from a second process. */
 /* Named shared memory and a ShareableList (Python's multiprocessing.shared_memory):
  * the parent creates both, a child attaches to the segment by name and edits the
  * list it receives, the parent prints the result and unlinks both. In Python:

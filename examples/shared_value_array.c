@@ -1,4 +1,5 @@
-/* The seed's shared-memory example in C: a child writes a Value and negates an Array;
+/* A shared Value and Array: a child writes the number and negates the array. */
+/* shared-memory example in C: a child writes a Value and negates an Array;
  * the parent prints them. The seed (Python) is:
  *
  *     def worker(num, arr):

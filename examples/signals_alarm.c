@@ -1,4 +1,5 @@
-/* The seed's signal example in C: a SIGALRM handler stops an open() that would hang
+/* A SIGALRM handler stops an open() that would hang forever. */
+/* signal example in C: a SIGALRM handler stops an open() that would hang
  * forever. The seed (Python) is:
  *
  *     def handler(signum, frame):

@@ -1,3 +1,4 @@
+/* An event loop sleeping in poll() on the signal wake-up fd. */
 /* An event loop that sleeps in poll() on the signal wake-up fd (Python's
  * signal.set_wakeup_fd + an asyncio-style loop): a periodic timer ticks, SIGUSR1 from
  * a child process is handled in normal context, and SIGTERM ends the loop cleanly. */

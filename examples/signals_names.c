@@ -1,3 +1,4 @@
+/* Signal names, numbers and descriptions both ways. */
 /* Signal names, numbers and descriptions both ways, as Python's
  * `signal.Signals(n).name`, `signal.Signals['SIGTERM']` and `signal.strsignal(n)`. */
 #define _GNU_SOURCE

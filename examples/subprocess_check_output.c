@@ -1,4 +1,5 @@
-/* The seed's run()/check_output() examples (seeds/003, §1.1-1.2), in C:
+/* run() and check_output(): exit codes, captured output, a failing command as an error. */
+/* run()/check_output() examples (seeds/003, §1.1-1.2), in C:
  *
  *   proc = subprocess.run(['uname', '-r'], stdout=subprocess.PIPE)
  *   print(proc.returncode); print(proc.stdout)

@@ -1,4 +1,5 @@
-/* The seed's interactive parent/child demo (seeds/003, "示例"), in C. The child
+/* Interactive two-way talk with a child: write a line, read the answer. */
+/* interactive parent/child demo (seeds/003, "示例"), in C. The child
  * reads one path per line and answers "ok" on its stdout, flushing each line; the
  * parent writes a line, reads the answer and prints "Well Done." on "ok\n".
  * The seed's input() prompts are replaced by a fixed list of answers so the demo

@@ -1,4 +1,5 @@
-/* The seed's Popen examples (seeds/003, §1.3), in C:
+/* Popen: reading a child's output, feeding its input, and a two-command pipeline. */
+/* Popen examples (seeds/003, §1.3), in C:
  *
  *   >>> ls = sub.Popen(['ls'], stdout=sub.PIPE)
  *   >>> for f in ls.stdout: print(f)

@@ -1,4 +1,5 @@
-/* The seed's Condition example in C: two stage_2 processes wait on a condition until
+/* A Condition: two processes wait until a third has finished its stage. */
+/* Condition example in C: two stage_2 processes wait on a condition until
  * the s1 process has done stage 1 and calls notify_all. The seed prints:
  *
  *     Starting stage_2[1]

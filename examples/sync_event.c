@@ -1,4 +1,5 @@
-/* The seed's Event example in C: one process waits for the event without a timeout,
+/* An Event: one process waits without a timeout, another with one. */
+/* Event example in C: one process waits for the event without a timeout,
  * another with a 2 s timeout; the main process sets it after 3 s. The seed prints:
  *
  *     main: waiting before calling Event.set()

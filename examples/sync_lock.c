@@ -1,4 +1,5 @@
-/* The seed's Lock example in C: ten processes print through one shared lock, so the
+/* A Lock shared by ten processes keeps their lines whole. */
+/* Lock example in C: ten processes print through one shared lock, so the
  * lines never interleave. The seed (Python) is:
  *
  *     def worker(lock, i):

@@ -1,4 +1,5 @@
-/* The seed's Semaphore example in C: ten workers, at most three active at a time.
+/* A Semaphore lets at most three of ten workers be active at a time. */
+/* Semaphore example in C: ten workers, at most three active at a time.
  * An ActivePool (a struct in shared memory with its lock) records who is active; the
  * seed keeps it in a Manager list. Output looks like the seed's:
  *

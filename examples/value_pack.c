@@ -1,3 +1,4 @@
+/* Values built from format strings and printed the way Python prints the same data. */
 /* Values printed the way Python prints the same data.
  *
  * Python:                                   prints

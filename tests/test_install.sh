@@ -38,7 +38,8 @@ expected="[42, None, 'hello'] MP_ETIMEOUT end of file: the other end is closed"
 # 1. pkg-config
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc $san -o "$tmp/consumer/pc" "$tmp/consumer/main.c" $(pkg-config --cflags --libs multiproc)
-out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/pc")
+# No LD_LIBRARY_PATH: the installed library must be found as installed.
+out=$("$tmp/consumer/pc")
 [ "$out" = "$expected" ] || { echo "pkg-config consumer printed: $out"; exit 1; }
 
 # 2. find_package
@@ -52,6 +53,6 @@ CM
 cmake -S "$tmp/consumer" -B "$tmp/consumer/build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
 cmake --build "$tmp/consumer/build" >/dev/null
-out=$(LD_LIBRARY_PATH="$libdir" "$tmp/consumer/build/consumer")
+out=$("$tmp/consumer/build/consumer")
 [ "$out" = "$expected" ] || { echo "find_package consumer printed: $out"; exit 1; }
 echo "install: pkg-config and find_package consumers OK"
