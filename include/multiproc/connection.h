@@ -45,9 +45,12 @@
 #include "multiproc/process.h"
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 typedef struct mp_connection mp_connection;
 
@@ -253,6 +256,7 @@ static inline mp_waitable mp_wait_listener(mp_listener *l)
  */
 int mp_wait(mp_waitable *items, size_t n, double timeout);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -24,9 +24,12 @@
 
 #include <stddef.h>
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /**
  * The library's own error codes: X(NAME, value, description).
@@ -91,6 +94,7 @@ void mp_clear_error(void);
 /** Free memory allocated and returned by the library (buffers, strings). NULL is fine. */
 void mp_free(void *p);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -33,9 +33,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /** What mp_proc_info_get reports about one process. */
 typedef struct mp_proc_info {
@@ -100,6 +103,7 @@ bool mp_pid_exists(pid_t pid);
 /** psutil's word for a state letter ("sleeping" for 'S'); "unknown" otherwise. */
 const char *mp_proc_state_name(char state);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

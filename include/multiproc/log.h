@@ -30,9 +30,12 @@
 #include <stdarg.h>
 #include <stdbool.h>
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /** Levels, with Python's numbers (SUBDEBUG and SUBWARNING are multiprocessing's). */
 enum mp_log_level {
@@ -79,6 +82,7 @@ void mp_vlog(int level, const char *fmt, va_list ap) __attribute__((format(print
 /** Name of a level as printed in lines: "INFO", or NULL for a number without one. */
 const char *mp_log_level_name(int level);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

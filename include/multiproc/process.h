@@ -80,9 +80,12 @@
 #include "multiproc/error.h"
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /**
  * A process target. Runs in the child with the arguments decoded there (handles
@@ -238,6 +241,7 @@ bool mp_current_process_daemon(void);
 /** Number of usable CPUs (the affinity mask), at least 1. */
 int mp_cpu_count(void);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

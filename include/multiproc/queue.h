@@ -37,9 +37,12 @@
 
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 typedef struct mp_queue mp_queue;
 
@@ -117,6 +120,7 @@ mp_value *mp_value_queue(mp_queue *q);
 /** The queue inside a handle value (borrowed: the value owns it), or NULL. */
 mp_queue *mp_value_get_queue(const mp_value *v);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

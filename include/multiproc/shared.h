@@ -51,9 +51,12 @@
 #include "multiproc/sync.h"
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /* ---- Value, Array, raw variants, structs ----------------------------------------- */
 
@@ -247,6 +250,7 @@ extern const mp_kind mp_kind_shared; /**< mp_shared * */
 extern const mp_kind mp_kind_shm;    /**< mp_shm * (travels by fd and name) */
 extern const mp_kind mp_kind_sl;     /**< mp_sl * */
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -59,9 +59,12 @@
 #include <sys/time.h>
 #include <sys/types.h>
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /**
  * A deferred signal handler. Runs in normal context (not in the kernel's signal
@@ -240,6 +243,7 @@ int mp_signal_raise(int signum);
  * signals are never merged. @return 0, -EINVAL, -EAGAIN (queue limit), -ESRCH. */
 int mp_signal_queue(pid_t pid, int signum, int value);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

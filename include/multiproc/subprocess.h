@@ -51,9 +51,12 @@
 
 #include "multiproc/error.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /** Where one of the child's standard streams goes (Python's stdin=/stdout=/stderr=). */
 typedef enum mp_stdio_kind {
@@ -294,6 +297,7 @@ void mp_popen_forget(mp_popen *p);
 int mp_pipeline(const char *const *const *cmds, size_t n, const mp_subprocess_opts *opts,
                 mp_run_result *res, int *returncodes);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

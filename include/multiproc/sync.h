@@ -57,9 +57,12 @@
 
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /* ---- Lock and RLock ------------------------------------------------------------- */
 
@@ -262,6 +265,7 @@ extern const mp_kind mp_kind_event;     /**< mp_event * */
 extern const mp_kind mp_kind_condition; /**< mp_condition * */
 extern const mp_kind mp_kind_barrier;   /**< mp_barrier * */
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -39,9 +39,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /** The type of a value. */
 typedef enum mp_type {
@@ -223,6 +226,7 @@ int mp_value_encode(const mp_value *v, char **buf, size_t *len, int *fds, size_t
  */
 int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif
