@@ -243,7 +243,7 @@ static void test_group_kill_right_after_start(void)
 {
     for (int i = 0; i < 50; i++) { /* a race: many tries to catch it */
         char name[64];
-        snprintf(name, sizeof name, "mp-tt-%d-early-%d", (int)getpid(), i);
+        snprintf(name, sizeof name, "%s-tt-%d-early-%d", mpt_shm_prefix(), (int)getpid(), i);
         char path[512];
         const char *dir = getenv("MP_TEST_BINDIR");
         snprintf(path, sizeof path, "%s/helper_sync_tree", dir ? dir : ".");
@@ -301,7 +301,7 @@ static void test_child_segment_outlives_child(void)
     static const char *methods[] = {"spawn", "forkserver", "fork"};
     for (size_t i = 0; i < 3; i++) {
         char name[64];
-        snprintf(name, sizeof name, "mp-tt-%d-kept-%s", (int)getpid(), methods[i]);
+        snprintf(name, sizeof name, "%s-tt-%d-kept-%s", mpt_shm_prefix(), (int)getpid(), methods[i]);
         mp_value *args = mp_value_str(name);
         mp_process_opts o = {.target = t_create_segment, .args = args,
                              .ctx = mp_get_context(methods[i])};

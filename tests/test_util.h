@@ -4,7 +4,15 @@
  *
  * Leak checks: mpt_leak_begin() records the open fds and /dev/shm entries; after the
  * test, mpt_leak_end() fails the test if a new fd, a zombie child or a new /dev/shm
- * entry is left behind. */
+ * entry is left behind. Only this test run's /dev/shm entries count: before main, each
+ * test process sets MULTIPROC_SHM_PREFIX=mpt<pid> (unless it inherited one: a helper
+ * program or child belongs to its test's run), so every segment the library names for
+ * it or its children starts with "mpt<pid>-", and segments of other programs using the
+ * library at the same time (other tests, other builds) are not counted. Tests that
+ * choose names use mpt_shm_prefix() too.
+ *
+ * CHECK_OK also holds the call to "only failures set the last error" (error.h): it
+ * clears the error first and fails a call that succeeds but leaves one behind. */
 #ifndef MP_TEST_UTIL_H
 #define MP_TEST_UTIL_H
 
@@ -50,12 +58,17 @@ static const char *mpt_current = "";
 /* An int-returning call that must succeed (return >= 0). */
 #define CHECK_OK(expr)                                                                   \
     do {                                                                                 \
+        mp_clear_error();                                                                \
         long long mpt_r = (long long)(expr);                                             \
         mpt_checks++;                                                                    \
         if (mpt_r < 0) {                                                                 \
             mpt_failures++;                                                              \
             fprintf(stderr, "%s:%d: [%s] %s failed: %s (%s)\n", __FILE__, __LINE__,        \
                     mpt_current, #expr, mp_errname((int)mpt_r), mp_last_error());        \
+        } else if (mp_last_error_code() != 0) {                                          \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s succeeded but set the last error: %s\n",      \
+                    __FILE__, __LINE__, mpt_current, #expr, mp_last_error());            \
         }                                                                                \
     } while (0)
 
@@ -161,6 +174,28 @@ static inline const char *mpt_status_line(const char *field, char *out, size_t n
     return out;
 }
 
+/* This test run's prefix for /dev/shm names (see the top of this file). */
+__attribute__((constructor)) static void mpt_set_shm_prefix(void)
+{
+    char p[32];
+    snprintf(p, sizeof p, "mpt%d", (int)getpid());
+    setenv("MULTIPROC_SHM_PREFIX", p, 0);
+}
+
+static inline const char *mpt_shm_prefix(void)
+{
+    const char *p = getenv("MULTIPROC_SHM_PREFIX");
+    return p ? p : "mp";
+}
+
+/* Entries of this test run: "<prefix>-..." */
+static inline int mpt_count_shm(void)
+{
+    char pre[80];
+    snprintf(pre, sizeof pre, "%s-", mpt_shm_prefix());
+    return mpt_count_dir("/dev/shm", pre);
+}
+
 struct mpt_leaks {
     int fds;
     int shm;
@@ -168,7 +203,7 @@ struct mpt_leaks {
 
 static inline struct mpt_leaks mpt_leak_begin(void)
 {
-    struct mpt_leaks l = {mpt_count_fds(), mpt_count_dir("/dev/shm", "mp-")};
+    struct mpt_leaks l = {mpt_count_fds(), mpt_count_shm()};
     return l;
 }
 
@@ -177,7 +212,7 @@ static inline void mpt_leak_end_at(struct mpt_leaks l, const char *file, int lin
     /* Children may take a moment to be reaped by the library; give them a little time. */
     for (int i = 0; i < 200 && (mpt_count_fds() != l.fds || mpt_has_zombie()); i++)
         usleep(10000);
-    int fds = mpt_count_fds(), shm = mpt_count_dir("/dev/shm", "mp-");
+    int fds = mpt_count_fds(), shm = mpt_count_shm();
     mpt_checks++;
     if (fds != l.fds) {
         mpt_failures++;
@@ -194,8 +229,8 @@ static inline void mpt_leak_end_at(struct mpt_leaks l, const char *file, int lin
     }
     if (shm != l.shm) {
         mpt_failures++;
-        fprintf(stderr, "%s:%d: [%s] /dev/shm: %d mp-* entries before, %d after\n", file, line,
-                mpt_current, l.shm, shm);
+        fprintf(stderr, "%s:%d: [%s] /dev/shm: %d %s-* entries before, %d after\n", file, line,
+                mpt_current, l.shm, mpt_shm_prefix(), shm);
     }
 }
 #define mpt_leak_end(l) mpt_leak_end_at((l), __FILE__, __LINE__)
