@@ -294,7 +294,8 @@ static void test_sync_objects_in_children(void)
         mp_value_free(args);
         CHECK_OK(mp_lock_acquire(l, -1));
         CHECK_OK(mp_process_start(p));
-        usleep(50000);
+        /* the child is asleep waiting for the lock we hold */
+        CHECK_OK(mpt_wait_blocked(mp_process_pid(p), 0, "futex", 30));
         CHECK_OK(mp_lock_release(l));
         CHECK_OK(mp_semaphore_acquire(s, 10));
         CHECK_OK(mp_condition_acquire(c, -1));

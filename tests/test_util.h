@@ -18,6 +18,7 @@
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -172,6 +173,91 @@ static inline const char *mpt_status_line(const char *field, char *out, size_t n
         }
     fclose(f);
     return out;
+}
+
+/* ---- waiting for what can be observed (never sleep to synchronise) ----------------
+ * A task is "blocked" when the kernel has it asleep ('S' or 'D' in
+ * /proc/PID/task/TID/stat) in a wait whose wchan contains `in` ("futex" for the
+ * library's locks, queues, events, barriers; "poll" for fd waits; "pause"; NULL: any
+ * sleep). When the kernel hides wchan ("0" or empty), the state alone decides. Every
+ * wait is bounded. */
+static inline char mpt_task_state(pid_t pid, pid_t tid, char *wchan, size_t n)
+{
+    char path[96], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *rp = strrchr(buf, ')');
+    wchan[0] = 0;
+    snprintf(path, sizeof path, "/proc/%d/task/%d/wchan", (int)pid, (int)tid);
+    f = fopen(path, "r");
+    if (f) {
+        size_t w = fread(wchan, 1, n - 1, f);
+        wchan[w] = 0;
+        fclose(f);
+    }
+    return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
+/* 0 once task tid of pid is blocked as described above, -1 after timeout seconds or
+ * when it is gone. tid 0 means the main thread (tid == pid). */
+static inline int mpt_wait_blocked(pid_t pid, pid_t tid, const char *in, double timeout)
+{
+    double end = mpt_now() + timeout;
+    do {
+        char wchan[128];
+        char st = mpt_task_state(pid, tid ? tid : pid, wchan, sizeof wchan);
+        if (st == 0 || st == 'Z' || st == 'X')
+            return -1;
+        bool hidden = wchan[0] == 0 || strcmp(wchan, "0") == 0;
+        if ((st == 'S' || st == 'D') && (!in || hidden || strstr(wchan, in)))
+            return 0;
+        struct timespec ts = {0, 1000000}; /* a bounded poll of an observable state */
+        nanosleep(&ts, NULL);
+    } while (mpt_now() < end);
+    return -1;
+}
+
+/* 0 once no process keeps `path` open (e.g. a helper or tracker that wrote to it has
+ * exited, so what it wrote is complete), -1 after timeout seconds. */
+static inline int mpt_wait_file_unused(const char *path, double timeout)
+{
+    double end = mpt_now() + timeout;
+    do {
+        bool used = false;
+        DIR *proc = opendir("/proc");
+        struct dirent *p;
+        while (proc && !used && (p = readdir(proc)) != NULL) {
+            if (p->d_name[0] < '0' || p->d_name[0] > '9')
+                continue;
+            char dir[300];
+            snprintf(dir, sizeof dir, "/proc/%s/fd", p->d_name);
+            DIR *fdd = opendir(dir);
+            struct dirent *e;
+            while (fdd && !used && (e = readdir(fdd)) != NULL) {
+                char link[600], target[4096];
+                snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+                ssize_t n = readlink(link, target, sizeof target - 1);
+                if (n > 0) {
+                    target[n] = 0;
+                    used = strcmp(target, path) == 0;
+                }
+            }
+            if (fdd)
+                closedir(fdd);
+        }
+        if (proc)
+            closedir(proc);
+        if (!used)
+            return 0;
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    } while (mpt_now() < end);
+    return -1;
 }
 
 /* This test run's prefix for /dev/shm names (see the top of this file). */
