@@ -11,6 +11,27 @@
 
 static _Thread_local char last_msg[1024];
 static _Thread_local int last_code;
+static _Thread_local bool muted;
+
+bool mp__error_mute(bool on)
+{
+    bool was = muted;
+    muted = on;
+    return was;
+}
+
+void mp__error_save(mp__error_saved *s)
+{
+    _Static_assert(sizeof s->msg == sizeof last_msg, "saved message fits");
+    s->code = last_code;
+    memcpy(s->msg, last_msg, sizeof last_msg);
+}
+
+void mp__error_restore(const mp__error_saved *s)
+{
+    last_code = s->code;
+    memcpy(last_msg, s->msg, sizeof last_msg);
+}
 
 const char *mp_strerror(int code)
 {
@@ -65,6 +86,8 @@ void mp_free(void *p) { free(p); }
 
 int mp__error(int code, const char *fmt, ...)
 {
+    if (muted)
+        return code;
     int saved = errno; /* callers often report errno after this; keep it intact */
     char detail[sizeof last_msg - 64];
     detail[0] = '\0';

@@ -276,10 +276,13 @@ int mp_proc_info_get(pid_t pid, mp_proc_info *out)
         mp_proc_info_free(out);
         return r;
     }
-    /* Fields another user's process hides: keep going, say why they are missing. */
+    /* Fields another user's process hides: keep going, say why they are missing (in
+     * the *_error fields; the call succeeds, so it leaves the last error alone). */
+    bool was = mp__error_mute(true);
     out->exe_error = read_link(pid, "exe", &out->exe);
     out->cwd_error = read_link(pid, "cwd", &out->cwd);
     out->environ_error = read_strv(pid, "environ", &out->environ, &out->environ_len);
+    mp__error_mute(was);
     if (out->exe_error == -ENOMEM || out->cwd_error == -ENOMEM || out->environ_error == -ENOMEM) {
         mp_proc_info_free(out);
         return mp__error(-ENOMEM, "pid %d: out of memory", (int)pid);

@@ -55,7 +55,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 3
+#define Q_VERSION 4
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -92,6 +92,11 @@ struct qshared {
     _Alignas(64) pthread_mutex_t lock;
     _Atomic uint64_t headw, tailw; /* position words; stored under lock, read anywhere */
     uint32_t get_waiters, put_waiters; /* sleepers on data_seq / space_seq, under lock */
+    /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
+     * lock_spin watches, in the queue's own words rather than the mutex's private
+     * fields. Its own line: spinners reading it do not steal the holder's line. A holder
+     * that dies leaves it set, which only makes the next locker stop spinning sooner. */
+    _Alignas(64) _Atomic uint32_t held;
     _Alignas(64) qstate st;       /* protected by lock, changed only through commit*() */
     qjournal journal;
     _Atomic uint32_t journal_valid;
@@ -184,7 +189,11 @@ static inline void commit_word(_Atomic uint64_t *w, uint64_t value)
 
 /* ---- locks --------------------------------------------------------------------------- */
 
-static void qunlock(mp_queue *q) { pthread_mutex_unlock(&q->s->lock); }
+static void qunlock(mp_queue *q)
+{
+    atomic_store_explicit(&q->s->held, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&q->s->lock);
+}
 
 static inline void cpu_relax(void)
 {
@@ -193,29 +202,18 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Whether m looks held, from a plain read of its lock word (glibc's layout; elsewhere we
- * just try). Spinning on reads keeps the line shared: a failed trylock is a compare-and-
- * swap, which takes the line away from the holder that is about to write to it. */
-static inline bool looks_held(pthread_mutex_t *m)
-{
-#ifdef __GLIBC__
-    return (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) & 0x3fffffff) != 0;
-#else
-    (void)m;
-    return false;
-#endif
-}
-
 /* Robust mutexes never spin in glibc: a contended one costs a futex sleep and wake, far
- * more than the ~100 ns a put or get holds it. Try a little before sleeping. */
-static int lock_spin(pthread_mutex_t *m)
+ * more than the ~100 ns a put or get holds it. Try a little before sleeping. Spinning
+ * reads `held` (a plain load keeps the line shared): a failed trylock is a compare-and-
+ * swap, which takes the line away from the holder that is about to write to it. */
+static int lock_spin(pthread_mutex_t *m, _Atomic uint32_t *held)
 {
     int r = pthread_mutex_trylock(m);
     if (r != EBUSY)
         return r;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
-        if (looks_held(m))
+        if (atomic_load_explicit(held, memory_order_relaxed))
             continue;
         r = pthread_mutex_trylock(m);
         if (r != EBUSY)
@@ -226,7 +224,9 @@ static int lock_spin(pthread_mutex_t *m)
 
 static int qlock(mp_queue *q)
 {
-    int r = lock_spin(&q->s->lock);
+    int r = lock_spin(&q->s->lock, &q->s->held);
+    if (r == 0 || r == EOWNERDEAD)
+        atomic_store_explicit(&q->s->held, 1, memory_order_relaxed);
     if (r == EOWNERDEAD) {
         /* The holder died: roll its journaled change forward, or keep the last commit. */
         struct qshared *s = q->s;

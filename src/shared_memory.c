@@ -51,12 +51,23 @@ static int check_name(const char *name, char out[SHM_NAME_MAX + 2])
     return 0;
 }
 
+/* Generated names start with MULTIPROC_SHM_PREFIX when it is set and sane, else "mp". */
+static const char *name_prefix(void)
+{
+    const char *p = secure_getenv("MULTIPROC_SHM_PREFIX");
+    size_t n = p ? strlen(p) : 0;
+    if (n == 0 || n > 64 || strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789._") != n)
+        return "mp";
+    return p;
+}
+
 static void generate_name(char out[SHM_NAME_MAX + 2])
 {
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
         rnd = (uint32_t)(mp__now() * 1e9) ^ (uint32_t)getpid();
-    snprintf(out, SHM_NAME_MAX + 2, "/mp-%d-%08x", (int)getpid(), rnd);
+    snprintf(out, SHM_NAME_MAX + 2, "/%s-%d-%08x", name_prefix(), (int)getpid(), rnd);
 }
 
 static mp_shm *map_fd(int fd, const char *slash_name, size_t size)

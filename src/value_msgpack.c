@@ -164,7 +164,11 @@ int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len)
     fixed_buf f = {.data = buf, .cap = cap};
     enc e = {0};
     msgpack_packer_init(&e.pk, &f, fixed_write);
+    /* A probe: every caller falls back to mp_value_encode, which reports a real
+     * failure itself; an overflow or a handle must not leave a message behind. */
+    bool was = mp__error_mute(true);
     int r = pack_value(&e, v, 0);
+    mp__error_mute(was);
     if (f.overflow)
         return MP_ETOOSHORT; /* not an error worth a message: callers fall back */
     if (r < 0)

@@ -22,7 +22,7 @@
 static int finisher(mp_value *a)
 {
     (void)a;
-    usleep(300000);
+    usleep(300000); /* behaviour: at-exit must join a child that is still working */
     printf("finisher done\n");
     return 0;
 }
@@ -30,7 +30,7 @@ static int finisher(mp_value *a)
 static int sleeper(mp_value *a)
 {
     (void)a;
-    sleep(30);
+    sleep(30); /* behaviour: a daemon at-exit must terminate */
     printf("sleeper done\n");
     return 0;
 }
@@ -71,7 +71,6 @@ int main(int argc, char **argv)
         if (mp_process_start(f) < 0 || mp_process_start(s) < 0)
             return 3;
         atexit(free_objects);
-        usleep(50000);
         return 0; /* the at-exit handlers join the finisher and terminate the sleeper */
     }
     if (strcmp(argv[1], "fsclient") == 0) {

@@ -14,6 +14,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -32,7 +33,9 @@ static void say_pid(void)
 static mp_shm *make_segment(const char *tag, bool tracked)
 {
     char name[64];
-    snprintf(name, sizeof name, "mp-tt-%d-%s", (int)getpid(), tag);
+    /* the test run's prefix (tests/test_util.h), so its leak checks see this segment */
+    const char *pre = getenv("MULTIPROC_SHM_PREFIX");
+    snprintf(name, sizeof name, "%s-tt-%d-%s", pre ? pre : "mp", (int)getpid(), tag);
     mp_shm_opts o = {.untracked = !tracked};
     mp_shm *m = mp_shm_create(name, 4096, &o);
     if (!m) {

@@ -3,7 +3,8 @@
 
 usage: py_peer.py client|listener ADDRESS AUTHKEY [modern]
 
-ADDRESS: /path, @abstract or host:port. AUTHKEY: text ('-' for none).
+ADDRESS: /path, @abstract or host:port (port 0: the listener prints the port it got,
+as 'ready ADDRESS'). AUTHKEY: text ('-' for none).
 'modern' runs the Python 3.12+ digest-prefixed handshake ({sha256}) by hand (copied
 from 3.12's multiprocessing/connection.py), so it is tested even on Python 3.11.
 Exit 0 on success, 3 on an authentication failure (prints 'auth-failed').
@@ -88,7 +89,11 @@ def main():
             conn.send_bytes(msg[::-1])
         else:
             listener = Listener(addr, authkey=None if modern else authkey)
-            print('ready', flush=True)
+            # the bound address: host:port 0 becomes the port the kernel picked
+            bound = listener.address
+            if isinstance(bound, tuple):
+                bound = '%s:%d' % bound
+            print('ready', sys.argv[2] if not isinstance(addr, tuple) else bound, flush=True)
             conn = listener.accept()
             if modern and authkey is not None:
                 deliver_challenge(conn, authkey)

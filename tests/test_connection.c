@@ -302,7 +302,7 @@ static void test_pass_to_children(void)
 static int child_close_then_linger(mp_value *args)
 {
     mp_connection_close(mp_value_get_connection(mp_value_list_get(args, 0)));
-    sleep(5);
+    sleep(5); /* the behaviour under test: alive long after closing */
     return 0;
 }
 
@@ -383,7 +383,7 @@ static void test_huge_message(void)
 
 static int child_sleep_exit(mp_value *args)
 {
-    usleep((useconds_t)mp_value_get_int(args) * 1000);
+    usleep((useconds_t)mp_value_get_int(args) * 1000); /* behaviour: a child ending later */
     return 3;
 }
 

@@ -129,7 +129,7 @@ int t_fail(mp_value *a) { (void)a; mp_process_fail("RuntimeError: %s", "boom"); 
 static int t_sleep(mp_value *a)
 {
     (void)a;
-    for (int i = 0; i < 300; i++)
+    for (int i = 0; i < 300; i++) /* behaviour: a child that runs until stopped */
         usleep(100000);
     return 0;
 }
@@ -562,7 +562,7 @@ static void test_active_children(void)
 static int t_sleep_short(mp_value *a)
 {
     (void)a;
-    usleep(200000);
+    usleep(200000); /* behaviour: still running when its object is freed */
     return 0;
 }
 
@@ -628,7 +628,7 @@ static void test_join_self(void)
 static int t_method(mp_value *a)
 {
     say(a, 0, "%s\n", mp_get_start_method());
-    usleep(100000);
+    usleep(100000); /* not synchronisation: the three children overlap in time */
     return 0;
 }
 

@@ -294,7 +294,8 @@ static void test_sync_objects_in_children(void)
         mp_value_free(args);
         CHECK_OK(mp_lock_acquire(l, -1));
         CHECK_OK(mp_process_start(p));
-        usleep(50000);
+        /* the child is asleep waiting for the lock we hold */
+        CHECK_OK(mpt_wait_blocked(mp_process_pid(p), 0, "futex", 30));
         CHECK_OK(mp_lock_release(l));
         CHECK_OK(mp_semaphore_acquire(s, 10));
         CHECK_OK(mp_condition_acquire(c, -1));
@@ -352,7 +353,9 @@ static void test_shm_create_attach_unlink(void)
 {
     mp_shm *a = mp_shm_create(NULL, 100, NULL);
     CHECK(a != NULL);
-    CHECK(strncmp(mp_shm_name(a), "mp-", 3) == 0);
+    /* generated names start with the run's MULTIPROC_SHM_PREFIX (test_util.h) */
+    CHECK(strncmp(mp_shm_name(a), mpt_shm_prefix(), strlen(mpt_shm_prefix())) == 0);
+    CHECK_INT(mp_shm_name(a)[strlen(mpt_shm_prefix())], '-');
     CHECK_INT(mp_shm_size(a), 100);
     memcpy(mp_shm_buf(a), "hello", 6);
     mp_shm *b = mp_shm_attach(mp_shm_name(a));
@@ -363,7 +366,7 @@ static void test_shm_create_attach_unlink(void)
     mp_shm_close(b);
 
     char name[64];
-    snprintf(name, sizeof name, "/mp-test-%d", (int)getpid());
+    snprintf(name, sizeof name, "/%s-test-%d", mpt_shm_prefix(), (int)getpid());
     mp_shm *n = mp_shm_create(name, 10, NULL);
     CHECK(n != NULL);
     CHECK_STR(mp_shm_name(n), name + 1);

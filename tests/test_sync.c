@@ -186,8 +186,8 @@ static void test_lock_waiter_woken_when_owner_dies(void)
     pid_t pid = fork_child(hold_and_hang, &a);
     CHECK_OK(wait_flag(flag, 1));
     pid_t killer = fork();
-    if (killer == 0) {
-        usleep(200000);
+    if (killer == 0) { /* kill the holder once the parent is asleep waiting for the lock */
+        mpt_wait_blocked(getppid(), 0, "futex", 10);
         kill(pid, SIGKILL);
         _exit(0);
     }
@@ -249,12 +249,12 @@ static void test_lock_kill_holders_in_a_loop(void)
         pids[i] = fork_child(chaos_worker, &a);
     srand(42);
     for (int round = 0; round < 30; round++) {
-        usleep(2000 + rand() % 8000);
+        usleep(2000 + rand() % 8000); /* not synchronisation: kills land at random points */
         int victim = rand() % 3;
         kill_and_reap(pids[victim]);
         pids[victim] = fork_child(chaos_worker, &a);
     }
-    usleep(20000);
+    usleep(20000); /* the last workers run a while before the final kills (chaos timing) */
     for (int i = 0; i < 3; i++)
         kill_and_reap(pids[i]);
     int r = mp_lock_acquire(l, 5);
@@ -340,7 +340,7 @@ static int sem_worker(void *p)
     int m = atomic_load(a->max_active);
     while (now > m && !atomic_compare_exchange_weak(a->max_active, &m, now))
         ;
-    usleep(30000);
+    usleep(30000); /* the workload: hold the unit long enough for holders to overlap */
     atomic_fetch_sub(a->active, 1);
     return mp_semaphore_release(a->s) == 0 ? 0 : 2;
 }
@@ -363,7 +363,8 @@ static void test_semaphore_limits_concurrency(void)
 
 static int sem_release_later(void *p)
 {
-    usleep(100000);
+    if (mpt_wait_blocked(getppid(), 0, "futex", 10) < 0) /* the parent sleeps in acquire */
+        return 2;
     return mp_semaphore_release(p) == 0 ? 0 : 1;
 }
 
@@ -382,7 +383,8 @@ static void test_semaphore_wakes_waiter(void)
 
 static int event_set_later(void *p)
 {
-    usleep(100000);
+    if (mpt_wait_blocked(getppid(), 0, "futex", 10) < 0) /* the parent sleeps in wait */
+        return 2;
     return mp_event_set(p) == 0 ? 0 : 1;
 }
 
@@ -470,11 +472,14 @@ static void test_condition_notify_one_then_all(void)
     for (int i = 0; i < 3; i++)
         pids[i] = fork_child(cond_waiter, &a);
     CHECK_OK(wait_flag(a.ready, 3));
-    usleep(100000); /* let them all sleep */
+    for (int i = 0; i < 3; i++) /* all three asleep in the condition wait */
+        CHECK_OK(mpt_wait_blocked(pids[i], 0, "futex", 10));
     CHECK_OK(mp_condition_acquire(c, -1));
     CHECK_OK(mp_condition_notify(c, 1));
     CHECK_OK(mp_condition_release(c));
-    usleep(400000); /* several re-check slices: still exactly one woken */
+    CHECK_OK(wait_flag(a.woken, 1));
+    /* The time IS the test: several re-check slices pass, still exactly one woken. */
+    usleep(400000);
     CHECK_INT(atomic_load(a.woken), 1);
     CHECK_OK(mp_condition_acquire(c, -1));
     CHECK_OK(mp_condition_notify_all(c));
@@ -492,7 +497,7 @@ static int cond_incrementer(void *p)
 {
     struct cond_arg *a = p;
     for (int i = 0; i < 3; i++) {
-        usleep(30000);
+        usleep(30000); /* pacing, not synchronisation: the waiter sees several notifies */
         mp_condition_acquire(a->c, -1);
         (*a->value)++;
         mp_condition_notify_all(a->c);
@@ -540,7 +545,8 @@ static void notifier_dies_case(bool notify)
     pid_t killer = fork();
     if (killer == 0) {
         wait_flag(b.ready, 2);
-        usleep(100000);
+        /* the parent is asleep: in the wait (no notify) or retaking the lock */
+        mpt_wait_blocked(getppid(), 0, "futex", 10);
         kill(pid, SIGKILL);
         _exit(0);
     }
@@ -625,7 +631,9 @@ static void test_barrier_timeout_abort_reset(void)
     mp_barrier_opts o = {.parties = 3};
     mp_barrier *b = mp_barrier_new(&o);
     pid_t p = fork_child(barrier_wait_child, b);
-    usleep(50000);
+    for (int i = 0; i < 5000 && mp_barrier_n_waiting(b) < 1; i++)
+        usleep(2000);
+    CHECK_INT(mp_barrier_n_waiting(b), 1);
     double t0 = mpt_now();
     CHECK_ERR(mp_barrier_wait(b, 0.2), MP_ETIMEOUT);
     CHECK(mpt_now() - t0 < 5);
@@ -637,7 +645,7 @@ static void test_barrier_timeout_abort_reset(void)
 
     /* reset while a party waits: it gets MP_EBROKEN, the barrier stays usable */
     p = fork_child(barrier_wait_child, b);
-    for (int i = 0; i < 500 && mp_barrier_n_waiting(b) < 1; i++)
+    for (int i = 0; i < 5000 && mp_barrier_n_waiting(b) < 1; i++)
         usleep(2000);
     CHECK_INT(mp_barrier_n_waiting(b), 1);
     CHECK_OK(mp_barrier_reset(b));
@@ -647,7 +655,9 @@ static void test_barrier_timeout_abort_reset(void)
 
     /* abort breaks the waiting party and later ones */
     p = fork_child(barrier_wait_child, b);
-    usleep(50000);
+    for (int i = 0; i < 5000 && mp_barrier_n_waiting(b) < 1; i++)
+        usleep(2000);
+    CHECK_INT(mp_barrier_n_waiting(b), 1);
     CHECK_OK(mp_barrier_abort(b));
     CHECK_INT(reap(p), 0);
     CHECK(mp_barrier_broken(b));
@@ -693,11 +703,11 @@ static void test_barrier_party_dies_while_waiting(void)
     mp_barrier *b = mp_barrier_new(&o);
     pid_t victim = fork_child(barrier_wait_forever_child, b);
     pid_t other = fork_child(barrier_wait_child, b);
-    for (int i = 0; i < 500 && mp_barrier_n_waiting(b) < 2; i++)
+    for (int i = 0; i < 5000 && mp_barrier_n_waiting(b) < 2; i++)
         usleep(2000);
     pid_t killer = fork();
-    if (killer == 0) {
-        usleep(150000);
+    if (killer == 0) { /* kill the victim asleep in its wait */
+        mpt_wait_blocked(victim, 0, "futex", 10);
         kill(victim, SIGKILL);
         _exit(0);
     }
@@ -730,7 +740,7 @@ static void test_barrier_party_dies_before_arriving(void)
     mp_barrier *b = mp_barrier_new(&o);
     pid_t p = fork_child(barrier_one_round_then_hang, b);
     CHECK(mp_barrier_wait(b, 10) >= 0);
-    usleep(50000);
+    CHECK_OK(mpt_wait_blocked(p, 0, "pause", 10)); /* round 1 over for it too */
     kill_and_reap(p);
     double t0 = mpt_now();
     CHECK_ERR(mp_barrier_wait(b, 10), MP_EBROKEN);

@@ -142,7 +142,8 @@ static void kill_tree_case(const char *mode)
     waitpid(t.helper, &st, 0);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     CHECK(wait_gone(&t));
-    usleep(200000);
+    /* the tracker (the last process writing there) is gone: its warning is complete */
+    CHECK_OK(mpt_wait_file_unused(t.errpath, 10));
     const char *err = slurp(t.errpath);
     CHECK_CONTAINS(err, "resource_tracker: There appear to be 3 leaked shared_memory objects "
                         "to clean up at shutdown");
@@ -165,7 +166,8 @@ static void test_clean_exit_reports_nothing(void)
     int st;
     waitpid(t.helper, &st, 0);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    usleep(300000);
+    /* everything that could write a warning there (the tracker) has exited */
+    CHECK_OK(mpt_wait_file_unused(t.errpath, 10));
     CHECK_STR(slurp(t.errpath), "");
     unlink(t.errpath);
 }
@@ -179,7 +181,7 @@ static void test_exit_without_unlink_is_cleaned(void)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CHECK_INT(t.nshm, 1);
     CHECK(wait_gone(&t));
-    usleep(200000);
+    CHECK_OK(mpt_wait_file_unused(t.errpath, 10)); /* the tracker has finished writing */
     CHECK_CONTAINS(slurp(t.errpath), "There appear to be 1 leaked shared_memory objects");
     unlink(t.errpath);
 }
@@ -243,7 +245,7 @@ static void test_group_kill_right_after_start(void)
 {
     for (int i = 0; i < 50; i++) { /* a race: many tries to catch it */
         char name[64];
-        snprintf(name, sizeof name, "mp-tt-%d-early-%d", (int)getpid(), i);
+        snprintf(name, sizeof name, "%s-tt-%d-early-%d", mpt_shm_prefix(), (int)getpid(), i);
         char path[512];
         const char *dir = getenv("MP_TEST_BINDIR");
         snprintf(path, sizeof path, "%s/helper_sync_tree", dir ? dir : ".");
@@ -301,7 +303,7 @@ static void test_child_segment_outlives_child(void)
     static const char *methods[] = {"spawn", "forkserver", "fork"};
     for (size_t i = 0; i < 3; i++) {
         char name[64];
-        snprintf(name, sizeof name, "mp-tt-%d-kept-%s", (int)getpid(), methods[i]);
+        snprintf(name, sizeof name, "%s-tt-%d-kept-%s", mpt_shm_prefix(), (int)getpid(), methods[i]);
         mp_value *args = mp_value_str(name);
         mp_process_opts o = {.target = t_create_segment, .args = args,
                              .ctx = mp_get_context(methods[i])};
@@ -313,7 +315,9 @@ static void test_child_segment_outlives_child(void)
         CHECK_INT(code, 0);
         mp_process_free(p);
         mp_value_free(args);
-        usleep(300000); /* a tracker of the child's own would have removed it by now */
+        /* A negative check, so the time IS the test: a tracker of the child's own would
+         * have removed the segment within this window. */
+        usleep(300000);
         mp_shm *m = mp_shm_attach(name);
         CHECK(m != NULL);
         if (m) {

@@ -4,12 +4,21 @@
  *
  * Leak checks: mpt_leak_begin() records the open fds and /dev/shm entries; after the
  * test, mpt_leak_end() fails the test if a new fd, a zombie child or a new /dev/shm
- * entry is left behind. */
+ * entry is left behind. Only this test run's /dev/shm entries count: before main, each
+ * test process sets MULTIPROC_SHM_PREFIX=mpt<pid> (unless it inherited one: a helper
+ * program or child belongs to its test's run), so every segment the library names for
+ * it or its children starts with "mpt<pid>-", and segments of other programs using the
+ * library at the same time (other tests, other builds) are not counted. Tests that
+ * choose names use mpt_shm_prefix() too.
+ *
+ * CHECK_OK also holds the call to "only failures set the last error" (error.h): it
+ * clears the error first and fails a call that succeeds but leaves one behind. */
 #ifndef MP_TEST_UTIL_H
 #define MP_TEST_UTIL_H
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,12 +59,17 @@ static const char *mpt_current = "";
 /* An int-returning call that must succeed (return >= 0). */
 #define CHECK_OK(expr)                                                                   \
     do {                                                                                 \
+        mp_clear_error();                                                                \
         long long mpt_r = (long long)(expr);                                             \
         mpt_checks++;                                                                    \
         if (mpt_r < 0) {                                                                 \
             mpt_failures++;                                                              \
             fprintf(stderr, "%s:%d: [%s] %s failed: %s (%s)\n", __FILE__, __LINE__,        \
                     mpt_current, #expr, mp_errname((int)mpt_r), mp_last_error());        \
+        } else if (mp_last_error_code() != 0) {                                          \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s succeeded but set the last error: %s\n",      \
+                    __FILE__, __LINE__, mpt_current, #expr, mp_last_error());            \
         }                                                                                \
     } while (0)
 
@@ -161,6 +175,113 @@ static inline const char *mpt_status_line(const char *field, char *out, size_t n
     return out;
 }
 
+/* ---- waiting for what can be observed (never sleep to synchronise) ----------------
+ * A task is "blocked" when the kernel has it asleep ('S' or 'D' in
+ * /proc/PID/task/TID/stat) in a wait whose wchan contains `in` ("futex" for the
+ * library's locks, queues, events, barriers; "poll" for fd waits; "pause"; NULL: any
+ * sleep). When the kernel hides wchan ("0" or empty), the state alone decides. Every
+ * wait is bounded. */
+static inline char mpt_task_state(pid_t pid, pid_t tid, char *wchan, size_t n)
+{
+    char path[96], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *rp = strrchr(buf, ')');
+    wchan[0] = 0;
+    snprintf(path, sizeof path, "/proc/%d/task/%d/wchan", (int)pid, (int)tid);
+    f = fopen(path, "r");
+    if (f) {
+        size_t w = fread(wchan, 1, n - 1, f);
+        wchan[w] = 0;
+        fclose(f);
+    }
+    return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
+/* 0 once task tid of pid is blocked as described above, -1 after timeout seconds or
+ * when it is gone. tid 0 means the main thread (tid == pid). */
+static inline int mpt_wait_blocked(pid_t pid, pid_t tid, const char *in, double timeout)
+{
+    double end = mpt_now() + timeout;
+    do {
+        char wchan[128];
+        char st = mpt_task_state(pid, tid ? tid : pid, wchan, sizeof wchan);
+        if (st == 0 || st == 'Z' || st == 'X')
+            return -1;
+        bool hidden = wchan[0] == 0 || strcmp(wchan, "0") == 0;
+        if ((st == 'S' || st == 'D') && (!in || hidden || strstr(wchan, in)))
+            return 0;
+        struct timespec ts = {0, 1000000}; /* a bounded poll of an observable state */
+        nanosleep(&ts, NULL);
+    } while (mpt_now() < end);
+    return -1;
+}
+
+/* 0 once no process keeps `path` open (e.g. a helper or tracker that wrote to it has
+ * exited, so what it wrote is complete), -1 after timeout seconds. */
+static inline int mpt_wait_file_unused(const char *path, double timeout)
+{
+    double end = mpt_now() + timeout;
+    do {
+        bool used = false;
+        DIR *proc = opendir("/proc");
+        struct dirent *p;
+        while (proc && !used && (p = readdir(proc)) != NULL) {
+            if (p->d_name[0] < '0' || p->d_name[0] > '9')
+                continue;
+            char dir[300];
+            snprintf(dir, sizeof dir, "/proc/%s/fd", p->d_name);
+            DIR *fdd = opendir(dir);
+            struct dirent *e;
+            while (fdd && !used && (e = readdir(fdd)) != NULL) {
+                char link[600], target[4096];
+                snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+                ssize_t n = readlink(link, target, sizeof target - 1);
+                if (n > 0) {
+                    target[n] = 0;
+                    used = strcmp(target, path) == 0;
+                }
+            }
+            if (fdd)
+                closedir(fdd);
+        }
+        if (proc)
+            closedir(proc);
+        if (!used)
+            return 0;
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    } while (mpt_now() < end);
+    return -1;
+}
+
+/* This test run's prefix for /dev/shm names (see the top of this file). */
+__attribute__((constructor)) static void mpt_set_shm_prefix(void)
+{
+    char p[32];
+    snprintf(p, sizeof p, "mpt%d", (int)getpid());
+    setenv("MULTIPROC_SHM_PREFIX", p, 0);
+}
+
+static inline const char *mpt_shm_prefix(void)
+{
+    const char *p = getenv("MULTIPROC_SHM_PREFIX");
+    return p ? p : "mp";
+}
+
+/* Entries of this test run: "<prefix>-..." */
+static inline int mpt_count_shm(void)
+{
+    char pre[80];
+    snprintf(pre, sizeof pre, "%s-", mpt_shm_prefix());
+    return mpt_count_dir("/dev/shm", pre);
+}
+
 struct mpt_leaks {
     int fds;
     int shm;
@@ -168,7 +289,7 @@ struct mpt_leaks {
 
 static inline struct mpt_leaks mpt_leak_begin(void)
 {
-    struct mpt_leaks l = {mpt_count_fds(), mpt_count_dir("/dev/shm", "mp-")};
+    struct mpt_leaks l = {mpt_count_fds(), mpt_count_shm()};
     return l;
 }
 
@@ -177,7 +298,7 @@ static inline void mpt_leak_end_at(struct mpt_leaks l, const char *file, int lin
     /* Children may take a moment to be reaped by the library; give them a little time. */
     for (int i = 0; i < 200 && (mpt_count_fds() != l.fds || mpt_has_zombie()); i++)
         usleep(10000);
-    int fds = mpt_count_fds(), shm = mpt_count_dir("/dev/shm", "mp-");
+    int fds = mpt_count_fds(), shm = mpt_count_shm();
     mpt_checks++;
     if (fds != l.fds) {
         mpt_failures++;
@@ -194,8 +315,8 @@ static inline void mpt_leak_end_at(struct mpt_leaks l, const char *file, int lin
     }
     if (shm != l.shm) {
         mpt_failures++;
-        fprintf(stderr, "%s:%d: [%s] /dev/shm: %d mp-* entries before, %d after\n", file, line,
-                mpt_current, l.shm, shm);
+        fprintf(stderr, "%s:%d: [%s] /dev/shm: %d %s-* entries before, %d after\n", file, line,
+                mpt_current, l.shm, mpt_shm_prefix(), shm);
     }
 }
 #define mpt_leak_end(l) mpt_leak_end_at((l), __FILE__, __LINE__)

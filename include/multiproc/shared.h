@@ -155,7 +155,11 @@ typedef struct mp_shm_opts {
 
 /**
  * Create a new named segment of @p size bytes (> 0; zero-filled). @p name NULL
- * generates a unique one ("mp-<pid>-<random>"); otherwise a leading '/' is optional.
+ * generates a unique one ("mp-<pid>-<random>"); the environment variable
+ * MULTIPROC_SHM_PREFIX (1..64 of [A-Za-z0-9._], read at each creation, ignored in
+ * setuid programs or when invalid) replaces "mp", so one program and its children can
+ * tell their generated segments from everyone else's (the test suite gives each test
+ * process its own). Otherwise a leading '/' is optional.
  * -EEXIST if the name exists, MP_EINVAL for size 0 or a bad name. The segment is
  * registered with the resource tracker: if every process of the program dies before
  * mp_shm_unlink(), it is unlinked and a warning is printed. NULL on failure.

@@ -22,6 +22,22 @@ int mp__error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* -errno as a code, recorded with a detail message. */
 #define mp__errno(...) mp__error(-errno, __VA_ARGS__)
 
+/* Only failures of a public call set the last error. An internal attempt that may fail
+ * on the way to a success (a probe, a first try with a fallback) must not leave its
+ * message behind:
+ * - mute: while muted, mp__error returns the code and records nothing (cheap, for hot
+ *   paths; the fallback records its own error if it fails too). Nests:
+ *       bool was = mp__error_mute(true); ...; mp__error_mute(was);
+ * - save/restore: keep the message of a failure the call tolerates, then put the
+ *   caller's last error back. */
+bool mp__error_mute(bool on); /* returns the previous state */
+typedef struct mp__error_saved {
+    int code;
+    char msg[1024];
+} mp__error_saved;
+void mp__error_save(mp__error_saved *s);
+void mp__error_restore(const mp__error_saved *s);
+
 /* ---- EINTR-safe syscalls (retry on EINTR, keep errno) ------------------------------ */
 
 ssize_t mp__read(int fd, void *buf, size_t n);           /* one read, retried on EINTR */

@@ -47,7 +47,7 @@ bool mp__unicode_printable(uint32_t c);
 /* Encode v as MessagePack into buf (cap bytes) without allocating: 0 and *len,
  * MP_ETOOSHORT when it does not fit, or MP_EUNSUPPORTED for a value holding handles.
  * For hot paths that keep small items in their own memory; on failure they fall
- * back to mp_value_encode. */
+ * back to mp_value_encode. Records no error (a probe; see mp__error_mute). */
 int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len);
 
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */

@@ -20,8 +20,8 @@
  */
 #define _GNU_SOURCE
 #include "sync/sync_internal.h"
+#include "process/proc.h" /* mp__target_locate/resolve: how functions travel */
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +57,8 @@ struct mp_barrier {
     barrier_sh *sh;
     mp_barrier_action_fn action;
     void *action_arg;
-    bool action_missing; /* imported, but the action's symbol is not in this program */
+    bool action_missing; /* imported, but the action is not found in this process */
+    char missing_why[200]; /* why not, for the party that would run it */
     pid_t registered; /* pid that registered through this handle, 0 if none */
     struct mp_barrier *next, *prev; /* this process's handles, for atexit */
 };
@@ -217,8 +218,10 @@ static int release_locked(mp_barrier *b, int index)
 {
     barrier_sh *sh = b->sh;
     if (b->action_missing) {
-        break_locked(sh, "the barrier action is not available in this process");
-        return broken_error(sh);
+        /* The others get the short reason; this party the whole story. */
+        break_locked(sh, "the barrier action is not available in the last party's process");
+        return mp__error(MP_EBROKEN, "the barrier action is not available in this process: %s",
+                         b->missing_why);
     }
     if (b->action) {
         int ar = b->action(b->action_arg);
@@ -382,15 +385,23 @@ void mp_barrier_free(mp_barrier *b)
 }
 
 /* ---- passing to other processes ------------------------------------------------------
- * The action travels by symbol name (the program exports its symbols; the address
- * differs between exec'd processes), its argument as a raw pointer value. */
+ * The action travels the way Process targets do (src/process/target.c): the object it
+ * lives in and its offset there, which a fork, spawn or forkserver child resolves
+ * without needing an exported symbol (a static function works). Its argument travels
+ * as a raw pointer value (see mp_barrier_opts.action_arg). Wire: barrier_wire, then
+ * path_len bytes of the object's path ("" for the main program). */
 
 struct barrier_wire {
     uint32_t magic;
     uint32_t has_action;
     uint64_t arg;
-    char action[128];
+    uint64_t offset;
+    uint32_t path_len;
+    char sym[256];
 };
+
+/* The action as a target-shaped pointer (target.c works on any function's address). */
+static mp_target_fn as_target(mp_barrier_action_fn fn) { return (mp_target_fn)(void (*)(void))fn; }
 
 static int barrier_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
 {
@@ -399,21 +410,69 @@ static int barrier_export(void *obj, void **data, size_t *len, int *fds, size_t 
     memset(&w, 0, sizeof w);
     w.magic = BARRIER_MAGIC;
     w.arg = (uint64_t)(uintptr_t)b->action_arg;
+    mp__target_loc *loc = NULL;
     if (b->action) {
-        Dl_info info;
+        loc = mp__calloc(1, sizeof *loc);
+        if (!loc)
+            return -ENOMEM;
+        int r = mp__target_locate(as_target(b->action), loc);
+        if (r < 0) {
+            free(loc);
+            return r;
+        }
         w.has_action = 1;
-        if (dladdr((void *)b->action, &info) && info.dli_sname)
-            snprintf(w.action, sizeof w.action, "%s", info.dli_sname);
+        w.offset = loc->offset;
+        w.path_len = (uint32_t)strlen(loc->path);
+        memcpy(w.sym, loc->sym, sizeof w.sym);
     }
+    char *p = mp__calloc(1, sizeof w + w.path_len);
+    if (p) {
+        memcpy(p, &w, sizeof w);
+        if (loc)
+            memcpy(p + sizeof w, loc->path, w.path_len);
+    }
+    free(loc);
+    if (!p)
+        return -ENOMEM;
     fds[0] = b->seg.fd;
     *nfds = 1;
-    return mp__sync_blob(&w, sizeof w, data, len);
+    *data = p;
+    *len = sizeof w + w.path_len;
+    return 0;
+}
+
+/* Find the action in this process. A failure is not the import's failure: the message
+ * is kept for the party that would run the action, and the caller's last error stays. */
+static void resolve_action(mp_barrier *b, const struct barrier_wire *w, const char *path)
+{
+    mp__target_loc *loc = mp__calloc(1, sizeof *loc);
+    mp_target_fn fn = NULL;
+    mp__error_saved saved;
+    mp__error_save(&saved);
+    int r = -ENOMEM;
+    if (loc) {
+        memcpy(loc->path, path, w->path_len);
+        memcpy(loc->sym, w->sym, sizeof loc->sym);
+        loc->sym[sizeof loc->sym - 1] = 0;
+        loc->offset = w->offset;
+        r = mp__target_resolve(loc, &fn);
+    }
+    if (r < 0) {
+        b->action_missing = true;
+        snprintf(b->missing_why, sizeof b->missing_why, "%s",
+                 loc ? mp_last_error() : "out of memory");
+    } else {
+        b->action = (mp_barrier_action_fn)(void (*)(void))fn;
+    }
+    mp__error_restore(&saved);
+    free(loc);
 }
 
 static int barrier_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
 {
     struct barrier_wire w;
-    if (len != sizeof w || nfds != 1 || (memcpy(&w, data, sizeof w), w.magic != BARRIER_MAGIC)) {
+    if (len < sizeof w || nfds != 1 || (memcpy(&w, data, sizeof w), w.magic != BARRIER_MAGIC) ||
+        w.path_len != len - sizeof w || w.path_len >= sizeof((mp__target_loc *)0)->path) {
         for (size_t i = 0; i < nfds; i++)
             close(fds[i]);
         return mp__error(MP_EPROTO, "barrier handle: bad description");
@@ -431,10 +490,8 @@ static int barrier_import(const void *data, size_t len, int *fds, size_t nfds, v
         mp__shm_release(&seg);
         return -ENOMEM;
     }
-    w.action[sizeof w.action - 1] = 0;
-    if (w.has_action && w.action[0])
-        b->action = (mp_barrier_action_fn)dlsym(RTLD_DEFAULT, w.action);
-    b->action_missing = w.has_action && !b->action;
+    if (w.has_action)
+        resolve_action(b, &w, (const char *)data + sizeof w);
     b->action_arg = (void *)(uintptr_t)w.arg;
     lock_state(b->sh);
     register_locked(b);

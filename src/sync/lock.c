@@ -6,8 +6,8 @@
  * a thread dies the kernel marks each held mutex FUTEX_OWNER_DIED and wakes a waiter,
  * whose lock call then returns EOWNERDEAD. We make the mutex consistent at once and
  * report MP_EOWNERDEAD to the new holder, which repairs the protected state.
- * Shared: the mutex (whose __owner field names the holding tid) and the RLock depth,
- * written only by the holder. The uncontended path is one trylock (a CAS) and a store.
+ * Shared: the mutex, the holder's tid (`owner`) and the RLock depth, both written only
+ * by the holder. The uncontended path is one trylock (a CAS) and a store.
  * Blocking acquires wait in slices of MP__SYNC_SLICE so deferred signal handlers run
  * and can interrupt the wait (pthread lock calls never return EINTR).
  * Lock order: a lock is a leaf; nothing else is taken while acquiring it.
@@ -92,6 +92,7 @@ int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
     int r = mp__robust_mutex_init(&sh->m);
     if (r < 0)
         return r;
+    atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
     sh->depth = 0;
     sh->recursive = recursive;
     sh->magic = MP__LOCK_MAGIC;
@@ -141,18 +142,32 @@ mp_lock *mp_lock_new(void) { return lock_create(false); }
 mp_lock *mp_rlock_new(void) { return lock_create(true); }
 
 /* ---- acquire / release ------------------------------------------------------------
- * The holder's tid is the mutex's own __owner field (glibc sets it for robust
- * mutexes and checks it on unlock), so the fast paths are a bare trylock/unlock. */
+ * The holder records its tid in `owner` right after taking m and clears it right before
+ * unlocking, so the fast paths are a trylock/unlock plus one store. */
 
 static inline int32_t owner_of(const mp__lock_sh *sh)
 {
-    return __atomic_load_n(&sh->m.__data.__owner, __ATOMIC_RELAXED);
+    return atomic_load_explicit(&sh->owner, memory_order_relaxed);
+}
+
+/* Just acquired m (at recursion depth `depth`). */
+static inline void took(mp__lock_sh *sh, uint32_t depth)
+{
+    atomic_store_explicit(&sh->owner, mp__sync_tid(), memory_order_relaxed);
+    sh->depth = depth;
+}
+
+/* About to release m. */
+static inline void giving_up(mp__lock_sh *sh)
+{
+    sh->depth = 0;
+    atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
 }
 
 static int took_dead(mp__lock_sh *sh)
 {
     pthread_mutex_consistent(&sh->m);
-    sh->depth = 1;
+    took(sh, 1);
     return mp__error(MP_EOWNERDEAD, "the previous holder of the lock died holding it");
 }
 
@@ -204,7 +219,7 @@ static int lock_slow(mp__lock_sh *sh, int r, double timeout)
         bool last = deadline >= 0 && left <= MP__SYNC_SLICE;
         r = pthread_mutex_timedlock(&sh->m, slice_end(last ? left : MP__SYNC_SLICE));
         if (r == 0) {
-            sh->depth = 1;
+            took(sh, 1);
             return 0;
         }
         if (r == EOWNERDEAD)
@@ -230,7 +245,7 @@ int mp_lock_acquire(mp_lock *l, double timeout)
     }
     int r = pthread_mutex_trylock(&sh->m);
     if (__builtin_expect(r == 0, 1)) {
-        sh->depth = 1;
+        took(sh, 1);
         return 0;
     }
     return lock_slow(sh, r, timeout);
@@ -256,17 +271,18 @@ int mp_lock_release(mp_lock *l)
         return release_error(sh);
     if (sh->recursive && --sh->depth > 0)
         return 0;
+    giving_up(sh);
     int r = pthread_mutex_unlock(&sh->m);
     if (__builtin_expect(r == 0, 1))
         return 0;
-    return r == EPERM ? release_error(sh) : mp__error(-r, "pthread_mutex_unlock");
+    return mp__error(-r, "pthread_mutex_unlock");
 }
 
 uint32_t mp__lock_release_all(mp_lock *l)
 {
     mp__lock_sh *sh = l->sh;
     uint32_t depth = sh->depth;
-    sh->depth = 0;
+    giving_up(sh);
     pthread_mutex_unlock(&sh->m);
     return depth;
 }
@@ -276,7 +292,7 @@ int mp__lock_reacquire(mp_lock *l, uint32_t depth)
     mp__lock_sh *sh = l->sh;
     int r = pthread_mutex_lock(&sh->m);
     int code = r == EOWNERDEAD ? took_dead(sh) : 0;
-    sh->depth = depth ? depth : 1;
+    took(sh, depth ? depth : 1);
     return code;
 }
 

@@ -15,10 +15,13 @@
  * processes and pending signal handlers. */
 #define MP__SYNC_SLICE 0.1
 
-/* The shared part of a Lock/RLock. The holder's tid is glibc's m.__data.__owner
- * (set and checked by glibc for robust mutexes). */
+/* The shared part of a Lock/RLock. */
 typedef struct mp__lock_sh {
     pthread_mutex_t m;        /* process-shared, robust */
+    _Atomic int32_t owner;    /* the holder's tid, 0 when free: set by the holder after
+                               * taking m, cleared before releasing it (our own word, not
+                               * the mutex's private fields); a dead holder's tid stays
+                               * until the next locker takes m over (EOWNERDEAD) */
     uint32_t depth;           /* recursion depth (RLock), written by the holder */
     uint32_t recursive;
     uint32_t magic;
