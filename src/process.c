@@ -571,7 +571,7 @@ mp_process *mp_process_new(const mp_process_opts *opts)
 
 static int thread_count(void)
 {
-    FILE *f = fopen("/proc/self/stat", "re");
+    FILE *f = mp__fopen_read("/proc/self/stat");
     if (!f)
         return 1;
     char buf[1024];

@@ -392,6 +392,25 @@ static int collect(const mp__spawn_req *req, const char *file, int rfd, pid_t pi
     return code;
 }
 
+/* CLONE_PIDFD takes the lowest free number, which may be 0..2 (see mp__fd_high). If
+ * it cannot be moved the child is killed and reaped through it: no child remains. */
+static int pidfd_high(const char *file, int *pidfd)
+{
+    if (*pidfd > 2)
+        return 0;
+    int moved = mp__dup_cloexec(*pidfd, 3);
+    if (moved >= 0) {
+        mp__close(*pidfd);
+        *pidfd = moved;
+        return 0;
+    }
+    mp__pidfd_send_signal(*pidfd, SIGKILL);
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)*pidfd, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+    return mp__error(moved, "spawn '%s': moving the pidfd above fd 2", file);
+}
+
 int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd)
 {
     int rc = check_request(req);
@@ -422,6 +441,8 @@ int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd)
     }
     rc = collect(req, file, efd[0], child, pfd);
     mp__close(efd[0]);
+    if (rc == 0)
+        rc = pidfd_high(file, &pfd);
     if (rc < 0) {
         mp__close(pfd);
         return rc;
