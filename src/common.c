@@ -8,6 +8,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -96,7 +97,49 @@ int mp__set_nonblock(int fd, bool on)
     return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
 }
 
-int mp__pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0; }
+int mp__pipe(int fds[2]) { return mp__fd_high2(pipe2(fds, O_CLOEXEC), fds) < 0 ? -errno : 0; }
+
+int mp__fd_high(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    /* Only 0..2 can be free below 3, so F_DUPFD_CLOEXEC from 3 is always above them.
+     * Every fd the library creates is close-on-exec, so the copy keeps that. */
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return moved;
+}
+
+FILE *mp__fopen_read(const char *path)
+{
+    int fd = mp__fd_high(open(path, O_RDONLY | O_CLOEXEC));
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+    if (!f && fd >= 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+    }
+    return f;
+}
+
+int mp__fd_high2(int r, int fds[2])
+{
+    if (r < 0)
+        return r;
+    fds[0] = mp__fd_high(fds[0]);
+    fds[1] = mp__fd_high(fds[1]);
+    if (fds[0] >= 0 && fds[1] >= 0)
+        return 0;
+    int err = errno;
+    if (fds[0] >= 0)
+        close(fds[0]);
+    if (fds[1] >= 0)
+        close(fds[1]);
+    errno = err;
+    return -1;
+}
 
 int mp__poll1(int fd, short events, double deadline)
 {
@@ -213,8 +256,8 @@ __attribute__((weak)) int mp__signal_dispatch_pending(void) { return 0; }
 
 int mp__pidfd_open(pid_t pid)
 {
-    long r = syscall(SYS_pidfd_open, pid, 0);
-    return r < 0 ? -errno : (int)r; /* pidfds are always close-on-exec */
+    int r = mp__fd_high((int)syscall(SYS_pidfd_open, pid, 0));
+    return r < 0 ? -errno : r; /* pidfds are always close-on-exec */
 }
 
 int mp__pidfd_send_signal(int pidfd, int sig)
@@ -245,9 +288,14 @@ int mp__pidfd_wait(int pidfd, double deadline, int *returncode)
 
 int mp__count_fds(void)
 {
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -errno;
+    int fd = mp__fd_high(open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        return -err;
+    }
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)

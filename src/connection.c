@@ -63,7 +63,7 @@ int mp_pipe(bool duplex, mp_connection **a, mp_connection **b)
         return mp__error(MP_EINVAL, "mp_pipe: NULL output pointer");
     *a = *b = NULL;
     if (duplex) {
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+        if (mp__fd_high2(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), fds) < 0)
             return mp__errno("socketpair");
     } else if (mp__pipe(fds) < 0) {
         return mp__errno("pipe");

@@ -31,7 +31,7 @@ static int read_proc(pid_t pid, const char *file, char **buf, size_t *len)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = mp__fd_high(open(path, O_RDONLY | O_CLOEXEC));
     if (fd < 0)
         return proc_error(errno, pid, strcmp(file, "stat") ? file : NULL);
     size_t cap = 4096, n = 0;
@@ -189,7 +189,7 @@ bool mp_pid_exists(pid_t pid)
 /* Seconds since the epoch at which the system booted (/proc/stat btime). */
 static double boot_time(void)
 {
-    FILE *f = fopen("/proc/stat", "re");
+    FILE *f = mp__fopen_read("/proc/stat");
     if (!f)
         return 0;
     char line[256];

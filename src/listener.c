@@ -365,7 +365,7 @@ static int listener_bind(mp_listener *l, const char *address, int backlog)
     int code = parse_address(address, true, &a);
     if (code < 0)
         return code;
-    l->fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    l->fd = mp__fd_high(socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (l->fd < 0)
         return mp__errno("socket for '%s'", address);
     if (a.family != AF_UNIX) {
@@ -431,7 +431,7 @@ int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out)
         return mp__error(r, "accept on '%s'", l->address);
     if (r == 0)
         return mp__error(MP_ETIMEOUT, "no connection on '%s' within %.3g s", l->address, timeout);
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = mp__fd_high(accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
     if (fd < 0)
         return mp__errno("accept on '%s'", l->address);
     mp_connection *c = mp_connection_from_fd(fd, true, true);
@@ -515,7 +515,7 @@ int mp_client(const char *address, const mp_client_opts *opts, mp_connection **o
     int code = parse_address(address, false, &a);
     if (code < 0)
         return code;
-    int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = mp__fd_high(socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (fd < 0)
         return mp__errno("socket for '%s'", address);
     code = connect_deadline(fd, &a, address, deadline);

@@ -21,7 +21,9 @@
  *   exit that releases wait_lock before it needs reg_lock. The forkserver client's
  *   start-up lock (forkserver.c) is never taken while holding either.
  * - Fork: the child re-initialises reg_lock and forgets the parent's children (their
- *   fds are closed in the child), like Python's `_children = set()`. */
+ *   fds are closed in the child), like Python's `_children = set()`. It runs nothing
+ *   before the parent holds its pidfd (the start pipe, see await_go): a pid is never
+ *   looked up or signalled after the child could have been reaped. */
 #define _GNU_SOURCE
 #include "multiproc/process.h"
 #include "multiproc/log.h"
@@ -571,7 +573,7 @@ mp_process *mp_process_new(const mp_process_opts *opts)
 
 static int thread_count(void)
 {
-    FILE *f = fopen("/proc/self/stat", "re");
+    FILE *f = mp__fopen_read("/proc/self/stat");
     if (!f)
         return 1;
     char buf[1024];
@@ -617,6 +619,30 @@ static _Noreturn void fork_child(mp_process *p, pid_t parent, const char *buf, s
     mp__proc_run(p->target, args);
 }
 
+/* The fork race: with SIGCHLD ignored (or a SIGCHLD handler calling waitpid(-1)) a
+ * child that ends at once is reaped before the parent's pidfd_open, which then fails
+ * or, worse, names a recycled pid. So the child first waits for one byte on the start
+ * pipe, which the parent writes once it holds the pidfd: until then the child cannot
+ * have exited (only a signal from outside can end it early; pidfd_open then reports
+ * ESRCH). EOF instead of the byte: the parent gave up; leave without running anything
+ * (no atexit handlers: they are the parent's). */
+static void await_go(int go[2])
+{
+    mp__close(go[1]);
+    char c;
+    ssize_t n = mp__read(go[0], &c, 1);
+    if (n != 1)
+        _exit(1);
+    mp__close(go[0]);
+}
+
+static void reap_pidfd(int pidfd)
+{
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+}
+
 static int start_fork(mp_process *p, const char *buf, size_t len, const int *fds, size_t nfds)
 {
     int threads = thread_count();
@@ -630,15 +656,37 @@ static int start_fork(mp_process *p, const char *buf, size_t len, const int *fds
     fflush(stdout);
     fflush(stderr);
     pid_t parent = getpid();
+    int go[2];
+    if (mp__pipe(go) < 0)
+        return mp__errno("fork: the start pipe");
     pid_t pid = fork();
-    if (pid < 0)
-        return mp__errno("fork");
-    if (pid == 0)
+    if (pid < 0) {
+        int code = mp__errno("fork");
+        mp__close(go[0]);
+        mp__close(go[1]);
+        return code;
+    }
+    if (pid == 0) {
+        await_go(go);
         fork_child(p, parent, buf, len, fds, nfds);
+    }
+    mp__close(go[0]);
     int pidfd = mp__pidfd_open(pid);
+    if (pidfd >= 0 && mp__write(go[1], "g", 1) != 1) {
+        int code = mp__errno("fork: starting child %d", (int)pid);
+        mp__close(go[1]);
+        mp__pidfd_send_signal(pidfd, SIGKILL);
+        reap_pidfd(pidfd);
+        mp__close(pidfd);
+        return code;
+    }
+    mp__close(go[1]);
     if (pidfd < 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        /* The child exits by itself at EOF without running anything; it is ours and
+         * unreaped (or already reaped by the kernel: then ECHILD), so waiting for this
+         * pid cannot touch another process. No signal to a pid that may be stale. */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
         return mp__error(pidfd, "pidfd_open for child %d", (int)pid);
     }
     p->pid = pid;

@@ -99,7 +99,7 @@ static int open_new(const char *name, char slash[SHM_NAME_MAX + 2], unsigned mod
         } else {
             generate_name(slash);
         }
-        int fd = shm_open(slash, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? mode : 0600);
+        int fd = mp__fd_high(shm_open(slash, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? mode : 0600));
         if (fd >= 0)
             return fd;
         if (errno != EEXIST || name)
@@ -146,7 +146,7 @@ mp_shm *mp_shm_attach(const char *name)
             mp__error(MP_EINVAL, "attaching shared memory needs a name");
         return NULL;
     }
-    int fd = shm_open(slash, O_RDWR | O_CLOEXEC, 0);
+    int fd = mp__fd_high(shm_open(slash, O_RDWR | O_CLOEXEC, 0));
     if (fd < 0) {
         mp__errno("shm_open '%s'", slash + 1);
         return NULL;

@@ -12,7 +12,7 @@ int mp__shm_create(mp__shm *s, size_t size, const char *tag)
     s->fd = -1;
     s->addr = NULL;
     s->size = 0;
-    int fd = memfd_create(tag ? tag : "multiproc", MFD_CLOEXEC);
+    int fd = mp__fd_high(memfd_create(tag ? tag : "multiproc", MFD_CLOEXEC));
     if (fd < 0)
         return mp__errno("memfd_create");
     if (ftruncate(fd, (off_t)size) < 0) {

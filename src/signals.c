@@ -325,7 +325,7 @@ static void atfork_child(void)
 static void init(void)
 {
     int fds[2];
-    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+    if (mp__fd_high2(pipe2(fds, O_CLOEXEC | O_NONBLOCK), fds) < 0) {
         init_error = mp__errno("creating the signal wake-up pipe");
         return;
     }

@@ -341,6 +341,46 @@ static int error_pipe(int nmap, int fds[2])
     return 0;
 }
 
+#ifdef __SANITIZE_THREAD__
+/* A forked child may end (and, with SIGCHLD ignored, be reaped) before pidfd_open:
+ * it waits for one byte that is written once we hold the pidfd, as the fork start
+ * method does (src/process.c). Returns the pid (errno set on failure). */
+static pid_t tsan_fork(struct child_ctx *ctx, int *pidfd)
+{
+    int go[2];
+    if (mp__pipe(go) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        if (mp__read(go[0], &c, 1) != 1)
+            _exit(127); /* never seen: the parent reaps it below */
+        close(go[0]);
+        child_main(ctx);
+    }
+    int err = errno;
+    close(go[0]);
+    if (pid > 0 && (*pidfd = mp__pidfd_open(pid)) >= 0 && mp__write(go[1], "g", 1) == 1) {
+        close(go[1]);
+        return pid;
+    }
+    if (pid > 0) {
+        err = *pidfd < 0 ? -*pidfd : errno;
+        close(go[1]); /* EOF: the child leaves without running anything */
+        mp__close(*pidfd);
+        *pidfd = -1;
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        pid = -1;
+    } else {
+        close(go[1]);
+    }
+    errno = err;
+    return pid;
+}
+#endif
+
 /* clone with every signal blocked, so no handler of ours runs in the child before
  * it has reset the dispositions. Returns the pid or -errno. */
 static pid_t clone_child(struct child_ctx *ctx, int *pidfd)
@@ -355,12 +395,8 @@ static pid_t clone_child(struct child_ctx *ctx, int *pidfd)
     /* ThreadSanitizer treats clone() as a fork and runs its fork bookkeeping in the
      * child, which with CLONE_VM would corrupt the parent's state; its builds fork. */
     (void)stack;
-    pid_t pid = fork();
-    if (pid == 0)
-        child_main(ctx);
+    pid_t pid = tsan_fork(ctx, pidfd);
     int err = errno;
-    if (pid > 0 && (*pidfd = mp__pidfd_open(pid)) < 0)
-        err = -*pidfd, pid = -1; /* cannot happen for our own unreaped child */
 #else
     pid_t pid = clone(child_main, stack + sizeof stack,
                       CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ctx, pidfd);
@@ -390,6 +426,25 @@ static int collect(const mp__spawn_req *req, const char *file, int rfd, pid_t pi
         ;
     (void)pid;
     return code;
+}
+
+/* CLONE_PIDFD takes the lowest free number, which may be 0..2 (see mp__fd_high). If
+ * it cannot be moved the child is killed and reaped through it: no child remains. */
+static int pidfd_high(const char *file, int *pidfd)
+{
+    if (*pidfd > 2)
+        return 0;
+    int moved = mp__dup_cloexec(*pidfd, 3);
+    if (moved >= 0) {
+        mp__close(*pidfd);
+        *pidfd = moved;
+        return 0;
+    }
+    mp__pidfd_send_signal(*pidfd, SIGKILL);
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)*pidfd, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+    return mp__error(moved, "spawn '%s': moving the pidfd above fd 2", file);
 }
 
 int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd)
@@ -422,6 +477,8 @@ int mp__spawn(const mp__spawn_req *req, pid_t *pid, int *pidfd)
     }
     rc = collect(req, file, efd[0], child, pfd);
     mp__close(efd[0]);
+    if (rc == 0)
+        rc = pidfd_high(file, &pfd);
     if (rc < 0) {
         mp__close(pfd);
         return rc;

@@ -394,7 +394,7 @@ static int open_file(int which, const char *path, bool append, mp__spawn_req *re
 {
     int flags = O_CLOEXEC | (which == 0 ? O_RDONLY
                                         : O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC));
-    int fd = open(path, flags, 0666);
+    int fd = mp__fd_high(open(path, flags, 0666));
     if (fd < 0)
         return mp__errno("%s: open '%s'", stream_name(which), path);
     tmp->fd[tmp->n++] = fd;

@@ -849,6 +849,137 @@ static void test_user_sigchld_handler(void)
     sigaction(SIGCHLD, &old, NULL);
 }
 
+/* ---- the caller's closed fd 0, 1 or 2 ---------------------------------------------- */
+
+/* One line of the report: the call's name, its return code (an error name when the
+ * call itself failed) and what was captured, newlines shown as \n. */
+static void closed_report(int fd, const char *name, int call_rc, int rc, const char *out,
+                          const char *err)
+{
+    char o[128] = "", e[128] = "";
+    for (size_t i = 0, k = 0; out && out[i] && k + 3 < sizeof o; i++)
+        k += (size_t)snprintf(o + k, sizeof o - k, out[i] == '\n' ? "\\n" : "%c", out[i]);
+    for (size_t i = 0, k = 0; err && err[i] && k + 3 < sizeof e; i++)
+        k += (size_t)snprintf(e + k, sizeof e - k, err[i] == '\n' ? "\\n" : "%c", err[i]);
+    if (err && strstr(err, "Bad file descriptor"))
+        snprintf(e, sizeof e, "EBADF");
+    if (call_rc < 0)
+        dprintf(fd, "%s %s\n", name, mp_errname(call_rc));
+    else
+        dprintf(fd, "%s %d '%s' '%s'\n", name, rc, o, e);
+}
+
+#define FD_STATES                                                                        \
+    "r=''; for i in 0 1 2; do if [ -e /proc/self/fd/$i ]; then r=\"$r$i:open \"; "      \
+    "else r=\"$r$i:closed \"; fi; done; "
+
+/* Runs in a child whose fd `which` is closed: run, Popen and a pipeline, as the
+ * Python reference script did (see test_closed_std_fds). Every call has a timeout: a
+ * library pipe handed to the child as its stdin used to hang `cat` forever. */
+static void closed_fd_calls(int rep)
+{
+    mp_subprocess_opts o = capture();
+    o.timeout = 10;
+    mp_run_result r;
+    int c = mp_run(ARGV("cat"), &o, &r);
+    closed_report(rep, "cat", c, r.returncode, r.out, r.err);
+    mp_run_result_free(&r);
+    o.input = "in\n";
+    o.input_len = 3;
+    c = mp_run(ARGV("cat"), &o, &r);
+    closed_report(rep, "cat-input", c, r.returncode, r.out, r.err);
+    mp_run_result_free(&r);
+    o.input = NULL;
+    o.input_len = 0;
+    c = mp_run_sh("echo out; echo err >&2", &o, &r);
+    closed_report(rep, "both", c, r.returncode, r.out, r.err);
+    mp_run_result_free(&r);
+    mp_subprocess_opts out_only = {.out = MP_STDIO_PIPE, .timeout = 10};
+    c = mp_run_sh(FD_STATES "echo \"$r\"", &out_only, &r);
+    closed_report(rep, "fds-out", c, r.returncode, r.out, NULL);
+    mp_run_result_free(&r);
+    mp_subprocess_opts err_only = {.err = MP_STDIO_PIPE, .timeout = 10};
+    c = mp_run_sh(FD_STATES "echo \"$r\" >&2", &err_only, &r);
+    closed_report(rep, "fds-err", c, r.returncode, NULL, r.err);
+    mp_run_result_free(&r);
+    mp_subprocess_opts po = {.out = MP_STDIO_PIPE, .err = MP_STDIO_DEVNULL};
+    mp_popen *p = NULL;
+    int rc = -100;
+    c = mp_popen_start(ARGV("cat"), &po, &p);
+    if (c == 0)
+        c = mp_popen_communicate(p, NULL, 0, 10, &r);
+    if (c == 0)
+        c = mp_popen_wait(p, 10, &rc);
+    closed_report(rep, "popen-cat", c, rc, r.out, NULL);
+    mp_run_result_free(&r);
+    mp_popen_free(p);
+    const char *const *cmds[] = {ARGV("cat"), ARGV("tr", "a", "b")};
+    int rcs[2] = {-100, -100};
+    c = mp_pipeline(cmds, 2, &o, &r, rcs);
+    dprintf(rep, "pipeline %d %d\n", rcs[0], rcs[1]);
+    closed_report(rep, "pipeline-out", c, r.returncode, r.out, NULL);
+    mp_run_result_free(&r);
+}
+
+/* The report of closed_fd_calls() in a forked child with fd `which` closed (stdin
+ * /dev/null otherwise, so `cat` ends). */
+static const char *closed_fd_run(int which)
+{
+    static char buf[4096];
+    int p[2];
+    if (pipe(p) < 0)
+        return "pipe failed";
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        close(devnull);
+        close(which);
+        closed_fd_calls(p[1]);
+        _exit(0);
+    }
+    close(p[1]);
+    snprintf(buf, sizeof buf, "%s", read_fd(p[0]));
+    close(p[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK_INT(st, 0);
+    return buf;
+}
+
+/* A closed fd 0, 1 or 2 in the caller: the library's own pipes used to take those
+ * numbers, so the child got them as its standard streams. Expected: what Python 3.11
+ * gives for the same calls (subprocess.run, Popen, a Popen chain) - the child sees
+ * the caller's closed fd closed, plus exactly what was asked for. */
+static void test_closed_std_fds(void)
+{
+    CHECK_STR(closed_fd_run(0), "cat 1 '' 'EBADF'\n"
+                                "cat-input 0 'in\\n' ''\n"
+                                "both 0 'out\\n' 'err\\n'\n"
+                                "fds-out 0 '0:closed 1:open 2:open \\n' ''\n"
+                                "fds-err 0 '' '0:closed 1:open 2:open \\n'\n"
+                                "popen-cat 1 '' ''\n"
+                                "pipeline 1 0\n"
+                                "pipeline-out 0 '' ''\n");
+    CHECK_STR(closed_fd_run(1), "cat 0 '' ''\n"
+                                "cat-input 0 'in\\n' ''\n"
+                                "both 0 'out\\n' 'err\\n'\n"
+                                "fds-out 0 '0:open 1:open 2:open \\n' ''\n"
+                                "fds-err 0 '' '0:open 1:closed 2:open \\n'\n"
+                                "popen-cat 0 '' ''\n"
+                                "pipeline 0 0\n"
+                                "pipeline-out 0 '' ''\n");
+    CHECK_STR(closed_fd_run(2), "cat 0 '' ''\n"
+                                "cat-input 0 'in\\n' ''\n"
+                                "both 0 'out\\n' 'err\\n'\n"
+                                "fds-out 0 '0:open 1:open 2:closed \\n' ''\n"
+                                "fds-err 0 '' '0:open 1:open 2:open \\n'\n"
+                                "popen-cat 0 '' ''\n"
+                                "pipeline 0 0\n"
+                                "pipeline-out 0 '' ''\n");
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_run_capture);
@@ -880,5 +1011,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_big_parent);
     RUN_IF(argc, argv, test_user_sigchld_handler);
     RUN_IF(argc, argv, test_sigchld_ignored_status_lost);
+    RUN_IF(argc, argv, test_closed_std_fds);
     return mpt_done();
 }

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -49,6 +50,20 @@ int mp__dup_cloexec(int fd, int min_fd);               /* F_DUPFD_CLOEXEC */
 int mp__set_cloexec(int fd, bool on);
 int mp__set_nonblock(int fd, bool on);
 int mp__pipe(int fds[2]);                              /* O_CLOEXEC pipe, -errno */
+
+/* The library never holds an fd numbered 0, 1 or 2: when the program has closed one
+ * of them, the next fd the kernel hands out takes that number, and every child
+ * inheriting its stdin/stdout/stderr would get a library pipe or socket instead of
+ * the closed stream (a `cat` reading our own stdout pipe hangs forever). Every place
+ * the library creates an fd wraps the call: `fd = mp__fd_high(open(...))`.
+ * mp__fd_high(fd): fd itself when fd > 2 or fd < 0 (errno untouched); else a
+ * close-on-exec copy >= 3 (the original is closed), or -1 with errno set (the
+ * original closed too). mp__fd_high2(r, fds): the same for the two fds of a
+ * pipe2/socketpair that returned r; returns 0, or r/-1 with errno (both closed). */
+int mp__fd_high(int fd);
+int mp__fd_high2(int r, int fds[2]);
+/* fopen(path, "re") through mp__fd_high; NULL with errno on failure. */
+FILE *mp__fopen_read(const char *path);
 
 /* poll() one fd for `events` until the deadline (see below); returns revents (>0),
  * 0 on timeout, -errno on error. On EINTR it runs the deferred signal handlers and

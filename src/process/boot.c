@@ -96,7 +96,7 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
     int r = mp__launch_pack(l, &rec, &reclen);
     if (r < 0)
         return r;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), sv) < 0) {
         free(rec);
         return mp__errno("socketpair for a spawn child");
     }

@@ -97,9 +97,9 @@ static int await_ready(int ctl, pid_t pid, int *status)
 static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
 {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv) < 0)
         return mp__errno("socketpair for the forkserver");
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int devnull = mp__fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
     char *owned = NULL;
     int tracker = mp__boot_tracker_fd(); /* its forked children inherit it */
     char **env = mp__boot_env(bindnow ? "forkserver:3:bindnow" : "forkserver:3", &owned,
@@ -201,7 +201,7 @@ static int send_request(int child_end, char kind, const char *rec, size_t len,
         for (int i = 1; i < 3; i++)
             if (fcntl(fds[i], F_GETFD) < 0) {
                 if (devnull < 0)
-                    devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                    devnull = mp__fd_high(open("/dev/null", O_WRONLY | O_CLOEXEC));
                 fds[i] = devnull;
             }
         r = send_msg(kind, rec, len, fds, 3 + nargfds);
@@ -224,7 +224,7 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
     int ch[2];
     if ((r = mp__launch_pack(l, &rec, &reclen)) < 0)
         return r;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) < 0) {
+    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch), ch) < 0) {
         free(rec);
         return mp__errno("socketpair for a forkserver child");
     }
@@ -512,7 +512,7 @@ static _Noreturn void spare_main(int sock)
 static void make_spare(const struct server *sv, double now)
 {
     int pair[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), pair) < 0)
         return;
     pid_t pid = fork();
     if (pid == 0) {
@@ -631,7 +631,7 @@ _Noreturn void mp__fs_server_main(int ctl)
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, &sv.old_mask);
-    sv.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    sv.sfd = mp__fd_high(signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
     /* As Python's forkserver: Ctrl-C reaches the clients, not the server. SIGCHLD must
      * not be ignored (a client that ignores it would pass that on): the kernel would
      * reap the children itself and their exit statuses would be lost. */
