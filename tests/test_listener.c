@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include "multiproc/connection.h"
+#include "internal/tracker.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -414,6 +415,9 @@ static void test_python_interop(void)
 
 int main(int argc, char **argv)
 {
+    /* Socket paths are registered with the resource tracker: its pipe stays open for the
+     * whole run, so open it before the leak checks. */
+    mp__tracker_ensure_running();
     RUN_IF(argc, argv, test_unix_default_address);
     RUN_IF(argc, argv, test_abstract_and_tcp);
     RUN_IF(argc, argv, test_every_digest_pair);
