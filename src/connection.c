@@ -32,7 +32,24 @@ struct mp_connection {
     bool has_pending; /* a message kept after MP_ETOOSHORT */
     void *pending;
     size_t pending_len;
+    size_t max_msg; /* largest message we allocate for; 0: MP_CONNECTION_DEFAULT_MAX_MESSAGE */
 };
+
+/* The bound on an announced length, checked before anything is allocated. */
+static size_t max_message(const mp_connection *c)
+{
+    return c->max_msg ? c->max_msg : MP_CONNECTION_DEFAULT_MAX_MESSAGE;
+}
+
+int mp_connection_set_max_message_size(mp_connection *c, size_t max)
+{
+    if (!c)
+        return mp__error(MP_EINVAL, "connection is NULL");
+    c->max_msg = max;
+    return 0;
+}
+
+size_t mp_connection_max_message_size(const mp_connection *c) { return c ? max_message(c) : 0; }
 
 bool mp__connection_has_pending(const mp_connection *c);
 bool mp__connection_has_pending(const mp_connection *c) { return c && c->has_pending; }
@@ -270,6 +287,18 @@ static int bad_length(mp_connection *c, uint64_t size, size_t maxlength)
                      (unsigned long long)size, maxlength);
 }
 
+/* Past the connection's maximum: the body is not read (a hostile peer may announce 8 GB
+ * and send nothing, or send it all), so the stream cannot be resynchronised: closed. */
+static int too_big(mp_connection *c, uint64_t size)
+{
+    size_t max = max_message(c);
+    mp_connection_close(c);
+    return mp__error(-EMSGSIZE, "the peer announced a message of %llu bytes, over this "
+                                "connection's maximum of %zu bytes "
+                                "(mp_connection_set_max_message_size; connection closed)",
+                     (unsigned long long)size, max);
+}
+
 static int read_body(mp_connection *c, uint64_t size, void **buf)
 {
     if (size > (uint64_t)SIZE_MAX / 2)
@@ -304,6 +333,8 @@ int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, siz
         return code;
     if (maxlength && size > maxlength)
         return bad_length(c, size, maxlength);
+    if (!maxlength && size > max_message(c))
+        return too_big(c, size);
     code = read_body(c, size, buf);
     if (code == 0)
         *len = (size_t)size;
@@ -347,6 +378,8 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t bufsize, s
         *len = (size_t)size;
         return read_exact(c, (char *)buf + offset, (size_t)size, true);
     }
+    if (size > max_message(c))
+        return too_big(c, size);
     code = read_body(c, size, &c->pending);
     if (code < 0)
         return code;
@@ -428,21 +461,26 @@ void mp_connection_free(mp_connection *c)
 /* ---- the "connection" kind ---------------------------------------------------------------
  * Exported as one fd plus a flags byte and any pending message. */
 
-enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4 };
+enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4, EXP_MAXSIZE = 8 };
 
 static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
 {
     mp_connection *c = obj;
     if (c->closed)
         return mp__error(MP_ECLOSED, "cannot pass a closed connection");
-    size_t n = 1 + (c->has_pending ? c->pending_len : 0);
+    size_t head = 1 + (c->max_msg ? 8 : 0);
+    size_t n = head + (c->has_pending ? c->pending_len : 0);
     unsigned char *d = malloc(n);
     if (!d)
         return mp__error(-ENOMEM, "exporting a connection");
     d[0] = (unsigned char)((c->readable ? EXP_READABLE : 0) | (c->writable ? EXP_WRITABLE : 0) |
-                           (c->has_pending ? EXP_PENDING : 0));
+                           (c->has_pending ? EXP_PENDING : 0) | (c->max_msg ? EXP_MAXSIZE : 0));
+    if (c->max_msg) {
+        uint64_t m = htobe64((uint64_t)c->max_msg);
+        memcpy(d + 1, &m, 8);
+    }
     if (c->has_pending && c->pending_len)
-        memcpy(d + 1, c->pending, c->pending_len);
+        memcpy(d + head, c->pending, c->pending_len);
     *data = d;
     *len = n;
     fds[0] = c->fd;
@@ -453,7 +491,8 @@ static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nf
 static int conn_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
 {
     const unsigned char *d = data;
-    if (len < 1 || nfds != 1) {
+    size_t head = len >= 1 && (d[0] & EXP_MAXSIZE) ? 9 : 1;
+    if (len < head || nfds != 1) {
         for (size_t i = 0; i < nfds; i++)
             mp__close(fds[i]);
         return mp__error(MP_EPROTO, "bad connection handle (%zu bytes, %zu fds)", len, nfds);
@@ -461,14 +500,19 @@ static int conn_import(const void *data, size_t len, int *fds, size_t nfds, void
     mp_connection *c = mp_connection_from_fd(fds[0], d[0] & EXP_READABLE, d[0] & EXP_WRITABLE);
     if (!c)
         return mp_last_error_code();
+    if (d[0] & EXP_MAXSIZE) {
+        uint64_t m;
+        memcpy(&m, d + 1, 8);
+        c->max_msg = (size_t)be64toh(m);
+    }
     if (d[0] & EXP_PENDING) {
-        c->pending = malloc(len > 1 ? len - 1 : 1);
+        c->pending = malloc(len > head ? len - head : 1);
         if (!c->pending) {
             mp_connection_free(c);
             return mp__error(-ENOMEM, "importing a connection");
         }
-        memcpy(c->pending, d + 1, len - 1);
-        c->pending_len = len - 1;
+        memcpy(c->pending, d + head, len - head);
+        c->pending_len = len - head;
         c->has_pending = true;
     }
     *obj = c;

@@ -1,26 +1,25 @@
-/* Listener and Client over Unix-domain and TCP sockets, with Python's HMAC handshake.
+/* Listener and Client over Unix-domain and TCP sockets, with Python's HMAC handshake
+ * (src/handshake.c: one deadline for the whole exchange, on both sides).
  *
- * The handshake is multiprocessing.connection's deliver_challenge/answer_challenge: the
- * listener challenges first, then answers the client's challenge. Two forms exist and we
- * accept both from a peer:
- *   legacy (Python <= 3.11): "#CHALLENGE#" + 20 random bytes, reply = raw HMAC-MD5 (16 bytes)
- *   modern (Python >= 3.12): "#CHALLENGE#{sha256}" + 40 random bytes, reply = "{sha256}" +
- *                            HMAC over the whole message including the prefix.
- * A reply of 16 or 20 bytes is legacy MD5, as in 3.12's _get_digest_name_and_payload.
- * Every handshake read is bounded (maxlength, so a huge length is refused before any
- * allocation) and the whole handshake has a deadline (SO_RCVTIMEO/SO_SNDTIMEO). */
+ * DESIGN: a listener with an authkey authenticates several peers at once, so one slow or
+ * silent peer never delays the others: accept takes every pending connection (up to
+ * MAX_INFLIGHT handshakes in progress), drives each handshake without blocking under one
+ * poll, and hands out whichever completes first; handshakes still in progress stay in the
+ * listener for the next accept. A handshake that fails or passes its deadline is closed
+ * and reported by the accept that sees it (MP_EAUTH, MP_ETIMEOUT), as Python's accept
+ * raises; the next accept goes on with the others. One thread accepts at a time. */
 #define _GNU_SOURCE
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/handshake.h"
+#include "internal/tracker.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,13 +29,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define CHALLENGE "#CHALLENGE#"
-#define WELCOME "#WELCOME#"
-#define FAILURE "#FAILURE#"
-#define LEGACY_MSG_LEN 20
-#define MODERN_MSG_LEN 40
-#define MD5_LEN 16
-#define MAX_DIGEST_NAME 8 /* "sha3_256" */
+#define MAX_INFLIGHT 64 /* handshakes in progress per listener; more wait in the backlog */
 
 /* ---- addresses ---------------------------------------------------------------------- */
 
@@ -134,218 +127,19 @@ static void format_address(const sockaddr_any *a, char *out, size_t n)
     }
 }
 
-/* ---- HMAC handshake ------------------------------------------------------------------ */
-
-static const EVP_MD *digest_md(const char *name, size_t len)
-{
-    static const struct {
-        const char *name;
-        const EVP_MD *(*md)(void);
-    } table[] = {{"md5", EVP_md5},       {"sha256", EVP_sha256},     {"sha384", EVP_sha384},
-                 {"sha3_256", EVP_sha3_256}, {"sha3_384", EVP_sha3_384}};
-    for (size_t i = 0; i < MP__ARRAY_LEN(table); i++)
-        if (strlen(table[i].name) == len && memcmp(table[i].name, name, len) == 0)
-            return table[i].md();
-    return NULL;
-}
-
-static const char *digest_name(mp_auth_digest d)
-{
-    switch (d) {
-    case MP_AUTH_SHA256: return "sha256";
-    case MP_AUTH_SHA384: return "sha384";
-    case MP_AUTH_SHA3_256: return "sha3_256";
-    case MP_AUTH_SHA3_384: return "sha3_384";
-    case MP_AUTH_MD5: return "md5";
-    default: return NULL; /* legacy */
-    }
-}
-
-/* Split a challenge or reply into digest name and payload (3.12's rule): 16 or 20 bytes
- * is legacy MD5 with no prefix (*name_len = 0); otherwise "{name}payload" with an allowed
- * name. Returns 0 or MP_EAUTH. */
-static int split_digest(const unsigned char *m, size_t len, const char **name, size_t *name_len,
-                        const unsigned char **payload, size_t *payload_len)
-{
-    if (len == LEGACY_MSG_LEN || len == MD5_LEN) {
-        *name = "md5";
-        *name_len = 0;
-        *payload = m;
-        *payload_len = len;
-        return 0;
-    }
-    if (len > 2 && m[0] == '{') {
-        const unsigned char *end = memchr(m + 1, '}', len - 1 < MAX_DIGEST_NAME + 1 ? len - 1 : MAX_DIGEST_NAME + 1);
-        if (end && digest_md((const char *)m + 1, (size_t)(end - m - 1))) {
-            *name = (const char *)m + 1;
-            *name_len = (size_t)(end - m - 1);
-            *payload = end + 1;
-            *payload_len = len - (size_t)(end + 1 - m);
-            return 0;
-        }
-    }
-    return mp__error(MP_EAUTH, "unsupported message length, missing digest prefix, or "
-                               "unsupported digest (%zu bytes)", len);
-}
-
-static int hmac(const EVP_MD *md, const void *key, size_t keylen, const void *msg, size_t len,
-                unsigned char *out, unsigned *outlen)
-{
-    static const unsigned char empty_key[1];
-    if (!HMAC(md, keylen ? key : empty_key, (int)keylen, msg, len, out, outlen))
-        return mp__error(MP_EAUTH, "HMAC computation failed");
-    return 0;
-}
-
-/* Receive one bounded handshake message into buf (NUL-free binary; *len set). */
-static int recv_small(mp_connection *c, unsigned char *buf, size_t cap, size_t *len)
-{
-    void *p;
-    int code = mp_connection_recv_bytes(c, cap, &p, len);
-    if (code == MP_EPROTO)
-        return mp__error(MP_EAUTH, "authentication: peer sent an oversized message (%s)",
-                         mp_last_error());
-    if (code == -EAGAIN || code == -EWOULDBLOCK)
-        return mp__error(MP_ETIMEOUT, "authentication: the peer did not answer in time");
-    if (code < 0)
-        return code;
-    memcpy(buf, p, *len);
-    free(p);
-    return 0;
-}
-
-static int send_msg(mp_connection *c, const void *buf, size_t len)
-{
-    int code = mp_connection_send_bytes(c, buf, 0, len);
-    if (code == -EAGAIN || code == -EWOULDBLOCK)
-        return mp__error(MP_ETIMEOUT, "authentication: the peer is not reading");
-    return code;
-}
-
-/* Check a reply against our challenge message (our digest choice can't be downgraded:
- * the MAC covers the "{name}" prefix). */
-static int verify_reply(const void *key, size_t keylen, const unsigned char *msg, size_t msglen,
-                        const unsigned char *reply, size_t rlen)
-{
-    const char *name;
-    size_t name_len;
-    const unsigned char *mac;
-    size_t mac_len;
-    int code = split_digest(reply, rlen, &name, &name_len, &mac, &mac_len);
-    if (code < 0)
-        return code;
-    const EVP_MD *md = digest_md(name, name_len ? name_len : 3);
-    unsigned char expected[EVP_MAX_MD_SIZE];
-    unsigned elen = 0;
-    code = hmac(md, key, keylen, msg, msglen, expected, &elen);
-    if (code < 0)
-        return code;
-    if (elen != mac_len || CRYPTO_memcmp(expected, mac, elen) != 0)
-        return mp__error(MP_EAUTH, "digest received was wrong");
-    return 0;
-}
-
-static int deliver_challenge(mp_connection *c, const void *key, size_t keylen, mp_auth_digest d)
-{
-    unsigned char out[64], msg[64], reply[256 + MAX_DIGEST_NAME + 8];
-    const char *name = digest_name(d);
-    size_t plen = name ? (size_t)snprintf((char *)msg, sizeof msg, "{%s}", name) : 0;
-    size_t nrand = name ? MODERN_MSG_LEN : LEGACY_MSG_LEN;
-    if (getrandom(msg + plen, nrand, 0) != (ssize_t)nrand)
-        return mp__errno("getrandom for the challenge");
-    size_t msglen = plen + nrand;
-    memcpy(out, CHALLENGE, strlen(CHALLENGE));
-    memcpy(out + strlen(CHALLENGE), msg, msglen);
-    int code = send_msg(c, out, strlen(CHALLENGE) + msglen);
-    size_t rlen = 0;
-    if (code == 0)
-        code = recv_small(c, reply, sizeof reply, &rlen);
-    if (code < 0)
-        return code;
-    code = verify_reply(key, keylen, msg, msglen, reply, rlen);
-    if (code < 0) {
-        send_msg(c, FAILURE, strlen(FAILURE));
-        return code;
-    }
-    return send_msg(c, WELCOME, strlen(WELCOME));
-}
-
-static int answer_challenge(mp_connection *c, const void *key, size_t keylen)
-{
-    unsigned char msg[256], reply[EVP_MAX_MD_SIZE + MAX_DIGEST_NAME + 2];
-    size_t len = 0;
-    int code = recv_small(c, msg, sizeof msg, &len);
-    if (code < 0)
-        return code;
-    size_t cl = strlen(CHALLENGE);
-    if (len < cl || memcmp(msg, CHALLENGE, cl) != 0)
-        return mp__error(MP_EAUTH, "protocol error: expected a challenge");
-    if (len - cl < LEGACY_MSG_LEN)
-        return mp__error(MP_EAUTH, "challenge too short: %zu bytes", len - cl);
-    const char *name;
-    size_t name_len;
-    const unsigned char *payload;
-    size_t payload_len;
-    code = split_digest(msg + cl, len - cl, &name, &name_len, &payload, &payload_len);
-    if (code < 0)
-        return code;
-    size_t prefix = name_len ? name_len + 2 : 0;
-    if (name_len)
-        memcpy(reply, msg + cl, prefix); /* "{name}" */
-    unsigned mlen = 0;
-    code = hmac(digest_md(name, name_len ? name_len : 3), key, keylen, msg + cl, len - cl,
-                reply + prefix, &mlen);
-    if (code == 0)
-        code = send_msg(c, reply, prefix + mlen);
-    if (code == 0)
-        code = recv_small(c, msg, sizeof msg, &len);
-    if (code < 0)
-        return code;
-    if (len != strlen(WELCOME) || memcmp(msg, WELCOME, len) != 0)
-        return mp__error(MP_EAUTH, "digest sent was rejected");
-    return 0;
-}
-
-/* Bound every handshake read/write by the deadline, then restore blocking forever. */
-static void set_io_timeout(int fd, double seconds)
-{
-    struct timeval tv = {0, 0};
-    if (seconds > 0) {
-        tv.tv_sec = (time_t)seconds;
-        tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-        if (tv.tv_sec == 0 && tv.tv_usec == 0)
-            tv.tv_usec = 1000;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-static int handshake(mp_connection *c, bool server, const void *key, size_t keylen,
-                     mp_auth_digest d, double timeout)
-{
-    int fd = mp_connection_fileno(c);
-    set_io_timeout(fd, timeout < 0 ? 0 : timeout);
-    int code = server ? deliver_challenge(c, key, keylen, d) : answer_challenge(c, key, keylen);
-    if (code == 0)
-        code = server ? answer_challenge(c, key, keylen) : deliver_challenge(c, key, keylen, d);
-    if (code == MP_EEOF || code == MP_EPROTO)
-        code = mp__error(MP_EAUTH, "authentication: the peer closed the connection (%s)",
-                         mp_last_error());
-    if (mp_connection_fileno(c) >= 0)
-        set_io_timeout(fd, 0);
-    return code;
-}
-
 /* ---- Listener ------------------------------------------------------------------------ */
 
 struct mp_listener {
-    int fd;
-    bool unlink_path;
+    int fd; /* non-blocking: accept drains the backlog */
+    bool unlink_path; /* a Unix path we bound (and registered with the resource tracker) */
     char address[128];
     void *authkey;
     size_t authkey_len;
     mp_auth_digest digest;
     double handshake_timeout;
+    size_t max_message_size;
+    mp__hs *hs[MAX_INFLIGHT]; /* handshakes in progress, oldest first */
+    int nhs;
 };
 
 static void default_path(char *out, size_t n)
@@ -359,22 +153,40 @@ static void default_path(char *out, size_t n)
              counter++, rnd);
 }
 
+/* A socket file is registered with the resource tracker before bind creates it, so a
+ * program SIGKILLed at any point leaves no file behind (the tracker ignores a path that
+ * never came to exist, and one that existed before we registered: see src/tracker.c). */
+static int bind_path(mp_listener *l, const sockaddr_any *a, const char *address)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
+    bool path = a->family == AF_UNIX && un->sun_path[0] != 0;
+    if (path && mp__tracker_register(MP__RT_FILE, un->sun_path) < 0)
+        return mp_last_error_code();
+    if (bind(l->fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+        int code = mp__errno("bind '%s'", address);
+        if (path)
+            mp__tracker_unregister(MP__RT_FILE, un->sun_path);
+        return code;
+    }
+    l->unlink_path = path;
+    return 0;
+}
+
 static int listener_bind(mp_listener *l, const char *address, int backlog)
 {
     sockaddr_any a;
     int code = parse_address(address, true, &a);
     if (code < 0)
         return code;
-    l->fd = mp__fd_high(socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    l->fd = mp__fd_high(socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (l->fd < 0)
         return mp__errno("socket for '%s'", address);
     if (a.family != AF_UNIX) {
         int one = 1;
         setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     }
-    if (bind(l->fd, (struct sockaddr *)&a.ss, a.len) < 0)
-        return mp__errno("bind '%s'", address);
-    l->unlink_path = a.family == AF_UNIX && ((struct sockaddr_un *)&a.ss)->sun_path[0] != 0;
+    if ((code = bind_path(l, &a, address)) < 0)
+        return code;
     if (listen(l->fd, backlog > 0 ? backlog : 16) < 0)
         return mp__errno("listen on '%s'", address);
     a.len = sizeof a.ss;
@@ -395,6 +207,7 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
     l->fd = -1;
     l->digest = opts->digest;
     l->handshake_timeout = opts->handshake_timeout > 0 ? opts->handshake_timeout : 20.0;
+    l->max_message_size = opts->max_message_size;
     if (opts->authkey) {
         l->authkey = malloc(opts->authkey_len ? opts->authkey_len : 1);
         if (!l->authkey) {
@@ -412,11 +225,158 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
         address = path;
     }
     if (listener_bind(l, address, opts->backlog) < 0) {
-        l->unlink_path = false; /* never remove a path we did not bind */
-        mp_listener_free(l);
+        int code = mp_last_error_code();
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        mp_listener_free(l); /* unlinks the path if we bound it */
+        mp__error(code, "%s", msg);
         return NULL;
     }
     return l;
+}
+
+/* A new connection, or NULL with the error set; the fd is adopted. */
+static mp_connection *wrap(mp_listener *l, int fd)
+{
+    mp_connection *c = mp_connection_from_fd(fd, true, true);
+    if (c && l->max_message_size)
+        mp_connection_set_max_message_size(c, l->max_message_size);
+    return c;
+}
+
+/* One pending connection without blocking: its fd, -EAGAIN when none, or an error. */
+static int accept_one(mp_listener *l)
+{
+    for (;;) {
+        int fd = mp__fd_high(accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
+        if (fd >= 0)
+            return fd;
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return -EAGAIN;
+        return mp__errno("accept on '%s'", l->address);
+    }
+}
+
+/* Without an authkey: the first connection in the backlog. */
+static int accept_plain(mp_listener *l, double timeout, mp_connection **out)
+{
+    double deadline = mp__deadline(timeout);
+    for (;;) {
+        int fd = accept_one(l);
+        if (fd >= 0) {
+            *out = wrap(l, fd);
+            return *out ? 0 : mp_last_error_code();
+        }
+        if (fd != -EAGAIN)
+            return fd;
+        int r = mp__poll1(l->fd, POLLIN, deadline);
+        if (r < 0)
+            return mp__error(r, "accept on '%s'", l->address);
+        if (r == 0)
+            return mp__error(MP_ETIMEOUT, "no connection on '%s' within %.3g s", l->address,
+                             timeout);
+    }
+}
+
+/* Take the handshake at index i out of the set (order kept: oldest first). */
+static mp__hs *hs_remove(mp_listener *l, int i)
+{
+    mp__hs *h = l->hs[i];
+    memmove(&l->hs[i], &l->hs[i + 1], (size_t)(l->nhs - i - 1) * sizeof l->hs[0]);
+    l->nhs--;
+    return h;
+}
+
+/* Start a handshake for every connection in the backlog, while there is room. */
+static int admit_pending(mp_listener *l)
+{
+    while (l->nhs < MAX_INFLIGHT) {
+        int fd = accept_one(l);
+        if (fd == -EAGAIN)
+            return 0;
+        if (fd < 0)
+            return fd;
+        mp__hs *h = mp__hs_new(fd, true, l->authkey, l->authkey_len, l->digest,
+                               mp__deadline(l->handshake_timeout));
+        if (!h) {
+            mp__close(fd);
+            return mp_last_error_code();
+        }
+        l->hs[l->nhs++] = h;
+    }
+    return 0;
+}
+
+/* Advance every handshake; the first one that ends (authenticated, failed or past its
+ * deadline) is returned: 1 with *out, or its error. 0 when none ended. */
+static int advance_all(mp_listener *l, mp_connection **out)
+{
+    double now = mp__now();
+    for (int i = 0; i < l->nhs; i++) {
+        mp__hs *h = l->hs[i];
+        int r = mp__hs_step(h);
+        if (r == 0 && now < mp__hs_deadline(h))
+            continue;
+        int fd = mp__hs_fd(h);
+        mp__hs_free(hs_remove(l, i));
+        if (r == 1) {
+            *out = wrap(l, fd);
+            return *out ? 1 : mp_last_error_code();
+        }
+        mp__close(fd);
+        if (r == 0)
+            return mp__error(MP_ETIMEOUT, "accept on '%s': a peer did not complete the handshake "
+                                          "within %.3g s", l->address, l->handshake_timeout);
+        return mp__error(r, "accept on '%s': %s", l->address, mp_last_error());
+    }
+    return 0;
+}
+
+/* The one poll of an authenticating accept: the listening socket (while there is room)
+ * and every handshake, until the nearest deadline. >0 ready, 0 timeout, negative. */
+static int wait_any(mp_listener *l, double deadline)
+{
+    struct pollfd p[MAX_INFLIGHT + 1];
+    int n = 0;
+    double until = deadline;
+    if (l->nhs < MAX_INFLIGHT)
+        p[n++] = (struct pollfd){.fd = l->fd, .events = POLLIN};
+    for (int i = 0; i < l->nhs; i++) {
+        p[n++] = (struct pollfd){.fd = mp__hs_fd(l->hs[i]), .events = mp__hs_events(l->hs[i])};
+        double d = mp__hs_deadline(l->hs[i]);
+        if (until < 0 || d < until)
+            until = d;
+    }
+    for (;;) {
+        int r = poll(p, (nfds_t)n, mp__ms_left(until));
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+        int code = mp__signal_dispatch_pending();
+        if (code < 0)
+            return code;
+    }
+}
+
+static int accept_auth(mp_listener *l, double timeout, mp_connection **out)
+{
+    double deadline = mp__deadline(timeout);
+    for (;;) {
+        int r = admit_pending(l);
+        if (r == 0)
+            r = advance_all(l, out);
+        if (r != 0)
+            return r < 0 ? r : 0;
+        if (deadline >= 0 && mp__now() >= deadline)
+            return mp__error(MP_ETIMEOUT, "no connection on '%s' within %.3g s", l->address,
+                             timeout);
+        r = wait_any(l, deadline);
+        if (r < 0)
+            return mp__error(r, "accept on '%s'", l->address);
+    }
 }
 
 int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out)
@@ -426,26 +386,7 @@ int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out)
     *out = NULL;
     if (!l || l->fd < 0)
         return mp__error(MP_ECLOSED, "listener is closed");
-    int r = mp__poll1(l->fd, POLLIN, mp__deadline(timeout));
-    if (r < 0)
-        return mp__error(r, "accept on '%s'", l->address);
-    if (r == 0)
-        return mp__error(MP_ETIMEOUT, "no connection on '%s' within %.3g s", l->address, timeout);
-    int fd = mp__fd_high(accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
-    if (fd < 0)
-        return mp__errno("accept on '%s'", l->address);
-    mp_connection *c = mp_connection_from_fd(fd, true, true);
-    if (!c)
-        return mp_last_error_code();
-    if (l->authkey) {
-        int code = handshake(c, true, l->authkey, l->authkey_len, l->digest, l->handshake_timeout);
-        if (code < 0) {
-            mp_connection_free(c);
-            return mp__error(code, "accept on '%s': %s", l->address, mp_last_error());
-        }
-    }
-    *out = c;
-    return 0;
+    return l->authkey ? accept_auth(l, timeout, out) : accept_plain(l, timeout, out);
 }
 
 const char *mp_listener_address(const mp_listener *l) { return l ? l->address : ""; }
@@ -453,12 +394,18 @@ int mp_listener_fileno(const mp_listener *l) { return l ? l->fd : -1; }
 
 int mp_listener_close(mp_listener *l)
 {
-    if (!l || l->fd < 0)
+    if (!l)
         return 0;
-    mp__close(l->fd);
+    while (l->nhs > 0) {
+        mp__hs *h = hs_remove(l, l->nhs - 1);
+        mp__close(mp__hs_fd(h));
+        mp__hs_free(h);
+    }
+    if (l->fd >= 0)
+        mp__close(l->fd);
     l->fd = -1;
-    if (l->unlink_path)
-        unlink(l->address);
+    if (l->unlink_path && unlink(l->address) == 0)
+        mp__tracker_unregister(MP__RT_FILE, l->address);
     l->unlink_path = false;
     return 0;
 }
@@ -499,6 +446,7 @@ static int connect_deadline(int fd, const sockaddr_any *a, const char *address, 
     return 0;
 }
 
+/* One deadline covers connect and the whole handshake. */
 int mp_client(const char *address, const mp_client_opts *opts, mp_connection **out)
 {
     static const mp_client_opts defaults;
@@ -519,22 +467,17 @@ int mp_client(const char *address, const mp_client_opts *opts, mp_connection **o
     if (fd < 0)
         return mp__errno("socket for '%s'", address);
     code = connect_deadline(fd, &a, address, deadline);
+    if (code == 0 && opts->authkey)
+        code = mp__hs_run(fd, false, opts->authkey, opts->authkey_len, opts->digest, deadline);
     if (code < 0) {
         mp__close(fd);
-        return code;
+        return mp__error(code, "client to '%s': %s", address, mp_last_error());
     }
     mp_connection *c = mp_connection_from_fd(fd, true, true);
     if (!c)
         return mp_last_error_code();
-    if (opts->authkey) {
-        double left = mp__left(deadline);
-        code = handshake(c, false, opts->authkey, opts->authkey_len, opts->digest,
-                         left < 0 ? -1 : (left > 0 ? left : 0.001));
-        if (code < 0) {
-            mp_connection_free(c);
-            return mp__error(code, "client to '%s': %s", address, mp_last_error());
-        }
-    }
+    if (opts->max_message_size)
+        mp_connection_set_max_message_size(c, opts->max_message_size);
     *out = c;
     return 0;
 }

@@ -1,7 +1,9 @@
 /* Named SharedMemory (POSIX shm in /dev/shm) and ShareableList on top of it.
  *
  * A created segment is registered with the resource tracker (src/tracker.c) unless
- * the caller opts out; unlink unregisters it. Attaching never registers (Python's
+ * the caller opts out - before shm_open creates it, so a program SIGKILLed at any point
+ * (even between shm_open and ftruncate) leaves no segment; a failed create unregisters.
+ * Unlink unregisters it. Attaching never registers (Python's
  * attach-registers behaviour makes an attaching program unlink the creator's segment
  * when it exits). Handles travel between processes by fd (the mapping works even
  * after the name is unlinked) together with the tracker pipe, so a child started
@@ -89,7 +91,9 @@ static mp_shm *map_fd(int fd, const char *slash_name, size_t size)
     return m;
 }
 
-static int open_new(const char *name, char slash[SHM_NAME_MAX + 2], unsigned mode)
+/* Create the segment, registered first unless `untracked`. */
+static int open_new(const char *name, char slash[SHM_NAME_MAX + 2], unsigned mode,
+                    bool untracked)
 {
     for (int tries = 0; tries < 100; tries++) {
         if (name) {
@@ -99,9 +103,15 @@ static int open_new(const char *name, char slash[SHM_NAME_MAX + 2], unsigned mod
         } else {
             generate_name(slash);
         }
+        if (!untracked && mp__tracker_register(MP__RT_SHM, slash) < 0)
+            return mp_last_error_code();
         int fd = mp__fd_high(shm_open(slash, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? mode : 0600));
         if (fd >= 0)
             return fd;
+        int err = errno;
+        if (!untracked)
+            mp__tracker_unregister(MP__RT_SHM, slash);
+        errno = err;
         if (errno != EEXIST || name)
             return mp__errno("shm_open '%s'", slash + 1);
     }
@@ -118,7 +128,7 @@ mp_shm *mp_shm_create(const char *name, size_t size, const mp_shm_opts *opts)
         return NULL;
     }
     char slash[SHM_NAME_MAX + 2];
-    int fd = open_new(name, slash, opts->mode);
+    int fd = open_new(name, slash, opts->mode, opts->untracked);
     if (fd < 0)
         return NULL;
     mp_shm *m = NULL;
@@ -126,14 +136,11 @@ mp_shm *mp_shm_create(const char *name, size_t size, const mp_shm_opts *opts)
         mp__errno("ftruncate shared memory '%s' to %zu bytes", slash + 1, size);
     else
         m = map_fd(fd, slash, size);
-    if (m && !opts->untracked && mp__tracker_register(MP__RT_SHM, slash) < 0) {
-        munmap(m->addr, m->size);
-        free(m);
-        m = NULL;
-    }
-    if (!m) { /* keep the first error's message: these two calls cannot fail usefully */
+    if (!m) { /* keep the first error's message: these calls cannot fail usefully */
         shm_unlink(slash);
         close(fd);
+        if (!opts->untracked)
+            mp__tracker_unregister(MP__RT_SHM, slash);
     }
     return m;
 }

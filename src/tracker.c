@@ -9,7 +9,18 @@
  * from a multithreaded program), keeps the registered names in an mmap'd table, and on
  * EOF removes what is left, printing a warning per type like Python's
  * resource_tracker, then exits.
- * Protocol: lines "R\t<type>\t<name>\n" and "U\t<type>\t<name>\n", one write each.
+ * Protocol: lines "R\t<type>\t<sec>.<nsec>\t<name>\n" and "U\t<type>\t0.0\t<name>\n", one
+ * write each.
+ *
+ * Register first: the library registers a name BEFORE creating the object (shm_open,
+ * bind), so a SIGKILL at any instant leaves nothing behind; a failed create unregisters.
+ * Registrations are counted (two registrations of one name need two unregistrations:
+ * a second create of an existing name registers, fails and unregisters without dropping
+ * the first). At shutdown the tracker removes only what exists and was created after its
+ * registration: R carries the CLOCK_REALTIME_COARSE time taken before the create, the
+ * clock the kernel stamps files with, so a file whose ctime is older existed before and
+ * is someone else's (a create that failed with EEXIST and was killed before it could
+ * unregister): it is left alone. A name that never came to exist is skipped silently.
  */
 #define _GNU_SOURCE
 #include "internal/common.h"
@@ -25,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_NAME 1000
@@ -37,6 +49,8 @@ static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct entry {
     char type[16];
     char name[MAX_NAME + 8];
+    long long sec, nsec; /* the earliest registration still counted */
+    unsigned count;
 } entry;
 
 static entry *table;
@@ -52,10 +66,22 @@ static int find(const char *type, const char *name)
     return -1;
 }
 
-static void add(const char *type, const char *name)
+static bool earlier(long long s1, long long n1, long long s2, long long n2)
 {
-    if (find(type, name) >= 0)
+    return s1 < s2 || (s1 == s2 && n1 < n2);
+}
+
+static void add(const char *type, const char *name, long long sec, long long nsec)
+{
+    int i = find(type, name);
+    if (i >= 0) {
+        table[i].count++;
+        if (earlier(sec, nsec, table[i].sec, table[i].nsec)) {
+            table[i].sec = sec;
+            table[i].nsec = nsec;
+        }
         return;
+    }
     if (n_entries == cap_entries) {
         size_t ncap = cap_entries ? cap_entries * 2 : 64;
         void *p = table ? mremap(table, cap_entries * sizeof *table, ncap * sizeof *table,
@@ -69,47 +95,77 @@ static void add(const char *type, const char *name)
     }
     strncpy(table[n_entries].type, type, sizeof table[n_entries].type - 1);
     strncpy(table[n_entries].name, name, sizeof table[n_entries].name - 1);
+    table[n_entries].sec = sec;
+    table[n_entries].nsec = nsec;
+    table[n_entries].count = 1;
     n_entries++;
 }
 
 static void del(const char *type, const char *name)
 {
     int i = find(type, name);
-    if (i >= 0)
+    if (i >= 0 && --table[i].count == 0)
         table[i] = table[--n_entries];
 }
 
 static void handle_line(char *line)
 {
-    char *type = strchr(line, '\t'), *name = type ? strchr(type + 1, '\t') : NULL;
+    char *type = strchr(line, '\t'), *when = type ? strchr(type + 1, '\t') : NULL;
+    char *name = when ? strchr(when + 1, '\t') : NULL;
     if (!name || (line[0] != 'R' && line[0] != 'U'))
         return;
     *type++ = 0;
+    *when++ = 0;
     *name++ = 0;
+    char *dot;
+    long long sec = strtoll(when, &dot, 10), nsec = *dot == '.' ? strtoll(dot + 1, NULL, 10) : 0;
     if (line[0] == 'R')
-        add(type, name);
+        add(type, name, sec, nsec);
     else
         del(type, name);
+}
+
+static void path_of(const entry *e, char *path, size_t n)
+{
+    const char *name = e->name[0] == '/' ? e->name + 1 : e->name;
+    if (strcmp(e->type, MP__RT_SHM) == 0)
+        snprintf(path, n, "/dev/shm/%s", name);
+    else if (strcmp(e->type, MP__RT_SEM) == 0)
+        snprintf(path, n, "/dev/shm/sem.%s", name);
+    else
+        snprintf(path, n, "%s", e->name);
+}
+
+/* Whether the entry names an object that exists and was created after its registration
+ * (see the DESIGN note: register first). */
+static bool ours(const entry *e)
+{
+    char path[MAX_NAME + 32];
+    struct stat st;
+    path_of(e, path, sizeof path);
+    if (lstat(path, &st) < 0)
+        return false;
+    return !earlier(st.st_ctim.tv_sec, st.st_ctim.tv_nsec, e->sec, e->nsec);
 }
 
 static int remove_one(const entry *e)
 {
     char path[MAX_NAME + 32];
-    const char *n = e->name[0] == '/' ? e->name + 1 : e->name;
-    if (strcmp(e->type, MP__RT_SHM) == 0)
-        snprintf(path, sizeof path, "/dev/shm/%s", n);
-    else if (strcmp(e->type, MP__RT_SEM) == 0)
-        snprintf(path, sizeof path, "/dev/shm/sem.%s", n);
-    else
-        snprintf(path, sizeof path, "%s", e->name);
+    path_of(e, path, sizeof path);
     return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
 static void cleanup_type(const char *type)
 {
     size_t count = 0;
-    for (size_t i = 0; i < n_entries; i++)
-        count += strcmp(table[i].type, type) == 0;
+    for (size_t i = 0; i < n_entries; i++) {
+        if (strcmp(table[i].type, type) != 0)
+            continue;
+        if (ours(&table[i]))
+            count++;
+        else
+            table[i].type[0] = 0; /* never created, or someone else's: not ours to remove */
+    }
     if (!count)
         return;
     char msg[256];
@@ -259,8 +315,13 @@ static int send_msg(char op, const char *type, const char *name)
     int r = mp__tracker_ensure_running();
     if (r < 0)
         return r;
-    char line[MAX_NAME + 64];
-    int n = snprintf(line, sizeof line, "%c\t%s\t%s\n", op, type, name);
+    /* Taken before the caller creates the object: the clock files are stamped with. */
+    struct timespec now = {0, 0};
+    if (op == 'R')
+        clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    char line[MAX_NAME + 96];
+    int n = snprintf(line, sizeof line, "%c\t%s\t%lld.%09ld\t%s\n", op, type,
+                     (long long)now.tv_sec, now.tv_nsec, name);
     /* One write below PIPE_BUF is atomic; a signal can interrupt only before any
      * byte is written, so retrying on EINTR never duplicates. */
     if (mp__write_full(tracker_fd, line, (size_t)n) < 0)

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 static const char *const methods[] = {"fork", "spawn", "forkserver"};
@@ -344,6 +345,7 @@ static void test_huge_message(void)
     const size_t size = (size_t)2150 << 20;
     mp_connection *a, *b;
     CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_OK(mp_connection_set_max_message_size(b, MP_CONNECTION_UNLIMITED));
     pid_t pid = fork();
     if (pid == 0) {
         mp_connection_close(b);
@@ -459,6 +461,100 @@ static void test_kind_roundtrip(void)
     mp_connection_free(b);
 }
 
+/* A raw peer announces `size` bytes (8-byte form beyond 2^31-1) and sends nothing more. */
+static int announce(int fd, uint64_t size)
+{
+    unsigned char h[12];
+    size_t n = 4;
+    if (size > 0x7fffffff) {
+        uint32_t m1 = htonl(0xffffffffu), hi = htonl((uint32_t)(size >> 32)),
+                 lo = htonl((uint32_t)size);
+        memcpy(h, &m1, 4);
+        memcpy(h + 4, &hi, 4);
+        memcpy(h + 8, &lo, 4);
+        n = 12;
+    } else {
+        uint32_t v = htonl((uint32_t)size);
+        memcpy(h, &v, 4);
+    }
+    return write(fd, h, n) == (ssize_t)n ? 0 : -1;
+}
+
+/* A peer announcing 8 GB gets -EMSGSIZE at once with both sizes in the message: the body
+ * is never waited for (the peer sends none and stays connected), nothing is allocated, and
+ * the connection is closed as documented. Per-connection limits, unlimited, and the
+ * receive calls that apply them. */
+static void test_max_message_size(void)
+{
+    int sv[2];
+    const uint64_t eight_gb = (uint64_t)8 << 30;
+    for (int call = 0; call < 3; call++) {
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+        mp_connection *c = mp_connection_from_fd(sv[0], true, true);
+        CHECK_INT(mp_connection_max_message_size(c), MP_CONNECTION_DEFAULT_MAX_MESSAGE);
+        CHECK_OK(announce(sv[1], eight_gb));
+        void *buf = NULL;
+        size_t len = 0;
+        mp_value *v = NULL;
+        char small[64];
+        double t0 = mpt_now();
+        if (call == 0)
+            CHECK_ERR(mp_connection_recv(c, &v), -EMSGSIZE);
+        else if (call == 1)
+            CHECK_ERR(mp_connection_recv_bytes(c, 0, &buf, &len), -EMSGSIZE);
+        else
+            CHECK_ERR(mp_connection_recv_bytes_into(c, small, sizeof small, 0, &len), -EMSGSIZE);
+        CHECK(mpt_now() - t0 < 5); /* did not wait for a body that never comes */
+        CHECK_CONTAINS(mp_last_error(), "8589934592 bytes");
+        CHECK_CONTAINS(mp_last_error(), "67108864");
+        CHECK(v == NULL && buf == NULL);
+        CHECK(mp_connection_closed(c));
+        CHECK_ERR(mp_connection_recv_bytes(c, 0, &buf, &len), MP_ECLOSED);
+        mp_connection_free(c);
+        close(sv[1]);
+    }
+    /* A small limit of our own: 100 bytes pass, 101 do not. */
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_OK(mp_connection_set_max_message_size(b, 100));
+    CHECK_INT(mp_connection_max_message_size(b), 100);
+    char data[200] = {0};
+    void *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(mp_connection_send_bytes(a, data, 0, 100));
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    CHECK_INT(len, 100);
+    mp_free(buf);
+    /* An explicit maxlength is the bound instead (Python's recv_bytes(maxlength)). */
+    CHECK_OK(mp_connection_send_bytes(a, data, 0, 150));
+    CHECK_OK(mp_connection_recv_bytes(b, 150, &buf, &len));
+    CHECK_INT(len, 150);
+    mp_free(buf);
+    /* recv_bytes_into a buffer the message fits: no allocation, no limit. */
+    char into[200];
+    CHECK_OK(mp_connection_send_bytes(a, data, 0, 180));
+    CHECK_OK(mp_connection_recv_bytes_into(b, into, sizeof into, 0, &len));
+    CHECK_INT(len, 180);
+    CHECK_OK(mp_connection_send_bytes(a, data, 0, 101));
+    CHECK_ERR(mp_connection_recv_bytes(b, 0, &buf, &len), -EMSGSIZE);
+    CHECK_CONTAINS(mp_last_error(), "101 bytes");
+    CHECK(mp_connection_closed(b));
+    mp_connection_free(a);
+    mp_connection_free(b);
+    /* Unlimited on request: the 8 GB announcement is accepted (then EOF mid-message). */
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    mp_connection *c = mp_connection_from_fd(sv[0], true, true);
+    CHECK_OK(mp_connection_set_max_message_size(c, MP_CONNECTION_UNLIMITED));
+    CHECK_INT(mp_connection_max_message_size(c), MP_CONNECTION_UNLIMITED);
+    CHECK_OK(announce(sv[1], 1000));
+    CHECK_OK(write(sv[1], "abc", 3) == 3 ? 0 : -1);
+    close(sv[1]);
+    CHECK_ERR(mp_connection_recv_bytes(c, 0, &buf, &len), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "end of file in the middle");
+    mp_connection_free(c);
+    CHECK_ERR(mp_connection_set_max_message_size(NULL, 1), MP_EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     /* The forkserver (and the resource tracker it starts) keep a socket and a pipe
@@ -477,5 +573,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_child_close_is_eof);
     RUN_IF(argc, argv, test_wait);
     RUN_IF(argc, argv, test_huge_message);
+    RUN_IF(argc, argv, test_max_message_size);
     return mpt_done();
 }

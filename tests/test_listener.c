@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include "multiproc/connection.h"
+#include "internal/tracker.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -416,13 +417,139 @@ static void test_python_interop(void)
     unlink(path);
 }
 
+/* ---- slow and silent peers ------------------------------------------------------------- */
+
+typedef struct trickle_job {
+    char path[128];
+    int ready[2];         /* the peer writes one byte here once it holds the challenge */
+    _Atomic int finished; /* the peer stopped (all sent, or the listener dropped it) */
+    pthread_t thread;
+} trickle_job;
+
+/* Answer the challenge with a 20-byte reply, one byte every 0.2 s (5 s in all). */
+static void *trickle_main(void *arg)
+{
+    trickle_job *t = arg;
+    int fd = raw_connect(t->path);
+    char buf[256];
+    if (fd >= 0 && read(fd, buf, sizeof buf) > 0) {
+        if (write(t->ready[1], "r", 1) != 1)
+            perror("write");
+        unsigned char reply[24] = {0, 0, 0, 20};
+        for (int i = 0; i < 24; i++) {
+            if (send(fd, reply + i, 1, MSG_NOSIGNAL) != 1)
+                break;
+            usleep(200000); /* the slow peer's pace, not a synchronisation */
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    t->finished = 1;
+    return NULL;
+}
+
+/* A peer trickling its reply and three silent ones connect first; a valid client that
+ * connects after them is accepted first (accept does not serve peers in turn), and each
+ * bad peer is dropped once its whole handshake passed 1 s (it never got 1 s per read). */
+static void test_slow_peers_do_not_delay_others(void)
+{
+    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .handshake_timeout = 1};
+    mp_listener *l = mp_listener_new(&o);
+    trickle_job t = {0};
+    snprintf(t.path, sizeof t.path, "%s", mp_listener_address(l));
+    CHECK(pipe(t.ready) == 0);
+    pthread_create(&t.thread, NULL, trickle_main, &t);
+    int silent[3];
+    for (int i = 0; i < 3; i++)
+        silent[i] = raw_connect(t.path);
+    /* The listener must take the peers in while it waits for the valid client. */
+    mp_connection *c = NULL;
+    double t0 = mpt_now();
+    CHECK_ERR(mp_listener_accept(l, 0.2, &c), MP_ETIMEOUT); /* nobody completes yet */
+    char r;
+    CHECK(read(t.ready[0], &r, 1) == 1); /* the trickler holds its challenge */
+    client_job j;
+    client_start(&j, mp_listener_address(l), KEY, MP_AUTH_DEFAULT);
+    CHECK_OK(serve_one(l, 10)); /* the valid client, first */
+    CHECK(!t.finished);         /* while the trickler is still at it */
+    pthread_join(j.thread, NULL);
+    CHECK_INT(j.result, 0);
+    CHECK_INT(j.exchange, 0);
+    for (int i = 0; i < 4; i++) { /* then the four bad peers, each at its deadline */
+        CHECK_ERR(mp_listener_accept(l, 10, &c), MP_ETIMEOUT);
+        CHECK_CONTAINS(mp_last_error(), "did not complete the handshake within 1 s");
+    }
+    double took = mpt_now() - t0;
+    CHECK(took >= 0.9);
+    CHECK(took < 3.5); /* generous; serving peers in turn would take 5 s or more */
+    CHECK(c == NULL);
+    pthread_join(t.thread, NULL);
+    for (int i = 0; i < 3; i++)
+        close(silent[i]);
+    close(t.ready[0]);
+    close(t.ready[1]);
+    mp_listener_free(l);
+}
+
+typedef struct slow_server {
+    int fd;
+    pthread_t thread;
+} slow_server;
+
+/* A server that trickles its challenge (4 + 31 bytes), one byte every 0.2 s. */
+static void *slow_server_main(void *arg)
+{
+    slow_server *s = arg;
+    int c = accept(s->fd, NULL, NULL);
+    unsigned char ch[35] = {0, 0, 0, 31, '#', 'C', 'H', 'A', 'L', 'L', 'E', 'N', 'G', 'E', '#'};
+    for (int i = 0; c >= 0 && i < 35; i++) {
+        if (send(c, ch + i, 1, MSG_NOSIGNAL) != 1)
+            break;
+        usleep(200000); /* the slow peer's pace, not a synchronisation */
+    }
+    if (c >= 0)
+        close(c);
+    return NULL;
+}
+
+static void test_client_deadline_is_per_handshake(void)
+{
+    char path[108];
+    snprintf(path, sizeof path, "/tmp/mp-test-slow-%d.sock", (int)getpid());
+    unlink(path);
+    slow_server s;
+    s.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    CHECK(bind(s.fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(s.fd, 4) == 0);
+    pthread_create(&s.thread, NULL, slow_server_main, &s);
+    mp_client_opts co = {.authkey = KEY, .authkey_len = strlen(KEY), .timeout = 1};
+    mp_connection *c = NULL;
+    double t0 = mpt_now();
+    CHECK_ERR(mp_client(path, &co, &c), MP_ETIMEOUT);
+    double took = mpt_now() - t0;
+    CHECK_CONTAINS(mp_last_error(), "did not complete the handshake");
+    CHECK_CONTAINS(mp_last_error(), path);
+    CHECK(took >= 0.9 && took < 3); /* per read, it would take the 7 s of the trickle */
+    CHECK(c == NULL);
+    pthread_join(s.thread, NULL);
+    close(s.fd);
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
+    /* Socket paths are registered with the resource tracker: its pipe stays open for the
+     * whole run, so open it before the leak checks. */
+    mp__tracker_ensure_running();
     RUN_IF(argc, argv, test_unix_default_address);
     RUN_IF(argc, argv, test_abstract_and_tcp);
     RUN_IF(argc, argv, test_every_digest_pair);
     RUN_IF(argc, argv, test_wrong_key);
     RUN_IF(argc, argv, test_bounded_handshake);
+    RUN_IF(argc, argv, test_slow_peers_do_not_delay_others);
+    RUN_IF(argc, argv, test_client_deadline_is_per_handshake);
     RUN_IF(argc, argv, test_errors);
     RUN_IF(argc, argv, test_wait_listener);
     RUN_IF(argc, argv, test_python_interop);

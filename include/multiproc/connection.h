@@ -25,7 +25,23 @@
  *
  * Pitfalls fixed: writing to a pipe whose reader is gone returns -EPIPE instead of killing
  * the program with SIGPIPE; a message over maxlength is refused before anything is
- * allocated; the authentication handshake reads at most 256 bytes per message.
+ * allocated; the authentication handshake reads at most 256 bytes per message and has one
+ * deadline for the whole exchange (not per read), and a listener authenticates several
+ * peers at once, so a slow or silent one delays nobody else.
+ *
+ * Maximum message size: every connection refuses, before allocating anything, a message
+ * announced longer than its maximum (default MP_CONNECTION_DEFAULT_MAX_MESSAGE, 64 MiB;
+ * mp_connection_set_max_message_size; MP_CONNECTION_UNLIMITED on request): -EMSGSIZE with
+ * a message naming both sizes, and the connection is closed (its stream cannot be
+ * resynchronised without reading the body). This applies to mp_connection_recv, to
+ * mp_connection_recv_bytes with maxlength 0 (an explicit maxlength is the bound instead,
+ * Python's way: MP_EPROTO) and to mp_connection_recv_bytes_into when the message does not
+ * fit the caller's buffer (a message that fits is read into it whatever its size).
+ * Why 64 MiB: far above any control message or value a program sends over a connection
+ * (a decoded mp_value takes several times its encoded size), yet low enough that a buggy
+ * or hostile peer cannot make a receiver commit gigabytes; bulk data belongs in shared
+ * memory, or raise the limit on that connection. Python has no such bound: a Python peer
+ * sending more than 64 MiB needs the limit raised here.
  *
  * Thread safety: a connection may be used by one sending thread and one receiving thread at
  * once (like Python); two threads sending (or receiving) on the same connection at once
@@ -125,6 +141,21 @@ int mp_connection_fileno(const mp_connection *c);
 bool mp_connection_readable(const mp_connection *c);
 /** Whether this end may send (false for the receive-only end of a one-way pipe). */
 bool mp_connection_writable(const mp_connection *c);
+/** Default maximum message size of a connection (see the file comment): 64 MiB. */
+#define MP_CONNECTION_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
+/** A maximum message size meaning "no limit". */
+#define MP_CONNECTION_UNLIMITED ((size_t)-1)
+
+/**
+ * Set the largest message @p c accepts (bytes; 0: the default, 64 MiB;
+ * MP_CONNECTION_UNLIMITED: no limit). A longer announced message is -EMSGSIZE and closes the
+ * connection, before anything is allocated. Travels with the connection to other
+ * processes. 0 or MP_EINVAL.
+ */
+int mp_connection_set_max_message_size(mp_connection *c, size_t max);
+/** The largest message @p c accepts (the default resolved: never 0 for a connection). */
+size_t mp_connection_max_message_size(const mp_connection *c);
+
 /** Whether mp_connection_close was called. */
 bool mp_connection_closed(const mp_connection *c);
 
@@ -167,7 +198,8 @@ typedef struct mp_listener_opts {
     const void *authkey;   /**< NULL: no authentication */
     size_t authkey_len;
     mp_auth_digest digest; /**< the challenge we send */
-    double handshake_timeout; /**< seconds for a peer to complete the handshake; 0: 20 s */
+    double handshake_timeout; /**< seconds for a peer to complete the whole handshake; 0: 20 s */
+    size_t max_message_size;  /**< of each accepted connection; 0: 64 MiB (see above) */
 } mp_listener_opts;
 
 typedef struct mp_listener mp_listener;
@@ -177,8 +209,12 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts);
 /**
  * Accept one connection, authenticating it if the listener has an authkey (our challenge
  * first, then the peer's, as Python's Listener.accept). Waits up to @p timeout (negative:
- * forever): MP_ETIMEOUT. MP_EAUTH if the peer fails (its connection is closed; the
- * listener stays usable). On success *out is the new connection (caller owns it).
+ * forever): MP_ETIMEOUT. With an authkey, every pending connection is authenticated at once
+ * (up to 64 in progress) and the first to complete is returned; the others stay in
+ * progress for the next accept. A peer that fails is closed and reported by the accept
+ * that sees it: MP_EAUTH (wrong key, protocol error), or MP_ETIMEOUT with "did not complete
+ * the handshake" once handshake_timeout has passed since it connected; the listener stays
+ * usable. On success *out is the new connection (caller owns it).
  */
 int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out);
 /** The bound address in the same syntax as the options ("127.0.0.1:40123" after port 0).
@@ -195,7 +231,9 @@ typedef struct mp_client_opts {
     const void *authkey;   /**< NULL: no authentication */
     size_t authkey_len;
     mp_auth_digest digest; /**< the challenge we send */
-    double timeout;        /**< connect + handshake; 0: 20 s, negative: forever */
+    double timeout;        /**< one deadline for connect + the whole handshake; 0: 20 s,
+                                negative: forever */
+    size_t max_message_size; /**< of the connection; 0: 64 MiB (see above) */
 } mp_client_opts;
 
 /**
