@@ -825,6 +825,8 @@ int mp_signal_pthread_kill(pthread_t thread, int signum)
     int r = check_sendable(signum, "mp_signal_pthread_kill");
     if (r < 0)
         return r;
+    if (thread == (pthread_t)0) /* glibc dereferences the handle: no thread is 0 */
+        return mp__error(-ESRCH, "mp_signal_pthread_kill: no thread 0");
     int e = pthread_kill(thread, signum);
     if (e)
         return mp__error(-e, "pthread_kill(%s)", signum ? mp_signal_name(signum) : "0");

@@ -166,7 +166,7 @@ int mp_signal_pause(void);
 
 /**
  * Python's pthread_kill: send @p signum to thread @p thread of this process (0 only
- * checks the thread). A handled signal is recorded and dispatched as usual (on the
+ * checks the thread; 0 is -ESRCH). A handled signal is recorded and dispatched as usual (on the
  * thread that dispatches). @return 0, -EINVAL, -ESRCH.
  */
 int mp_signal_pthread_kill(pthread_t thread, int signum);
