@@ -6,11 +6,17 @@
  * big-endian length (or -1 and an 8-byte length beyond 0x7fffffff) then the payload,
  * written with one writev/sendmsg so small messages are one syscall. Sockets are written
  * with MSG_NOSIGNAL; pipe writes block SIGPIPE around the write on this thread only and
- * swallow the SIGPIPE they caused, so a dead reader is -EPIPE, never a dead program. */
+ * swallow the SIGPIPE they caused, so a dead reader is -EPIPE, never a dead program.
+ *
+ * Handles: on a Unix socket a value's fds ride as SCM_RIGHTS on the first byte of its
+ * message (the length header), so the byte stream stays exactly Python's. The receiver
+ * takes them with a recvmsg of that header; every fd it took is owned by an imported
+ * object or closed, whatever goes wrong (too many fds, a malformed value). */
 #define _GNU_SOURCE
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/fdpass.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -29,6 +35,7 @@
 struct mp_connection {
     int fd;
     bool readable, writable, is_socket, closed;
+    bool is_unix; /* an AF_UNIX socket: values may carry fds */
     bool has_pending; /* a message kept after MP_ETOOSHORT */
     void *pending;
     size_t pending_len;
@@ -70,6 +77,10 @@ mp_connection *mp_connection_from_fd(int fd, bool readable, bool writable)
     c->readable = readable;
     c->writable = writable;
     c->is_socket = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    int domain = 0;
+    socklen_t dlen = sizeof domain;
+    c->is_unix = c->is_socket && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 &&
+                 domain == AF_UNIX;
     return c;
 }
 
@@ -117,13 +128,16 @@ static int check_usable(const mp_connection *c, bool sending)
 
 /* ---- sending -------------------------------------------------------------------------- */
 
-/* One writev/sendmsg. Pipes get SIGPIPE blocked for this thread during the write; a SIGPIPE
- * we caused is consumed so it is not delivered once unblocked. */
-static ssize_t write_some(mp_connection *c, struct iovec *iov, int iovcnt)
+/* One writev/sendmsg (with fds, on a socket). Pipes get SIGPIPE blocked for this thread
+ * during the write; a SIGPIPE we caused is consumed so it is not delivered once unblocked. */
+static ssize_t write_some(mp_connection *c, struct iovec *iov, int iovcnt, const int *fds,
+                          size_t nfds)
 {
     if (c->is_socket) {
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-        return sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        ssize_t r = mp__sendmsg_fds_once(c->fd, iov, iovcnt, fds, nfds, 0);
+        if (r < 0)
+            errno = (int)-r;
+        return r < 0 ? -1 : r;
     }
     sigset_t pipe_set, old, pending;
     sigemptyset(&pipe_set);
@@ -155,9 +169,11 @@ static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
-/* Write every byte. A signal before the first byte may interrupt the call; once a message
- * has started it is always finished so the stream stays framed. */
-static int write_all(mp_connection *c, struct iovec *iov, int iovcnt)
+/* Write every byte; fds go with the first byte written. A signal before the first byte may
+ * interrupt the call; once a message has started it is always finished so the stream stays
+ * framed. */
+static int write_all(mp_connection *c, struct iovec *iov, int iovcnt, const int *fds,
+                     size_t nfds)
 {
     bool started = false;
     while (iovcnt > 0) {
@@ -166,7 +182,7 @@ static int write_all(mp_connection *c, struct iovec *iov, int iovcnt)
             iovcnt--;
             continue;
         }
-        ssize_t r = write_some(c, iov, iovcnt);
+        ssize_t r = write_some(c, iov, iovcnt, started ? NULL : fds, started ? 0 : nfds);
         if (r < 0) {
             if (errno == EINTR) {
                 int code = mp__signal_dispatch_pending();
@@ -182,13 +198,10 @@ static int write_all(mp_connection *c, struct iovec *iov, int iovcnt)
     return 0;
 }
 
-int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, size_t size)
+/* One message: the length header then the bytes, fds riding on the header's first byte. */
+static int send_message(mp_connection *c, const void *buf, size_t size, const int *fds,
+                        size_t nfds)
 {
-    int code = check_usable(c, true);
-    if (code < 0)
-        return code;
-    if (!buf && size > 0)
-        return mp__error(MP_EINVAL, "send_bytes: NULL buffer");
     unsigned char hdr[12];
     size_t hlen;
     if (size > 0x7fffffff) {
@@ -202,8 +215,18 @@ int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, s
         memcpy(hdr, &n, 4);
         hlen = 4;
     }
-    struct iovec iov[2] = {{hdr, hlen}, {(char *)buf + offset, size}};
-    return write_all(c, iov, 2);
+    struct iovec iov[2] = {{hdr, hlen}, {(void *)buf, size}};
+    return write_all(c, iov, 2, fds, nfds);
+}
+
+int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, size_t size)
+{
+    int code = check_usable(c, true);
+    if (code < 0)
+        return code;
+    if (!buf && size > 0)
+        return mp__error(MP_EINVAL, "send_bytes: NULL buffer");
+    return send_message(c, (const char *)buf + offset, size, NULL, 0);
 }
 
 int mp_connection_send(mp_connection *c, const mp_value *v)
@@ -213,13 +236,19 @@ int mp_connection_send(mp_connection *c, const mp_value *v)
         return code;
     char *buf = NULL;
     size_t len = 0, nfds = 0;
-    code = mp_value_encode(v, &buf, &len, NULL, 0, &nfds);
-    if (code < 0) {
-        if (code == MP_EUNSUPPORTED)
-            return mp__error(code, "a value holding handles cannot be sent over a connection");
+    int fds[MP_CONNECTION_MAX_FDS];
+    code = mp_value_encode(v, &buf, &len, c->is_unix ? fds : NULL, MP_CONNECTION_MAX_FDS, &nfds);
+    if (code == MP_EUNSUPPORTED)
+        return mp__error(code, "a value holding handles needs a Unix-socket connection (its fds "
+                               "travel by SCM_RIGHTS); this one is %s",
+                         c->is_socket ? "not a Unix socket (TCP)" : "a one-way pipe");
+    if (code == -E2BIG)
+        return mp__error(code, "a value sent over a connection carries at most %d fds",
+                         MP_CONNECTION_MAX_FDS);
+    if (code < 0)
         return code;
-    }
-    code = mp_connection_send_bytes(c, buf, 0, len);
+    /* The fds are the objects' own, borrowed: sendmsg gives the peer its copies. */
+    code = send_message(c, buf, len, fds, nfds);
     mp_free(buf);
     return code;
 }
@@ -256,11 +285,52 @@ static int read_exact(mp_connection *c, void *buf, size_t n, bool started)
     return 0;
 }
 
-/* The next message's length. */
-static int read_header(mp_connection *c, uint64_t *size)
+/* fds that arrived with a message, for a value receive. */
+typedef struct rx_fds {
+    int fds[MP_CONNECTION_MAX_FDS];
+    size_t n;
+    bool truncated; /* the peer sent more than fit (MSG_CTRUNC): the extra were dropped */
+} rx_fds;
+
+static void rx_close(rx_fds *rx)
+{
+    for (size_t i = 0; i < rx->n; i++)
+        mp__close(rx->fds[i]);
+    rx->n = 0;
+}
+
+/* Read n bytes starting a message, taking the fds that ride on its first byte. */
+static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
+{
+    union {
+        char b[CMSG_SPACE(MP_CONNECTION_MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    for (;;) {
+        struct iovec iov = {buf, n};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                            .msg_controllen = sizeof u.b};
+        ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+        if (r > 0) {
+            mp__msg_adopt_fds(&mh, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n);
+            rx->truncated |= (mh.msg_flags & MSG_CTRUNC) != 0;
+            return (size_t)r == n ? 0 : read_exact(c, (char *)buf + r, n - (size_t)r, true);
+        }
+        if (r == 0)
+            return mp__error(MP_EEOF, "connection fd %d: the other end is closed", c->fd);
+        if (errno != EINTR)
+            return mp__errno("receive on connection fd %d", c->fd);
+        int code = mp__signal_dispatch_pending();
+        if (code < 0)
+            return mp__error(code, "receive interrupted by a signal");
+    }
+}
+
+/* The next message's length (and, with rx, the fds sent with it). */
+static int read_header(mp_connection *c, uint64_t *size, rx_fds *rx)
 {
     uint32_t n;
-    int code = read_exact(c, &n, 4, false);
+    int code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
     if (code < 0)
         return code;
     int32_t s = (int32_t)ntohl(n);
@@ -315,7 +385,8 @@ static int read_body(mp_connection *c, uint64_t size, void **buf)
     return 0;
 }
 
-int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, size_t *len)
+/* recv_bytes; with rx (a Unix socket), also the fds that came with the message. */
+static int recv_message(mp_connection *c, size_t maxlength, void **buf, size_t *len, rx_fds *rx)
 {
     int code = check_usable(c, false);
     if (code < 0)
@@ -328,7 +399,7 @@ int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, siz
         return mp_connection_take_pending(c, buf, len);
     }
     uint64_t size;
-    code = read_header(c, &size);
+    code = read_header(c, &size, rx);
     if (code < 0)
         return code;
     if (maxlength && size > maxlength)
@@ -339,6 +410,11 @@ int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, siz
     if (code == 0)
         *len = (size_t)size;
     return code;
+}
+
+int mp_connection_recv_bytes(mp_connection *c, size_t maxlength, void **buf, size_t *len)
+{
+    return recv_message(c, maxlength, buf, len, NULL);
 }
 
 static int too_short(size_t size, size_t room)
@@ -371,7 +447,7 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t bufsize, s
         return 0;
     }
     uint64_t size;
-    code = read_header(c, &size);
+    code = read_header(c, &size, NULL);
     if (code < 0)
         return code;
     if (size <= room) {
@@ -407,10 +483,20 @@ int mp_connection_recv(mp_connection *c, mp_value **out)
     if (!out)
         return mp__error(MP_EINVAL, "mp_connection_recv: NULL output pointer");
     *out = NULL;
-    int code = mp_connection_recv_bytes(c, 0, &buf, &len);
-    if (code < 0)
+    rx_fds rx = {.n = 0, .truncated = false};
+    bool with_fds = c && c->is_unix;
+    int code = recv_message(c, 0, &buf, &len, with_fds ? &rx : NULL);
+    if (code < 0) {
+        rx_close(&rx);
         return code;
-    code = mp_value_decode(buf, len, NULL, 0, out);
+    }
+    if (rx.truncated) {
+        rx_close(&rx);
+        free(buf);
+        return mp__error(MP_EPROTO, "a message came with more than %d fds (all were closed)",
+                         MP_CONNECTION_MAX_FDS);
+    }
+    code = mp_value_decode(buf, len, rx.fds, rx.n, out); /* adopts the fds */
     free(buf);
     return code;
 }

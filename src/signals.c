@@ -50,6 +50,7 @@ static atomic_long wake_bytes;
 static atomic_int wake_wanted; /* someone polls the pipe: only then write to it */
 static _Atomic int wake_r = -1;
 static _Atomic int wake_w = -1;
+static _Atomic int user_wake_fd = -1; /* mp_signal_set_wakeup_fd: the caller's own fd */
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -71,6 +72,17 @@ static void wake_up(unsigned char byte)
         atomic_fetch_add(&wake_bytes, 1);
 }
 
+/* Python's set_wakeup_fd: the signal number as one byte into the caller's fd (which is
+ * non-blocking: a full pipe or socket just drops the byte). */
+static void user_wake(int sig)
+{
+    int fd = atomic_load(&user_wake_fd);
+    unsigned char byte = (unsigned char)sig;
+    if (fd >= 0 && write(fd, &byte, 1) < 0) {
+        /* nothing to do in signal context: the count is recorded all the same */
+    }
+}
+
 static void on_signal(int sig, siginfo_t *si, void *uc)
 {
     (void)si;
@@ -81,6 +93,7 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     atomic_store(&any_pending, 1);
     if (atomic_load(&wake_wanted))
         wake_up((unsigned char)sig);
+    user_wake(sig);
     errno = saved;
 }
 
@@ -753,4 +766,69 @@ void mp__block_signals_in_thread(void)
     for (size_t i = 0; i < MP__ARRAY_LEN(sync_signals); i++)
         sigdelset(&set, sync_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* ---- Python's set_wakeup_fd, siginterrupt, pause, pthread_kill ------------------- */
+
+int mp_signal_set_wakeup_fd(int fd, int *old_fd)
+{
+    if (fd >= 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+            return mp__errno("mp_signal_set_wakeup_fd: fd %d", fd);
+        if (!(fl & O_NONBLOCK)) /* a blocking write would hang the signal handler */
+            return mp__error(-EINVAL, "mp_signal_set_wakeup_fd: fd %d is not non-blocking", fd);
+    }
+    int old = atomic_exchange(&user_wake_fd, fd < 0 ? -1 : fd);
+    if (old_fd)
+        *old_fd = old;
+    return 0;
+}
+
+int mp_signal_siginterrupt(int signum, bool interrupt)
+{
+    int r = check_catchable(signum, "mp_signal_siginterrupt");
+    if (r < 0)
+        return r;
+    struct sigaction sa;
+    pthread_mutex_lock(&table_lock); /* no mp_signal_set_handler in between */
+    if (sigaction(signum, NULL, &sa) == 0) {
+        if (interrupt)
+            sa.sa_flags &= ~SA_RESTART;
+        else
+            sa.sa_flags |= SA_RESTART;
+        if (sigaction(signum, &sa, NULL) < 0)
+            r = mp__errno("sigaction(%s)", mp_signal_name(signum));
+    } else {
+        r = mp__errno("sigaction(%s)", mp_signal_name(signum));
+    }
+    pthread_mutex_unlock(&table_lock);
+    return r;
+}
+
+/* Every signal blocked while we look for recorded deliveries, then sigsuspend with the
+ * caller's mask: a signal arriving just before the wait cannot be missed (pause(2)
+ * would sleep through it). */
+int mp_signal_pause(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (atomic_load(&any_pending) == 0)
+        sigsuspend(&old);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return mp_signal_dispatch();
+}
+
+int mp_signal_pthread_kill(pthread_t thread, int signum)
+{
+    int r = check_sendable(signum, "mp_signal_pthread_kill");
+    if (r < 0)
+        return r;
+    if (thread == (pthread_t)0) /* glibc dereferences the handle: no thread is 0 */
+        return mp__error(-ESRCH, "mp_signal_pthread_kill: no thread 0");
+    int e = pthread_kill(thread, signum);
+    if (e)
+        return mp__error(-e, "pthread_kill(%s)", signum ? mp_signal_name(signum) : "0");
+    return 0;
 }

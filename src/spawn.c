@@ -16,6 +16,9 @@
  *   pipe; EOF on the pipe means exec succeeded. A failed child is reaped here, so
  *   the caller never sees a child that exits 127.
  * - Cost does not depend on the parent's size: no page tables are copied.
+ * - Except with a preexec function (the caller's code, Python's preexec_fn): that
+ *   child is fork()ed, so it runs on its own copy of memory; the same child_main and
+ *   error pipe are used, and the function is limited to async-signal-safe calls.
  */
 #define _GNU_SOURCE
 #include "internal/spawn.h"
@@ -51,6 +54,11 @@ enum spawn_step {
     STEP_SETSID,
     STEP_SETPGID,
     STEP_EXEC,
+    STEP_JOIN_PGROUP,
+    STEP_SETGROUPS,
+    STEP_SETGID,
+    STEP_SETUID,
+    STEP_PREEXEC,
 };
 
 struct spawn_report {
@@ -207,6 +215,26 @@ CHILD_FN static void child_exec(const struct child_ctx *c)
     child_fail(c, STEP_EXEC, saved ? saved : last, 0);
 }
 
+/* Python's order: join a group, then groups, gid, uid (after setuid the rest may be
+ * forbidden), then preexec_fn. */
+CHILD_FN static void child_identity(const struct child_ctx *c)
+{
+    const mp__spawn_req *r = c->req;
+    if (r->join_pgroup > 0 && syscall(SYS_setpgid, 0, r->join_pgroup) < 0)
+        child_fail(c, STEP_JOIN_PGROUP, errno, r->join_pgroup);
+    if (r->set_groups && syscall(SYS_setgroups, r->ngroups, r->groups) < 0)
+        child_fail(c, STEP_SETGROUPS, errno, 0);
+    if (r->set_gid && syscall(SYS_setregid, r->gid, r->gid) < 0)
+        child_fail(c, STEP_SETGID, errno, (int)r->gid);
+    if (r->set_uid && syscall(SYS_setreuid, r->uid, r->uid) < 0)
+        child_fail(c, STEP_SETUID, errno, (int)r->uid);
+    if (r->preexec) {
+        int rc = r->preexec(r->preexec_arg);
+        if (rc != 0) /* a negative code is reported as is, a positive one as MP_EPROCESS */
+            child_fail(c, STEP_PREEXEC, rc < 0 ? -rc : -MP_EPROCESS, rc);
+    }
+}
+
 CHILD_FN static int child_main(void *arg)
 {
     const struct child_ctx *c = arg;
@@ -222,6 +250,7 @@ CHILD_FN static int child_main(void *arg)
         child_fail(c, STEP_SETSID, errno, 0);
     if (r->new_pgroup && !r->new_session && syscall(SYS_setpgid, 0, 0) < 0)
         child_fail(c, STEP_SETPGID, errno, 0);
+    child_identity(c);
     child_exec(c);
     return 127;
 }
@@ -304,6 +333,16 @@ static int report_failure(const mp__spawn_req *req, const char *file,
         return mp__error(code, "setsid in the child");
     case STEP_SETPGID:
         return mp__error(code, "setpgid in the child");
+    case STEP_JOIN_PGROUP:
+        return mp__error(code, "process_group: joining group %d in the child", rep->detail);
+    case STEP_SETGROUPS:
+        return mp__error(code, "extra_groups: setgroups in the child");
+    case STEP_SETGID:
+        return mp__error(code, "group: setregid(%d) in the child", rep->detail);
+    case STEP_SETUID:
+        return mp__error(code, "user: setreuid(%d) in the child", rep->detail);
+    case STEP_PREEXEC:
+        return mp__error(code, "preexec_fn failed in the child (returned %d)", rep->detail);
     default:
         return mp__error(code, "restoring signals in the child");
     }
@@ -341,11 +380,10 @@ static int error_pipe(int nmap, int fds[2])
     return 0;
 }
 
-#ifdef __SANITIZE_THREAD__
 /* A forked child may end (and, with SIGCHLD ignored, be reaped) before pidfd_open:
  * it waits for one byte that is written once we hold the pidfd, as the fork start
  * method does (src/process.c). Returns the pid (errno set on failure). */
-static pid_t tsan_fork(struct child_ctx *ctx, int *pidfd)
+static pid_t fork_child(struct child_ctx *ctx, int *pidfd)
 {
     int go[2];
     if (mp__pipe(go) < 0)
@@ -379,7 +417,6 @@ static pid_t tsan_fork(struct child_ctx *ctx, int *pidfd)
     errno = err;
     return pid;
 }
-#endif
 
 /* clone with every signal blocked, so no handler of ours runs in the child before
  * it has reset the dispositions. Returns the pid or -errno. */
@@ -391,24 +428,33 @@ static pid_t clone_child(struct child_ctx *ctx, int *pidfd)
     pthread_sigmask(SIG_SETMASK, &all, &ctx->oldmask);
     int saved_cancel;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &saved_cancel);
+    pid_t pid;
+    int err;
 #ifdef __SANITIZE_THREAD__
     /* ThreadSanitizer treats clone() as a fork and runs its fork bookkeeping in the
      * child, which with CLONE_VM would corrupt the parent's state; its builds fork. */
-    (void)stack;
-    pid_t pid = tsan_fork(ctx, pidfd);
-    int err = errno;
+    bool use_fork = true;
 #else
-    pid_t pid = clone(child_main, stack + sizeof stack,
-                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ctx, pidfd);
-    int err = errno;
+    /* preexec_fn is the caller's code: it gets a memory of its own (Python forks too). */
+    bool use_fork = ctx->req->preexec != NULL;
 #endif
+    if (use_fork) {
+        (void)stack;
+        pid = fork_child(ctx, pidfd);
+        err = errno;
+    } else {
+        pid = clone(child_main, stack + sizeof stack,
+                    CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, ctx, pidfd);
+        err = errno;
+    }
     pthread_setcancelstate(saved_cancel, NULL);
     pthread_sigmask(SIG_SETMASK, &ctx->oldmask, NULL);
     return pid < 0 ? -err : pid;
 }
 
 /* After clone: EOF on the pipe means exec succeeded; a report means the child
- * failed and has exited (CLONE_VFORK: it is already gone or exec'd). */
+ * failed and has exited (CLONE_VFORK: it is already gone or exec'd; forked: it is
+ * exiting, and the waitid below waits for it). */
 static int collect(const mp__spawn_req *req, const char *file, int rfd, pid_t pid, int pidfd)
 {
     struct spawn_report rep;

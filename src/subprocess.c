@@ -20,6 +20,7 @@
 #include "multiproc/subprocess.h"
 #include "internal/common.h"
 #include "internal/spawn.h"
+#include "internal/sub_creds.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -510,6 +511,18 @@ static void fill_request(mp__spawn_req *req, const mp_subprocess_opts *o, char *
     req->pass_fds = o->pass_fds;
     req->npass = o->pass_fds ? o->npass : 0;
     req->nmap = 3;
+    req->join_pgroup = o->process_group;
+    req->preexec = o->preexec_fn;
+    req->preexec_arg = o->preexec_arg;
+}
+
+/* pipesize=: every pipe made for the child (the parent's end; one pipe, one size). */
+static int set_pipesize(const mp_subprocess_opts *o, const io *x)
+{
+    for (int i = 0; i < 3 && o->pipesize > 0; i++)
+        if (x->piped[i] && fcntl(x->fd[i], F_SETPIPE_SZ, o->pipesize) < 0)
+            return mp__errno("pipesize %d for the %s pipe", o->pipesize, stream_name(i));
+    return 0;
 }
 
 static int spawn_into(mp_popen *p, const mp_subprocess_opts *o, char *const *argv,
@@ -526,6 +539,11 @@ static int spawn_into(mp_popen *p, const mp_subprocess_opts *o, char *const *arg
     for (int i = 0; i < 3 && rc == 0; i++)
         rc = setup_stream(i, &s[i], i == 0 ? big_in : i == 1, &req, &p->io, &tmp);
     char **env = NULL;
+    gid_t *groups = NULL;
+    if (rc == 0)
+        rc = set_pipesize(o, &p->io);
+    if (rc == 0)
+        rc = mp__sub_creds(o, &req, &groups);
     if (rc == 0)
         rc = build_env(o, &env);
     req.envp = env;
@@ -533,6 +551,7 @@ static int spawn_into(mp_popen *p, const mp_subprocess_opts *o, char *const *arg
         rc = mp__spawn(&req, &p->pid, &p->pidfd);
     fdlist_close(&tmp);
     free(env);
+    free(groups);
     return rc;
 }
 

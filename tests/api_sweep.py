@@ -12,7 +12,8 @@ import sys
 
 # Functions whose job is to end the process, or that take a format string.
 SKIP = {"mp_process_exit", "mp_process_fail", "mp_log", "mp_vlog", "mp_value_pack",
-        "mp_value_unpack", "mp_signal_raise"}
+        "mp_value_unpack", "mp_signal_raise",
+        "mp_signal_pause"}  # its job is to sleep until a signal comes
 PROTO = re.compile(r"^\s*([A-Za-z_][\w \*]*?[\s\*])(mp_\w+)\s*\(([^;{]*?)\)\s*"
                    r"(__attribute__\S*\s*\(\([^;]*\)\))?\s*;", re.M | re.S)
 

@@ -78,10 +78,20 @@ static void test_values(void)
     CHECK_OK(mp_connection_recv(b, &got));
     CHECK_INT(mp_value_get_int(got), 7);
     mp_value_free(got);
-    /* A value holding a handle cannot cross a connection. */
+    /* A value holding a handle crosses a Unix socket: the end arrives as a new object. */
     v = mp_value_pack("[o]", mp_value_connection(a));
-    CHECK_ERR(mp_connection_send(a, v), MP_EUNSUPPORTED);
+    CHECK_OK(mp_connection_send(a, v));
     mp_value_free(v);
+    CHECK_OK(mp_connection_recv(b, &got));
+    mp_connection *a2 = mp_value_get_connection(mp_value_list_get(got, 0));
+    CHECK(a2 != NULL && a2 != a);
+    CHECK_OK(mp_connection_send_bytes(a2, "from a copy", 0, 11));
+    void *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    CHECK(len == 11 && memcmp(buf, "from a copy", 11) == 0);
+    mp_free(buf);
+    mp_value_free(got);
     mp_connection_free(a);
     mp_connection_free(b);
 }
@@ -555,6 +565,284 @@ static void test_max_message_size(void)
     CHECK_ERR(mp_connection_set_max_message_size(NULL, 1), MP_EINVAL);
 }
 
+/* ---- handles over connections ------------------------------------------------------------
+ * A queue, a lock, a shared value and a connection end sent in one value, after the child
+ * started; the child uses each at once. The lock shows it is the same lock: the child holds
+ * it while the parent's try fails. */
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+static int use_received_handles(mp_connection *c)
+{
+    mp_value *v = NULL;
+    if (mp_connection_recv(c, &v) < 0)
+        return 20;
+    mp_queue *q = NULL;
+    mp_lock *l = NULL;
+    mp_shared *sv = NULL;
+    void *end = NULL;
+    int r = mp_value_unpack(v, "[h h h h]", mp_queue_kind(), &q, &mp_kind_lock, &l,
+                            &mp_kind_shared, &sv, mp_connection_kind(), &end);
+    mp_value *item = mp_value_str("from the receiver");
+    if (r < 0 || mp_queue_put(q, item, 10) < 0)
+        r = 21;
+    else if (mp_lock_acquire(l, 10) < 0 || mp_shared_set_int(sv, 0, 42) < 0)
+        r = 22;
+    else if (mp_connection_send_bytes(end, "via the end", 0, 11) < 0 ||
+             mp_connection_send_bytes(c, "locked", 0, 6) < 0)
+        r = 23;
+    else {
+        void *buf = NULL;
+        size_t len;
+        r = mp_connection_recv_bytes(c, 0, &buf, &len) == 0 && mp_lock_release(l) == 0 ? 0 : 24;
+        mp_free(buf);
+    }
+    mp_value_free(item);
+    mp_value_free(v); /* releases this process's objects */
+    return r;
+}
+
+static int child_handles_over_pipe(mp_value *args)
+{
+    return use_received_handles(mp_value_get_connection(mp_value_list_get(args, 0)));
+}
+
+static int child_handles_over_client(mp_value *args)
+{
+    mp_connection *c = NULL;
+    if (mp_client(mp_value_get_str(args, NULL), NULL, &c) < 0)
+        return 30;
+    int r = use_received_handles(c);
+    mp_connection_free(c);
+    return r;
+}
+
+/* The sender's half: send the four objects on c, watch the receiver use them. */
+static void send_and_check_handles(mp_connection *c)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    mp_lock *l = mp_lock_new();
+    mp_shared *sv = mp_shared_value_new('i', NULL, NULL);
+    mp_connection *near, *far;
+    CHECK_OK(mp_pipe(true, &near, &far));
+    mp_value *v = mp_value_pack("[h h h o]", mp_queue_kind(), q, &mp_kind_lock, l,
+                                &mp_kind_shared, sv, mp_value_connection(far));
+    CHECK_OK(mp_connection_send(c, v));
+    mp_value_free(v);
+    mp_connection_free(far); /* the receiver has its own copy */
+    void *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(mp_connection_recv_bytes(c, 0, &buf, &len));
+    CHECK(len == 6 && memcmp(buf, "locked", 6) == 0);
+    mp_free(buf);
+    CHECK_ERR(mp_lock_acquire(l, 0), MP_ETIMEOUT); /* the receiver holds our lock */
+    CHECK_INT(mp_shared_get_int(sv, 0), 42);
+    mp_value *got = NULL;
+    CHECK_OK(mp_queue_get(q, &got, 10));
+    CHECK_STR(mpt_repr(got), "'from the receiver'");
+    mp_value_free(got);
+    CHECK_OK(mp_connection_recv_bytes(near, 0, &buf, &len));
+    CHECK(len == 11 && memcmp(buf, "via the end", 11) == 0);
+    mp_free(buf);
+    CHECK_OK(mp_connection_send_bytes(c, "release", 0, 7));
+    CHECK_OK(mp_lock_acquire(l, 10)); /* released by the receiver */
+    CHECK_OK(mp_lock_release(l));
+    mp_connection_free(near);
+    mp_shared_free(sv);
+    mp_lock_free(l);
+    mp_queue_free(q);
+}
+
+static void join_ok(mp_process *p)
+{
+    CHECK_OK(mp_process_join(p, 30));
+    int code = -1;
+    CHECK_OK(mp_process_exitcode(p, &code));
+    CHECK_INT(code, 0);
+    mp_process_free(p);
+}
+
+static void test_handles_over_pipe(void)
+{
+    for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+        mpt_current = methods[m];
+        mp_connection *parent, *child;
+        CHECK_OK(mp_pipe(true, &parent, &child));
+        mp_value *args = mp_value_pack("[o]", mp_value_connection(child));
+        mp_process_opts o = {.target = child_handles_over_pipe, .args = args,
+                             .ctx = mp_get_context(methods[m])};
+        mp_process *p = mp_process_new(&o);
+        CHECK_OK(mp_process_start(p));
+        mp_value_free(args);
+        mp_connection_free(child);
+        send_and_check_handles(parent);
+        join_ok(p);
+        mp_connection_free(parent);
+    }
+    mpt_current = "test_handles_over_pipe";
+}
+
+static void test_handles_over_listener(void)
+{
+    char abstract[64];
+    snprintf(abstract, sizeof abstract, "@mp-test-handles-%d", (int)getpid());
+    const char *addresses[] = {NULL, abstract};
+    for (size_t a = 0; a < 2; a++) {
+        mp_listener_opts lo = {.address = addresses[a]};
+        mp_listener *l = mp_listener_new(&lo);
+        CHECK(l != NULL);
+        if (!l)
+            continue;
+        mpt_current = mp_listener_address(l);
+        mp_value *args = mp_value_str(mp_listener_address(l));
+        mp_process_opts o = {.target = child_handles_over_client, .args = args,
+                             .ctx = mp_get_context(a ? "fork" : "spawn")};
+        mp_process *p = mp_process_new(&o);
+        CHECK_OK(mp_process_start(p));
+        mp_connection *c = NULL;
+        CHECK_OK(mp_listener_accept(l, 30, &c));
+        if (c)
+            send_and_check_handles(c);
+        join_ok(p);
+        mp_value_free(args);
+        mp_connection_free(c);
+        mp_listener_free(l);
+    }
+    mpt_current = "test_handles_over_listener";
+}
+
+/* TCP and one-way pipes cannot carry fds: a clear MP_EUNSUPPORTED, nothing sent. */
+static void test_handles_need_unix_socket(void)
+{
+    mp_lock *lock = mp_lock_new();
+    mp_value *v = mp_value_pack("[h]", &mp_kind_lock, lock);
+    mp_listener_opts lo = {.address = "127.0.0.1:0"};
+    mp_listener *l = mp_listener_new(&lo);
+    mp_connection *c = NULL, *s = NULL;
+    CHECK_OK(mp_client(mp_listener_address(l), NULL, &c));
+    CHECK_OK(mp_listener_accept(l, 10, &s));
+    CHECK_ERR(mp_connection_send(c, v), MP_EUNSUPPORTED);
+    CHECK_CONTAINS(mp_last_error(), "needs a Unix-socket connection");
+    CHECK_CONTAINS(mp_last_error(), "TCP");
+    CHECK_INT(mp_connection_poll(s, 0), 0); /* nothing went out */
+    mp_value *plain = mp_value_pack("[i s]", 1, "plain values still go");
+    CHECK_OK(mp_connection_send(c, plain));
+    mp_value *got = NULL;
+    CHECK_OK(mp_connection_recv(s, &got));
+    CHECK_STR(mpt_repr(got), "[1, 'plain values still go']");
+    mp_value_free(got);
+    mp_connection *r, *w;
+    CHECK_OK(mp_pipe(false, &r, &w));
+    CHECK_ERR(mp_connection_send(w, v), MP_EUNSUPPORTED);
+    CHECK_CONTAINS(mp_last_error(), "one-way pipe");
+    /* Too many fds for one message. */
+    mp_value *many = mp_value_list();
+    for (int i = 0; i <= MP_CONNECTION_MAX_FDS; i++)
+        mp_value_list_append(many, mp_value_handle(&mp_kind_lock, lock));
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    CHECK_ERR(mp_connection_send(a, many), -E2BIG);
+    CHECK_CONTAINS(mp_last_error(), "at most 64 fds");
+    CHECK_INT(mp_connection_poll(b, 0), 0);
+    mp_value_free(many);
+    mp_connection_free(a);
+    mp_connection_free(b);
+    mp_connection_free(r);
+    mp_connection_free(w);
+    mp_value_free(plain);
+    mp_connection_free(c);
+    mp_connection_free(s);
+    mp_listener_free(l);
+    mp_value_free(v);
+    mp_lock_free(lock);
+}
+
+/* A hostile peer: raw messages with fds attached (SCM_RIGHTS on the first byte, as we send
+ * them) and a payload that is garbage, names fds that did not come, describes a lock with
+ * /dev/null, or brings more fds than a message may. Each is MP_EPROTO, every fd that came
+ * is closed, and the connection goes on with the next message. */
+static void raw_send(int sock, const void *payload, uint32_t len, int nfds)
+{
+    int fds[80];
+    for (int i = 0; i < nfds; i++)
+        fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uint32_t hdr = htonl(len);
+    struct iovec iov[2] = {{&hdr, 4}, {(void *)payload, len}};
+    union {
+        char b[CMSG_SPACE(sizeof fds)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    if (nfds) {
+        mh.msg_control = u.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+    }
+    CHECK_INT(sendmsg(sock, &mh, 0), 4 + len);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+static void expect_refused(mp_connection *b, const char *why)
+{
+    int before = mpt_count_fds();
+    mp_value *got = NULL;
+    CHECK_ERR(mp_connection_recv(b, &got), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), why);
+    CHECK(got == NULL);
+    CHECK_INT(mpt_count_fds(), before); /* the fds that came were closed */
+}
+
+static void test_handles_hostile_peer(void)
+{
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    int sock = mp_connection_fileno(a);
+    mp_lock *lock = mp_lock_new();
+    int before = mpt_count_fds();
+    raw_send(sock, "\xc1\xc1\xc1", 3, 3); /* 0xc1: never used in MessagePack */
+    expect_refused(b, "decoding");
+    /* A real lock's description, but the fds it names did not come. */
+    mp_value *v = mp_value_pack("[h]", &mp_kind_lock, lock);
+    char *enc = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[MP_KIND_MAX_FDS];
+    CHECK_OK(mp_value_encode(v, &enc, &len, fds, MP_KIND_MAX_FDS, &nfds));
+    raw_send(sock, enc, (uint32_t)len, 0);
+    expect_refused(b, "fd");
+    /* The same description with /dev/null as the lock's memory. */
+    raw_send(sock, enc, (uint32_t)len, 2);
+    expect_refused(b, "shared segment");
+    /* More fds than a message may bring (the kernel drops what does not fit). */
+    raw_send(sock, "\xc0", 1, MP_CONNECTION_MAX_FDS + 10);
+    expect_refused(b, "more than 64 fds");
+    /* Stray fds with a plain value: the value arrives, the fds are closed. */
+    raw_send(sock, "\x2a", 1, 4);
+    mp_value *got = NULL;
+    CHECK_OK(mp_connection_recv(b, &got));
+    CHECK_STR(mpt_repr(got), "42");
+    mp_value_free(got);
+    CHECK_INT(mpt_count_fds(), before);
+    /* fds with a message read as bytes: dropped. */
+    raw_send(sock, "raw", 3, 2);
+    void *buf = NULL;
+    CHECK_OK(mp_connection_recv_bytes(b, 0, &buf, &len));
+    CHECK(len == 3 && memcmp(buf, "raw", 3) == 0);
+    mp_free(buf);
+    CHECK_INT(mpt_count_fds(), before);
+    mp_free(enc);
+    mp_value_free(v);
+    mp_lock_free(lock);
+    mp_connection_free(a);
+    mp_connection_free(b);
+}
+
 int main(int argc, char **argv)
 {
     /* The forkserver (and the resource tracker it starts) keep a socket and a pipe
@@ -572,6 +860,10 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_pass_to_children);
     RUN_IF(argc, argv, test_child_close_is_eof);
     RUN_IF(argc, argv, test_wait);
+    RUN_IF(argc, argv, test_handles_over_pipe);
+    RUN_IF(argc, argv, test_handles_over_listener);
+    RUN_IF(argc, argv, test_handles_need_unix_socket);
+    RUN_IF(argc, argv, test_handles_hostile_peer);
     RUN_IF(argc, argv, test_huge_message);
     RUN_IF(argc, argv, test_max_message_size);
     return mpt_done();

@@ -23,6 +23,10 @@
  * and the "{sha256}"-prefixed form of 3.12+), so Python peers talk to ours with
  * send_bytes/recv_bytes. Values travel as MessagePack (mp_value_encode).
  *
+ * Beyond Python: a value holding handles (queues, locks, shared memory, connection ends) can be
+ * sent over a Unix-socket connection to a running process (fds by SCM_RIGHTS), where Python's
+ * pickler refuses them; see mp_connection_send.
+ *
  * Pitfalls fixed: writing to a pipe whose reader is gone returns -EPIPE instead of killing
  * the program with SIGPIPE; a message over maxlength is refused before anything is
  * allocated; the authentication handshake reads at most 256 bytes per message and has one
@@ -116,15 +120,28 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t bufsize, s
  */
 int mp_connection_take_pending(mp_connection *c, void **buf, size_t *len);
 
+/** At most this many fds travel with one value over a connection. */
+#define MP_CONNECTION_MAX_FDS 64
+
 /**
- * Send a value (MessagePack). A value holding handles (library objects) is MP_EUNSUPPORTED
- * over a connection. Errors as mp_connection_send_bytes, plus the encoder's.
+ * Send a value (MessagePack). A value may hold handles (queues, locks, shared memory,
+ * connection ends: any mp_kind) over a Unix-socket connection (a duplex Pipe, a
+ * Listener/Client on a path or an abstract "@name"): their fds travel as SCM_RIGHTS on the
+ * message's first byte, so the bytes are still Python's framing. The objects stay the
+ * sender's; the receiver gets its own. Over TCP or a one-way pipe a value holding handles
+ * is MP_EUNSUPPORTED; more than MP_CONNECTION_MAX_FDS fds in one value is -E2BIG.
+ * Errors as mp_connection_send_bytes, plus the encoder's (a kind's export error, e.g.
+ * MP_ECLOSED for a closed connection end).
  */
 int mp_connection_send(mp_connection *c, const mp_value *v);
 
 /**
- * Receive a value sent with mp_connection_send (*out, mp_value_free). MP_EPROTO if the
- * message is not valid MessagePack (the connection stays usable). Errors as recv_bytes.
+ * Receive a value sent with mp_connection_send (*out, mp_value_free). Handles in it are
+ * imported: the value owns the new objects (and their fds); free it, or take one out with
+ * mp_value_take_handle. MP_EPROTO if the message is not valid MessagePack, names fds that
+ * did not come, or came with more than MP_CONNECTION_MAX_FDS fds; every fd that came with
+ * a failed message is closed and the connection stays usable. fds sent with a message read
+ * by the bytes calls are dropped (the kernel closes them). Errors as recv_bytes.
  */
 int mp_connection_recv(mp_connection *c, mp_value **out);
 

@@ -13,7 +13,11 @@
  *  - the interpreter running handlers "between bytecodes" -> mp_signal_dispatch(),
  *    which the program calls, and which every blocking call of the library calls
  *    when its wait is interrupted by a signal
- *  - `signal.set_wakeup_fd(fd)`     -> mp_signal_wakeup_fd() (the library owns the fd)
+ *  - `signal.set_wakeup_fd(fd)`     -> mp_signal_set_wakeup_fd(fd, &old) (the caller's
+ *                                      own non-blocking fd), or mp_signal_wakeup_fd() (a
+ *                                      pipe the library owns)
+ *  - `siginterrupt(sig, flag)`, `pause()`, `pthread_kill(tid, sig)` ->
+ *    mp_signal_siginterrupt, mp_signal_pause, mp_signal_pthread_kill
  *  - `alarm`, `setitimer`, `getitimer` -> mp_signal_alarm, mp_signal_setitimer,
  *    mp_signal_getitimer
  *  - `pthread_sigmask`, `sigpending`, `sigtimedwait` -> mp_signal_mask (+ block /
@@ -53,6 +57,7 @@
 #ifndef MULTIPROC_SIGNALS_H
 #define MULTIPROC_SIGNALS_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -130,6 +135,44 @@ int mp_signal_dispatch(void);
  * @return the fd, or -errno if it could not be created.
  */
 int mp_signal_wakeup_fd(void);
+
+/**
+ * Python's set_wakeup_fd: from now on every handled signal (one installed with
+ * mp_signal_set_handler) also writes its number as one byte to @p fd, the caller's own
+ * fd (a pipe or socket end), from the signal handler. The fd must be non-blocking (a
+ * full buffer drops the byte; the delivery is still recorded and dispatched). The
+ * library never reads or closes it; mp_signal_dispatch does not drain it. @p fd -1
+ * stops. The previous fd (-1 if none) goes to @p old_fd when non-NULL. Independent of
+ * mp_signal_wakeup_fd (both may be used). Any thread may call it (Python: main only).
+ * @return 0; -EINVAL for a blocking fd; -EBADF for a closed one.
+ */
+int mp_signal_set_wakeup_fd(int fd, int *old_fd);
+
+/**
+ * Python's siginterrupt: @p interrupt true (the library's default for handlers it
+ * installs) makes system calls interrupted by @p signum fail with EINTR, so blocking
+ * calls can dispatch; false restarts them (SA_RESTART): deliveries are still recorded
+ * and dispatched at the next mp_signal_dispatch, but a blocking call of the library
+ * may keep waiting. Installing a handler again resets it to interrupting (as in
+ * Python). @return 0 or -EINVAL.
+ */
+int mp_signal_siginterrupt(int signum, bool interrupt);
+
+/**
+ * Python's signal.pause: sleep until a signal arrives, then run the deferred handlers.
+ * Unlike pause(2) a delivery recorded just before the call is not slept through: the
+ * call returns at once. A signal blocked in this thread, or whose action is to be
+ * ignored (SIGCHLD by default), does not wake it. @return what mp_signal_dispatch
+ * returns (handler calls, or MP_EINTERRUPTED).
+ */
+int mp_signal_pause(void);
+
+/**
+ * Python's pthread_kill: send @p signum to thread @p thread of this process (0 only
+ * checks the thread; 0 is -ESRCH). A handled signal is recorded and dispatched as usual (on the
+ * thread that dispatches). @return 0, -EINVAL, -ESRCH.
+ */
+int mp_signal_pthread_kill(pthread_t thread, int signum);
 
 /* ---- timers --------------------------------------------------------------------- */
 

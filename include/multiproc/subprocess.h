@@ -16,6 +16,10 @@
  *   is still filled: returncode, stdout, stderr), a missing program -> -ENOENT with
  *   the path in mp_last_error() (never a child exiting 127).
  * - `a | b | c` -> mp_pipeline().
+ * - `getoutput(cmd)` / `getstatusoutput(cmd)` -> mp_getoutput() / mp_getstatusoutput().
+ * - `preexec_fn=`, `user=`, `group=`, `extra_groups=`, `pipesize=`, `process_group=N`
+ *   -> mp_subprocess_opts.preexec_fn (+ preexec_arg), .user, .group, .extra_groups (names
+ *   or numeric ids as strings), .pipesize, .process_group (process_group=0 is new_pgroup).
  *
  * Differences from Python (pitfalls removed):
  * - No SIGCHLD handler is ever installed; children are watched through pidfds, so the
@@ -117,6 +121,29 @@ typedef struct mp_subprocess_opts {
                                   goes to the whole group */
     bool keep_signals;       /**< Python's restore_signals=False: keep ignored signals
                                   and the signal mask (handled signals are always reset) */
+    /**
+     * Python's preexec_fn: called in the child just before exec, after the streams,
+     * cwd, umask, session/group and user/group settings. It must return 0; anything
+     * else fails the start in the parent (a negative return is the error code, a
+     * positive one MP_EPROCESS; the message says "preexec_fn failed in the child
+     * (returned N)") and no child is left. A start asking for it forks instead of the
+     * vfork-style clone (it costs what a fork of the caller costs). As with Python's,
+     * the function runs in a fork of a possibly multi-threaded program: use only
+     * async-signal-safe calls (signal(7): write, close, dup2, setrlimit, prctl, ...),
+     * no malloc, no stdio, no locks.
+     */
+    int (*preexec_fn)(void *arg);
+    void *preexec_arg;       /**< passed to preexec_fn */
+    const char *user;        /**< Python's user=: a user name or a numeric uid ("1000");
+                                  setreuid in the child. Unknown name: MP_ENOTFOUND */
+    const char *group;       /**< Python's group=: a group name or a numeric gid */
+    const char *const *extra_groups; /**< Python's extra_groups=: NULL-terminated names or
+                                  numeric gids for setgroups (an empty list drops all
+                                  supplementary groups); NULL leaves them */
+    int pipesize;            /**< Python's pipesize=: F_SETPIPE_SZ of every pipe made for
+                                  the child, in bytes (0: the library's choice) */
+    pid_t process_group;     /**< > 0: the child joins this existing process group
+                                  (Python's process_group=N); new_pgroup makes a new one */
 } mp_subprocess_opts;
 
 /** What a finished run gives back (Python's CompletedProcess). */
@@ -175,6 +202,18 @@ int mp_check_output(const char *const *argv, const mp_subprocess_opts *opts, cha
 /** mp_check_output() of `/bin/sh -c cmdline`. */
 int mp_check_output_sh(const char *cmdline, const mp_subprocess_opts *opts, char **out,
                        size_t *len);
+
+/**
+ * Python's getstatusoutput: run @p cmd with `/bin/sh -c`, stderr merged into stdout, and
+ * return its output with one trailing newline stripped. *status is the returncode
+ * (exit status, or -N when killed by signal N; Python's value, not a wait status).
+ * *out (NUL-terminated, mp_free; @p len may be NULL) is set on 0. 0 whatever the
+ * status; -errno / MP_EINVAL when the shell cannot run.
+ */
+int mp_getstatusoutput(const char *cmd, int *status, char **out, size_t *len);
+
+/** Python's getoutput: mp_getstatusoutput without the status. */
+int mp_getoutput(const char *cmd, char **out, size_t *len);
 
 /* ---- Popen --------------------------------------------------------------------------- */
 

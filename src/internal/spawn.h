@@ -30,9 +30,23 @@ typedef struct mp__spawn_req {
     const int *pass_fds;    /* inherited as-is (their close-on-exec flag is cleared);
                                entries < nmap are ignored (fd_map decides those) */
     size_t npass;
+    /* Appended (a zero-filled request changes nothing): */
+    pid_t join_pgroup;      /* > 0: setpgid(0, join_pgroup), an existing group */
+    bool set_groups;        /* setgroups(ngroups, groups) (ngroups 0: drop them all) */
+    const gid_t *groups;
+    size_t ngroups;
+    bool set_gid;           /* setregid(gid, gid) */
+    gid_t gid;
+    bool set_uid;           /* setreuid(uid, uid), last: it may drop the right to the rest */
+    uid_t uid;
+    /* Run in the child after every step above, just before exec (Python's preexec_fn).
+     * Its presence makes the spawn fork() instead of sharing our memory: the function
+     * may then write globals of its own copy. A non-zero return fails the spawn. */
+    int (*preexec)(void *arg);
+    void *preexec_arg;
 } mp__spawn_req;
 
-/* Start a child. On success stores its pid and an O_CLOEXEC pidfd and returns 0.
+/* Start a child (forked when req->preexec is set). On success stores its pid and an O_CLOEXEC pidfd and returns 0.
  * The child exits with SIGCHLD as its exit signal (waitpid works as usual); reap it
  * with waitid(P_PIDFD) or mp__pidfd_wait. The child runs on a 32 KiB stack taken from
  * the calling thread's stack (128 KiB in sanitizer builds). ThreadSanitizer builds

@@ -210,54 +210,6 @@ void mp__launch_clear(mp__launch *l)
 
 /* ---- framing ------------------------------------------------------------------- */
 
-ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
-                        int flags)
-{
-    union {
-        char buf[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    if (nfds > 3 + MP__PROC_MAX_FDS)
-        return -E2BIG;
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
-    if (nfds) {
-        msg.msg_control = u.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        memset(u.buf, 0, msg.msg_controllen);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    ssize_t r;
-    do
-        r = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : r;
-}
-
-void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
-{
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            /* Received fds take the lowest free numbers too (see mp__fd_high). A
-                 * failed move drops the fd: the caller sees fewer than announced. */
-            if (*nfds < max)
-                fd = mp__fd_high(fd);
-            if (*nfds < max && fd >= 0)
-                fds[(*nfds)++] = fd;
-            else
-                mp__close(fd);
-        }
-    }
-}
-
 static void close_all(int *fds, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -10,6 +10,8 @@
 
 #include "multiproc/process.h"
 
+#include "internal/fdpass.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -115,14 +117,7 @@ _Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
-/* sendmsg() of the iovecs with up to 3 + MP__PROC_MAX_FDS fds as SCM_RIGHTS (none when
- * nfds is 0), MSG_NOSIGNAL added to flags, retried on EINTR. Bytes sent or -errno. */
-struct iovec;
-ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
-                        int flags);
-struct msghdr;
-/* Keep up to max of the fds a recvmsg brought (appended at fds[*nfds]), close the rest. */
-void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds);
+/* fd passing (mp__sendmsg_fds, mp__msg_adopt_fds): internal/fdpass.h */
 
 /* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
  * the one added, stored in *owned). When tracker_fd >= 0 it also names

@@ -1,0 +1,62 @@
+/* SCM_RIGHTS: send fds beside bytes, and take the fds a recvmsg brought. Every sender and
+ * receiver of fds in the library goes through these two, so the control-buffer sizing and
+ * the "close what we do not keep" rule live in one place. */
+#define _GNU_SOURCE
+#include "internal/fdpass.h"
+
+#include "internal/common.h"
+
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+ssize_t mp__sendmsg_fds_once(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
+                             int flags)
+{
+    union {
+        char buf[CMSG_SPACE(MP__FDPASS_MAX * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    if (nfds > MP__FDPASS_MAX)
+        return -E2BIG;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+    if (nfds) {
+        msg.msg_control = u.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        memset(u.buf, 0, msg.msg_controllen);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t r = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
+    return r < 0 ? -errno : r;
+}
+
+ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
+                        int flags)
+{
+    ssize_t r;
+    do
+        r = mp__sendmsg_fds_once(sock, iov, niov, fds, nfds, flags);
+    while (r == -EINTR);
+    return r;
+}
+
+void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*nfds < max)
+                fds[(*nfds)++] = fd;
+            else
+                mp__close(fd);
+        }
+    }
+}

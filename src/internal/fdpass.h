@@ -1,0 +1,26 @@
+/* Passing fds over Unix sockets (SCM_RIGHTS): the one sendmsg helper and the one recvmsg
+ * parser, shared by the process launch protocol, the forkserver and connections. */
+#ifndef MP_INTERNAL_FDPASS_H
+#define MP_INTERNAL_FDPASS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* The kernel's limit on fds in one SCM_RIGHTS message (SCM_MAX_FD). */
+#define MP__FDPASS_MAX 253
+
+struct iovec;
+struct msghdr;
+
+/* One sendmsg() of the iovecs with up to MP__FDPASS_MAX fds as SCM_RIGHTS (none when
+ * nfds is 0), MSG_NOSIGNAL added to flags. Bytes sent, or -errno (-EINTR included, so
+ * a caller that runs deferred signal handlers can). -E2BIG past MP__FDPASS_MAX. */
+ssize_t mp__sendmsg_fds_once(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
+                             int flags);
+/* The same, retried on EINTR. */
+ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, size_t nfds,
+                        int flags);
+/* Keep up to max of the fds a recvmsg brought (appended at fds[*nfds]), close the rest. */
+void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds);
+
+#endif
