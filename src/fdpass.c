@@ -53,7 +53,11 @@ void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
         for (size_t i = 0; i < k; i++) {
             int fd;
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            /* Received fds take the lowest free numbers too (see mp__fd_high). A
+             * failed move drops the fd: the caller sees fewer than announced. */
             if (*nfds < max)
+                fd = mp__fd_high(fd);
+            if (*nfds < max && fd >= 0)
                 fds[(*nfds)++] = fd;
             else
                 mp__close(fd);
