@@ -706,6 +706,62 @@ static void test_handles_in_arguments(void)
     check_handles("spawn");
 }
 
+/* ---- the typed array path -------------------------------------------------------- */
+
+int square_double(const void *in, void *out, void *ctx)
+{
+    double x = *(const double *)in;
+    if (ctx && x == *(const double *)ctx)
+        return 5; /* refuse that element */
+    if (x < 0)
+        raise(SIGKILL);
+    *(double *)out = x * x;
+    return 0;
+}
+
+static void check_array(const char *method)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context(method)});
+    enum { N = 100003 };
+    double *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0));
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += out[i] != (double)i * i;
+    CHECK_INT(bad, 0);
+    /* Again (the arena is reused), with small ranges. */
+    memset(out, 0, N * sizeof *out);
+    CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, 1000, NULL,
+                               7));
+    CHECK(out[999] == 999.0 * 999.0 && out[1000] == 0);
+    /* A refusing element fails the call with fn's code... */
+    static const double refuse = 500;
+    CHECK_ERR(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N,
+                                (void *)&refuse, 0),
+              MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "element 500 failed with 5");
+    /* ... and a worker dying in a range fails it with MP_EWORKERDIED. */
+    in[77] = -1;
+    CHECK_ERR(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0),
+              MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "killed by signal 9");
+    in[77] = 77;
+    CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0));
+    CHECK(out[77] == 77.0 * 77.0);
+    CHECK_ERR(mp_pool_map_array(p, square_double, NULL, 8, out, 8, 4, NULL, 0), MP_EINVAL);
+    free(in);
+    free(out);
+    mp_pool_free(p);
+}
+
+static void test_map_array(void)
+{
+    check_array("fork");
+    check_array("spawn");
+}
+
 int main(int argc, char **argv)
 {
     mp_forkserver_ensure_running();
@@ -726,5 +782,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_time_limit);
     RUN_IF(argc, argv, test_threads_submit);
     RUN_IF(argc, argv, test_handles_in_arguments);
+    RUN_IF(argc, argv, test_map_array);
     return mpt_done();
 }

@@ -79,18 +79,56 @@ static void flush(worker *w)
         memmove(w->txq, w->txq + 1, (w->txn - 1) * sizeof *w->txq);
         w->txn--;
         w->txoff = 0;
+        if (!c->job)
+            mp__chunk_free(c); /* a control message (the arena): no result comes */
     }
+}
+
+/* Control messages not yet sent belong to the send queue alone. */
+static void drop_control(worker *w)
+{
+    for (size_t k = 0; k < w->txn; k++)
+        if (!w->txq[k]->job)
+            mp__chunk_free(w->txq[k]);
+    w->txn = 0;
 }
 
 static bool eligible(const mp_pool *p, const worker *w)
 {
     return w->proc && w->sock >= 0 && !w->exiting && !w->killed_for_timeout &&
-           w->ninflight < window_of(w) && w->txn < MP__ARRAY_LEN(w->txq) &&
+           w->ninflight < window_of(w) && w->txn + 1 < MP__ARRAY_LEN(w->txq) &&
            (!p->maxtasks || w->assigned < p->maxtasks);
+}
+
+/* Tell a worker about the current arena before its first range in it. */
+static void send_arena(mp_pool *p, worker *w)
+{
+    chunk *a = calloc(1, sizeof *a);
+    int fd = a ? mp__dup_cloexec(p->arena_fd, 0) : -1;
+    a = fd >= 0 ? a : (free(a), NULL);
+    if (a) {
+        a->fds = malloc(sizeof(int));
+        a->buf = malloc(sizeof(mp__msg_hdr));
+    }
+    if (!a || !a->fds || !a->buf) {
+        if (fd >= 0)
+            mp__close(fd);
+        mp__chunk_free(a);
+        return; /* the range fails in the worker: outside the arena */
+    }
+    a->fds[0] = fd;
+    a->nfds = 1;
+    mp__msg_hdr h = {.type = MSG_ARENA, .nfds = 1, .arg = p->arena_size};
+    memcpy(a->buf, &h, sizeof h);
+    a->len = sizeof h;
+    w->txq[w->txn++] = a;
+    w->arena_gen = p->arena_gen;
 }
 
 static void assign(mp_pool *p, worker *w, chunk *c)
 {
+    if (c->job->kind == JOB_ARRAY && w->arena_gen != p->arena_gen)
+        send_arena(p, w);
     c->next = NULL;
     if (w->inflight_tail)
         w->inflight_tail->next = c;
@@ -321,6 +359,7 @@ static void handle_death(mp_pool *p, size_t i)
     size_t titem = w->timed_item;
     double tlimit = w->timed_limit;
     chunk *c = w->inflight;
+    drop_control(w);
     w->inflight = w->inflight_tail = NULL;
     w->ninflight = w->txn = 0;
     int code;
@@ -403,6 +442,7 @@ static void terminate_all(mp_pool *p)
         if (!w->proc && w->sock < 0)
             continue;
         chunk *c = w->inflight;
+        drop_control(w);
         w->inflight = w->inflight_tail = NULL;
         w->ninflight = w->txn = 0;
         int code;

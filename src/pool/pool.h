@@ -80,6 +80,12 @@ int mp__chan_send_some(int sock, const void *buf, size_t total, size_t *off, con
 /* ---- where a worker is: shared memory slots ---------------------------------------- */
 /* One cache line per worker position, written by the worker before a chunk starts (and
  * per task when a time limit is set), read by the parent after the worker died. */
+/* The typed path's range message body (then the function location). */
+typedef struct mp__array_task {
+    uint64_t in_off, out_off, in_size, out_size, first, count, context;
+    uint64_t context_rel; /* context is an offset from the main program's load address */
+} mp__array_task;
+
 typedef struct mp__slot {
     _Atomic uint64_t chunk;    /* id of the chunk being run; 0: none */
     _Atomic uint64_t item;     /* index within the chunk of the task being run */
@@ -191,7 +197,7 @@ typedef struct worker {
     size_t txn;
     size_t txoff;
     mp__rx rx;
-    bool arena_sent;
+    uint64_t arena_gen; /* the arena generation this worker has mapped */
 } worker;
 
 struct mp_pool {
@@ -226,6 +232,7 @@ struct mp_pool {
     int arena_fd;
     void *arena;
     size_t arena_size;
+    uint64_t arena_gen; /* bumped (under mu) when the arena is replaced */
     pthread_mutex_t array_mu; /* one map_array at a time */
 };
 

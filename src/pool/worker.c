@@ -13,6 +13,7 @@
 #include "pool/pool.h"
 #include "process/proc.h"
 
+#include <link.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -283,9 +284,19 @@ static int map_arena(wstate *ws, mp__msg *m)
     return 0;
 }
 
-typedef struct mp__array_task {
-    uint64_t in_off, out_off, in_size, out_size, first, count, context;
-} mp__array_task;
+static int base_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    *(uintptr_t *)data = (uintptr_t)info->dlpi_addr;
+    return 1; /* the first entry is the main program */
+}
+
+static void *main_base(void)
+{
+    uintptr_t b = 0;
+    dl_iterate_phdr(base_cb, &b);
+    return (void *)b;
+}
 
 static int run_array(wstate *ws, mp__msg *m)
 {
@@ -312,6 +323,8 @@ static int run_array(wstate *ws, mp__msg *m)
         const char *in = ws->arena + t.in_off + t.first * t.in_size;
         char *out = ws->arena + t.out_off + t.first * t.out_size;
         void *ctx = (void *)(uintptr_t)t.context;
+        if (t.context_rel)
+            ctx = (char *)main_base() + t.context;
         for (uint64_t k = 0; k < t.count; k++) {
             int rc = fn(in + k * t.in_size, out + k * t.out_size, ctx);
             if (rc) {
