@@ -922,3 +922,15 @@ void mp_process_free(mp_process *p)
     reg_remove(p);
     destroy(p);
 }
+
+/* For the pool module: name an unstarted process "<prefix>-<identity>", as Python's
+ * Pool renames its workers (ForkPoolWorker-N keeps the Process-N number). */
+int mp__process_rename(mp_process *p, const char *prefix)
+{
+    char *name = dup_printf("%s-%s", prefix, p->identity);
+    if (!name)
+        return mp__error(-ENOMEM, "naming a process");
+    free(p->name);
+    p->name = name;
+    return 0;
+}

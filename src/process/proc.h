@@ -136,4 +136,7 @@ char **mp__boot_env(const char *value, char **owned, int tracker_fd, const char 
  * starts its own on demand). */
 int mp__boot_tracker_fd(void);
 
+/* For the pool module (process.c): name an unstarted process "<prefix>-<identity>". */
+int mp__process_rename(mp_process *p, const char *prefix);
+
 #endif

@@ -1,0 +1,557 @@
+/* The pool's result thread: sends chunks, reads results, sees workers die, enforces
+ * time limits, replaces workers, runs callbacks.
+ *
+ * DESIGN: one thread per pool, one poll() over the eventfd (new work, close,
+ * terminate, an iterator that freed window space), each worker's socket and each
+ * worker's sentinel (its pidfd; the status connection under forkserver). Chunks are
+ * pushed to a chosen worker (the least loaded; at most `window` chunks ahead), so the
+ * parent always knows which chunks a worker holds, in the order it runs them. A worker's
+ * death: first every result it sent is read (the socket keeps them after it died), then
+ * its slot names the chunk it was running: that chunk's tasks fail with MP_EWORKERDIED
+ * (MP_ETIMEOUT for the task that overran its limit), the chunks behind it go back to
+ * the front of the queue, a new worker takes the position.
+ * Shared state: p->pending, p->sources, p->state under p->mu (never held across user
+ * code or syscalls that wait); workers (w[]) belong to this thread alone. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/value.h"
+#include "pool/pool.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+
+/* Chunks a worker may hold ahead: enough that it never waits for the parent between
+ * short chunks, few enough that long tasks spread over the workers. */
+static size_t window_of(const worker *w)
+{
+    return w->fast ? 32 : 2;
+}
+
+void mp__pool_wake(mp_pool *p)
+{
+    uint64_t one = 1;
+    ssize_t r = write(p->wake_fd, &one, sizeof one);
+    (void)r; /* EAGAIN: the counter is already non-zero, the thread will wake */
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void fail_chunk(chunk *c, int code, const char *msg, size_t special, int scode,
+                       const char *smsg)
+{
+    for (size_t k = 0; k < c->count; k++)
+        mp__job_complete_item(c->job, c->first + k, NULL, k == special ? scode : code,
+                              k == special ? smsg : msg);
+    mp__chunk_free(c);
+}
+
+static bool has_work(mp_pool *p)
+{
+    if (p->pending || p->sources)
+        return true;
+    for (int i = 0; i < p->processes; i++)
+        if (p->w[i].ninflight)
+            return true;
+    return false;
+}
+
+/* ---- sending ------------------------------------------------------------------- */
+
+static void flush(worker *w)
+{
+    while (w->txn) {
+        chunk *c = w->txq[0];
+        int r = mp__chan_send_some(w->sock, c->buf, c->len, &w->txoff, c->fds, c->nfds);
+        if (r <= 0)
+            return; /* full, or the worker is gone: its sentinel will tell */
+        memmove(w->txq, w->txq + 1, (w->txn - 1) * sizeof *w->txq);
+        w->txn--;
+        w->txoff = 0;
+        if (!c->job)
+            mp__chunk_free(c); /* a control message (the arena): no result comes */
+    }
+}
+
+/* Control messages not yet sent belong to the send queue alone. */
+static void drop_control(worker *w)
+{
+    for (size_t k = 0; k < w->txn; k++)
+        if (!w->txq[k]->job)
+            mp__chunk_free(w->txq[k]);
+    w->txn = 0;
+}
+
+static bool eligible(const mp_pool *p, const worker *w)
+{
+    return w->proc && w->sock >= 0 && !w->exiting && !w->killed_for_timeout &&
+           w->ninflight < window_of(w) && w->txn + 1 < MP__ARRAY_LEN(w->txq) &&
+           (!p->maxtasks || w->assigned < p->maxtasks);
+}
+
+/* Tell a worker about the current arena before its first range in it. */
+static void send_arena(mp_pool *p, worker *w)
+{
+    chunk *a = calloc(1, sizeof *a);
+    int fd = a ? mp__dup_cloexec(p->arena_fd, 0) : -1;
+    a = fd >= 0 ? a : (free(a), NULL);
+    if (a) {
+        a->fds = malloc(sizeof(int));
+        a->buf = malloc(sizeof(mp__msg_hdr));
+    }
+    if (!a || !a->fds || !a->buf) {
+        if (fd >= 0)
+            mp__close(fd);
+        mp__chunk_free(a);
+        return; /* the range fails in the worker: outside the arena */
+    }
+    a->fds[0] = fd;
+    a->nfds = 1;
+    mp__msg_hdr h = {.type = MSG_ARENA, .nfds = 1, .arg = p->arena_size};
+    memcpy(a->buf, &h, sizeof h);
+    a->len = sizeof h;
+    w->txq[w->txn++] = a;
+    w->arena_gen = p->arena_gen;
+}
+
+static void assign(mp_pool *p, worker *w, chunk *c)
+{
+    if (c->job->kind == JOB_ARRAY && w->arena_gen != p->arena_gen)
+        send_arena(p, w);
+    c->next = NULL;
+    if (w->inflight_tail)
+        w->inflight_tail->next = c;
+    else
+        w->inflight = c;
+    w->inflight_tail = c;
+    w->ninflight++;
+    w->txq[w->txn++] = c;
+    if (c->job->kind != JOB_ARRAY && p->maxtasks && ++w->assigned >= p->maxtasks)
+        w->exiting = true; /* it exits after this one */
+}
+
+static void dispatch(mp_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->pending) {
+        worker *best = NULL;
+        for (int i = 0; i < p->processes; i++) {
+            worker *w = &p->w[i];
+            if (eligible(p, w) && (!best || w->ninflight < best->ninflight))
+                best = w;
+        }
+        if (!best)
+            break;
+        chunk *c = p->pending;
+        p->pending = c->next;
+        if (!p->pending)
+            p->pending_tail = NULL;
+        assign(p, best, c);
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->processes; i++)
+        if (p->w[i].txn)
+            flush(&p->w[i]);
+}
+
+/* Put chunks back at the front of the queue, in their order. */
+static void requeue(mp_pool *p, chunk *first, chunk *last)
+{
+    if (!first)
+        return;
+    pthread_mutex_lock(&p->mu);
+    last->next = p->pending;
+    p->pending = first;
+    if (!p->pending_tail)
+        p->pending_tail = last;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- results ------------------------------------------------------------------- */
+
+static void read_errors(chunk *c, const char *b, size_t len, bool *failed)
+{
+    size_t off = 0;
+    while (off + 12 <= len) {
+        uint32_t idx, ml;
+        int32_t code;
+        memcpy(&idx, b + off, 4);
+        memcpy(&code, b + off + 4, 4);
+        memcpy(&ml, b + off + 8, 4);
+        if (off + 12 + ml > len || idx >= c->count || code >= 0)
+            break;
+        char *m = strndup(b + off + 12, ml);
+        mp__job_complete_item(c->job, c->first + idx, NULL, code, m ? m : "task failed");
+        free(m);
+        failed[idx] = true;
+        off += 12 + ml;
+    }
+}
+
+static int take_results(chunk *c, mp__msg *m)
+{
+    if (c->job->kind == JOB_ARRAY) {
+        int code = (int)(int64_t)m->h.arg;
+        char *msg = code ? strndup(m->body, (size_t)m->h.len) : NULL;
+        mp__job_complete_item(c->job, c->first, NULL, code, msg);
+        free(msg);
+        return 0;
+    }
+    size_t elen = (size_t)m->h.arg;
+    mp_value *list = NULL;
+    if (elen > m->h.len)
+        return mp__error(MP_EPROTO, "pool: bad result message");
+    int r = mp_value_decode(m->body, elen, m->fds, m->nfds, &list);
+    m->nfds = 0;
+    if (r < 0)
+        return r;
+    if (list->type != MP_LIST || list->u.list.len != c->count) {
+        mp_value_free(list);
+        return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
+    }
+    bool *failed = calloc(c->count, 1);
+    if (!failed) {
+        mp_value_free(list);
+        return -ENOMEM;
+    }
+    read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed);
+    for (size_t k = 0; k < c->count; k++) {
+        if (failed[k])
+            continue;
+        mp_value *v = list->u.list.items[k];
+        list->u.list.items[k] = NULL; /* moved into the job */
+        mp__job_complete_item(c->job, c->first + k, v, 0, NULL);
+    }
+    free(failed);
+    mp_value_free(list);
+    return 0;
+}
+
+static int handle_msg(mp_pool *p, worker *w, mp__msg *m)
+{
+    if (m->h.type == MSG_READY) {
+        w->ready = true;
+        return 0;
+    }
+    if (m->h.type == MSG_INIT_FAIL && m->h.len >= 4) {
+        int32_t code;
+        memcpy(&code, m->body, 4);
+        pthread_mutex_lock(&p->mu);
+        if (!p->broken_code) {
+            p->broken_code = code < 0 ? code : MP_EINVAL;
+            snprintf(p->broken_msg, sizeof p->broken_msg, "pool initializer failed: %.*s",
+                     (int)(m->h.len - 4), m->body + 4);
+        }
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
+    chunk *c = w->inflight;
+    if (m->h.type != MSG_RESULT || !c || c->id != m->h.id)
+        return mp__error(MP_EPROTO, "pool: unexpected message %u from a worker", m->h.type);
+    w->inflight = c->next;
+    if (!w->inflight)
+        w->inflight_tail = NULL;
+    w->ninflight--;
+    int r = take_results(c, m);
+    if (r < 0) {
+        fail_chunk(c, r, mp_last_error(), SIZE_MAX, 0, NULL);
+        return r;
+    }
+    /* A chunk that came back quickly lets this worker hold more ahead. */
+    uint64_t t = now_ns();
+    w->fast = t - w->last_result_ns < 1000000;
+    w->last_result_ns = t;
+    mp__chunk_free(c);
+    return 0;
+}
+
+/* Handle every whole message buffered; a malformed one kills the worker. */
+static void drain_msgs(mp_pool *p, worker *w)
+{
+    for (;;) {
+        mp__msg m = {0};
+        int got = mp__rx_next(&w->rx, &m);
+        if (got == 0)
+            break;
+        int r = got < 0 ? got : handle_msg(p, w, &m);
+        mp__msg_clear(&m);
+        if (r < 0) {
+            mp_process_kill(w->proc);
+            w->eof = true;
+            break;
+        }
+    }
+    mp__pool_notify();
+}
+
+static void read_worker(mp_pool *p, worker *w)
+{
+    for (int rounds = 0; rounds < 8; rounds++) {
+        int r = mp__rx_fill(&w->rx, w->sock, true);
+        if (r <= 0) {
+            if (r != -EAGAIN)
+                w->eof = true;
+            break;
+        }
+    }
+    drain_msgs(p, w);
+}
+
+/* ---- deaths and replacements ------------------------------------------------------ */
+
+static void fail_pending(mp_pool *p, int code, const char *msg)
+{
+    pthread_mutex_lock(&p->mu);
+    chunk *c = p->pending;
+    p->pending = p->pending_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (c) {
+        chunk *n = c->next;
+        fail_chunk(c, code, msg, SIZE_MAX, 0, NULL);
+        c = n;
+    }
+}
+
+static void replace(mp_pool *p, size_t i)
+{
+    pthread_mutex_lock(&p->mu);
+    bool want = !p->broken_code && p->state == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (!want && !(p->state == 1 && has_work(p) && !p->broken_code))
+        return;
+    int r = mp__pool_start_worker(p, i);
+    if (r < 0) {
+        pthread_mutex_lock(&p->mu);
+        bool any = false;
+        for (int k = 0; k < p->processes; k++)
+            any |= p->w[k].proc != NULL;
+        if (!any && !p->broken_code) {
+            p->broken_code = r;
+            snprintf(p->broken_msg, sizeof p->broken_msg, "pool: cannot start a worker: %s",
+                     mp_last_error());
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static void handle_death(mp_pool *p, size_t i)
+{
+    worker *w = &p->w[i];
+    while (mp__rx_fill(&w->rx, w->sock, true) == 1)
+        drain_msgs(p, w);
+    drain_msgs(p, w);
+    uint64_t running = atomic_load_explicit(&p->slots[i].chunk, memory_order_acquire);
+    char name[128], what[96];
+    snprintf(name, sizeof name, "%s", mp_process_name(w->proc));
+    pid_t pid = w->pid;
+    bool timed = w->killed_for_timeout;
+    size_t titem = w->timed_item;
+    double tlimit = w->timed_limit;
+    chunk *c = w->inflight;
+    drop_control(w);
+    w->inflight = w->inflight_tail = NULL;
+    w->ninflight = w->txn = 0;
+    int code;
+    mp__pool_reap_worker(p, i, &code);
+    mp__pool_describe_exit(code, what, sizeof what);
+    chunk *back = NULL, *back_tail = NULL;
+    while (c) {
+        chunk *n = c->next;
+        if (c->id == running) {
+            char msg[512], tmsg[512];
+            const char *fn = c->job->fn_name ? c->job->fn_name : "task";
+            snprintf(msg, sizeof msg,
+                     "pool worker %s (pid %d) %s while running %s (items %zu-%zu of the call)",
+                     name, (int)pid, timed ? "was killed for a time limit" : what, fn,
+                     c->first, c->first + c->count - 1);
+            snprintf(tmsg, sizeof tmsg,
+                     "task %s (item %zu) exceeded its time limit of %g s: worker %s (pid %d) "
+                     "was killed and replaced",
+                     fn, c->first + titem, tlimit, name, (int)pid);
+            fail_chunk(c, MP_EWORKERDIED, msg, timed ? titem : SIZE_MAX, MP_ETIMEOUT, tmsg);
+        } else {
+            c->next = NULL;
+            if (back_tail)
+                back_tail->next = c;
+            else
+                back = c;
+            back_tail = c;
+        }
+        c = n;
+    }
+    requeue(p, back, back_tail);
+    mp__pool_notify();
+    replace(p, i);
+    if (p->broken_code)
+        fail_pending(p, p->broken_code, p->broken_msg);
+}
+
+/* ---- time limits ---------------------------------------------------------------- */
+
+/* Kill workers whose task overran; the ms until the next deadline (-1: none). */
+static int check_limits(mp_pool *p)
+{
+    uint64_t now = now_ns();
+    int64_t next = -1;
+    for (int i = 0; i < p->processes; i++) {
+        worker *w = &p->w[i];
+        chunk *c = w->inflight;
+        if (!w->proc || !c || c->job->time_limit <= 0 || w->killed_for_timeout)
+            continue;
+        uint64_t limit = (uint64_t)(c->job->time_limit * 1e9);
+        uint64_t left = limit;
+        if (atomic_load_explicit(&p->slots[i].chunk, memory_order_acquire) == c->id) {
+            uint64_t item = atomic_load_explicit(&p->slots[i].item, memory_order_acquire);
+            uint64_t start = atomic_load_explicit(&p->slots[i].start_ns, memory_order_relaxed);
+            if (now >= start + limit) {
+                w->killed_for_timeout = true;
+                w->timed_item = (size_t)item;
+                w->timed_limit = c->job->time_limit;
+                mp_process_kill(w->proc);
+                continue;
+            }
+            left = start + limit - now;
+        }
+        int64_t ms = (int64_t)(left / 1000000) + 1;
+        if (next < 0 || ms < next)
+            next = ms;
+    }
+    return next > INT32_MAX ? INT32_MAX : (int)next;
+}
+
+/* ---- the loop -------------------------------------------------------------------- */
+
+static void terminate_all(mp_pool *p)
+{
+    for (int i = 0; i < p->processes; i++)
+        if (p->w[i].proc)
+            mp_process_terminate(p->w[i].proc);
+    for (int i = 0; i < p->processes; i++) {
+        worker *w = &p->w[i];
+        if (!w->proc && w->sock < 0)
+            continue;
+        chunk *c = w->inflight;
+        drop_control(w);
+        w->inflight = w->inflight_tail = NULL;
+        w->ninflight = w->txn = 0;
+        int code;
+        mp__pool_reap_worker(p, (size_t)i, &code);
+        while (c) {
+            chunk *n = c->next;
+            fail_chunk(c, MP_ECLOSED, "the pool was terminated", SIZE_MAX, 0, NULL);
+            c = n;
+        }
+    }
+    fail_pending(p, MP_ECLOSED, "the pool was terminated");
+    pthread_mutex_lock(&p->mu);
+    job *s = p->sources;
+    p->sources = NULL;
+    pthread_mutex_unlock(&p->mu);
+    for (; s; s = s->next_src)
+        mp__job_end_source(s, MP_ECLOSED, "the pool was terminated");
+    mp__pool_notify();
+}
+
+static void pump_sources(mp_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    job *s = p->sources;
+    pthread_mutex_unlock(&p->mu);
+    for (; s; s = s->next_src)
+        mp__job_pump_source(p, s);
+    /* Drop the ones that ended (only this thread removes; submitters push in front). */
+    pthread_mutex_lock(&p->mu);
+    for (job **pp = &p->sources; *pp;) {
+        if (atomic_load(&(*pp)->source_done))
+            *pp = (*pp)->next_src;
+        else
+            pp = &(*pp)->next_src;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Closed and idle: let the workers go (end of file on their socket). */
+static bool wind_down(mp_pool *p)
+{
+    bool alive = false;
+    for (int i = 0; i < p->processes; i++) {
+        worker *w = &p->w[i];
+        if (!w->proc)
+            continue;
+        alive = true;
+        if (!w->shut) {
+            shutdown(w->sock, SHUT_WR);
+            w->shut = true;
+            w->exiting = true;
+        }
+    }
+    return alive;
+}
+
+void *mp__pool_thread(void *arg)
+{
+    mp_pool *p = arg;
+    struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int state = p->state;
+        pthread_mutex_unlock(&p->mu);
+        if (state == 2 || !pf) {
+            terminate_all(p);
+            break;
+        }
+        pump_sources(p);
+        dispatch(p);
+        if (state == 1 && !has_work(p) && !wind_down(p))
+            break;
+        int timeout = check_limits(p);
+        size_t n = 0;
+        pf[n++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+        for (int i = 0; i < p->processes; i++) {
+            worker *w = &p->w[i];
+            bool live = w->proc != NULL;
+            pf[n++] = (struct pollfd){
+                .fd = live && !w->eof ? w->sock : -1,
+                .events = (short)(POLLIN | (w->txn ? POLLOUT : 0))};
+            pf[n++] = (struct pollfd){.fd = live ? mp_process_sentinel(w->proc) : -1,
+                                      .events = POLLIN};
+        }
+        int r = poll(pf, n, timeout);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (r <= 0)
+            continue;
+        if (pf[0].revents) {
+            uint64_t v;
+            ssize_t k = read(p->wake_fd, &v, sizeof v);
+            (void)k;
+        }
+        for (int i = 0; i < p->processes; i++) {
+            worker *w = &p->w[i];
+            short rs = pf[1 + 2 * i].revents, ds = pf[2 + 2 * i].revents;
+            if (!w->proc)
+                continue;
+            if (rs & (POLLIN | POLLHUP | POLLERR))
+                read_worker(p, w);
+            if (rs & POLLOUT)
+                flush(w);
+            if (ds)
+                handle_death(p, (size_t)i);
+        }
+    }
+    free(pf);
+    atomic_store(&p->thread_done, 1);
+    mp__pool_notify();
+    return NULL;
+}

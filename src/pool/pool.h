@@ -1,0 +1,280 @@
+/* Private contract between the files of the pool module:
+ *   src/pool/chan.c    framed messages (+ SCM_RIGHTS fds) over a worker's Unix socket
+ *   src/pool/worker.c  the worker process: initializer, task loop, slot updates
+ *   src/pool/pool.c    the pool object: new/close/terminate/join/free, worker start
+ *   src/pool/loop.c    the result thread: dispatch, results, deaths, time limits
+ *   src/pool/submit.c  apply/map/starmap/imap: jobs and chunks
+ *   src/pool/result.c  waiting on results and iterators
+ *   src/pool/array.c   mp_pool_map_array through the shared arena */
+#ifndef MP_POOL_POOL_H
+#define MP_POOL_POOL_H
+
+#include "multiproc/pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- wire format ------------------------------------------------------------------ */
+/* Every message: this header then `len` body bytes; `nfds` fds ride with its first
+ * byte. Task bodies: u16 fn-location length, the location, then the MessagePack list
+ * of the chunk's arguments. Result bodies: the MessagePack list of results (nil where
+ * a task failed) then, per failure, u32 index, i32 code, u32 length, message. */
+enum {
+    MSG_READY = 1,     /* worker -> parent: initializer done (body: u32 pid) */
+    MSG_INIT_FAIL,     /* worker -> parent: i32 code, message */
+    MSG_TASK,          /* parent -> worker: a chunk (arg = number of items) */
+    MSG_RESULT,        /* worker -> parent: results of the chunk it got first */
+    MSG_ARRAY,         /* parent -> worker: typed range (body: mp__array_task) */
+    MSG_ARENA,         /* parent -> worker: the shared arena's memfd (arg = size) */
+};
+/* Or'ed into MSG_TASK: publish each task's start in the slot (a time limit applies). */
+#define MSG_TIMED 0x100u
+#define MSG_TYPE(t) ((t) & 0xffu)
+
+typedef struct mp__msg_hdr {
+    uint32_t type;
+    uint32_t nfds;
+    uint64_t len;
+    uint64_t id;  /* chunk id */
+    uint64_t arg; /* items in the chunk, or type-specific */
+} mp__msg_hdr;
+
+#define MP__POOL_MAX_FDS 128
+
+/* A received message: body malloc'd (owned), fds adopted. */
+typedef struct mp__msg {
+    mp__msg_hdr h;
+    char *body;
+    int fds[MP__POOL_MAX_FDS];
+    size_t nfds;
+} mp__msg;
+
+/* Reading side of a channel: a growing byte buffer plus a FIFO of fds received. */
+typedef struct mp__rx {
+    char *buf;
+    size_t len, cap, off;
+    int *fds;
+    size_t nfds, fds_cap;
+} mp__rx;
+
+/* Read what the socket has (nonblocking: until EAGAIN; blocking: one read). 1 when
+ * bytes arrived, 0 on EOF, -EAGAIN when nothing was there, -errno. */
+int mp__rx_fill(mp__rx *rx, int sock, bool nonblock);
+/* Take the next whole message if the buffer holds one: 1 (msg filled), 0 (need more),
+ * MP_EPROTO. */
+int mp__rx_next(mp__rx *rx, mp__msg *msg);
+void mp__rx_free(mp__rx *rx);
+void mp__msg_clear(mp__msg *msg);
+
+/* Send one whole message, blocking (the worker side). */
+int mp__chan_send(int sock, const mp__msg_hdr *h, const void *body, const int *fds);
+/* Nonblocking send of msg bytes [*off, total); fds go with offset 0. 1 when all sent,
+ * 0 when the socket is full, -errno. */
+int mp__chan_send_some(int sock, const void *buf, size_t total, size_t *off, const int *fds,
+                       size_t nfds);
+
+/* ---- where a worker is: shared memory slots ---------------------------------------- */
+/* One cache line per worker position, written by the worker before a chunk starts (and
+ * per task when a time limit is set), read by the parent after the worker died. */
+/* The typed path's range message body (then the function location). */
+typedef struct mp__array_task {
+    uint64_t in_off, out_off, in_size, out_size, first, count, context;
+    uint64_t context_rel; /* context is an offset from the main program's load address */
+} mp__array_task;
+
+typedef struct mp__slot {
+    _Atomic uint64_t chunk;    /* id of the chunk being run; 0: none */
+    _Atomic uint64_t item;     /* index within the chunk of the task being run */
+    _Atomic uint64_t start_ns; /* CLOCK_MONOTONIC start of that task */
+    char pad[40];
+} mp__slot;
+
+/* ---- the worker (worker.c) ------------------------------------------------------- */
+/* The handle kind carrying a worker's socket and the slots memfd into its process. */
+extern const mp_kind mp__pool_worker_kind;
+typedef struct mp__worker_ctl {
+    int sock, slots_fd;
+} mp__worker_ctl;
+/* Process target of every worker. args: [ctl handle, position, nslots, maxtasks,
+ * time limit, initializer location (bytes or nil), initargs]. */
+int mp__pool_worker_main(mp_value *args);
+
+/* Function locations on the wire: u16 path len, path, u16 sym len, sym, u64 offset. */
+int mp__fn_locate(void (*fn)(void), char **buf, size_t *len);
+/* The symbol name in a location (or "(unnamed)"). */
+void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
+/* Resolve in the worker (cached). */
+int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used);
+
+/* ---- parent side --------------------------------------------------------------- */
+typedef struct job job;
+typedef struct chunk chunk;
+
+typedef struct item {
+    mp_value *v;
+    size_t index;
+    char *msg;
+    int code;
+    _Atomic int state; /* 0 empty, 1 filled (ring slots of iterators) */
+} item;
+
+enum job_kind { JOB_APPLY, JOB_MAP, JOB_IMAP, JOB_IMAP_UNORDERED, JOB_ARRAY };
+
+struct job {
+    mp_pool *pool;
+    enum job_kind kind;
+    _Atomic int refs;     /* the user's handle + the pool while work is outstanding */
+    _Atomic int done;     /* every item completed (results written before) */
+    size_t n;             /* items (for a source: known when it ends) */
+    _Atomic size_t completed;
+    item *items;          /* n items, or a ring of cap (iterators) */
+    size_t cap;
+    bool ring;
+    /* iterators */
+    _Atomic size_t consumed;    /* items returned by next */
+    _Atomic size_t ring_filled; /* unordered: next slot to fill */
+    _Atomic int source_done;    /* the source ended (n final) */
+    int source_code;
+    char *source_msg;
+    mp_pool_source_fn source;
+    void *source_ud;
+    size_t read;                /* items read from the source */
+    size_t chunksize;
+    char *fnloc;
+    size_t fnloc_len;
+    /* failure of the whole call (lowest index) */
+    int first_code;
+    size_t first_index;
+    char *first_msg;
+    mp_value *value; /* final value of apply/map results */
+    mp_pool_call_opts opts;
+    double time_limit;
+    char *fn_name;   /* the task function's symbol, for messages */
+    _Atomic int abandoned; /* the iterator was freed: read no more */
+    _Atomic int stalled; /* the source waits for the consumer (window full) */
+    int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
+    bool items_moved; /* item values belong to value (apply/map) */
+    job *next_src;   /* pool's list of source-fed jobs */
+    /* typed path */
+    int array_code;
+    char array_msg[512];
+};
+
+struct chunk {
+    job *job;
+    size_t first, count; /* item indexes (absolute) */
+    uint64_t id;
+    char *buf; /* header + body, ready to send */
+    size_t len;
+    int *fds;
+    size_t nfds;
+    chunk *next;
+};
+
+/* One worker position. */
+typedef struct worker {
+    mp_process *proc;
+    int sock; /* parent's end, nonblocking; -1 when none */
+    pid_t pid;
+    bool ready;
+    bool exiting;      /* got its last task (maxtasksperchild) or told to stop */
+    bool killed_for_timeout;
+    size_t timed_item;
+    double timed_limit;
+    bool fast;               /* its last chunks came back quickly: hold more ahead */
+    uint64_t last_result_ns;
+    bool eof;                /* its socket reached end of file: only the sentinel left */
+    bool shut;               /* we shut our sending side: it exits when done */
+    unsigned assigned; /* chunks sent since it started */
+    chunk *inflight, *inflight_tail;
+    size_t ninflight;
+    /* send queue: chunk messages not yet fully written */
+    chunk *txq[64];
+    size_t txn;
+    size_t txoff;
+    mp__rx rx;
+    uint64_t arena_gen; /* the arena generation this worker has mapped */
+} worker;
+
+struct mp_pool {
+    int processes;
+    mp_pool_init_fn initializer;
+    mp_value *initargs;
+    char *initloc;
+    size_t initloc_len;
+    unsigned maxtasks;
+    mp_context *ctx;
+    const char *prefix; /* "ForkPoolWorker" ... */
+    double time_limit;
+
+    worker *w;
+    mp__slot *slots;
+    int slots_fd;
+
+    pthread_mutex_t mu; /* submission queue, state, source list */
+    chunk *pending, *pending_tail; /* chunks ready to send */
+    job *sources;                  /* source-fed jobs still reading */
+    uint64_t next_id;
+    int state; /* 0 running, 1 closed, 2 terminating */
+    int broken_code;
+    char broken_msg[512];
+    int wake_fd; /* eventfd */
+    pthread_t thread;
+    bool thread_started;
+    _Atomic int thread_done;
+    bool joined;
+
+    /* the typed path's shared arena */
+    int arena_fd;
+    void *arena;
+    size_t arena_size;
+    uint64_t arena_gen; /* bumped (under mu) when the arena is replaced */
+    pthread_mutex_t array_mu; /* one map_array at a time */
+};
+
+/* Every completion bumps this and wakes its waiters (futex; shared by all pools). */
+extern _Atomic uint32_t mp__pool_seq;
+void mp__pool_notify(void);
+/* Wait until done(arg) or the deadline: 0, MP_ETIMEOUT, MP_EINTERRUPTED. */
+int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline);
+
+/* Result thread (loop.c). */
+void *mp__pool_thread(void *arg);
+void mp__pool_wake(mp_pool *p);
+/* Start the worker at position i (pool thread or mp_pool_new). */
+int mp__pool_start_worker(mp_pool *p, size_t i);
+/* Wait (blocking) for worker i's READY; in mp_pool_new. */
+int mp__pool_await_ready(mp_pool *p, size_t i);
+/* Reap worker i's process (it exited or was killed) and free its state. */
+void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode);
+
+/* Jobs (submit.c). */
+job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring);
+void mp__job_unref(job *j);
+void mp__chunk_free(chunk *c);
+/* Enqueue chunks (a list) for sending; MP_ESTATE if the pool is not running. */
+int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal);
+/* Encode items[first, first+count) of a list (or one value) as a chunk message. */
+chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first,
+                       size_t count);
+/* Public handles: thin wrappers of a job. */
+struct mp_pool_result {
+    job *j;
+};
+struct mp_pool_iter {
+    job *j;
+};
+/* Describe an exit code: "killed by signal 9 (SIGKILL)", "exited with status 3". */
+void mp__pool_describe_exit(int code, char *buf, size_t cap);
+/* Record item idx's outcome (pool thread); completes the job when all are in. */
+void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg);
+/* Read more of a source-fed job while its window allows (pool thread). */
+void mp__job_pump_source(mp_pool *p, job *j);
+/* The source ended (code 0) or failed/was cut off (code < 0): n is what was read. */
+void mp__job_end_source(job *j, int code, const char *msg);
+
+#endif

@@ -1,0 +1,676 @@
+/* Submitting work: jobs (one per call), chunks (one message each), completion.
+ *
+ * DESIGN: a submitting thread (any thread) encodes its chunks itself, then appends
+ * them to p->pending under p->mu and wakes the result thread; chunk ids are given
+ * under the same lock. Completion (mp__job_complete_item, job_finish) runs on the
+ * result thread alone: it writes an item, then publishes it (item state, the job's
+ * done flag: release stores), then bumps mp__pool_seq so that waiters re-check. A job
+ * is freed when both the user's handle and the pool's reference are gone. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/value.h"
+#include "pool/pool.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- waiting (all pools share one futex word) ------------------------------------ */
+
+_Atomic uint32_t mp__pool_seq;
+static _Atomic int waiters;
+
+void mp__pool_notify(void)
+{
+    atomic_fetch_add(&mp__pool_seq, 1);
+    if (atomic_load(&waiters))
+        mp__futex_wake(&mp__pool_seq, INT_MAX);
+}
+
+int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline)
+{
+    for (;;) {
+        atomic_fetch_add(&waiters, 1);
+        uint32_t s = atomic_load(&mp__pool_seq);
+        if (done(arg)) {
+            atomic_fetch_sub(&waiters, 1);
+            return 0;
+        }
+        int r = deadline >= 0 && mp__left(deadline) <= 0
+                    ? MP_ETIMEOUT
+                    : mp__futex_wait(&mp__pool_seq, s, deadline);
+        atomic_fetch_sub(&waiters, 1);
+        if (r == MP_ETIMEOUT && done(arg))
+            return 0;
+        if (r < 0)
+            return r;
+    }
+}
+
+/* ---- jobs -------------------------------------------------------------------------- */
+
+job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring)
+{
+    job *j = mp__calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->items = mp__calloc(cap ? cap : 1, sizeof *j->items);
+    if (!j->items) {
+        free(j);
+        return NULL;
+    }
+    j->pool = p;
+    j->kind = kind;
+    j->n = n;
+    j->cap = cap;
+    j->ring = ring;
+    j->wake_fd = -1;
+    atomic_init(&j->refs, 2);
+    return j;
+}
+
+static void job_free(job *j)
+{
+    for (size_t i = 0; i < (j->cap ? j->cap : 1); i++) {
+        if (!j->items_moved && atomic_load(&j->items[i].state) == 1)
+            mp_value_free(j->items[i].v);
+        free(j->items[i].msg);
+    }
+    free(j->items);
+    mp_value_free(j->value);
+    free(j->fnloc);
+    free(j->fn_name);
+    free(j->first_msg);
+    free(j->source_msg);
+    if (j->wake_fd >= 0)
+        mp__close(j->wake_fd);
+    free(j);
+}
+
+void mp__job_unref(job *j)
+{
+    if (j && atomic_fetch_sub(&j->refs, 1) == 1)
+        job_free(j);
+}
+
+/* The final value of apply and map: built once, read by get and callbacks. */
+static void build_value(job *j)
+{
+    if (j->kind == JOB_APPLY) {
+        j->value = j->items[0].v;
+        j->items_moved = true;
+    } else if (j->kind == JOB_MAP) {
+        mp_value *list = mp_value_list();
+        mp_value **a = list ? malloc((j->n ? j->n : 1) * sizeof *a) : NULL;
+        if (!a) {
+            mp_value_free(list);
+            if (!j->first_code) {
+                j->first_code = -ENOMEM;
+                j->first_msg = strdup("pool: out of memory building the map's result");
+            }
+            return;
+        }
+        for (size_t i = 0; i < j->n; i++) {
+            a[i] = j->items[i].v ? j->items[i].v : mp_value_nil();
+            j->items[i].v = a[i];
+        }
+        list->u.list.items = a;
+        list->u.list.len = list->u.list.cap = j->n;
+        j->value = list;
+        j->items_moved = true;
+    }
+}
+
+/* Everything is in: value, callbacks (on this thread, before waiters see done, as
+ * Python), done, the pool's reference. */
+static void job_finish(job *j)
+{
+    if (j->kind == JOB_APPLY || j->kind == JOB_MAP)
+        build_value(j);
+    if (!j->first_code && j->opts.callback)
+        j->opts.callback(j->value, j->opts.userdata);
+    else if (j->first_code && j->opts.error_callback)
+        j->opts.error_callback(j->first_code, j->first_msg ? j->first_msg : "",
+                               j->opts.userdata);
+    atomic_store_explicit(&j->done, 1, memory_order_release);
+    mp__pool_notify();
+    mp__job_unref(j);
+}
+
+static bool job_all_in(job *j)
+{
+    size_t done = atomic_load(&j->completed);
+    if (j->source)
+        return atomic_load(&j->source_done) && done == j->n;
+    return done == j->n;
+}
+
+void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg)
+{
+    item *it;
+    if (!j->ring)
+        it = &j->items[idx];
+    else if (j->kind == JOB_IMAP_UNORDERED)
+        it = &j->items[atomic_fetch_add(&j->ring_filled, 1) % j->cap];
+    else
+        it = &j->items[idx % j->cap];
+    it->v = v;
+    it->index = idx;
+    it->code = code;
+    free(it->msg);
+    it->msg = code ? strdup(msg && msg[0] ? msg : mp_strerror(code)) : NULL;
+    if (code < 0 && (!j->first_code || idx < j->first_index)) {
+        j->first_code = code;
+        j->first_index = idx;
+        free(j->first_msg);
+        j->first_msg = strdup(it->msg ? it->msg : "");
+    }
+    atomic_store_explicit(&it->state, 1, memory_order_release);
+    atomic_fetch_add(&j->completed, 1);
+    if (job_all_in(j))
+        job_finish(j);
+}
+
+void mp__job_end_source(job *j, int code, const char *msg)
+{
+    if (atomic_load(&j->source_done))
+        return;
+    j->source_code = code;
+    if (code)
+        j->source_msg = strdup(msg && msg[0] ? msg : mp_strerror(code));
+    j->n = j->read;
+    atomic_store(&j->stalled, 0);
+    atomic_store_explicit(&j->source_done, 1, memory_order_release);
+    if (job_all_in(j))
+        job_finish(j);
+    else
+        mp__pool_notify();
+}
+
+/* ---- chunks ------------------------------------------------------------------------ */
+
+void mp__chunk_free(chunk *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nfds; i++)
+        mp__close(c->fds[i]);
+    free(c->fds);
+    free(c->buf);
+    free(c);
+}
+
+typedef struct growbuf {
+    char *b;
+    size_t len, cap;
+} growbuf;
+
+static int grow(growbuf *g, size_t more)
+{
+    if (g->cap - g->len >= more)
+        return 0;
+    size_t cap = g->cap ? g->cap : 256;
+    while (cap - g->len < more)
+        cap *= 2;
+    char *b = realloc(g->b, cap);
+    if (!b)
+        return mp__error(-ENOMEM, "pool: out of memory encoding tasks");
+    g->b = b;
+    g->cap = cap;
+    return 0;
+}
+
+/* The chunk's arguments as one MessagePack array, item by item into one buffer (no
+ * list built); MP_EUNSUPPORTED when an item holds handles. */
+static int encode_fast(growbuf *g, mp_value *const *args, size_t count)
+{
+    int r = grow(g, 5);
+    if (r < 0)
+        return r;
+    uint32_t be = __builtin_bswap32((uint32_t)count);
+    g->b[g->len] = (char)0xdd;
+    memcpy(g->b + g->len + 1, &be, 4);
+    g->len += 5;
+    for (size_t k = 0; k < count; k++) {
+        for (;;) {
+            size_t n = 0;
+            r = mp__value_encode_into(args[k], g->b + g->len, g->cap - g->len, &n);
+            if (r == 0) {
+                g->len += n;
+                break;
+            }
+            if (r != MP_ETOOSHORT)
+                return r;
+            if ((r = grow(g, g->cap - g->len + 64)) < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/* With handles: one list encoded with its fds, which the chunk keeps (dup'd) so it can
+ * be sent again if its worker dies before starting it. */
+static int encode_handles(growbuf *g, mp_value *const *args, size_t count, chunk *c)
+{
+    mp_value *list = mp_value_list();
+    int r = list ? 0 : -ENOMEM;
+    for (size_t k = 0; r == 0 && k < count; k++)
+        r = mp_value_list_append(list, mp_value_copy(args[k]));
+    int fds[MP__POOL_MAX_FDS];
+    size_t nfds = 0;
+    char *enc = NULL;
+    size_t elen = 0;
+    if (r == 0)
+        r = mp_value_encode(list, &enc, &elen, fds, MP__POOL_MAX_FDS, &nfds);
+    mp_value_free(list);
+    if (r == 0)
+        r = grow(g, elen);
+    if (r == 0) {
+        memcpy(g->b + g->len, enc, elen);
+        g->len += elen;
+        c->fds = nfds ? malloc(nfds * sizeof(int)) : NULL;
+        if (nfds && !c->fds)
+            r = -ENOMEM;
+        for (size_t i = 0; r == 0 && i < nfds; i++) {
+            int d = mp__dup_cloexec(fds[i], 0);
+            if (d < 0) {
+                r = mp__errno("pool: dup of a handle's fd");
+                break;
+            }
+            c->fds[c->nfds++] = d;
+        }
+    }
+    free(enc);
+    return r;
+}
+
+chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count)
+{
+    (void)p;
+    chunk *c = mp__calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->job = j;
+    c->first = first;
+    c->count = count;
+    growbuf g = {0};
+    int r = grow(&g, sizeof(mp__msg_hdr) + j->fnloc_len);
+    if (r == 0) {
+        g.len = sizeof(mp__msg_hdr);
+        memcpy(g.b + g.len, j->fnloc, j->fnloc_len);
+        g.len += j->fnloc_len;
+        size_t mark = g.len;
+        r = encode_fast(&g, args, count);
+        if (r == MP_EUNSUPPORTED) {
+            g.len = mark;
+            r = encode_handles(&g, args, count, c);
+        }
+    }
+    if (r < 0) {
+        free(g.b);
+        mp__chunk_free(c);
+        mp__error(r, "pool: encoding task arguments: %s", mp_last_error());
+        return NULL;
+    }
+    mp__msg_hdr h = {.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
+                     .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
+    memcpy(g.b, &h, sizeof h);
+    c->buf = g.b;
+    c->len = g.len;
+    return c;
+}
+
+int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
+{
+    pthread_mutex_lock(&p->mu);
+    int r = 0;
+    if (p->state == 2 || (p->state == 1 && !internal))
+        r = mp__error(MP_ESTATE, "Pool not running");
+    else if (p->broken_code)
+        r = mp__error(p->broken_code, "%s", p->broken_msg);
+    if (r == 0) {
+        for (chunk *c = first; c; c = c->next) {
+            c->id = ++p->next_id;
+            memcpy(c->buf + offsetof(mp__msg_hdr, id), &c->id, sizeof c->id);
+            if (c == last)
+                break;
+        }
+        last->next = NULL;
+        if (p->pending_tail)
+            p->pending_tail->next = first;
+        else
+            p->pending = first;
+        p->pending_tail = last;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (r == 0)
+        mp__pool_wake(p);
+    return r;
+}
+
+/* ---- the calls ---------------------------------------------------------------------- */
+
+static int prepare_fn(job *j, void (*fn)(void))
+{
+    int r = mp__fn_locate(fn, &j->fnloc, &j->fnloc_len);
+    if (r < 0)
+        return r;
+    char name[256];
+    mp__fn_label(j->fnloc, j->fnloc_len, name, sizeof name);
+    j->fn_name = strdup(name);
+    return 0;
+}
+
+static size_t default_chunksize(const mp_pool *p, size_t n)
+{
+    size_t d = (size_t)p->processes * 4;
+    size_t cs = n / d + (n % d ? 1 : 0);
+    return cs ? cs : 1;
+}
+
+/* Build the chunks of items[0, n) and queue them. The job keeps the pool's ref. */
+static int submit_items(mp_pool *p, job *j, mp_value *const *args, size_t n, size_t cs)
+{
+    chunk *first = NULL, *last = NULL;
+    for (size_t i = 0; i < n; i += cs) {
+        size_t k = n - i < cs ? n - i : cs;
+        chunk *c = mp__chunk_build(p, j, args, i, k);
+        if (!c) {
+            int r = mp_last_error_code();
+            while (first) {
+                chunk *nx = first->next;
+                mp__chunk_free(first);
+                first = nx;
+            }
+            return r ? r : -ENOMEM;
+        }
+        args += k;
+        if (last)
+            last->next = c;
+        else
+            first = c;
+        last = c;
+    }
+    if (!first)
+        return 0;
+    int r = mp__pool_enqueue(p, first, last, false);
+    if (r < 0)
+        while (first) {
+            chunk *nx = first->next;
+            mp__chunk_free(first);
+            first = nx;
+        }
+    return r;
+}
+
+static int check_pool(mp_pool *p, void *fn)
+{
+    if (!p || !fn)
+        return mp__error(MP_EINVAL, "pool: NULL pool or task function");
+    pthread_mutex_lock(&p->mu);
+    int state = p->state;
+    pthread_mutex_unlock(&p->mu);
+    if (state)
+        return mp__error(MP_ESTATE, "Pool not running");
+    return 0;
+}
+
+/* A job for fn over items (list or, for apply, one value), submitted. NULL on error. */
+static job *start_job(mp_pool *p, enum job_kind kind, void (*fn)(void), const mp_value *items,
+                      bool star, size_t chunksize, const mp_pool_call_opts *opts)
+{
+    if (check_pool(p, (void *)fn) < 0)
+        return NULL;
+    mp_value *const *args;
+    size_t n;
+    const mp_value *one = items ? items : NULL;
+    mp_value *nil = NULL;
+    if (kind == JOB_APPLY) {
+        if (!one)
+            one = nil = mp_value_nil();
+        args = (mp_value *const *)&one;
+        n = 1;
+    } else {
+        if (mp_value_type(items) != MP_LIST) {
+            mp__error(items ? MP_ETYPE : MP_EINVAL, "pool: the items must be a list, got %s",
+                      items ? mp_type_name(mp_value_type(items)) : "NULL");
+            return NULL;
+        }
+        args = items->u.list.items;
+        n = items->u.list.len;
+        for (size_t i = 0; star && i < n; i++)
+            if (mp_value_type(args[i]) != MP_LIST) {
+                mp__error(MP_ETYPE, "starmap: item %zu is not an argument list (got %s)", i,
+                          mp_type_name(mp_value_type(args[i])));
+                return NULL;
+            }
+    }
+    bool ring = kind == JOB_IMAP || kind == JOB_IMAP_UNORDERED;
+    job *j = mp__job_new(p, kind, n, n, ring);
+    if (!j) {
+        mp_value_free(nil);
+        return NULL;
+    }
+    if (opts)
+        j->opts = *opts;
+    j->time_limit = opts && opts->task_time_limit > 0 ? opts->task_time_limit : p->time_limit;
+    size_t cs = chunksize ? chunksize : ring ? 1 : default_chunksize(p, n);
+    int r = prepare_fn(j, fn);
+    if (r == 0 && n == 0) {
+        job_finish(j); /* nothing to run: complete now, in this thread */
+        return j;
+    }
+    if (r == 0)
+        r = submit_items(p, j, args, n, cs);
+    mp_value_free(nil);
+    if (r < 0) {
+        mp__job_unref(j);
+        mp__job_unref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static mp_pool_result *wrap_result(job *j)
+{
+    if (!j)
+        return NULL;
+    mp_pool_result *r = mp__calloc(1, sizeof *r);
+    if (!r) {
+        mp__job_unref(j); /* the pool's reference completes it in the background */
+        return NULL;
+    }
+    r->j = j;
+    return r;
+}
+
+mp_pool_result *mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *arg,
+                                    const mp_pool_call_opts *opts)
+{
+    return wrap_result(start_job(p, JOB_APPLY, (void (*)(void))(void *)fn, arg, false, 1, opts));
+}
+
+mp_pool_result *mp_pool_map_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                                  const mp_pool_call_opts *opts)
+{
+    return wrap_result(start_job(p, JOB_MAP, (void (*)(void))(void *)fn, items, false,
+                                 opts ? opts->chunksize : 0, opts));
+}
+
+mp_pool_result *mp_pool_starmap_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                                      const mp_pool_call_opts *opts)
+{
+    return wrap_result(start_job(p, JOB_MAP, (void (*)(void))(void *)fn, items, true,
+                                 opts ? opts->chunksize : 0, opts));
+}
+
+/* Wait for a job and move its value out to the caller. */
+static int finish_sync(job *j, mp_value **out)
+{
+    if (!j)
+        return mp_last_error_code() ? mp_last_error_code() : -ENOMEM;
+    mp_pool_result res = {.j = j};
+    const mp_value *v = NULL;
+    int r = mp_pool_result_get(&res, -1, &v);
+    if (r == 0) {
+        if (j->kind == JOB_APPLY) {
+            j->items_moved = true;
+            *out = j->value;
+        } else {
+            *out = j->value;
+        }
+        j->value = NULL;
+    }
+    mp__job_unref(j);
+    return r;
+}
+
+int mp_pool_apply(mp_pool *p, mp_task_fn fn, const mp_value *arg, mp_value **out)
+{
+    if (!out)
+        return mp__error(MP_EINVAL, "pool: NULL output pointer");
+    return finish_sync(start_job(p, JOB_APPLY, (void (*)(void))(void *)fn, arg, false, 1, NULL),
+                       out);
+}
+
+int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items, size_t chunksize,
+                mp_value **out)
+{
+    if (!out)
+        return mp__error(MP_EINVAL, "pool: NULL output pointer");
+    return finish_sync(
+        start_job(p, JOB_MAP, (void (*)(void))(void *)fn, items, false, chunksize, NULL), out);
+}
+
+int mp_pool_starmap(mp_pool *p, mp_task_fn fn, const mp_value *items, size_t chunksize,
+                    mp_value **out)
+{
+    if (!out)
+        return mp__error(MP_EINVAL, "pool: NULL output pointer");
+    return finish_sync(
+        start_job(p, JOB_MAP, (void (*)(void))(void *)fn, items, true, chunksize, NULL), out);
+}
+
+static mp_pool_iter *wrap_iter(job *j)
+{
+    if (!j)
+        return NULL;
+    mp_pool_iter *it = mp__calloc(1, sizeof *it);
+    if (!it) {
+        mp__job_unref(j);
+        return NULL;
+    }
+    it->j = j;
+    return it;
+}
+
+mp_pool_iter *mp_pool_imap(mp_pool *p, mp_task_fn fn, const mp_value *items, size_t chunksize)
+{
+    return wrap_iter(start_job(p, JOB_IMAP, (void (*)(void))(void *)fn, items, false, chunksize,
+                               NULL));
+}
+
+mp_pool_iter *mp_pool_imap_unordered(mp_pool *p, mp_task_fn fn, const mp_value *items,
+                                     size_t chunksize)
+{
+    return wrap_iter(start_job(p, JOB_IMAP_UNORDERED, (void (*)(void))(void *)fn, items, false,
+                               chunksize, NULL));
+}
+
+/* ---- input from a callback --------------------------------------------------------- */
+
+mp_pool_iter *mp_pool_imap_source(mp_pool *p, mp_task_fn fn, mp_pool_source_fn source,
+                                  void *userdata, const mp_pool_imap_opts *opts)
+{
+    if (check_pool(p, (void *)fn) < 0)
+        return NULL;
+    if (!source) {
+        mp__error(MP_EINVAL, "pool: imap_source needs a source function");
+        return NULL;
+    }
+    size_t cs = opts && opts->chunksize ? opts->chunksize : 1;
+    size_t window = opts && opts->window ? opts->window : 0;
+    size_t min = 2 * (size_t)p->processes * cs;
+    if (!window)
+        window = 64 * cs > min ? 64 * cs : min;
+    if (window < cs)
+        window = cs;
+    bool unordered = opts && opts->unordered;
+    job *j = mp__job_new(p, unordered ? JOB_IMAP_UNORDERED : JOB_IMAP, 0, window, true);
+    if (!j)
+        return NULL;
+    j->source = source;
+    j->source_ud = userdata;
+    j->chunksize = cs;
+    j->time_limit = p->time_limit;
+    j->wake_fd = mp__dup_cloexec(p->wake_fd, 0);
+    int r = j->wake_fd < 0 ? mp__errno("pool: dup") : prepare_fn(j, (void (*)(void))(void *)fn);
+    if (r == 0) {
+        pthread_mutex_lock(&p->mu);
+        if (p->state)
+            r = mp__error(MP_ESTATE, "Pool not running");
+        else {
+            j->next_src = p->sources;
+            p->sources = j;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (r < 0) {
+        mp__job_unref(j);
+        mp__job_unref(j);
+        return NULL;
+    }
+    mp__pool_wake(p);
+    return wrap_iter(j);
+}
+
+void mp__job_pump_source(mp_pool *p, job *j)
+{
+    size_t cs = j->chunksize;
+    mp_value **buf = NULL;
+    while (!atomic_load(&j->source_done)) {
+        if (atomic_load(&j->abandoned)) {
+            mp__job_end_source(j, 0, NULL);
+            break;
+        }
+        size_t consumed = atomic_load(&j->consumed);
+        if (j->read - consumed + cs > j->cap) {
+            atomic_store(&j->stalled, 1);
+            /* The consumer may have taken an item between our check and the flag. */
+            if (atomic_load(&j->consumed) == consumed)
+                break;
+            continue;
+        }
+        if (!buf && !(buf = malloc(cs * sizeof *buf))) {
+            mp__job_end_source(j, -ENOMEM, "pool: out of memory reading the input");
+            break;
+        }
+        size_t k = 0;
+        int r = 1;
+        while (k < cs && (r = j->source(j->source_ud, &buf[k])) == 1)
+            k++;
+        char msg[512] = "";
+        if (r < 0)
+            snprintf(msg, sizeof msg, "imap input failed: %s",
+                     mp_last_error_code() == r ? mp_last_error() : mp_strerror(r));
+        if (k) {
+            chunk *c = mp__chunk_build(p, j, buf, j->read, k);
+            for (size_t i = 0; i < k; i++)
+                mp_value_free(buf[i]);
+            int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
+            if (e < 0) {
+                mp__chunk_free(c);
+                mp__job_end_source(j, e, mp_last_error());
+                break;
+            }
+            j->read += k;
+        }
+        if (r <= 0) {
+            mp__job_end_source(j, r, msg);
+            break;
+        }
+    }
+    free(buf);
+}

@@ -1,0 +1,433 @@
+/* The worker process of a pool.
+ *
+ * DESIGN: one thread. It runs the initializer, says READY, then reads messages from its
+ * socket in order and answers each chunk with one RESULT message, in the order the
+ * chunks came. Before a chunk starts it writes the chunk's id (and, with a time limit,
+ * the index and start time of each task) into its slot in the shared slots mapping, so
+ * the parent knows exactly what it was running if it dies. End of file on the socket
+ * (the parent closed its end, or died) makes it exit 0; so does reaching
+ * maxtasksperchild after sending the last result. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/value.h"
+#include "pool/pool.h"
+#include "process/proc.h"
+
+#include <link.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- the control handle: socket + slots memfd ------------------------------------- */
+
+static int ctl_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    mp__worker_ctl *c = obj;
+    *data = malloc(1);
+    if (!*data)
+        return -ENOMEM;
+    *len = 1;
+    fds[0] = c->sock;
+    fds[1] = c->slots_fd;
+    *nfds = 2;
+    return 0;
+}
+
+static int ctl_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    (void)data;
+    (void)len;
+    mp__worker_ctl *c = nfds == 2 ? malloc(sizeof *c) : NULL;
+    if (!c) {
+        for (size_t i = 0; i < nfds; i++)
+            mp__close(fds[i]);
+        return mp__error(MP_EPROTO, "bad pool worker handle (%zu fds)", nfds);
+    }
+    c->sock = fds[0];
+    c->slots_fd = fds[1];
+    *obj = c;
+    return 0;
+}
+
+static void ctl_release(void *obj)
+{
+    mp__worker_ctl *c = obj;
+    mp__close(c->sock);
+    mp__close(c->slots_fd);
+    free(c);
+}
+
+const mp_kind mp__pool_worker_kind = {
+    .name = "pool.worker",
+    .export_obj = ctl_export,
+    .import_obj = ctl_import,
+    .release_obj = ctl_release,
+};
+
+__attribute__((constructor(200))) static void ctl_register(void)
+{
+    mp_kind_register(&mp__pool_worker_kind);
+}
+
+/* ---- task failure messages --------------------------------------------------------- */
+
+int mp_task_fail(int code, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt ? fmt : "", ap);
+    va_end(ap);
+    if (code >= 0)
+        code = MP_EINVAL;
+    return mp__error(code, "%s", buf);
+}
+
+/* ---- the worker's state ---------------------------------------------------------- */
+
+typedef struct wstate {
+    int sock;
+    mp__slot *slot;
+    bool timed; /* a time limit exists: publish each task's start */
+    mp__rx rx;
+    char *arena;
+    size_t arena_size;
+} wstate;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* "message (task f in ForkPoolWorker-1, pid 42)" */
+static char *fail_text(int code, const char *fn_name)
+{
+    const char *m = mp_last_error_code() == code && mp_last_error()[0] ? mp_last_error()
+                                                                       : mp_strerror(code);
+    char *s = NULL;
+    if (asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name, mp_current_process_name(),
+                 (int)getpid()) < 0)
+        return NULL;
+    return s;
+}
+
+typedef struct errbuf {
+    char *b;
+    size_t len, cap;
+} errbuf;
+
+static void err_add(errbuf *e, uint32_t idx, int32_t code, const char *msg)
+{
+    uint32_t ml = msg ? (uint32_t)strlen(msg) : 0;
+    size_t need = 12 + ml;
+    if (e->cap - e->len < need) {
+        size_t cap = e->cap ? e->cap * 2 : 1024;
+        while (cap - e->len < need)
+            cap *= 2;
+        char *b = realloc(e->b, cap);
+        if (!b)
+            return;
+        e->b = b;
+        e->cap = cap;
+    }
+    memcpy(e->b + e->len, &idx, 4);
+    memcpy(e->b + e->len + 4, &code, 4);
+    memcpy(e->b + e->len + 8, &ml, 4);
+    memcpy(e->b + e->len + 12, msg, ml);
+    e->len += need;
+}
+
+void mp__fn_label(const char *loc, size_t len, char *out, size_t cap)
+{
+    /* u16 path len, path, u16 sym len, sym, ... (checked by mp__fn_resolve) */
+    uint16_t pl, sl;
+    memcpy(&pl, loc, 2);
+    if (len >= 4u + pl) {
+        memcpy(&sl, loc + 2 + pl, 2);
+        if (sl && len >= 4u + pl + sl) {
+            snprintf(out, cap, "%.*s", (int)sl, loc + 4 + pl);
+            return;
+        }
+    }
+    snprintf(out, cap, "(unnamed)");
+}
+
+static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, errbuf *e)
+{
+    int fds[MP__POOL_MAX_FDS];
+    size_t nfds = 0;
+    char *enc = NULL;
+    size_t elen = 0;
+    int r = mp_value_encode(results, &enc, &elen, fds, MP__POOL_MAX_FDS, &nfds);
+    if (r < 0) {
+        /* A result that cannot travel fails every task of the chunk, with why. */
+        char *m = fail_text(r, "(result encoding)");
+        mp_value_free(results);
+        results = mp_value_list();
+        errbuf e2 = {0};
+        for (size_t k = 0; k < n; k++) {
+            mp_value_list_append(results, mp_value_nil());
+            err_add(&e2, (uint32_t)k, r, m);
+        }
+        free(m);
+        free(e->b);
+        *e = e2;
+        nfds = 0;
+        r = mp_value_encode(results, &enc, &elen, NULL, 0, NULL);
+        if (r < 0)
+            return r;
+    }
+    char *body = malloc(elen + e->len + 1);
+    if (!body) {
+        free(enc);
+        return -ENOMEM;
+    }
+    memcpy(body, enc, elen);
+    if (e->len)
+        memcpy(body + elen, e->b, e->len);
+    free(enc);
+    mp__msg_hdr h = {.type = MSG_RESULT, .nfds = (uint32_t)nfds, .len = elen + e->len,
+                     .id = id, .arg = elen};
+    r = mp__chan_send(ws->sock, &h, body, fds);
+    free(body);
+    mp_value_free(results);
+    return r;
+}
+
+static int run_chunk(wstate *ws, mp__msg *m)
+{
+    uint16_t ll;
+    if (m->h.len < 2)
+        return MP_EPROTO;
+    memcpy(&ll, m->body, 2);
+    void (*fnp)(void) = NULL;
+    size_t used = 0;
+    int r = mp__fn_resolve(m->body, m->h.len, &fnp, &used);
+    char label[256];
+    mp__fn_label(m->body, m->h.len, label, sizeof label);
+    mp_value *args = NULL;
+    size_t n = (size_t)m->h.arg;
+    errbuf e = {0};
+    if (r == 0) {
+        r = mp_value_decode(m->body + used, m->h.len - used, m->fds, m->nfds, &args);
+        m->nfds = 0; /* adopted */
+        if (r == 0 && (args->type != MP_LIST || args->u.list.len != n))
+            r = mp__error(MP_EPROTO, "pool: a chunk of %zu tasks held %zu", n,
+                          mp_value_len(args));
+    }
+    mp_value *results = mp_value_list();
+    if (!results) {
+        mp_value_free(args);
+        return -ENOMEM;
+    }
+    if (r < 0) {
+        char *t = fail_text(r, label);
+        for (size_t k = 0; k < n; k++) {
+            mp_value_list_append(results, mp_value_nil());
+            err_add(&e, (uint32_t)k, r, t);
+        }
+        free(t);
+    } else {
+        mp_task_fn fn = (mp_task_fn)(void *)fnp;
+        atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
+        atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+        atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
+        bool timed = ws->timed || (m->h.type & MSG_TIMED);
+        for (size_t k = 0; k < n; k++) {
+            if (timed && k) {
+                atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+                atomic_store_explicit(&ws->slot->item, k, memory_order_release);
+            }
+            mp_value *res = NULL;
+            mp_clear_error();
+            int rc = fn(args->u.list.items[k], &res);
+            if (rc < 0) {
+                mp_value_free(res);
+                res = NULL;
+                char *t = fail_text(rc, label);
+                err_add(&e, (uint32_t)k, rc, t);
+                free(t);
+            }
+            mp_value_list_append(results, res ? res : mp_value_nil());
+        }
+    }
+    mp_value_free(args);
+    r = send_result(ws, m->h.id, n, results, &e);
+    free(e.b);
+    atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
+    return r;
+}
+
+/* ---- the typed path -------------------------------------------------------------- */
+
+static int map_arena(wstate *ws, mp__msg *m)
+{
+    if (m->nfds != 1)
+        return MP_EPROTO;
+    if (ws->arena)
+        munmap(ws->arena, ws->arena_size);
+    ws->arena_size = (size_t)m->h.arg;
+    ws->arena = mmap(NULL, ws->arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[0], 0);
+    mp__close(m->fds[0]);
+    m->nfds = 0;
+    if (ws->arena == MAP_FAILED) {
+        ws->arena = NULL;
+        return -errno;
+    }
+    return 0;
+}
+
+static int base_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    *(uintptr_t *)data = (uintptr_t)info->dlpi_addr;
+    return 1; /* the first entry is the main program */
+}
+
+static void *main_base(void)
+{
+    uintptr_t b = 0;
+    dl_iterate_phdr(base_cb, &b);
+    return (void *)b;
+}
+
+static int run_array(wstate *ws, mp__msg *m)
+{
+    mp__array_task t;
+    int code = 0;
+    char msg[512] = "";
+    void (*fnp)(void) = NULL;
+    size_t used = 0;
+    if (m->h.len < sizeof t)
+        return MP_EPROTO;
+    memcpy(&t, m->body, sizeof t);
+    int r = mp__fn_resolve(m->body + sizeof t, m->h.len - sizeof t, &fnp, &used);
+    if (r < 0) {
+        code = r;
+        snprintf(msg, sizeof msg, "%s", mp_last_error());
+    } else if (!ws->arena || t.in_off + (t.first + t.count) * t.in_size > ws->arena_size ||
+               t.out_off + (t.first + t.count) * t.out_size > ws->arena_size) {
+        code = MP_EPROTO;
+        snprintf(msg, sizeof msg, "pool: array range outside the shared arena");
+    } else {
+        mp_array_fn fn = (mp_array_fn)(void *)fnp;
+        atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+        atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
+        const char *in = ws->arena + t.in_off + t.first * t.in_size;
+        char *out = ws->arena + t.out_off + t.first * t.out_size;
+        void *ctx = (void *)(uintptr_t)t.context;
+        if (t.context_rel)
+            ctx = (char *)main_base() + t.context;
+        for (uint64_t k = 0; k < t.count; k++) {
+            int rc = fn(in + k * t.in_size, out + k * t.out_size, ctx);
+            if (rc) {
+                code = rc < 0 ? rc : MP_EINVAL;
+                snprintf(msg, sizeof msg, "element %llu failed with %d (in %s, pid %d)",
+                         (unsigned long long)(t.first + k), rc, mp_current_process_name(),
+                         (int)getpid());
+                break;
+            }
+        }
+    }
+    mp__msg_hdr h = {.type = MSG_RESULT, .len = strlen(msg), .id = m->h.id,
+                     .arg = (uint64_t)(int64_t)code};
+    r = mp__chan_send(ws->sock, &h, msg, NULL);
+    atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
+    return r;
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static int run_init(wstate *ws, const mp_value *loc, const mp_value *initargs)
+{
+    size_t len = 0;
+    const char *b = mp_value_get_bytes(loc, &len);
+    int r = 0;
+    char label[256] = "initializer";
+    if (b) {
+        void (*fnp)(void) = NULL;
+        size_t used;
+        mp__fn_label(b, len, label, sizeof label);
+        r = mp__fn_resolve(b, len, &fnp, &used);
+        if (r == 0) {
+            mp_clear_error();
+            r = ((mp_pool_init_fn)(void *)fnp)(initargs);
+            if (r > 0)
+                r = MP_EINVAL;
+        }
+    }
+    if (r == 0) {
+        uint32_t pid = (uint32_t)getpid();
+        mp__msg_hdr h = {.type = MSG_READY, .len = sizeof pid};
+        return mp__chan_send(ws->sock, &h, &pid, NULL);
+    }
+    char *t = fail_text(r, label);
+    int32_t code = r;
+    size_t tl = t ? strlen(t) : 0;
+    char *body = malloc(4 + tl);
+    if (body) {
+        memcpy(body, &code, 4);
+        memcpy(body + 4, t, tl);
+        mp__msg_hdr h = {.type = MSG_INIT_FAIL, .len = 4 + tl};
+        mp__chan_send(ws->sock, &h, body, NULL);
+    }
+    free(body);
+    free(t);
+    return r;
+}
+
+int mp__pool_worker_main(mp_value *args)
+{
+    mp__worker_ctl *ctl = NULL;
+    int pos = 0, nslots = 0, maxtasks = 0;
+    double limit = 0;
+    mp_value *loc = NULL, *initargs = NULL;
+    if (mp_value_unpack(args, "[h i i i f o o]", &mp__pool_worker_kind, (void **)&ctl, &pos,
+                        &nslots, &maxtasks, &limit, &loc, &initargs) < 0 ||
+        pos < 0 || pos >= nslots)
+        return 3;
+    /* The result thread that started us blocks every signal; a worker takes them. */
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    wstate ws = {.sock = ctl->sock, .timed = limit > 0};
+    mp__slot *slots = mmap(NULL, (size_t)nslots * sizeof(mp__slot), PROT_READ | PROT_WRITE,
+                           MAP_SHARED, ctl->slots_fd, 0);
+    if (slots == MAP_FAILED)
+        return 3;
+    ws.slot = &slots[pos];
+    if (run_init(&ws, loc, initargs) < 0)
+        return 1;
+    int done = 0, r = 0;
+    for (;;) {
+        mp__msg m = {0};
+        int got = mp__rx_next(&ws.rx, &m);
+        if (got < 0)
+            break;
+        if (got == 0) {
+            int f = mp__rx_fill(&ws.rx, ws.sock, false);
+            if (f <= 0)
+                break; /* EOF: the pool is done with us (or gone) */
+            continue;
+        }
+        uint32_t type = MSG_TYPE(m.h.type);
+        if (type == MSG_TASK || type == MSG_ARRAY) {
+            r = type == MSG_TASK ? run_chunk(&ws, &m) : run_array(&ws, &m);
+            done += type == MSG_TASK; /* as the parent counts towards maxtasks */
+        } else if (type == MSG_ARENA) {
+            r = map_arena(&ws, &m);
+        }
+        mp__msg_clear(&m);
+        if (r < 0 || (maxtasks && done >= maxtasks && type == MSG_TASK))
+            break;
+    }
+    mp__rx_free(&ws.rx);
+    return r < 0 ? 2 : 0;
+}

@@ -1,0 +1,787 @@
+/* Pool tests: Python's Pool API under every start method, failures carried back with
+ * their messages, dying workers (SIGKILL, crashes, exit), time limits, failing
+ * initializers, bounded imap over a callback, handles in task arguments, the typed
+ * array path. */
+#include "test_util.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+/* ---- tasks (found in spawn/forkserver workers by object + offset) ------------------- */
+
+int task_square(const mp_value *arg, mp_value **out)
+{
+    int64_t x = mp_value_get_int(arg);
+    *out = mp_value_int(x * x);
+    return 0;
+}
+
+int task_double(const mp_value *arg, mp_value **out)
+{
+    *out = mp_value_int(mp_value_get_int(arg) * 2);
+    return 0;
+}
+
+/* starmap: the argument list [a, b] -> a + b */
+int task_add(const mp_value *arg, mp_value **out)
+{
+    int a, b;
+    int r = mp_value_unpack(arg, "[i i]", &a, &b);
+    if (r < 0)
+        return r;
+    *out = mp_value_int(a + b);
+    return 0;
+}
+
+int task_fail_on_3(const mp_value *arg, mp_value **out)
+{
+    int64_t x = mp_value_get_int(arg);
+    if (x == 3)
+        return mp_task_fail(MP_EINVAL, "ValueError: bad input %lld", (long long)x);
+    *out = mp_value_int(x);
+    return 0;
+}
+
+int task_whoami(const mp_value *arg, mp_value **out)
+{
+    (void)arg;
+    *out = mp_value_pack("[s i]", mp_current_process_name(), (int)getpid());
+    return 0;
+}
+
+/* A task that dies the way its argument says. */
+int task_die(const mp_value *arg, mp_value **out)
+{
+    const char *how = mp_value_get_str(arg, NULL);
+    if (!how) {
+        *out = mp_value_int(mp_value_get_int(arg));
+        return 0;
+    }
+    if (strcmp(how, "kill") == 0)
+        raise(SIGKILL);
+    if (strcmp(how, "segv") == 0) {
+        volatile int *p = NULL;
+        *p = 1;
+    }
+    if (strcmp(how, "abort") == 0)
+        abort();
+    if (strcmp(how, "exit") == 0)
+        _exit(7);
+    *out = mp_value_str(how);
+    return 0;
+}
+
+int task_sleep(const mp_value *arg, mp_value **out)
+{
+    double s = mp_value_get_float(arg);
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    *out = mp_value_float(s);
+    return 0;
+}
+
+static _Atomic int *exec_counts; /* shared with fork workers: runs per item */
+
+int task_count_square(const mp_value *arg, mp_value **out)
+{
+    int64_t x = mp_value_get_int(arg);
+    atomic_fetch_add(&exec_counts[x], 1);
+    *out = mp_value_int(x * x);
+    return 0;
+}
+
+static int init_calls;
+
+int init_hello(const mp_value *args)
+{
+    init_calls++;
+    const char *tag = mp_value_get_str(args, NULL);
+    if (tag && strcmp(tag, "fail") == 0)
+        return mp_task_fail(MP_EINVAL, "RuntimeError: initializer refused in %s",
+                            mp_current_process_name());
+    return 0;
+}
+
+int task_init_calls(const mp_value *arg, mp_value **out)
+{
+    (void)arg;
+    *out = mp_value_int(init_calls);
+    return 0;
+}
+
+/* Put a value into the queue that came in the argument; return the queue's size. */
+int task_queue_put(const mp_value *arg, mp_value **out)
+{
+    mp_queue *q = mp_value_get_queue(mp_value_list_get(arg, 0));
+    if (!q)
+        return mp_task_fail(MP_ETYPE, "no queue in the argument");
+    int r = mp_queue_put(q, mp_value_list_get(arg, 1), -1);
+    if (r < 0)
+        return r;
+    *out = mp_value_bool(true);
+    return 0;
+}
+
+static mp_value *range_list(int n)
+{
+    mp_value *l = mp_value_list();
+    for (int i = 0; i < n; i++)
+        mp_value_list_append(l, mp_value_int(i));
+    return l;
+}
+
+/* ---- the API under each start method --------------------------------------------- */
+
+static void check_method(const char *method, const char *prefix)
+{
+    mp_pool_opts o = {.processes = 2, .ctx = mp_get_context(method),
+                      .initializer = init_hello};
+    mp_pool *p = mp_pool_new(&o);
+    CHECK(p != NULL);
+    if (!p) {
+        fprintf(stderr, "mp_pool_new(%s): %s\n", method, mp_last_error());
+        return;
+    }
+    CHECK_INT(mp_pool_processes(p), 2);
+    mp_value *in = range_list(10), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_double, in, 0, &out));
+    CHECK_STR(mpt_repr(out), "[0, 2, 4, 6, 8, 10, 12, 14, 16, 18]");
+    mp_value_free(out);
+    out = NULL;
+    CHECK_OK(mp_pool_apply(p, task_whoami, NULL, &out));
+    const char *name = NULL;
+    int pid = 0;
+    CHECK_OK(mp_value_unpack(out, "[s i]", &name, &pid));
+    CHECK(name && strncmp(name, prefix, strlen(prefix)) == 0);
+    CHECK(pid > 0 && pid != getpid());
+    mp_value_free(out);
+    out = NULL;
+    /* The initializer ran once in the worker before its tasks. */
+    CHECK_OK(mp_pool_apply(p, task_init_calls, NULL, &out));
+    CHECK_INT(mp_value_get_int(out), 1);
+    mp_value_free(out);
+    mp_value_free(in);
+    CHECK_OK(mp_pool_close(p));
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+}
+
+static void test_fork(void) { check_method("fork", "ForkPoolWorker-"); }
+static void test_spawn(void) { check_method("spawn", "SpawnPoolWorker-"); }
+static void test_forkserver(void) { check_method("forkserver", "ForkServerPoolWorker-"); }
+
+static void test_default_processes(void)
+{
+    mp_pool *p = mp_pool_new(NULL);
+    CHECK(p != NULL);
+    CHECK_INT(mp_pool_processes(p), mp_cpu_count());
+    mp_pool_free(p);
+}
+
+static void test_starmap_apply_async(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *in = mp_value_pack("[[i i] [i i] [i i]]", 1, 2, 3, 4, 5, 6), *out = NULL;
+    CHECK_OK(mp_pool_starmap(p, task_add, in, 0, &out));
+    CHECK_STR(mpt_repr(out), "[3, 7, 11]");
+    mp_value_free(out);
+    mp_value_free(in);
+    in = range_list(3);
+    CHECK_ERR(mp_pool_starmap(p, task_add, in, 0, &out), MP_ETYPE);
+    CHECK_CONTAINS(mp_last_error(), "item 0 is not an argument list");
+    mp_value_free(in);
+
+    mp_value *seven = mp_value_int(7);
+    mp_pool_result *r = mp_pool_apply_async(p, task_square, seven, NULL);
+    mp_value_free(seven);
+    CHECK(r != NULL);
+    const mp_value *v = NULL;
+    CHECK_OK(mp_pool_result_get(r, 30, &v));
+    CHECK_INT(mp_value_get_int(v), 49);
+    CHECK(mp_pool_result_ready(r));
+    CHECK_INT(mp_pool_result_successful(r), 1);
+    mp_pool_result_free(r);
+
+    /* A result that is not ready yet. */
+    mp_value *half = mp_value_float(0.5);
+    r = mp_pool_apply_async(p, task_sleep, half, NULL);
+    mp_value_free(half);
+    CHECK_ERR(mp_pool_result_successful(r), MP_ESTATE);
+    CHECK_ERR(mp_pool_result_get(r, 0, &v), MP_ETIMEOUT);
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    mp_pool_result_free(r);
+    mp_pool_free(p);
+}
+
+static void test_task_failure_message(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *in = range_list(6), *out = NULL;
+    CHECK_ERR(mp_pool_map(p, task_fail_on_3, in, 1, &out), MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "ValueError: bad input 3");
+    CHECK_CONTAINS(mp_last_error(), "task task_fail_on_3 in ForkPoolWorker-");
+    CHECK_CONTAINS(mp_last_error(), "pid ");
+    CHECK(out == NULL);
+    /* Each item on its own. */
+    mp_pool_result *r = mp_pool_map_async(p, task_fail_on_3, in, &(mp_pool_call_opts){.chunksize = 2});
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    CHECK_INT(mp_pool_result_successful(r), 0);
+    CHECK_INT(mp_pool_result_len(r), 6);
+    for (size_t i = 0; i < 6; i++) {
+        const mp_value *v = NULL;
+        if (i == 3) {
+            CHECK_ERR(mp_pool_result_item(r, i, &v), MP_EINVAL);
+        } else {
+            CHECK_OK(mp_pool_result_item(r, i, &v));
+            CHECK_INT(mp_value_get_int(v), (int)i);
+        }
+    }
+    mp_pool_result_free(r);
+    mp_value_free(in);
+    /* An empty map. */
+    in = mp_value_list();
+    CHECK_OK(mp_pool_map(p, task_square, in, 0, &out));
+    CHECK_STR(mpt_repr(out), "[]");
+    mp_value_free(out);
+    mp_value_free(in);
+    mp_pool_free(p);
+}
+
+/* ---- callbacks on the result thread ----------------------------------------------- */
+
+typedef struct cbstate {
+    pthread_t main;
+    _Atomic int ok, err, other_thread;
+    int64_t sum;
+    int last_code;
+} cbstate;
+
+static void on_result(const mp_value *v, void *ud)
+{
+    cbstate *s = ud;
+    s->sum += mp_value_get_int(v);
+    if (!pthread_equal(pthread_self(), s->main))
+        atomic_fetch_add(&s->other_thread, 1);
+    atomic_fetch_add(&s->ok, 1);
+}
+
+static void on_error(int code, const char *msg, void *ud)
+{
+    cbstate *s = ud;
+    s->last_code = code;
+    (void)msg;
+    atomic_fetch_add(&s->err, 1);
+}
+
+static void test_callbacks_and_wait_any(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    cbstate s = {.main = pthread_self()};
+    mp_pool_call_opts co = {.callback = on_result, .error_callback = on_error, .userdata = &s};
+    mp_pool_result *rs[20];
+    for (int i = 0; i < 20; i++) {
+        mp_value *a = mp_value_int(i);
+        rs[i] = mp_pool_apply_async(p, task_fail_on_3, a, &co);
+        mp_value_free(a);
+        CHECK(rs[i] != NULL);
+    }
+    for (int i = 0; i < 20; i++)
+        CHECK_OK(mp_pool_result_wait(rs[i], 30));
+    /* Callbacks ran before the results became ready. */
+    CHECK_INT(atomic_load(&s.ok), 19);
+    CHECK_INT(atomic_load(&s.err), 1);
+    CHECK_INT(s.last_code, MP_EINVAL);
+    CHECK_INT(s.sum, 190 - 3);
+    CHECK_INT(atomic_load(&s.other_thread), 19);
+    for (int i = 0; i < 20; i++)
+        mp_pool_result_free(rs[i]);
+
+    /* wait_any: the quick one of a slow and a quick task. */
+    mp_value *slow = mp_value_float(2.0), *quick = mp_value_float(0.01);
+    mp_pool_result *two[2] = {mp_pool_apply_async(p, task_sleep, slow, NULL),
+                              mp_pool_apply_async(p, task_sleep, quick, NULL)};
+    CHECK_INT(mp_pool_wait_any(two, 2, 30), 1);
+    CHECK_ERR(mp_pool_wait_any(two, 0, 1), MP_EINVAL);
+    mp_pool_result_free(two[0]);
+    mp_pool_result_free(two[1]);
+    mp_value_free(slow);
+    mp_value_free(quick);
+    mp_pool_free(p); /* terminates the slow one */
+}
+
+/* ---- imap ------------------------------------------------------------------------- */
+
+static void test_imap(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 3});
+    mp_value *in = range_list(100);
+    mp_pool_iter *it = mp_pool_imap(p, task_square, in, 7);
+    mp_value *v = NULL;
+    int i = 0, r;
+    while ((r = mp_pool_iter_next(it, 30, &v)) == 1) {
+        CHECK_INT(mp_value_get_int(v), (int64_t)i * i);
+        mp_value_free(v);
+        i++;
+    }
+    CHECK_INT(r, 0);
+    CHECK_INT(i, 100);
+    mp_pool_iter_free(it);
+
+    it = mp_pool_imap_unordered(p, task_square, in, 0);
+    int64_t sum = 0;
+    i = 0;
+    while ((r = mp_pool_iter_next(it, 30, &v)) == 1) {
+        sum += mp_value_get_int(v);
+        mp_value_free(v);
+        i++;
+    }
+    CHECK_INT(r, 0);
+    CHECK_INT(i, 100);
+    CHECK_INT(sum, 328350);
+    mp_pool_iter_free(it);
+
+    /* An item that fails: that next() returns its code; the iteration goes on. */
+    it = mp_pool_imap(p, task_fail_on_3, in, 1);
+    for (i = 0; i < 5; i++) {
+        r = mp_pool_iter_next(it, 30, &v);
+        if (i == 3) {
+            CHECK_INT(r, MP_EINVAL);
+            CHECK_CONTAINS(mp_last_error(), "bad input 3");
+        } else {
+            CHECK_INT(r, 1);
+            CHECK_INT(mp_value_get_int(v), i);
+            mp_value_free(v);
+        }
+    }
+    mp_pool_iter_free(it); /* 95 results left unread */
+    mp_value_free(in);
+    mp_pool_free(p);
+}
+
+typedef struct counter_src {
+    int64_t next, end;
+    _Atomic int64_t max_ahead; /* most items read ahead of those consumed */
+    _Atomic int64_t consumed;
+    int fail_at;
+} counter_src;
+
+static int count_source(void *ud, mp_value **item)
+{
+    counter_src *s = ud;
+    if (s->next == s->end)
+        return 0;
+    if (s->fail_at && s->next == s->fail_at)
+        return mp_task_fail(MP_EPROTO, "source broke at %d", s->fail_at);
+    int64_t ahead = s->next - atomic_load(&s->consumed);
+    if (ahead > atomic_load(&s->max_ahead))
+        atomic_store(&s->max_ahead, ahead);
+    *item = mp_value_int(s->next++);
+    return 1;
+}
+
+static void test_imap_source_bounded(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    counter_src s = {.end = 20000};
+    mp_pool_iter *it = mp_pool_imap_source(p, task_square, count_source, &s,
+                                           &(mp_pool_imap_opts){.chunksize = 10, .window = 100});
+    mp_value *v = NULL;
+    int64_t i = 0;
+    int r;
+    while ((r = mp_pool_iter_next(it, 30, &v)) == 1) {
+        CHECK_INT(mp_value_get_int(v), i * i);
+        mp_value_free(v);
+        atomic_store(&s.consumed, ++i);
+    }
+    CHECK_INT(r, 0);
+    CHECK_INT(i, 20000);
+    /* Never more than the window read ahead of what was consumed. */
+    CHECK(atomic_load(&s.max_ahead) <= 100);
+    mp_pool_iter_free(it);
+
+    /* A source that fails: the results so far, then its error. */
+    counter_src f = {.end = 100, .fail_at = 50};
+    it = mp_pool_imap_source(p, task_square, count_source, &f,
+                             &(mp_pool_imap_opts){.chunksize = 4, .unordered = true});
+    i = 0;
+    while ((r = mp_pool_iter_next(it, 30, &v)) == 1) {
+        mp_value_free(v);
+        i++;
+    }
+    CHECK_INT(i, 50);
+    CHECK_INT(r, MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "source broke at 50");
+    CHECK_INT(mp_pool_iter_next(it, 30, &v), 0);
+    mp_pool_iter_free(it);
+
+    /* Abandoned in the middle: freeing stops the reading. */
+    counter_src a = {.end = 1000000000};
+    it = mp_pool_imap_source(p, task_square, count_source, &a, NULL);
+    CHECK_INT(mp_pool_iter_next(it, 30, &v), 1);
+    mp_value_free(v);
+    mp_pool_iter_free(it);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    CHECK(a.next < 100000);
+    mp_pool_free(p);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+static void test_close_join_terminate(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    CHECK_ERR(mp_pool_join(p, 1), MP_ESTATE);
+    CHECK_CONTAINS(mp_last_error(), "Pool is still running");
+    mp_value *in = range_list(50), *out = NULL;
+    mp_pool_result *r = mp_pool_map_async(p, task_square, in, NULL);
+    CHECK_OK(mp_pool_close(p));
+    CHECK_ERR(mp_pool_map(p, task_square, in, 0, &out), MP_ESTATE);
+    CHECK_CONTAINS(mp_last_error(), "Pool not running");
+    /* Work submitted before close completes. */
+    CHECK_OK(mp_pool_join(p, 30));
+    CHECK(mp_pool_result_ready(r));
+    CHECK_INT(mp_pool_result_successful(r), 1);
+    mp_pool_result_free(r);
+    mp_pool_free(p);
+
+    /* terminate: pending work fails with MP_ECLOSED, nothing hangs. */
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *secs = mp_value_pack("[f f f f f f]", 5.0, 5.0, 5.0, 5.0, 5.0, 5.0);
+    r = mp_pool_map_async(p, task_sleep, secs, &(mp_pool_call_opts){.chunksize = 1});
+    double t0 = mpt_now();
+    CHECK_OK(mp_pool_terminate(p));
+    CHECK_OK(mp_pool_join(p, 30));
+    const mp_value *v;
+    CHECK_ERR(mp_pool_result_get(r, 5, &v), MP_ECLOSED);
+    CHECK(mpt_now() - t0 < 4.0);
+    mp_pool_result_free(r);
+    mp_pool_free(p);
+
+    /* free with work pending terminates it. */
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    r = mp_pool_map_async(p, task_sleep, secs, &(mp_pool_call_opts){.chunksize = 1});
+    mp_pool_free(p);
+    CHECK_ERR(mp_pool_result_get(r, 5, &v), MP_ECLOSED);
+    mp_pool_result_free(r);
+    mp_value_free(secs);
+    mp_value_free(in);
+}
+
+static void test_maxtasksperchild(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .maxtasksperchild = 2});
+    mp_value *in = range_list(10), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 1, &out));
+    /* Each worker ran at most 2 tasks: at least 5 different pids. */
+    int pids[10], npids = 0;
+    for (size_t i = 0; i < 10; i++) {
+        int pid = (int)mp_value_get_int(mp_value_list_get(mp_value_list_get(out, i), 1));
+        int seen = 0;
+        for (int k = 0; k < npids; k++)
+            if (pids[k] == pid)
+                seen++;
+        if (!seen)
+            pids[npids++] = pid;
+    }
+    CHECK(npids >= 5);
+    mp_value_free(out);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+}
+
+static void test_initializer_fails(void)
+{
+    mp_value *tag = mp_value_str("fail");
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .initializer = init_hello,
+                                             .initargs = tag});
+    CHECK(p == NULL);
+    CHECK_INT(mp_last_error_code(), MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "RuntimeError: initializer refused in ForkPoolWorker-");
+    CHECK_CONTAINS(mp_last_error(), "init_hello");
+    mp_value_free(tag);
+    CHECK(mp_pool_new(&(mp_pool_opts){.processes = -1}) == NULL);
+    CHECK_INT(mp_last_error_code(), MP_EINVAL);
+}
+
+/* ---- dying workers ---------------------------------------------------------------- */
+
+static void check_death(const char *method, const char *how, const char *what)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context(method)});
+    CHECK(p != NULL);
+    mp_value *in = mp_value_pack("[i i i s i i i]", 0, 1, 2, how, 4, 5, 6);
+    mp_pool_result *r = mp_pool_map_async(p, task_die, in, &(mp_pool_call_opts){.chunksize = 1});
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    for (size_t i = 0; i < 7; i++) {
+        const mp_value *v = NULL;
+        if (i == 3) {
+            CHECK_ERR(mp_pool_result_item(r, i, &v), MP_EWORKERDIED);
+            CHECK_CONTAINS(mp_last_error(), what);
+            CHECK_CONTAINS(mp_last_error(), "PoolWorker-");
+            CHECK_CONTAINS(mp_last_error(), "(pid ");
+            CHECK_CONTAINS(mp_last_error(), "task_die");
+        } else {
+            CHECK_OK(mp_pool_result_item(r, i, &v));
+            CHECK_INT(mp_value_get_int(v), (int)i);
+        }
+    }
+    mp_pool_result_free(r);
+    /* The pool goes on with a replaced worker. */
+    mp_value *out = NULL;
+    mp_value *ten = range_list(10);
+    CHECK_OK(mp_pool_map(p, task_die, ten, 1, &out));
+    CHECK_INT(mp_value_len(out), 10);
+    mp_value_free(out);
+    mp_value_free(ten);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+}
+
+static void test_worker_deaths(void)
+{
+    check_death("fork", "kill", "killed by signal 9 (SIGKILL)");
+    check_death("fork", "segv", "killed by signal 11 (SIGSEGV)");
+    check_death("fork", "abort", "killed by signal 6 (SIGABRT)");
+    check_death("fork", "exit", "exited with status 7");
+    check_death("spawn", "kill", "killed by signal 9 (SIGKILL)");
+    check_death("forkserver", "segv", "killed by signal 11 (SIGSEGV)");
+}
+
+/* This process's children, from /proc (each thread's list: the result thread forks the
+ * replacements). Not through mp_active_children, which would reap behind the pool. */
+static int list_children(int *pids, int max)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+        FILE *f = fopen(path, "r");
+        int pid;
+        while (f && n < max && fscanf(f, "%d", &pid) == 1)
+            pids[n++] = pid;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Kill workers at random during a large map: every task ends exactly once. */
+static void test_random_kills(void)
+{
+    enum { N = 200000 };
+    exec_counts = mmap(NULL, N * sizeof(int), PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int before[64];
+    int nbefore = list_children(before, 64); /* the forkserver, the resource tracker */
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 3});
+    mp_value *in = range_list(N);
+    mp_pool_result *r = mp_pool_map_async(p, task_count_square, in,
+                                          &(mp_pool_call_opts){.chunksize = 50});
+    unsigned seed = 12345;
+    int kills = 0;
+    while (!mp_pool_result_ready(r) && kills < 30) {
+        int kids[64];
+        int n = list_children(kids, 64);
+        int pick = n > 0 ? kids[rand_r(&seed) % (unsigned)n] : 0;
+        for (int k = 0; k < nbefore; k++)
+            if (before[k] == pick)
+                pick = 0;
+        if (pick > 0 && kill(pick, SIGKILL) == 0)
+            kills++;
+        usleep(2000 + rand_r(&seed) % 5000); /* pacing the kills, not synchronising */
+    }
+    CHECK_OK(mp_pool_result_wait(r, 60));
+    int ok = 0, died = 0, other = 0;
+    for (size_t i = 0; i < N; i++) {
+        const mp_value *v = NULL;
+        int c = mp_pool_result_item(r, i, &v);
+        if (c == 0 && mp_value_get_int(v) == (int64_t)i * (int64_t)i &&
+            atomic_load(&exec_counts[i]) == 1)
+            ok++;
+        else if (c == MP_EWORKERDIED && atomic_load(&exec_counts[i]) <= 1)
+            died++;
+        else
+            other++;
+    }
+    fprintf(stderr, "random kills: %d kills, %d tasks ok, %d failed with MP_EWORKERDIED\n",
+            kills, ok, died);
+    CHECK_INT(ok + died, N);
+    CHECK_INT(other, 0);
+    CHECK(kills > 0);
+    CHECK(died <= kills * 50);
+    mp_pool_result_free(r);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+    munmap(exec_counts, N * sizeof(int));
+}
+
+static void test_time_limit(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .task_time_limit = 0.3});
+    mp_value *in = mp_value_pack("[f f f f]", 0.01, 10.0, 0.01, 0.02);
+    double t0 = mpt_now();
+    mp_pool_result *r = mp_pool_map_async(p, task_sleep, in, &(mp_pool_call_opts){.chunksize = 1});
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    CHECK(mpt_now() - t0 < 5.0);
+    const mp_value *v;
+    CHECK_ERR(mp_pool_result_item(r, 1, &v), MP_ETIMEOUT);
+    CHECK_CONTAINS(mp_last_error(), "exceeded its time limit of 0.3 s");
+    CHECK_OK(mp_pool_result_item(r, 3, &v));
+    mp_pool_result_free(r);
+    mp_value_free(in);
+    /* A per-call limit. */
+    mp_value *one = mp_value_float(5.0);
+    r = mp_pool_apply_async(p, task_sleep, one, &(mp_pool_call_opts){.task_time_limit = 0.2});
+    CHECK_ERR(mp_pool_result_get(r, 30, &v), MP_ETIMEOUT);
+    mp_pool_result_free(r);
+    mp_value_free(one);
+    mp_pool_free(p);
+}
+
+/* ---- threads and handles ------------------------------------------------------------ */
+
+static void *submitter(void *arg)
+{
+    mp_pool *p = arg;
+    int bad = 0;
+    for (int i = 0; i < 200; i++) {
+        mp_value *a = mp_value_int(i), *out = NULL;
+        if (mp_pool_apply(p, task_square, a, &out) < 0 || mp_value_get_int(out) != i * i)
+            bad++;
+        mp_value_free(a);
+        mp_value_free(out);
+    }
+    return (void *)(intptr_t)bad;
+}
+
+static void test_threads_submit(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, submitter, p);
+    for (int i = 0; i < 4; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        CHECK_INT((intptr_t)bad, 0);
+    }
+    mp_pool_free(p);
+}
+
+static void check_handles(const char *method)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context(method)});
+    mp_queue *q = mp_queue_new(NULL);
+    mp_value *arg = mp_value_pack("[o i]", mp_value_queue(q), 42), *out = NULL;
+    CHECK_OK(mp_pool_apply(p, task_queue_put, arg, &out));
+    mp_value *got = NULL;
+    CHECK_OK(mp_queue_get(q, &got, 10));
+    CHECK_INT(mp_value_get_int(got), 42);
+    mp_value_free(got);
+    mp_value_free(out);
+    mp_value_free(arg);
+    mp_queue_free(q);
+    mp_pool_free(p);
+}
+
+static void test_handles_in_arguments(void)
+{
+    check_handles("fork");
+    check_handles("spawn");
+}
+
+/* ---- the typed array path -------------------------------------------------------- */
+
+int square_double(const void *in, void *out, void *ctx)
+{
+    double x = *(const double *)in;
+    if (ctx && x == *(const double *)ctx)
+        return 5; /* refuse that element */
+    if (x < 0)
+        raise(SIGKILL);
+    *(double *)out = x * x;
+    return 0;
+}
+
+static void check_array(const char *method)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context(method)});
+    enum { N = 100003 };
+    double *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0));
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += out[i] != (double)i * i;
+    CHECK_INT(bad, 0);
+    /* Again (the arena is reused), with small ranges. */
+    memset(out, 0, N * sizeof *out);
+    CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, 1000, NULL,
+                               7));
+    CHECK(out[999] == 999.0 * 999.0 && out[1000] == 0);
+    /* A refusing element fails the call with fn's code... */
+    static const double refuse = 500;
+    CHECK_ERR(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N,
+                                (void *)&refuse, 0),
+              MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "element 500 failed with 5");
+    /* ... and a worker dying in a range fails it with MP_EWORKERDIED. */
+    in[77] = -1;
+    CHECK_ERR(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0),
+              MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "killed by signal 9");
+    in[77] = 77;
+    CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0));
+    CHECK(out[77] == 77.0 * 77.0);
+    CHECK_ERR(mp_pool_map_array(p, square_double, NULL, 8, out, 8, 4, NULL, 0), MP_EINVAL);
+    free(in);
+    free(out);
+    mp_pool_free(p);
+}
+
+static void test_map_array(void)
+{
+    check_array("fork");
+    check_array("spawn");
+}
+
+int main(int argc, char **argv)
+{
+    mp_forkserver_ensure_running();
+    RUN_IF(argc, argv, test_fork);
+    RUN_IF(argc, argv, test_spawn);
+    RUN_IF(argc, argv, test_forkserver);
+    RUN_IF(argc, argv, test_default_processes);
+    RUN_IF(argc, argv, test_starmap_apply_async);
+    RUN_IF(argc, argv, test_task_failure_message);
+    RUN_IF(argc, argv, test_callbacks_and_wait_any);
+    RUN_IF(argc, argv, test_imap);
+    RUN_IF(argc, argv, test_imap_source_bounded);
+    RUN_IF(argc, argv, test_close_join_terminate);
+    RUN_IF(argc, argv, test_maxtasksperchild);
+    RUN_IF(argc, argv, test_initializer_fails);
+    RUN_IF(argc, argv, test_worker_deaths);
+    RUN_IF(argc, argv, test_random_kills);
+    RUN_IF(argc, argv, test_time_limit);
+    RUN_IF(argc, argv, test_threads_submit);
+    RUN_IF(argc, argv, test_handles_in_arguments);
+    RUN_IF(argc, argv, test_map_array);
+    return mpt_done();
+}
