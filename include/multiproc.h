@@ -15,6 +15,7 @@
  * | multiproc/queue.h       | multiprocessing.Queue, SimpleQueue, JoinableQueue    |
  * | multiproc/sync.h        | Lock, RLock, Semaphore, Event, Condition, Barrier    |
  * | multiproc/shared.h      | Value, Array, shared_memory, ShareableList           |
+ * | multiproc/manager.h     | multiprocessing.managers (Manager, proxies, servers) |
  */
 #ifndef MULTIPROC_H
 #define MULTIPROC_H
@@ -30,5 +31,6 @@
 #include "multiproc/queue.h"
 #include "multiproc/sync.h"
 #include "multiproc/shared.h"
+#include "multiproc/manager.h"
 
 #endif
