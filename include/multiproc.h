@@ -16,6 +16,7 @@
  * | multiproc/sync.h        | Lock, RLock, Semaphore, Event, Condition, Barrier    |
  * | multiproc/shared.h      | Value, Array, shared_memory, ShareableList           |
  * | multiproc/pool.h        | multiprocessing.Pool                                 |
+ * | multiproc/manager.h     | multiprocessing.managers (Manager, proxies, servers) |
  */
 #ifndef MULTIPROC_H
 #define MULTIPROC_H
@@ -32,5 +33,6 @@
 #include "multiproc/sync.h"
 #include "multiproc/shared.h"
 #include "multiproc/pool.h"
+#include "multiproc/manager.h"
 
 #endif

@@ -481,3 +481,18 @@ int mp_client(const char *address, const mp_client_opts *opts, mp_connection **o
     *out = c;
     return 0;
 }
+
+/* ---- for the manager ----------------------------------------------------------------- */
+
+/* The server side of the handshake on a connection the caller accepted from l's fd
+ * itself: the manager authenticates on each connection's own thread, so a slow peer
+ * never holds its accept loop. */
+int mp__listener_handshake(const mp_listener *l, mp_connection *c, double timeout);
+int mp__listener_handshake(const mp_listener *l, mp_connection *c, double timeout)
+{
+    if (!l || !c)
+        return mp__error(MP_EINVAL, "mp__listener_handshake: NULL argument");
+    if (!l->authkey)
+        return 0;
+    return handshake(c, true, l->authkey, l->authkey_len, l->digest, timeout);
+}

@@ -744,3 +744,47 @@ void mp_value_free(mp_value *v)
     }
     free(v);
 }
+
+/* ---- for the manager: removing map entries ------------------------------------------- */
+
+/* Entry index of a key equal to key in map m, or -1. */
+long mp__value_map_index(const mp_value *m, const mp_value *key)
+{
+    if (!m || m->type != MP_MAP || !key)
+        return -1;
+    size_t e = map_find(m, key);
+    return e == (size_t)-1 ? -1 : (long)e;
+}
+
+/* Remove entry e of map m, handing its key and value to the caller (*key, *val; NULL to
+ * free them). Later entries keep their order; the index is rebuilt (O(n)). */
+int mp__value_map_remove(mp_value *m, size_t e, mp_value **key, mp_value **val)
+{
+    if (!m || m->type != MP_MAP || e >= m->u.map.len)
+        return mp__error(MP_EINVAL, "map remove: no entry %zu", e);
+    mp_value *k = m->u.map.keys[e], *v = m->u.map.vals[e];
+    size_t tail = m->u.map.len - e - 1;
+    memmove(m->u.map.keys + e, m->u.map.keys + e + 1, tail * sizeof *m->u.map.keys);
+    memmove(m->u.map.vals + e, m->u.map.vals + e + 1, tail * sizeof *m->u.map.vals);
+    m->u.map.len--;
+    if (key)
+        *key = k;
+    else
+        mp_value_free(k);
+    if (val)
+        *val = v;
+    else
+        mp_value_free(v);
+    if (m->u.map.index) {
+        if (m->u.map.len < MP__INDEX_MIN) {
+            free(m->u.map.index);
+            m->u.map.index = NULL;
+            m->u.map.index_cap = 0;
+        } else if (map_reindex(m, m->u.map.index_cap) < 0) {
+            free(m->u.map.index); /* fall back to linear search */
+            m->u.map.index = NULL;
+            m->u.map.index_cap = 0;
+        }
+    }
+    return 0;
+}

@@ -369,3 +369,24 @@ int mp_value_unpack(const mp_value *v, const char *fmt, ...)
     }
     return r;
 }
+
+/* mp_value_pack with a va_list (for wrappers such as mp_proxy_callf). */
+mp_value *mp__value_vpack(const char *fmt, va_list ap)
+{
+    if (!fmt) {
+        mp__error(MP_EINVAL, "mp_value_pack: NULL format");
+        return NULL;
+    }
+    packer p = {.fmt = fmt, .f = fmt};
+    va_copy(p.ap, ap);
+    mp_value *v = NULL;
+    int r = pack_item(&p, &v);
+    va_end(p.ap);
+    skip_separators(&p.f);
+    if (r == 0 && *p.f) {
+        bad_format(fmt, p.f, "more than one value at the top level");
+        mp_value_free(v);
+        return NULL;
+    }
+    return r < 0 ? NULL : v;
+}

@@ -4,6 +4,7 @@
 
 #include "multiproc/value.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,5 +53,13 @@ int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len)
 
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);
+
+/* Map entry removal (for the manager's dicts): the entry index of a key or -1, and
+ * removing entry e (key/val handed over, or freed when NULL). */
+long mp__value_map_index(const mp_value *m, const mp_value *key);
+int mp__value_map_remove(mp_value *m, size_t e, mp_value **key, mp_value **val);
+
+/* mp_value_pack with a va_list. */
+mp_value *mp__value_vpack(const char *fmt, va_list ap);
 
 #endif

@@ -1,0 +1,378 @@
+/* Proxies: the client side of a manager.
+ *
+ * DESIGN: a proxy owns one authenticated connection to the server, on which it holds a
+ * reference to its object, and is used by one thread at a time: a call sends
+ * [method, id, args] and waits for the reply. A proxy travels as a value of kind
+ * "proxy" (address, authkey, object id, server token, type name; no fds); importing one
+ * connects and takes a reference of its own, except inside a server thread, where a
+ * proxy stored in a container is only a reference (mp__mgr_in_server). A server that
+ * dies closes the socket: the blocked or next call gets MP_EEOF. A call interrupted by
+ * a signal handler leaves its reply pending; the next call reads and drops it first. */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/value.h"
+#include "manager/mgr.h"
+
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mp_proxy {
+    mgr_ref ref;
+    mp_connection *conn; /* NULL: a server-side reference, or the connection failed */
+    int conn_err;        /* why conn is NULL in a client (0: server-side reference) */
+    bool pending;        /* an interrupted call's reply is still on its way */
+};
+
+int mp__mgr_connect(const char *address, const void *key, size_t keylen, double timeout,
+                    mp_connection **out)
+{
+    mp_client_opts co = {.authkey = key, .authkey_len = keylen, .timeout = timeout};
+    return mp_client(address, &co, out);
+}
+
+static int gone(const char *address, int code)
+{
+    return mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", address, mp_strerror(code));
+}
+
+/* Spin briefly on a local reply before sleeping in recv: a reply that comes within a
+ * few microseconds then costs no wake-up of this thread. */
+static void spin_for_reply(mp_connection *c)
+{
+    struct pollfd p = {mp_connection_fileno(c), POLLIN, 0};
+    for (int i = 0; i < 200; i++) {
+        if (poll(&p, 1, 0) != 0)
+            return;
+        __builtin_ia32_pause();
+    }
+}
+
+static int recv_reply(mp_connection *c, const char *address, void **buf, size_t *len)
+{
+    spin_for_reply(c);
+    int r = mp_connection_recv_bytes(c, 0, buf, len);
+    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
+        return gone(address, r);
+    return r;
+}
+
+int mp__mgr_roundtrip(mp_connection *c, const char *address, const char *method, uint64_t id,
+                      const mp_value *args, mp_value **result)
+{
+    char *buf;
+    size_t len;
+    int r = mp__mgr_encode_request(method, id, args, &buf, &len);
+    if (r < 0)
+        return r;
+    r = mp_connection_send_bytes(c, buf, 0, len);
+    mp_free(buf);
+    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
+        return gone(address, r);
+    if (r < 0)
+        return r;
+    void *rep;
+    r = recv_reply(c, address, &rep, &len);
+    if (r < 0)
+        return r;
+    r = mp__mgr_parse_reply(rep, len, result);
+    mp_free(rep);
+    return r;
+}
+
+static mp_proxy *proxy_alloc(const mgr_ref *ref)
+{
+    mp_proxy *p = mp__calloc(1, sizeof *p);
+    if (p)
+        p->ref = *ref;
+    return p;
+}
+
+mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref)
+{
+    mp_proxy *p = proxy_alloc(ref);
+    if (p)
+        p->conn = c;
+    else
+        mp_connection_free(c);
+    return p;
+}
+
+/* Connect and take a reference to the object. */
+static int proxy_connect(mp_proxy *p)
+{
+    mp_connection *c;
+    int r = mp__mgr_connect(p->ref.address, p->ref.key, p->ref.keylen, 0, &c);
+    if (r < 0)
+        return r;
+    mp_value *args = mp_value_pack("[I I]", (int64_t)p->ref.id, (int64_t)p->ref.token);
+    r = args ? mp__mgr_roundtrip(c, p->ref.address, "incref", 0, args, NULL)
+             : mp_last_error_code();
+    mp_value_free(args);
+    if (r < 0) {
+        mp_connection_free(c);
+        return r;
+    }
+    p->conn = c;
+    p->conn_err = 0;
+    return 0;
+}
+
+static int ensure_connected(mp_proxy *p)
+{
+    if (p->conn)
+        return 0;
+    if (p->conn_err == 0 && mp__mgr_in_server)
+        return mp__error(MP_ESTATE, "a proxy stored in a manager cannot be called there");
+    int r = proxy_connect(p);
+    if (r < 0)
+        p->conn_err = r;
+    return r;
+}
+
+/* Drop the reply of a call that a signal handler interrupted. */
+static int drain_pending(mp_proxy *p)
+{
+    if (!p->pending)
+        return 0;
+    void *buf;
+    size_t len;
+    int r = recv_reply(p->conn, p->ref.address, &buf, &len);
+    if (r < 0)
+        return r;
+    mp_free(buf);
+    p->pending = false;
+    return 0;
+}
+
+int mp_proxy_call(mp_proxy *p, const char *method, const mp_value *args, mp_value **result)
+{
+    if (result)
+        *result = NULL;
+    if (!p || !method)
+        return mp__error(MP_EINVAL, "mp_proxy_call: NULL %s", p ? "method" : "proxy");
+    int r = ensure_connected(p);
+    if (r < 0)
+        return r;
+    r = drain_pending(p);
+    if (r < 0)
+        return r;
+    mp_value *res = NULL;
+    r = mp__mgr_roundtrip(p->conn, p->ref.address, method, p->ref.id, args, &res);
+    if (r == MP_EINTERRUPTED)
+        p->pending = true;
+    if (result)
+        *result = res;
+    else
+        mp_value_free(res);
+    return r;
+}
+
+int mp_proxy_callf(mp_proxy *p, const char *method, mp_value **result, const char *fmt, ...)
+{
+    if (result)
+        *result = NULL;
+    mp_value *args = NULL;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        args = mp__value_vpack(fmt, ap);
+        va_end(ap);
+        if (!args)
+            return mp_last_error_code();
+        if (mp_value_type(args) != MP_LIST) {
+            mp_value_free(args);
+            return mp__error(MP_EINVAL, "mp_proxy_callf: the format must build a list");
+        }
+    }
+    int r = mp_proxy_call(p, method, args, result);
+    mp_value_free(args);
+    return r;
+}
+
+char *mp_proxy_repr(mp_proxy *p)
+{
+    mp_value *v;
+    if (mp_proxy_call(p, "__repr__", NULL, &v) < 0)
+        return NULL;
+    size_t len;
+    const char *s = mp_value_get_str(v, &len);
+    char *out = s ? malloc(len + 1) : NULL;
+    if (out)
+        memcpy(out, s, len + 1);
+    else
+        mp__error(s ? -ENOMEM : MP_EPROTO, "repr: %s", s ? "out of memory" : "not a str");
+    mp_value_free(v);
+    return out;
+}
+
+const char *mp_proxy_type(const mp_proxy *p) { return p ? p->ref.type : ""; }
+uint64_t mp_proxy_id(const mp_proxy *p) { return p ? p->ref.id : 0; }
+
+mp_proxy *mp_proxy_dup(const mp_proxy *p)
+{
+    if (!p) {
+        mp__error(MP_EINVAL, "mp_proxy_dup: NULL proxy");
+        return NULL;
+    }
+    mp_proxy *q = proxy_alloc(&p->ref);
+    if (q && proxy_connect(q) < 0) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+void mp_proxy_free(mp_proxy *p)
+{
+    if (!p)
+        return;
+    mp_connection_free(p->conn); /* the server drops this connection's references */
+    explicit_bzero(p->ref.key, sizeof p->ref.key);
+    free(p);
+}
+
+/* ---- short forms ------------------------------------------------------------------------- */
+
+int mp_proxy_setitem(mp_proxy *p, const mp_value *key, const mp_value *val)
+{
+    if (!key || !val)
+        return mp__error(MP_EINVAL, "mp_proxy_setitem: NULL %s", key ? "value" : "key");
+    return mp_proxy_callf(p, "__setitem__", NULL, "[O O]", key, val);
+}
+
+int mp_proxy_getitem(mp_proxy *p, const mp_value *key, mp_value **out)
+{
+    if (!key || !out)
+        return mp__error(MP_EINVAL, "mp_proxy_getitem: NULL %s", key ? "output" : "key");
+    return mp_proxy_callf(p, "__getitem__", out, "[O]", key);
+}
+
+int64_t mp_proxy_len(mp_proxy *p)
+{
+    mp_value *v;
+    int r = mp_proxy_call(p, "__len__", NULL, &v);
+    if (r < 0)
+        return r;
+    int64_t n = mp_value_get_int(v);
+    mp_value_free(v);
+    return n;
+}
+
+int mp_proxy_append(mp_proxy *p, const mp_value *val)
+{
+    if (!val)
+        return mp__error(MP_EINVAL, "mp_proxy_append: NULL value");
+    return mp_proxy_callf(p, "append", NULL, "[O]", val);
+}
+
+int mp_proxy_acquire(mp_proxy *p, double timeout)
+{
+    mp_value *v;
+    int r = timeout < 0 ? mp_proxy_callf(p, "acquire", &v, "[b n]", 1)
+                        : mp_proxy_callf(p, "acquire", &v, "[b f]", 1, timeout);
+    if (r < 0)
+        return r;
+    bool ok = mp_value_get_bool(v);
+    mp_value_free(v);
+    return ok ? 0 : mp__error(MP_ETIMEOUT, "acquire: timed out after %g s", timeout);
+}
+
+int mp_proxy_release(mp_proxy *p) { return mp_proxy_call(p, "release", NULL, NULL); }
+
+/* ---- the kind ---------------------------------------------------------------------------- */
+
+static int proxy_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
+{
+    (void)fds;
+    mp_proxy *p = obj;
+    *nfds = 0;
+    mp_value *v = mp_value_pack("[s y# I I s]", p->ref.address, p->ref.key, p->ref.keylen,
+                                (int64_t)p->ref.id, (int64_t)p->ref.token, p->ref.type);
+    if (!v)
+        return mp_last_error_code();
+    char *buf;
+    int r = mp_value_encode(v, &buf, len, NULL, 0, NULL);
+    mp_value_free(v);
+    if (r < 0)
+        return r;
+    *data = malloc(*len ? *len : 1);
+    if (!*data) {
+        mp_free(buf);
+        return mp__error(-ENOMEM, "exporting a proxy");
+    }
+    memcpy(*data, buf, *len);
+    mp_free(buf);
+    return 0;
+}
+
+static int parse_ref(const void *data, size_t len, mgr_ref *ref)
+{
+    mp_value *v;
+    if (mp_value_decode(data, len, NULL, 0, &v) < 0)
+        return mp__error(MP_EPROTO, "proxy: %s", mp_last_error());
+    const char *addr, *type;
+    const void *key;
+    size_t keylen;
+    int64_t id, token;
+    int r = mp_value_unpack(v, "[s y# I I s]", &addr, &key, &keylen, &id, &token, &type);
+    if (r == 0 && (strlen(addr) >= sizeof ref->address || keylen > sizeof ref->key ||
+                   strlen(type) >= sizeof ref->type || id <= 0))
+        r = -1;
+    if (r == 0) {
+        memset(ref, 0, sizeof *ref);
+        strcpy(ref->address, addr);
+        memcpy(ref->key, key, keylen);
+        ref->keylen = keylen;
+        ref->id = (uint64_t)id;
+        ref->token = (uint64_t)token;
+        strcpy(ref->type, type);
+    }
+    mp_value_free(v);
+    return r < 0 ? mp__error(MP_EPROTO, "proxy: malformed description") : 0;
+}
+
+static int proxy_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
+{
+    for (size_t i = 0; i < nfds; i++)
+        mp__close(fds[i]);
+    if (nfds)
+        return mp__error(MP_EPROTO, "proxy: unexpected fds");
+    mgr_ref ref;
+    int r = parse_ref(data, len, &ref);
+    if (r < 0)
+        return r;
+    mp_proxy *p = proxy_alloc(&ref);
+    if (!p)
+        return mp_last_error_code();
+    /* Connect now so the receiver holds its own reference as early as possible; if the
+     * manager cannot be reached, the proxy's calls report why (the value still decodes). */
+    if (!mp__mgr_in_server && proxy_connect(p) < 0)
+        p->conn_err = mp_last_error_code();
+    *obj = p;
+    return 0;
+}
+
+static void proxy_release(void *obj) { mp_proxy_free(obj); }
+
+const mp_kind mp_kind_proxy = {"proxy", proxy_export, proxy_import, proxy_release};
+
+__attribute__((constructor(200))) static void proxy_register(void)
+{
+    mp_kind_register(&mp_kind_proxy);
+}
+
+mp_proxy *mp_value_get_proxy(const mp_value *v)
+{
+    const mp_kind *k;
+    void *obj = mp_value_get_handle(v, &k);
+    return obj && k == &mp_kind_proxy ? obj : NULL;
+}
+
+const mgr_ref *mp__mgr_proxy_ref(const mp_value *v)
+{
+    mp_proxy *p = mp_value_get_proxy(v);
+    return p ? &p->ref : NULL;
+}
