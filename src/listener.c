@@ -494,5 +494,6 @@ int mp__listener_handshake(const mp_listener *l, mp_connection *c, double timeou
         return mp__error(MP_EINVAL, "mp__listener_handshake: NULL argument");
     if (!l->authkey)
         return 0;
-    return handshake(c, true, l->authkey, l->authkey_len, l->digest, timeout);
+    return mp__hs_run(mp_connection_fileno(c), true, l->authkey, l->authkey_len, l->digest,
+                      mp__deadline(timeout));
 }

@@ -77,9 +77,12 @@
 #include "multiproc/process.h"
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 typedef struct mp_manager mp_manager;
 typedef struct mp_manager_server mp_manager_server;
@@ -248,6 +251,7 @@ int mp_proxy_acquire(mp_proxy *p, double timeout);
 /** release() */
 int mp_proxy_release(mp_proxy *p);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -58,9 +58,12 @@
 #include "multiproc/process.h"
 #include "multiproc/value.h"
 
+#include "multiproc/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+MP_API_BEGIN
 
 /**
  * A task: runs in a worker with the argument decoded there (borrowed, valid during the
@@ -237,6 +240,7 @@ int mp_pool_processes(const mp_pool *p);
  * with MP_ECLOSED; results and iterators stay valid until freed). NULL is fine. */
 void mp_pool_free(mp_pool *p);
 
+MP_API_END
 #ifdef __cplusplus
 }
 #endif
