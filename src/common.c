@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "internal/common.h"
 
+#include <stdarg.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -311,6 +313,19 @@ void *mp__calloc(size_t n, size_t size)
     if (!p)
         mp__error(-ENOMEM, "allocating %zu bytes", n * size);
     return p;
+}
+
+char *mp__strdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (!s)
+        mp__error(-ENOMEM, "formatting a string");
+    return s;
 }
 
 char *mp__strdup(const char *s)

@@ -94,20 +94,6 @@ static mp_process *reg_head;
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-static char *dup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *dup_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    if (!s)
-        mp__error(-ENOMEM, "formatting a string");
-    return s;
-}
-
 static void reg_add(mp_process *p)
 {
     pthread_mutex_lock(&reg_lock);
@@ -556,9 +542,9 @@ mp_process *mp_process_new(const mp_process_opts *opts)
     pthread_mutex_lock(&reg_lock);
     unsigned n = ++cur.counter;
     pthread_mutex_unlock(&reg_lock);
-    p->identity = cur.identity ? dup_printf("%s:%u", cur.identity, n) : dup_printf("%u", n);
+    p->identity = cur.identity ? mp__strdup_printf("%s:%u", cur.identity, n) : mp__strdup_printf("%u", n);
     if (p->identity)
-        p->name = opts->name ? mp__strdup(opts->name) : dup_printf("Process-%s", p->identity);
+        p->name = opts->name ? mp__strdup(opts->name) : mp__strdup_printf("Process-%s", p->identity);
     if (opts->args && p->name)
         p->args = mp_value_copy(opts->args);
     if (!p->name || (opts->args && !p->args)) {
@@ -883,7 +869,7 @@ char *mp_process_repr(const mp_process *cp)
             snprintf(code, sizeof code, " exitcode=%d", p->exitcode);
     }
     pid_t parent = p->state == ST_NEW ? getpid() : p->owner;
-    return dup_printf("<Process name='%s'%s parent=%d %s%s%s>", p->name, pid, (int)parent, status,
+    return mp__strdup_printf("<Process name='%s'%s parent=%d %s%s%s>", p->name, pid, (int)parent, status,
                       code, p->daemon ? " daemon" : "");
 }
 
@@ -927,7 +913,7 @@ void mp_process_free(mp_process *p)
  * Pool renames its workers (ForkPoolWorker-N keeps the Process-N number). */
 int mp__process_rename(mp_process *p, const char *prefix)
 {
-    char *name = dup_printf("%s-%s", prefix, p->identity);
+    char *name = mp__strdup_printf("%s-%s", prefix, p->identity);
     if (!name)
         return mp__error(-ENOMEM, "naming a process");
     free(p->name);

@@ -139,22 +139,11 @@ static int pack_item(packer *p, mp_value **out)
 
 mp_value *mp_value_pack(const char *fmt, ...)
 {
-    if (!fmt) {
-        mp__error(MP_EINVAL, "mp_value_pack: NULL format");
-        return NULL;
-    }
-    packer p = {.fmt = fmt, .f = fmt};
-    va_start(p.ap, fmt);
-    mp_value *v = NULL;
-    int r = pack_item(&p, &v);
-    va_end(p.ap);
-    skip_separators(&p.f);
-    if (r == 0 && *p.f) {
-        bad_format(fmt, p.f, "more than one value at the top level");
-        mp_value_free(v);
-        return NULL;
-    }
-    return r < 0 ? NULL : v;
+    va_list ap;
+    va_start(ap, fmt);
+    mp_value *v = mp__value_vpack(fmt, ap);
+    va_end(ap);
+    return v;
 }
 
 /* ---- unpack --------------------------------------------------------------------- */

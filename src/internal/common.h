@@ -128,6 +128,8 @@ int mp__count_fds(void);
 /* Allocation helpers that report -ENOMEM through mp__error. */
 void *mp__calloc(size_t n, size_t size);
 char *mp__strdup(const char *s);
+/* A newly allocated formatted string (free()), or NULL with -ENOMEM recorded. */
+char *mp__strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define MP__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -26,7 +26,6 @@ struct mp_manager {
     bool shut;
 };
 
-int mp__mgr_check_opts(const mp_manager_opts *opts);
 void mp__mgr_types_free(mp_manager_type *types, size_t n);
 
 #define START_LIMIT 60.0 /* seconds for a server process to report (spawn under load) */

@@ -118,7 +118,6 @@ const mp_value *mp__mgr_arg(const mp_value *args, size_t i); /* NULL past the en
 /* timeout argument: nil/absent -> -1 (forever), number >= 0 -> seconds. */
 int mp__mgr_timeout_arg(const mp_value *args, size_t i, double *timeout, const char *method);
 bool mp__mgr_bool_arg(const mp_value *args, size_t i, bool dflt);
-char *mp__mgr_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* True while the calling thread is a server connection thread: a proxy decoded there is
  * a plain reference (no connection of its own). */
@@ -138,6 +137,8 @@ typedef struct mgr_config {
 } mgr_config;
 
 void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts);
+/* MP_EINVAL (with a message) for options no manager can start with. */
+int mp__mgr_check_opts(const mp_manager_opts *opts);
 mp_manager_server *mp__mgr_server_new(const mgr_config *cfg);
 
 /* ---- registered types across exec --------------------------------------------------- */

@@ -227,13 +227,3 @@ int mp__mgr_parse_reply(const void *buf, size_t len, mp_value **result)
     return 0;
 }
 
-char *mp__mgr_strdup_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}

@@ -403,7 +403,7 @@ static int user_method(mgr_obj *o, const char *method, const mp_value *args, mp_
     if (strcmp(method, "__repr__") == 0) {
         char *s = t->repr ? t->repr(o->user) : NULL;
         if (!s)
-            s = mp__mgr_strdup_printf("<%s object at %p>", t->name, (void *)o);
+            s = mp__strdup_printf("<%s object at %p>", t->name, (void *)o);
         *result = s ? mp_value_str(s) : NULL;
         free(s);
         return *result ? 0 : mp__error(-ENOMEM, "repr");
@@ -598,7 +598,7 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts)
     cfg->ntypes = opts->ntypes;
 }
 
-static int check_opts(const mp_manager_opts *opts)
+int mp__mgr_check_opts(const mp_manager_opts *opts)
 {
     if (!opts)
         return 0;
@@ -626,8 +626,6 @@ static int check_opts(const mp_manager_opts *opts)
     return 0;
 }
 
-int mp__mgr_check_opts(const mp_manager_opts *opts);
-int mp__mgr_check_opts(const mp_manager_opts *opts) { return check_opts(opts); }
 
 mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
 {
@@ -673,7 +671,7 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
 
 mp_manager_server *mp_manager_server_new(const mp_manager_opts *opts)
 {
-    if (check_opts(opts) < 0)
+    if (mp__mgr_check_opts(opts) < 0)
         return NULL;
     mgr_config cfg;
     mp__mgr_config_defaults(&cfg, opts);

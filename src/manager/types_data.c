@@ -814,7 +814,7 @@ static char *ns_repr(mgr_obj *o)
         if (!name || name[0] == '_')
             continue;
         char *r = mp_value_repr(mp_value_map_val(o->v, i));
-        parts[k] = mp__mgr_strdup_printf("%s=%s", name, r ? r : "?");
+        parts[k] = mp__strdup_printf("%s=%s", name, r ? r : "?");
         mp_free(r);
         if (parts[k])
             total += strlen(parts[k++]) + 2;
@@ -886,7 +886,7 @@ static int v_set(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 static char *value_repr(mgr_obj *o)
 {
     char *r = mp_value_repr(o->v);
-    char *s = mp__mgr_strdup_printf("Value('%c', %s)", o->typecode, r ? r : "?");
+    char *s = mp__strdup_printf("Value('%c', %s)", o->typecode, r ? r : "?");
     mp_free(r);
     return s;
 }
@@ -991,9 +991,9 @@ static int a_getitem(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 static char *array_repr(mgr_obj *o)
 {
     if (mp_value_len(o->v) == 0)
-        return mp__mgr_strdup_printf("array('%c')", o->typecode);
+        return mp__strdup_printf("array('%c')", o->typecode);
     char *r = mp_value_repr(o->v);
-    char *s = mp__mgr_strdup_printf("array('%c', %s)", o->typecode, r ? r : "?");
+    char *s = mp__strdup_printf("array('%c', %s)", o->typecode, r ? r : "?");
     mp_free(r);
     return s;
 }

@@ -126,7 +126,7 @@ static int lk_locked(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 
 static char *lock_repr(mgr_obj *o)
 {
-    return mp__mgr_strdup_printf("<%s _thread.lock object at %p>",
+    return mp__strdup_printf("<%s _thread.lock object at %p>",
                                  o->count ? "locked" : "unlocked", (void *)o);
 }
 
@@ -158,7 +158,7 @@ static int rl_release(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res
 
 static char *rlock_repr(mgr_obj *o)
 {
-    return mp__mgr_strdup_printf("<%s _thread.RLock object owner=%llu count=%lld at %p>",
+    return mp__strdup_printf("<%s _thread.RLock object owner=%llu count=%lld at %p>",
                                  o->count ? "locked" : "unlocked",
                                  (unsigned long long)o->owner, (long long)o->depth, (void *)o);
 }
@@ -250,9 +250,9 @@ static int sem_value(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 static char *sem_repr(mgr_obj *o)
 {
     if (o->limit >= 0)
-        return mp__mgr_strdup_printf("<threading.BoundedSemaphore at %p: value=%lld/%lld>",
+        return mp__strdup_printf("<threading.BoundedSemaphore at %p: value=%lld/%lld>",
                                      (void *)o, (long long)o->count, (long long)o->limit);
-    return mp__mgr_strdup_printf("<threading.Semaphore at %p: value=%lld>", (void *)o,
+    return mp__strdup_printf("<threading.Semaphore at %p: value=%lld>", (void *)o,
                                  (long long)o->count);
 }
 
@@ -373,7 +373,7 @@ static char *cond_repr(mgr_obj *o)
     for (mgr_waiter *w = o->waiters; w; w = w->next)
         n++;
     char *l = rlock_repr(o);
-    char *s = mp__mgr_strdup_printf("<Condition(%s, %ld)>", l ? l : "?", n);
+    char *s = mp__strdup_printf("<Condition(%s, %ld)>", l ? l : "?", n);
     free(l);
     return s;
 }
@@ -434,7 +434,7 @@ static int ev_wait(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 
 static char *event_repr(mgr_obj *o)
 {
-    return mp__mgr_strdup_printf("<threading.Event at %p: %s>", (void *)o,
+    return mp__strdup_printf("<threading.Event at %p: %s>", (void *)o,
                                  o->count ? "set" : "unset");
 }
 
@@ -540,8 +540,8 @@ static int br_broken(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 static char *barrier_repr(mgr_obj *o)
 {
     if (o->broken)
-        return mp__mgr_strdup_printf("<threading.Barrier at %p: broken>", (void *)o);
-    return mp__mgr_strdup_printf("<threading.Barrier at %p: waiters=%lld/%lld>", (void *)o,
+        return mp__strdup_printf("<threading.Barrier at %p: broken>", (void *)o);
+    return mp__strdup_printf("<threading.Barrier at %p: waiters=%lld/%lld>", (void *)o,
                                  (long long)o->count, (long long)o->limit);
 }
 
@@ -693,7 +693,7 @@ static int q_join(mgr_conn *c, mgr_obj *o, const mp_value *a, mp_value **res)
 
 static char *queue_repr(mgr_obj *o)
 {
-    return mp__mgr_strdup_printf("<queue.Queue object at %p>", (void *)o);
+    return mp__strdup_printf("<queue.Queue object at %p>", (void *)o);
 }
 
 static const mgr_method queue_methods[] = {
