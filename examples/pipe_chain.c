@@ -35,7 +35,9 @@
 
 static mp_connection *conn_at(mp_value *args, size_t i)
 {
-    return mp_value_get_connection(mp_value_list_get(args, i));
+    mp_connection *c = NULL;
+    mp_value_unpack(mp_value_list_get(args, i), "h", &mp_kind_connection, &c);
+    return c;
 }
 
 static int create_items(mp_value *args) /* [pipe_1[0], pipe_1[1]] */
@@ -85,12 +87,12 @@ int main(void)
 {
     mp_connection *p1[2], *p2[2];
     mp_pipe(true, &p1[0], &p1[1]);
-    mp_value *args1 = mp_value_pack("[o o]", mp_value_connection(p1[0]), mp_value_connection(p1[1]));
+    mp_value *args1 = mp_value_pack("[h h]", &mp_kind_connection, p1[0], &mp_kind_connection, p1[1]);
     mp_process *producer = start(create_items, args1);
     mp_pipe(true, &p2[0], &p2[1]);
-    mp_value *args2 = mp_value_pack("[o o o o]", mp_value_connection(p1[0]),
-                                    mp_value_connection(p1[1]), mp_value_connection(p2[0]),
-                                    mp_value_connection(p2[1]));
+    mp_value *args2 = mp_value_pack("[h h h h]", &mp_kind_connection, p1[0],
+                                    &mp_kind_connection, p1[1], &mp_kind_connection, p2[0],
+                                    &mp_kind_connection, p2[1]);
     mp_process *multiplier = start(multiply_items, args2);
     if (!producer || !multiplier)
         return 1;

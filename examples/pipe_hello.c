@@ -18,7 +18,9 @@
 
 static int worker(mp_value *args)
 {
-    mp_connection *conn = mp_value_get_connection(mp_value_list_get(args, 0));
+    mp_connection *conn;
+    if (mp_value_unpack(args, "[h]", &mp_kind_connection, &conn) < 0)
+        return 1;
     mp_value *msg = mp_value_pack("[i n s]", 42, "hello");
     int r = mp_connection_send(conn, msg);
     mp_value_free(msg);
@@ -31,7 +33,7 @@ int main(void)
     mp_connection *parent_conn, *child_conn;
     if (mp_pipe(true, &parent_conn, &child_conn) < 0)
         return 1;
-    mp_value *args = mp_value_pack("[o]", mp_value_connection(child_conn));
+    mp_value *args = mp_value_pack("[h]", &mp_kind_connection, child_conn);
     mp_process *p = mp_process_new(&(mp_process_opts){.target = worker, .args = args});
     if (!p || mp_process_start(p) < 0) {
         fprintf(stderr, "start: %s\n", mp_last_error());

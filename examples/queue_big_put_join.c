@@ -22,7 +22,9 @@
 
 static int f(mp_value *args)
 {
-    mp_queue *q = mp_value_get_queue(mp_value_list_get(args, 0));
+    mp_queue *q;
+    if (mp_value_unpack(args, "[h]", &mp_kind_queue, &q) < 0)
+        return 1;
     char *s = malloc(1000001);
     memset(s, 'X', 1000000);
     s[1000000] = '\0';
@@ -36,7 +38,7 @@ static int f(mp_value *args)
 int main(void)
 {
     mp_queue *queue = mp_queue_new(NULL);
-    mp_value *args = mp_value_pack("[o]", mp_value_queue(queue));
+    mp_value *args = mp_value_pack("[h]", &mp_kind_queue, queue);
     mp_process *p = mp_process_new(&(mp_process_opts){.target = f, .args = args});
     if (!p || mp_process_start(p) < 0) {
         fprintf(stderr, "start: %s\n", mp_last_error());

@@ -33,8 +33,9 @@
 
 static int consumer(mp_value *args)
 {
-    mp_queue *tasks = mp_value_get_queue(mp_value_list_get(args, 0));
-    mp_queue *results = mp_value_get_queue(mp_value_list_get(args, 1));
+    mp_queue *tasks, *results;
+    if (mp_value_unpack(args, "[h h]", &mp_kind_queue, &tasks, &mp_kind_queue, &results) < 0)
+        return 1;
     const char *name = mp_current_process_name();
     for (;;) {
         mp_value *task;
@@ -70,7 +71,7 @@ int main(void)
     int num_consumers = mp_cpu_count() * 2;
     printf("Creating %d consumers\n", num_consumers);
     fflush(stdout);
-    mp_value *args = mp_value_pack("[o o]", mp_value_queue(tasks), mp_value_queue(results));
+    mp_value *args = mp_value_pack("[h h]", &mp_kind_queue, tasks, &mp_kind_queue, results);
     mp_process *consumers[256];
     if (num_consumers > 256)
         num_consumers = 256;

@@ -32,8 +32,9 @@
 
 static int worker(mp_value *args)
 {
-    mp_queue *read = mp_value_get_queue(mp_value_list_get(args, 0));
-    mp_queue *write = mp_value_get_queue(mp_value_list_get(args, 1));
+    mp_queue *read, *write;
+    if (mp_value_unpack(args, "[h h]", &mp_kind_queue, &read, &mp_kind_queue, &write) < 0)
+        return 1;
     mp_value *x;
     while (mp_queue_get_nowait(read, &x) == 0) {
         int64_t res = mp_value_get_int(x) * mp_value_get_int(x);
@@ -55,7 +56,7 @@ int main(void)
         mp_queue_put(read, v, -1);
         mp_value_free(v);
     }
-    mp_value *args = mp_value_pack("[o o]", mp_value_queue(read), mp_value_queue(write));
+    mp_value *args = mp_value_pack("[h h]", &mp_kind_queue, read, &mp_kind_queue, write);
     mp_process *procs[2];
     for (int i = 0; i < 2; i++) {
         procs[i] = mp_process_new(&(mp_process_opts){.target = worker, .args = args});

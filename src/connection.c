@@ -607,22 +607,14 @@ static int conn_import(const void *data, size_t len, int *fds, size_t nfds, void
 
 static void conn_release(void *obj) { mp_connection_free(obj); }
 
-static const mp_kind conn_kind = {
+const mp_kind mp_kind_connection = {
     .name = "connection",
     .export_obj = conn_export,
     .import_obj = conn_import,
     .release_obj = conn_release,
 };
 
-__attribute__((constructor(200))) static void conn_register(void) { mp_kind_register(&conn_kind); }
-
-const mp_kind *mp_connection_kind(void) { return &conn_kind; }
-
-mp_value *mp_value_connection(mp_connection *c) { return mp_value_handle(&conn_kind, c); }
-
-mp_connection *mp_value_get_connection(const mp_value *v)
+__attribute__((constructor(200))) static void conn_register(void)
 {
-    const mp_kind *k = NULL;
-    void *obj = mp_value_get_handle(v, &k);
-    return k == &conn_kind || (k && strcmp(k->name, "connection") == 0) ? obj : NULL;
+    mp_kind_register(&mp_kind_connection);
 }

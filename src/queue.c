@@ -1038,22 +1038,14 @@ static int queue_import(const void *data, size_t len, int *fds, size_t nfds, voi
 
 static void queue_release(void *obj) { mp_queue_free(obj); }
 
-static const mp_kind queue_kind = {
+const mp_kind mp_kind_queue = {
     .name = "queue",
     .export_obj = queue_export,
     .import_obj = queue_import,
     .release_obj = queue_release,
 };
 
-__attribute__((constructor(200))) static void queue_register(void) { mp_kind_register(&queue_kind); }
-
-const mp_kind *mp_queue_kind(void) { return &queue_kind; }
-
-mp_value *mp_value_queue(mp_queue *q) { return mp_value_handle(&queue_kind, q); }
-
-mp_queue *mp_value_get_queue(const mp_value *v)
+__attribute__((constructor(200))) static void queue_register(void)
 {
-    const mp_kind *k = NULL;
-    void *obj = mp_value_get_handle(v, &k);
-    return k && strcmp(k->name, "queue") == 0 ? obj : NULL;
+    mp_kind_register(&mp_kind_queue);
 }

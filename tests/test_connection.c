@@ -79,11 +79,12 @@ static void test_values(void)
     CHECK_INT(mp_value_get_int(got), 7);
     mp_value_free(got);
     /* A value holding a handle crosses a Unix socket: the end arrives as a new object. */
-    v = mp_value_pack("[o]", mp_value_connection(a));
+    v = mp_value_pack("[h]", &mp_kind_connection, a);
     CHECK_OK(mp_connection_send(a, v));
     mp_value_free(v);
     CHECK_OK(mp_connection_recv(b, &got));
-    mp_connection *a2 = mp_value_get_connection(mp_value_list_get(got, 0));
+    mp_connection *a2 = NULL;
+    mp_value_unpack(mp_value_list_get(got, 0), "h", &mp_kind_connection, &a2);
     CHECK(a2 != NULL && a2 != a);
     CHECK_OK(mp_connection_send_bytes(a2, "from a copy", 0, 11));
     void *buf = NULL;
@@ -250,7 +251,8 @@ static void test_wire_format(void)
 
 static int child_send_hello(mp_value *args)
 {
-    mp_connection *c = mp_value_get_connection(mp_value_list_get(args, 0));
+    mp_connection *c = NULL;
+    mp_value_unpack(mp_value_list_get(args, 0), "h", &mp_kind_connection, &c);
     if (!c)
         return 10;
     mp_value *v = mp_value_pack("[i n s]", 42, "hello");
@@ -278,7 +280,7 @@ static void test_pass_to_children(void)
         mpt_current = methods[m];
         mp_connection *parent, *child;
         CHECK_OK(mp_pipe(true, &parent, &child));
-        mp_value *args = mp_value_pack("[o]", mp_value_connection(child));
+        mp_value *args = mp_value_pack("[h]", &mp_kind_connection, child);
         mp_process_opts o = {.target = child_send_hello, .args = args,
                              .ctx = mp_get_context(methods[m])};
         mp_process *p = mp_process_new(&o);
@@ -312,7 +314,9 @@ static void test_pass_to_children(void)
  * soon as the end is closed, not when the child exits. */
 static int child_close_then_linger(mp_value *args)
 {
-    mp_connection_close(mp_value_get_connection(mp_value_list_get(args, 0)));
+    mp_connection *c = NULL;
+    mp_value_unpack(args, "[h]", &mp_kind_connection, &c);
+    mp_connection_close(c);
     sleep(5); /* the behaviour under test: alive long after closing */
     return 0;
 }
@@ -325,7 +329,7 @@ static void test_child_close_is_eof(void)
         mpt_current = methods[m];
         mp_connection *r, *w;
         CHECK_OK(mp_pipe(false, &r, &w));
-        mp_value *args = mp_value_pack("[o]", mp_value_connection(w));
+        mp_value *args = mp_value_pack("[h]", &mp_kind_connection, w);
         mp_process_opts o = {.target = child_close_then_linger, .args = args,
                              .ctx = mp_get_context(methods[m])};
         mp_process *p = mp_process_new(&o);
@@ -446,8 +450,8 @@ static void test_kind_roundtrip(void)
 {
     mp_connection *a, *b;
     CHECK_OK(mp_pipe(true, &a, &b));
-    CHECK(mp_kind_find("connection") == mp_connection_kind());
-    mp_value *v = mp_value_pack("[o i]", mp_value_connection(b), 5);
+    CHECK(mp_kind_find("connection") == &mp_kind_connection);
+    mp_value *v = mp_value_pack("[h i]", &mp_kind_connection, b, 5);
     char *buf = NULL;
     size_t len = 0, nfds = 0;
     int fds[MP_KIND_MAX_FDS];
@@ -456,7 +460,8 @@ static void test_kind_roundtrip(void)
     int dupfd = dup(fds[0]);
     mp_value *out = NULL;
     CHECK_OK(mp_value_decode(buf, len, &dupfd, 1, &out));
-    mp_connection *b2 = mp_value_get_connection(mp_value_list_get(out, 0));
+    mp_connection *b2 = NULL;
+    mp_value_unpack(mp_value_list_get(out, 0), "h", &mp_kind_connection, &b2);
     CHECK(b2 != NULL && b2 != b);
     CHECK_OK(mp_connection_send_bytes(a, "ping", 0, 4));
     void *m;
@@ -583,8 +588,8 @@ static int use_received_handles(mp_connection *c)
     mp_lock *l = NULL;
     mp_shared *sv = NULL;
     void *end = NULL;
-    int r = mp_value_unpack(v, "[h h h h]", mp_queue_kind(), &q, &mp_kind_lock, &l,
-                            &mp_kind_shared, &sv, mp_connection_kind(), &end);
+    int r = mp_value_unpack(v, "[h h h h]", &mp_kind_queue, &q, &mp_kind_lock, &l,
+                            &mp_kind_shared, &sv, &mp_kind_connection, &end);
     mp_value *item = mp_value_str("from the receiver");
     if (r < 0 || mp_queue_put(q, item, 10) < 0)
         r = 21;
@@ -606,7 +611,9 @@ static int use_received_handles(mp_connection *c)
 
 static int child_handles_over_pipe(mp_value *args)
 {
-    return use_received_handles(mp_value_get_connection(mp_value_list_get(args, 0)));
+    mp_connection *c = NULL;
+    mp_value_unpack(args, "[h]", &mp_kind_connection, &c);
+    return use_received_handles(c);
 }
 
 static int child_handles_over_client(mp_value *args)
@@ -627,8 +634,8 @@ static void send_and_check_handles(mp_connection *c)
     mp_shared *sv = mp_shared_value_new('i', NULL, NULL);
     mp_connection *near, *far;
     CHECK_OK(mp_pipe(true, &near, &far));
-    mp_value *v = mp_value_pack("[h h h o]", mp_queue_kind(), q, &mp_kind_lock, l,
-                                &mp_kind_shared, sv, mp_value_connection(far));
+    mp_value *v = mp_value_pack("[h h h h]", &mp_kind_queue, q, &mp_kind_lock, l,
+                                &mp_kind_shared, sv, &mp_kind_connection, far);
     CHECK_OK(mp_connection_send(c, v));
     mp_value_free(v);
     mp_connection_free(far); /* the receiver has its own copy */
@@ -670,7 +677,7 @@ static void test_handles_over_pipe(void)
         mpt_current = methods[m];
         mp_connection *parent, *child;
         CHECK_OK(mp_pipe(true, &parent, &child));
-        mp_value *args = mp_value_pack("[o]", mp_value_connection(child));
+        mp_value *args = mp_value_pack("[h]", &mp_kind_connection, child);
         mp_process_opts o = {.target = child_handles_over_pipe, .args = args,
                              .ctx = mp_get_context(methods[m])};
         mp_process *p = mp_process_new(&o);

@@ -50,7 +50,7 @@ static int count_action(void *arg)
 static int use_handles(mp_value *args)
 {
     void *lock = NULL, *q = NULL, *b = NULL, *ev = NULL;
-    if (mp_value_unpack(args, "[h h h h]", &mp_kind_lock, &lock, mp_queue_kind(), &q,
+    if (mp_value_unpack(args, "[h h h h]", &mp_kind_lock, &lock, &mp_kind_queue, &q,
                         &mp_kind_barrier, &b, &mp_kind_event, &ev) < 0)
         return 2;
     if (mp_lock_acquire(lock, 10) < 0 || mp_lock_release(lock) < 0)
@@ -76,7 +76,7 @@ static void process_case(const char *method)
     mp_barrier_opts bo = {.parties = 1, .action = count_action};
     PTR_CLEAN(b, mp_barrier_new(&bo));
     PTR_CLEAN(ev, mp_event_new());
-    PTR_CLEAN(args, mp_value_pack("[h h h h]", &mp_kind_lock, lock, mp_queue_kind(), q,
+    PTR_CLEAN(args, mp_value_pack("[h h h h]", &mp_kind_lock, lock, &mp_kind_queue, q,
                                   &mp_kind_barrier, b, &mp_kind_event, ev));
     mp_process_opts o = {.target = use_handles, .args = args, .ctx = mp_get_context(method)};
     PTR_CLEAN(p, mp_process_new(&o));

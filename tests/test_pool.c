@@ -115,7 +115,8 @@ int task_init_calls(const mp_value *arg, mp_value **out)
 /* Put a value into the queue that came in the argument; return the queue's size. */
 int task_queue_put(const mp_value *arg, mp_value **out)
 {
-    mp_queue *q = mp_value_get_queue(mp_value_list_get(arg, 0));
+    mp_queue *q = NULL;
+    mp_value_unpack(mp_value_list_get(arg, 0), "h", &mp_kind_queue, &q);
     if (!q)
         return mp_task_fail(MP_ETYPE, "no queue in the argument");
     int r = mp_queue_put(q, mp_value_list_get(arg, 1), -1);
@@ -688,7 +689,7 @@ static void check_handles(const char *method)
 {
     mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context(method)});
     mp_queue *q = mp_queue_new(NULL);
-    mp_value *arg = mp_value_pack("[o i]", mp_value_queue(q), 42), *out = NULL;
+    mp_value *arg = mp_value_pack("[h i]", &mp_kind_queue, q, 42), *out = NULL;
     CHECK_OK(mp_pool_apply(p, task_queue_put, arg, &out));
     mp_value *got = NULL;
     CHECK_OK(mp_queue_get(q, &got, 10));

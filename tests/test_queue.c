@@ -87,7 +87,7 @@ static void test_basic(void)
     CHECK(len == 1 && ((unsigned char *)buf)[0] == 5);
     mp_free(buf);
     /* Handles cannot be queued. */
-    v = mp_value_pack("[o]", mp_value_queue(q));
+    v = mp_value_pack("[h]", &mp_kind_queue, q);
     CHECK_ERR(mp_queue_put(q, v, 0), MP_EUNSUPPORTED);
     mp_value_free(v);
     CHECK_ERR(mp_queue_put_bytes(q, NULL, 4, 0), MP_EINVAL);
@@ -100,7 +100,7 @@ static void test_basic(void)
     CHECK_ERR(mp_queue_join(q, 0), MP_ESTATE);
     mp_queue_free(q);
     mp_queue_free(NULL);
-    CHECK(mp_kind_find("queue") == mp_queue_kind());
+    CHECK(mp_kind_find("queue") == &mp_kind_queue);
 }
 
 /* Small values are encoded on the stack into the ring; they must come back equal, and decode
@@ -372,7 +372,8 @@ static void test_big_items(void)
  * this deadlocks; here the child exits at once and the item is still there. */
 static int child_put_big_string(mp_value *args)
 {
-    mp_queue *q = mp_value_get_queue(mp_value_list_get(args, 0));
+    mp_queue *q = NULL;
+    mp_value_unpack(mp_value_list_get(args, 0), "h", &mp_kind_queue, &q);
     char *s = malloc(1000001);
     memset(s, 'X', 1000000);
     s[1000000] = 0;
@@ -388,7 +389,7 @@ static void test_put_then_join(void)
     for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
         mpt_current = methods[m];
         mp_queue *q = mp_queue_new(NULL);
-        mp_value *args = mp_value_pack("[o]", mp_value_queue(q));
+        mp_value *args = mp_value_pack("[h]", &mp_kind_queue, q);
         mp_process_opts o = {.target = child_put_big_string, .args = args,
                              .ctx = mp_get_context(methods[m])};
         mp_process *p = mp_process_new(&o);
@@ -413,8 +414,10 @@ static void test_put_then_join(void)
 /* The seed's worker: square numbers from one queue into another, under every method. */
 static int child_square(mp_value *args)
 {
-    mp_queue *in = mp_value_get_queue(mp_value_list_get(args, 0));
-    mp_queue *out = mp_value_get_queue(mp_value_list_get(args, 1));
+    mp_queue *in = NULL;
+    mp_value_unpack(mp_value_list_get(args, 0), "h", &mp_kind_queue, &in);
+    mp_queue *out = NULL;
+    mp_value_unpack(mp_value_list_get(args, 1), "h", &mp_kind_queue, &out);
     mp_value *v;
     while (mp_queue_get(in, &v, 0.5) == 0) {
         int64_t x = mp_value_get_int(v);
@@ -436,7 +439,7 @@ static void test_workers_all_methods(void)
             CHECK_OK(mp_queue_put(in, v, -1));
             mp_value_free(v);
         }
-        mp_value *args = mp_value_pack("[o o]", mp_value_queue(in), mp_value_queue(out));
+        mp_value *args = mp_value_pack("[h h]", &mp_kind_queue, in, &mp_kind_queue, out);
         mp_process *ps[2];
         for (int i = 0; i < 2; i++) {
             mp_process_opts o = {.target = child_square, .args = args,

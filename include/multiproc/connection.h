@@ -52,9 +52,10 @@
  * interleave messages. A listener accepts from one thread at a time.
  *
  * Fork behaviour: a connection is an fd plus a little state. After fork both processes hold
- * the fd; close the end you do not use, as in Python. A connection is a passable kind
- * ("connection"): put it in a process's arguments (mp_value_connection) and the child gets
- * its own connection object under every start method.
+ * the fd; close the end you do not use, as in Python. A connection can travel to another
+ * process inside a value, under every start method: `mp_value_pack("[h]",
+ * &mp_kind_connection, c)` in the parent, `mp_value_unpack(args, "[h]", &mp_kind_connection,
+ * &c)` in the child, which gets its own connection object (released with the value).
  */
 #ifndef MULTIPROC_CONNECTION_H
 #define MULTIPROC_CONNECTION_H
@@ -181,15 +182,9 @@ int mp_connection_close(mp_connection *c);
 /** Close and free. NULL is fine. */
 void mp_connection_free(mp_connection *c);
 
-/** The "connection" kind (to pass connections to other processes inside values). */
-const mp_kind *mp_connection_kind(void);
-/** A handle value wrapping @p c (borrowed): `mp_value_pack("[o]", mp_value_connection(c))`. */
-mp_value *mp_value_connection(mp_connection *c);
-/**
- * The connection inside a handle value received by a process target (borrowed: the value
- * owns it), or NULL if @p v is not a connection handle.
- */
-mp_connection *mp_value_get_connection(const mp_value *v);
+/** The kind of a connection handle in a value (`h` format code, mp_value_handle): an
+ * imported connection is released by freeing the value that holds it. */
+extern const mp_kind mp_kind_connection; /**< mp_connection * */
 
 /* ---- Listener and Client -------------------------------------------------------------- */
 

@@ -53,9 +53,9 @@
  *
  * Proxies are values: `mp_value_pack("[h]", &mp_kind_proxy, p)` puts one in a Process's
  * arguments (any start method), a queue item or a managed container (nested proxies);
- * the receiver gets its own connected proxy (mp_value_get_proxy). Keep your proxy until
- * the receiver has its own (as in Python): the object lives while some connection or
- * some managed container refers to it.
+ * the receiver gets its own connected proxy (`mp_value_unpack(args, "[h]", &mp_kind_proxy,
+ * &p)`). Keep your proxy until the receiver has its own (as in Python): the object lives
+ * while some connection or some managed container refers to it.
  *
  * Thread safety: a proxy is used by one thread at a time (one connection per proxy, as
  * Python's proxies are per thread); different proxies may be used from different threads.
@@ -234,8 +234,6 @@ uint64_t mp_proxy_id(const mp_proxy *p);
 mp_proxy *mp_proxy_dup(const mp_proxy *p);
 /** Close the proxy's connection and free it. NULL is fine. */
 void mp_proxy_free(mp_proxy *p);
-/** The proxy inside a handle value (borrowed: the value owns it), or NULL. */
-mp_proxy *mp_value_get_proxy(const mp_value *v);
 
 /* Short forms of common calls (values borrowed). */
 /** p[key] = val */

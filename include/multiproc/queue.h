@@ -26,8 +26,9 @@
  *
  * Thread safety: every call is safe from any thread of any process holding the queue.
  * Fork behaviour: the queue is shared memory; a forked child uses the parent's handle.
- * Queues are a passable kind ("queue"): put one in a process's arguments (mp_value_queue)
- * and the child gets its own handle to the same queue under every start method.
+ * A queue can travel to another process inside a value, under every start method
+ * (`mp_value_pack("[h]", &mp_kind_queue, q)`, `mp_value_unpack(args, "[h]", &mp_kind_queue,
+ * &q)`): the child gets its own handle to the same queue.
  */
 #ifndef MULTIPROC_QUEUE_H
 #define MULTIPROC_QUEUE_H
@@ -113,12 +114,9 @@ bool mp_queue_closed(const mp_queue *q);
 /** Release this handle (the shared queue lives while any process maps it). NULL is fine. */
 void mp_queue_free(mp_queue *q);
 
-/** The "queue" kind (to pass queues to other processes inside values). */
-const mp_kind *mp_queue_kind(void);
-/** A handle value wrapping @p q (borrowed). */
-mp_value *mp_value_queue(mp_queue *q);
-/** The queue inside a handle value (borrowed: the value owns it), or NULL. */
-mp_queue *mp_value_get_queue(const mp_value *v);
+/** The kind of a queue handle in a value (`h` format code, mp_value_handle): an imported
+ * queue is released by freeing the value that holds it. */
+extern const mp_kind mp_kind_queue; /**< mp_queue * */
 
 MP_API_END
 #ifdef __cplusplus

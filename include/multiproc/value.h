@@ -68,7 +68,13 @@ typedef struct mp_value mp_value;
  * A kind of library object that can travel inside a value to another process,
  * under every start method. The kind describes the object as bytes plus fds; the
  * receiving process rebuilds it. Registered once per process by the module that owns
- * the kind (a constructor), identified across processes by `name`.
+ * the kind (a constructor).
+ *
+ * Each module exports its kinds as data, `extern const mp_kind mp_kind_<x>` (mp_kind_lock,
+ * mp_kind_queue, mp_kind_connection, ...), and a handle is matched by that pointer: the
+ * `h` format code and mp_value_get_handle compare `&mp_kind_<x>`. The name is only what
+ * crosses processes: decoding looks it up in the registry, which gives back the same
+ * pointer.
  */
 typedef struct mp_kind {
     const char *name; /**< unique, e.g. "connection", "queue", "lock" */

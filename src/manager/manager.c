@@ -48,13 +48,13 @@ static int config_from_args(const mp_value *args, mgr_config *cfg, const mp_valu
     size_t keylen;
     int64_t maxmsg, maxconn, watch;
     double hs;
-    mp_value *handle;
+    void *handle = NULL;
     memset(cfg, 0, sizeof *cfg);
-    if (mp_value_unpack(args, "[s y# I f I I o o]", &addr, &key, &keylen, &maxmsg, &hs, &maxconn,
-                        &watch, &handle, types) < 0)
+    if (mp_value_unpack(args, "[s y# I f I I h o]", &addr, &key, &keylen, &maxmsg, &hs, &maxconn,
+                        &watch, &mp_kind_connection, &handle, types) < 0)
         return mp_last_error_code();
-    *conn = mp_value_get_connection(handle);
-    if (!*conn || keylen > sizeof cfg->key || strlen(addr) >= sizeof cfg->address)
+    *conn = handle;
+    if (keylen > sizeof cfg->key || strlen(addr) >= sizeof cfg->address)
         return mp__error(MP_EPROTO, "manager: bad start arguments");
     snprintf(cfg->address, sizeof cfg->address, "%s", addr);
     memcpy(cfg->key, key, keylen);
@@ -126,10 +126,10 @@ static mp_value *start_args(const mgr_config *cfg, mp_connection *w, const mp_ma
     } else if (!(types = mp_value_nil())) {
         return NULL;
     }
-    mp_value *inner = mp_value_pack("[s y# I f I I o o]", cfg->address, cfg->key, cfg->keylen,
+    mp_value *inner = mp_value_pack("[s y# I f I I h o]", cfg->address, cfg->key, cfg->keylen,
                                     (int64_t)cfg->max_message, cfg->handshake_limit,
                                     (int64_t)cfg->max_connections, (int64_t)getpid(),
-                                    mp_value_connection(w), types);
+                                    &mp_kind_connection, w, types);
     return inner ? mp_value_pack("[o]", inner) : NULL;
 }
 

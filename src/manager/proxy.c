@@ -364,15 +364,9 @@ __attribute__((constructor(200))) static void proxy_register(void)
     mp_kind_register(&mp_kind_proxy);
 }
 
-mp_proxy *mp_value_get_proxy(const mp_value *v)
-{
-    const mp_kind *k;
-    void *obj = mp_value_get_handle(v, &k);
-    return obj && k == &mp_kind_proxy ? obj : NULL;
-}
-
 const mgr_ref *mp__mgr_proxy_ref(const mp_value *v)
 {
-    mp_proxy *p = mp_value_get_proxy(v);
-    return p ? &p->ref : NULL;
+    const mp_kind *k = NULL;
+    mp_proxy *p = mp_value_get_handle(v, &k);
+    return p && k == &mp_kind_proxy ? &p->ref : NULL;
 }
