@@ -222,8 +222,8 @@ static size_t mp_communicate(const char *in, size_t n)
 {
     const char *argv[] = {"/bin/cat", NULL};
     mp_subprocess_opts o = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE};
-    mp_popen *p;
-    if (mp_popen_start(argv, &o, &p) != 0)
+    mp_popen *p = mp_popen_start(argv, &o);
+    if (!p)
         die("mp_popen_start cat");
     mp_run_result r;
     if (mp_popen_communicate(p, in, n, -1, &r) != 0)

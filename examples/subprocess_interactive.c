@@ -14,8 +14,8 @@ int main(void)
 {
     const char *child[] = {"sh", "-c", "while IFS= read -r path; do echo ok; done", NULL};
     mp_subprocess_opts o = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE};
-    mp_popen *proc;
-    if (mp_popen_start(child, &o, &proc) != 0) {
+    mp_popen *proc = mp_popen_start(child, &o);
+    if (!proc) {
         fprintf(stderr, "start: %s\n", mp_last_error());
         return 1;
     }

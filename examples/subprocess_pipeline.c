@@ -50,8 +50,8 @@ int main(void)
     /* for f in ls.stdout: print(f) */
     const char *ls[] = {"ls", NULL};
     mp_subprocess_opts o = {.cwd = dir, .out = MP_STDIO_PIPE};
-    mp_popen *p;
-    if (mp_popen_start(ls, &o, &p) != 0)
+    mp_popen *p = mp_popen_start(ls, &o);
+    if (!p)
         return fail("ls");
     const char *line;
     size_t len;
@@ -64,13 +64,14 @@ int main(void)
 
     /* child1 | child2 with the handles, as in the seed. */
     const char *ls_l[] = {"ls", "-l", NULL}, *wc[] = {"wc", NULL};
-    mp_popen *child1, *child2;
-    if (mp_popen_start(ls_l, &o, &child1) != 0)
+    mp_popen *child1 = mp_popen_start(ls_l, &o);
+    if (!child1)
         return fail("ls -l");
     mp_subprocess_opts o2 = {.in = MP_STDIO_FD(mp_popen_fd(child1, 1)),
                              .out = MP_STDIO_PIPE,
                              .err = MP_STDIO_STDOUT};
-    if (mp_popen_start(wc, &o2, &child2) != 0)
+    mp_popen *child2 = mp_popen_start(wc, &o2);
+    if (!child2)
         return fail("wc");
     mp_popen_close_fd(child1, 1); /* only wc reads it now */
     mp_run_result out;

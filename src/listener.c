@@ -447,14 +447,11 @@ static int connect_deadline(int fd, const sockaddr_any *a, const char *address, 
 }
 
 /* One deadline covers connect and the whole handshake. */
-int mp_client(const char *address, const mp_client_opts *opts, mp_connection **out)
+static int client_connect(const char *address, const mp_client_opts *opts, mp_connection **out)
 {
     static const mp_client_opts defaults;
     if (!opts)
         opts = &defaults;
-    if (!out)
-        return mp__error(MP_EINVAL, "mp_client: NULL output pointer");
-    *out = NULL;
     if (!address)
         return mp__error(MP_EINVAL, "mp_client: NULL address");
     double timeout = opts->timeout == 0 ? 20.0 : opts->timeout;
@@ -480,6 +477,13 @@ int mp_client(const char *address, const mp_client_opts *opts, mp_connection **o
         mp_connection_set_max_message_size(c, opts->max_message_size);
     *out = c;
     return 0;
+}
+
+mp_connection *mp_client(const char *address, const mp_client_opts *opts)
+{
+    mp_connection *c = NULL;
+    client_connect(address, opts, &c);
+    return c;
 }
 
 /* ---- for the manager ----------------------------------------------------------------- */

@@ -593,19 +593,23 @@ static const char *sh_file(const mp_subprocess_opts *o)
 
 /* ---- Popen API ------------------------------------------------------------------ */
 
-int mp_popen_start(const char *const *argv, const mp_subprocess_opts *opts, mp_popen **out)
+mp_popen *mp_popen_start(const char *const *argv, const mp_subprocess_opts *opts)
 {
-    if (!out)
-        return mp__error(MP_EINVAL, "mp_popen_start: out is NULL");
-    return popen_create((char *const *)argv, opts ? opts->executable : NULL, opts, false, out);
+    mp_popen *p = NULL;
+    popen_create((char *const *)argv, opts ? opts->executable : NULL, opts, false, &p);
+    return p;
 }
 
-int mp_popen_start_sh(const char *cmdline, const mp_subprocess_opts *opts, mp_popen **out)
+mp_popen *mp_popen_start_sh(const char *cmdline, const mp_subprocess_opts *opts)
 {
-    if (!out || !cmdline)
-        return mp__error(MP_EINVAL, "mp_popen_start_sh: NULL argument");
+    if (!cmdline) {
+        mp__error(MP_EINVAL, "mp_popen_start_sh: NULL cmdline");
+        return NULL;
+    }
+    mp_popen *p = NULL;
     SH_ARGV(argv, cmdline);
-    return popen_create(argv, sh_file(opts), opts, false, out);
+    popen_create(argv, sh_file(opts), opts, false, &p);
+    return p;
 }
 
 pid_t mp_popen_pid(const mp_popen *p) { return p ? p->pid : -1; }

@@ -618,8 +618,8 @@ static int child_handles_over_pipe(mp_value *args)
 
 static int child_handles_over_client(mp_value *args)
 {
-    mp_connection *c = NULL;
-    if (mp_client(mp_value_get_str(args, NULL), NULL, &c) < 0)
+    mp_connection *c = mp_client(mp_value_get_str(args, NULL), NULL);
+    if (!c)
         return 30;
     int r = use_received_handles(c);
     mp_connection_free(c);
@@ -728,7 +728,7 @@ static void test_handles_need_unix_socket(void)
     mp_listener_opts lo = {.address = "127.0.0.1:0"};
     mp_listener *l = mp_listener_new(&lo);
     mp_connection *c = NULL, *s = NULL;
-    CHECK_OK(mp_client(mp_listener_address(l), NULL, &c));
+    CHECK_NEW(c, mp_client(mp_listener_address(l), NULL));
     CHECK_OK(mp_listener_accept(l, 10, &s));
     CHECK_ERR(mp_connection_send(c, v), MP_EUNSUPPORTED);
     CHECK_CONTAINS(mp_last_error(), "needs a Unix-socket connection");

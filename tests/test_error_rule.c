@@ -195,10 +195,9 @@ static void test_connection_and_listener(void)
         return;
     pid_t pid = fork();
     if (pid == 0) {
-        mp_connection *c = NULL;
         mp_client_opts co = {.authkey = "key", .authkey_len = 3};
-        int r = mp_client(mp_listener_address(l), &co, &c);
-        _exit(r < 0 || mp_connection_send_bytes(c, "x", 0, 1) < 0);
+        mp_connection *c = mp_client(mp_listener_address(l), &co);
+        _exit(!c || mp_connection_send_bytes(c, "x", 0, 1) < 0);
     }
     mp_connection *c = NULL;
     OK_CLEAN(mp_listener_accept(l, 30, &c));
@@ -250,7 +249,7 @@ static void test_subprocess(void)
     mp_free(out);
     mp_popen *p;
     mp_subprocess_opts po = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE};
-    OK_CLEAN(mp_popen_start((const char *const[]){"cat", NULL}, &po, &p));
+    PTR_CLEAN(p, mp_popen_start((const char *const[]){"cat", NULL}, &po));
     OK_CLEAN(mp_popen_communicate(p, "hello", 5, 10, &res));
     CHECK_STR(res.out, "hello");
     mp_run_result_free(&res);

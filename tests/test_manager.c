@@ -56,9 +56,10 @@ static int server_counts(mp_manager *m, int64_t *objects, int *conns)
     size_t klen;
     const void *key = mp_manager_authkey(m, &klen);
     mp_client_opts co = {.authkey = key, .authkey_len = klen};
-    int r = mp_client(mp_manager_address(m), &co, &c);
-    if (r < 0)
-        return r;
+    c = mp_client(mp_manager_address(m), &co);
+    if (!c)
+        return mp_last_error_code();
+    int r;
     mp_value *req = mp_value_pack("[s i []]", "debug_info", 0);
     char *buf;
     size_t len;

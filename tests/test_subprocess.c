@@ -287,7 +287,7 @@ static void test_bad_arguments(void)
     CHECK_ERR(mp_run(empty, NULL, NULL), MP_EINVAL);
     CHECK_ERR(mp_run_sh(NULL, NULL, NULL), MP_EINVAL);
     mp_popen *p = (mp_popen *)1;
-    CHECK_ERR(mp_popen_start(empty, NULL, &p), MP_EINVAL);
+    CHECK_NULL_ERR(p = mp_popen_start(empty, NULL), MP_EINVAL);
     CHECK(p == NULL);
     mp_subprocess_opts o = {.npass = 2};
     CHECK_ERR(mp_run(ARGV("true"), &o, NULL), MP_EINVAL);
@@ -440,7 +440,7 @@ static void test_call_check_call_check_output(void)
 static void test_popen_poll_wait_signals(void)
 {
     mp_popen *p;
-    CHECK_OK(mp_popen_start(ARGV("sleep", "10"), NULL, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("sleep", "10"), NULL));
     CHECK(mp_popen_pid(p) > 0);
     CHECK(mp_popen_pidfd(p) >= 0);
     CHECK_INT(mp_popen_fd(p, 1), -1);
@@ -455,19 +455,19 @@ static void test_popen_poll_wait_signals(void)
     CHECK_OK(mp_popen_kill(p)); /* reaped: a no-op, never a recycled pid */
     mp_popen_free(p);
 
-    CHECK_OK(mp_popen_start(ARGV("sleep", "10"), NULL, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("sleep", "10"), NULL));
     CHECK_OK(mp_popen_kill(p));
     CHECK_OK(mp_popen_wait(p, -1, &rc));
     CHECK_INT(rc, -9);
     mp_popen_free(p);
 
-    CHECK_OK(mp_popen_start_sh("exit 5", NULL, &p));
+    CHECK_NEW(p, mp_popen_start_sh("exit 5", NULL));
     CHECK_OK(mp_popen_wait(p, 10, &rc));
     CHECK_INT(rc, 5);
     mp_popen_free(p);
 
     /* Freeing a running child kills and reaps it (the leak check sees no zombie). */
-    CHECK_OK(mp_popen_start(ARGV("sleep", "10"), NULL, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("sleep", "10"), NULL));
     mp_popen_free(p);
     mp_popen_free(NULL);
 }
@@ -481,7 +481,7 @@ static void test_popen_communicate_100mib(void)
         in[i] = (char)(i * 7 + (i >> 13));
     mp_subprocess_opts o = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE};
     mp_popen *p;
-    CHECK_OK(mp_popen_start(ARGV("cat"), &o, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("cat"), &o));
     mp_run_result r;
     double t0 = mpt_now();
     CHECK_OK(mp_popen_communicate(p, in, n, 60, &r));
@@ -499,7 +499,7 @@ static void test_popen_communicate_again_after_timeout(void)
 {
     mp_subprocess_opts o = capture();
     mp_popen *p;
-    CHECK_OK(mp_popen_start_sh("echo first; sleep 0.6; echo second", &o, &p));
+    CHECK_NEW(p, mp_popen_start_sh("echo first; sleep 0.6; echo second", &o));
     CHECK_ERR(mp_popen_communicate(p, NULL, 0, 0.2, NULL), MP_ETIMEOUT);
     mp_run_result r;
     CHECK_OK(mp_popen_communicate(p, NULL, 0, 10, &r));
@@ -513,7 +513,7 @@ static void test_popen_communicate_again_after_timeout(void)
     for (size_t i = 0; i < n; i++)
         in[i] = (char)('a' + i % 26);
     mp_subprocess_opts c = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE};
-    CHECK_OK(mp_popen_start_sh("head -c 1000; sleep 0.5; cat", &c, &p));
+    CHECK_NEW(p, mp_popen_start_sh("head -c 1000; sleep 0.5; cat", &c));
     CHECK_ERR(mp_popen_communicate(p, in, n, 0.2, NULL), MP_ETIMEOUT);
     CHECK_OK(mp_popen_communicate(p, NULL, 0, 20, &r));
     CHECK_INT(r.out_len, n);
@@ -522,7 +522,7 @@ static void test_popen_communicate_again_after_timeout(void)
     mp_popen_free(p);
     free(in);
 
-    CHECK_OK(mp_popen_start(ARGV("true"), NULL, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("true"), NULL));
     CHECK_ERR(mp_popen_communicate(p, "x", 1, 1, NULL), MP_EINVAL);
     mp_popen_free(p);
 }
@@ -576,7 +576,7 @@ static void test_grandchild_holds_pipe(void)
     mp_popen *p;
     mp_subprocess_opts g = capture();
     g.kill_group = true;
-    CHECK_OK(mp_popen_start_sh("sleep 30 & echo started; sleep 30", &g, &p));
+    CHECK_NEW(p, mp_popen_start_sh("sleep 30 & echo started; sleep 30", &g));
     CHECK_ERR(mp_popen_communicate(p, NULL, 0, 0.3, NULL), MP_ETIMEOUT);
     CHECK_OK(mp_popen_kill(p));
     t0 = mpt_now();
@@ -600,9 +600,8 @@ static void test_interactive_lines(void)
 {
     mp_subprocess_opts o = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE, .err = MP_STDIO_PIPE};
     mp_popen *p;
-    int started = mp_popen_start(ARGV(echo_helper()), &o, &p);
-    CHECK_OK(started);
-    if (started < 0)
+    CHECK_NEW(p, mp_popen_start(ARGV(echo_helper()), &o));
+    if (!p)
         return;
     const char *line;
     size_t len;
@@ -637,7 +636,7 @@ static void test_interactive_lines(void)
     mp_popen_free(p);
 
     /* A last line without a newline; readline on a non-pipe stdout. */
-    CHECK_OK(mp_popen_start_sh("printf 'x\\ny'", &o, &p));
+    CHECK_NEW(p, mp_popen_start_sh("printf 'x\\ny'", &o));
     CHECK_OK(mp_popen_readline(p, &line, &len, 10));
     CHECK_STR(line, "x\n");
     CHECK_OK(mp_popen_readline(p, &line, &len, 10));
@@ -646,7 +645,7 @@ static void test_interactive_lines(void)
     CHECK_OK(mp_popen_close_fd(p, 0));
     CHECK_ERR(mp_popen_write(p, "x", 1), MP_ECLOSED);
     mp_popen_free(p);
-    CHECK_OK(mp_popen_start(ARGV("true"), NULL, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("true"), NULL));
     CHECK_ERR(mp_popen_readline(p, &line, &len, 1), MP_EINVAL);
     CHECK_ERR(mp_popen_write(p, "x", 1), MP_EINVAL);
     mp_popen_free(p);
@@ -657,9 +656,9 @@ static void test_popen_fds_chain(void)
 {
     mp_subprocess_opts o1 = {.out = MP_STDIO_PIPE};
     mp_popen *p1, *p2;
-    CHECK_OK(mp_popen_start(ARGV("printf", "b\\na\\nc\\n"), &o1, &p1));
+    CHECK_NEW(p1, mp_popen_start(ARGV("printf", "b\\na\\nc\\n"), &o1));
     mp_subprocess_opts o2 = {.in = MP_STDIO_FD(mp_popen_fd(p1, 1)), .out = MP_STDIO_PIPE};
-    CHECK_OK(mp_popen_start(ARGV("sort"), &o2, &p2));
+    CHECK_NEW(p2, mp_popen_start(ARGV("sort"), &o2));
     CHECK_OK(mp_popen_close_fd(p1, 1));
     mp_run_result r;
     CHECK_OK(mp_popen_communicate(p2, NULL, 0, 10, &r));
@@ -836,7 +835,7 @@ static void test_user_sigchld_handler(void)
     CHECK_STR(r.out, "x\n");
     mp_run_result_free(&r);
     mp_popen *p;
-    CHECK_OK(mp_popen_start(ARGV("sleep", "0.2"), NULL, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("sleep", "0.2"), NULL));
     int rc = -1;
     CHECK_OK(mp_popen_wait(p, 10, &rc));
     CHECK_INT(rc, 0);
@@ -905,7 +904,8 @@ static void closed_fd_calls(int rep)
     mp_subprocess_opts po = {.out = MP_STDIO_PIPE, .err = MP_STDIO_DEVNULL};
     mp_popen *p = NULL;
     int rc = -100;
-    c = mp_popen_start(ARGV("cat"), &po, &p);
+    p = mp_popen_start(ARGV("cat"), &po);
+    c = p ? 0 : mp_last_error_code();
     if (c == 0)
         c = mp_popen_communicate(p, NULL, 0, 10, &r);
     if (c == 0)

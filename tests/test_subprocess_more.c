@@ -63,7 +63,7 @@ static void test_preexec_fn(void)
     mp_run_result_free(&r);
     o.preexec_arg = (void *)5L;
     mp_popen *p = NULL;
-    CHECK_ERR(mp_popen_start(ARGV("true"), &o, &p), MP_EPROCESS);
+    CHECK_NULL_ERR(p = mp_popen_start(ARGV("true"), &o), MP_EPROCESS);
     CHECK_CONTAINS(mp_last_error(), "returned 5");
     CHECK(p == NULL);
     CHECK(!mpt_has_zombie());
@@ -125,7 +125,7 @@ static void test_pipesize(void)
 {
     mp_subprocess_opts o = {.in = MP_STDIO_PIPE, .out = MP_STDIO_PIPE, .pipesize = 256 * 1024};
     mp_popen *p = NULL;
-    CHECK_OK(mp_popen_start(ARGV("cat"), &o, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("cat"), &o));
     CHECK_INT(fcntl(mp_popen_fd(p, 0), F_GETPIPE_SZ), 256 * 1024);
     CHECK_INT(fcntl(mp_popen_fd(p, 1), F_GETPIPE_SZ), 256 * 1024);
     mp_run_result r;
@@ -134,7 +134,7 @@ static void test_pipesize(void)
     mp_run_result_free(&r);
     mp_popen_free(p);
     o.pipesize = 4096;
-    CHECK_OK(mp_popen_start(ARGV("cat"), &o, &p));
+    CHECK_NEW(p, mp_popen_start(ARGV("cat"), &o));
     CHECK_INT(fcntl(mp_popen_fd(p, 1), F_GETPIPE_SZ), 4096);
     mp_popen_free(p);
 }
@@ -143,10 +143,10 @@ static void test_process_group_join(void)
 {
     mp_subprocess_opts lead = {.new_pgroup = true};
     mp_popen *a = NULL, *b = NULL;
-    CHECK_OK(mp_popen_start(ARGV("sleep", "30"), &lead, &a));
+    CHECK_NEW(a, mp_popen_start(ARGV("sleep", "30"), &lead));
     pid_t pa = mp_popen_pid(a);
     mp_subprocess_opts join = {.process_group = pa};
-    CHECK_OK(mp_popen_start(ARGV("sleep", "30"), &join, &b));
+    CHECK_NEW(b, mp_popen_start(ARGV("sleep", "30"), &join));
     CHECK_INT(getpgid(mp_popen_pid(b)), pa);
     CHECK(getpgid(mp_popen_pid(b)) != getpgrp());
     CHECK_OK(kill(-pa, SIGTERM)); /* one signal reaches both */

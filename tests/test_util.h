@@ -86,6 +86,35 @@ static const char *mpt_current = "";
         }                                                                                \
     } while (0)
 
+/* A constructor that must succeed: @p var = @p expr is non-NULL and sets no error. */
+#define CHECK_NEW(var, expr)                                                             \
+    do {                                                                                 \
+        mp_clear_error();                                                                \
+        var = (expr);                                                                    \
+        mpt_checks++;                                                                    \
+        if (!(var) || mp_last_error_code() != 0) {                                       \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s gave %p: %s (%s)\n", __FILE__, __LINE__,       \
+                    mpt_current, #expr, (void *)(var), mp_errname(mp_last_error_code()), \
+                    mp_last_error());                                                    \
+        }                                                                                \
+    } while (0)
+
+/* A constructor that must fail: NULL, with @p code in mp_last_error_code(). */
+#define CHECK_NULL_ERR(expr, code)                                                       \
+    do {                                                                                 \
+        mp_clear_error();                                                                \
+        const void *mpt_p = (expr);                                                      \
+        int mpt_c = mp_last_error_code();                                                \
+        mpt_checks++;                                                                    \
+        if (mpt_p || mpt_c != (code)) {                                                  \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] %s gave %p with %s, expected NULL with %s\n",     \
+                    __FILE__, __LINE__, mpt_current, #expr, mpt_p, mp_errname(mpt_c),     \
+                    mp_errname((int)(code)));                                            \
+        }                                                                                \
+    } while (0)
+
 #define CHECK_STR(a, b)                                                                  \
     do {                                                                                 \
         const char *mpt_a = (a), *mpt_b = (b);                                           \

@@ -250,10 +250,11 @@ typedef struct mp_client_opts {
 
 /**
  * Connect to @p address (syntax as mp_listener_opts) and authenticate (answer the
- * listener's challenge, then challenge it, as Python's Client). *out: the connection.
- * Errors: -ECONNREFUSED / -ENOENT (with the address), MP_EAUTH, MP_ETIMEOUT, MP_EPROTO.
+ * listener's challenge, then challenge it, as Python's Client). Returns the connection, or
+ * NULL with the code in mp_last_error_code(): -ECONNREFUSED / -ENOENT (with the address),
+ * MP_EAUTH, MP_ETIMEOUT, MP_EPROTO, MP_EINVAL (NULL or malformed address).
  */
-int mp_client(const char *address, const mp_client_opts *opts, mp_connection **out);
+mp_connection *mp_client(const char *address, const mp_client_opts *opts);
 
 /* ---- wait ----------------------------------------------------------------------------- */
 

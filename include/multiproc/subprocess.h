@@ -223,13 +223,13 @@ typedef struct mp_popen mp_popen;
 /**
  * Start @p argv without waiting (Python's Popen). opts->input, timeout and check are
  * ignored here (see mp_popen_communicate()).
- * @param out receives the handle; free it with mp_popen_free().
- * @return 0, or the errors of mp_run() for a child that could not start (no handle).
+ * @return the handle (free it with mp_popen_free()), or NULL when the child could not
+ * start, with the code in mp_last_error_code(): the errors of mp_run().
  */
-int mp_popen_start(const char *const *argv, const mp_subprocess_opts *opts, mp_popen **out);
+mp_popen *mp_popen_start(const char *const *argv, const mp_subprocess_opts *opts);
 
 /** mp_popen_start() of `/bin/sh -c cmdline`. */
-int mp_popen_start_sh(const char *cmdline, const mp_subprocess_opts *opts, mp_popen **out);
+mp_popen *mp_popen_start_sh(const char *cmdline, const mp_subprocess_opts *opts);
 
 /** The child's pid. */
 pid_t mp_popen_pid(const mp_popen *p);

@@ -30,7 +30,8 @@ int mp__mgr_connect(const char *address, const void *key, size_t keylen, double 
                     mp_connection **out)
 {
     mp_client_opts co = {.authkey = key, .authkey_len = keylen, .timeout = timeout};
-    return mp_client(address, &co, out);
+    *out = mp_client(address, &co);
+    return *out ? 0 : mp_last_error_code();
 }
 
 static int gone(const char *address, int code)
