@@ -824,7 +824,7 @@ void mp_run_result_free(mp_run_result *r)
 
 static double run_deadline(const mp_subprocess_opts *o)
 {
-    return o && o->timeout > 0 ? mp__deadline(o->timeout) : -1;
+    return o && o->time_limit > 0 ? mp__deadline(o->time_limit) : -1;
 }
 
 /* The status as an error when check is on: MP_ECHILDFAIL with Python's wording. */
@@ -858,7 +858,7 @@ static int run_to_end(mp_popen *p, const mp_subprocess_opts *o, mp_run_result *r
         child_reap_blocking(p);
         io_drain(&p->io);
         if (rc == MP_ETIMEOUT)
-            mp__error(rc, "command '%s' timed out after %g seconds", p->desc, o->timeout);
+            mp__error(rc, "command '%s' timed out after %g seconds", p->desc, o->time_limit);
     }
     take_result(p, res);
     if (rc == 0 && o->check)
@@ -1079,7 +1079,7 @@ int mp_pipeline(const char *const *const *cmds, size_t n, const mp_subprocess_op
         if (rc == 0)
             rc = pipeline_reap(&pl, deadline, false);
         if (rc == MP_ETIMEOUT)
-            mp__error(rc, "pipeline timed out after %g seconds", o->timeout);
+            mp__error(rc, "pipeline timed out after %g seconds", o->time_limit);
     }
     if (rc < 0) {
         pipeline_reap(&pl, -1, true);

@@ -212,7 +212,7 @@ static void test_input_child_stops_reading(void)
 static void test_timeout_keeps_partial_output(void)
 {
     mp_subprocess_opts o = capture();
-    o.timeout = 0.5;
+    o.time_limit = 0.5;
     mp_run_result r;
     double t0 = mpt_now();
     CHECK_ERR(mp_run_sh("echo partial; echo e >&2; sleep 10", &o, &r), MP_ETIMEOUT);
@@ -551,7 +551,7 @@ static bool pid_gone(pid_t pid, int tries)
 static void test_grandchild_holds_pipe(void)
 {
     mp_subprocess_opts o = capture();
-    o.timeout = 0.5;
+    o.time_limit = 0.5;
     mp_run_result r;
     double t0 = mpt_now();
     CHECK_ERR(mp_run_sh("sleep 30 & echo $!; sleep 30", &o, &r), MP_ETIMEOUT);
@@ -705,7 +705,7 @@ static void test_pipeline(void)
     mp_run_result_free(&r);
 
     const char *const *slow[] = {ARGV("sh", "-c", "echo tick; sleep 10"), ARGV("cat")};
-    mp_subprocess_opts t = {.out = MP_STDIO_PIPE, .timeout = 0.4};
+    mp_subprocess_opts t = {.out = MP_STDIO_PIPE, .time_limit = 0.4};
     double t0 = mpt_now();
     CHECK_ERR(mp_pipeline(slow, 2, &t, &r, rcs), MP_ETIMEOUT);
     CHECK(mpt_now() - t0 < 5);
@@ -878,7 +878,7 @@ static void closed_report(int fd, const char *name, int call_rc, int rc, const c
 static void closed_fd_calls(int rep)
 {
     mp_subprocess_opts o = capture();
-    o.timeout = 10;
+    o.time_limit = 10;
     mp_run_result r;
     int c = mp_run(ARGV("cat"), &o, &r);
     closed_report(rep, "cat", c, r.returncode, r.out, r.err);
@@ -893,11 +893,11 @@ static void closed_fd_calls(int rep)
     c = mp_run_sh("echo out; echo err >&2", &o, &r);
     closed_report(rep, "both", c, r.returncode, r.out, r.err);
     mp_run_result_free(&r);
-    mp_subprocess_opts out_only = {.out = MP_STDIO_PIPE, .timeout = 10};
+    mp_subprocess_opts out_only = {.out = MP_STDIO_PIPE, .time_limit = 10};
     c = mp_run_sh(FD_STATES "echo \"$r\"", &out_only, &r);
     closed_report(rep, "fds-out", c, r.returncode, r.out, NULL);
     mp_run_result_free(&r);
-    mp_subprocess_opts err_only = {.err = MP_STDIO_PIPE, .timeout = 10};
+    mp_subprocess_opts err_only = {.err = MP_STDIO_PIPE, .time_limit = 10};
     c = mp_run_sh(FD_STATES "echo \"$r\" >&2", &err_only, &r);
     closed_report(rep, "fds-err", c, r.returncode, NULL, r.err);
     mp_run_result_free(&r);

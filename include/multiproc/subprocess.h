@@ -90,7 +90,7 @@ typedef struct mp_stdio {
 
 /**
  * Options for starting a child (run, call, Popen, pipelines). All-zero means
- * Python's defaults: streams inherited, close_fds on, signals restored, no timeout.
+ * Python's defaults: streams inherited, close_fds on, signals restored, no time limit.
  */
 typedef struct mp_subprocess_opts {
     mp_stdio in, out, err;   /**< stdin, stdout, stderr */
@@ -98,8 +98,8 @@ typedef struct mp_subprocess_opts {
     const void *input;       /**< run/pipeline: bytes written to stdin (stdin becomes a
                                   pipe); borrowed for the call's duration */
     size_t input_len;
-    double timeout;          /**< run/pipeline: seconds; 0 or negative = no timeout (the
-                                  all-zero default; a run cannot usefully "poll") */
+    double time_limit;       /**< run/pipeline: seconds the whole call may take (then the
+                                  child is killed: MP_ETIMEOUT); 0 = no limit */
     bool check;              /**< run/pipeline: a non-zero exit is MP_ECHILDFAIL */
     const char *executable;  /**< the program actually run (argv[0] is only what the
                                   child sees); for the _sh functions it replaces /bin/sh */
@@ -167,8 +167,8 @@ void mp_run_result_free(mp_run_result *r);
  * @param res  filled (zero it first or reuse a freed one); the caller frees it with
  *             mp_run_result_free(), also after MP_ETIMEOUT / MP_ECHILDFAIL.
  * @return 0 when the child ran (whatever its status, unless check);
- *         MP_ETIMEOUT: the child (its group with kill_group) was killed and reaped,
- *         res holds what was read before and returncode -9;
+ *         MP_ETIMEOUT: opts->time_limit passed: the child (its group with kill_group)
+ *         was killed and reaped, res holds what was read before and returncode -9;
  *         MP_ECHILDFAIL: check and a non-zero status, res fully filled;
  *         -ENOENT/-EACCES/...: the program could not be started (mp_last_error() names
  *         the path or the cwd); MP_EINVAL: NULL or empty argv, bad options;
@@ -221,7 +221,7 @@ int mp_getoutput(const char *cmd, char **out, size_t *len);
 typedef struct mp_popen mp_popen;
 
 /**
- * Start @p argv without waiting (Python's Popen). opts->input, timeout and check are
+ * Start @p argv without waiting (Python's Popen). opts->input, time_limit and check are
  * ignored here (see mp_popen_communicate()).
  * @return the handle (free it with mp_popen_free()), or NULL when the child could not
  * start, with the code in mp_last_error_code(): the errors of mp_run().
