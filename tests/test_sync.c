@@ -601,6 +601,9 @@ static void test_barrier_basic(void)
     mp_barrier_opts bad = {0};
     CHECK(mp_barrier_new(&bad) == NULL);
     CHECK_INT(mp_last_error_code(), MP_EINVAL);
+    CHECK_NULL_ERR(mp_barrier_new(&(mp_barrier_opts){.parties = 1, .wait_limit = -1}),
+                   MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "wait_limit");
 
     _Atomic int *page = shared_page();
     action_counter = &page[2];
@@ -652,6 +655,16 @@ static void test_barrier_timeout_abort_reset(void)
     CHECK_INT(reap(p), 0);
     CHECK(!mp_barrier_broken(b));
     CHECK_INT(mp_barrier_n_waiting(b), 0);
+    mp_barrier_free(b);
+
+    /* wait_limit bounds a wait with a negative timeout (Python's Barrier(timeout=)) */
+    b = mp_barrier_new(&(mp_barrier_opts){.parties = 2, .wait_limit = 0.2});
+    t0 = mpt_now();
+    CHECK_ERR(mp_barrier_wait(b, -1), MP_ETIMEOUT);
+    CHECK(mpt_now() - t0 < 5);
+    CHECK(mp_barrier_broken(b));
+    mp_barrier_free(b);
+    b = mp_barrier_new(&o);
 
     /* abort breaks the waiting party and later ones */
     p = fork_child(barrier_wait_child, b);

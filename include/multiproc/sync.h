@@ -224,8 +224,8 @@ typedef struct mp_barrier_opts {
                                        so under spawn it must be a function of the
                                        program (not a pointer into a parent's heap) */
     void *action_arg;             /**< passed to action (must be valid in that process) */
-    double timeout;               /**< default for mp_barrier_wait's negative timeout;
-                                       0 here means "no default" (wait forever) */
+    double wait_limit;            /**< seconds a wait with a negative timeout may last
+                                       (Python's Barrier(timeout=)); 0 = no limit */
 } mp_barrier_opts;
 
 /** A new barrier. NULL with MP_EINVAL when parties is 0 or too large. */

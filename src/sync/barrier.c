@@ -185,6 +185,10 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
         mp__error(MP_EINVAL, "barrier parties must be 1..%d", MAX_PARTIES);
         return NULL;
     }
+    if (!(opts->wait_limit >= 0)) {
+        mp__error(MP_EINVAL, "barrier wait_limit %g (seconds, 0 = no limit)", opts->wait_limit);
+        return NULL;
+    }
     mp__shm seg;
     if (mp__sync_seg_create(&seg, sizeof(barrier_sh), "mp-barrier") < 0)
         return NULL;
@@ -194,7 +198,7 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
         return NULL;
     }
     sh->parties = opts->parties;
-    sh->default_timeout = opts->timeout > 0 ? opts->timeout : -1;
+    sh->default_timeout = opts->wait_limit > 0 ? opts->wait_limit : -1;
     sh->magic = BARRIER_MAGIC;
     mp_barrier *b = wrap(&seg);
     if (!b) {
