@@ -136,7 +136,7 @@ struct mp_listener {
     void *authkey;
     size_t authkey_len;
     mp_auth_digest digest;
-    double handshake_timeout;
+    double handshake_limit; /* seconds; 0: no limit */
     size_t max_message_size;
     mp__hs *hs[MAX_INFLIGHT]; /* handshakes in progress, oldest first */
     int nhs;
@@ -201,12 +201,17 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
     static const mp_listener_opts defaults;
     if (!opts)
         opts = &defaults;
+    if (!(opts->handshake_limit >= 0)) {
+        mp__error(MP_EINVAL, "listener: handshake_limit %g (seconds, 0 = no limit)",
+                  opts->handshake_limit);
+        return NULL;
+    }
     mp_listener *l = mp__calloc(1, sizeof *l);
     if (!l)
         return NULL;
     l->fd = -1;
     l->digest = opts->digest;
-    l->handshake_timeout = opts->handshake_timeout > 0 ? opts->handshake_timeout : 20.0;
+    l->handshake_limit = opts->handshake_limit;
     l->max_message_size = opts->max_message_size;
     if (opts->authkey) {
         l->authkey = malloc(opts->authkey_len ? opts->authkey_len : 1);
@@ -289,6 +294,9 @@ static mp__hs *hs_remove(mp_listener *l, int i)
     return h;
 }
 
+/* The deadline of an options-struct limit: 0 is no limit (-1: no deadline). */
+static double limit_deadline(double limit) { return limit > 0 ? mp__deadline(limit) : -1; }
+
 /* Start a handshake for every connection in the backlog, while there is room. */
 static int admit_pending(mp_listener *l)
 {
@@ -299,7 +307,7 @@ static int admit_pending(mp_listener *l)
         if (fd < 0)
             return fd;
         mp__hs *h = mp__hs_new(fd, true, l->authkey, l->authkey_len, l->digest,
-                               mp__deadline(l->handshake_timeout));
+                               limit_deadline(l->handshake_limit));
         if (!h) {
             mp__close(fd);
             return mp_last_error_code();
@@ -317,7 +325,8 @@ static int advance_all(mp_listener *l, mp_connection **out)
     for (int i = 0; i < l->nhs; i++) {
         mp__hs *h = l->hs[i];
         int r = mp__hs_step(h);
-        if (r == 0 && now < mp__hs_deadline(h))
+        double d = mp__hs_deadline(h);
+        if (r == 0 && (d < 0 || now < d))
             continue;
         int fd = mp__hs_fd(h);
         mp__hs_free(hs_remove(l, i));
@@ -328,7 +337,7 @@ static int advance_all(mp_listener *l, mp_connection **out)
         mp__close(fd);
         if (r == 0)
             return mp__error(MP_ETIMEOUT, "accept on '%s': a peer did not complete the handshake "
-                                          "within %.3g s", l->address, l->handshake_timeout);
+                                          "within %.3g s", l->address, l->handshake_limit);
         return mp__error(r, "accept on '%s': %s", l->address, mp_last_error());
     }
     return 0;
@@ -346,7 +355,7 @@ static int wait_any(mp_listener *l, double deadline)
     for (int i = 0; i < l->nhs; i++) {
         p[n++] = (struct pollfd){.fd = mp__hs_fd(l->hs[i]), .events = mp__hs_events(l->hs[i])};
         double d = mp__hs_deadline(l->hs[i]);
-        if (until < 0 || d < until)
+        if (d >= 0 && (until < 0 || d < until))
             until = d;
     }
     for (;;) {
@@ -454,8 +463,10 @@ static int client_connect(const char *address, const mp_client_opts *opts, mp_co
         opts = &defaults;
     if (!address)
         return mp__error(MP_EINVAL, "mp_client: NULL address");
-    double timeout = opts->timeout == 0 ? 20.0 : opts->timeout;
-    double deadline = mp__deadline(timeout);
+    if (!(opts->time_limit >= 0))
+        return mp__error(MP_EINVAL, "mp_client: time_limit %g (seconds, 0 = no limit)",
+                         opts->time_limit);
+    double deadline = limit_deadline(opts->time_limit);
     sockaddr_any a;
     int code = parse_address(address, false, &a);
     if (code < 0)
@@ -490,14 +501,14 @@ mp_connection *mp_client(const char *address, const mp_client_opts *opts)
 
 /* The server side of the handshake on a connection the caller accepted from l's fd
  * itself: the manager authenticates on each connection's own thread, so a slow peer
- * never holds its accept loop. */
-int mp__listener_handshake(const mp_listener *l, mp_connection *c, double timeout);
-int mp__listener_handshake(const mp_listener *l, mp_connection *c, double timeout)
+ * never holds its accept loop. The listener's handshake_limit applies. */
+int mp__listener_handshake(const mp_listener *l, mp_connection *c);
+int mp__listener_handshake(const mp_listener *l, mp_connection *c)
 {
     if (!l || !c)
         return mp__error(MP_EINVAL, "mp__listener_handshake: NULL argument");
     if (!l->authkey)
         return 0;
     return mp__hs_run(mp_connection_fileno(c), true, l->authkey, l->authkey_len, l->digest,
-                      mp__deadline(timeout));
+                      limit_deadline(l->handshake_limit));
 }

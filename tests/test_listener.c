@@ -30,7 +30,7 @@ static void *client_main(void *arg)
 {
     client_job *j = arg;
     mp_client_opts o = {.authkey = j->key, .authkey_len = j->key ? strlen(j->key) : 0,
-                        .digest = j->digest, .timeout = j->timeout};
+                        .digest = j->digest, .time_limit = j->timeout};
     mp_connection *c = mp_client(j->address, &o);
     j->result = c ? 0 : mp_last_error_code();
     snprintf(j->error, sizeof j->error, "%s", mp_last_error());
@@ -225,7 +225,7 @@ static void *raw_main(void *arg)
 
 static void test_bounded_handshake(void)
 {
-    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .handshake_timeout = 0.3};
+    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .handshake_limit = 0.3};
     mp_listener *l = mp_listener_new(&o);
     for (int mode = 0; mode < 3; mode++) {
         raw_job r = {.mode = mode};
@@ -287,12 +287,17 @@ static void test_errors(void)
     close(hold);
     CHECK_NULL_ERR(c = mp_client("nonsense", NULL), MP_EINVAL);
     CHECK_NULL_ERR(c = mp_client("", NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_client("/nonexistent/socket", &(mp_client_opts){.time_limit = -1}),
+                   MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "time_limit");
+    CHECK_NULL_ERR(mp_listener_new(&(mp_listener_opts){.handshake_limit = -1}), MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "handshake_limit");
     mp_listener_opts bad = {.address = "no.such.host.invalid:80"};
     CHECK(mp_listener_new(&bad) == NULL);
     CHECK_INT(mp_last_error_code(), MP_EINVAL);
     /* A client with a key against a listener without one waits for a challenge in vain. */
     l = mp_listener_new(NULL);
-    mp_client_opts co = {.authkey = KEY, .authkey_len = strlen(KEY), .timeout = 0.3};
+    mp_client_opts co = {.authkey = KEY, .authkey_len = strlen(KEY), .time_limit = 0.3};
     t0 = mpt_now();
     CHECK_NULL_ERR(c = mp_client(mp_listener_address(l), &co), MP_ETIMEOUT);
     CHECK(mpt_now() - t0 < 5);
@@ -370,7 +375,7 @@ static void py_listener_case(const char *address, const char *pykey, bool modern
     bound[strcspn(bound, "\n")] = 0;
     if (strcmp(address + strlen(address) - 2, ":0") != 0)
         CHECK_STR(bound, address);
-    mp_client_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .digest = ours, .timeout = 30};
+    mp_client_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .digest = ours, .time_limit = 30};
     mp_clear_error();
     mp_connection *c = mp_client(bound, &o);
     CHECK_INT(c ? 0 : mp_last_error_code(), expect_client);
@@ -454,7 +459,7 @@ static void *trickle_main(void *arg)
  * bad peer is dropped once its whole handshake passed 1 s (it never got 1 s per read). */
 static void test_slow_peers_do_not_delay_others(void)
 {
-    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .handshake_timeout = 1};
+    mp_listener_opts o = {.authkey = KEY, .authkey_len = strlen(KEY), .handshake_limit = 1};
     mp_listener *l = mp_listener_new(&o);
     trickle_job t = {0};
     snprintf(t.path, sizeof t.path, "%s", mp_listener_address(l));
@@ -525,7 +530,7 @@ static void test_client_deadline_is_per_handshake(void)
     CHECK(bind(s.fd, (struct sockaddr *)&a, sizeof a) == 0);
     CHECK(listen(s.fd, 4) == 0);
     pthread_create(&s.thread, NULL, slow_server_main, &s);
-    mp_client_opts co = {.authkey = KEY, .authkey_len = strlen(KEY), .timeout = 1};
+    mp_client_opts co = {.authkey = KEY, .authkey_len = strlen(KEY), .time_limit = 1};
     mp_connection *c = NULL;
     double t0 = mpt_now();
     CHECK_NULL_ERR(c = mp_client(path, &co), MP_ETIMEOUT);

@@ -210,7 +210,8 @@ typedef struct mp_listener_opts {
     const void *authkey;   /**< NULL: no authentication */
     size_t authkey_len;
     mp_auth_digest digest; /**< the challenge we send */
-    double handshake_timeout; /**< seconds for a peer to complete the whole handshake; 0: 20 s */
+    double handshake_limit;   /**< seconds a peer has to complete the whole handshake;
+                                   0 = no limit (as Python) */
     size_t max_message_size;  /**< of each accepted connection; 0: 64 MiB (see above) */
 } mp_listener_opts;
 
@@ -225,7 +226,7 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts);
  * (up to 64 in progress) and the first to complete is returned; the others stay in
  * progress for the next accept. A peer that fails is closed and reported by the accept
  * that sees it: MP_EAUTH (wrong key, protocol error), or MP_ETIMEOUT with "did not complete
- * the handshake" once handshake_timeout has passed since it connected; the listener stays
+ * the handshake" once handshake_limit has passed since it connected; the listener stays
  * usable. On success *out is the new connection (caller owns it).
  */
 int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out);
@@ -243,8 +244,7 @@ typedef struct mp_client_opts {
     const void *authkey;   /**< NULL: no authentication */
     size_t authkey_len;
     mp_auth_digest digest; /**< the challenge we send */
-    double timeout;        /**< one deadline for connect + the whole handshake; 0: 20 s,
-                                negative: forever */
+    double time_limit;     /**< seconds for connect + the whole handshake; 0 = no limit */
     size_t max_message_size; /**< of the connection; 0: 64 MiB (see above) */
 } mp_client_opts;
 

@@ -132,7 +132,7 @@ typedef struct mp_manager_opts {
     const mp_manager_type *types; /**< user types served besides the built-in ones */
     size_t ntypes;         /**< at most 64 */
     size_t max_message;    /**< largest request accepted, bytes; 0: 64 MiB */
-    double handshake_limit; /**< seconds a client has to authenticate; 0: 5 s */
+    double handshake_limit; /**< seconds a client has to authenticate; 0 = no limit */
     int max_connections;   /**< 0: 1024; later connections are closed at once */
 } mp_manager_opts;
 
@@ -144,11 +144,12 @@ typedef struct mp_manager_opts {
 mp_manager *mp_manager_new(const mp_manager_opts *opts);
 /**
  * Connect to a running manager (any process's, or a standalone server) by address and
- * authkey. Checks the server answers within @p timeout seconds (negative: forever,
- * 0: 20 s). NULL on error: -ECONNREFUSED / -ENOENT, MP_EAUTH, MP_ETIMEOUT.
+ * authkey. Checks the server answers within @p time_limit seconds (0 = no limit, like
+ * the `..._limit` fields of options). NULL on error: -ECONNREFUSED / -ENOENT, MP_EAUTH,
+ * MP_ETIMEOUT, MP_EINVAL (a negative limit).
  */
 mp_manager *mp_manager_connect(const char *address, const void *authkey, size_t authkey_len,
-                               double timeout);
+                               double time_limit);
 /** The server's address (borrowed; for port 0 the port it picked). */
 const char *mp_manager_address(const mp_manager *m);
 /** The authkey (borrowed) and its length. */

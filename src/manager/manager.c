@@ -228,13 +228,13 @@ mp_manager *mp_manager_new(const mp_manager_opts *opts)
 }
 
 mp_manager *mp_manager_connect(const char *address, const void *authkey, size_t authkey_len,
-                               double timeout)
+                               double time_limit)
 {
     mp_manager *m = manager_alloc(address, authkey, authkey_len);
     if (!m)
         return NULL;
     mp_connection *c;
-    int r = mp__mgr_connect(address, authkey, authkey_len, timeout, &c);
+    int r = mp__mgr_connect(address, authkey, authkey_len, time_limit, &c);
     if (r == 0) {
         r = mp__mgr_roundtrip(c, address, "ping", 0, NULL, NULL);
         mp_connection_free(c);
@@ -311,7 +311,7 @@ mp_proxy *mp_manager_create(mp_manager *m, const char *type, const mp_value *arg
         return NULL;
     }
     mp_connection *c;
-    if (mp__mgr_connect(m->address, m->key, m->keylen, 0, &c) < 0) {
+    if (mp__mgr_connect(m->address, m->key, m->keylen, 20.0, &c) < 0) {
         if (mp_last_error_code() == -ECONNREFUSED || mp_last_error_code() == -ENOENT)
             mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", m->address, mp_last_error());
         return NULL;

@@ -162,8 +162,8 @@ typedef struct mgr_ref {
 
 /* The reference a proxy handle value stands for (NULL if v is not a proxy). */
 const mgr_ref *mp__mgr_proxy_ref(const mp_value *v);
-/* Connect to a manager (authenticated). */
-int mp__mgr_connect(const char *address, const void *key, size_t keylen, double timeout,
+/* Connect to a manager (authenticated), within limit seconds (0 = no limit). */
+int mp__mgr_connect(const char *address, const void *key, size_t keylen, double limit,
                     mp_connection **out);
 /* One request/response on a connection. */
 int mp__mgr_roundtrip(mp_connection *c, const char *address, const char *method, uint64_t id,
@@ -172,6 +172,6 @@ int mp__mgr_roundtrip(mp_connection *c, const char *address, const char *method,
 mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref);
 
 /* The server side of the handshake on an accepted connection (src/listener.c). */
-int mp__listener_handshake(const mp_listener *l, mp_connection *c, double timeout);
+int mp__listener_handshake(const mp_listener *l, mp_connection *c);
 
 #endif

@@ -26,10 +26,10 @@ struct mp_proxy {
     bool pending;        /* an interrupted call's reply is still on its way */
 };
 
-int mp__mgr_connect(const char *address, const void *key, size_t keylen, double timeout,
+int mp__mgr_connect(const char *address, const void *key, size_t keylen, double limit,
                     mp_connection **out)
 {
-    mp_client_opts co = {.authkey = key, .authkey_len = keylen, .timeout = timeout};
+    mp_client_opts co = {.authkey = key, .authkey_len = keylen, .time_limit = limit};
     *out = mp_client(address, &co);
     return *out ? 0 : mp_last_error_code();
 }
@@ -105,7 +105,7 @@ mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref)
 static int proxy_connect(mp_proxy *p)
 {
     mp_connection *c;
-    int r = mp__mgr_connect(p->ref.address, p->ref.key, p->ref.keylen, 0, &c);
+    int r = mp__mgr_connect(p->ref.address, p->ref.key, p->ref.keylen, 20.0, &c);
     if (r < 0)
         return r;
     mp_value *args = mp_value_pack("[I I]", (int64_t)p->ref.id, (int64_t)p->ref.token);

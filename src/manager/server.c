@@ -504,7 +504,7 @@ static void *conn_main(void *arg)
     mgr_server *s = c->srv;
     mp__block_signals_in_thread();
     mp__mgr_in_server = true;
-    int r = mp__listener_handshake(s->listener, c->conn, s->cfg.handshake_limit);
+    int r = mp__listener_handshake(s->listener, c->conn);
     while (r == 0) {
         void *buf;
         size_t len;
@@ -592,7 +592,7 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts)
                 cfg->key[i] = (unsigned char)(rand() ^ (int)getpid());
     }
     cfg->max_message = opts->max_message ? opts->max_message : (size_t)64 << 20;
-    cfg->handshake_limit = opts->handshake_limit > 0 ? opts->handshake_limit : 5.0;
+    cfg->handshake_limit = opts->handshake_limit; /* 0: no limit */
     cfg->max_connections = opts->max_connections > 0 ? opts->max_connections : 1024;
     cfg->types = opts->types;
     cfg->ntypes = opts->ntypes;
@@ -605,6 +605,9 @@ int mp__mgr_check_opts(const mp_manager_opts *opts)
     if (opts->authkey && opts->authkey_len > MGR_MAX_KEY)
         return mp__error(MP_EINVAL, "manager: authkey of %zu bytes (at most %d)",
                          opts->authkey_len, MGR_MAX_KEY);
+    if (!(opts->handshake_limit >= 0))
+        return mp__error(MP_EINVAL, "manager: handshake_limit %g (seconds, 0 = no limit)",
+                         opts->handshake_limit);
     if (opts->address && strlen(opts->address) >= MGR_ADDR_LEN)
         return mp__error(MP_EINVAL, "manager: address too long");
     if (opts->ntypes > MGR_MAX_TYPES || (opts->ntypes && !opts->types))
@@ -655,7 +658,7 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
                            .backlog = 128,
                            .authkey = s->cfg.key,
                            .authkey_len = s->cfg.keylen,
-                           .handshake_timeout = s->cfg.handshake_limit};
+                           .handshake_limit = s->cfg.handshake_limit};
     s->listener = mp_listener_new(&lo);
     if (!s->listener) {
         int code = mp_last_error_code();
