@@ -2,15 +2,22 @@
  * @file error.h
  * @brief The error model shared by every multiproc module.
  *
- * A fallible function returns `int`: 0 (or a non-negative count) on success and a
- * negative code on failure. A code is either `-errno` for an operating-system error
- * (`-ENOENT`, `-EACCES`, ...) or one of the `MP_E*` library codes below, which sit
- * far below any errno value so the two ranges never collide.
+ * A failure is reported in one of two shapes:
+ * - a constructor (a function returning a new handle: `mp_queue_new`, `mp_popen_start`,
+ *   `mp_client`, ...) returns NULL, and the code is in mp_last_error_code();
+ * - every other fallible function returns `int`: 0 (or a non-negative count) on success
+ *   and the negative code on failure (also in mp_last_error_code()).
+ *
+ * A code is either `-errno` for an operating-system error (`-ENOENT`, `-EACCES`, ...) or
+ * one of the `MP_E*` library codes below, which sit far below any errno value so the two
+ * ranges never collide.
  *
  * Besides the code, the failing function stores a detailed, human-readable message
  * in a thread-local buffer (the missing program's path, the child's exit status, the
  * peer's address). `mp_last_error()` returns it; it stays valid until the same
- * thread's next failing multiproc call.
+ * thread's next failing multiproc call. Only failures set the code and the message: a
+ * call that succeeds leaves them as they were, so read them right after the failing
+ * call (or mp_clear_error() first).
  *
  * Python mapping: where Python raises an exception, multiproc returns its code:
  * TimeoutExpired -> MP_ETIMEOUT, CalledProcessError -> MP_ECHILDFAIL,
@@ -85,7 +92,8 @@ const char *mp_errname(int code);
  */
 const char *mp_last_error(void);
 
-/** The code of this thread's last failure, 0 if none. */
+/** The code of this thread's last failure, 0 if none: where a constructor that returned
+ * NULL puts its code (-ENOMEM, MP_EINVAL, ...). */
 int mp_last_error_code(void);
 
 /** Forget this thread's last failure. */
