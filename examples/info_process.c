@@ -1,7 +1,7 @@
 /* Process information: pid, parent, state, start time, CPU, memory, cwd, cmdline and environment of this process and of a child. */
-/* Process information (seed 004), for this process and for a child, the C way.
+/* Process information, for this process and for a child, the C way.
  *
- * The seed lists what Python offers:
+ * What Python offers:
  *   os.getpid(), os.getppid()                  -> info.pid, info.ppid
  *   process state (ps / psutil status())       -> info.state_name
  *   psutil.Process().create_time()             -> info.start_time

@@ -25,7 +25,7 @@
  *     except EOFError:
  *         print("End")
  *
- * EOFError is MP_EEOF. Each process closes the ends it does not use, as in the seed: under
+ * EOFError is MP_EEOF. Each process closes the ends it does not use, as in Python: under
  * the default start method (fork) a child's imported ends are the very fds it inherited, so
  * closing them really closes them and the end of file arrives, as it does in Python. */
 #include <stdio.h>

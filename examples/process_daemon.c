@@ -1,7 +1,7 @@
 /* Daemon and non-daemon children at exit: the daemon is terminated, the other is waited for. */
 /* a daemon and a non-daemon child; the main program
  * returns at once. At exit the library terminates the daemon and waits for the
- * other, so the daemon never prints "Exiting". The seed sleeps 3 s; here 0.3 s.
+ * other, so the daemon never prints "Exiting". The Python original sleeps 3 s; here 0.3 s.
  *
  *   def foo():
  *       name = multiprocessing.current_process().name
@@ -47,9 +47,9 @@ int main(void)
     atexit(release);
     if (mp_process_start(background) < 0)
         return 1;
-    usleep(50000); /* keep the two "Starting" lines in the seed's order */
+    usleep(50000); /* keep the two "Starting" lines in the Python original's order */
     if (mp_process_start(no_background) < 0)
         return 1;
-    usleep(100000); /* the seed's daemon gets to print "Starting" before the exit */
+    usleep(100000); /* the Python original's daemon gets to print "Starting" before the exit */
     return 0;
 }

@@ -1,6 +1,6 @@
 /* Exit codes of a child in every way it can end (the tracebacks on stderr are part of it). */
 /* the exit code of a child in every way it
- * can end. The C mapping of the seed's table:
+ * can end. The C mapping of Python's table:
  *   sys.exit(1)          -> mp_process_exit(1)                      exitcode 1
  *   return               -> return 0                                exitcode 0
  *   return 1 (ignored    -> return 0 (in C the return value IS the  exitcode 0

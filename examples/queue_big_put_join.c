@@ -1,5 +1,5 @@
 /* A child puts a 1,000,000-byte item and exits before anyone reads it: the parent's join does not deadlock. */
-/* The seeds' documented deadlock (001, 000): a child puts a 1,000,000-byte string and the
+/* Python's documented deadlock: a child puts a 1,000,000-byte string and the
  * parent joins the child before getting it. Python:
  *
  *     def f(q):

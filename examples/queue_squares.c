@@ -23,7 +23,7 @@
  *     Process-2 25
  *     Process-1 36
  *     [9, 16, 36, 25]
- * The seed's empty()-then-get() can block forever when the other worker takes the last
+ * Python's empty()-then-get() can block forever when the other worker takes the last
  * item in between; get_nowait() (MP_EEMPTY) has no such race. */
 #include <stdio.h>
 

@@ -1,6 +1,6 @@
 /* A shared Value and Array: a child writes the number and negates the array. */
 /* shared-memory example in C: a child writes a Value and negates an Array;
- * the parent prints them. The seed (Python) is:
+ * the parent prints them. In Python:
  *
  *     def worker(num, arr):
  *         num.value = 3.1415927

@@ -1,5 +1,5 @@
 /* run() and check_output(): exit codes, captured output, a failing command as an error. */
-/* run()/check_output() examples (seeds/003, §1.1-1.2), in C:
+/* run()/check_output() examples, in C:
  *
  *   proc = subprocess.run(['uname', '-r'], stdout=subprocess.PIPE)
  *   print(proc.returncode); print(proc.stdout)

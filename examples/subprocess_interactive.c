@@ -1,8 +1,8 @@
 /* Interactive two-way talk with a child: write a line, read the answer. */
-/* interactive parent/child demo (seeds/003, "示例"), in C. The child
+/* interactive parent/child demo, in C. The child
  * reads one path per line and answers "ok" on its stdout, flushing each line; the
  * parent writes a line, reads the answer and prints "Well Done." on "ok\n".
- * The seed's input() prompts are replaced by a fixed list of answers so the demo
+ * The Python original's input() prompts are replaced by a fixed list of answers so the demo
  * runs without a terminal; the child here is a shell loop instead of the clipboard
  * saver. */
 #include <stdio.h>
@@ -34,7 +34,7 @@ int main(void)
     mp_popen_close_fd(proc, 0); /* EOF ends the child's loop */
     int rc = -1;
     if (mp_popen_wait(proc, 5, &rc) != 0)
-        mp_popen_kill(proc); /* as the seed: kill it if it did not exit */
+        mp_popen_kill(proc); /* as the Python original: kill it if it did not exit */
     printf("child exited with %d\n", rc);
     mp_popen_free(proc);
     return rc == 0 ? 0 : 1;

@@ -1,5 +1,5 @@
 /* Popen: reading a child's output, feeding its input, and a two-command pipeline. */
-/* Popen examples (seeds/003, §1.3), in C:
+/* Popen examples, in C:
  *
  *   >>> ls = sub.Popen(['ls'], stdout=sub.PIPE)
  *   >>> for f in ls.stdout: print(f)
@@ -12,7 +12,7 @@
  *                             stderr=subprocess.STDOUT)
  *   out = child2.communicate()
  *
- * run in a fresh directory holding the seed's three files; `wc` prints
+ * run in a fresh directory holding the Python original's three files; `wc` prints
  * lines/words/bytes of `ls -l` (the byte count depends on the owner's name and dates). */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -62,7 +62,7 @@ int main(void)
     mp_popen_wait(p, -1, NULL);
     mp_popen_free(p);
 
-    /* child1 | child2 with the handles, as in the seed. */
+    /* child1 | child2 with the handles, as in the Python original. */
     const char *ls_l[] = {"ls", "-l", NULL}, *wc[] = {"wc", NULL};
     mp_popen *child1 = mp_popen_start(ls_l, &o);
     if (!child1)

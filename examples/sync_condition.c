@@ -1,6 +1,6 @@
 /* A Condition: two processes wait until a third has finished its stage. */
 /* Condition example in C: two stage_2 processes wait on a condition until
- * the s1 process has done stage 1 and calls notify_all. The seed prints:
+ * the s1 process has done stage 1 and calls notify_all. Python prints:
  *
  *     Starting stage_2[1]
  *     Starting stage_2[2]

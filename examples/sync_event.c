@@ -1,6 +1,6 @@
 /* An Event: one process waits without a timeout, another with one. */
 /* Event example in C: one process waits for the event without a timeout,
- * another with a 2 s timeout; the main process sets it after 3 s. The seed prints:
+ * another with a 2 s timeout; the main process sets it after 3 s. Python prints:
  *
  *     main: waiting before calling Event.set()
  *     wait_for_event: starting
@@ -36,7 +36,7 @@ static int wait_for_event_timeout(mp_value *args)
     mp_event *e = arg_event(args);
     printf("wait_for_event_timeout: starting\n");
     fflush(stdout);
-    mp_event_wait(e, 2); /* MP_ETIMEOUT after 2 s: the seed ignores it too */
+    mp_event_wait(e, 2); /* MP_ETIMEOUT after 2 s: the Python original ignores it too */
     printf("wait_for_event_timeout: e.is_set()-> %s\n", mp_event_is_set(e) ? "True" : "False");
     return 0;
 }
@@ -55,7 +55,7 @@ int main(void)
 {
     mp_event *e = mp_event_new();
     /* Python's children take a while to start, so main's line comes first there; we
-     * print it first to get the seed's order. */
+     * print it first to get the Python original's order. */
     printf("main: waiting before calling Event.set()\n");
     fflush(stdout);
     mp_process *w1 = start("block", wait_for_event, e);

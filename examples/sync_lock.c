@@ -1,6 +1,6 @@
 /* A Lock shared by ten processes keeps their lines whole. */
 /* Lock example in C: ten processes print through one shared lock, so the
- * lines never interleave. The seed (Python) is:
+ * lines never interleave. In Python:
  *
  *     def worker(lock, i):
  *         lock.acquire()

@@ -1,7 +1,7 @@
 /* A Semaphore lets at most three of ten workers be active at a time. */
 /* Semaphore example in C: ten workers, at most three active at a time.
  * An ActivePool (a struct in shared memory with its lock) records who is active; the
- * seed keeps it in a Manager list. Output looks like the seed's:
+ * Python original keeps it in a Manager list. Output looks like Python's:
  *
  *     Activating 0 now running ['0', '1', '2']
  *     ...
@@ -69,7 +69,7 @@ static int worker(mp_value *args)
     pool_str(pool, buf, sizeof buf);
     printf("Activating %s now running %s\n", name, buf);
     fflush(stdout);
-    usleep((useconds_t)(rand() % 500000)); /* the seed sleeps up to 1 s */
+    usleep((useconds_t)(rand() % 500000)); /* the Python original sleeps up to 1 s */
     make_inactive(pool, name);
     mp_semaphore_release(s);
     return 0;

@@ -1,4 +1,4 @@
-/* Process information from /proc (seed 004): stat, cwd, exe, cmdline, environ. */
+/* Process information from /proc: stat, cwd, exe, cmdline, environ. */
 #define _GNU_SOURCE
 #include "multiproc/info.h"
 #include "internal/common.h"

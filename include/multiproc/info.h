@@ -3,7 +3,7 @@
  * @brief Process information read from /proc: pid, parent, state, start time, CPU
  * times, memory, working directory, executable, command line, environment.
  *
- * Python mapping (the seed's os / psutil calls):
+ * Python mapping (the os / psutil calls):
  * - `os.getpid()`, `os.getppid()`            -> info.pid, info.ppid
  * - `psutil.Process(pid).status()`           -> info.state ('S') and info.state_name ("sleeping")
  * - `psutil.Process(pid).create_time()`      -> info.start_time (seconds since the epoch)

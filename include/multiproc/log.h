@@ -8,7 +8,7 @@
  * - `get_logger().info("x %d", n)` -> mp_log(MP_LOG_INFO, "x %d", n)
  * - a handler on another stream -> mp_log_set_fd(fd)
  *
- * Lines look like the seeds' and Python's `[%(levelname)s/%(processName)s] %(message)s`:
+ * Lines look like Python's `[%(levelname)s/%(processName)s] %(message)s`:
  * `[INFO/Process-1] child process calling self.run()`,
  * `[INFO/MainProcess] process shutting down`. The process name is
  * mp_current_process_name(). As in Python nothing is printed until mp_log_to_stderr()

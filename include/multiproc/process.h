@@ -15,7 +15,7 @@
  * - Exceptions -> error codes: ProcessError/RuntimeError -> MP_EPROCESS, ValueError
  *   on a closed process -> MP_ECLOSED / MP_ESTATE.
  *
- * Exit codes (the seeds' table, in C):
+ * Exit codes (Python's rules, in C):
  * | in the target (Python)         | in the target (C)                  | exitcode |
  * |--------------------------------|------------------------------------|----------|
  * | `return` / `return n`          | `return 0;`                        | 0        |
