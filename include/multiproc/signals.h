@@ -109,6 +109,7 @@ int mp_signal_ignore(int signum);
 
 /**
  * The current disposition of @p signum, read from the kernel.
+ * @param signum the signal.
  * @param fn,arg if non-NULL, receive the deferred handler and its pointer when the
  *        result is MP_SIGNAL_HANDLER (NULL otherwise).
  * @return an mp_signal_disposition (>= 0), or -EINVAL for an invalid number.
@@ -226,6 +227,7 @@ int mp_signal_pending(sigset_t *out);
 /**
  * Wait until one of the signals in @p set is pending and take it (sigtimedwait).
  * The signals should be blocked first (mp_signal_mask), or a handler may take them.
+ * @param set the signals to wait for.
  * @param timeout seconds; negative waits forever, 0 only checks.
  * @param info if non-NULL receives the sender's details (si_pid, si_code, ...).
  * @return the signal number; MP_ETIMEOUT; MP_EINTERRUPTED if another, handled
