@@ -73,6 +73,7 @@ extern "C" {
 #endif
 MP_API_BEGIN
 
+/** One end of a connection (Python's Connection): a socket or pipe fd with message framing. */
 typedef struct mp_connection mp_connection;
 
 /**
@@ -208,13 +209,14 @@ typedef struct mp_listener_opts {
     const char *address;   /**< NULL: a fresh Unix socket path under $TMPDIR or /tmp */
     int backlog;           /**< 0: 16 */
     const void *authkey;   /**< NULL: no authentication */
-    size_t authkey_len;
+    size_t authkey_len;    /**< bytes of authkey */
     mp_auth_digest digest; /**< the challenge we send */
     double handshake_limit;   /**< seconds a peer has to complete the whole handshake;
                                    0 = no limit (as Python) */
     size_t max_message_size;  /**< of each accepted connection; 0: 64 MiB (see above) */
 } mp_listener_opts;
 
+/** A listening socket that accepts authenticated connections (Python's Listener). */
 typedef struct mp_listener mp_listener;
 
 /** Bind and listen. NULL on error (mp_last_error() says why, with the address). */
@@ -240,9 +242,10 @@ int mp_listener_close(mp_listener *l);
 /** Close and free. NULL is fine. */
 void mp_listener_free(mp_listener *l);
 
+/** Client options; all-zero (or NULL) means the defaults. */
 typedef struct mp_client_opts {
     const void *authkey;   /**< NULL: no authentication */
-    size_t authkey_len;
+    size_t authkey_len;    /**< bytes of authkey */
     mp_auth_digest digest; /**< the challenge we send */
     double time_limit;     /**< seconds for connect + the whole handshake; 0 = no limit */
     size_t max_message_size; /**< of the connection; 0: 64 MiB (see above) */
@@ -268,12 +271,13 @@ typedef enum mp_wait_kind {
 
 /** One object for mp_wait; build with mp_wait_fd / mp_wait_conn / mp_wait_proc. */
 typedef struct mp_waitable {
-    mp_wait_kind kind;
+    mp_wait_kind kind; /**< which member of u is set */
+    /** The watched object (borrowed). */
     union {
-        int fd;
-        mp_connection *conn;
-        mp_process *proc;
-        mp_listener *listener;
+        int fd;                 /**< MP_WAIT_FD */
+        mp_connection *conn;    /**< MP_WAIT_CONNECTION */
+        mp_process *proc;       /**< MP_WAIT_PROCESS */
+        mp_listener *listener;  /**< MP_WAIT_LISTENER */
     } u;
     bool ready; /**< set by mp_wait */
 } mp_waitable;

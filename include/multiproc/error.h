@@ -68,7 +68,9 @@ MP_API_BEGIN
 /** Library error codes (all negative). */
 enum mp_error {
     MP_OK = 0,
+/** @cond internal */
 #define MP__ERROR_ENUM(name, value, text) name = value,
+/** @endcond */
     MP_ERRORS(MP__ERROR_ENUM)
 #undef MP__ERROR_ENUM
 };

@@ -47,7 +47,7 @@ typedef struct mp_proc_info {
     pid_t pgid;            /**< its process group */
     pid_t sid;             /**< its session */
     uid_t uid;             /**< owner (of /proc/PID) */
-    gid_t gid;
+    gid_t gid;             /**< owner's group */
     char state;            /**< kernel letter: 'R', 'S', 'D', 'Z', 'T', 't', 'X', 'I', ... */
     const char *state_name; /**< psutil's word: "running", "sleeping", "zombie", ... (static) */
     char *name;            /**< the command name (comm, at most 15 bytes) */
@@ -55,20 +55,20 @@ typedef struct mp_proc_info {
     double user_time;      /**< CPU seconds in user mode */
     double system_time;    /**< CPU seconds in the kernel */
     double children_user_time;   /**< of waited-for children */
-    double children_system_time;
+    double children_system_time; /**< of waited-for children */
     uint64_t rss;          /**< resident memory, bytes */
     uint64_t vms;          /**< virtual memory size, bytes */
-    int num_threads;
-    int nice;
+    int num_threads;       /**< threads in the process */
+    int nice;              /**< nice value, -20..19 */
     char *exe;             /**< the executable's path, or NULL (see exe_error) */
     char *cwd;             /**< working directory, or NULL (see cwd_error) */
     char **cmdline;        /**< argv, NULL-terminated (empty for kernel threads and zombies) */
-    size_t cmdline_len;
+    size_t cmdline_len;    /**< entries in cmdline */
     char **environ;        /**< "KEY=VALUE" strings, NULL-terminated, or NULL (environ_error) */
-    size_t environ_len;
+    size_t environ_len;    /**< entries in environ */
     int exe_error;         /**< 0, or why exe is NULL (-EACCES, -ESRCH) */
-    int cwd_error;
-    int environ_error;
+    int cwd_error;         /**< 0, or why cwd is NULL */
+    int environ_error;     /**< 0, or why environ is NULL */
 } mp_proc_info;
 
 /**

@@ -84,8 +84,11 @@ extern "C" {
 #endif
 MP_API_BEGIN
 
+/** A manager: the address and key of a server process (started or connected to). */
 typedef struct mp_manager mp_manager;
+/** A manager server run in the calling process (Python's Manager.get_server()). */
 typedef struct mp_manager_server mp_manager_server;
+/** A reference to an object a manager owns, with its own connection (Python's proxy). */
 typedef struct mp_proxy mp_proxy;
 
 /* ---- user-registered types -------------------------------------------------------- */
@@ -102,9 +105,10 @@ typedef void (*mp_manager_destroy_fn)(void *self);
 /** The object's repr (malloc'd), or NULL for "<name object at 0x...>" (may be NULL). */
 typedef char *(*mp_manager_repr_fn)(void *self);
 
+/** One method of a registered type: the name clients call and the function run. */
 typedef struct mp_manager_method {
-    const char *name;
-    mp_manager_method_fn fn;
+    const char *name;        /**< the method's name (what mp_proxy_call names) */
+    mp_manager_method_fn fn; /**< runs in the server */
 } mp_manager_method;
 
 /**
@@ -114,11 +118,11 @@ typedef struct mp_manager_method {
  */
 typedef struct mp_manager_type {
     const char *name; /**< the typeid clients pass to mp_manager_create (< 32 bytes) */
-    mp_manager_create_fn create;
-    mp_manager_destroy_fn destroy;
-    mp_manager_repr_fn repr;
+    mp_manager_create_fn create;   /**< builds an object (required) */
+    mp_manager_destroy_fn destroy; /**< frees one (NULL: nothing to free) */
+    mp_manager_repr_fn repr;       /**< its repr (NULL: "<name object at 0x...>") */
     const mp_manager_method *methods; /**< the only methods clients can call */
-    size_t nmethods;
+    size_t nmethods;               /**< entries in methods */
 } mp_manager_type;
 
 /** Manager options; all-zero means the defaults. */
@@ -177,13 +181,21 @@ mp_proxy *mp_manager_create(mp_manager *m, const char *type, const mp_value *arg
 mp_proxy *mp_manager_dict(mp_manager *m, const mp_value *init);
 /** list(init): init is a list (borrowed) or NULL. */
 mp_proxy *mp_manager_list(mp_manager *m, const mp_value *init);
+/** Namespace(): attributes set and read through the proxy. */
 mp_proxy *mp_manager_namespace(mp_manager *m);
+/** Lock() owned by the server. */
 mp_proxy *mp_manager_lock(mp_manager *m);
+/** RLock() owned by the server. */
 mp_proxy *mp_manager_rlock(mp_manager *m);
+/** Event() owned by the server. */
 mp_proxy *mp_manager_event(mp_manager *m);
+/** Condition() (over its own RLock) owned by the server. */
 mp_proxy *mp_manager_condition(mp_manager *m);
+/** Semaphore(value) owned by the server. */
 mp_proxy *mp_manager_semaphore(mp_manager *m, int64_t value);
-mp_proxy *mp_manager_queue(mp_manager *m, int64_t maxsize); /**< 0: unbounded */
+/** Queue(maxsize) owned by the server; 0: unbounded. */
+mp_proxy *mp_manager_queue(mp_manager *m, int64_t maxsize);
+/** Barrier(parties) owned by the server. */
 mp_proxy *mp_manager_barrier(mp_manager *m, int64_t parties);
 
 /* ---- standalone server -------------------------------------------------------------- */

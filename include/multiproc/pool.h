@@ -111,7 +111,7 @@ typedef struct mp_pool_call_opts {
     void (*callback)(const mp_value *result, void *userdata);
     /** Called on the result thread with the first failure's code and message. */
     void (*error_callback)(int code, const char *message, void *userdata);
-    void *userdata;
+    void *userdata;           /**< passed to callback and error_callback */
     double task_time_limit; /**< seconds; 0: the pool's limit */
 } mp_pool_call_opts;
 
@@ -143,6 +143,7 @@ mp_pool_result *mp_pool_map_async(mp_pool *p, mp_task_fn fn, const mp_value *ite
 /** map where each item is an argument list (MP_ETYPE otherwise); fn gets the list. */
 int mp_pool_starmap(mp_pool *p, mp_task_fn fn, const mp_value *items, size_t chunksize,
                     mp_value **out);
+/** starmap without waiting: the result's value is the list of results. */
 mp_pool_result *mp_pool_starmap_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
                                       const mp_pool_call_opts *opts);
 
@@ -214,6 +215,8 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out);
 /** Release an iterator; tasks still running complete in the background. NULL is fine. */
 void mp_pool_iter_free(mp_pool_iter *it);
 
+/** An element function of mp_pool_map_array: reads *in, writes *out; 0 or a code. */
+typedef int (*mp_array_fn)(const void *in, void *out, void *context);
 /**
  * The typed path: out[i] = fn(in[i]) for @p n elements, in workers, through one shared
  * mapping (workers get index ranges; no encoding). fn gets pointers to one input and one
@@ -223,7 +226,6 @@ void mp_pool_iter_free(mp_pool_iter *it);
  * @p chunksize 0: the elements are split evenly, a few ranges per worker.
  * Returns 0, fn's code, MP_EWORKERDIED, MP_EINVAL.
  */
-typedef int (*mp_array_fn)(const void *in, void *out, void *context);
 int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
                       size_t out_size, size_t n, void *context, size_t chunksize);
 

@@ -45,6 +45,7 @@ extern "C" {
 #endif
 MP_API_BEGIN
 
+/** A process-shared FIFO of values (Python's Queue, SimpleQueue, JoinableQueue). */
 typedef struct mp_queue mp_queue;
 
 /** Options; all-zero means defaults. */

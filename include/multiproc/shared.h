@@ -197,12 +197,12 @@ typedef enum mp_sl_type {
 /** One item, in or out. For STR/BYTES, data/len point into the list's memory when read
  * (borrowed: copy before the slot changes). */
 typedef struct mp_sl_item {
-    mp_sl_type type;
+    mp_sl_type type;  /**< which of the fields below holds the item */
     int64_t i;        /**< MP_SL_INT */
     double f;         /**< MP_SL_FLOAT */
     bool b;           /**< MP_SL_BOOL */
     const char *data; /**< MP_SL_STR / MP_SL_BYTES */
-    size_t len;
+    size_t len;       /**< bytes of data */
 } mp_sl_item;
 
 /** An int item. */

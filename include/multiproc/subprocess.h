@@ -75,17 +75,21 @@ typedef enum mp_stdio_kind {
 
 /** One stream's setting. All-zero = inherit. */
 typedef struct mp_stdio {
-    mp_stdio_kind kind;
+    mp_stdio_kind kind; /**< where the stream goes */
     int fd;           /**< MP_IO_FD: the parent fd the child gets (borrowed) */
     const char *path; /**< MP_IO_FILE: the file's path */
     bool append;      /**< MP_IO_FILE for output: append instead of truncating */
 } mp_stdio;
 
-/** Shorthands for mp_stdio values. */
+/** A pipe to the parent (Python's PIPE). */
 #define MP_STDIO_PIPE ((mp_stdio){.kind = MP_IO_PIPE})
+/** /dev/null (Python's DEVNULL). */
 #define MP_STDIO_DEVNULL ((mp_stdio){.kind = MP_IO_DEVNULL})
+/** stderr into stdout (Python's STDOUT). */
 #define MP_STDIO_STDOUT ((mp_stdio){.kind = MP_IO_STDOUT})
+/** The parent's fd @p f (borrowed). */
 #define MP_STDIO_FD(f) ((mp_stdio){.kind = MP_IO_FD, .fd = (f)})
+/** The file at path @p p (opened for the child). */
 #define MP_STDIO_FILE(p) ((mp_stdio){.kind = MP_IO_FILE, .path = (p)})
 
 /**
@@ -93,11 +97,13 @@ typedef struct mp_stdio {
  * Python's defaults: streams inherited, close_fds on, signals restored, no time limit.
  */
 typedef struct mp_subprocess_opts {
-    mp_stdio in, out, err;   /**< stdin, stdout, stderr */
+    mp_stdio in;             /**< stdin */
+    mp_stdio out;            /**< stdout */
+    mp_stdio err;            /**< stderr */
     bool capture_output;     /**< out and err become pipes where they were inherit */
     const void *input;       /**< run/pipeline: bytes written to stdin (stdin becomes a
                                   pipe); borrowed for the call's duration */
-    size_t input_len;
+    size_t input_len;        /**< bytes of input */
     double time_limit;       /**< run/pipeline: seconds the whole call may take (then the
                                   child is killed: MP_ETIMEOUT); 0 = no limit */
     bool check;              /**< run/pipeline: a non-zero exit is MP_ECHILDFAIL */
@@ -109,11 +115,11 @@ typedef struct mp_subprocess_opts {
     char *const *env_add;    /**< "NAME=value" set on top of env (or ours) */
     char *const *env_remove; /**< names removed from env (or ours) */
     bool set_umask;          /**< apply `umask` in the child */
-    unsigned umask;
+    unsigned umask;          /**< the child's umask when set_umask */
     bool inherit_fds;        /**< Python's close_fds=False: keep every inheritable fd
                                   (default: close all but 0-2 and pass_fds) */
     const int *pass_fds;     /**< fds the child keeps (their numbers unchanged) */
-    size_t npass;
+    size_t npass;            /**< entries in pass_fds */
     bool new_session;        /**< setsid() in the child (start_new_session) */
     bool new_pgroup;         /**< setpgid(0, 0) in the child (process_group=0) */
     bool kill_group;         /**< the child leads a new process group (unless
@@ -151,9 +157,9 @@ typedef struct mp_run_result {
     int returncode;   /**< exit status, or -N when killed by signal N */
     pid_t pid;        /**< the child's pid (already reaped) */
     char *out;        /**< captured stdout (NUL-terminated), NULL if not captured */
-    size_t out_len;
+    size_t out_len;   /**< bytes in out */
     char *err;        /**< captured stderr (NUL-terminated), NULL if not captured */
-    size_t err_len;
+    size_t err_len;   /**< bytes in err */
 } mp_run_result;
 
 /** Free the buffers of @p r and zero it. NULL is fine. */
@@ -265,8 +271,10 @@ int mp_popen_wait(mp_popen *p, double timeout, int *returncode);
  * Write @p input to the child's stdin (then close it), read stdout and stderr until
  * EOF and wait for the child, all at once with one poll loop, so no pipe buffer can
  * deadlock (Python's communicate).
+ * @param p     the child.
  * @param input borrowed; must stay valid until the call returns something other than
  *        MP_ETIMEOUT/MP_EINTERRUPTED. NULL/0: just close stdin.
+ * @param len   bytes of input.
  * @param timeout seconds (negative forever). On MP_ETIMEOUT nothing is lost: the
  *        handle keeps what was read and how much input was written; call again
  *        (input may then be NULL: the remembered input continues).
@@ -279,6 +287,7 @@ int mp_popen_communicate(mp_popen *p, const void *input, size_t len, double time
 
 /**
  * Read one line of the child's stdout (pipe), '\n' included if present.
+ * @param p    the child.
  * @param line receives a NUL-terminated copy owned by the handle, valid until the next
  *        readline or mp_popen_free().
  * @param len  its length (may be NULL).
@@ -329,7 +338,11 @@ void mp_popen_forget(mp_popen *p);
  * (MP_IO_PIPE or capture_output: captured into res->out); opts->err applies to every
  * command (MP_IO_PIPE: all their stderr is captured together into res->err);
  * cwd, env, umask, fds, session and group options apply to each command (executable
- * is ignored). timeout kills every command. res->returncode is the last command's.
+ * is ignored). time_limit kills every command. res->returncode is the last command's.
+ * @param cmds the commands: @p n NULL-terminated argv arrays.
+ * @param n    how many (at least 1).
+ * @param opts NULL for the defaults.
+ * @param res  as for mp_run() (may be NULL).
  * @param returncodes receives every command's returncode (n entries; may be NULL).
  * @return as mp_run(); with check, MP_ECHILDFAIL when any command failed (pipefail).
  */

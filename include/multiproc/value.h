@@ -59,6 +59,7 @@ typedef enum mp_type {
     MP_HANDLE
 } mp_type;
 
+/** A dynamic value (see the file comment); free with mp_value_free(). */
 typedef struct mp_value mp_value;
 
 /** At most this many fds travel with one handle. */
@@ -192,10 +193,10 @@ mp_value *mp_value_pack(const char *fmt, ...);
 int mp_value_unpack(const mp_value *v, const char *fmt, ...);
 
 /* ---- whole values ---------------------------------------------------------------- */
-/** Python repr: `[42, None, 'hello']`, `{0.25: None, 1: '1', '2': 2}`, `b'\x00'`,
- * True/False, floats as Python's shortest round-trip repr (`0.1`, `1e+16`, `inf`),
- * strings with Python's quoting and escapes; a handle as `<kind object at 0x...>`.
- * Returns a malloc'd string (mp_free) or NULL (-ENOMEM). */
+/** Python repr: `[42, None, 'hello']`, `{0.25: None, 1: '1', '2': 2}`, bytes as `b'...'`
+ * with Python's hex escapes, True/False, floats as Python's shortest round-trip repr
+ * (`0.1`, `1e+16`, `inf`), strings with Python's quoting and escapes; a handle as
+ * `<kind object at 0x...>`. Returns a malloc'd string (mp_free) or NULL (-ENOMEM). */
 char *mp_value_repr(const mp_value *v);
 /** Total order (-1, 0, 1): by type first (nil < bool < numbers < str < bytes <
  * list < map < handle), then by content. Numbers compare exactly by value across int
