@@ -460,8 +460,18 @@ static void test_kind_roundtrip(void)
     int dupfd = dup(fds[0]);
     mp_value *out = NULL;
     CHECK_OK(mp_value_decode(buf, len, &dupfd, 1, &out));
+    /* The decoded handle carries the exported kind pointer: one matching rule. */
+    const mp_kind *k = NULL;
+    mp_value_get_handle(mp_value_list_get(out, 0), &k);
+    CHECK(k == &mp_kind_connection);
+    void *wrong = NULL;
+    int five = 0;
+    CHECK_ERR(mp_value_unpack(out, "[h i]", &mp_kind_queue, &wrong, &five), MP_ETYPE);
+    CHECK_CONTAINS(mp_last_error(), "expected a 'queue' handle, got 'connection'");
+    CHECK(wrong == NULL);
     mp_connection *b2 = NULL;
-    mp_value_unpack(mp_value_list_get(out, 0), "h", &mp_kind_connection, &b2);
+    CHECK_OK(mp_value_unpack(out, "[h i]", &mp_kind_connection, &b2, &five));
+    CHECK_INT(five, 5);
     CHECK(b2 != NULL && b2 != b);
     CHECK_OK(mp_connection_send_bytes(a, "ping", 0, 4));
     void *m;
