@@ -22,39 +22,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- growing buffers ------------------------------------------------------------ */
-
-/* Room for at least `extra` more bytes plus a NUL; doubles to stay amortised O(1). */
-int mp__sbuf_reserve(sbuf *b, size_t extra)
-{
-    if (b->cap - b->len > extra)
-        return 0;
-    size_t cap = b->cap ? b->cap * 2 : READ_MIN;
-    while (cap - b->len <= extra)
-        cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d)
-        return mp__error(-ENOMEM, "growing an output buffer to %zu bytes", cap);
-    b->data = d;
-    b->cap = cap;
-    return 0;
-}
-
-/* Hand the bytes over as a NUL-terminated malloc'd string; the buffer is emptied. */
-int mp__sbuf_take(sbuf *b, size_t skip, char **out, size_t *len)
-{
-    if (mp__sbuf_reserve(b, 0) < 0)
-        return -ENOMEM;
-    if (skip)
-        memmove(b->data, b->data + skip, b->len - skip);
-    b->len -= skip;
-    b->data[b->len] = 0;
-    *out = b->data;
-    *len = b->len;
-    memset(b, 0, sizeof *b);
-    return 0;
-}
-
 /* ---- SIGPIPE guard -------------------------------------------------------------- */
 
 void mp__sigpipe_block(pipe_guard *g)
@@ -104,8 +71,7 @@ void mp__io_release(io *x)
 {
     for (int i = 0; i < 3; i++) {
         mp__io_close(x, i);
-        free(x->buf[i].data);
-        x->buf[i] = (sbuf){0};
+        mp__buf_free(&x->buf[i]);
     }
 }
 
@@ -133,9 +99,9 @@ static int io_write_some(io *x)
 /* One read into buf[i]: >0 bytes, 0 at EOF (fd closed), -EAGAIN, or -errno. */
 ssize_t mp__io_read_some(io *x, int i)
 {
-    sbuf *b = &x->buf[i];
+    mp__buf *b = &x->buf[i];
     size_t want = b->len < READ_MIN ? READ_MIN : (b->len < READ_MAX ? b->len : READ_MAX);
-    if (mp__sbuf_reserve(b, want) < 0)
+    if (mp__buf_reserve(b, want) < 0)
         return -ENOMEM;
     ssize_t r = mp__read(x->fd[i], b->data + b->len, b->cap - b->len - 1);
     if (r > 0) {

@@ -94,9 +94,9 @@ static void pipeline_result(pipeline *pl, mp_run_result *res, int *returncodes)
         res->pid = pl->stage[pl->n - 1]->pid;
     }
     if (pl->io.piped[1])
-        mp__sbuf_take(&pl->io.buf[1], 0, &res->out, &res->out_len);
+        res->out = mp__buf_take(&pl->io.buf[1], &res->out_len);
     if (pl->io.piped[2])
-        mp__sbuf_take(&pl->io.buf[2], 0, &res->err, &res->err_len);
+        res->err = mp__buf_take(&pl->io.buf[2], &res->err_len);
     for (size_t i = 0; returncodes && i < pl->started; i++)
         returncodes[i] = pl->stage[i]->returncode;
 }

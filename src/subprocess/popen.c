@@ -73,11 +73,13 @@ void mp__popen_take_result(mp_popen *p, mp_run_result *res)
     memset(res, 0, sizeof *res);
     res->returncode = p->returncode;
     res->pid = p->pid;
-    if (p->io.piped[1])
-        mp__sbuf_take(&p->io.buf[1], p->rd_off, &res->out, &res->out_len);
+    if (p->io.piped[1]) {
+        mp__buf_consume(&p->io.buf[1], p->rd_off);
+        res->out = mp__buf_take(&p->io.buf[1], &res->out_len);
+    }
     p->rd_off = 0;
     if (p->io.piped[2])
-        mp__sbuf_take(&p->io.buf[2], 0, &res->err, &res->err_len);
+        res->err = mp__buf_take(&p->io.buf[2], &res->err_len);
 }
 
 
@@ -174,9 +176,9 @@ int mp_popen_communicate(mp_popen *p, const void *input, size_t len, double time
 /* Copy `n` bytes of buffered stdout out as the current line. */
 static int emit_line(mp_popen *p, size_t n, const char **line, size_t *len)
 {
-    sbuf *b = &p->io.buf[1];
+    mp__buf *b = &p->io.buf[1];
     p->line.len = 0;
-    if (mp__sbuf_reserve(&p->line, n) < 0)
+    if (mp__buf_reserve(&p->line, n) < 0)
         return -ENOMEM;
     memcpy(p->line.data, b->data + p->rd_off, n);
     p->line.data[n] = 0;
@@ -193,11 +195,10 @@ static int emit_line(mp_popen *p, size_t n, const char **line, size_t *len)
 /* Keep the unread tail at the front so the buffer does not grow with consumed lines. */
 static void compact_stdout(mp_popen *p)
 {
-    sbuf *b = &p->io.buf[1];
+    mp__buf *b = &p->io.buf[1];
     if (p->rd_off == 0 || p->rd_off < b->len / 2)
         return;
-    memmove(b->data, b->data + p->rd_off, b->len - p->rd_off);
-    b->len -= p->rd_off;
+    mp__buf_consume(b, p->rd_off);
     p->rd_off = 0;
 }
 
@@ -210,7 +211,7 @@ int mp_popen_readline(mp_popen *p, const char **line, size_t *len, double timeou
     double deadline = mp__deadline(timeout);
     size_t scanned = 0;
     for (;;) {
-        sbuf *b = &p->io.buf[1];
+        mp__buf *b = &p->io.buf[1];
         size_t avail = b->len - p->rd_off;
         char *start = b->data ? b->data + p->rd_off : NULL;
         char *nl = avail > scanned ? memchr(start + scanned, '\n', avail - scanned) : NULL;
@@ -293,7 +294,7 @@ void mp_popen_free(mp_popen *p)
     }
     mp__io_release(&p->io);
     mp__close(p->pidfd);
-    free(p->line.data);
+    mp__buf_free(&p->line);
     free(p);
 }
 

@@ -1,5 +1,5 @@
 /* Private parts of the subprocess module, shared by the files of src/subprocess/:
- *   io.c        growing buffers, the SIGPIPE guard, the poll-loop I/O engine
+ *   io.c        the SIGPIPE guard, the poll-loop I/O engine
  *   env.c       the child's environment (env, env_add, env_remove)
  *   creds.c     user=/group=/extra_groups= resolved in the parent
  *   start.c     streams and the spawn request: starting one child
@@ -12,6 +12,7 @@
 #define MP_SUBPROCESS_SUB_H
 
 #include "multiproc/subprocess.h"
+#include "internal/buf.h"
 #include "internal/spawn.h"
 
 #include <signal.h>
@@ -23,18 +24,6 @@
 #define READ_MAX (4 * 1024 * 1024) /* largest single read */
 #define WRITE_MAX (1024 * 1024)    /* largest single write to a pipe */
 #define PIPE_BIG (1024 * 1024)     /* pipe size for bulk streams (default max) */
-
-/* ---- growing buffers (io.c) --------------------------------------------------- */
-
-typedef struct sbuf {
-    char *data;
-    size_t len, cap;
-} sbuf;
-
-/* Room for at least `extra` more bytes plus a NUL; doubles to stay amortised O(1). */
-int mp__sbuf_reserve(sbuf *b, size_t extra);
-/* Hand the bytes over as a NUL-terminated malloc'd string; the buffer is emptied. */
-int mp__sbuf_take(sbuf *b, size_t skip, char **out, size_t *len);
 
 /* ---- SIGPIPE guard (io.c) ----------------------------------------------------- */
 
@@ -56,7 +45,7 @@ typedef struct io {
     size_t in_len, in_off;
     bool epipe;
     bool in_nonblock;
-    sbuf buf[3];    /* buf[1] stdout, buf[2] stderr */
+    mp__buf buf[3]; /* buf[1] stdout, buf[2] stderr */
 } io;
 
 void mp__io_init(io *x);
@@ -81,7 +70,7 @@ struct mp_popen {
     int returncode;
     io io;
     size_t rd_off;      /* bytes of io.buf[1] already returned by readline */
-    sbuf line;          /* readline's result */
+    mp__buf line;       /* readline's result */
     char desc[160];     /* the command, for messages */
 };
 
