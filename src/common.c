@@ -205,6 +205,19 @@ void mp__deadline_ts(double deadline, struct timespec *ts)
         ts->tv_nsec = 999999999L;
 }
 
+void mp__realtime_after(double secs, struct timespec *ts)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    if (!(secs > 0))
+        return;
+    if (secs > 1e9) /* ~30 years: far enough, and no time_t overflow */
+        secs = 1e9;
+    double whole = floor(secs);
+    long ns = ts->tv_nsec + (long)((secs - whole) * 1e9);
+    ts->tv_sec += (time_t)whole + ns / 1000000000L;
+    ts->tv_nsec = ns % 1000000000L;
+}
+
 /* ---- futex -------------------------------------------------------------------- */
 
 int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline)

@@ -88,6 +88,11 @@ double mp__left(double deadline);
 struct timespec;
 void mp__deadline_ts(double deadline, struct timespec *ts);
 
+/* The CLOCK_REALTIME time `secs` (>= 0) from now, for the calls that only take that
+ * clock (pthread_mutex_timedlock). A jump of the wall clock moves such a time, so long
+ * waits use it for bounded slices and keep their deadline with mp__now. */
+void mp__realtime_after(double secs, struct timespec *ts);
+
 /* ---- futex ---------------------------------------------------------------------- */
 
 /* Wait while *addr == expected, until the deadline (-1 forever). Works across

@@ -85,10 +85,7 @@ static int lock_wait(mp_process *p, double deadline)
         r = pthread_mutex_lock(&p->wait_lock);
     else {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + left;
-        ts.tv_sec = (time_t)t;
-        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        mp__realtime_after(left, &ts);
         r = pthread_mutex_timedlock(&p->wait_lock, &ts);
     }
     return r == 0 ? 0 : MP_ETIMEOUT; /* EBUSY, ETIMEDOUT: another thread is waiting */
