@@ -4,7 +4,6 @@
 
 #include <stdarg.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <math.h>
@@ -299,25 +298,6 @@ int mp__pidfd_wait(int pidfd, double deadline, int *returncode)
         return errno == ECHILD ? -ECHILD : mp__errno("waitid on pidfd %d", pidfd);
     *returncode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     return 0;
-}
-
-int mp__count_fds(void)
-{
-    int fd = mp__fd_high(open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    DIR *d = fd < 0 ? NULL : fdopendir(fd);
-    if (!d) {
-        int err = errno;
-        if (fd >= 0)
-            close(fd);
-        return -err;
-    }
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own fd */
 }
 
 void *mp__calloc(size_t n, size_t size)

@@ -127,9 +127,6 @@ int mp__pidfd_send_signal(int pidfd, int sig);
  * or -errno. */
 int mp__pidfd_wait(int pidfd, double deadline, int *returncode);
 
-/* Number of open fds in this process (counts /proc/self/fd), -errno on failure. */
-int mp__count_fds(void);
-
 /* Allocation helpers that report -ENOMEM through mp__error. */
 void *mp__calloc(size_t n, size_t size);
 char *mp__strdup(const char *s);

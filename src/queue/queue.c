@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-mp_queue *mp__q_attach(mp__shm *shm)
+static mp_queue *attach(mp__shm *shm)
 {
     mp_queue *q = mp__calloc(1, sizeof *q);
     if (!q) {
@@ -52,7 +52,7 @@ mp_queue *mp_queue_new(const mp_queue_opts *opts)
     s->version = Q_VERSION;
     atomic_thread_fence(memory_order_seq_cst);
     s->magic = Q_MAGIC;
-    return mp__q_attach(&shm);
+    return attach(&shm);
 }
 
 mp_queue *mp_simple_queue_new(void) { return mp_queue_new(NULL); }
@@ -142,7 +142,7 @@ static int queue_import(const void *data, size_t len, int *fds, size_t nfds, voi
         mp__shm_release(&shm);
         return mp__error(MP_EPROTO, "shared segment is not a queue");
     }
-    mp_queue *q = mp__q_attach(&shm);
+    mp_queue *q = attach(&shm);
     if (!q)
         return -ENOMEM;
     *obj = q;
