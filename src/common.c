@@ -4,7 +4,6 @@
 
 #include <stdarg.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <math.h>
@@ -205,6 +204,19 @@ void mp__deadline_ts(double deadline, struct timespec *ts)
         ts->tv_nsec = 999999999L;
 }
 
+void mp__realtime_after(double secs, struct timespec *ts)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    if (!(secs > 0))
+        return;
+    if (secs > 1e9) /* ~30 years: far enough, and no time_t overflow */
+        secs = 1e9;
+    double whole = floor(secs);
+    long ns = ts->tv_nsec + (long)((secs - whole) * 1e9);
+    ts->tv_sec += (time_t)whole + ns / 1000000000L;
+    ts->tv_nsec = ns % 1000000000L;
+}
+
 /* ---- futex -------------------------------------------------------------------- */
 
 int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline)
@@ -286,25 +298,6 @@ int mp__pidfd_wait(int pidfd, double deadline, int *returncode)
         return errno == ECHILD ? -ECHILD : mp__errno("waitid on pidfd %d", pidfd);
     *returncode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     return 0;
-}
-
-int mp__count_fds(void)
-{
-    int fd = mp__fd_high(open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    DIR *d = fd < 0 ? NULL : fdopendir(fd);
-    if (!d) {
-        int err = errno;
-        if (fd >= 0)
-            close(fd);
-        return -err;
-    }
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own fd */
 }
 
 void *mp__calloc(size_t n, size_t size)

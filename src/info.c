@@ -1,6 +1,7 @@
 /* Process information from /proc: stat, cwd, exe, cmdline, environ. */
 #define _GNU_SOURCE
 #include "multiproc/info.h"
+#include "internal/buf.h"
 #include "internal/common.h"
 
 #include <fcntl.h>
@@ -34,34 +35,24 @@ static int read_proc(pid_t pid, const char *file, char **buf, size_t *len)
     int fd = mp__fd_high(open(path, O_RDONLY | O_CLOEXEC));
     if (fd < 0)
         return proc_error(errno, pid, strcmp(file, "stat") ? file : NULL);
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    int r = b ? 0 : -ENOMEM;
-    while (r == 0) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) {
-                r = -ENOMEM;
-                break;
-            }
-            b = nb;
-        }
-        ssize_t got = mp__read(fd, b + n, cap - 1 - n);
+    mp__buf b = {0};
+    int r = 0;
+    while (r == 0 && (r = mp__buf_reserve(&b, 4096)) == 0) {
+        ssize_t got = mp__read(fd, b.data + b.len, b.cap - 1 - b.len);
         if (got < 0)
             r = proc_error(errno, pid, file);
         else if (got == 0)
             break;
         else
-            n += (size_t)got;
+            b.len += (size_t)got;
     }
     mp__close(fd);
-    if (r < 0) {
-        free(b);
+    if (r == 0)
+        *buf = mp__buf_take(&b, len);
+    else
+        mp__buf_free(&b);
+    if (r < 0)
         return r == -ENOMEM ? mp__error(r, "pid %d: reading %s", (int)pid, file) : r;
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
     return 0;
 }
 

@@ -382,7 +382,7 @@ static int error_pipe(int nmap, int fds[2])
 
 /* A forked child may end (and, with SIGCHLD ignored, be reaped) before pidfd_open:
  * it waits for one byte that is written once we hold the pidfd, as the fork start
- * method does (src/process.c). Returns the pid (errno set on failure). */
+ * method does (src/process/fork.c). Returns the pid (errno set on failure). */
 static pid_t fork_child(struct child_ctx *ctx, int *pidfd)
 {
     int go[2];

@@ -88,6 +88,11 @@ double mp__left(double deadline);
 struct timespec;
 void mp__deadline_ts(double deadline, struct timespec *ts);
 
+/* The CLOCK_REALTIME time `secs` (>= 0) from now, for the calls that only take that
+ * clock (pthread_mutex_timedlock). A jump of the wall clock moves such a time, so long
+ * waits use it for bounded slices and keep their deadline with mp__now. */
+void mp__realtime_after(double secs, struct timespec *ts);
+
 /* ---- futex ---------------------------------------------------------------------- */
 
 /* Wait while *addr == expected, until the deadline (-1 forever). Works across
@@ -121,9 +126,6 @@ int mp__pidfd_send_signal(int pidfd, int sig);
  * handler, or SIGCHLD ignored: the status is lost, the caller picks what to report),
  * or -errno. */
 int mp__pidfd_wait(int pidfd, double deadline, int *returncode);
-
-/* Number of open fds in this process (counts /proc/self/fd), -errno on failure. */
-int mp__count_fds(void);
 
 /* Allocation helpers that report -ENOMEM through mp__error. */
 void *mp__calloc(size_t n, size_t size);

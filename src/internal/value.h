@@ -42,7 +42,7 @@ struct mp_value {
 /* A hash consistent with mp_value_equal (an int and an equal float hash alike). */
 uint64_t mp__value_hash(const mp_value *v);
 
-/* Python's str.isprintable() for one code point >= 0x80 (value_unicode.c). */
+/* Python's str.isprintable() for one code point >= 0x80 (src/value/unicode.c). */
 bool mp__unicode_printable(uint32_t c);
 
 /* Encode v as MessagePack into buf (cap bytes) without allocating: 0 and *len,

@@ -576,13 +576,6 @@ static pid_t start_child(const struct server *sv, const char *req, size_t len,
     return pid;
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void serve_request(const struct server *sv)
 {
     static char req[1 + FS_INLINE_MAX];
@@ -618,7 +611,7 @@ static void serve_request(const struct server *sv)
         return;
     }
     add_child(pid, fds[0]);
-    double now = mono_now();
+    double now = mp__now();
     if (spare_sock < 0 && now - last_request < SPARE_TTL)
         make_spare(sv, now);
     last_request = now;
@@ -651,7 +644,7 @@ _Noreturn void mp__fs_server_main(int ctl)
         struct pollfd p[2] = {{.fd = ctl, .events = POLLIN}, {.fd = sv.sfd, .events = POLLIN}};
         int timeout = -1;
         if (spare_sock >= 0) { /* until the spare expires */
-            double left = spare_born + SPARE_TTL - mono_now();
+            double left = spare_born + SPARE_TTL - mp__now();
             timeout = left > 0 ? (int)(left * 1000) + 1 : 0;
         }
         int n = poll(p, 2, timeout);

@@ -1,6 +1,7 @@
 /* Private contract between the files of the process module:
- *   src/process.c            Process objects, the children registry, this process's
- *                            identity, contexts, at-exit handling, the fork method
+ *   src/process/core.h       the core's private parts: Process objects (object.c), the
+ *                            children registry (registry.c), contexts (context.c), this
+ *                            process's identity (self.c), at exit (atexit.c), fork (fork.c)
  *   src/process/target.c     locating a target function across exec (dladdr/phdr)
  *   src/process/launch.c     the launch record a spawn/forkserver child receives
  *   src/process/boot.c       the spawn method: parent side and child bootstrap
@@ -136,7 +137,7 @@ char **mp__boot_env(const char *value, char **owned, int tracker_fd, const char 
  * starts its own on demand). */
 int mp__boot_tracker_fd(void);
 
-/* For the pool module (process.c): name an unstarted process "<prefix>-<identity>". */
+/* For the pool module (object.c): name an unstarted process "<prefix>-<identity>". */
 int mp__process_rename(mp_process *p, const char *prefix);
 
 #endif

@@ -196,10 +196,7 @@ static int self_deadlock(double deadline)
 static const struct timespec *slice_end(double secs)
 {
     static _Thread_local struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)(secs * 1e9);
-    ts.tv_sec += ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    mp__realtime_after(secs, &ts);
     return &ts;
 }
 

@@ -1,4 +1,4 @@
-/* Private parts of the sync module shared by the src/sync files and src/shared.c (a shared
+/* Private parts of the sync module shared by the src/sync files and src/shared/shared.c (a shared
  * Value/Array embeds an RLock in its own segment). */
 #ifndef MP_SYNC_INTERNAL_H
 #define MP_SYNC_INTERNAL_H

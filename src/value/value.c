@@ -1,6 +1,6 @@
 /* Dynamic values: construction, containers, getters, the kind registry, comparison,
- * copy and free. Encoding lives in value_msgpack.c, format strings in value_pack.c,
- * Python-style printing in value_repr.c.
+ * copy and free. Encoding lives in msgpack.c, format strings in pack.c,
+ * Python-style printing in repr.c.
  *
  * DESIGN: values are plain trees owned by one thread at a time; the only shared
  * state is the kind registry (a fixed array under a mutex, filled by library

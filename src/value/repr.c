@@ -1,5 +1,6 @@
 /* Python-style printing of values: what repr() prints for the same data. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "internal/value.h"
 
@@ -10,38 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A growable string; `failed` sticks after the first allocation failure. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} sbuf;
+/* Output goes to a growable buffer whose `failed` sticks after the first allocation
+ * failure, so the printers below need not check each append. */
+static void put(mp__buf *b, const char *s, size_t n) { mp__buf_append(b, s, n); }
 
-static void put(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
+static void puts_(mp__buf *b, const char *s) { mp__buf_puts(b, s); }
 
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void putf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(sbuf *b, const char *fmt, ...)
+static void putf(mp__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(mp__buf *b, const char *fmt, ...)
 {
     char tmp[64];
     va_list ap;
@@ -55,7 +32,7 @@ static void putf(sbuf *b, const char *fmt, ...)
 
 /* Python's repr(float): the shortest digits that read back as the same double,
  * positional when the decimal point falls in -4 < decpt <= 16, else exponent form. */
-static void float_repr(sbuf *b, double d)
+static void float_repr(mp__buf *b, double d)
 {
     if (isnan(d)) {
         puts_(b, "nan");
@@ -140,7 +117,7 @@ static char pick_quote(const char *s, size_t n)
 }
 
 /* Escapes common to str and bytes for an ASCII byte; false if printed as is. */
-static bool escape_ascii(sbuf *b, unsigned char c, char quote)
+static bool escape_ascii(mp__buf *b, unsigned char c, char quote)
 {
     if (c == '\\' || c == (unsigned char)quote) {
         char e[2] = {'\\', (char)c};
@@ -159,7 +136,7 @@ static bool escape_ascii(sbuf *b, unsigned char c, char quote)
     return true;
 }
 
-static void str_repr(sbuf *b, const char *s, size_t n)
+static void str_repr(mp__buf *b, const char *s, size_t n)
 {
     char quote = pick_quote(s, n);
     put(b, &quote, 1);
@@ -183,7 +160,7 @@ static void str_repr(sbuf *b, const char *s, size_t n)
     put(b, &quote, 1);
 }
 
-static void bytes_repr(sbuf *b, const char *s, size_t n)
+static void bytes_repr(mp__buf *b, const char *s, size_t n)
 {
     char quote = pick_quote(s, n);
     puts_(b, "b");
@@ -196,7 +173,7 @@ static void bytes_repr(sbuf *b, const char *s, size_t n)
 
 /* ---- values --------------------------------------------------------------------- */
 
-static void repr(sbuf *b, const mp_value *v)
+static void repr(mp__buf *b, const mp_value *v)
 {
     switch (v->type) {
     case MP_NIL:
@@ -247,15 +224,15 @@ static void repr(sbuf *b, const mp_value *v)
 
 char *mp_value_repr(const mp_value *v)
 {
-    sbuf b = {0};
+    mp__buf b = {0};
     if (!v)
         puts_(&b, "NULL");
     else
         repr(&b, v);
     if (b.failed) {
-        free(b.s);
+        mp__buf_free(&b);
         mp__error(-ENOMEM, "mp_value_repr: out of memory");
         return NULL;
     }
-    return b.s;
+    return mp__buf_take(&b, NULL);
 }

@@ -1,6 +1,6 @@
 /* subprocess user=, group=, extra_groups=: names and numeric ids to uid/gid values. */
 #define _GNU_SOURCE
-#include "internal/sub_creds.h"
+#include "subprocess/sub.h"
 
 #include "internal/common.h"
 

@@ -1,0 +1,138 @@
+/* This process: its identity (current_process, parent_process, cpu_count), the logger
+ * settings children inherit, and the child side shared by every start method: becoming
+ * Process-N, decoding the arguments, running the target. */
+#define _GNU_SOURCE
+#include "process/core.h"
+#include "internal/common.h"
+#include "multiproc/log.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* This process, as Python's current_process(). */
+struct mp__proc_self mp__proc_self;
+
+/* ---- this process -------------------------------------------------------------- */
+
+const char *mp_current_process_name(void)
+{
+    return mp__proc_self.name ? mp__proc_self.name : "MainProcess";
+}
+
+pid_t mp_parent_process_pid(void) { return mp__proc_self.is_child ? mp__proc_self.parent_pid : 0; }
+
+bool mp_current_process_daemon(void) { return mp__proc_self.daemon; }
+
+int mp_cpu_count(void)
+{
+    /* The affinity mask, growing the set for machines with many CPUs. */
+    for (int n = 1024; n <= (1 << 16); n *= 2) {
+        cpu_set_t *set = CPU_ALLOC(n);
+        if (!set)
+            break;
+        size_t size = CPU_ALLOC_SIZE(n);
+        if (sched_getaffinity(0, size, set) == 0) {
+            int count = CPU_COUNT_S(size, set);
+            CPU_FREE(set);
+            return count > 0 ? count : 1;
+        }
+        CPU_FREE(set);
+        if (errno != EINVAL)
+            break;
+    }
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)c : 1;
+}
+
+/* ---- logging inheritance --------------------------------------------------------- */
+
+/* Spawn and forkserver children log to their stderr (the parent's) when the parent
+ * logs anywhere, at the parent's level (Python passes log_to_stderr's state too). */
+bool mp__proc_log_enabled(void) { return mp_log_get_fd() >= 0; }
+
+void mp__proc_log_inherit(int level, bool on)
+{
+    if (on)
+        mp_log_to_stderr(level);
+    else
+        mp_log_set_level(level);
+}
+
+/* ---- the child side, shared by every start method -------------------------------- */
+
+static void forget_parents_children(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&mp__proc_reg_lock, &a);
+    pthread_mutexattr_destroy(&a);
+    /* Under fork the parent's objects are in our memory; their fds are not ours to
+     * watch. The objects stay (the user may still free them). */
+    for (mp_process *p = mp__proc_reg_head, *next; p; p = next) {
+        next = p->next;
+        pthread_mutex_init(&p->wait_lock, NULL); /* a parent thread may have held it */
+        mp__proc_close_fds(p);
+        p->in_reg = false;
+        p->next = p->prev = NULL;
+    }
+    mp__proc_reg_head = NULL;
+}
+
+static void stdin_to_devnull(void)
+{
+    /* As Python's _close_stdin: children must not compete for the parent's input. */
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (fd != 0) {
+        dup2(fd, 0);
+        close(fd);
+    } else {
+        mp__set_cloexec(0, false);
+    }
+}
+
+void mp__proc_become_child(const char *name, const char *identity, pid_t parent_pid,
+                           bool daemon, mp_start_method method)
+{
+    forget_parents_children();
+    mp__proc_self.name = strdup(name ? name : "Process");
+    mp__proc_self.identity = strdup(identity ? identity : "1");
+    mp__proc_self.parent_pid = parent_pid;
+    mp__proc_self.is_child = true;
+    mp__proc_self.daemon = daemon;
+    mp__proc_self.counter = 0;
+    mp__proc_self.exiting = false;
+    mp__proc_self.default_method = method;
+    mp__proc_self.method_fixed = true;
+    /* A forkserver child already has the server's stdin, which is /dev/null. */
+    if (method != MP_START_FORKSERVER)
+        stdin_to_devnull();
+}
+
+int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_value **out)
+{
+    int r = mp_value_decode(buf, len, fds, nfds, out);
+    if (r < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        return mp__error(r, "decoding the process arguments: %s", msg);
+    }
+    return 0;
+}
+
+_Noreturn void mp__proc_run(mp_target_fn fn, mp_value *args)
+{
+    mp__proc_self.target = fn;
+    mp_log(MP_LOG_INFO, "child process calling self.run()");
+    int code = fn(args);
+    mp_value_free(args);
+    mp_process_exit(code);
+}
+

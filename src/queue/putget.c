@@ -1,0 +1,147 @@
+/* Queue put and get: a record in the ring, or a stream for an item too big for it.
+ *
+ * DESIGN
+ * - Any thread of any process that maps the queue calls these directly: no feeder
+ *   thread, no pipe; an item is in shared memory as soon as put returns.
+ * - Waiting: under `lock`, through wait.c; a stream is claimed through stream.c.
+ */
+#define _GNU_SOURCE
+#include "queue/q.h"
+
+#include "internal/value.h"
+
+#include <stdlib.h>
+
+static int put_tagged(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout)
+{
+    int code = mp__q_check_open(q);
+    if (code < 0)
+        return code;
+    if (!buf && len)
+        return mp__error(MP_EINVAL, "put: NULL buffer");
+    if (rec_size(len) > q->s->capacity || len > ((uint64_t)1 << 62))
+        return mp__q_put_stream(q, tag, buf, len, timeout);
+    return mp__q_put_record(q, tag, buf, len, timeout);
+}
+
+int mp_queue_put_bytes(mp_queue *q, const void *buf, size_t len, double timeout)
+{
+    return put_tagged(q, TAG_BYTES, buf, len, timeout);
+}
+
+int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
+{
+    int code = mp__q_check_open(q);
+    if (code < 0)
+        return code;
+    /* Small values are encoded on the stack, straight into the ring: no malloc. */
+    unsigned char small[256];
+    size_t slen;
+    if (v && mp__value_encode_into(v, small, sizeof small, &slen) == 0)
+        return put_tagged(q, TAG_VALUE, small, slen, timeout);
+    char *buf = NULL;
+    size_t len = 0, nfds = 0;
+    code = mp_value_encode(v, &buf, &len, NULL, 0, &nfds);
+    if (code < 0) {
+        if (code == MP_EUNSUPPORTED)
+            return mp__error(code, "a value holding handles cannot be put in a queue");
+        return code;
+    }
+    code = put_tagged(q, TAG_VALUE, buf, len, timeout);
+    mp_free(buf);
+    return code;
+}
+
+int mp_queue_put_nowait(mp_queue *q, const mp_value *v) { return mp_queue_put(q, v, 0); }
+
+static int empty_error(double timeout)
+{
+    if (timeout == 0)
+        return mp__error(MP_EEMPTY, "queue is empty");
+    return mp__error(MP_EEMPTY, "queue still empty after %.3g s", timeout);
+}
+
+/* `local` (local_cap bytes, may be NULL) receives a small item instead of a malloc'd buffer. */
+static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+                      void *local, size_t local_cap)
+{
+    int code = mp__q_check_open(q);
+    if (code < 0)
+        return code;
+    struct qshared *s = q->s;
+    double deadline = NAN;
+    bool spun = timeout == 0;
+    if ((code = mp__q_lock(q)) < 0)
+        return code;
+    for (;;) {
+        if (s->st.s_active && !s->st.s_claimed) {
+            code = mp__q_get_stream(q, buf, len, tag);
+            if (code != 0)
+                break;
+            continue;
+        }
+        if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active) {
+            code = mp__q_take_record(q, buf, len, tag, local, local_cap);
+            break;
+        }
+        mp__q_stream_repair(s, false, false, false);
+        if (!spun) {
+            spun = true;
+            uint64_t seen = ld(&s->tailw); /* a put moves it */
+            qunlock(q);
+            mp__q_spin_while(&s->tailw, seen);
+            if ((code = mp__q_lock(q)) < 0)
+                return code;
+            continue;
+        }
+        code = timeout == 0 ? MP_ETIMEOUT
+                            : mp__q_wait(q, &s->data_seq, &s->get_waiters,
+                                    lazy_deadline(&deadline, timeout));
+        if (code < 0)
+            break;
+    }
+    uint32_t put_waiters = s->put_waiters;
+    uint32_t more = ld(&s->headw) != ld(&s->tailw) && s->get_waiters;
+    qunlock(q);
+    if (code >= 0) {
+        wake(&s->space_seq, put_waiters, INT32_MAX);
+        wake(&s->data_seq, more, 1); /* pass the baton if items remain */
+        return 0;
+    }
+    return code == MP_ETIMEOUT ? empty_error(timeout) : code;
+}
+
+int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
+{
+    uint32_t tag;
+    if (!buf || !len)
+        return mp__error(MP_EINVAL, "mp_queue_get_bytes: NULL output pointer");
+    *buf = NULL;
+    *len = 0;
+    return get_tagged(q, buf, len, &tag, timeout, NULL, 0);
+}
+
+int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
+{
+    void *buf;
+    size_t len;
+    uint32_t tag;
+    uint64_t local[32]; /* small items are decoded from here, without a malloc */
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
+    *out = NULL;
+    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
+    if (code < 0)
+        return code;
+    if (tag == TAG_VALUE) {
+        code = mp_value_decode(buf, len, NULL, 0, out);
+    } else {
+        *out = mp_value_bytes(buf, len);
+        code = *out ? 0 : -ENOMEM;
+    }
+    if (buf != local)
+        free(buf);
+    return code;
+}
+
+int mp_queue_get_nowait(mp_queue *q, mp_value **out) { return mp_queue_get(q, out, 0); }

@@ -1,0 +1,257 @@
+/* Private parts of the queue module, shared by the files of src/queue/:
+ *   queue.c    creating, attaching and freeing a queue, sizes, the "queue" kind
+ *   putget.c   put and get: a record in the ring, or a stream for a big item
+ *   ring.c     a record in the ring: room, copy in, copy out
+ *   journal.c  the robust lock and the crash-safe commits (position words, journal)
+ *   wait.c     sleeping on the futex words; brief spinning first
+ *   stream.c   items larger than the ring, streamed through it; repair of dead owners
+ *   joinable.c JoinableQueue: task_done and join
+ *
+ * DESIGN
+ * Who runs where: any thread of any process that maps the segment (the creator, children
+ * that got the queue in their arguments or by fork) calls put/get directly; there is no
+ * feeder thread and no pipe, so an item is in shared memory as soon as put returns and
+ * stays there after its producer exits.
+ *
+ * What is shared (one memfd): a header page (struct qshared) then `capacity` ring bytes.
+ * Items are records [u64 len][u32 tag][u32 pad][payload, padded to 8] at monotonically
+ * increasing byte positions (modulo capacity), copied in and out under `lock`.
+ *
+ * Crash safety: `lock` protects two position words (headw, tailw: byte position and item
+ * count packed in one u64 each) and a struct (qstate: JoinableQueue's count, the stream).
+ * A put or get of a ring record changes one position word: a single 8-byte store commits
+ * it. Any other change is made on a local copy, written to a journal, flagged valid,
+ * applied, then unflagged. The ring bytes of a record are written before the commit that
+ * publishes them and read before the commit that frees them. So when a process dies
+ * holding the robust mutex, the next locker (EOWNERDEAD) rolls the journal forward if it
+ * was valid and otherwise finds the last committed state intact: a half-written put is
+ * simply not there, a half-done get leaves the item for the next consumer. Nobody ever
+ * sees a torn item.
+ *
+ * Large items: a record that does not fit the ring is streamed. The producer takes `wlock`
+ * (held for its whole put), waits for an empty ring, publishes a stream item, and copies
+ * chunks as space frees; one consumer takes `rlock`, claims the stream and copies chunks
+ * out. Both copy outside `lock` and publish progress under it. Because the claimer holds
+ * rlock and the producer holds wlock for as long as the stream is theirs, anyone may test
+ * them with trylock: EOWNERDEAD (or getting the lock) means the owner died. A dead producer
+ * aborts the stream (its item never existed; a reader drops its partial copy); a dead
+ * reader makes the producer start again from byte 0 for the next reader (the producer
+ * still has the whole item), so no consumer receives a torn item and no item is lost.
+ * Waits are futex waits in 250 ms slices, so these checks also run when nobody wakes us.
+ *
+ * Speed: the lock and the position words share one cache line, so a small put or get
+ * moves that line and the ring's between CPUs and nothing else; no CPU barrier besides the
+ * lock's own atomics. Waiters count themselves (get_waiters, put_waiters) under the lock,
+ * so when nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall.
+ * A consumer facing an empty ring, or a producer facing a full one, spins briefly on the
+ * other side's position word before sleeping.
+ * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
+ * (only trylock). */
+#ifndef MP_QUEUE_Q_H
+#define MP_QUEUE_Q_H
+
+#include "multiproc/queue.h"
+#include "internal/common.h"
+#include "internal/shm.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define Q_MAGIC 0x6d705155u /* "mpQU" */
+#define Q_VERSION 4
+#define Q_HDR 4096
+#define Q_DEFAULT_CAP (8u << 20)
+#define Q_REC 16
+#define TAG_BYTES 1u
+#define TAG_VALUE 2u
+#define SLICE 0.25          /* longest single futex sleep: re-check for dead peers */
+#define CHUNK (1u << 20)    /* stream copy unit */
+
+
+/* The head and tail of the ring are "position words": the low `posbits` bits are a byte
+ * position modulo 2 * capacity, the bits above count items (modulo 2^(64 - posbits)). So
+ * a put or get changes exactly one word, and one aligned 8-byte store is a crash-atomic
+ * commit: no journal on the hot path, and the item count needs no field of its own. */
+typedef struct qstate {
+    uint64_t unfinished; /* JoinableQueue: put but not yet task_done */
+    /* the stream (an item larger than the ring), at most one at a time */
+    uint64_t s_active, s_claimed, s_len, s_tag, s_written, s_read;
+    uint64_t s_gen, s_epoch, s_done_gen;
+} qstate;
+
+/* What a journaled commit changes: st and the tail word (a JoinableQueue's put moves both). */
+typedef struct qjournal {
+    qstate st;
+    uint64_t tailw;
+} qjournal;
+
+/* Laid out by cache line, because every put and get moves the lines it writes between
+ * CPUs: line 0 is written once at creation; a put or get of a small item writes only
+ * line 1 (the lock and the position words) besides the ring. The rest changes only for
+ * streams, JoinableQueue puts, task_done and waits. */
+struct qshared {
+    uint32_t magic, version;
+    uint64_t capacity, maxsize;
+    uint32_t joinable, posbits;
+    _Alignas(64) pthread_mutex_t lock;
+    _Atomic uint64_t headw, tailw; /* position words; stored under lock, read anywhere */
+    uint32_t get_waiters, put_waiters; /* sleepers on data_seq / space_seq, under lock */
+    /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
+     * lock_spin watches, in the queue's own words rather than the mutex's private
+     * fields. Its own line: spinners reading it do not steal the holder's line. A holder
+     * that dies leaves it set, which only makes the next locker stop spinning sooner. */
+    _Alignas(64) _Atomic uint32_t held;
+    _Alignas(64) qstate st;       /* protected by lock, changed only through commit*() */
+    qjournal journal;
+    _Atomic uint32_t journal_valid;
+    _Atomic uint32_t active_pub;  /* st.s_active, readable without the lock */
+    _Alignas(64) pthread_mutex_t wlock, rlock;
+    _Atomic uint32_t data_seq, space_seq, join_seq, stream_seq; /* futex words */
+    uint32_t join_waiters, stream_waiters;
+};
+
+_Static_assert(sizeof(pthread_mutex_t) > 40 ||
+                   offsetof(struct qshared, put_waiters) + 4 - offsetof(struct qshared, lock) <= 64,
+               "the lock and the position words share one cache line");
+_Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
+
+struct mp_queue {
+    mp__shm shm;
+    struct qshared *s;
+    unsigned char *ring;
+    uint64_t mask;
+    bool closed;
+};
+
+static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
+
+/* ---- position words, ring copies, wakes: small enough to inline everywhere ---- */
+
+static inline uint64_t ld(const _Atomic uint64_t *w)
+{
+    return atomic_load_explicit(w, memory_order_relaxed);
+}
+
+/* Items between two position words (head first). */
+static inline uint64_t items_between(const struct qshared *s, uint64_t h, uint64_t t)
+{
+    unsigned b = s->posbits;
+    return ((t >> b) - (h >> b)) & (~(uint64_t)0 >> b);
+}
+
+/* Ring bytes between two position words. */
+static inline uint64_t bytes_between(const struct qshared *s, uint64_t h, uint64_t t)
+{
+    return (t - h) & (((uint64_t)1 << s->posbits) - 1);
+}
+
+/* The word one record of `bytes` further on. */
+static inline uint64_t advance(const struct qshared *s, uint64_t w, uint64_t bytes)
+{
+    unsigned b = s->posbits;
+    return (((w >> b) + 1) << b) | ((w + bytes) & (((uint64_t)1 << b) - 1));
+}
+
+/* Publish a position word once the ring bytes it covers are written (put) or read (get). */
+static inline void commit_word(_Atomic uint64_t *w, uint64_t value)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(w, value, memory_order_relaxed);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static inline void qunlock(mp_queue *q)
+{
+    atomic_store_explicit(&q->s->held, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&q->s->lock);
+}
+
+static inline void wake(_Atomic uint32_t *seq, uint32_t waiters, int n)
+{
+    if (waiters)
+        mp__futex_wake(seq, n);
+}
+
+static inline void bump(_Atomic uint32_t *seq) { atomic_fetch_add(seq, 1); }
+
+static inline void ring_write(mp_queue *q, uint64_t pos, const void *src, size_t n)
+{
+    uint64_t off = pos & q->mask, first = q->s->capacity - off;
+    if (n <= first) {
+        memcpy(q->ring + off, src, n);
+    } else {
+        memcpy(q->ring + off, src, first);
+        memcpy(q->ring, (const char *)src + first, n - first);
+    }
+}
+
+static inline void ring_read(mp_queue *q, uint64_t pos, void *dst, size_t n)
+{
+    uint64_t off = pos & q->mask, first = q->s->capacity - off;
+    if (n <= first) {
+        memcpy(dst, q->ring + off, n);
+    } else {
+        memcpy(dst, q->ring + off, first);
+        memcpy((char *)dst + first, q->ring, n - first);
+    }
+}
+
+/* The deadline of a call with this timeout, computed when it first has to wait (so a call
+ * that does not block never reads the clock). `*deadline` starts as NAN. */
+static inline double lazy_deadline(double *deadline, double timeout)
+{
+    if (isnan(*deadline))
+        *deadline = mp__deadline(timeout);
+    return *deadline;
+}
+
+/* ---- journal.c ---- */
+/* Items in the queue (a stream counts as one). Under lock. */
+uint64_t mp__q_item_count(const struct qshared *s);
+void mp__q_commit_tail(struct qshared *s, const qstate *next, uint64_t tailw);
+void mp__q_commit(struct qshared *s, const qstate *next);
+/* Take `lock`; a dead holder's journaled change is rolled forward. 0 or an error. */
+int mp__q_lock(mp_queue *q);
+/* Lock a stream mutex (wlock/rlock); a dead previous owner is fine. */
+int mp__q_lock_owner(pthread_mutex_t *m);
+/* Whether the owner of m is gone (trylock succeeded or found it dead). Leaves m unlocked. */
+bool mp__q_owner_gone(pthread_mutex_t *m);
+
+/* ---- wait.c ---- */
+/* Sleep on seq (unlocking meanwhile) for at most one slice or until the deadline.
+ * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. */
+int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double deadline);
+/* Spin a little (unlocked) hoping the counter moves away from `value`. */
+void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value);
+
+/* ---- stream.c ---- */
+void mp__q_stream_abort(struct qshared *s);
+void mp__q_stream_unclaim(struct qshared *s);
+/* Check the stream's owners; called under lock while waiting. */
+void mp__q_stream_repair(struct qshared *s, bool self_w, bool self_r, bool own_claim);
+int mp__q_put_stream(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
+/* A stream is at the head and unclaimed: claim it and drain it. Under lock on entry and
+ * return. 1 with the item, 0 to retry, negative on error. */
+int mp__q_get_stream(mp_queue *q, void **buf, size_t *len, uint32_t *tag);
+
+/* ---- ring.c ---- */
+int mp__q_full_error(const mp_queue *q, double timeout);
+int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
+/* Take the record at head. Under lock; count > 0 and no stream. */
+int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
+                      size_t local_cap);
+
+/* ---- queue.c ---- */
+int mp__q_check_open(const mp_queue *q);
+
+#endif

@@ -1,0 +1,124 @@
+/* Queue records in the ring: room, copy in, copy out.
+ *
+ * DESIGN
+ * - Records [u64 len][u32 tag][u32 pad][payload, padded to 8] sit at increasing byte
+ *   positions (modulo capacity), copied in and out under `lock`. The ring bytes of a
+ *   record are written before the store of the position word that publishes them and
+ *   read before the store that frees them.
+ * - A put or get of a small item writes only the lock's cache line and the ring's;
+ *   waiters are woken only when some have counted themselves.
+ */
+#define _GNU_SOURCE
+#include "queue/q.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static bool has_room(const struct qshared *s, uint64_t need)
+{
+    if (s->st.s_active)
+        return false;
+    uint64_t h = ld(&s->headw), t = ld(&s->tailw), n = items_between(s, h, t);
+    if (s->maxsize && n >= s->maxsize)
+        return false;
+    if (n >= (~(uint64_t)0 >> s->posbits) - 1) /* the item counter's range (rings > 8 GiB) */
+        return false;
+    return need <= s->capacity - bytes_between(s, h, t);
+}
+
+int mp__q_full_error(const mp_queue *q, double timeout)
+{
+    if (timeout == 0)
+        return mp__error(MP_EFULL, "queue is full (%llu items)",
+                         (unsigned long long)mp__q_item_count(q->s));
+    return mp__error(MP_EFULL, "queue still full after %.3g s", timeout);
+}
+
+int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout)
+{
+    struct qshared *s = q->s;
+    uint64_t need = rec_size(len);
+    double deadline = NAN;
+    /* A small record is assembled here and copied into the ring in one go. */
+    uint64_t small[8];
+    bool one_copy = need <= sizeof small;
+    if (one_copy) {
+        small[need / 8 - 1] = 0; /* the padding: no stale stack bytes in shared memory */
+        small[0] = len;
+        small[1] = tag;
+        if (len)
+            memcpy(small + 2, buf, len);
+    }
+    bool spun = timeout == 0;
+    int code = mp__q_lock(q);
+    if (code < 0)
+        return code;
+    while (!has_room(s, need)) {
+        mp__q_stream_repair(s, false, false, false);
+        if (has_room(s, need))
+            break;
+        if (!spun && !s->st.s_active) {
+            spun = true;
+            uint64_t seen = ld(&s->headw); /* a get moves it */
+            qunlock(q);
+            mp__q_spin_while(&s->headw, seen);
+            if ((code = mp__q_lock(q)) < 0)
+                return code;
+            continue;
+        }
+        code = timeout == 0 ? MP_ETIMEOUT
+                            : mp__q_wait(q, &s->space_seq, &s->put_waiters,
+                                    lazy_deadline(&deadline, timeout));
+        if (code < 0) {
+            qunlock(q);
+            return code == MP_ETIMEOUT ? mp__q_full_error(q, timeout) : code;
+        }
+    }
+    uint64_t tail = ld(&s->tailw);
+    if (one_copy) {
+        ring_write(q, tail, small, need);
+    } else {
+        uint64_t hdr[2] = {len, tag};
+        ring_write(q, tail, hdr, Q_REC);
+        ring_write(q, tail + Q_REC, buf, len);
+    }
+    if (s->joinable) { /* the tail and unfinished move together: journaled */
+        qstate n = s->st;
+        n.unfinished++;
+        mp__q_commit_tail(s, &n, advance(s, tail, need));
+    } else {
+        commit_word(&s->tailw, advance(s, tail, need));
+    }
+    uint32_t waiters = s->get_waiters;
+    if (waiters) /* a sleeper read data_seq under the lock: it must see it move */
+        bump(&s->data_seq);
+    qunlock(q);
+    wake(&s->data_seq, waiters, 1);
+    return 0;
+}
+
+/* Take the record at head. Under lock; count > 0 and no stream. */
+int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
+                       size_t local_cap)
+{
+    struct qshared *s = q->s;
+    uint64_t hdr[2], head = ld(&s->headw);
+    ring_read(q, head, hdr, Q_REC);
+    if (hdr[0] > s->capacity - Q_REC)
+        return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
+                         (unsigned long long)(head & q->mask), (unsigned long long)hdr[0]);
+    char *p = hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
+    if (!p)
+        return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
+    ring_read(q, head + Q_REC, p, hdr[0]);
+    head = advance(s, head, rec_size(hdr[0]));
+    commit_word(&s->headw, head);
+    if (head != ld(&s->tailw)) /* the next get (ours, likely) finds the next record in cache */
+        __builtin_prefetch(q->ring + (head & q->mask));
+    if (s->put_waiters)
+        bump(&s->space_seq);
+    *buf = p;
+    *len = hdr[0];
+    *tag = (uint32_t)hdr[1];
+    return 0;
+}
