@@ -48,8 +48,8 @@
  *     noticed and its wait dropped.
  *   - A malformed, truncated or oversized request gets an MP_EPROTO reply (or, if the
  *     framing itself is broken or over max_message, a closed connection); the server
- *     keeps serving others. Handshakes run on the connection's own thread with a
- *     deadline, so a silent client never holds the accept path.
+ *     keeps serving others. Handshakes run on the connection's own thread (dropped after
+ *     handshake_limit seconds when set), so a silent client never holds the accept path.
  *
  * Proxies are values: `mp_value_pack("[h]", &mp_kind_proxy, p)` puts one in a Process's
  * arguments (any start method), a queue item or a managed container (nested proxies);

@@ -2,8 +2,8 @@
  *
  * DESIGN
  * - Threads: the thread calling serve_forever accepts (raw accept4 on the listener's
- *   fd: the HMAC handshake runs on the new connection's own thread with a deadline, so
- *   a silent client never holds the accept path). Each connection gets a detached
+ *   fd: the HMAC handshake runs on the new connection's own thread, bounded by
+ *   handshake_limit when set, so a silent client never holds the accept path). Each connection gets a detached
  *   thread that reads a request, dispatches it and writes the reply, one at a time.
  * - Shared state: the object table, every object and every connection's reference
  *   list are guarded by one server mutex `mu`, held while a method runs. A blocking
