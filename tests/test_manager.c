@@ -130,7 +130,8 @@ static void test_connect_tcp(void)
     CHECK(m != NULL);
     if (!m)
         return;
-    const char *addr = mp_manager_address(m);
+    char addr[128]; /* a copy: it is used after the manager is freed */
+    snprintf(addr, sizeof addr, "%s", mp_manager_address(m));
     CHECK(strncmp(addr, "127.0.0.1:", 10) == 0 && strcmp(addr, "127.0.0.1:0") != 0);
     mp_manager *c = mp_manager_connect(addr, "secret", 6, 5);
     CHECK(c != NULL);
