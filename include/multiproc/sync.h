@@ -237,7 +237,8 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts);
  * barrier is or became broken: aborted, reset while waiting, the action failed, or
  * a party died), MP_ETIMEOUT (this party's timeout passed: the barrier is now broken
  * for everyone), MP_EINTERRUPTED (also breaks the barrier). A negative @p timeout
- * uses the barrier's default timeout.
+ * waits up to the barrier's wait_limit (forever when it is 0), as Python's
+ * wait(timeout=None) uses Barrier(timeout=).
  */
 int mp_barrier_wait(mp_barrier *b, double timeout);
 /** Return the barrier to its initial state; parties waiting now get MP_EBROKEN. */
