@@ -69,10 +69,33 @@ static void test_malformed_formats(void)
     CHECK_ERR(mp_value_unpack(NULL, "i", NULL), MP_ETYPE);
 }
 
+/* The constructor rule: bad input gives NULL, with the code in mp_last_error_code() and a
+ * message in mp_last_error(), for every kind of constructor. */
+static void test_constructors_null_with_code(void)
+{
+    CHECK_NULL_ERR(mp_process_new(NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_popen_start(NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_popen_start_sh(NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_client(NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_listener_new(&(mp_listener_opts){.address = "no-port-here:"}), MP_EINVAL);
+    CHECK_NULL_ERR(mp_connection_from_fd(-1, true, true), MP_EINVAL);
+    CHECK_NULL_ERR(mp_barrier_new(NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_shared_value_new('?', NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_shm_attach(NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_value_str(NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_get_context("no-such-method"), MP_EINVAL);
+    CHECK_NULL_ERR(mp_manager_connect(NULL, NULL, 0, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_manager_connect("@x", "k", 1, -1), MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "time_limit");
+    mp_clear_error();
+    CHECK(mp_popen_start(NULL, NULL) == NULL && mp_last_error()[0] != '\0');
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_null_handles);
     RUN_IF(argc, argv, test_null_outputs_and_arguments);
     RUN_IF(argc, argv, test_malformed_formats);
+    RUN_IF(argc, argv, test_constructors_null_with_code);
     return mpt_done();
 }
