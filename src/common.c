@@ -175,6 +175,20 @@ double mp__deadline(double timeout)
     return mp__now() + timeout;
 }
 
+double mp__limit_deadline(double limit, double dflt)
+{
+    if (limit == 0)
+        limit = dflt;
+    return limit > 0 ? mp__now() + limit : -1;
+}
+
+int mp__limit_check(double limit, const char *what)
+{
+    if (isnan(limit))
+        return mp__error(MP_EINVAL, "%s %g (seconds; MP_NO_LIMIT for none)", what, limit);
+    return 0;
+}
+
 double mp__left(double deadline)
 {
     if (deadline < 0)

@@ -136,7 +136,7 @@ struct mp_listener {
     void *authkey;
     size_t authkey_len;
     mp_auth_digest digest;
-    double handshake_limit; /* seconds; 0: no limit */
+    double handshake_limit; /* seconds (the default already applied); negative: none */
     size_t max_message_size;
     mp__hs *hs[MAX_INFLIGHT]; /* handshakes in progress, oldest first */
     int nhs;
@@ -201,17 +201,14 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
     static const mp_listener_opts defaults;
     if (!opts)
         opts = &defaults;
-    if (!(opts->handshake_limit >= 0)) {
-        mp__error(MP_EINVAL, "listener: handshake_limit %g (seconds, 0 = no limit)",
-                  opts->handshake_limit);
+    if (mp__limit_check(opts->handshake_limit, "listener: handshake_limit") < 0)
         return NULL;
-    }
     mp_listener *l = mp__calloc(1, sizeof *l);
     if (!l)
         return NULL;
     l->fd = -1;
     l->digest = opts->digest;
-    l->handshake_limit = opts->handshake_limit;
+    l->handshake_limit = opts->handshake_limit == 0 ? MP__HANDSHAKE_DEFAULT : opts->handshake_limit;
     l->max_message_size = opts->max_message_size;
     if (opts->authkey) {
         l->authkey = malloc(opts->authkey_len ? opts->authkey_len : 1);
@@ -294,8 +291,11 @@ static mp__hs *hs_remove(mp_listener *l, int i)
     return h;
 }
 
-/* The deadline of an options-struct limit: 0 is no limit (-1: no deadline). */
-static double limit_deadline(double limit) { return limit > 0 ? mp__deadline(limit) : -1; }
+/* The deadline of a handshake limit (0: the default, so a silent peer never holds a slot). */
+static double limit_deadline(double limit)
+{
+    return mp__limit_deadline(limit, MP__HANDSHAKE_DEFAULT);
+}
 
 /* Start a handshake for every connection in the backlog, while there is room. */
 static int admit_pending(mp_listener *l)
@@ -463,9 +463,8 @@ static int client_connect(const char *address, const mp_client_opts *opts, mp_co
         opts = &defaults;
     if (!address)
         return mp__error(MP_EINVAL, "mp_client: NULL address");
-    if (!(opts->time_limit >= 0))
-        return mp__error(MP_EINVAL, "mp_client: time_limit %g (seconds, 0 = no limit)",
-                         opts->time_limit);
+    if (mp__limit_check(opts->time_limit, "mp_client: time_limit") < 0)
+        return mp_last_error_code();
     double deadline = limit_deadline(opts->time_limit);
     sockaddr_any a;
     int code = parse_address(address, false, &a);

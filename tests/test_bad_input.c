@@ -85,7 +85,7 @@ static void test_constructors_null_with_code(void)
     CHECK_NULL_ERR(mp_value_str(NULL), MP_EINVAL);
     CHECK_NULL_ERR(mp_get_context("no-such-method"), MP_EINVAL);
     CHECK_NULL_ERR(mp_manager_connect(NULL, NULL, 0, 0), MP_EINVAL);
-    CHECK_NULL_ERR(mp_manager_connect("@x", "k", 1, -1), MP_EINVAL);
+    CHECK_NULL_ERR(mp_manager_connect("@x", "k", 1, NAN), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "time_limit");
     mp_clear_error();
     CHECK(mp_popen_start(NULL, NULL) == NULL && mp_last_error()[0] != '\0');

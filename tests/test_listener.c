@@ -287,10 +287,13 @@ static void test_errors(void)
     close(hold);
     CHECK_NULL_ERR(c = mp_client("nonsense", NULL), MP_EINVAL);
     CHECK_NULL_ERR(c = mp_client("", NULL), MP_EINVAL);
-    CHECK_NULL_ERR(mp_client("/nonexistent/socket", &(mp_client_opts){.time_limit = -1}),
+    CHECK_NULL_ERR(mp_client("/nonexistent/socket", &(mp_client_opts){.time_limit = NAN}),
                    MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "time_limit");
-    CHECK_NULL_ERR(mp_listener_new(&(mp_listener_opts){.handshake_limit = -1}), MP_EINVAL);
+    /* A negative limit is MP_NO_LIMIT: valid, the connect fails for its own reason. */
+    CHECK_NULL_ERR(mp_client("/nonexistent/socket", &(mp_client_opts){.time_limit = MP_NO_LIMIT}),
+                   -ENOENT);
+    CHECK_NULL_ERR(mp_listener_new(&(mp_listener_opts){.handshake_limit = NAN}), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "handshake_limit");
     mp_listener_opts bad = {.address = "no.such.host.invalid:80"};
     CHECK(mp_listener_new(&bad) == NULL);
@@ -497,6 +500,30 @@ static void test_slow_peers_do_not_delay_others(void)
     mp_listener_free(l);
 }
 
+/* With all-zero options a silent peer is dropped after the default 20 s (Python would hold
+ * it forever), while MP_NO_LIMIT keeps it pending past that. */
+static void test_default_handshake_limit(void)
+{
+    mp_listener *l = mp_listener_new(&(mp_listener_opts){.authkey = KEY,
+                                                         .authkey_len = strlen(KEY)});
+    mp_listener *forever = mp_listener_new(&(mp_listener_opts){
+        .authkey = KEY, .authkey_len = strlen(KEY), .handshake_limit = MP_NO_LIMIT});
+    int silent = raw_connect(mp_listener_address(l));
+    int silent2 = raw_connect(mp_listener_address(forever));
+    mp_connection *c = NULL;
+    double t0 = mpt_now();
+    CHECK_ERR(mp_listener_accept(l, 60, &c), MP_ETIMEOUT);
+    CHECK_CONTAINS(mp_last_error(), "did not complete the handshake within 20 s");
+    double took = mpt_now() - t0;
+    CHECK(took >= 19.5 && took < 40);
+    CHECK_ERR(mp_listener_accept(forever, 0, &c), MP_ETIMEOUT); /* still pending, not dropped */
+    CHECK_CONTAINS(mp_last_error(), "no connection");
+    close(silent);
+    close(silent2);
+    mp_listener_free(l);
+    mp_listener_free(forever);
+}
+
 typedef struct slow_server {
     int fd;
     pthread_t thread;
@@ -555,6 +582,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_wrong_key);
     RUN_IF(argc, argv, test_bounded_handshake);
     RUN_IF(argc, argv, test_slow_peers_do_not_delay_others);
+    RUN_IF(argc, argv, test_default_handshake_limit);
     RUN_IF(argc, argv, test_client_deadline_is_per_handshake);
     RUN_IF(argc, argv, test_errors);
     RUN_IF(argc, argv, test_wait_listener);

@@ -291,8 +291,9 @@ static void test_bad_arguments(void)
     CHECK(p == NULL);
     mp_subprocess_opts o = {.npass = 2};
     CHECK_ERR(mp_run(ARGV("true"), &o, NULL), MP_EINVAL);
-    CHECK_ERR(mp_run(ARGV("true"), &(mp_subprocess_opts){.time_limit = -1}, NULL), MP_EINVAL);
+    CHECK_ERR(mp_run(ARGV("true"), &(mp_subprocess_opts){.time_limit = NAN}, NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "time_limit");
+    CHECK_OK(mp_run(ARGV("true"), &(mp_subprocess_opts){.time_limit = MP_NO_LIMIT}, NULL));
     mp_subprocess_opts f = {.out = {.kind = MP_IO_FILE}};
     CHECK_ERR(mp_run(ARGV("true"), &f, NULL), MP_EINVAL);
     CHECK_ERR(mp_pipeline(NULL, 0, NULL, NULL, NULL), MP_EINVAL);

@@ -601,7 +601,7 @@ static void test_barrier_basic(void)
     mp_barrier_opts bad = {0};
     CHECK(mp_barrier_new(&bad) == NULL);
     CHECK_INT(mp_last_error_code(), MP_EINVAL);
-    CHECK_NULL_ERR(mp_barrier_new(&(mp_barrier_opts){.parties = 1, .wait_limit = -1}),
+    CHECK_NULL_ERR(mp_barrier_new(&(mp_barrier_opts){.parties = 1, .wait_limit = NAN}),
                    MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "wait_limit");
 

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <errno.h>
 #include <signal.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -212,7 +212,8 @@ typedef struct mp_listener_opts {
     size_t authkey_len;    /**< bytes of authkey */
     mp_auth_digest digest; /**< the challenge we send */
     double handshake_limit;   /**< seconds a peer has to complete the whole handshake;
-                                   0 = no limit (as Python) */
+                                   0: 20 s; MP_NO_LIMIT: none (Python's, which lets a
+                                   silent peer hold a slot forever) */
     size_t max_message_size;  /**< of each accepted connection; 0: 64 MiB (see above) */
 } mp_listener_opts;
 
@@ -247,7 +248,8 @@ typedef struct mp_client_opts {
     const void *authkey;   /**< NULL: no authentication */
     size_t authkey_len;    /**< bytes of authkey */
     mp_auth_digest digest; /**< the challenge we send */
-    double time_limit;     /**< seconds for connect + the whole handshake; 0 = no limit */
+    double time_limit;     /**< seconds for connect + the whole handshake; 0: 20 s;
+                                MP_NO_LIMIT: none */
     size_t max_message_size; /**< of the connection; 0: 64 MiB (see above) */
 } mp_client_opts;
 

@@ -39,6 +39,15 @@ extern "C" {
 MP_API_BEGIN
 
 /**
+ * "No limit" for a time-limit field in an options struct (`..._limit`) or a limit argument.
+ * The one timing rule of the library: a negative time always means "forever"; 0 in a
+ * function's `double timeout` argument polls, and 0 in an options field means that field's
+ * default (written beside each field: "no limit" for most, 20 s for a handshake, so an
+ * unauthenticated peer never holds a slot forever unless asked). NaN is MP_EINVAL.
+ */
+#define MP_NO_LIMIT (-1.0)
+
+/**
  * The library's own error codes: X(NAME, value, description).
  * Values start at -10000 so they never overlap `-errno`.
  */

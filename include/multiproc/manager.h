@@ -136,7 +136,8 @@ typedef struct mp_manager_opts {
     const mp_manager_type *types; /**< user types served besides the built-in ones */
     size_t ntypes;         /**< at most 64 */
     size_t max_message;    /**< largest request accepted, bytes; 0: 64 MiB */
-    double handshake_limit; /**< seconds a client has to authenticate; 0 = no limit */
+    double handshake_limit; /**< seconds a client has to authenticate; 0: 20 s;
+                                 MP_NO_LIMIT: none */
     int max_connections;   /**< 0: 1024; later connections are closed at once */
 } mp_manager_opts;
 
@@ -148,9 +149,9 @@ typedef struct mp_manager_opts {
 mp_manager *mp_manager_new(const mp_manager_opts *opts);
 /**
  * Connect to a running manager (any process's, or a standalone server) by address and
- * authkey. Checks the server answers within @p time_limit seconds (0 = no limit, like
- * the `..._limit` fields of options). NULL on error: -ECONNREFUSED / -ENOENT, MP_EAUTH,
- * MP_ETIMEOUT, MP_EINVAL (a negative limit).
+ * authkey. Checks the server answers within @p time_limit seconds (0: 20 s, MP_NO_LIMIT:
+ * none, like the `..._limit` fields of options). NULL on error: -ECONNREFUSED / -ENOENT,
+ * MP_EAUTH, MP_ETIMEOUT, MP_EINVAL (a NaN limit).
  */
 mp_manager *mp_manager_connect(const char *address, const void *authkey, size_t authkey_len,
                                double time_limit);

@@ -105,7 +105,8 @@ typedef struct mp_subprocess_opts {
                                   pipe); borrowed for the call's duration */
     size_t input_len;        /**< bytes of input */
     double time_limit;       /**< run/pipeline: seconds the whole call may take (then the
-                                  child is killed: MP_ETIMEOUT); 0 = no limit */
+                                  child is killed: MP_ETIMEOUT); 0 or MP_NO_LIMIT:
+                                  none */
     bool check;              /**< run/pipeline: a non-zero exit is MP_ECHILDFAIL */
     const char *executable;  /**< the program actually run (argv[0] is only what the
                                   child sees); for the _sh functions it replaces /bin/sh */

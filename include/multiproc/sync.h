@@ -225,7 +225,8 @@ typedef struct mp_barrier_opts {
                                        program (not a pointer into a parent's heap) */
     void *action_arg;             /**< passed to action (must be valid in that process) */
     double wait_limit;            /**< seconds a wait with a negative timeout may last
-                                       (Python's Barrier(timeout=)); 0 = no limit */
+                                       (Python's Barrier(timeout=)); 0 or MP_NO_LIMIT:
+                                       none */
 } mp_barrier_opts;
 
 /** A new barrier. NULL with MP_EINVAL when parties is 0 or too large. */

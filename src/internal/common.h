@@ -78,6 +78,16 @@ double mp__now(void); /* CLOCK_MONOTONIC seconds */
  * (deadline = -1), 0 polls, > 0 is seconds from now. */
 double mp__deadline(double timeout);
 
+/* The deadline of an options-struct limit (`..._limit`): negative (MP_NO_LIMIT) is none,
+ * 0 is the field's default `dflt` (negative: none), positive is seconds from now. */
+double mp__limit_deadline(double limit, double dflt);
+
+/* MP_EINVAL (with "<what> <value>" in the message) for a NaN limit, else 0. */
+int mp__limit_check(double limit, const char *what);
+
+/* The default handshake limit of listeners, clients and managers (seconds). */
+#define MP__HANDSHAKE_DEFAULT 20.0
+
 /* Milliseconds left until `deadline` for poll(): -1 forever, 0 when past. */
 int mp__ms_left(double deadline);
 

@@ -592,7 +592,7 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts)
                 cfg->key[i] = (unsigned char)(rand() ^ (int)getpid());
     }
     cfg->max_message = opts->max_message ? opts->max_message : (size_t)64 << 20;
-    cfg->handshake_limit = opts->handshake_limit; /* 0: no limit */
+    cfg->handshake_limit = opts->handshake_limit; /* 0: the listener's default; < 0: none */
     cfg->max_connections = opts->max_connections > 0 ? opts->max_connections : 1024;
     cfg->types = opts->types;
     cfg->ntypes = opts->ntypes;
@@ -605,9 +605,8 @@ int mp__mgr_check_opts(const mp_manager_opts *opts)
     if (opts->authkey && opts->authkey_len > MGR_MAX_KEY)
         return mp__error(MP_EINVAL, "manager: authkey of %zu bytes (at most %d)",
                          opts->authkey_len, MGR_MAX_KEY);
-    if (!(opts->handshake_limit >= 0))
-        return mp__error(MP_EINVAL, "manager: handshake_limit %g (seconds, 0 = no limit)",
-                         opts->handshake_limit);
+    if (mp__limit_check(opts->handshake_limit, "manager: handshake_limit") < 0)
+        return mp_last_error_code();
     if (opts->address && strlen(opts->address) >= MGR_ADDR_LEN)
         return mp__error(MP_EINVAL, "manager: address too long");
     if (opts->ntypes > MGR_MAX_TYPES || (opts->ntypes && !opts->types))

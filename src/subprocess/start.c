@@ -201,8 +201,8 @@ int mp__popen_create(char *const *argv, const char *file, const mp_subprocess_op
         return mp__error(MP_EINVAL, "argv is NULL or empty");
     if (o->npass && !o->pass_fds)
         return mp__error(MP_EINVAL, "npass is %zu but pass_fds is NULL", o->npass);
-    if (!(o->time_limit >= 0))
-        return mp__error(MP_EINVAL, "time_limit %g (seconds, 0 = no limit)", o->time_limit);
+    if (mp__limit_check(o->time_limit, "time_limit") < 0)
+        return mp_last_error_code();
     mp_popen *p = mp__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;

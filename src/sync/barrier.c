@@ -185,10 +185,8 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
         mp__error(MP_EINVAL, "barrier parties must be 1..%d", MAX_PARTIES);
         return NULL;
     }
-    if (!(opts->wait_limit >= 0)) {
-        mp__error(MP_EINVAL, "barrier wait_limit %g (seconds, 0 = no limit)", opts->wait_limit);
+    if (mp__limit_check(opts->wait_limit, "barrier wait_limit") < 0)
         return NULL;
-    }
     mp__shm seg;
     if (mp__sync_seg_create(&seg, sizeof(barrier_sh), "mp-barrier") < 0)
         return NULL;
