@@ -220,6 +220,7 @@ typedef struct dec {
     bool *used;
     size_t nfds;
     bool in_ext;  /* inside a handle payload: no nested handles */
+    const mp_kind *only; /* non-NULL: the one kind of handle accepted (untrusted input) */
 } dec;
 
 static int bad(const char *what) { return mp__error(MP_EPROTO, "decoding: %s", what); }
@@ -339,6 +340,9 @@ static int import_handle(dec *d, const mp_value *desc, mp_value **out)
         data->type != MP_BYTES || idx->type != MP_LIST)
         return bad("malformed handle");
     const mp_kind *k = mp_kind_find(name->u.s.data);
+    if (d->only && k != d->only)
+        return mp__error(MP_EPROTO, "decoding: a '%.64s' handle is not accepted here (only '%s')",
+                         name->u.s.data, d->only->name);
     if (!k)
         return mp__error(MP_ENOTFOUND, "decoding: unknown object kind '%s'", name->u.s.data);
     int fds[MP_KIND_MAX_FDS];
@@ -474,7 +478,8 @@ static int decode_value(dec *d, int depth, mp_value **out)
     }
 }
 
-int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out)
+static int decode_all(const void *buf, size_t len, int *fds, size_t nfds, const mp_kind *only,
+                      mp_value **out)
 {
     int r = 0;
     bool *used = NULL;
@@ -486,7 +491,7 @@ int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value
         r = -ENOMEM;
     if (r == 0) {
         dec d = {.p = buf, .end = (const uint8_t *)buf + len, .fds = fds, .used = used,
-                 .nfds = nfds};
+                 .nfds = nfds, .only = only};
         r = decode_value(&d, 0, out);
         if (r == 0 && d.p != d.end)
             r = mp__error(MP_EPROTO, "decoding: %zu trailing bytes after the value",
@@ -502,4 +507,14 @@ int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value
             mp__close(fds[i]);
     free(used);
     return r;
+}
+
+int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out)
+{
+    return decode_all(buf, len, fds, nfds, NULL, out);
+}
+
+int mp__value_decode_only(const void *buf, size_t len, const mp_kind *only, mp_value **out)
+{
+    return decode_all(buf, len, NULL, 0, only, out);
 }
