@@ -13,7 +13,6 @@
 #include "internal/value.h"
 #include "manager/mgr.h"
 
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,21 +39,8 @@ static int gone(const char *address, int code)
     return mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", address, mp_strerror(code));
 }
 
-/* Spin briefly on a local reply before sleeping in recv: a reply that comes within a
- * few microseconds then costs no wake-up of this thread. */
-static void spin_for_reply(mp_connection *c)
-{
-    struct pollfd p = {mp_connection_fileno(c), POLLIN, 0};
-    for (int i = 0; i < 200; i++) {
-        if (poll(&p, 1, 0) != 0)
-            return;
-        __builtin_ia32_pause();
-    }
-}
-
 static int recv_reply(mp_connection *c, const char *address, void **buf, size_t *len)
 {
-    spin_for_reply(c);
     int r = mp_connection_recv_bytes(c, 0, buf, len);
     if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
         return gone(address, r);
