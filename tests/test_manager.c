@@ -1001,7 +1001,7 @@ static void test_silent_client(void)
     double t0 = mpt_now();
     mp_proxy *d = mp_manager_dict(m, NULL);
     CHECK(d != NULL);
-    CHECK(mpt_now() - t0 < 0.25);
+    CHECK(mpt_now() - t0 < 1.0); /* held by the four in turn, it would take 1.2 s */
     /* And after handshake_limit they are dropped. */
     for (int i = 0; i < 4; i++) {
         CHECK(silent[i] != NULL);

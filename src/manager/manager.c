@@ -317,11 +317,8 @@ mp_proxy *mp_manager_create(mp_manager *m, const char *type, const mp_value *arg
         return NULL;
     }
     mp_connection *c;
-    if (mp__mgr_connect(m->address, m->key, m->keylen, 20.0, &c) < 0) {
-        if (mp_last_error_code() == -ECONNREFUSED || mp_last_error_code() == -ENOENT)
-            mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", m->address, mp_last_error());
+    if (mp__mgr_reconnect(m->address, m->key, m->keylen, 20.0, &c) < 0)
         return NULL;
-    }
     mp_value *cargs = args ? mp_value_pack("[s O]", type, args) : mp_value_pack("[s]", type);
     mp_value *res = NULL;
     int r = cargs ? mp__mgr_roundtrip(c, m->address, m->max_message, "create", 0, cargs, &res)

@@ -165,6 +165,10 @@ const mgr_ref *mp__mgr_proxy_ref(const mp_value *v);
 /* Connect to a manager (authenticated), within limit seconds (0 = no limit). */
 int mp__mgr_connect(const char *address, const void *key, size_t keylen, double limit,
                     mp_connection **out);
+/* The same for a manager known to have served (creating an object, a proxy's own
+ * connection): a refused or reset connection means it is gone, MP_EEOF. */
+int mp__mgr_reconnect(const char *address, const void *key, size_t keylen, double limit,
+                      mp_connection **out);
 /* One request/response on a connection. A request encoding to more than max bytes (the
  * server's max_message; 0: unknown) is refused here with -EMSGSIZE, never sent: the
  * server would close the connection on it. */

@@ -39,6 +39,15 @@ static int gone(const char *address, int code)
     return mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", address, mp_strerror(code));
 }
 
+int mp__mgr_reconnect(const char *address, const void *key, size_t keylen, double limit,
+                      mp_connection **out)
+{
+    int r = mp__mgr_connect(address, key, keylen, limit, out);
+    if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET || r == -EPIPE || r == MP_EEOF)
+        return gone(address, r);
+    return r;
+}
+
 static int recv_reply(mp_connection *c, const char *address, void **buf, size_t *len)
 {
     int r = mp_connection_recv_bytes(c, 0, buf, len);
@@ -100,7 +109,7 @@ mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref, size_t max_m
 static int proxy_connect(mp_proxy *p)
 {
     mp_connection *c;
-    int r = mp__mgr_connect(p->ref.address, p->ref.key, p->ref.keylen, 20.0, &c);
+    int r = mp__mgr_reconnect(p->ref.address, p->ref.key, p->ref.keylen, 20.0, &c);
     if (r < 0)
         return r;
     mp_value *args = mp_value_pack("[I I]", (int64_t)p->ref.id, (int64_t)p->ref.token);
