@@ -7,6 +7,7 @@
 #include "test_util.h"
 
 #include "multiproc/manager.h"
+#include "multiproc/pool.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -657,6 +658,43 @@ static void test_proxy_through_queue_and_connection(void)
     mp_proxy_free(l);
 }
 
+/* A pool task: d.add('hits', 1) and d[i] = i * i through the proxy in its argument. */
+static int task_with_proxy(const mp_value *arg, mp_value **result)
+{
+    mp_proxy *d = NULL;
+    int64_t i;
+    if (mp_value_unpack(arg, "[h I]", &mp_kind_proxy, &d, &i) < 0)
+        return mp_last_error_code();
+    int r = mp_proxy_callf(d, "__setitem__", NULL, "[I I]", i, i * i);
+    if (r == 0)
+        r = mp_proxy_callf(d, "add", result, "[s i]", "hits", 1);
+    return r;
+}
+
+static void test_proxy_in_pool_tasks(void)
+{
+    for (size_t m = 0; m < 2; m++) { /* fork, spawn */
+        mp_proxy *d = mp_manager_dict(mgr, NULL);
+        mp_pool_opts o = {.processes = 2, .ctx = mp_get_context(methods[m])};
+        mp_pool *pool = mp_pool_new(&o);
+        CHECK(pool != NULL);
+        mp_value *items = mp_value_list();
+        for (int i = 0; i < 6; i++)
+            mp_value_list_append(items, mp_value_pack("[h i]", &mp_kind_proxy, d, i));
+        mp_value *out = NULL;
+        CHECK_OK(mp_pool_map(pool, task_with_proxy, items, 1, &out));
+        mp_value_free(out);
+        mp_value_free(items);
+        CHECK_OK(mp_pool_close(pool));
+        CHECK_OK(mp_pool_join(pool, 30));
+        mp_pool_free(pool);
+        CHECK_STR(callr(d, "__getitem__", "[s]", "hits"), "6");
+        CHECK_STR(callr(d, "__getitem__", "[i]", 5), "25");
+        CHECK_INT(mp_proxy_len(d), 7);
+        mp_proxy_free(d);
+    }
+}
+
 static void test_nested_proxies(void)
 {
     int64_t base = 0;
@@ -1124,6 +1162,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_queue);
     RUN_IF(argc, argv, test_proxy_in_process_args);
     RUN_IF(argc, argv, test_proxy_through_queue_and_connection);
+    RUN_IF(argc, argv, test_proxy_in_pool_tasks);
     RUN_IF(argc, argv, test_nested_proxies);
     RUN_IF(argc, argv, test_registered_types);
     RUN_IF(argc, argv, test_server_dies);
