@@ -150,6 +150,52 @@ static void test_connect_tcp(void)
     CHECK(mp_manager_connect(addr, "secret", 6, 5) == NULL);
 }
 
+static void *serve_thread(void *arg)
+{
+    return (void *)(intptr_t)mp_manager_server_serve_forever(arg);
+}
+
+/* A server in this process (Python's get_server().serve_forever()) on a Unix path: a
+ * client's shutdown ends serve_forever with 0, so does mp_manager_server_stop. */
+static void test_standalone_server(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mp-mgr-test-%d.sock", (int)getpid());
+    mp_manager_opts o = {.address = path, .authkey = "k", .authkey_len = 1};
+    mp_manager_server *s = mp_manager_server_new(&o);
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_STR(mp_manager_server_address(s), path);
+    size_t klen;
+    CHECK(memcmp(mp_manager_server_authkey(s, &klen), "k", 1) == 0 && klen == 1);
+    pthread_t t;
+    pthread_create(&t, NULL, serve_thread, s);
+    mp_manager *m = mp_manager_connect(path, "k", 1, 5);
+    CHECK(m != NULL);
+    CHECK_INT(mp_manager_pid(m), 0);
+    mp_proxy *d = mp_manager_dict(m, NULL);
+    CHECK_OK(mp_proxy_callf(d, "__setitem__", NULL, "[s s]", "where", "in-process"));
+    CHECK_STR(prepr(d), "{'where': 'in-process'}");
+    CHECK_OK(mp_manager_shutdown(m)); /* a client stops the server */
+    void *rc;
+    pthread_join(t, &rc);
+    CHECK_INT((intptr_t)rc, 0);
+    CHECK_ERR(mp_proxy_callf(d, "__len__", NULL, NULL), MP_EEOF);
+    mp_proxy_free(d);
+    mp_manager_free(m);
+    /* Served again, and stopped by mp_manager_server_stop this time. */
+    pthread_create(&t, NULL, serve_thread, s);
+    m = mp_manager_connect(path, "k", 1, 5);
+    CHECK(m != NULL);
+    CHECK_OK(mp_manager_server_stop(s));
+    pthread_join(t, &rc);
+    CHECK_INT((intptr_t)rc, 0);
+    mp_manager_free(m);
+    mp_manager_server_free(s);
+    CHECK(access(path, F_OK) != 0); /* the socket file is removed */
+}
+
 static void test_bad_opts(void)
 {
     char big[300];
@@ -1151,6 +1197,7 @@ int main(int argc, char **argv)
     CHECK(mgr != NULL);
     RUN_IF(argc, argv, test_start_shutdown);
     RUN_IF(argc, argv, test_connect_tcp);
+    RUN_IF(argc, argv, test_standalone_server);
     RUN_IF(argc, argv, test_bad_opts);
     RUN_IF(argc, argv, test_dict);
     RUN_IF(argc, argv, test_list);

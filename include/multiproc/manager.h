@@ -216,7 +216,8 @@ const void *mp_manager_server_authkey(const mp_manager_server *s, size_t *len);
 /**
  * Serve until a client calls mp_manager_shutdown or mp_manager_server_stop is called
  * (from another thread, or a signal handler: it only writes to a pipe). Every connection
- * is closed and every object freed before it returns 0. MP_EINTERRUPTED if a deferred
+ * is closed and every object freed before it returns 0; the server keeps listening
+ * until mp_manager_server_free, so serve_forever may be called again. MP_EINTERRUPTED if a deferred
  * signal handler asked blocking calls to stop (also a clean stop).
  */
 int mp_manager_server_serve_forever(mp_manager_server *s);

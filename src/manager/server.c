@@ -792,7 +792,8 @@ static void drain(mgr_server *s)
         }
     s->stopping = false;
     pthread_mutex_unlock(&s->mu);
-    mp_listener_close(s->listener);
+    /* The listener stays open until mp_manager_server_free: a later serve_forever serves
+     * whoever connected meanwhile. */
 }
 
 int mp_manager_server_serve_forever(mp_manager_server *s)
