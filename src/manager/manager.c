@@ -96,7 +96,6 @@ static int manager_main(mp_value *args)
     int r = mp_manager_server_serve_forever(s);
     mp_manager_server_free(s);
     mp__mgr_types_free(types, ntypes);
-    mp_log(MP_LOG_INFO, "manager exiting with exitcode 0");
     return r < 0 ? 1 : 0;
 }
 
@@ -271,6 +270,8 @@ int mp_manager_shutdown(mp_manager *m)
     if (m->shut)
         return 0;
     m->shut = true;
+    if (m->proc)
+        mp_log(MP_LOG_INFO, "sending shutdown message to manager");
     mp_connection *c;
     if (mp__mgr_connect(m->address, m->key, m->keylen, 5.0, &c) == 0) {
         mp__mgr_roundtrip(c, m->address, 0, "shutdown", 0, NULL, NULL);
