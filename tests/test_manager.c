@@ -1101,6 +1101,20 @@ static void test_silent_client(void)
         mp_connection_free(silent[i]);
     }
     CHECK(mpt_now() - t0 < 5);
+    /* A peer answering the challenge with a 1 GB message is cut off at once, unread
+     * (by the main manager, whose handshake_limit is the default 20 s). */
+    mp_connection *big = mp_client(mp_manager_address(mgr), &none);
+    void *chal;
+    size_t clen;
+    CHECK_OK(mp_connection_recv_bytes(big, 0, &chal, &clen));
+    mp_free(chal);
+    uint32_t hdr = htonl(1u << 30);
+    t0 = mpt_now();
+    CHECK_INT(write(mp_connection_fileno(big), &hdr, sizeof hdr), (int)sizeof hdr);
+    CHECK_INT(mp_connection_poll(big, 5), 1);
+    CHECK_ERR(mp_connection_recv_bytes(big, 0, &chal, &clen), MP_EEOF);
+    CHECK(mpt_now() - t0 < 5); /* long before handshake_limit */
+    mp_connection_free(big);
     mp_proxy_free(d);
     mp_manager_free(m);
 }
