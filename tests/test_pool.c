@@ -7,7 +7,10 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 /* ---- tasks (found in spawn/forkserver workers by object + offset) ------------------- */
 
@@ -85,10 +88,14 @@ int task_sleep(const mp_value *arg, mp_value **out)
 
 static _Atomic int *exec_counts; /* shared with fork workers: runs per item */
 
+/* Counts its runs; takes ~20 us, so that most kills land inside a chunk. */
 int task_count_square(const mp_value *arg, mp_value **out)
 {
     int64_t x = mp_value_get_int(arg);
     atomic_fetch_add(&exec_counts[x], 1);
+    double end = mpt_now() + 20e-6;
+    while (mpt_now() < end)
+        ;
     *out = mp_value_int(x * x);
     return 0;
 }
@@ -583,7 +590,7 @@ static int list_children(int *pids, int max)
 /* Kill workers at random during a large map: every task ends exactly once. */
 static void test_random_kills(void)
 {
-    enum { N = 200000 };
+    enum { N = 60000 };
     exec_counts = mmap(NULL, N * sizeof(int), PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int before[64];
@@ -601,6 +608,10 @@ static void test_random_kills(void)
         for (int k = 0; k < nbefore; k++)
             if (before[k] == pick)
                 pick = 0;
+        char wchan[64];
+        char st = pick > 0 ? mpt_task_state(pick, pick, wchan, sizeof wchan) : 0;
+        if (st == 0 || st == 'Z')
+            pick = 0; /* already killed, not yet replaced */
         if (pick > 0 && kill(pick, SIGKILL) == 0)
             kills++;
         usleep(2000 + rand_r(&seed) % 5000); /* pacing the kills, not synchronising */
@@ -623,6 +634,7 @@ static void test_random_kills(void)
     CHECK_INT(ok + died, N);
     CHECK_INT(other, 0);
     CHECK(kills > 0);
+    CHECK(died > 0); /* kills landed inside chunks: the dying path ran */
     CHECK(died <= kills * 50);
     mp_pool_result_free(r);
     mp_value_free(in);
@@ -630,6 +642,170 @@ static void test_random_kills(void)
     CHECK_OK(mp_pool_join(p, 30));
     mp_pool_free(p);
     munmap(exec_counts, N * sizeof(int));
+}
+
+/* ---- a pool whose parent dies ------------------------------------------------------ */
+
+/* The socket inodes ("socket:[N]") process pid has open. */
+static int socket_inodes(int pid, unsigned long *out, int max)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char path[320], link[64];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        unsigned long ino;
+        if (k > 0 && n < max) {
+            link[k] = '\0';
+            if (sscanf(link, "socket:[%lu]", &ino) == 1)
+                out[n++] = ino;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static bool has_ulong(const unsigned long *a, int n, unsigned long x)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i] == x)
+            return true;
+    return false;
+}
+
+static bool has_int(const int *a, int n, int x)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i] == x)
+            return true;
+    return false;
+}
+
+/* No fork worker holds the parent's end of any pool socket (its own or another
+ * worker's, of this pool or another): else a parent that dies leaves it waiting. */
+static void test_worker_fds(void)
+{
+    unsigned long before[256], after[256], pool_socks[256];
+    int nb = socket_inodes(getpid(), before, 256);
+    int kids0[64], nk0 = list_children(kids0, 64);
+    mp_pool_opts o = {.processes = 3, .ctx = mp_get_context("fork")};
+    mp_pool *a = mp_pool_new(&o);
+    o.processes = 2;
+    mp_pool *b = mp_pool_new(&o);
+    CHECK(a && b);
+    int na = socket_inodes(getpid(), after, 256), np = 0;
+    for (int i = 0; i < na; i++)
+        if (!has_ulong(before, nb, after[i]))
+            pool_socks[np++] = after[i];
+    CHECK_INT(np, 5); /* the parent's end of each worker's socket */
+    int kids[64], nk = list_children(kids, 64), workers = 0, held = 0;
+    for (int k = 0; k < nk; k++) {
+        if (has_int(kids0, nk0, kids[k]))
+            continue;
+        workers++;
+        unsigned long mine[256];
+        int nm = socket_inodes(kids[k], mine, 256);
+        for (int i = 0; i < nm; i++)
+            if (has_ulong(pool_socks, np, mine[i])) {
+                fprintf(stderr, "worker %d holds the parent's socket %lu\n", kids[k], mine[i]);
+                held++;
+            }
+    }
+    CHECK_INT(workers, 5);
+    CHECK_INT(held, 0);
+    mp_pool_free(a);
+    mp_pool_free(b);
+}
+
+static int orphan_pipe = -1;
+
+/* A process that makes a pool, sends its workers' pids, and waits to be killed. */
+static int pool_parent_main(mp_value *args)
+{
+    (void)args;
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 3, .ctx = mp_get_context("fork")});
+    if (!p)
+        return 1;
+    int kids[64];
+    int n = list_children(kids, 64);
+    if (write(orphan_pipe, &n, sizeof n) != sizeof n ||
+        write(orphan_pipe, kids, (size_t)n * sizeof *kids) != (ssize_t)(n * sizeof *kids))
+        return 1;
+    for (;;)
+        pause();
+}
+
+/* A parent SIGKILLed without close/join: every worker exits (no orphans). This process
+ * is a subreaper meanwhile, so the orphans become its children and are reaped here. */
+static void test_orphans_exit(void)
+{
+    int pfd[2];
+    CHECK_OK(pipe(pfd));
+    orphan_pipe = pfd[1];
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    mp_process *mid = mp_process_new(&(mp_process_opts){.target = pool_parent_main,
+                                                        .ctx = mp_get_context("fork")});
+    CHECK_OK(mp_process_start(mid));
+    close(pfd[1]);
+    int n = 0, pids[64], fds[64];
+    CHECK_INT(read(pfd[0], &n, sizeof n), (int)sizeof n);
+    CHECK_INT(n, 3);
+    CHECK_INT(read(pfd[0], pids, (size_t)n * sizeof *pids), (int)(n * sizeof *pids));
+    close(pfd[0]);
+    for (int i = 0; i < n; i++)
+        fds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
+    CHECK_OK(mp_process_kill(mid));
+    CHECK_OK(mp_process_join(mid, 30));
+    mp_process_free(mid);
+    /* Each worker ends on its own: its pidfd becomes readable. */
+    double deadline = mpt_now() + 20;
+    int gone = 0;
+    for (int i = 0; i < n; i++) {
+        struct pollfd pf = {.fd = fds[i], .events = POLLIN};
+        int left = (int)((deadline - mpt_now()) * 1000);
+        if (fds[i] >= 0 && poll(&pf, 1, left > 0 ? left : 0) == 1)
+            gone++;
+        else
+            syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0);
+    }
+    CHECK_INT(gone, n);
+    for (int i = 0; i < n; i++) {
+        siginfo_t si;
+        while (waitid(P_PIDFD, (id_t)fds[i], &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        close(fds[i]);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+static void *make_pool(void *arg)
+{
+    (void)arg;
+    return mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context("fork")});
+}
+
+/* Workers die with their parent thread (PR_SET_PDEATHSIG follows the thread that forked
+ * them): the result thread, not a creating thread that may end first. */
+static void test_creator_thread_exits(void)
+{
+    pthread_t t;
+    void *pv = NULL;
+    pthread_create(&t, NULL, make_pool, NULL);
+    pthread_join(t, &pv);
+    mp_pool *p = pv;
+    CHECK(p != NULL);
+    mp_value *in = range_list(10), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 1, &out));
+    mp_value_free(out);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
 }
 
 static void test_time_limit(void)
@@ -780,6 +956,9 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_initializer_fails);
     RUN_IF(argc, argv, test_worker_deaths);
     RUN_IF(argc, argv, test_random_kills);
+    RUN_IF(argc, argv, test_worker_fds);
+    RUN_IF(argc, argv, test_orphans_exit);
+    RUN_IF(argc, argv, test_creator_thread_exits);
     RUN_IF(argc, argv, test_time_limit);
     RUN_IF(argc, argv, test_threads_submit);
     RUN_IF(argc, argv, test_handles_in_arguments);

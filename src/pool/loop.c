@@ -104,7 +104,7 @@ static bool eligible(const mp_pool *p, const worker *w)
 static void send_arena(mp_pool *p, worker *w)
 {
     chunk *a = calloc(1, sizeof *a);
-    int fd = a ? mp__dup_cloexec(p->arena_fd, 0) : -1;
+    int fd = a ? mp__pool_fd_track(mp__dup_cloexec(p->arena_fd, 0)) : -1;
     a = fd >= 0 ? a : (free(a), NULL);
     if (a) {
         a->fds = malloc(sizeof(int));
@@ -112,7 +112,7 @@ static void send_arena(mp_pool *p, worker *w)
     }
     if (!a || !a->fds || !a->buf) {
         if (fd >= 0)
-            mp__close(fd);
+            mp__pool_fd_close(fd);
         mp__chunk_free(a);
         return; /* the range fails in the worker: outside the arena */
     }
@@ -499,9 +499,24 @@ static bool wind_down(mp_pool *p)
     return alive;
 }
 
+/* First the workers: mp_pool_new waits for this. */
+static bool start_workers(mp_pool *p)
+{
+    int r = mp__pool_start_all(p);
+    if (r < 0) {
+        p->start_code = r;
+        snprintf(p->start_msg, sizeof p->start_msg, "%s", mp_last_error());
+    }
+    atomic_store(&p->started, r < 0 ? -1 : 1);
+    mp__pool_notify();
+    return r == 0;
+}
+
 void *mp__pool_thread(void *arg)
 {
     mp_pool *p = arg;
+    if (!start_workers(p))
+        return NULL;
     struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
     for (;;) {
         pthread_mutex_lock(&p->mu);

@@ -5,7 +5,8 @@
  *   src/pool/loop.c    the result thread: dispatch, results, deaths, time limits
  *   src/pool/submit.c  apply/map/starmap/imap: jobs and chunks
  *   src/pool/result.c  waiting on results and iterators
- *   src/pool/array.c   mp_pool_map_array through the shared arena */
+ *   src/pool/array.c   mp_pool_map_array through the shared arena
+ *   src/pool/fdset.c   the parent's pool fds, which a forked worker closes */
 #ifndef MP_POOL_POOL_H
 #define MP_POOL_POOL_H
 
@@ -100,7 +101,8 @@ typedef struct mp__worker_ctl {
     int sock, slots_fd;
 } mp__worker_ctl;
 /* Process target of every worker. args: [ctl handle, position, nslots, maxtasks,
- * time limit, initializer location (bytes or nil), initargs]. */
+ * time limit, initializer location (bytes or nil), initargs, the pid its parent has
+ * (0 under forkserver)]. */
 int mp__pool_worker_main(mp_value *args);
 
 /* Function locations on the wire: u16 path len, path, u16 sym len, sym, u64 offset. */
@@ -109,6 +111,13 @@ int mp__fn_locate(void (*fn)(void), char **buf, size_t *len);
 void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
 /* Resolve in the worker (cached). */
 int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used);
+
+/* ---- the parent's pool fds (fdset.c) ----------------------------------------------- */
+/* Mark fd as the pool's (returns fd); mp__pool_fd_close unmarks and closes it. */
+int mp__pool_fd_track(int fd);
+void mp__pool_fd_close(int fd);
+/* In a forked worker: close every marked fd except keep1 and keep2; clear the marks. */
+void mp__pool_fd_close_inherited(int keep1, int keep2);
 
 /* ---- parent side --------------------------------------------------------------- */
 typedef struct job job;
@@ -225,6 +234,9 @@ struct mp_pool {
     int wake_fd; /* eventfd */
     pthread_t thread;
     bool thread_started;
+    _Atomic int started; /* the result thread started the workers: 1 ok, -1 failed */
+    int start_code;      /* then (written before started) */
+    char start_msg[1024];
     _Atomic int thread_done;
     bool joined;
 
@@ -245,10 +257,11 @@ int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline);
 /* Result thread (loop.c). */
 void *mp__pool_thread(void *arg);
 void mp__pool_wake(mp_pool *p);
-/* Start the worker at position i (pool thread or mp_pool_new). */
+/* Start the worker at position i (the result thread: a worker's parent is the thread
+ * that forked it, for PR_SET_PDEATHSIG). */
 int mp__pool_start_worker(mp_pool *p, size_t i);
-/* Wait (blocking) for worker i's READY; in mp_pool_new. */
-int mp__pool_await_ready(mp_pool *p, size_t i);
+/* Start every worker and wait for each one's READY (the result thread, first). */
+int mp__pool_start_all(mp_pool *p);
 /* Reap worker i's process (it exited or was killed) and free its state. */
 void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode);
 

@@ -85,7 +85,7 @@ static void job_free(job *j)
     free(j->first_msg);
     free(j->source_msg);
     if (j->wake_fd >= 0)
-        mp__close(j->wake_fd);
+        mp__pool_fd_close(j->wake_fd);
     free(j);
 }
 
@@ -196,7 +196,7 @@ void mp__chunk_free(chunk *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->nfds; i++)
-        mp__close(c->fds[i]);
+        mp__pool_fd_close(c->fds[i]);
     free(c->fds);
     free(c->buf);
     free(c);
@@ -274,7 +274,7 @@ static int encode_handles(growbuf *g, mp_value *const *args, size_t count, chunk
         if (nfds && !c->fds)
             r = -ENOMEM;
         for (size_t i = 0; r == 0 && i < nfds; i++) {
-            int d = mp__dup_cloexec(fds[i], 0);
+            int d = mp__pool_fd_track(mp__dup_cloexec(fds[i], 0));
             if (d < 0) {
                 r = mp__errno("pool: dup of a handle's fd");
                 break;
@@ -605,7 +605,7 @@ mp_pool_iter *mp_pool_imap_source(mp_pool *p, mp_task_fn fn, mp_pool_source_fn s
     j->source_ud = userdata;
     j->chunksize = cs;
     j->time_limit = p->time_limit;
-    j->wake_fd = mp__dup_cloexec(p->wake_fd, 0);
+    j->wake_fd = mp__pool_fd_track(mp__dup_cloexec(p->wake_fd, 0));
     int r = j->wake_fd < 0 ? mp__errno("pool: dup") : prepare_fn(j, (void (*)(void))(void *)fn);
     if (r == 0) {
         pthread_mutex_lock(&p->mu);

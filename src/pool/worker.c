@@ -6,7 +6,11 @@
  * the index and start time of each task) into its slot in the shared slots mapping, so
  * the parent knows exactly what it was running if it dies. End of file on the socket
  * (the parent closed its end, or died) makes it exit 0; so does reaching
- * maxtasksperchild after sending the last result. */
+ * maxtasksperchild after sending the last result. Under fork it first closes the
+ * parent's pool fds it inherited (fdset.c), else the parent's end of its own socket
+ * (and of the workers started before it) would keep that EOF from ever coming; and
+ * it asks for SIGKILL when its parent dies (PR_SET_PDEATHSIG, fork and spawn, where
+ * the parent is the pool's result thread), the backstop for fds it could not know. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
@@ -14,6 +18,7 @@
 #include "process/proc.h"
 
 #include <link.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -383,16 +388,28 @@ static int run_init(wstate *ws, const mp_value *loc, const mp_value *initargs)
     return r;
 }
 
+/* Die with the parent; false if it is already gone (we were reparented before). */
+static bool follow_parent(int parent)
+{
+    if (parent <= 0)
+        return true; /* forkserver: our parent is the server, not the pool's owner */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return getppid() == (pid_t)parent;
+}
+
 int mp__pool_worker_main(mp_value *args)
 {
     mp__worker_ctl *ctl = NULL;
-    int pos = 0, nslots = 0, maxtasks = 0;
+    int pos = 0, nslots = 0, maxtasks = 0, parent = 0;
     double limit = 0;
     mp_value *loc = NULL, *initargs = NULL;
-    if (mp_value_unpack(args, "[h i i i f o o]", &mp__pool_worker_kind, (void **)&ctl, &pos,
-                        &nslots, &maxtasks, &limit, &loc, &initargs) < 0 ||
+    if (mp_value_unpack(args, "[h i i i f o o i]", &mp__pool_worker_kind, (void **)&ctl, &pos,
+                        &nslots, &maxtasks, &limit, &loc, &initargs, &parent) < 0 ||
         pos < 0 || pos >= nslots)
         return 3;
+    mp__pool_fd_close_inherited(ctl->sock, ctl->slots_fd);
+    if (!follow_parent(parent))
+        return 4;
     /* The result thread that started us blocks every signal; a worker takes them. */
     sigset_t none;
     sigemptyset(&none);
