@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <math.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -828,6 +829,18 @@ static void test_time_limit(void)
     CHECK_ERR(mp_pool_result_get(r, 30, &v), MP_ETIMEOUT);
     mp_pool_result_free(r);
     mp_value_free(one);
+    /* MP_NO_LIMIT in a call lifts the pool's 0.3 s for it. */
+    one = mp_value_float(0.5);
+    r = mp_pool_apply_async(p, task_sleep, one, &(mp_pool_call_opts){.task_time_limit = MP_NO_LIMIT});
+    CHECK_OK(mp_pool_result_get(r, 30, &v));
+    mp_pool_result_free(r);
+    mp_pool_free(p);
+    /* A pool's MP_NO_LIMIT is no limit. */
+    p = mp_pool_new(&(mp_pool_opts){.processes = 1, .task_time_limit = MP_NO_LIMIT});
+    mp_value *out = NULL;
+    CHECK_OK(mp_pool_apply(p, task_sleep, one, &out));
+    mp_value_free(out);
+    mp_value_free(one);
     mp_pool_free(p);
 }
 
@@ -939,6 +952,73 @@ static void test_map_array(void)
     check_array("spawn");
 }
 
+/* Every call with NULL / zero arguments: MP_EINVAL at once (the API sweep calls them
+ * all with zeros too, in children with an alarm). */
+static void test_bad_args(void)
+{
+    mp_value *out = NULL;
+    const mp_value *cv = NULL;
+    CHECK_ERR(mp_pool_apply(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_apply(NULL, task_square, NULL, &out), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_apply_async(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_map(NULL, NULL, NULL, 0, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_map_async(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_starmap(NULL, NULL, NULL, 0, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_starmap_async(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap(NULL, NULL, NULL, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap_unordered(NULL, NULL, NULL, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap_source(NULL, NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_result_get(NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_result_wait(NULL, 0), MP_EINVAL);
+    CHECK(!mp_pool_result_ready(NULL));
+    CHECK_ERR(mp_pool_result_successful(NULL), MP_EINVAL);
+    CHECK_INT(mp_pool_result_len(NULL), 0);
+    CHECK_ERR(mp_pool_result_item(NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_wait_any(NULL, 0, 0), MP_EINVAL);
+    CHECK_ERR(mp_pool_iter_next(NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_map_array(NULL, NULL, NULL, 0, NULL, 0, 0, NULL, 0), MP_EINVAL);
+    CHECK_ERR(mp_pool_close(NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_terminate(NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_join(NULL, 0), MP_EINVAL);
+    CHECK_INT(mp_pool_processes(NULL), 0);
+    mp_pool_result_free(NULL);
+    mp_pool_iter_free(NULL);
+    mp_pool_free(NULL);
+    /* A real pool, NULL everything else. */
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 1});
+    mp_value *items = range_list(2);
+    CHECK_ERR(mp_pool_apply(p, NULL, NULL, &out), MP_EINVAL);
+    CHECK_ERR(mp_pool_apply(p, task_square, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_map(p, task_square, NULL, 0, &out), MP_EINVAL);
+    CHECK_ERR(mp_pool_map(p, NULL, items, 0, &out), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_map_async(p, task_square, NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap(p, task_square, NULL, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap_source(p, task_square, NULL, NULL, NULL), MP_EINVAL);
+    mp_pool_result *r = mp_pool_map_async(p, task_square, items, NULL);
+    CHECK_ERR(mp_pool_result_get(r, 30, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_result_item(r, 0, NULL), MP_EINVAL);
+    mp_pool_result *rs[2] = {r, NULL};
+    CHECK_ERR(mp_pool_wait_any(rs, 2, 0), MP_EINVAL);
+    CHECK_OK(mp_pool_result_get(r, 30, &cv));
+    CHECK_ERR(mp_pool_result_item(r, 2, &cv), MP_ERANGE);
+    mp_pool_result_free(r);
+    mp_pool_iter *it = mp_pool_imap(p, task_square, items, 0);
+    CHECK_ERR(mp_pool_iter_next(it, 30, NULL), MP_EINVAL);
+    mp_pool_iter_free(it);
+    double d = 2;
+    CHECK_ERR(mp_pool_map_array(p, square_double, NULL, 8, &d, 8, 1, NULL, 0), MP_EINVAL);
+    CHECK_ERR(mp_pool_map_array(p, square_double, &d, 0, &d, 8, 1, NULL, 0), MP_EINVAL);
+    CHECK_OK(mp_pool_map_array(p, square_double, NULL, 0, NULL, 0, 0, NULL, 0));
+    CHECK_NULL_ERR(mp_pool_new(&(mp_pool_opts){.task_time_limit = NAN}), MP_EINVAL);
+    mp_value *one = mp_value_int(1);
+    CHECK_NULL_ERR(mp_pool_apply_async(p, task_square, one,
+                                       &(mp_pool_call_opts){.task_time_limit = NAN}),
+                   MP_EINVAL);
+    mp_value_free(one);
+    mp_value_free(items);
+    mp_pool_free(p);
+}
+
 int main(int argc, char **argv)
 {
     mp_forkserver_ensure_running();
@@ -963,5 +1043,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_threads_submit);
     RUN_IF(argc, argv, test_handles_in_arguments);
     RUN_IF(argc, argv, test_map_array);
+    RUN_IF(argc, argv, test_bad_args);
     return mpt_done();
 }

@@ -13,6 +13,7 @@
 #include "pool/pool.h"
 #include "process/proc.h"
 
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -182,12 +183,13 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
     p->maxtasks = o->maxtasksperchild;
     p->ctx = o->ctx;
     p->prefix = worker_prefix(o->ctx);
-    p->time_limit = o->task_time_limit;
+    p->time_limit = o->task_time_limit > 0 ? o->task_time_limit : 0; /* <0, 0: none */
     p->slots_fd = p->wake_fd = p->arena_fd = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->array_mu, NULL);
-    if (o->task_time_limit < 0 || o->processes < 0)
-        return mp__error(MP_EINVAL, "pool: processes and task_time_limit must not be negative");
+    if (isnan(o->task_time_limit) || o->processes < 0)
+        return mp__error(MP_EINVAL, "pool: processes must not be negative, task_time_limit "
+                                    "not NaN");
     if (o->initializer) {
         int r = mp__fn_locate((void (*)(void))(void *)o->initializer, &p->initloc,
                               &p->initloc_len);

@@ -12,6 +12,7 @@
 #include "pool/pool.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,6 +424,10 @@ static job *start_job(mp_pool *p, enum job_kind kind, void (*fn)(void), const mp
 {
     if (check_pool(p, (void *)fn) < 0)
         return NULL;
+    if (opts && isnan(opts->task_time_limit)) {
+        mp__error(MP_EINVAL, "pool: task_time_limit is NaN");
+        return NULL;
+    }
     mp_value *const *args;
     size_t n;
     const mp_value *one = items ? items : NULL;
@@ -455,7 +460,9 @@ static job *start_job(mp_pool *p, enum job_kind kind, void (*fn)(void), const mp
     }
     if (opts)
         j->opts = *opts;
-    j->time_limit = opts && opts->task_time_limit > 0 ? opts->task_time_limit : p->time_limit;
+    /* 0: the pool's limit; negative: none for this call (MP_NO_LIMIT). */
+    double tl = opts ? opts->task_time_limit : 0;
+    j->time_limit = tl > 0 ? tl : tl < 0 ? 0 : p->time_limit;
     size_t cs = chunksize ? chunksize : ring ? 1 : default_chunksize(p, n);
     int r = prepare_fn(j, fn);
     if (r == 0 && n == 0) {
