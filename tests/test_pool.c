@@ -266,6 +266,7 @@ typedef struct cbstate {
     _Atomic int ok, err, other_thread;
     int64_t sum;
     int last_code;
+    char last_msg[512];
 } cbstate;
 
 static void on_result(const mp_value *v, void *ud)
@@ -281,8 +282,18 @@ static void on_error(int code, const char *msg, void *ud)
 {
     cbstate *s = ud;
     s->last_code = code;
-    (void)msg;
+    snprintf(s->last_msg, sizeof s->last_msg, "%s", msg);
     atomic_fetch_add(&s->err, 1);
+}
+
+static void on_list(const mp_value *v, void *ud)
+{
+    cbstate *s = ud;
+    for (size_t i = 0; i < mp_value_len(v); i++)
+        s->sum += mp_value_get_int(mp_value_list_get(v, i));
+    if (!pthread_equal(pthread_self(), s->main))
+        atomic_fetch_add(&s->other_thread, 1);
+    atomic_fetch_add(&s->ok, 1);
 }
 
 static void test_callbacks_and_wait_any(void)
@@ -307,6 +318,26 @@ static void test_callbacks_and_wait_any(void)
     CHECK_INT(atomic_load(&s.other_thread), 19);
     for (int i = 0; i < 20; i++)
         mp_pool_result_free(rs[i]);
+
+    /* map_async: the callback gets the whole list (Python's), once; a failing map calls
+     * error_callback once with the lowest-index failure. */
+    cbstate m = {.main = pthread_self()};
+    mp_pool_call_opts mo = {.callback = on_list, .error_callback = on_error, .userdata = &m};
+    mp_value *in = range_list(10);
+    mp_pool_result *mr = mp_pool_map_async(p, task_double, in, &mo);
+    CHECK_OK(mp_pool_result_wait(mr, 30));
+    CHECK_INT(atomic_load(&m.ok), 1);
+    CHECK_INT(m.sum, 90);
+    CHECK_INT(atomic_load(&m.other_thread), 1);
+    mp_pool_result_free(mr);
+    mr = mp_pool_map_async(p, task_fail_on_3, in, &mo);
+    CHECK_OK(mp_pool_result_wait(mr, 30));
+    CHECK_INT(atomic_load(&m.ok), 1);
+    CHECK_INT(atomic_load(&m.err), 1);
+    CHECK_INT(m.last_code, MP_EINVAL);
+    CHECK_CONTAINS(m.last_msg, "bad input 3");
+    mp_pool_result_free(mr);
+    mp_value_free(in);
 
     /* wait_any: the quick one of a slow and a quick task. */
     mp_value *slow = mp_value_float(2.0), *quick = mp_value_float(0.01);
@@ -470,12 +501,25 @@ static void test_close_join_terminate(void)
     mp_pool_result_free(r);
     mp_pool_free(p);
 
-    /* free with work pending terminates it. */
+    /* free with work pending terminates it: results and iterators outlive the pool and
+     * end with MP_ECLOSED (leaks of fds, zombies, memory are checked around each test
+     * and by the ASan build). */
     p = mp_pool_new(&(mp_pool_opts){.processes = 2});
     r = mp_pool_map_async(p, task_sleep, secs, &(mp_pool_call_opts){.chunksize = 1});
+    mp_pool_iter *it = mp_pool_imap(p, task_sleep, secs, 1);
+    counter_src src = {.end = 1000000000};
+    mp_pool_iter *its = mp_pool_imap_source(p, task_square, count_source, &src, NULL);
     mp_pool_free(p);
     CHECK_ERR(mp_pool_result_get(r, 5, &v), MP_ECLOSED);
     mp_pool_result_free(r);
+    mp_value *got = NULL;
+    CHECK_ERR(mp_pool_iter_next(it, 5, &got), MP_ECLOSED);
+    mp_pool_iter_free(it);
+    int rc;
+    while ((rc = mp_pool_iter_next(its, 5, &got)) == 1)
+        mp_value_free(got);
+    CHECK_INT(rc, MP_ECLOSED);
+    mp_pool_iter_free(its);
     mp_value_free(secs);
     mp_value_free(in);
 }
@@ -497,6 +541,59 @@ static void test_maxtasksperchild(void)
             pids[npids++] = pid;
     }
     CHECK(npids >= 5);
+    mp_value_free(out);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+}
+
+/* Runs of equal pids in a list of task_whoami results, as "13 13 9". */
+static const char *pid_runs(const mp_value *out)
+{
+    static char buf[512];
+    size_t off = 0, n = mp_value_len(out), run = 0;
+    int64_t last = -1;
+    buf[0] = '\0';
+    for (size_t i = 0; i <= n; i++) {
+        int64_t pid = i < n ? mp_value_get_int(mp_value_list_get(mp_value_list_get(out, i), 1))
+                            : -2;
+        if (i && pid != last) {
+            off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%zu", off ? " " : "", run);
+            run = 0;
+        }
+        last = pid;
+        run++;
+    }
+    return buf;
+}
+
+/* Python's chunking: chunksize 0 means ceil(len / (4 * processes)) for map, 1 for imap.
+ * With maxtasksperchild = 1 each chunk runs in a worker of its own, so the runs of
+ * equal pids are the chunks (Python 3.11 prints [13, 13, 13, 13, 13, 13, 13, 9] for
+ * Pool(2, maxtasksperchild=1).map over range(100)). */
+static void test_default_chunksize(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .maxtasksperchild = 1});
+    mp_value *in = range_list(100), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 0, &out));
+    CHECK_STR(pid_runs(out), "13 13 13 13 13 13 13 9");
+    mp_value_free(out);
+    mp_value_free(in);
+    in = range_list(10);
+    mp_pool_iter *it = mp_pool_imap(p, task_whoami, in, 0);
+    out = mp_value_list();
+    mp_value *v;
+    while (mp_pool_iter_next(it, 30, &v) == 1)
+        mp_value_list_append(out, v);
+    mp_pool_iter_free(it);
+    CHECK_STR(pid_runs(out), "1 1 1 1 1 1 1 1 1 1");
+    mp_value_free(out);
+    mp_value_free(in);
+    /* An explicit chunksize, starmap's default too. */
+    in = range_list(10);
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 4, &out));
+    CHECK_STR(pid_runs(out), "4 4 2");
     mp_value_free(out);
     mp_value_free(in);
     mp_pool_close(p);
@@ -850,13 +947,31 @@ static void *submitter(void *arg)
 {
     mp_pool *p = arg;
     int bad = 0;
+    mp_value *in = range_list(100);
     for (int i = 0; i < 200; i++) {
         mp_value *a = mp_value_int(i), *out = NULL;
         if (mp_pool_apply(p, task_square, a, &out) < 0 || mp_value_get_int(out) != i * i)
             bad++;
         mp_value_free(a);
         mp_value_free(out);
+        if (i % 20)
+            continue;
+        /* Now and then a map and an imap of 100, interleaved with the others' work. */
+        mp_pool_result *r = mp_pool_map_async(p, task_square, in, NULL);
+        mp_pool_iter *it = mp_pool_imap(p, task_square, in, 3);
+        const mp_value *lst = NULL;
+        if (mp_pool_result_get(r, 30, &lst) < 0 || mp_value_len(lst) != 100 ||
+            mp_value_get_int(mp_value_list_get(lst, 99)) != 99 * 99)
+            bad++;
+        mp_value *v;
+        for (int k = 0; mp_pool_iter_next(it, 30, &v) == 1; k++) {
+            bad += mp_value_get_int(v) != k * k;
+            mp_value_free(v);
+        }
+        mp_pool_result_free(r);
+        mp_pool_iter_free(it);
     }
+    mp_value_free(in);
     return (void *)(intptr_t)bad;
 }
 
@@ -894,6 +1009,7 @@ static void test_handles_in_arguments(void)
 {
     check_handles("fork");
     check_handles("spawn");
+    check_handles("forkserver");
 }
 
 /* ---- the typed array path -------------------------------------------------------- */
@@ -1033,6 +1149,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_imap_source_bounded);
     RUN_IF(argc, argv, test_close_join_terminate);
     RUN_IF(argc, argv, test_maxtasksperchild);
+    RUN_IF(argc, argv, test_default_chunksize);
     RUN_IF(argc, argv, test_initializer_fails);
     RUN_IF(argc, argv, test_worker_deaths);
     RUN_IF(argc, argv, test_random_kills);
