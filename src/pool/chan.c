@@ -119,9 +119,11 @@ int mp__rx_next(mp__rx *rx, mp__msg *msg)
     memcpy(msg->body, rx->buf + rx->off + sizeof h, h.len);
     rx->off += sizeof h + h.len;
     msg->nfds = h.nfds;
-    memcpy(msg->fds, rx->fds, h.nfds * sizeof(int));
-    memmove(rx->fds, rx->fds + h.nfds, (rx->nfds - h.nfds) * sizeof(int));
-    rx->nfds -= h.nfds;
+    if (h.nfds) { /* rx->fds is NULL until fds first arrive */
+        memcpy(msg->fds, rx->fds, h.nfds * sizeof(int));
+        memmove(rx->fds, rx->fds + h.nfds, (rx->nfds - h.nfds) * sizeof(int));
+        rx->nfds -= h.nfds;
+    }
     return 1;
 }
 

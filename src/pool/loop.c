@@ -458,8 +458,12 @@ static void terminate_all(mp_pool *p)
     job *s = p->sources;
     p->sources = NULL;
     pthread_mutex_unlock(&p->mu);
-    for (; s; s = s->next_src)
+    while (s) {
+        job *next = s->next_src;
         mp__job_end_source(s, MP_ECLOSED, "the pool was terminated");
+        mp__job_unref(s); /* the list's reference */
+        s = next;
+    }
     mp__pool_notify();
 }
 
@@ -470,15 +474,26 @@ static void pump_sources(mp_pool *p)
     pthread_mutex_unlock(&p->mu);
     for (; s; s = s->next_src)
         mp__job_pump_source(p, s);
-    /* Drop the ones that ended (only this thread removes; submitters push in front). */
+    /* Drop the ones that ended (only this thread removes; submitters push in front).
+     * The list holds a reference of its own: a job that ended may have no other. */
+    job *ended = NULL;
     pthread_mutex_lock(&p->mu);
     for (job **pp = &p->sources; *pp;) {
-        if (atomic_load(&(*pp)->source_done))
-            *pp = (*pp)->next_src;
-        else
-            pp = &(*pp)->next_src;
+        job *j = *pp;
+        if (atomic_load(&j->source_done)) {
+            *pp = j->next_src;
+            j->next_src = ended;
+            ended = j;
+        } else {
+            pp = &j->next_src;
+        }
     }
     pthread_mutex_unlock(&p->mu);
+    while (ended) {
+        job *next = ended->next_src;
+        mp__job_unref(ended);
+        ended = next;
+    }
 }
 
 /* Closed and idle: let the workers go (end of file on their socket). */
@@ -543,8 +558,10 @@ void *mp__pool_thread(void *arg)
                                       .events = POLLIN};
         }
         int r = poll(pf, n, timeout);
-        if (r < 0 && errno != EINTR)
+        if (r < 0 && errno != EINTR) {
+            terminate_all(p); /* cannot wait any more: fail what is left, never hang it */
             break;
+        }
         if (r <= 0)
             continue;
         if (pf[0].revents) {

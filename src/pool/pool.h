@@ -136,7 +136,8 @@ enum job_kind { JOB_APPLY, JOB_MAP, JOB_IMAP, JOB_IMAP_UNORDERED, JOB_ARRAY };
 struct job {
     mp_pool *pool;
     enum job_kind kind;
-    _Atomic int refs;     /* the user's handle + the pool while work is outstanding */
+    _Atomic int refs;     /* the user's handle + the pool while work is outstanding
+                             (+ the pool's list of sources while it reads one) */
     _Atomic int done;     /* every item completed (results written before) */
     size_t n;             /* items (for a source: known when it ends) */
     _Atomic size_t completed;

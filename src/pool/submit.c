@@ -619,6 +619,7 @@ mp_pool_iter *mp_pool_imap_source(mp_pool *p, mp_task_fn fn, mp_pool_source_fn s
         if (p->state)
             r = mp__error(MP_ESTATE, "Pool not running");
         else {
+            atomic_fetch_add(&j->refs, 1); /* the pool's list of sources */
             j->next_src = p->sources;
             p->sources = j;
         }
