@@ -312,7 +312,7 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     if (r < 0) {
         free(g.b);
         mp__chunk_free(c);
-        mp__error(r, "pool: encoding task arguments: %s", mp_last_error());
+        mp__error(r, "pool: encoding task arguments: %s", mp__pool_detail());
         return NULL;
     }
     mp__msg_hdr h = {.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
@@ -662,7 +662,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
         char msg[512] = "";
         if (r < 0)
             snprintf(msg, sizeof msg, "imap input failed: %s",
-                     mp_last_error_code() == r ? mp_last_error() : mp_strerror(r));
+                     mp_last_error_code() == r ? mp__pool_detail() : mp_strerror(r));
         if (k) {
             chunk *c = mp__chunk_build(p, j, buf, j->read, k);
             for (size_t i = 0; i < k; i++)
@@ -670,7 +670,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
             int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
             if (e < 0) {
                 mp__chunk_free(c);
-                mp__job_end_source(j, e, mp_last_error());
+                mp__job_end_source(j, e, mp__pool_detail());
                 break;
             }
             j->read += k;

@@ -93,6 +93,19 @@ int mp_task_fail(int code, const char *fmt, ...)
     return mp__error(code, "%s", buf);
 }
 
+const char *mp__pool_detail(void)
+{
+    int code = mp_last_error_code();
+    const char *m = mp_last_error();
+    const char *name = mp_errname(code), *desc = mp_strerror(code);
+    size_t nl = strlen(name), dl = strlen(desc);
+    if (strncmp(m, name, nl) != 0 || strncmp(m + nl, ": ", 2) != 0 ||
+        strncmp(m + nl + 2, desc, dl) != 0)
+        return m;
+    m += nl + 2 + dl;
+    return strncmp(m, ": ", 2) == 0 ? m + 2 : m;
+}
+
 /* ---- the worker's state ---------------------------------------------------------- */
 
 typedef struct wstate {
@@ -114,13 +127,13 @@ static uint64_t now_ns(void)
 /* "message (task f in ForkPoolWorker-1, pid 42)" */
 static char *fail_text(int code, const char *fn_name)
 {
-    const char *m = mp_last_error_code() == code && mp_last_error()[0] ? mp_last_error()
-                                                                       : mp_strerror(code);
+    const char *m = mp_last_error_code() == code ? mp__pool_detail() : "";
     char *s = NULL;
-    if (asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name, mp_current_process_name(),
-                 (int)getpid()) < 0)
-        return NULL;
-    return s;
+    int n = m[0] ? asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name,
+                            mp_current_process_name(), (int)getpid())
+                 : asprintf(&s, "task %s failed in %s, pid %d", fn_name,
+                            mp_current_process_name(), (int)getpid());
+    return n < 0 ? NULL : s;
 }
 
 typedef struct errbuf {
@@ -158,6 +171,22 @@ void mp__fn_label(const char *loc, size_t len, char *out, size_t cap)
         memcpy(&sl, loc + 2 + pl, 2);
         if (sl && len >= 4u + pl + sl) {
             snprintf(out, cap, "%.*s", (int)sl, loc + 4 + pl);
+            return;
+        }
+        if (!sl && len >= 12u + pl) {
+            /* No symbol (a program linked without -rdynamic): object+offset. */
+            uint64_t off;
+            memcpy(&off, loc + 4 + pl, 8);
+            const char *path = loc + 2, *base = path;
+            for (size_t i = 0; i < pl; i++)
+                if (path[i] == '/')
+                    base = path + i + 1;
+            if (base == path + pl) /* the main program */
+                snprintf(out, cap, "%s+0x%llx", program_invocation_short_name,
+                         (unsigned long long)off);
+            else
+                snprintf(out, cap, "%.*s+0x%llx", (int)(path + pl - base), base,
+                         (unsigned long long)off);
             return;
         }
     }
@@ -316,7 +345,7 @@ static int run_array(wstate *ws, mp__msg *m)
     int r = mp__fn_resolve(m->body + sizeof t, m->h.len - sizeof t, &fnp, &used);
     if (r < 0) {
         code = r;
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__pool_detail());
     } else if (!ws->arena || t.in_off + (t.first + t.count) * t.in_size > ws->arena_size ||
                t.out_off + (t.first + t.count) * t.out_size > ws->arena_size) {
         code = MP_EPROTO;
