@@ -327,10 +327,15 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
 {
     pthread_mutex_lock(&p->mu);
     int r = 0;
-    if (p->state == 2 || (p->state == 1 && !internal))
+    if (p->state == 2 && internal)
+        r = mp__error(MP_ECLOSED, "the pool was terminated");
+    else if (p->state == 2 || (p->state == 1 && !internal))
         r = mp__error(MP_ESTATE, "Pool not running");
     else if (p->broken_code)
         r = mp__error(p->broken_code, "%s", p->broken_msg);
+    /* Chunks already waiting: the result thread was woken for them, or holds them until
+     * a worker has room, which a worker's result will tell it; no need to wake it. */
+    bool wake = !p->pending;
     if (r == 0) {
         for (chunk *c = first; c; c = c->next) {
             c->id = ++p->next_id;
@@ -346,7 +351,7 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
         p->pending_tail = last;
     }
     pthread_mutex_unlock(&p->mu);
-    if (r == 0)
+    if (r == 0 && wake)
         mp__pool_wake(p);
     return r;
 }

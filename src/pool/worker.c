@@ -12,6 +12,7 @@
  * it asks for SIGKILL when its parent dies (PR_SET_PDEATHSIG, fork and spawn, where
  * the parent is the pool's result thread), the backstop for fds it could not know. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "internal/value.h"
 #include "pool/pool.h"
@@ -235,65 +236,189 @@ static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, err
     return r;
 }
 
+/* ---- a chunk's arguments and results, one at a time --------------------------------- */
+
+/* The arguments: decoded from the message one by one as the tasks need them (the
+ * common case, no fds: no list of the whole chunk is ever built), or taken from the
+ * decoded list when fds came with them (handles). */
+typedef struct argsrc {
+    mp_value *list;
+    const char *p, *end;
+} argsrc;
+
+static int args_open(argsrc *a, mp__msg *m, size_t used, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)m->body + used, *end = (const uint8_t *)m->body + m->h.len;
+    size_t count = SIZE_MAX;
+    if (m->nfds) {
+        int r = mp_value_decode(p, (size_t)(end - p), m->fds, m->nfds, &a->list);
+        m->nfds = 0; /* adopted */
+        if (r < 0)
+            return r;
+        count = a->list->type == MP_LIST ? a->list->u.list.len : SIZE_MAX;
+    } else if (end - p >= 1 && p[0] >= 0x90 && p[0] <= 0x9f) {
+        count = p[0] & 0x0fu;
+        p += 1;
+    } else if (end - p >= 3 && p[0] == 0xdc) {
+        count = (size_t)p[1] << 8 | p[2];
+        p += 3;
+    } else if (end - p >= 5 && p[0] == 0xdd) {
+        count = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+        p += 5;
+    }
+    if (count != n)
+        return mp__error(MP_EPROTO, "pool: a chunk of %zu tasks held something else", n);
+    a->p = (const char *)p;
+    a->end = (const char *)end;
+    return 0;
+}
+
+/* Argument k: borrowed from the list, or decoded (then *owned, free it after). */
+static int args_next(argsrc *a, size_t k, mp_value **arg, bool *owned)
+{
+    if (a->list) {
+        *arg = a->list->u.list.items[k];
+        *owned = false;
+        return 0;
+    }
+    size_t used = 0;
+    int r = mp__value_decode_next(a->p, (size_t)(a->end - a->p), &used, arg);
+    if (r < 0)
+        return r;
+    a->p += used;
+    *owned = true;
+    return 0;
+}
+
+/* The results: encoded as they come, each value freed at once (its memory is reused by
+ * the next), under a MessagePack array header for all n. A result holding handles needs
+ * the fds: from then on they are kept as a list, encoded with the fds at the end. */
+typedef struct results {
+    mp__buf enc;
+    size_t count;
+    mp_value *list;
+} results;
+
+static int results_open(results *rs, size_t n)
+{
+    uint8_t h[5] = {0xdd, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    return mp__buf_append(&rs->enc, h, sizeof h);
+}
+
+/* Switch to a list: the results so far, decoded back. */
+static int results_to_list(results *rs)
+{
+    uint32_t be = __builtin_bswap32((uint32_t)rs->count);
+    memcpy(rs->enc.data + 1, &be, 4);
+    int r = mp_value_decode(rs->enc.data, rs->enc.len, NULL, 0, &rs->list);
+    mp__buf_free(&rs->enc);
+    return r;
+}
+
+static int results_add(results *rs, mp_value *v)
+{
+    while (!rs->list) {
+        size_t n = 0;
+        int r = mp__buf_reserve(&rs->enc, 64);
+        if (r == 0)
+            r = mp__value_encode_into(v, rs->enc.data + rs->enc.len, rs->enc.cap - rs->enc.len - 1,
+                                      &n);
+        if (r == 0) {
+            rs->enc.len += n;
+            rs->count++;
+            mp_value_free(v);
+            return 0;
+        }
+        if (r == MP_ETOOSHORT) {
+            if ((r = mp__buf_reserve(&rs->enc, rs->enc.cap)) < 0)
+                break;
+            continue;
+        }
+        if ((r = results_to_list(rs)) < 0) /* handles (or an error encode reports) */
+            break;
+    }
+    if (!rs->list) {
+        mp_value_free(v);
+        return -ENOMEM;
+    }
+    rs->count++;
+    return mp_value_list_append(rs->list, v);
+}
+
+static int send_encoded(wstate *ws, uint64_t id, results *rs, errbuf *e)
+{
+    size_t elen = rs->enc.len;
+    if (e->len && mp__buf_append(&rs->enc, e->b, e->len) < 0)
+        return -ENOMEM;
+    mp__msg_hdr h = {.type = MSG_RESULT, .len = rs->enc.len, .id = id, .arg = elen};
+    int r = mp__chan_send(ws->sock, &h, rs->enc.data, NULL);
+    mp__buf_free(&rs->enc);
+    return r;
+}
+
+static void run_tasks(wstate *ws, mp__msg *m, mp_task_fn fn, argsrc *a, size_t n,
+                      const char *label, results *rs, errbuf *e)
+{
+    atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
+    atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
+    bool timed = ws->timed || (m->h.type & MSG_TIMED);
+    for (size_t k = 0; k < n; k++) {
+        if (timed && k) {
+            atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+            atomic_store_explicit(&ws->slot->item, k, memory_order_release);
+        }
+        mp_value *arg = NULL, *res = NULL;
+        bool owned = false;
+        mp_clear_error();
+        int rc = args_next(a, k, &arg, &owned);
+        if (rc == 0)
+            rc = fn(arg, &res);
+        if (owned)
+            mp_value_free(arg);
+        if (rc < 0) {
+            mp_value_free(res);
+            res = NULL;
+            char *t = fail_text(rc, label);
+            err_add(e, (uint32_t)k, rc, t);
+            free(t);
+        }
+        results_add(rs, res ? res : mp_value_nil());
+    }
+}
+
 static int run_chunk(wstate *ws, mp__msg *m)
 {
-    uint16_t ll;
-    if (m->h.len < 2)
-        return MP_EPROTO;
-    memcpy(&ll, m->body, 2);
     void (*fnp)(void) = NULL;
     size_t used = 0;
     int r = mp__fn_resolve(m->body, m->h.len, &fnp, &used);
     char label[256];
     mp__fn_label(m->body, m->h.len, label, sizeof label);
-    mp_value *args = NULL;
     size_t n = (size_t)m->h.arg;
     errbuf e = {0};
-    if (r == 0) {
-        r = mp_value_decode(m->body + used, m->h.len - used, m->fds, m->nfds, &args);
-        m->nfds = 0; /* adopted */
-        if (r == 0 && (args->type != MP_LIST || args->u.list.len != n))
-            r = mp__error(MP_EPROTO, "pool: a chunk of %zu tasks held %zu", n,
-                          mp_value_len(args));
-    }
-    mp_value *results = mp_value_list();
-    if (!results) {
-        mp_value_free(args);
+    argsrc a = {0};
+    results rs = {0};
+    if (r == 0)
+        r = args_open(&a, m, used, n);
+    if (results_open(&rs, n) < 0) {
+        mp_value_free(a.list);
         return -ENOMEM;
     }
     if (r < 0) {
         char *t = fail_text(r, label);
         for (size_t k = 0; k < n; k++) {
-            mp_value_list_append(results, mp_value_nil());
+            results_add(&rs, mp_value_nil());
             err_add(&e, (uint32_t)k, r, t);
         }
         free(t);
     } else {
-        mp_task_fn fn = (mp_task_fn)(void *)fnp;
-        atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
-        atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
-        atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
-        bool timed = ws->timed || (m->h.type & MSG_TIMED);
-        for (size_t k = 0; k < n; k++) {
-            if (timed && k) {
-                atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
-                atomic_store_explicit(&ws->slot->item, k, memory_order_release);
-            }
-            mp_value *res = NULL;
-            mp_clear_error();
-            int rc = fn(args->u.list.items[k], &res);
-            if (rc < 0) {
-                mp_value_free(res);
-                res = NULL;
-                char *t = fail_text(rc, label);
-                err_add(&e, (uint32_t)k, rc, t);
-                free(t);
-            }
-            mp_value_list_append(results, res ? res : mp_value_nil());
-        }
+        run_tasks(ws, m, (mp_task_fn)(void *)fnp, &a, n, label, &rs, &e);
     }
-    mp_value_free(args);
-    r = send_result(ws, m->h.id, n, results, &e);
+    mp_value_free(a.list);
+    if (rs.list)
+        r = send_result(ws, m->h.id, n, rs.list, &e); /* frees the list */
+    else
+        r = send_encoded(ws, m->h.id, &rs, &e);
     free(e.b);
     atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
     return r;

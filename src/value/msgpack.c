@@ -503,3 +503,16 @@ int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value
     free(used);
     return r;
 }
+
+int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **out)
+{
+    dec d = {.p = buf, .end = (const uint8_t *)buf + len};
+    int r = decode_value(&d, 0, out);
+    if (r < 0) {
+        mp_value_free(*out);
+        *out = NULL;
+        return r;
+    }
+    *used = (size_t)(d.p - (const uint8_t *)buf);
+    return 0;
+}
