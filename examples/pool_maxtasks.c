@@ -29,9 +29,10 @@
  * more work, until the pool is closed. How many "Starting" lines appear therefore
  * depends on timing, in Python as here: with 2 CPUs (4 workers, 10 one-item tasks)
  * Python 3.11 prints 8 or 9 of them, this program usually 8 (the first four workers
- * run two tasks each and are replaced; the last two tasks go to two of the new ones),
- * 7 when a worker ends after close() and so is not replaced, 9 when one new worker got
- * both last tasks. Their order varies as in the first example (pool_map). */
+ * run two tasks each and are replaced; the last two tasks go to the new ones), 6 or 7
+ * when first workers end after the map's results are in and close() has been called
+ * (then they are not replaced: no work is left), 9 when a new worker got both last
+ * tasks and was replaced too. Their order varies as in the first example (pool_map). */
 #include <stdio.h>
 
 #include "multiproc.h"
