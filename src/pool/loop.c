@@ -226,13 +226,22 @@ static int take_results(chunk *c, mp__msg *m)
         return -ENOMEM;
     }
     read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed);
+    job *j = c->job;
+    size_t ok = 0;
     for (size_t k = 0; k < c->count; k++) {
         if (failed[k])
             continue;
         mp_value *v = list->u.list.items[k];
         list->u.list.items[k] = NULL; /* moved into the job */
-        mp__job_complete_item(c->job, c->first + k, v, 0, NULL);
+        if (j->ring) {
+            mp__job_complete_item(j, c->first + k, v, 0, NULL);
+        } else {
+            j->vals[c->first + k] = v;
+            ok++;
+        }
     }
+    if (ok)
+        mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
     free(failed);
     mp_value_free(list);
     return 0;

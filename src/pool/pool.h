@@ -145,7 +145,12 @@ struct job {
     _Atomic int done;     /* every item completed (results written before) */
     size_t n;             /* items (for a source: known when it ends) */
     _Atomic size_t completed;
-    item *items;          /* n items, or a ring of cap (iterators) */
+    item *items;          /* iterators: a ring of cap items */
+    /* apply, map, map_array: item i's value (the map's result list takes this array
+     * over), and its failure, if any (codes/msgs allocated at the first failure) */
+    mp_value **vals;
+    int *codes;
+    char **msgs;
     size_t cap;
     bool ring;
     /* iterators */
@@ -171,7 +176,6 @@ struct job {
     _Atomic int abandoned; /* the iterator was freed: read no more */
     _Atomic int stalled; /* the source waits for the consumer (window full) */
     int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
-    bool items_moved; /* item values belong to value (apply/map) */
     job *next_src;   /* pool's list of source-fed jobs */
     /* typed path */
     int array_code;
@@ -290,6 +294,9 @@ struct mp_pool_iter {
 void mp__pool_describe_exit(int code, char *buf, size_t cap);
 /* Record item idx's outcome (pool thread); completes the job when all are in. */
 void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg);
+/* Apply/map: items [first, first+count) of vals were set (NULL where the item failed
+ * and was recorded with mp__job_complete_item): count the ok ones in at once. */
+void mp__job_complete_vals(job *j, size_t ok);
 /* Read more of a source-fed job while its window allows (pool thread). */
 void mp__job_pump_source(mp_pool *p, job *j);
 /* The source ended (code 0) or failed/was cut off (code < 0): n is what was read. */

@@ -57,8 +57,11 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
     job *j = mp__calloc(1, sizeof *j);
     if (!j)
         return NULL;
-    j->items = mp__calloc(cap ? cap : 1, sizeof *j->items);
-    if (!j->items) {
+    if (ring)
+        j->items = mp__calloc(cap ? cap : 1, sizeof *j->items);
+    else
+        j->vals = mp__calloc(n ? n : 1, sizeof *j->vals);
+    if (!j->items && !j->vals) {
         free(j);
         return NULL;
     }
@@ -74,12 +77,19 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
 
 static void job_free(job *j)
 {
-    for (size_t i = 0; i < (j->cap ? j->cap : 1); i++) {
-        if (!j->items_moved && atomic_load(&j->items[i].state) == 1)
+    for (size_t i = 0; j->items && i < (j->cap ? j->cap : 1); i++) {
+        if (atomic_load(&j->items[i].state) == 1)
             mp_value_free(j->items[i].v);
         free(j->items[i].msg);
     }
     free(j->items);
+    for (size_t i = 0; j->vals && i < j->n; i++)
+        mp_value_free(j->vals[i]);
+    free(j->vals);
+    for (size_t i = 0; j->msgs && i < j->n; i++)
+        free(j->msgs[i]);
+    free(j->msgs);
+    free(j->codes);
     mp_value_free(j->value);
     free(j->fnloc);
     free(j->fn_name);
@@ -100,27 +110,27 @@ void mp__job_unref(job *j)
 static void build_value(job *j)
 {
     if (j->kind == JOB_APPLY) {
-        j->value = j->items[0].v;
-        j->items_moved = true;
+        j->value = j->vals[0];
+        j->vals[0] = NULL;
     } else if (j->kind == JOB_MAP) {
+        /* The list takes the vals array over (failed items hold nil). */
         mp_value *list = mp_value_list();
-        mp_value **a = list ? malloc((j->n ? j->n : 1) * sizeof *a) : NULL;
-        if (!a) {
-            mp_value_free(list);
+        for (size_t i = 0; list && i < j->n; i++)
+            if (!j->vals[i] && !(j->vals[i] = mp_value_nil())) {
+                mp_value_free(list);
+                list = NULL;
+            }
+        if (!list) {
             if (!j->first_code) {
                 j->first_code = -ENOMEM;
                 j->first_msg = strdup("pool: out of memory building the map's result");
             }
             return;
         }
-        for (size_t i = 0; i < j->n; i++) {
-            a[i] = j->items[i].v ? j->items[i].v : mp_value_nil();
-            j->items[i].v = a[i];
-        }
-        list->u.list.items = a;
+        list->u.list.items = j->vals;
         list->u.list.len = list->u.list.cap = j->n;
+        j->vals = NULL;
         j->value = list;
-        j->items_moved = true;
     }
 }
 
@@ -148,12 +158,50 @@ static bool job_all_in(job *j)
     return done == j->n;
 }
 
+/* A failure of apply/map/map_array item idx: its code and message. */
+static void record_failure(job *j, size_t idx, int code, const char *msg)
+{
+    if (!j->codes) {
+        j->codes = calloc(j->n ? j->n : 1, sizeof *j->codes);
+        j->msgs = calloc(j->n ? j->n : 1, sizeof *j->msgs);
+    }
+    if (!j->codes || !j->msgs)
+        return; /* the first failure (below) is still reported */
+    j->codes[idx] = code;
+    free(j->msgs[idx]);
+    j->msgs[idx] = strdup(msg && msg[0] ? msg : mp_strerror(code));
+}
+
+static void note_first(job *j, size_t idx, int code, const char *msg)
+{
+    if (code < 0 && (!j->first_code || idx < j->first_index)) {
+        j->first_code = code;
+        j->first_index = idx;
+        free(j->first_msg);
+        j->first_msg = strdup(msg && msg[0] ? msg : mp_strerror(code));
+    }
+}
+
+void mp__job_complete_vals(job *j, size_t ok)
+{
+    atomic_fetch_add(&j->completed, ok);
+    if (ok && job_all_in(j))
+        job_finish(j);
+}
+
 void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg)
 {
+    if (!j->ring) {
+        j->vals[idx] = v;
+        if (code) {
+            record_failure(j, idx, code, msg);
+            note_first(j, idx, code, msg);
+        }
+        mp__job_complete_vals(j, 1);
+        return;
+    }
     item *it;
-    if (!j->ring)
-        it = &j->items[idx];
-    else if (j->kind == JOB_IMAP_UNORDERED)
+    if (j->kind == JOB_IMAP_UNORDERED)
         it = &j->items[atomic_fetch_add(&j->ring_filled, 1) % j->cap];
     else
         it = &j->items[idx % j->cap];
@@ -162,12 +210,7 @@ void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char
     it->code = code;
     free(it->msg);
     it->msg = code ? strdup(msg && msg[0] ? msg : mp_strerror(code)) : NULL;
-    if (code < 0 && (!j->first_code || idx < j->first_index)) {
-        j->first_code = code;
-        j->first_index = idx;
-        free(j->first_msg);
-        j->first_msg = strdup(it->msg ? it->msg : "");
-    }
+    note_first(j, idx, code, msg);
     atomic_store_explicit(&it->state, 1, memory_order_release);
     atomic_fetch_add(&j->completed, 1);
     if (job_all_in(j))
@@ -527,12 +570,7 @@ static int finish_sync(job *j, mp_value **out)
     const mp_value *v = NULL;
     int r = mp_pool_result_get(&res, -1, &v);
     if (r == 0) {
-        if (j->kind == JOB_APPLY) {
-            j->items_moved = true;
-            *out = j->value;
-        } else {
-            *out = j->value;
-        }
+        *out = j->value;
         j->value = NULL;
     }
     mp__job_unref(j);
