@@ -116,6 +116,25 @@ int init_hello(const mp_value *args)
     return 0;
 }
 
+static _Atomic int *init_runs; /* shared with fork workers */
+
+int init_twice(const mp_value *args)
+{
+    (void)args;
+    int n = atomic_fetch_add(init_runs, 1) + 1;
+    if (n > 2)
+        return mp_task_fail(MP_EPROTO, "initializer run %d refused", n);
+    return 0;
+}
+
+/* "kill": the worker dies; a number: sleep that long. */
+int task_die_or_sleep(const mp_value *arg, mp_value **out)
+{
+    if (mp_value_type(arg) == MP_STR)
+        raise(SIGKILL);
+    return task_sleep(arg, out);
+}
+
 int task_init_calls(const mp_value *arg, mp_value **out)
 {
     (void)arg;
@@ -534,18 +553,20 @@ static void test_maxtasksperchild(void)
     mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .maxtasksperchild = 2});
     mp_value *in = range_list(10), *out = NULL;
     CHECK_OK(mp_pool_map(p, task_whoami, in, 1, &out));
-    /* Each worker ran at most 2 tasks: at least 5 different pids. */
-    int pids[10], npids = 0;
+    /* Each worker ran at most 2 tasks: at least 5 different pids, none seen 3 times. */
+    int pids[10], runs[10] = {0}, npids = 0, most = 0;
     for (size_t i = 0; i < 10; i++) {
         int pid = (int)mp_value_get_int(mp_value_list_get(mp_value_list_get(out, i), 1));
-        int seen = 0;
-        for (int k = 0; k < npids; k++)
-            if (pids[k] == pid)
-                seen++;
-        if (!seen)
+        int k = 0;
+        while (k < npids && pids[k] != pid)
+            k++;
+        if (k == npids)
             pids[npids++] = pid;
+        if (++runs[k] > most)
+            most = runs[k];
     }
     CHECK(npids >= 5);
+    CHECK(most <= 2);
     mp_value_free(out);
     mp_value_free(in);
     mp_pool_close(p);
@@ -620,6 +641,37 @@ static void test_initializer_fails(void)
     mp_value_free(tag);
     CHECK(mp_pool_new(&(mp_pool_opts){.processes = -1}) == NULL);
     CHECK_INT(mp_last_error_code(), MP_EINVAL);
+
+    /* A replacement worker whose initializer fails breaks the pool: the tasks still
+     * waiting and every later call fail with the initializer's code and message, instead
+     * of Python's endless respawning. The initializer refuses from its third run on (a
+     * counter shared by the fork workers). */
+    init_runs = mmap(NULL, sizeof *init_runs, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    *init_runs = 0;
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2, .initializer = init_twice});
+    CHECK(p != NULL);
+    mp_value *in = mp_value_pack("[s f f f f]", "kill", 0.2, 0.2, 0.2, 0.2);
+    mp_pool_result *r = mp_pool_map_async(p, task_die_or_sleep, in,
+                                          &(mp_pool_call_opts){.chunksize = 1});
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    const mp_value *v;
+    CHECK_ERR(mp_pool_result_item(r, 0, &v), MP_EWORKERDIED);
+    int broken = 0;
+    for (size_t i = 1; i < 5; i++)
+        if (mp_pool_result_item(r, i, &v) == MP_EPROTO) {
+            broken++;
+            CHECK_CONTAINS(mp_last_error(), "pool initializer failed: initializer run 3 refused");
+        }
+    CHECK(broken >= 1); /* the ones the surviving worker had not taken */
+    mp_pool_result_free(r);
+    mp_value *out = NULL;
+    CHECK_ERR(mp_pool_apply(p, task_square, NULL, &out), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "initializer run 3 refused");
+    CHECK_INT(*init_runs, 3); /* no endless respawning */
+    mp_value_free(in);
+    mp_pool_free(p);
+    munmap(init_runs, sizeof *init_runs);
 }
 
 /* ---- dying workers ---------------------------------------------------------------- */
