@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,18 +70,54 @@ static bool has_work(mp_pool *p)
 
 /* ---- sending ------------------------------------------------------------------- */
 
+/* The first `sent` bytes of the send queue went out: drop the whole messages. */
+static void advance(worker *w, size_t sent)
+{
+    size_t done = 0;
+    while (done < w->txn && sent >= w->txq[done]->len - w->txoff) {
+        chunk *c = w->txq[done++];
+        sent -= c->len - w->txoff;
+        w->txoff = 0;
+        if (!c->job)
+            mp__chunk_free(c); /* a control message (the arena): no result comes */
+    }
+    memmove(w->txq, w->txq + done, (w->txn - done) * sizeof *w->txq);
+    w->txn -= done;
+    w->txoff += sent;
+}
+
+/* Send what the queue holds: a message with fds alone (they ride with its first byte),
+ * runs of the others in one sendmsg. Stops when the socket is full. */
 static void flush(worker *w)
 {
     while (w->txn) {
         chunk *c = w->txq[0];
-        int r = mp__chan_send_some(w->sock, c->buf, c->len, &w->txoff, c->fds, c->nfds);
-        if (r <= 0)
+        if (c->nfds && w->txoff == 0) {
+            int r = mp__chan_send_some(w->sock, c->buf, c->len, &w->txoff, c->fds, c->nfds);
+            if (r <= 0)
+                return; /* full, or the worker is gone: its sentinel will tell */
+            advance(w, 0);
+            continue;
+        }
+        struct iovec iov[64];
+        size_t k = 0;
+        iov[k++] = (struct iovec){.iov_base = c->buf + w->txoff, .iov_len = c->len - w->txoff};
+        while (k < w->txn && k < MP__ARRAY_LEN(iov) && !w->txq[k]->nfds) {
+            iov[k] = (struct iovec){.iov_base = w->txq[k]->buf, .iov_len = w->txq[k]->len};
+            k++;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = k};
+        ssize_t n = sendmsg(w->sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
             return; /* full, or the worker is gone: its sentinel will tell */
-        memmove(w->txq, w->txq + 1, (w->txn - 1) * sizeof *w->txq);
-        w->txn--;
-        w->txoff = 0;
-        if (!c->job)
-            mp__chunk_free(c); /* a control message (the arena): no result comes */
+        size_t want = 0;
+        for (size_t i = 0; i < k; i++)
+            want += iov[i].iov_len;
+        advance(w, (size_t)n);
+        if ((size_t)n < want)
+            return; /* the socket is full: POLLOUT brings us back */
     }
 }
 
