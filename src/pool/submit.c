@@ -3,9 +3,11 @@
  * DESIGN: a submitting thread (any thread) encodes its chunks itself, then appends
  * them to p->pending under p->mu and wakes the result thread; chunk ids are given
  * under the same lock. Completion (mp__job_complete_item, job_finish) runs on the
- * result thread alone: it writes an item, then publishes it (item state, the job's
- * done flag: release stores), then bumps mp__pool_seq so that waiters re-check. A job
- * is freed when both the user's handle and the pool's reference are gone. */
+ * result thread alone: it writes an item (apply/map: into the job's array of values,
+ * which becomes the map's result list, failures apart; iterators: a ring slot), then
+ * publishes it (the slot's state, the job's done flag: release stores), then bumps
+ * mp__pool_seq so that waiters re-check. A job is freed when the user's handle, the
+ * pool's reference and (for a source-fed job) the pool's list of sources are gone. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
