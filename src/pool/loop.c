@@ -4,8 +4,9 @@
  * DESIGN: one thread per pool, one poll() over the eventfd (new work, close,
  * terminate, an iterator that freed window space), each worker's socket and each
  * worker's sentinel (its pidfd; the status connection under forkserver). Chunks are
- * pushed to a chosen worker (the least loaded; at most `window` chunks ahead; runs of them in one sendmsg), so the
- * parent always knows which chunks a worker holds, in the order it runs them. A worker's
+ * pushed to a chosen worker (the least loaded; at most `window` chunks ahead; queued
+ * runs of them go out in one sendmsg), so the parent always knows which chunks a worker
+ * holds, in the order it runs them. A worker's
  * death: first every result it sent is read (the socket keeps them after it died), then
  * its slot names the chunk it was running: that chunk's tasks fail with MP_EWORKERDIED
  * (MP_ETIMEOUT for the task that overran its limit), the chunks behind it go back to
