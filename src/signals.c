@@ -248,11 +248,11 @@ static int lookup_upper(const char *u)
 int mp_signal_from_name(const char *name)
 {
     if (!name || !*name)
-        return mp__error(-EINVAL, "empty signal name");
+        return mp__error(MP_EINVAL, "empty signal name");
     char u[32];
     size_t n = strlen(name);
     if (n >= sizeof u)
-        return mp__error(-EINVAL, "unknown signal name '%.40s...'", name);
+        return mp__error(MP_EINVAL, "unknown signal name '%.40s...'", name);
     for (size_t i = 0; i <= n; i++)
         u[i] = (char)toupper((unsigned char)name[i]);
     int sig;
@@ -264,16 +264,16 @@ int mp_signal_from_name(const char *name)
         sig = lookup_upper(strncmp(u, "SIG", 3) == 0 ? u + 3 : u);
     }
     if (!mp_signal_is_valid(sig))
-        return mp__error(-EINVAL, "unknown signal name '%s'", name);
+        return mp__error(MP_EINVAL, "unknown signal name '%s'", name);
     return sig;
 }
 
-/* -EINVAL with a clear message unless signum is a valid number. */
+/* MP_EINVAL with a clear message unless signum is a valid number. */
 static int check_valid(int signum, const char *what)
 {
     if (mp_signal_is_valid(signum))
         return 0;
-    return mp__error(-EINVAL, "%s: %d is not a valid signal number (1..%d, except %d..%d)",
+    return mp__error(MP_EINVAL, "%s: %d is not a valid signal number (1..%d, except %d..%d)",
                      what, signum, SIGRTMAX, (int)MP__ARRAY_LEN(std_signals), SIGRTMIN - 1);
 }
 
@@ -284,7 +284,7 @@ static int check_catchable(int signum, const char *what)
     if (r < 0)
         return r;
     if (signum == SIGKILL || signum == SIGSTOP)
-        return mp__error(-EINVAL, "%s: %s cannot be caught or ignored", what,
+        return mp__error(MP_EINVAL, "%s: %s cannot be caught or ignored", what,
                          mp_signal_name(signum));
     return 0;
 }
@@ -392,7 +392,7 @@ int mp_signal_set_handler(int signum, mp_signal_handler fn, void *arg)
     if (r < 0)
         return r;
     if (!fn)
-        return mp__error(-EINVAL, "mp_signal_set_handler: NULL handler for %s",
+        return mp__error(MP_EINVAL, "mp_signal_set_handler: NULL handler for %s",
                          mp_signal_name(signum));
     r = ensure_init();
     if (r < 0)
@@ -557,7 +557,7 @@ static int check_timer(int which)
 {
     if (which == ITIMER_REAL || which == ITIMER_VIRTUAL || which == ITIMER_PROF)
         return 0;
-    return mp__error(-EINVAL, "unknown interval timer %d (MP_ITIMER_REAL, _VIRTUAL, _PROF)",
+    return mp__error(MP_EINVAL, "unknown interval timer %d (MP_ITIMER_REAL, _VIRTUAL, _PROF)",
                      which);
 }
 
@@ -565,7 +565,7 @@ static int check_timer(int which)
 static int to_timeval(double s, struct timeval *tv, const char *what)
 {
     if (!isfinite(s) || s < 0 || s > 1e15)
-        return mp__error(-EINVAL, "setitimer: %s must be a finite number >= 0, got %g", what,
+        return mp__error(MP_EINVAL, "setitimer: %s must be a finite number >= 0, got %g", what,
                          s);
     double whole = floor(s);
     double usec = ceil((s - whole) * 1e6 - 1e-6); /* -1e-6: don't round 0.5 s to 0.500001 */
@@ -622,7 +622,7 @@ int mp_signal_getitimer(int which, double *seconds, double *interval)
 int mp_signal_mask(int how, const sigset_t *set, sigset_t *old)
 {
     if (how != SIG_BLOCK && how != SIG_UNBLOCK && how != SIG_SETMASK)
-        return mp__error(-EINVAL, "mp_signal_mask: how must be SIG_BLOCK, SIG_UNBLOCK or "
+        return mp__error(MP_EINVAL, "mp_signal_mask: how must be SIG_BLOCK, SIG_UNBLOCK or "
                                   "SIG_SETMASK, got %d",
                          how);
     int e = pthread_sigmask(how, set, old);
@@ -658,14 +658,14 @@ bool mp_signal_is_blocked(int signum)
 int mp_signal_pending(sigset_t *out)
 {
     if (!out)
-        return mp__error(-EINVAL, "mp_signal_pending: NULL set");
+        return mp__error(MP_EINVAL, "mp_signal_pending: NULL set");
     return sigpending(out) < 0 ? mp__errno("sigpending") : 0;
 }
 
 int mp_signal_wait(const sigset_t *set, double timeout, siginfo_t *info)
 {
     if (!set)
-        return mp__error(-EINVAL, "mp_signal_wait: NULL set");
+        return mp__error(MP_EINVAL, "mp_signal_wait: NULL set");
     siginfo_t local;
     if (!info)
         info = &local;
@@ -716,7 +716,7 @@ int mp_signal_send_group(pid_t pgid, int signum)
     if (r < 0)
         return r;
     if (pgid < 0)
-        return mp__error(-EINVAL, "mp_signal_send_group: negative process group %d",
+        return mp__error(MP_EINVAL, "mp_signal_send_group: negative process group %d",
                          (int)pgid);
     if (killpg(pgid, signum) < 0)
         return mp__errno("killpg(%d, %s)", (int)pgid, signum ? mp_signal_name(signum) : "0");
@@ -777,7 +777,7 @@ int mp_signal_set_wakeup_fd(int fd, int *old_fd)
         if (fl < 0)
             return mp__errno("mp_signal_set_wakeup_fd: fd %d", fd);
         if (!(fl & O_NONBLOCK)) /* a blocking write would hang the signal handler */
-            return mp__error(-EINVAL, "mp_signal_set_wakeup_fd: fd %d is not non-blocking", fd);
+            return mp__error(MP_EINVAL, "mp_signal_set_wakeup_fd: fd %d is not non-blocking", fd);
     }
     int old = atomic_exchange(&user_wake_fd, fd < 0 ? -1 : fd);
     if (old_fd)

@@ -93,18 +93,18 @@ typedef enum mp_signal_disposition {
 /**
  * Install @p fn (with @p arg) as the deferred handler of @p signum, replacing any
  * previous disposition (also a foreign handler).
- * @return 0; -EINVAL for an invalid number, SIGKILL/SIGSTOP or a NULL @p fn (with a
+ * @return 0; MP_EINVAL for an invalid number, SIGKILL/SIGSTOP or a NULL @p fn (with a
  * message in mp_last_error()); -errno if the wake-up pipe cannot be created.
  */
 int mp_signal_set_handler(int signum, mp_signal_handler fn, void *arg);
 
 /**
  * Restore the default action of @p signum (SIG_DFL). Deliveries recorded but not yet
- * dispatched are dropped. @return 0 or -EINVAL.
+ * dispatched are dropped. @return 0 or MP_EINVAL.
  */
 int mp_signal_set_default(int signum);
 
-/** Ignore @p signum (SIG_IGN); undispatched deliveries are dropped. @return 0 or -EINVAL. */
+/** Ignore @p signum (SIG_IGN); undispatched deliveries are dropped. @return 0 or MP_EINVAL. */
 int mp_signal_ignore(int signum);
 
 /**
@@ -112,7 +112,7 @@ int mp_signal_ignore(int signum);
  * @param signum the signal.
  * @param fn,arg if non-NULL, receive the deferred handler and its pointer when the
  *        result is MP_SIGNAL_HANDLER (NULL otherwise).
- * @return an mp_signal_disposition (>= 0), or -EINVAL for an invalid number.
+ * @return an mp_signal_disposition (>= 0), or MP_EINVAL for an invalid number.
  */
 int mp_signal_get_handler(int signum, mp_signal_handler *fn, void **arg);
 
@@ -145,7 +145,7 @@ int mp_signal_wakeup_fd(void);
  * library never reads or closes it; mp_signal_dispatch does not drain it. @p fd -1
  * stops. The previous fd (-1 if none) goes to @p old_fd when non-NULL. Independent of
  * mp_signal_wakeup_fd (both may be used). Any thread may call it (Python: main only).
- * @return 0; -EINVAL for a blocking fd; -EBADF for a closed one.
+ * @return 0; MP_EINVAL for a blocking fd; -EBADF for a closed one.
  */
 int mp_signal_set_wakeup_fd(int fd, int *old_fd);
 
@@ -155,7 +155,7 @@ int mp_signal_set_wakeup_fd(int fd, int *old_fd);
  * calls can dispatch; false restarts them (SA_RESTART): deliveries are still recorded
  * and dispatched at the next mp_signal_dispatch, but a blocking call of the library
  * may keep waiting. Installing a handler again resets it to interrupting (as in
- * Python). @return 0 or -EINVAL.
+ * Python). @return 0 or MP_EINVAL.
  */
 int mp_signal_siginterrupt(int signum, bool interrupt);
 
@@ -171,7 +171,7 @@ int mp_signal_pause(void);
 /**
  * Python's pthread_kill: send @p signum to thread @p thread of this process (0 only
  * checks the thread; 0 is -ESRCH). A handled signal is recorded and dispatched as usual (on the
- * thread that dispatches). @return 0, -EINVAL, -ESRCH.
+ * thread that dispatches). @return 0, MP_EINVAL, -ESRCH.
  */
 int mp_signal_pthread_kill(pthread_t thread, int signum);
 
@@ -194,13 +194,13 @@ typedef enum mp_itimer {
  * Arm timer @p which to fire after @p seconds, then every @p interval seconds
  * (0: once). @p seconds == 0 cancels it. The previous setting is stored in
  * @p old_seconds / @p old_interval when non-NULL (Python's return value).
- * @return 0; -EINVAL for an unknown timer or a negative/non-finite time.
+ * @return 0; MP_EINVAL for an unknown timer or a negative/non-finite time.
  */
 int mp_signal_setitimer(int which, double seconds, double interval, double *old_seconds,
                         double *old_interval);
 
 /** Read timer @p which: seconds left and interval (either pointer may be NULL).
- * @return 0 or -EINVAL. */
+ * @return 0 or MP_EINVAL. */
 int mp_signal_getitimer(int which, double *seconds, double *interval);
 
 /* ---- mask, pending, wait -------------------------------------------------------- */
@@ -208,14 +208,14 @@ int mp_signal_getitimer(int which, double *seconds, double *interval);
 /**
  * Change this thread's signal mask (pthread_sigmask): @p how is SIG_BLOCK,
  * SIG_UNBLOCK or SIG_SETMASK; @p set NULL only queries. The previous mask goes to
- * @p old when non-NULL. @return 0 or -EINVAL.
+ * @p old when non-NULL. @return 0 or MP_EINVAL.
  */
 int mp_signal_mask(int how, const sigset_t *set, sigset_t *old);
 
-/** Block one signal in this thread. @return 0 or -EINVAL. */
+/** Block one signal in this thread. @return 0 or MP_EINVAL. */
 int mp_signal_block(int signum);
 
-/** Unblock one signal in this thread. @return 0 or -EINVAL. */
+/** Unblock one signal in this thread. @return 0 or MP_EINVAL. */
 int mp_signal_unblock(int signum);
 
 /** True if @p signum is blocked in this thread. */
@@ -231,7 +231,7 @@ int mp_signal_pending(sigset_t *out);
  * @param timeout seconds; negative waits forever, 0 only checks.
  * @param info if non-NULL receives the sender's details (si_pid, si_code, ...).
  * @return the signal number; MP_ETIMEOUT; MP_EINTERRUPTED if another, handled
- * signal interrupted the wait and its handler asked to stop; -EINVAL.
+ * signal interrupted the wait and its handler asked to stop; MP_EINVAL.
  */
 int mp_signal_wait(const sigset_t *set, double timeout, siginfo_t *info);
 
@@ -246,7 +246,7 @@ const char *mp_signal_name(int signum);
 /**
  * The number for a name: "SIGTERM", "TERM", "sigterm", "SIGRTMIN+3", "RTMAX-1",
  * aliases such as "SIGIOT", "SIGPOLL", "SIGCLD", or a decimal number "15".
- * @return the signal number (> 0), or -EINVAL for an unknown name.
+ * @return the signal number (> 0), or MP_EINVAL for an unknown name.
  */
 int mp_signal_from_name(const char *name);
 
@@ -269,23 +269,23 @@ int mp_signal_list(int *out, size_t cap);
 /* ---- sending -------------------------------------------------------------------- */
 
 /** Send @p signum to process @p pid (kill(2); pid <= 0 has kill's meaning; signum 0
- * only checks that the process exists). @return 0, -EINVAL, -ESRCH, -EPERM. */
+ * only checks that the process exists). @return 0, MP_EINVAL, -ESRCH, -EPERM. */
 int mp_signal_send(pid_t pid, int signum);
 
 /** Send @p signum to every process of group @p pgid (0: the caller's group).
- * @return 0, -EINVAL, -ESRCH, -EPERM. */
+ * @return 0, MP_EINVAL, -ESRCH, -EPERM. */
 int mp_signal_send_group(pid_t pgid, int signum);
 
-/** Send @p signum through a pidfd (immune to pid reuse). @return 0, -EINVAL,
+/** Send @p signum through a pidfd (immune to pid reuse). @return 0, MP_EINVAL,
  * -EBADF, -ESRCH, -EPERM. */
 int mp_signal_send_pidfd(int pidfd, int signum);
 
 /** Send @p signum to the calling thread (raise(3)); a handled signal is recorded
- * before this returns. @return 0 or -EINVAL. */
+ * before this returns. @return 0 or MP_EINVAL. */
 int mp_signal_raise(int signum);
 
 /** Queue @p signum with an integer @p value to @p pid (sigqueue(3)). Real-time
- * signals are never merged. @return 0, -EINVAL, -EAGAIN (queue limit), -ESRCH. */
+ * signals are never merged. @return 0, MP_EINVAL, -EAGAIN (queue limit), -ESRCH. */
 int mp_signal_queue(pid_t pid, int signum, int value);
 
 MP_API_END
