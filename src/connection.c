@@ -16,7 +16,9 @@
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/fdpass.h"
+#include "internal/sigutil.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -326,11 +328,28 @@ static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
     }
 }
 
+/* Before the blocking read that starts a message: the deferred signal handlers run, and
+ * a signal while the peer is silent wakes the wait (internal/iwait.h). Only in a program
+ * that installed a handler through the library: elsewhere it would cost a poll per
+ * message for nothing. 0 or a code. */
+static int await_message(mp_connection *c)
+{
+    if (!mp__signal_in_use())
+        return 0;
+    int r = mp__iwait_poll1(c->fd, POLLIN, -1);
+    if (r == MP_EINTERRUPTED)
+        return mp__error(r, "receive interrupted by a signal");
+    return r < 0 ? mp__error(r, "receive on connection fd %d: poll", c->fd) : 0;
+}
+
 /* The next message's length (and, with rx, the fds sent with it). */
 static int read_header(mp_connection *c, uint64_t *size, rx_fds *rx)
 {
     uint32_t n;
-    int code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
+    int code = await_message(c);
+    if (code < 0)
+        return code;
+    code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
     if (code < 0)
         return code;
     int32_t s = (int32_t)ntohl(n);
@@ -508,7 +527,7 @@ int mp_connection_poll(mp_connection *c, double timeout)
         return code;
     if (c->has_pending)
         return 1;
-    int r = mp__poll1(c->fd, POLLIN, mp__deadline(timeout));
+    int r = mp__iwait_poll1(c->fd, POLLIN, mp__deadline(timeout));
     if (r < 0)
         return mp__error(r, "poll on connection fd %d", c->fd);
     if (r & POLLNVAL)

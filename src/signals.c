@@ -28,6 +28,7 @@
 #include "multiproc/signals.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/sigutil.h"
 
 #include <ctype.h>
@@ -91,6 +92,7 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     if (sig > 0 && sig < MP__NSIG)
         atomic_fetch_add(&pending[sig], 1);
     atomic_store(&any_pending, 1);
+    mp__iwait_signal_arrived(); /* wakes the library's futex waits */
     if (atomic_load(&wake_wanted))
         wake_up((unsigned char)sig);
     user_wake(sig);
@@ -477,9 +479,9 @@ int mp_signal_get_handler(int signum, mp_signal_handler *fn, void **arg)
 /* ---- dispatch ------------------------------------------------------------------- */
 
 /* Read the pipe empty; only when bytes were written (a read is a system call). */
-static void drain_wake_pipe(void)
+static void drain_wake_pipe(bool force)
 {
-    if (atomic_load(&wake_bytes) == 0)
+    if (!force && atomic_load(&wake_bytes) <= 0)
         return;
     int fd = atomic_load(&wake_r);
     char buf[512];
@@ -525,9 +527,9 @@ static bool run_handlers(int signum, unsigned long count, int *calls)
 
 int mp_signal_dispatch(void)
 {
-    if (atomic_load(&any_pending) == 0 && atomic_load(&wake_bytes) == 0)
+    if (atomic_load(&any_pending) == 0 && atomic_load(&wake_bytes) <= 0)
         return 0;
-    drain_wake_pipe();
+    drain_wake_pipe(false);
     atomic_store(&any_pending, 0);
     int calls = 0, stopper = 0;
     for (int s = 1; s < MP__NSIG; s++) {
@@ -548,6 +550,14 @@ int mp__signal_dispatch_pending(void)
     int r = mp_signal_dispatch();
     return r < 0 ? r : 0;
 }
+
+int mp__signal_dispatch_woken(void)
+{
+    drain_wake_pipe(true);
+    return mp__signal_dispatch_pending();
+}
+
+bool mp__signal_in_use(void) { return atomic_load(&wake_r) >= 0; }
 
 /* ---- timers --------------------------------------------------------------------- */
 
@@ -670,6 +680,11 @@ int mp_signal_wait(const sigset_t *set, double timeout, siginfo_t *info)
     if (!info)
         info = &local;
     double deadline = mp__deadline(timeout);
+    if (timeout != 0) { /* before sleeping, as every blocking call */
+        int r = mp__signal_dispatch_pending();
+        if (r < 0)
+            return r;
+    }
     for (;;) {
         int r;
         if (deadline < 0) {

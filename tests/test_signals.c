@@ -2,6 +2,7 @@
  * waiting, names, sending, signal storms, fork and threads. */
 #include "test_util.h"
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/sigutil.h"
 #include "multiproc/signals.h"
 
@@ -344,7 +345,7 @@ static void test_blocking_call_interrupted(void)
     CHECK_OK(mp_signal_set_handler(SIGALRM, stop_handler, NULL));
     arm_real_timer(0.1);
     double t0 = mpt_now();
-    CHECK_ERR(mp__poll1(p[0], POLLIN, mp__deadline(10)), MP_EINTERRUPTED);
+    CHECK_ERR(mp__iwait_poll1(p[0], POLLIN, mp__deadline(10)), MP_EINTERRUPTED);
     double dt = mpt_now() - t0;
     CHECK(dt >= 0.05 && dt < 5);
     CHECK_INT(calls, 1);
@@ -364,7 +365,7 @@ static void test_blocking_call_resumes(void)
     arm_real_timer(0.1);
     double t0 = mpt_now();
     /* The handler runs inside the wait, which then carries on until its deadline. */
-    CHECK_INT(mp__poll1(p[0], POLLIN, mp__deadline(0.5)), 0);
+    CHECK_INT(mp__iwait_poll1(p[0], POLLIN, mp__deadline(0.5)), 0);
     double dt = mpt_now() - t0;
     CHECK(dt >= 0.45 && dt < 5);
     CHECK_INT(calls, 1);
@@ -383,7 +384,7 @@ static void test_futex_wait_interrupted(void)
     double t0 = mpt_now(), deadline = mp__deadline(10);
     int r;
     do /* 0 = woken or spurious: callers re-check their condition and wait again */
-        r = mp__futex_wait(&word, 0, deadline);
+        r = mp__iwait_futex(&word, 0, deadline);
     while (r == 0);
     CHECK_ERR(r, MP_EINTERRUPTED);
     CHECK(mpt_now() - t0 < 5);
@@ -670,7 +671,7 @@ static void test_storm_realtime_none_lost(void)
     int st = -1;
     bool child_done = false;
     while (mpt_now() < end) {
-        mp__poll1(fd, POLLIN, mp__deadline(0.05)); /* dispatches on EINTR too */
+        mp__iwait_poll1(fd, POLLIN, mp__deadline(0.05)); /* dispatches on EINTR too */
         mp_signal_dispatch();
         /* Once the sender is reaped every signal it sent has been delivered to us
          * (the kernel delivers all pending signals before waitpid returns). */
@@ -755,7 +756,7 @@ static void test_fork_early_signal_kept(void)
     if (pid == 0) {
         double end = mpt_now() + 10;
         while (atomic_load(&calls) == 0 && mpt_now() < end)
-            mp__poll1(mp_signal_wakeup_fd(), POLLIN, mp__deadline(0.1)), mp_signal_dispatch();
+            mp__iwait_poll1(mp_signal_wakeup_fd(), POLLIN, mp__deadline(0.1)), mp_signal_dispatch();
         _exit(atomic_load(&calls) == 1 ? 0 : 1);
     }
     CHECK_OK(mp_signal_send(pid, SIGUSR1));

@@ -2,6 +2,8 @@
 #ifndef MP_INTERNAL_SIGUTIL_H
 #define MP_INTERNAL_SIGUTIL_H
 
+#include <stdbool.h>
+
 /* Block every asynchronous signal in the calling thread, so that signals sent to the
  * process are delivered to (and their deferred handlers dispatched on) the user's
  * threads, never a library-internal thread. Synchronous fault signals (SIGSEGV,
@@ -10,9 +12,19 @@
 void mp__block_signals_in_thread(void);
 
 /* The signals module's wake-up fd (read end, POLLIN when a handled signal arrived),
- * or -1 if no handler was ever installed. A blocking call that polls several fds may
- * add it to close the race where a signal lands just before poll() starts; when it
- * is readable, call mp__signal_dispatch_pending(). */
+ * or -1 if no handler was ever installed. From the first call on, every handled signal
+ * writes a byte to it. The interruptible waits (internal/iwait.h) add it to their poll
+ * set to close the race where a signal lands just before poll() starts; when it is
+ * readable they call mp__signal_dispatch_woken(). */
 int mp__signal_wake_fd(void);
+
+/* Drain the wake-up fd (whatever the byte count says: a byte may be seen before the
+ * handler that wrote it has counted it) and run the pending handlers: 0, or
+ * MP_EINTERRUPTED if one asked blocking calls to stop. */
+int mp__signal_dispatch_woken(void);
+
+/* True once a handler was installed through the library in this process (only then
+ * can a deferred handler be pending). */
+bool mp__signal_in_use(void);
 
 #endif
