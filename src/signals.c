@@ -59,6 +59,10 @@ static struct {
     void *arg;
 } table[MP__NSIG];
 
+/* A library-internal thread (mp__block_signals_in_thread): it never runs the user's
+ * handlers, even when its waits find one pending. */
+static _Thread_local bool internal_thread;
+
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_error;
 static _Thread_local sigset_t fork_saved_mask;
@@ -547,6 +551,8 @@ int mp_signal_dispatch(void)
 
 int mp__signal_dispatch_pending(void)
 {
+    if (internal_thread)
+        return 0;
     int r = mp_signal_dispatch();
     return r < 0 ? r : 0;
 }
@@ -557,7 +563,7 @@ int mp__signal_dispatch_woken(void)
     return mp__signal_dispatch_pending();
 }
 
-bool mp__signal_in_use(void) { return atomic_load(&wake_r) >= 0; }
+bool mp__signal_in_use(void) { return !internal_thread && atomic_load(&wake_r) >= 0; }
 
 /* ---- timers --------------------------------------------------------------------- */
 
@@ -781,6 +787,7 @@ void mp__block_signals_in_thread(void)
     for (size_t i = 0; i < MP__ARRAY_LEN(sync_signals); i++)
         sigdelset(&set, sync_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    internal_thread = true;
 }
 
 /* ---- Python's set_wakeup_fd, siginterrupt, pause, pthread_kill ------------------- */

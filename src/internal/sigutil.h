@@ -8,7 +8,9 @@
  * process are delivered to (and their deferred handlers dispatched on) the user's
  * threads, never a library-internal thread. Synchronous fault signals (SIGSEGV,
  * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) stay unblocked: blocking them would turn
- * a crash into undefined behaviour. Call it first thing in every internal thread. */
+ * a crash into undefined behaviour. Call it first thing in every internal thread: it
+ * also marks the thread as one that never runs the user's deferred handlers (its
+ * waits are plain waits; mp__signal_dispatch_pending does nothing there). */
 void mp__block_signals_in_thread(void);
 
 /* The signals module's wake-up fd (read end, POLLIN when a handled signal arrived),
@@ -24,7 +26,8 @@ int mp__signal_wake_fd(void);
 int mp__signal_dispatch_woken(void);
 
 /* True once a handler was installed through the library in this process (only then
- * can a deferred handler be pending). */
+ * can a deferred handler be pending), on a thread that may run handlers (not a
+ * library-internal one). */
 bool mp__signal_in_use(void);
 
 #endif
