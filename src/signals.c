@@ -5,13 +5,18 @@
  *   whichever thread the kernel picks. It touches nothing but lock-free atomics and
  *   write(2) on the non-blocking wake-up pipe, and restores errno. The user's handlers
  *   run in mp_signal_dispatch(), on the thread that calls it (the program itself, or
- *   a library blocking call through mp__signal_dispatch_pending() after EINTR).
+ *   a library blocking call through mp__signal_dispatch_pending(): before it sleeps
+ *   and after a wake-up, see src/iwait.c). Library-internal threads never dispatch.
  * - What is shared: `pending[sig]` counts deliveries not yet dispatched (one count per
  *   delivery, so queued real-time signals are never lost); `any_pending` is the cheap
  *   "something to do" flag; `wake_bytes` counts bytes sitting in the pipe so dispatch
  *   only reads the pipe when it has something to drain; `wake_wanted` says whether
  *   anyone asked for the fd at all (until then on_signal skips the write, and dispatch
  *   costs no system call). The handler table (fn, arg) is guarded by `table_lock`.
+ * - Waking the library's waits: on_signal() also bumps iwait's sequence word (futex
+ *   waits), and poll waits ask for the wake-up pipe (wake_wanted), so every delivery
+ *   writes its byte. A wait that saw the byte drains the pipe whatever wake_bytes says
+ *   (the writer may not have counted it yet; the count then dips below 0 briefly).
  * - Ordering that makes the wake-up fd reliable: on_signal() increments the counter,
  *   then sets the flag, then writes the byte; dispatch drains the pipe, then clears the
  *   flag, then takes the counters. So a byte seen by an event loop always has its

@@ -832,6 +832,38 @@ static void test_library_threads_block_signals(void)
     CHECK(!mp_signal_is_blocked(SIGUSR1)); /* the caller's mask is untouched */
 }
 
+/* A library-internal thread's waits never run the user's handlers, even pending ones:
+ * they stay pending for the user's threads. */
+static void *internal_waiter(void *arg)
+{
+    int *fds = arg;
+    mp__block_signals_in_thread();
+    fds[2] = mp__iwait_poll1(fds[0], POLLIN, mp__deadline(0.05));
+    _Atomic uint32_t word = 0;
+    fds[3] = mp__iwait_futex(&word, 0, mp__deadline(0.05));
+    return NULL;
+}
+
+static void test_internal_threads_never_dispatch(void)
+{
+    int fds[4];
+    CHECK_OK(mp__pipe(fds));
+    reset();
+    CHECK_OK(mp_signal_set_handler(SIGUSR1, stop_handler, NULL));
+    CHECK_OK(mp_signal_raise(SIGUSR1)); /* pending */
+    pthread_t t;
+    pthread_create(&t, NULL, internal_waiter, fds);
+    pthread_join(t, NULL);
+    CHECK_INT(fds[2], 0);             /* timed out, not interrupted */
+    CHECK_ERR(fds[3], MP_ETIMEOUT);
+    CHECK_INT(calls, 0);
+    CHECK_ERR(mp_signal_dispatch(), MP_EINTERRUPTED); /* still pending for us */
+    CHECK_INT(calls, 1);
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    mp__close(fds[0]);
+    mp__close(fds[1]);
+}
+
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "C");
@@ -862,5 +894,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_fork_early_signal_kept);
     RUN_IF(argc, argv, test_threads);
     RUN_IF(argc, argv, test_library_threads_block_signals);
+    RUN_IF(argc, argv, test_internal_threads_never_dispatch);
     return mpt_done();
 }

@@ -11,8 +11,9 @@
  *    returns non-zero: the library's blocking call (or mp_signal_dispatch) returns
  *    MP_EINTERRUPTED
  *  - the interpreter running handlers "between bytecodes" -> mp_signal_dispatch(),
- *    which the program calls, and which every blocking call of the library calls
- *    when its wait is interrupted by a signal
+ *    which the program calls; and, as Python runs pending handlers before and after
+ *    every blocking call, every blocking call of the library runs them before it
+ *    sleeps and is woken by a signal while it sleeps (see "Blocking calls" below)
  *  - `signal.set_wakeup_fd(fd)`     -> mp_signal_set_wakeup_fd(fd, &old) (the caller's
  *                                      own non-blocking fd), or mp_signal_wakeup_fd() (a
  *                                      pipe the library owns)
@@ -33,8 +34,21 @@
  * preserved). The user's handler runs later, in normal context, on the thread that
  * calls mp_signal_dispatch() (directly, or inside a library blocking call): there it
  * may allocate, print and take locks. The real handler is installed WITHOUT
- * SA_RESTART, so blocking system calls (open() of a FIFO, read(), poll()) return
- * EINTR and the program gets a chance to dispatch.
+ * SA_RESTART, so the program's own blocking system calls (open() of a FIFO, read(),
+ * poll()) return EINTR and the program gets a chance to dispatch.
+ *
+ * Blocking calls of the library (queue get/put, lock, event, condition, semaphore and
+ * barrier waits, process join, mp_run, Popen wait/communicate/readline, connection
+ * receive, listener accept, mp_wait, pool and manager waits): a handler pending when
+ * the call is about to sleep runs first, and a handled signal arriving while it sleeps
+ * (also just before the sleep starts, or delivered to another thread) wakes it. After
+ * the handlers ran, the call waits on with the time left if they all returned 0, and
+ * returns MP_EINTERRUPTED if one returned non-zero. A call with a zero timeout does not
+ * sleep and runs no handler. Two limits: a lock acquire sleeps in the C library's mutex,
+ * which a signal cannot wake, so a signal arriving during it is handled within 0.1 s;
+ * on Linux before 5.16 (no futex_waitv) a queue or sync-object wait handles a signal
+ * that lands just before its sleep, or on another thread, at its next wake-up (at most
+ * 0.25 s).
  *
  * Coalescing: the kernel keeps at most one pending instance of a standard signal
  * (1..31): if SIGUSR1 is sent 1000 times while it is pending, the handler may run
@@ -42,11 +56,13 @@
  * the kernel and each delivery is counted: the user handler runs once per delivery.
  *
  * Thread safety: every function may be called from any thread. Handlers run on the
- * thread that dispatches; the handler table is protected by a mutex that is NOT held
- * while a user handler runs, so a handler may install or remove handlers. A signal
- * sent to the process is delivered by the kernel to any thread that does not block
- * it; library-internal threads block all asynchronous signals, so they never take
- * the delivery. (Unlike Python, handlers are not restricted to the main thread.)
+ * thread that dispatches (which may be any thread waiting in a library call); the
+ * handler table is protected by a mutex that is NOT held while a user handler runs, so
+ * a handler may install or remove handlers. A signal sent to the process is delivered
+ * by the kernel to any thread that does not block it. The library starts threads only
+ * for a Pool (its result thread) and a manager server (one per connection); they block
+ * every asynchronous signal, so they never take a delivery, and never run a handler.
+ * (Unlike Python, handlers are not restricted to the main thread.)
  *
  * Fork behaviour: in a forked child the installed handlers stay (as the kernel keeps
  * dispositions), the pending counts are cleared and the wake-up pipe is recreated
@@ -75,7 +91,7 @@ MP_API_BEGIN
  * A deferred signal handler. Runs in normal context (not in the kernel's signal
  * context) on the dispatching thread, once per recorded delivery of @p signum.
  * @p arg is the pointer given to mp_signal_set_handler.
- * Return 0 to let interrupted blocking calls carry on waiting, non-zero to ask them
+ * Return 0 to let the blocking call that ran it carry on waiting, non-zero to ask it
  * to stop and return MP_EINTERRUPTED (Python: raising an exception in the handler).
  */
 typedef int (*mp_signal_handler)(int signum, void *arg);
@@ -129,7 +145,8 @@ int mp_signal_dispatch(void);
  * The read end of the wake-up pipe: from the first call on, it becomes readable
  * (POLLIN) whenever a handled signal arrives (and at once if one is already
  * recorded). Poll it in an event loop, then call mp_signal_dispatch(), which drains
- * it. Until the first call the library skips the pipe, so a program that only calls
+ * it. Until the first call (or the first library wait that polls fds, which watches
+ * the pipe too) the library skips the pipe, so a program that only calls
  * mp_signal_dispatch() pays no system call per signal. Owned by the library: do not
  * read or close it. The number stays the same for the life of the process (also in
  * forked children).
@@ -151,11 +168,11 @@ int mp_signal_set_wakeup_fd(int fd, int *old_fd);
 
 /**
  * Python's siginterrupt: @p interrupt true (the library's default for handlers it
- * installs) makes system calls interrupted by @p signum fail with EINTR, so blocking
- * calls can dispatch; false restarts them (SA_RESTART): deliveries are still recorded
- * and dispatched at the next mp_signal_dispatch, but a blocking call of the library
- * may keep waiting. Installing a handler again resets it to interrupting (as in
- * Python). @return 0 or MP_EINVAL.
+ * installs) makes the program's system calls interrupted by @p signum fail with
+ * EINTR, so it can dispatch; false restarts them (SA_RESTART). Deliveries are recorded
+ * either way, and the library's blocking calls are woken and dispatch either way.
+ * Installing a handler again resets it to interrupting (as in Python).
+ * @return 0 or MP_EINVAL.
  */
 int mp_signal_siginterrupt(int signum, bool interrupt);
 

@@ -112,10 +112,12 @@ int mp__robust_mutex_init(pthread_mutex_t *m);
 
 /* ---- signals ------------------------------------------------------------------ */
 
-/* Every library blocking call calls this when its wait was interrupted by a signal
- * (EINTR): it runs the pending deferred handlers on this thread (the signals module)
- * and returns MP_EINTERRUPTED if one of them asked blocking calls to stop, else 0 and
- * the caller resumes waiting with the time that is left. Weak default: returns 0. */
+/* Runs the pending deferred handlers on this thread (the signals module) and returns
+ * MP_EINTERRUPTED if one of them asked blocking calls to stop, else 0 and the caller
+ * resumes waiting with the time that is left. The interruptible waits (internal/iwait.h)
+ * call it before they sleep and after a wake-up; a call whose own system call failed
+ * with EINTR calls it too. Does nothing on a library-internal thread. Weak default:
+ * returns 0. */
 int mp__signal_dispatch_pending(void);
 
 /* ---- processes ------------------------------------------------------------------ */

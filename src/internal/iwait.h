@@ -36,8 +36,8 @@ int mp__iwait_poll1(int fd, short events, double deadline);
  * handler check and the sleep ends the sleep at once. Without futex_waitv (ENOSYS:
  * an older kernel) the handlers still run before the sleep and whenever a signal
  * interrupts it (EINTR), but a signal landing in that window, or delivered to another
- * thread, is only handled at the next wake-up (waits sleep in slices of at most
- * 0.25 s). */
+ * thread, is only handled at the next wake-up (queue and sync-object waits sleep in
+ * slices of at most 0.25 s; a pool wait until a task completes). */
 int mp__iwait_futex(_Atomic uint32_t *word, uint32_t expected, double deadline);
 
 /* For the signals module's handler (async-signal-safe): a handled signal arrived;
