@@ -179,6 +179,8 @@ static int futex_wait2(_Atomic uint32_t *word, uint32_t expected, uint32_t seq,
     return errno == ETIMEDOUT ? MP_ETIMEOUT : -errno;
 }
 
+void mp__iwait_without_waitv(bool on) { atomic_store(&waitv_missing, on); }
+
 int mp__iwait_futex(_Atomic uint32_t *word, uint32_t expected, double deadline)
 {
     if (!mp__signal_in_use() || (deadline >= 0 && mp__left(deadline) <= 0))

@@ -392,6 +392,33 @@ static void test_futex_wait_interrupted(void)
     CHECK_OK(mp_signal_set_default(SIGALRM));
 }
 
+/* Without futex_waitv (a kernel before 5.16) a futex wait still runs a pending handler
+ * before it sleeps, and one that arrives during the sleep (EINTR on this thread). */
+static void test_futex_wait_without_waitv(void)
+{
+    _Atomic uint32_t word = 0;
+    mp__iwait_without_waitv(true);
+    reset();
+    CHECK_OK(mp_signal_set_handler(SIGUSR1, stop_handler, NULL));
+    CHECK_OK(mp_signal_raise(SIGUSR1));
+    double t0 = mpt_now();
+    CHECK_ERR(mp__iwait_futex(&word, 0, mp__deadline(10)), MP_EINTERRUPTED);
+    CHECK(mpt_now() - t0 < 5);
+    CHECK_INT(calls, 1);
+    CHECK_OK(mp_signal_set_handler(SIGALRM, stop_handler, NULL));
+    arm_real_timer(0.1);
+    double deadline = mp__deadline(10);
+    int r;
+    do
+        r = mp__iwait_futex(&word, 0, deadline);
+    while (r == 0);
+    CHECK_ERR(r, MP_EINTERRUPTED);
+    CHECK_INT(calls, 2);
+    CHECK_OK(mp_signal_set_default(SIGALRM));
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    mp__iwait_without_waitv(false);
+}
+
 /* The seed's example: an alarm stops an open() that would hang forever. */
 static void test_alarm_interrupts_fifo_open(void)
 {
@@ -881,6 +908,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_blocking_call_interrupted);
     RUN_IF(argc, argv, test_blocking_call_resumes);
     RUN_IF(argc, argv, test_futex_wait_interrupted);
+    RUN_IF(argc, argv, test_futex_wait_without_waitv);
     RUN_IF(argc, argv, test_alarm_interrupts_fifo_open);
     RUN_IF(argc, argv, test_alarm_and_itimers);
     RUN_IF(argc, argv, test_cpu_timers);

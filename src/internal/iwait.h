@@ -15,6 +15,7 @@
 
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* poll() the n fds (fds may be NULL when n is 0: a plain interruptible sleep) until the
@@ -39,6 +40,9 @@ int mp__iwait_poll1(int fd, short events, double deadline);
  * thread, is only handled at the next wake-up (queue and sync-object waits sleep in
  * slices of at most 0.25 s; a pool wait until a task completes). */
 int mp__iwait_futex(_Atomic uint32_t *word, uint32_t expected, double deadline);
+
+/* Tests: behave as on a kernel without futex_waitv (true), or probe again (false). */
+void mp__iwait_without_waitv(bool on);
 
 /* For the signals module's handler (async-signal-safe): a handled signal arrived;
  * wake every futex wait of this process. */
