@@ -5,11 +5,14 @@
  *   stop ends the call (MP_EINTERRUPTED), one that returns 0 lets it wait on;
  * - a signal sent while it sleeps (observed asleep in the kernel, no sleeps): the same;
  * - no signal: the call times out and no handler runs.
+ * (Connection send and receive have no timeout: a handler that returns 0 is shown to let
+ * a receive go on by sending it the message it waits for.)
  * And a program blocked on a queue handles every one of 12 SIGTERMs, each sent as soon as
  * the previous one was handled. */
 #include "test_util.h"
 #include "multiproc.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -253,6 +256,25 @@ static void conn_teardown(void)
     mp_connection_free(cb);
 }
 
+/* The peer reads nothing and the socket buffer is full: a send waits for room. */
+static void conn_full_setup(void)
+{
+    conn_setup();
+    int fd = mp_connection_fileno(ca);
+    int fl = fcntl(fd, F_GETFL);
+    CHECK_INT(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+    static char junk[65536];
+    while (write(fd, junk, sizeof junk) > 0)
+        ;
+    CHECK_INT(errno, EAGAIN);
+    CHECK_INT(fcntl(fd, F_SETFL, fl), 0);
+}
+static int conn_send(double t)
+{
+    (void)t;
+    return mp_connection_send_bytes(ca, "hi", 0, 2);
+}
+
 static void lis_setup(void) { CHECK_NEW(lis, mp_listener_new(NULL)); }
 static int lis_accept(double t)
 {
@@ -277,6 +299,7 @@ static const blocker blockers[] = {
     {"popen wait", "poll", pop_setup, pop_wait, MP_ETIMEOUT, pop_teardown},
     {"process join", "poll", proc_setup, proc_join, MP_ETIMEOUT, proc_teardown},
     {"connection recv", "poll", conn_setup, conn_recv, 0, conn_teardown},
+    {"connection send (full)", "poll", conn_full_setup, conn_send, 0, conn_teardown},
     {"listener accept", "poll", lis_setup, lis_accept, MP_ETIMEOUT, lis_teardown},
 };
 

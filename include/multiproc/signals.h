@@ -39,10 +39,10 @@
  *
  * Blocking calls of the library (queue get/put, lock, event, condition, semaphore and
  * barrier waits, process join, mp_run, Popen wait/communicate/readline, connection
- * receive, listener accept, mp_wait, pool and manager waits): a handler pending when
- * the call is about to sleep runs first, and a handled signal arriving while it sleeps
- * (also just before the sleep starts, or delivered to another thread) wakes it. After
- * the handlers ran, the call waits on with the time left if they all returned 0, and
+ * send and receive (before a message starts), listener accept, mp_wait, pool and
+ * manager waits): a handler pending when the call is about to sleep runs first, and a
+ * handled signal arriving while it sleeps (also just before the sleep starts, or
+ * delivered to another thread) wakes it. After the handlers ran, the call waits on with the time left if they all returned 0, and
  * returns MP_EINTERRUPTED if one returned non-zero. A call with a zero timeout does not
  * sleep and runs no handler. Two limits: a lock acquire sleeps in the C library's mutex,
  * which a signal cannot wake, so a signal arriving during it is handled within 0.1 s;
