@@ -42,13 +42,13 @@
  * send and receive (before a message starts), listener accept, mp_wait, pool and
  * manager waits): a handler pending when the call is about to sleep runs first, and a
  * handled signal arriving while it sleeps (also just before the sleep starts, or
- * delivered to another thread) wakes it. After the handlers ran, the call waits on with the time left if they all returned 0, and
- * returns MP_EINTERRUPTED if one returned non-zero. A call with a zero timeout does not
- * sleep and runs no handler. Two limits: a lock acquire sleeps in the C library's mutex,
- * which a signal cannot wake, so a signal arriving during it is handled within 0.1 s;
- * on Linux before 5.16 (no futex_waitv) a queue or sync-object wait handles a signal
- * that lands just before its sleep, or on another thread, at its next wake-up (at most
- * 0.25 s).
+ * delivered to another thread) wakes it. After the handlers ran, the call waits on
+ * with the time left if they all returned 0, and returns MP_EINTERRUPTED if one
+ * returned non-zero. A call with a zero timeout does not sleep and runs no handler.
+ * Two limits: a lock acquire sleeps in the C library's mutex, which a signal cannot
+ * wake, so a signal arriving during it is handled within 0.1 s; on Linux before 5.16
+ * (no futex_waitv) a queue or sync-object wait handles a signal that lands just before
+ * its sleep, or on another thread, at its next wake-up (at most 0.25 s).
  *
  * Coalescing: the kernel keeps at most one pending instance of a standard signal
  * (1..31): if SIGUSR1 is sent 1000 times while it is pending, the handler may run
