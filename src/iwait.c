@@ -40,9 +40,9 @@
 #define SYS_futex_waitv 449
 #endif
 
-static _Atomic uint32_t sig_seq;  /* bumped by every handled signal */
-static atomic_int seq_sleepers;   /* futex waits sleeping on sig_seq right now */
-static atomic_int waitv_missing;  /* futex_waitv said ENOSYS */
+static _Atomic uint32_t sig_seq; /* bumped by every handled signal */
+static atomic_int seq_sleepers;  /* futex waits sleeping on sig_seq right now */
+static atomic_int waitv_missing; /* futex_waitv said ENOSYS */
 
 /* ---- signal context ------------------------------------------------------------- */
 
@@ -102,7 +102,7 @@ int mp__iwait_poll(struct pollfd *fds, nfds_t n, double deadline)
     for (;;) {
         if (mp__ms_left(deadline) == 0)
             return plain_poll(fds, n, deadline); /* no sleep: no handlers */
-        int wfd = mp__signal_wake_fd(); /* from now on every signal writes a byte */
+        int wfd = mp__signal_wake_fd();          /* from now on every signal writes a byte */
         if (wfd < 0)
             return plain_poll(fds, n, deadline);
         int code = mp__signal_dispatch_pending();
@@ -142,8 +142,8 @@ static int futex_wait1(_Atomic uint32_t *word, uint32_t expected, double deadlin
     }
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. Shared (not
      * private): the word may live in memory other processes map. */
-    long r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, tsp, NULL,
-                     FUTEX_BITSET_MATCH_ANY);
+    long r =
+        syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
     if (r == 0 || errno == EAGAIN)
         return 0;
     if (errno == ETIMEDOUT)
@@ -157,8 +157,7 @@ static int futex_wait1(_Atomic uint32_t *word, uint32_t expected, double deadlin
 
 /* futex_waitv on the object's word and sig_seq: 0 (woken, a value differs, or a
  * signal), MP_ETIMEOUT, -ENOSYS, -errno. */
-static int futex_wait2(_Atomic uint32_t *word, uint32_t expected, uint32_t seq,
-                       double deadline)
+static int futex_wait2(_Atomic uint32_t *word, uint32_t expected, uint32_t seq, double deadline)
 {
     struct futex_waitv w[2];
     memset(w, 0, sizeof w);
@@ -179,7 +178,10 @@ static int futex_wait2(_Atomic uint32_t *word, uint32_t expected, uint32_t seq,
     return errno == ETIMEDOUT ? MP_ETIMEOUT : -errno;
 }
 
-void mp__iwait_without_waitv(bool on) { atomic_store(&waitv_missing, on); }
+void mp__iwait_without_waitv(bool on)
+{
+    atomic_store(&waitv_missing, on);
+}
 
 int mp__iwait_futex(_Atomic uint32_t *word, uint32_t expected, double deadline)
 {
