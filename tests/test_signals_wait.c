@@ -275,6 +275,13 @@ static int conn_send(double t)
     return mp_connection_send_bytes(ca, "hi", 0, 2);
 }
 
+static int wait_conn(double t)
+{
+    mp_waitable w[1] = {mp_wait_conn(ca)};
+    int r = mp_wait(w, 1, t);
+    return r == 0 ? MP_ETIMEOUT : r; /* 0 ready: the timeout passed */
+}
+
 static void lis_setup(void) { CHECK_NEW(lis, mp_listener_new(NULL)); }
 static int lis_accept(double t)
 {
@@ -300,6 +307,7 @@ static const blocker blockers[] = {
     {"process join", "poll", proc_setup, proc_join, MP_ETIMEOUT, proc_teardown},
     {"connection recv", "poll", conn_setup, conn_recv, 0, conn_teardown},
     {"connection send (full)", "poll", conn_full_setup, conn_send, 0, conn_teardown},
+    {"mp_wait (a silent connection)", "poll", conn_setup, wait_conn, MP_ETIMEOUT, conn_teardown},
     {"listener accept", "poll", lis_setup, lis_accept, MP_ETIMEOUT, lis_teardown},
 };
 
