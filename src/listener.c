@@ -13,7 +13,6 @@
 
 #include "internal/common.h"
 #include "internal/iwait.h"
-#include "internal/iwait.h"
 #include "internal/handshake.h"
 #include "internal/tracker.h"
 
