@@ -156,6 +156,32 @@ int task_queue_put(const mp_value *arg, mp_value **out)
     return 0;
 }
 
+static int usr1_seen;
+
+static int on_usr1(int signum, void *arg)
+{
+    (void)signum;
+    (void)arg;
+    usr1_seen++;
+    return 1; /* stop the wait that ran it */
+}
+
+/* In a worker, a deferred handler runs in the library's blocking calls as anywhere. */
+int task_signal_handler(const mp_value *arg, mp_value **out)
+{
+    (void)arg;
+    usr1_seen = 0;
+    int r = mp_signal_set_handler(SIGUSR1, on_usr1, NULL);
+    if (r == 0)
+        r = mp_signal_raise(SIGUSR1);
+    mp_event *e = mp_event_new();
+    int w = e ? mp_event_wait(e, 5) : -ENOMEM;
+    mp_event_free(e);
+    mp_signal_set_default(SIGUSR1);
+    *out = mp_value_pack("[i i]", usr1_seen, w);
+    return r;
+}
+
 static mp_value *range_list(int n)
 {
     mp_value *l = mp_value_list();
@@ -948,6 +974,22 @@ static void *make_pool(void *arg)
 
 /* Workers die with their parent thread (PR_SET_PDEATHSIG follows the thread that forked
  * them): the result thread, not a creating thread that may end first. */
+/* A worker is forked by the pool's result thread, a library thread that never runs the
+ * user's handlers; the worker's own thread must run them. */
+static void test_worker_signal_handlers(void)
+{
+    const char *methods[] = {"fork", "spawn", "forkserver"};
+    for (int m = 0; m < 3; m++) {
+        mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 1,
+                                                 .ctx = mp_get_context(methods[m])});
+        mp_value *out = NULL;
+        CHECK_OK(mp_pool_apply(p, task_signal_handler, NULL, &out));
+        CHECK_STR(mpt_repr(out), "[1, -10007]"); /* ran once; the wait said MP_EINTERRUPTED */
+        mp_value_free(out);
+        mp_pool_free(p);
+    }
+}
+
 static void test_creator_thread_exits(void)
 {
     pthread_t t;
@@ -1215,6 +1257,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_worker_fds);
     RUN_IF(argc, argv, test_orphans_exit);
     RUN_IF(argc, argv, test_creator_thread_exits);
+    RUN_IF(argc, argv, test_worker_signal_handlers);
     RUN_IF(argc, argv, test_time_limit);
     RUN_IF(argc, argv, test_threads_submit);
     RUN_IF(argc, argv, test_handles_in_arguments);

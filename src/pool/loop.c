@@ -15,6 +15,7 @@
  * code or syscalls that wait); workers (w[]) belong to this thread alone. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/sigutil.h"
 #include "internal/value.h"
 #include "pool/pool.h"
 
@@ -577,6 +578,7 @@ static bool start_workers(mp_pool *p)
 void *mp__pool_thread(void *arg)
 {
     mp_pool *p = arg;
+    mp__block_signals_in_thread(); /* created with every signal blocked; marks it internal */
     if (!start_workers(p))
         return NULL;
     struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
