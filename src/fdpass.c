@@ -1,11 +1,12 @@
-/* SCM_RIGHTS: send fds beside bytes, and take the fds a recvmsg brought. Every sender and
- * receiver of fds in the library goes through these two, so the control-buffer sizing and
- * the "close what we do not keep" rule live in one place. */
+/* SCM_RIGHTS: send fds beside bytes, and receive bytes with the fds they brought. Every
+ * sender and receiver of fds in the library goes through these, so the control-buffer
+ * sizing and the "close what we do not keep" rule live in one place. */
 #define _GNU_SOURCE
 #include "internal/fdpass.h"
 
 #include "internal/common.h"
 
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -63,4 +64,32 @@ void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
                 mp__close(fd);
         }
     }
+}
+
+ssize_t mp__recvmsg_fds_once(int sock, struct iovec *iov, int niov, int *fds, size_t max,
+                             size_t *nfds, int flags, int *msg_flags)
+{
+    union {
+        char buf[CMSG_SPACE(MP__FDPASS_MAX * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf};
+    ssize_t r = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+    if (r < 0)
+        return -errno;
+    mp__msg_adopt_fds(&msg, fds, max, nfds);
+    if (msg_flags)
+        *msg_flags = msg.msg_flags;
+    return r;
+}
+
+ssize_t mp__recvmsg_fds(int sock, struct iovec *iov, int niov, int *fds, size_t max,
+                        size_t *nfds, int flags, int *msg_flags)
+{
+    ssize_t r;
+    do
+        r = mp__recvmsg_fds_once(sock, iov, niov, fds, max, nfds, flags, msg_flags);
+    while (r == -EINTR);
+    return r;
 }

@@ -22,5 +22,14 @@ ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, s
                         int flags);
 /* Keep up to max of the fds a recvmsg brought (appended at fds[*nfds]), close the rest. */
 void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds);
+/* One recvmsg() into the iovecs with MSG_CMSG_CLOEXEC added to flags, keeping up to max
+ * of the fds it brought (appended at fds[*nfds]; the rest closed). Bytes received (0 at
+ * EOF) or -errno (-EINTR included). *msg_flags, when not NULL, gets the message's flags
+ * (MSG_TRUNC, MSG_CTRUNC). */
+ssize_t mp__recvmsg_fds_once(int sock, struct iovec *iov, int niov, int *fds, size_t max,
+                             size_t *nfds, int flags, int *msg_flags);
+/* The same, retried on EINTR. */
+ssize_t mp__recvmsg_fds(int sock, struct iovec *iov, int niov, int *fds, size_t max,
+                        size_t *nfds, int flags, int *msg_flags);
 
 #endif

@@ -93,17 +93,45 @@ static int await_ready(int ctl, pid_t pid, int *status)
     return r < 0 ? r : MP_EEOF;
 }
 
+/* The server's environment: MULTIPROC_BOOTSTRAP naming fd 3 and the secret (see
+ * trust.c), LD_BIND_NOW when bindnow (see DESIGN). */
+static char **server_env(bool bindnow, const mp__secret *secret, int tracker, char **owned)
+{
+    char value[MP__BOOT_VALUE_MAX];
+    mp__boot_value(value, sizeof value, MP__BOOT_SERVER, 3, secret, bindnow);
+    return mp__boot_env(value, owned, tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
+}
+
+/* The control connection, with the secret waiting on the server's end as its first
+ * message: the server checks it before it trusts the variable (trust.c). */
+static int control_pair(int sv[2], mp__secret *secret)
+{
+    int r = mp__secret_new(secret);
+    if (r < 0)
+        return r;
+    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv) < 0)
+        return mp__errno("socketpair for the forkserver");
+    if (send(sv[0], secret->b, sizeof secret->b, MSG_NOSIGNAL) != (ssize_t)sizeof secret->b) {
+        r = mp__errno("sending the forkserver its secret");
+        mp__close(sv[0]);
+        mp__close(sv[1]);
+        return r;
+    }
+    return 0;
+}
+
 /* bindnow: run the server with LD_BIND_NOW (see DESIGN). */
 static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
 {
     int sv[2];
-    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv) < 0)
-        return mp__errno("socketpair for the forkserver");
+    mp__secret secret;
+    int r = control_pair(sv, &secret);
+    if (r < 0)
+        return r;
     int devnull = mp__fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
     char *owned = NULL;
     int tracker = mp__boot_tracker_fd(); /* its forked children inherit it */
-    char **env = mp__boot_env(bindnow ? "forkserver:3:bindnow" : "forkserver:3", &owned,
-                              tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
+    char **env = server_env(bindnow, &secret, tracker, &owned);
     char *argv[] = {program_invocation_name, NULL};
     /* The server never reads or writes stdio itself (children get the client's);
      * stderr stays for diagnostics. Its stdin, /dev/null, is its children's. Under
@@ -119,7 +147,7 @@ static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
     req.fd_map[3] = sv[1];
     req.fd_map[MP__FS_STDERR_FD] = bindnow ? err : -1;
     int pidfd = -1;
-    int r = env && devnull >= 0 ? mp__spawn(&req, pid, &pidfd) : mp__errno("/dev/null");
+    r = env && devnull >= 0 ? mp__spawn(&req, pid, &pidfd) : mp__errno("/dev/null");
     mp__close(sv[1]);
     mp__close(devnull);
     free(env);
@@ -235,7 +263,7 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
         r = send_request(ch[1], 'F', NULL, 0, NULL, 0);
     mp__close(ch[1]);
     /* EPIPE here: the server dropped the request (fork failed) or died. */
-    if (r == 0 && !inline_rec && (r = mp__frame_send(ch[0], rec, reclen, fds, nfds)) < 0) {
+    if (r == 0 && !inline_rec && (r = mp__frame_send(ch[0], NULL, rec, reclen, fds, nfds)) < 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", mp_last_error());
         r = mp__error(MP_EPROCESS, "the forkserver did not start the child: %s", msg);
@@ -479,7 +507,7 @@ static _Noreturn void child_start(char kind, mp__launch *l, mp_target_fn fn, int
     child_take_stdio(fds[1], fds[2]);
     if (kind == 'R') /* l points into our copy of the request */
         mp__boot_launch(fds[0], l, false, fn, fds + 3, nfds - 3, true);
-    mp__boot_child(fds[0], true);
+    mp__boot_child(fds[0], NULL, true);
 }
 
 /* The spare's life: wait for the request the server hands over, then start it. The
