@@ -113,11 +113,13 @@ static void make_record(char **rec, size_t *len)
     l.name = "attacker";
     l.identity = "1";
     mp_value *args = mp_value_list();
-    CHECK_OK(mp_value_encode(args, &l.args, &l.args_len, NULL, 0, NULL));
+    char *abuf = NULL;
+    CHECK_OK(mp_value_encode(args, &abuf, &l.args_len, NULL, 0, NULL));
     mp_value_free(args);
+    l.args = abuf;
     CHECK_OK(mp__target_locate(boot_target, &l.loc));
     CHECK_OK(mp__launch_pack(&l, rec, len));
-    free(l.args);
+    free(abuf);
 }
 
 /* The bytes of a spawn launch frame: length, secret, record. */
@@ -392,6 +394,192 @@ static void test_library_children_still_start(void)
     }
 }
 
+/* ---- the launch record: a value, decoded as untrusted input -------------------- */
+
+static void expect_malformed(const char *buf, size_t len, const char *what)
+{
+    mp__launch l;
+    int r = mp__launch_unpack(buf, len, &l);
+    CHECK_INT(r, MP_EPROTO);
+    if (r == MP_EPROTO)
+        CHECK_CONTAINS(mp_last_error(), what);
+    CHECK(l.rec == NULL && l.name == NULL);
+}
+
+/* A record is a map of the library's values: it round-trips and reads as one. */
+static void test_record_is_a_value(void)
+{
+    char *rec;
+    size_t len;
+    make_record(&rec, &len);
+    mp_value *v = NULL;
+    CHECK_OK(mp_value_decode(rec, len, NULL, 0, &v));
+    const char *name = NULL;
+    int method = 0;
+    CHECK_OK(mp_value_unpack(v, "{s:s, s:i}", "name", &name, "method", &method));
+    CHECK_STR(name, "attacker");
+    CHECK_INT(method, MP_START_SPAWN);
+    mp__launch l;
+    CHECK_OK(mp__launch_unpack(rec, len, &l));
+    CHECK_STR(l.name, "attacker");
+    CHECK_STR(l.identity, "1");
+    CHECK_INT(l.method, MP_START_SPAWN);
+    CHECK_INT(l.parent_pid, getpid());
+    mp__target_loc loc;
+    CHECK_OK(mp__target_locate(boot_target, &loc));
+    CHECK_INT(l.loc.offset, loc.offset);
+    CHECK_STR(l.loc.path, loc.path);
+    mp__launch_clear(&l);
+
+    /* Fields of the wrong type, missing or out of range are named. */
+    const struct {
+        const char *key, *fmt, *what;
+        int64_t i;
+    } bad[] = {{"method", "i", "'method' is not a start method", 9},
+               {"nfds", "i", "'nfds' is out of range", 100000},
+               {"offset", "i", "'offset' is negative", -1},
+               {"name", "i", "name", 3},
+               {"args", "s", "args", 0},
+               {"path", "b", "path", 1}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        mp_value *c = mp_value_copy(v), *x;
+        if (bad[i].fmt[0] == 's')
+            x = mp_value_str("not bytes");
+        else if (bad[i].fmt[0] == 'b')
+            x = mp_value_bool(true);
+        else
+            x = mp_value_int(bad[i].i);
+        CHECK_OK(mp_value_map_set_str(c, bad[i].key, x));
+        char *b;
+        size_t n;
+        CHECK_OK(mp_value_encode(c, &b, &n, NULL, 0, NULL));
+        expect_malformed(b, n, bad[i].what);
+        free(b);
+        mp_value_free(c);
+    }
+    /* A key missing; a path too long for the target's location. */
+    mp_value *c = mp_value_pack("{s:i}", "method", 2);
+    char *b;
+    size_t n;
+    CHECK_OK(mp_value_encode(c, &b, &n, NULL, 0, NULL));
+    expect_malformed(b, n, "malformed launch record");
+    free(b);
+    mp_value_free(c);
+    char longpath[5000];
+    memset(longpath, 'p', sizeof longpath - 1);
+    longpath[sizeof longpath - 1] = '\0';
+    c = mp_value_copy(v);
+    CHECK_OK(mp_value_map_set_str(c, "path", mp_value_str(longpath)));
+    CHECK_OK(mp_value_encode(c, &b, &n, NULL, 0, NULL));
+    expect_malformed(b, n, "'path' is too long");
+    free(b);
+    mp_value_free(c);
+    /* Not a map. */
+    c = mp_value_pack("[i i]", 1, 2);
+    CHECK_OK(mp_value_encode(c, &b, &n, NULL, 0, NULL));
+    expect_malformed(b, n, "not a map");
+    free(b);
+    mp_value_free(c);
+    mp_value_free(v);
+    free(rec);
+}
+
+/* A handle inside a record is refused without importing anything (the forkserver
+ * reads records and must not import objects). */
+static void test_record_refuses_handles(void)
+{
+    char *rec;
+    size_t len;
+    make_record(&rec, &len);
+    mp_value *v = NULL;
+    CHECK_OK(mp_value_decode(rec, len, NULL, 0, &v));
+    mp_barrier *bar = NULL;
+    mp_barrier_opts bo = {.parties = 2};
+    CHECK_NEW(bar, mp_barrier_new(&bo));
+    CHECK_OK(mp_value_map_set_str(v, "extra", mp_value_handle(&mp_kind_barrier, bar)));
+    char *b;
+    size_t n, nfds = 0;
+    int fds[8];
+    CHECK_OK(mp_value_encode(v, &b, &n, fds, 8, &nfds));
+    expect_malformed(b, n, "a handle where plain data is expected");
+    free(b);
+    mp_value_free(v);
+    mp_barrier_free(bar);
+    free(rec);
+}
+
+/* Every truncation and every single-byte change of a record: a clear error or a
+ * record, never a crash (ASan/valgrind builds check the memory side). */
+static void test_record_fuzz(void)
+{
+    char *rec;
+    size_t len;
+    make_record(&rec, &len);
+    for (size_t cut = 0; cut < len; cut++)
+        expect_malformed(rec, cut, "malformed launch record");
+    char *m = malloc(len);
+    int decoded = 0;
+    for (size_t i = 0; i < len; i++) {
+        for (int x = 1; x < 256; x += 37) {
+            memcpy(m, rec, len);
+            m[i] = (char)(m[i] ^ x);
+            mp__launch l;
+            int r = mp__launch_unpack(m, len, &l);
+            CHECK(r == 0 || r == MP_EPROTO);
+            if (r == 0) {
+                decoded++;
+                CHECK(l.name && l.identity && l.args && l.nfds <= MP__PROC_MAX_FDS);
+                mp__launch_clear(&l);
+            }
+        }
+    }
+    CHECK(decoded > 0); /* some changes only alter a value */
+    free(m);
+    free(rec);
+}
+
+/* Frames: a wrong secret, a length past the limit, a frame cut short. */
+static void test_frame_errors(void)
+{
+    mp__secret s, other;
+    CHECK_OK(mp__secret_new(&s));
+    CHECK_OK(mp__secret_new(&other));
+    int sv[2];
+    mp__buf b = {0};
+    int fds[4];
+    size_t nfds;
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    CHECK_OK(mp__frame_send(sv[0], &other, "abc", 3, NULL, 0));
+    CHECK_ERR(mp__frame_recv(sv[1], &s, &b, fds, 4, &nfds), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "secret");
+    close(sv[0]);
+    close(sv[1]);
+
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    uint32_t huge = MP__FRAME_MAX + 1;
+    CHECK_OK(mp__write_full(sv[0], &huge, sizeof huge));
+    CHECK_ERR(mp__frame_recv(sv[1], NULL, &b, fds, 4, &nfds), MP_EPROTO);
+    close(sv[0]);
+    close(sv[1]);
+
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    uint32_t ten = 10;
+    CHECK_OK(mp__write_full(sv[0], &ten, sizeof ten));
+    CHECK_OK(mp__write_full(sv[0], "abc", 3));
+    close(sv[0]);
+    CHECK_ERR(mp__frame_recv(sv[1], NULL, &b, fds, 4, &nfds), MP_EEOF);
+    close(sv[1]);
+
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    CHECK_OK(mp__frame_send(sv[0], NULL, "hello", 5, NULL, 0));
+    CHECK_OK(mp__frame_recv(sv[1], NULL, &b, fds, 4, &nfds));
+    CHECK_INT(b.len, 5);
+    CHECK_STR(b.data, "hello");
+    close(sv[0]);
+    close(sv[1]);
+    mp__buf_free(&b);
+}
+
 /* No variable: main runs (the harness itself). */
 static void test_no_variable(void)
 {
@@ -417,5 +605,9 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_spawn_empty_socket);
     RUN_IF(argc, argv, test_garbage_values);
     RUN_IF(argc, argv, test_forkserver_value);
+    RUN_IF(argc, argv, test_record_is_a_value);
+    RUN_IF(argc, argv, test_record_refuses_handles);
+    RUN_IF(argc, argv, test_record_fuzz);
+    RUN_IF(argc, argv, test_frame_errors);
     return mpt_done();
 }

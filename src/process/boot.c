@@ -207,19 +207,18 @@ _Noreturn void mp__boot_child(int sock, const mp__secret *secret, bool tell_pid)
             mp__close(fds[i]);
         boot_fail(sock, r);
     }
-    mp__boot_launch(sock, &l, true, fn, fds, nfds, tell_pid);
+    mp__boot_launch(sock, &l, fn, fds, nfds, tell_pid);
 }
 
-_Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn fn, int *fds,
-                               size_t nfds, bool tell_pid)
+_Noreturn void mp__boot_launch(int sock, mp__launch *l, mp_target_fn fn, int *fds, size_t nfds,
+                               bool tell_pid)
 {
     mp__proc_become_child(l->name, l->identity, l->parent_pid, l->daemon,
                           (mp_start_method)l->method);
     mp__proc_log_inherit(l->log_level, l->log_on);
     mp_value *args = NULL;
     int r = mp__proc_decode_args(l->args, l->args_len, fds, nfds, &args);
-    if (owned)
-        mp__launch_clear(l);
+    mp__launch_clear(l);
     if (r < 0)
         boot_fail(sock, r);
     reply_ok(sock, tell_pid);

@@ -1,8 +1,15 @@
-/* Framing of the bootstrap sockets (a launch record and its fds; see proc.h) and the
- * child's reply. The receiver treats what arrives as untrusted: lengths are bounded and
- * checked, fds beyond the announced ones are closed. */
+/* Framing of the bootstrap sockets and the child's reply.
+ *
+ * Everything on a bootstrap socket is a frame (proc.h): u32 length, the start's secret
+ * when the frame carries one (a spawn child's launch frame, trust.c), then a value
+ * encoded with the library's codec: the launch record (launch.c), the child's reply,
+ * the forkserver's exit status. Fds ride on the frame's first bytes through the one
+ * SCM_RIGHTS path (fdpass.c). The receiver treats what arrives as untrusted: lengths
+ * are bounded and checked, the values decoded plain (no handles), fds beyond those
+ * expected closed. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/value.h"
 #include "process/proc.h"
 
 #include <stdlib.h>
@@ -23,7 +30,7 @@ int mp__frame_begin(int sock, const mp__secret *secret, const void *buf, size_t 
     size_t hlen = HEAD_LEN(secret), slen = hlen - sizeof(uint32_t);
     *sent = 0;
     if (len > MP__FRAME_MAX - slen)
-        return mp__error(-E2BIG, "a launch record of %zu bytes", len);
+        return mp__error(-E2BIG, "a bootstrap frame of %zu bytes", len);
     if (nfds > MP__PROC_MAX_FDS)
         return mp__error(-E2BIG, "%zu fds in one launch", nfds);
     struct head h = {.n = (uint32_t)(len + slen)};
@@ -35,9 +42,9 @@ int mp__frame_begin(int sock, const mp__secret *secret, const void *buf, size_t 
                            {.iov_base = (void *)buf, .iov_len = len}};
     ssize_t r = mp__sendmsg_fds(sock, iov, 3, fds, nfds, flags);
     if (r < 0)
-        return mp__error((int)r, "sending a launch record");
+        return mp__error((int)r, "sending a bootstrap frame");
     if ((size_t)r < hlen) /* a stream socket may take part of the head only in theory */
-        return mp__error(MP_EPROTO, "short write of a launch header");
+        return mp__error(MP_EPROTO, "short write of a frame header");
     *sent = (size_t)r - hlen;
     return 0;
 }
@@ -45,7 +52,7 @@ int mp__frame_begin(int sock, const mp__secret *secret, const void *buf, size_t 
 int mp__frame_finish(int sock, const void *buf, size_t len, size_t sent)
 {
     int w = mp__write_full(sock, (const char *)buf + sent, len - sent);
-    return w < 0 ? mp__error(w, "sending a launch record") : 0;
+    return w < 0 ? mp__error(w, "sending a bootstrap frame") : 0;
 }
 
 int mp__frame_send(int sock, const mp__secret *secret, const void *buf, size_t len,
@@ -64,8 +71,8 @@ static int head_rest(int sock, struct head *h, size_t got, size_t hlen)
 {
     int code = mp__read_full(sock, (char *)h + got, hlen - got);
     if (code == MP_EEOF)
-        return mp__error(MP_EEOF, "launch channel closed inside a header");
-    return code < 0 ? mp__error(code, "reading a launch header") : 0;
+        return mp__error(MP_EEOF, "bootstrap socket closed inside a frame header");
+    return code < 0 ? mp__error(code, "reading a frame header") : 0;
 }
 
 /* The head, once whole: the length of the payload in *body. */
@@ -73,32 +80,35 @@ static int head_check(const struct head *h, const mp__secret *secret, int mflags
 {
     size_t slen = secret ? MP__BOOT_SECRET_LEN : 0;
     if ((mflags & MSG_CTRUNC) || h->n > MP__FRAME_MAX || h->n < slen)
-        return mp__error(MP_EPROTO, "malformed launch header");
+        return mp__error(MP_EPROTO, "malformed frame header");
     if (secret && !mp__secret_equal(secret, h->secret))
         return mp__error(MP_EPROTO, "the launch record does not carry this start's secret");
     *body = h->n - slen;
     return 0;
 }
 
-int mp__frame_recv(int sock, const mp__secret *secret, mp__buf *out, int *fds,
-                   size_t max_fds, size_t *nfds)
+/* mp__frame_recv reading at most first bytes past the head in its first read (0: the
+ * frame exactly, nothing after it). */
+static int frame_read(int sock, const mp__secret *secret, mp__buf *out, int *fds,
+                      size_t max_fds, size_t *nfds, size_t first)
 {
     struct head h = {0};
     size_t hlen = HEAD_LEN(secret), body = 0, got = 0;
     _Static_assert(offsetof(struct head, secret) == sizeof(uint32_t), "head is packed");
     *nfds = 0;
     out->len = 0;
-    if (mp__buf_reserve(out, FRAME_FIRST) < 0)
-        return mp__error(-ENOMEM, "a launch record buffer");
+    if (mp__buf_reserve(out, first) < 0)
+        return mp__error(-ENOMEM, "a frame buffer");
     struct iovec iov[2] = {{.iov_base = &h, .iov_len = hlen},
-                           {.iov_base = out->data, .iov_len = FRAME_FIRST}};
+                           {.iov_base = out->data, .iov_len = first}};
     int mflags = 0;
-    ssize_t r = mp__recvmsg_fds(sock, iov, 2, fds, max_fds, nfds, 0, &mflags);
+    ssize_t r = mp__recvmsg_fds(sock, iov, first ? 2 : 1, fds, max_fds, nfds,
+                                first ? 0 : MSG_WAITALL, &mflags);
     int code = 0;
     if (r < 0)
-        code = mp__error((int)r, "receiving a launch record");
+        code = mp__error((int)r, "receiving a bootstrap frame");
     else if (r == 0)
-        code = mp__error(MP_EEOF, "launch channel closed");
+        code = mp__error(MP_EEOF, "bootstrap socket closed");
     else if ((size_t)r < hlen)
         code = head_rest(sock, &h, (size_t)r, hlen);
     else
@@ -106,12 +116,12 @@ int mp__frame_recv(int sock, const mp__secret *secret, mp__buf *out, int *fds,
     if (!code)
         code = head_check(&h, secret, mflags, &body);
     if (!code && got > body) /* the sender waits for our reply after a frame */
-        code = mp__error(MP_EPROTO, "bytes after a launch record");
+        code = mp__error(MP_EPROTO, "bytes after a frame");
     if (!code && mp__buf_reserve(out, body) < 0)
-        code = mp__error(-ENOMEM, "a launch record of %zu bytes", body);
+        code = mp__error(-ENOMEM, "a frame of %zu bytes", body);
     if (!code && (code = mp__read_full(sock, out->data + got, body - got)) < 0)
-        code = mp__error(code, code == MP_EEOF ? "launch channel closed inside a record"
-                                               : "reading a launch record");
+        code = mp__error(code, code == MP_EEOF ? "bootstrap socket closed inside a frame"
+                                               : "reading a bootstrap frame");
     if (code < 0) {
         for (size_t i = 0; i < *nfds; i++)
             mp__close(fds[i]);
@@ -123,63 +133,71 @@ int mp__frame_recv(int sock, const mp__secret *secret, mp__buf *out, int *fds,
     return 0;
 }
 
-/* Reply: i32 code, u32 message length, i32 pid (0 if not told), then the message;
- * a forkserver child's pidfd rides along (SCM_RIGHTS). */
-#define REPLY_HDR 12
+int mp__frame_recv(int sock, const mp__secret *secret, mp__buf *out, int *fds,
+                   size_t max_fds, size_t *nfds)
+{
+    return frame_read(sock, secret, out, fds, max_fds, nfds, FRAME_FIRST);
+}
 
+/* ---- the child's reply ---------------------------------------------------------- */
+
+/* The verdict is a frame holding the value {"code": int, "msg": str, "pid": int}, with
+ * a forkserver child's pidfd (SCM_RIGHTS). */
 int mp__reply_send(int sock, int code, const char *msg, pid_t pid, int pidfd)
 {
-    char buf[1024];
-    int32_t c = code, p = pid;
-    uint32_t n = (uint32_t)strnlen(msg ? msg : "", sizeof buf - REPLY_HDR);
-    memcpy(buf, &c, 4);
-    memcpy(buf + 4, &n, 4);
-    memcpy(buf + 8, &p, 4);
-    memcpy(buf + REPLY_HDR, msg ? msg : "", n);
-    struct iovec iov = {.iov_base = buf, .iov_len = REPLY_HDR + (size_t)n};
-    ssize_t r = mp__sendmsg_fds(sock, &iov, 1, &pidfd, pidfd >= 0 ? 1 : 0, 0);
-    if (r < 0)
-        return (int)r;
-    return mp__write_full(sock, buf + r, iov.iov_len - (size_t)r);
+    mp_value *v = mp_value_pack("{s:i, s:s, s:i}", "code", code, "msg", msg ? msg : "", "pid",
+                                (int)pid);
+    char *buf = NULL;
+    size_t len = 0;
+    int r = v ? mp_value_encode(v, &buf, &len, NULL, 0, NULL) : mp_last_error_code();
+    mp_value_free(v);
+    if (r == 0)
+        r = mp__frame_send(sock, NULL, buf, len, &pidfd, pidfd >= 0 ? 1 : 0);
+    free(buf);
+    return r;
+}
+
+/* The reply frame, read exactly: on a forkserver child's socket the server's status
+ * frame may follow at once (see forkserver.c). A child that died before replying
+ * leaves only that status (an int), or EOF. */
+static int reply_value(int sock, const char *what, mp_value **v, int *fd, size_t *nfd)
+{
+    mp__buf b = {0};
+    int r = frame_read(sock, NULL, &b, fd, 1, nfd, 0);
+    if (r == 0 && (r = mp__value_decode_plain(b.data, b.len, v)) < 0 && r != -ENOMEM)
+        r = MP_EPROTO;
+    mp__buf_free(&b);
+    if (r == MP_EEOF || (r == 0 && mp_value_type(*v) == MP_INT))
+        return mp__error(MP_EPROCESS, "%s exited before it started the target", what);
+    if (r == MP_EPROTO)
+        return mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
+    if (r < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        return mp__error(r, "reading the bootstrap reply of %s: %s", what, msg);
+    }
+    return 0;
 }
 
 int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd)
 {
-    char hdr[REPLY_HDR], msg[1024];
-    struct iovec iov = {.iov_base = hdr, .iov_len = sizeof hdr};
-    int fd = -1;
+    mp_value *v = NULL;
+    int fd = -1, c = 0, p = 0;
     size_t nfd = 0;
-    ssize_t r = mp__recvmsg_fds(sock, &iov, 1, &fd, 1, &nfd, MSG_WAITALL, NULL);
-    if (r < 0)
-        return mp__error((int)r, "reading the bootstrap reply of %s", what);
-    int code = 0;
-    int32_t c = 0, p = 0;
-    uint32_t n = 0;
-    /* A forkserver child that died before replying leaves the server's 4-byte exit
-     * status and EOF: short as well. */
-    if (r < (ssize_t)sizeof hdr && (r = mp__read_full(sock, hdr + r, sizeof hdr - (size_t)r)) < 0)
-        code = r == MP_EEOF ? mp__error(MP_EPROCESS, "%s exited before it started the target",
-                                        what)
-                            : mp__error((int)r, "reading the bootstrap reply of %s", what);
-    if (!code) {
-        memcpy(&c, hdr, 4);
-        memcpy(&n, hdr + 4, 4);
-        memcpy(&p, hdr + 8, 4);
-        if (n >= sizeof msg || c > 0)
-            code = mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
-    }
-    if (!code && (code = mp__read_full(sock, msg, n)) < 0)
-        code = mp__error(code, "reading the bootstrap reply of %s", what);
-    if (!code && c < 0) {
-        msg[n] = '\0';
+    const char *msg = NULL;
+    int code = reply_value(sock, what, &v, &fd, &nfd);
+    if (!code && (mp_value_unpack(v, "{s:i, s:s, s:i}", "code", &c, "msg", &msg, "pid", &p) < 0 ||
+                  c > 0))
+        code = mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
+    if (!code && c < 0)
         code = mp__error(c, "%s: %s", what, msg);
-    }
+    mp_value_free(v);
     if (code < 0 || !pidfd) {
         mp__close(fd);
         fd = -1;
     }
     if (pid)
-        *pid = p;
+        *pid = code < 0 ? 0 : p;
     if (pidfd)
         *pidfd = fd;
     return code;

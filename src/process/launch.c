@@ -1,209 +1,120 @@
-/* The launch record a spawn or forkserver child receives, and the framing used on the
- * bootstrap sockets. The record is little more than fixed fields and length-prefixed
- * strings, each followed by a NUL so that a parsed record may point into its buffer;
- * the receiver treats it as untrusted input (bounds-checked parsing). */
+/* The launch record a spawn or forkserver child receives.
+ *
+ * DESIGN
+ * - The record is a value (value.h) in the library's one wire format, MessagePack
+ *   through mp_value_encode, not a format of its own: a map
+ *     {"method": int, "daemon": bool, "log_level": int, "log_on": bool,
+ *      "parent_pid": int, "nfds": int, "path": str, "sym": str, "offset": int,
+ *      "name": str, "identity": str, "args": bytes}
+ *   "path", "sym" and "offset" locate the target (target.c); "nfds" counts the fds
+ *   that travel beside the record (SCM_RIGHTS, frame.c) for the handles in "args".
+ * - The arguments stay an encoded value of their own, as bytes: the forkserver reads
+ *   the record to find the target before it forks, and must not import the handles
+ *   (the child does, with the fds). For the same reason the record itself is decoded
+ *   plain (mp__value_decode_plain): a handle in it is an error, no kind's import runs.
+ * - The receiver treats the record as untrusted: the decoder refuses malformed bytes,
+ *   and every field is checked for presence, type and range; any fault is MP_EPROTO
+ *   "malformed launch record: ..." naming the field. An unpacked record's strings point
+ *   into the decoded value it keeps (l->rec), freed by mp__launch_clear. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/value.h"
 #include "process/proc.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#define LAUNCH_MAGIC 0x4d504c32u /* "MPL2" */
-
-/* ---- packing ------------------------------------------------------------------- */
-
-struct out {
-    char *buf;
-    size_t len, cap;
-    int err;
-};
-
-static void put(struct out *o, const void *p, size_t n)
-{
-    if (o->err)
-        return;
-    if (o->len + n > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 256;
-        while (cap < o->len + n)
-            cap *= 2;
-        char *b = realloc(o->buf, cap);
-        if (!b) {
-            o->err = -ENOMEM;
-            return;
-        }
-        o->buf = b;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, p, n);
-    o->len += n;
-}
-
-static void put_u32(struct out *o, uint32_t v) { put(o, &v, sizeof v); }
-
-static void put_bytes(struct out *o, const void *p, size_t n)
-{
-    put_u32(o, (uint32_t)n);
-    put(o, p, n);
-    put(o, "", 1);
-}
-
-static void put_str(struct out *o, const char *s) { put_bytes(o, s, s ? strlen(s) : 0); }
 
 int mp__launch_pack(const mp__launch *l, char **buf, size_t *len)
 {
-    struct out o = {0};
-    put_u32(&o, LAUNCH_MAGIC);
-    put_u32(&o, l->method);
-    put_u32(&o, l->daemon);
-    put_u32(&o, (uint32_t)l->log_level);
-    put_u32(&o, (uint32_t)l->log_on);
-    put_u32(&o, (uint32_t)l->parent_pid);
-    put_u32(&o, l->nfds);
-    put(&o, &l->loc.offset, sizeof l->loc.offset);
-    put_str(&o, l->loc.path);
-    put_str(&o, l->loc.sym);
-    put_str(&o, l->name);
-    put_str(&o, l->identity);
-    put_bytes(&o, l->args, l->args_len);
-    if (o.err) {
-        free(o.buf);
-        return mp__error(o.err, "packing a launch record");
+    mp_value *v = mp_value_pack(
+        "{s:i, s:b, s:i, s:b, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:y#}", "method",
+        (int)l->method, "daemon", (int)l->daemon, "log_level", (int)l->log_level, "log_on",
+        (int)l->log_on, "parent_pid", (int)l->parent_pid, "nfds", (int)l->nfds, "path",
+        l->loc.path, "sym", l->loc.sym, "offset", (int64_t)l->loc.offset, "name",
+        l->name ? l->name : "", "identity", l->identity ? l->identity : "", "args",
+        l->args ? l->args : "", l->args_len);
+    int r = v ? mp_value_encode(v, buf, len, NULL, 0, NULL) : mp_last_error_code();
+    mp_value_free(v);
+    return r < 0 ? mp__error(r, "packing a launch record") : 0;
+}
+
+static int malformed(const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", why);
+    return mp__error(MP_EPROTO, "malformed launch record: %s", msg);
+}
+
+/* A str field copied into a fixed array: no NUL inside, room for the one after. */
+static int copy_fixed(const char *field, const char *s, size_t n, char *dst, size_t cap)
+{
+    if (n >= cap || memchr(s, '\0', n)) {
+        char why[96];
+        snprintf(why, sizeof why, "'%s' is too long or holds a NUL", field);
+        return malformed(why);
     }
-    *buf = o.buf;
-    *len = o.len;
+    memcpy(dst, s, n + 1);
     return 0;
 }
 
-/* ---- parsing ------------------------------------------------------------------- */
-
-struct in {
-    const char *p;
-    size_t left;
-    bool bad;
-};
-
-static void get(struct in *in, void *dst, size_t n)
+/* Fields of the decoded map v into l (strings borrowed from v). */
+static int read_fields(const mp_value *v, mp__launch *l)
 {
-    if (in->bad || n > in->left) {
-        in->bad = true;
-        memset(dst, 0, n);
-        return;
-    }
-    memcpy(dst, in->p, n);
-    in->p += n;
-    in->left -= n;
-}
-
-static uint32_t get_u32(struct in *in)
-{
-    uint32_t v;
-    get(in, &v, sizeof v);
-    return v;
-}
-
-/* A length-prefixed field: where its n bytes are in the buffer (the NUL after them
- * is checked). */
-static const char *get_field(struct in *in, size_t *len)
-{
-    uint32_t n = get_u32(in);
-    if (in->bad || n >= in->left || in->p[n] != '\0') {
-        in->bad = true;
-        *len = 0;
-        return NULL;
-    }
-    const char *s = in->p;
-    in->p += (size_t)n + 1;
-    in->left -= (size_t)n + 1;
-    *len = n;
-    return s;
-}
-
-static void get_fixed(struct in *in, char *dst, size_t cap)
-{
-    size_t n = 0;
-    const char *s = get_field(in, &n);
-    if (!s || n >= cap)
-        in->bad = true;
-    else
-        memcpy(dst, s, n + 1);
-}
-
-/* Everything but the three variable fields, whose places are returned in f/flen
- * (name, identity, args). */
-static int parse(const char *buf, size_t len, mp__launch *l, const char *f[3], size_t flen[3])
-{
-    struct in in = {buf, len, false};
-    memset(l, 0, sizeof *l);
-    if (get_u32(&in) != LAUNCH_MAGIC)
-        return mp__error(MP_EPROTO, "not a launch record");
-    l->method = get_u32(&in);
-    l->daemon = get_u32(&in);
-    l->log_level = (int32_t)get_u32(&in);
-    l->log_on = (int32_t)get_u32(&in);
-    l->parent_pid = (int32_t)get_u32(&in);
-    l->nfds = get_u32(&in);
-    get(&in, &l->loc.offset, sizeof l->loc.offset);
-    get_fixed(&in, l->loc.path, sizeof l->loc.path);
-    get_fixed(&in, l->loc.sym, sizeof l->loc.sym);
-    for (int i = 0; i < 3; i++)
-        f[i] = get_field(&in, &flen[i]);
-    if (in.bad)
-        return mp__error(MP_EPROTO, "truncated launch record");
+    int method = 0, level = 0, ppid = 0, nfds = 0;
+    bool daemon = false, log_on = false;
+    const char *path, *sym;
+    size_t plen, slen;
+    int64_t offset = 0;
+    int r = mp_value_unpack(v, "{s:i, s:b, s:i, s:b, s:i, s:i, s:s#, s:s#, s:I, s:s, s:s, s:y#}",
+                            "method", &method, "daemon", &daemon, "log_level", &level,
+                            "log_on", &log_on, "parent_pid", &ppid, "nfds", &nfds, "path",
+                            &path, &plen, "sym", &sym, &slen, "offset", &offset, "name",
+                            &l->name, "identity", &l->identity, "args", &l->args,
+                            &l->args_len);
+    if (r < 0)
+        return malformed(mp_last_error());
+    if (method < MP_START_FORK || method > MP_START_FORKSERVER)
+        return malformed("'method' is not a start method");
+    if (nfds < 0 || nfds > MP__PROC_MAX_FDS)
+        return malformed("'nfds' is out of range");
+    if (offset < 0)
+        return malformed("'offset' is negative");
+    if ((r = copy_fixed("path", path, plen, l->loc.path, sizeof l->loc.path)) < 0 ||
+        (r = copy_fixed("sym", sym, slen, l->loc.sym, sizeof l->loc.sym)) < 0)
+        return r;
+    l->method = (uint32_t)method;
+    l->daemon = daemon;
+    l->log_level = level;
+    l->log_on = log_on;
+    l->parent_pid = ppid;
+    l->nfds = (uint32_t)nfds;
+    l->loc.offset = (uint64_t)offset;
     return 0;
-}
-
-static char *dup_field(const char *s, size_t n, bool *bad)
-{
-    char *d = malloc(n + 1);
-    if (!d) {
-        *bad = true;
-        return NULL;
-    }
-    memcpy(d, s, n + 1);
-    return d;
 }
 
 int mp__launch_unpack(const char *buf, size_t len, mp__launch *l)
 {
-    const char *f[3];
-    size_t flen[3];
-    int r = parse(buf, len, l, f, flen);
-    if (r < 0)
+    memset(l, 0, sizeof *l);
+    mp_value *v = NULL;
+    int r = mp__value_decode_plain(buf, len, &v);
+    if (r == -ENOMEM)
         return r;
-    bool bad = false;
-    l->name = dup_field(f[0], flen[0], &bad);
-    l->identity = dup_field(f[1], flen[1], &bad);
-    l->args = dup_field(f[2], flen[2], &bad);
-    l->args_len = flen[2];
-    if (bad) {
-        mp__launch_clear(l);
-        return mp__error(-ENOMEM, "copying a launch record");
+    if (r < 0)
+        return malformed(mp_last_error());
+    if (mp_value_type(v) != MP_MAP) {
+        mp_value_free(v);
+        return malformed("not a map");
     }
-    return 0;
-}
-
-int mp__launch_view(const char *buf, size_t len, mp__launch *l)
-{
-    const char *f[3];
-    size_t flen[3];
-    int r = parse(buf, len, l, f, flen);
-    if (r < 0)
-        return r;
-    l->name = (char *)f[0];
-    l->identity = (char *)f[1];
-    l->args = (char *)f[2];
-    l->args_len = flen[2];
-    return 0;
+    l->rec = v;
+    if ((r = read_fields(v, l)) < 0)
+        mp__launch_clear(l);
+    return r;
 }
 
 void mp__launch_clear(mp__launch *l)
 {
-    free(l->name);
-    free(l->identity);
-    free(l->args);
+    mp_value_free(l->rec);
+    l->rec = NULL;
     l->name = l->identity = l->args = NULL;
+    l->args_len = 0;
 }
-

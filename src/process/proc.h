@@ -12,6 +12,7 @@
 #define MP_PROCESS_PROC_H
 
 #include "multiproc/process.h"
+#include "multiproc/value.h"
 
 #include "internal/buf.h"
 #include "internal/fdpass.h"
@@ -42,27 +43,28 @@ int mp__target_resolve(const mp__target_loc *loc, mp_target_fn *fn);
 /* "name" of the function at fn (symbol or "0x..."), and its object's path. */
 void mp__target_describe(mp_target_fn fn, char *name, size_t nlen, char *path, size_t plen);
 
-/* Everything a spawn or forkserver child needs to become Process-N. */
+/* Everything a spawn or forkserver child needs to become Process-N. On the wire it
+ * is a MessagePack map (launch.c's DESIGN). */
 typedef struct mp__launch {
-    uint32_t method;     /* mp_start_method the child was started with */
+    uint32_t method;      /* mp_start_method the child was started with */
     uint32_t daemon;
     int32_t log_level;
-    int32_t log_on;      /* the parent logs to stderr */
+    int32_t log_on;       /* the parent logs to stderr */
     int32_t parent_pid;
-    uint32_t nfds;       /* handle fds travelling with the record */
+    uint32_t nfds;        /* handle fds travelling with the record */
     mp__target_loc loc;
-    char *name;          /* owned */
-    char *identity;      /* owned: "1", "1:2", ... */
-    char *args;          /* owned: mp_value_encode bytes */
+    const char *name;     /* borrowed: the caller's, or the strings of rec */
+    const char *identity; /* "1", "1:2", ... */
+    const char *args;     /* mp_value_encode bytes */
     size_t args_len;
+    mp_value *rec;        /* after unpack: the decoded record the strings point into */
 } mp__launch;
 
-/* Serialize / parse a launch record (malloc'd buffer; unpack copies out). view parses
- * without copying: name, identity and args point into buf (NUL-terminated there), so
- * buf must outlive l, and l is not cleared. */
+/* Encode l as a record (malloc'd buffer; free()). */
 int mp__launch_pack(const mp__launch *l, char **buf, size_t *len);
+/* Decode an untrusted record (any fault is MP_EPROTO naming it); on success l borrows
+ * from l->rec (buf need not outlive it): mp__launch_clear frees it. */
 int mp__launch_unpack(const char *buf, size_t len, mp__launch *l);
-int mp__launch_view(const char *buf, size_t len, mp__launch *l);
 void mp__launch_clear(mp__launch *l);
 
 /* ---- the bootstrap's trust checks (trust.c) ---- */
@@ -156,11 +158,10 @@ pid_t mp__fs_server_pid(void);
  * children and the children the forkserver forks; those (tell_pid) add their pid
  * and a pidfd of themselves to the reply, as the client has neither. Never returns. */
 _Noreturn void mp__boot_child(int sock, const mp__secret *secret, bool tell_pid);
-/* The rest of it, once the record is parsed (owned: by unpack, cleared here; else a
- * view) and the target found: become the child, decode the arguments with their fds
- * (adopted), reply, run. */
-_Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn fn, int *fds,
-                               size_t nfds, bool tell_pid);
+/* The rest of it, once the record is unpacked (cleared here) and the target found:
+ * become the child, decode the arguments with their fds (adopted), reply, run. */
+_Noreturn void mp__boot_launch(int sock, mp__launch *l, mp_target_fn fn, int *fds, size_t nfds,
+                               bool tell_pid);
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
