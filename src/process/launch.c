@@ -57,38 +57,80 @@ static int copy_fixed(const char *field, const char *s, size_t n, char *dst, siz
     return 0;
 }
 
+/* The record's fields: their keys and types. */
+enum { F_METHOD, F_DAEMON, F_LEVEL, F_LOG_ON, F_PPID, F_NFDS, F_PATH, F_SYM, F_OFFSET,
+       F_NAME, F_IDENTITY, F_ARGS, F_COUNT };
+static const struct {
+    const char *key;
+    mp_type type;
+} fields[F_COUNT] = {
+    [F_METHOD] = {"method", MP_INT},     [F_DAEMON] = {"daemon", MP_BOOL},
+    [F_LEVEL] = {"log_level", MP_INT},   [F_LOG_ON] = {"log_on", MP_BOOL},
+    [F_PPID] = {"parent_pid", MP_INT},   [F_NFDS] = {"nfds", MP_INT},
+    [F_PATH] = {"path", MP_STR},         [F_SYM] = {"sym", MP_STR},
+    [F_OFFSET] = {"offset", MP_INT},     [F_NAME] = {"name", MP_STR},
+    [F_IDENTITY] = {"identity", MP_STR}, [F_ARGS] = {"args", MP_BYTES},
+};
+
+/* One pass over the map's entries (the server reads a record per start: no lookups by
+ * key); other keys are ignored. Every field present with its type, or MP_EPROTO. */
+static int find_fields(const mp_value *v, const mp_value *f[F_COUNT])
+{
+    for (size_t i = 0, n = mp_value_len(v); i < n; i++) {
+        const char *k = mp_value_get_str(mp_value_map_key(v, i), NULL);
+        for (int j = 0; k && j < F_COUNT; j++)
+            if (strcmp(k, fields[j].key) == 0)
+                f[j] = mp_value_map_val(v, i);
+    }
+    for (int j = 0; j < F_COUNT; j++) {
+        if (!f[j] || mp_value_type(f[j]) != fields[j].type) {
+            char why[96];
+            snprintf(why, sizeof why, "'%s' is %s, expected %s", fields[j].key,
+                     f[j] ? mp_type_name(mp_value_type(f[j])) : "missing",
+                     mp_type_name(fields[j].type));
+            return malformed(why);
+        }
+    }
+    return 0;
+}
+
+static bool in_range(const mp_value *v, int64_t lo, int64_t hi)
+{
+    int64_t i = mp_value_get_int(v);
+    return i >= lo && i <= hi;
+}
+
 /* Fields of the decoded map v into l (strings borrowed from v). */
 static int read_fields(const mp_value *v, mp__launch *l)
 {
-    int method = 0, level = 0, ppid = 0, nfds = 0;
-    bool daemon = false, log_on = false;
-    const char *path, *sym;
-    size_t plen, slen;
-    int64_t offset = 0;
-    int r = mp_value_unpack(v, "{s:i, s:b, s:i, s:b, s:i, s:i, s:s#, s:s#, s:I, s:s, s:s, s:y#}",
-                            "method", &method, "daemon", &daemon, "log_level", &level,
-                            "log_on", &log_on, "parent_pid", &ppid, "nfds", &nfds, "path",
-                            &path, &plen, "sym", &sym, &slen, "offset", &offset, "name",
-                            &l->name, "identity", &l->identity, "args", &l->args,
-                            &l->args_len);
+    const mp_value *f[F_COUNT] = {0};
+    int r = find_fields(v, f);
     if (r < 0)
-        return malformed(mp_last_error());
-    if (method < MP_START_FORK || method > MP_START_FORKSERVER)
+        return r;
+    if (!in_range(f[F_METHOD], MP_START_FORK, MP_START_FORKSERVER))
         return malformed("'method' is not a start method");
-    if (nfds < 0 || nfds > MP__PROC_MAX_FDS)
+    if (!in_range(f[F_NFDS], 0, MP__PROC_MAX_FDS))
         return malformed("'nfds' is out of range");
-    if (offset < 0)
+    if (!in_range(f[F_OFFSET], 0, INT64_MAX))
         return malformed("'offset' is negative");
+    if (!in_range(f[F_LEVEL], INT32_MIN, INT32_MAX) || !in_range(f[F_PPID], 0, INT32_MAX))
+        return malformed("'log_level' or 'parent_pid' is out of range");
+    size_t plen, slen;
+    const char *path = mp_value_get_str(f[F_PATH], &plen);
+    const char *sym = mp_value_get_str(f[F_SYM], &slen);
     if ((r = copy_fixed("path", path, plen, l->loc.path, sizeof l->loc.path)) < 0 ||
         (r = copy_fixed("sym", sym, slen, l->loc.sym, sizeof l->loc.sym)) < 0)
         return r;
-    l->method = (uint32_t)method;
-    l->daemon = daemon;
-    l->log_level = level;
-    l->log_on = log_on;
-    l->parent_pid = ppid;
-    l->nfds = (uint32_t)nfds;
-    l->loc.offset = (uint64_t)offset;
+    l->method = (uint32_t)mp_value_get_int(f[F_METHOD]);
+    l->daemon = mp_value_get_bool(f[F_DAEMON]);
+    l->log_level = (int32_t)mp_value_get_int(f[F_LEVEL]);
+    l->log_on = mp_value_get_bool(f[F_LOG_ON]);
+    l->parent_pid = (int32_t)mp_value_get_int(f[F_PPID]);
+    l->nfds = (uint32_t)mp_value_get_int(f[F_NFDS]);
+    l->loc.offset = (uint64_t)mp_value_get_int(f[F_OFFSET]);
+    l->name = mp_value_get_str(f[F_NAME], NULL);
+    l->identity = mp_value_get_str(f[F_IDENTITY], NULL);
+    l->args = mp_value_get_bytes(f[F_ARGS], &l->args_len);
     return 0;
 }
 
