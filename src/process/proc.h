@@ -165,7 +165,7 @@ _Noreturn void mp__boot_launch(int sock, mp__launch *l, mp_target_fn fn, int *fd
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
-/* fd passing (mp__sendmsg_fds, mp__msg_adopt_fds): internal/fdpass.h */
+/* fd passing (mp__sendmsg_fds, mp__recvmsg_fds): internal/fdpass.h */
 
 /* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
  * the one added, stored in *owned). When tracker_fd >= 0 it also names
