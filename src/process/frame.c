@@ -179,6 +179,21 @@ static int reply_value(int sock, const char *what, mp_value **v, int *fd, size_t
     return 0;
 }
 
+/* The reply's fields, looked up directly (it is read on every start). */
+static int reply_fields(const mp_value *v, int *code, const char **msg, int *pid)
+{
+    const mp_value *c = mp_value_map_get_str(v, "code"), *m = mp_value_map_get_str(v, "msg"),
+                   *p = mp_value_map_get_str(v, "pid");
+    if (mp_value_type(c) != MP_INT || mp_value_type(m) != MP_STR || mp_value_type(p) != MP_INT ||
+        mp_value_get_int(c) > 0 || mp_value_get_int(c) < INT32_MIN ||
+        mp_value_get_int(p) < 0 || mp_value_get_int(p) > INT32_MAX)
+        return MP_EPROTO;
+    *code = (int)mp_value_get_int(c);
+    *msg = mp_value_get_str(m, NULL);
+    *pid = (int)mp_value_get_int(p);
+    return 0;
+}
+
 int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd)
 {
     mp_value *v = NULL;
@@ -186,8 +201,7 @@ int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd)
     size_t nfd = 0;
     const char *msg = NULL;
     int code = reply_value(sock, what, &v, &fd, &nfd);
-    if (!code && (mp_value_unpack(v, "{s:i, s:s, s:i}", "code", &c, "msg", &msg, "pid", &p) < 0 ||
-                  c > 0))
+    if (!code && reply_fields(v, &c, &msg, &p) < 0)
         code = mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
     if (!code && c < 0)
         code = mp__error(c, "%s: %s", what, msg);
