@@ -580,6 +580,42 @@ static void test_frame_errors(void)
     mp__buf_free(&b);
 }
 
+/* The target gets its arguments back: 1 + (bytes of item 0 that are 'x') % 200. */
+static int count_target(mp_value *args)
+{
+    size_t n = 0, x = 0;
+    const unsigned char *b = mp_value_get_bytes(mp_value_list_get(args, 0), &n);
+    for (size_t i = 0; b && i < n; i++)
+        x += b[i] == 'x';
+    return 1 + (int)(x % 200);
+}
+
+/* Records much bigger than a socket buffer and than the forkserver's inline limit: the
+ * spawn parent queues what fits before the exec and writes the rest after; the
+ * forkserver sends the record on the child's socket. */
+static void test_big_arguments(void)
+{
+    size_t n = 3 * 1024 * 1024 + 7;
+    char *big = malloc(n);
+    memset(big, 'x', n);
+    mp_value *args = mp_value_pack("[y#]", big, n);
+    const char *methods[] = {"spawn", "forkserver"};
+    for (int i = 0; i < 2; i++) {
+        mp_process_opts o = {.target = count_target, .ctx = mp_get_context(methods[i]),
+                             .args = args};
+        mp_process *p;
+        int code = -1;
+        CHECK_NEW(p, mp_process_new(&o));
+        CHECK_OK(mp_process_start(p));
+        CHECK_OK(mp_process_join(p, -1));
+        CHECK_OK(mp_process_exitcode(p, &code));
+        CHECK_INT(code, 1 + (int)(n % 200));
+        mp_process_free(p);
+    }
+    mp_value_free(args);
+    free(big);
+}
+
 /* No variable: main runs (the harness itself). */
 static void test_no_variable(void)
 {
@@ -597,6 +633,7 @@ int main(int argc, char **argv)
     CHECK_OK(mp_forkserver_ensure_running());
     RUN_IF(argc, argv, test_no_variable);
     RUN_IF(argc, argv, test_library_children_still_start);
+    RUN_IF(argc, argv, test_big_arguments);
     RUN_IF(argc, argv, test_right_secret_runs_target);
     RUN_IF(argc, argv, test_spawn_fd0);
     RUN_IF(argc, argv, test_spawn_fd3_not_a_socket);
