@@ -322,24 +322,19 @@ static void rx_close(rx_fds *rx)
 /* Read n bytes starting a message, taking the fds that ride on its first byte. */
 static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
 {
-    union {
-        char b[CMSG_SPACE(MP_CONNECTION_MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
     for (;;) {
         struct iovec iov = {buf, n};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                            .msg_controllen = sizeof u.b};
-        ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+        int mflags = 0;
+        ssize_t r = mp__recvmsg_fds_once(c->fd, &iov, 1, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n,
+                                         0, &mflags);
         if (r > 0) {
-            mp__msg_adopt_fds(&mh, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n);
-            rx->truncated |= (mh.msg_flags & MSG_CTRUNC) != 0;
+            rx->truncated |= (mflags & MSG_CTRUNC) != 0;
             return (size_t)r == n ? 0 : read_exact(c, (char *)buf + r, n - (size_t)r, true);
         }
         if (r == 0)
             return mp__error(MP_EEOF, "connection fd %d: the other end is closed", c->fd);
-        if (errno != EINTR)
-            return mp__errno("receive on connection fd %d", c->fd);
+        if (r != -EINTR)
+            return mp__error((int)r, "receive on connection fd %d", c->fd);
         int code = mp__signal_dispatch_pending();
         if (code < 0)
             return mp__error(code, "receive interrupted by a signal");
