@@ -947,6 +947,51 @@ static void test_client_dies(void)
     CHECK_INT(wait_objects(mgr, 0), 0);
 }
 
+/* A child that starts a manager, reports the server's pid and dies at once without
+ * shutting it down. */
+static int child_start_and_die(mp_value *args)
+{
+    mp_connection *w = NULL;
+    if (mp_value_unpack(args, "[h]", &mp_kind_connection, &w) < 0)
+        return 2;
+    mp_manager *m = mp_manager_new(NULL);
+    mp_value *pid = mp_value_int(m ? mp_manager_pid(m) : -1);
+    mp_connection_send(w, pid);
+    _exit(0); /* no atexit, no shutdown */
+}
+
+/* True once pid has ended (gone, or a zombie nobody reaps). */
+static bool ended(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    char *r = fgets(buf, sizeof buf, f);
+    fclose(f);
+    const char *paren = r ? strrchr(buf, ')') : NULL;
+    return !paren || paren[2] == 'Z' || paren[2] == 'X';
+}
+
+static void test_starter_dies(void)
+{
+    mp_connection *r, *w;
+    CHECK_OK(mp_pipe(false, &r, &w));
+    CHECK_INT(run_child("fork", child_start_and_die, mp_value_pack("[h]", &mp_kind_connection, w)), 0);
+    mp_value *v = NULL;
+    CHECK_OK(mp_connection_recv(r, &v));
+    pid_t server = (pid_t)mp_value_get_int(v);
+    mp_value_free(v);
+    CHECK(server > 0);
+    double end = mpt_now() + 10;
+    while (server > 0 && !ended(server) && mpt_now() < end)
+        usleep(5000);
+    CHECK(server > 0 && ended(server)); /* the server noticed and stopped */
+    mp_connection_free(r);
+    mp_connection_free(w);
+}
+
 /* ---- hostile peers ------------------------------------------------------------------------- */
 
 static mp_connection *raw_client(mp_manager *m)
@@ -1228,6 +1273,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_registered_types);
     RUN_IF(argc, argv, test_server_dies);
     RUN_IF(argc, argv, test_client_dies);
+    RUN_IF(argc, argv, test_starter_dies);
     RUN_IF(argc, argv, test_hostile_requests);
     RUN_IF(argc, argv, test_max_message);
     RUN_IF(argc, argv, test_silent_client);

@@ -76,6 +76,7 @@ struct mp_manager_server {
     bool nested; /* some request carried a proxy: freeing needs a mark pass */
     size_t kept; /* objects no connection references, alive only through a container */
     int stop_r, stop_w;
+    int watch; /* pidfd of the process whose end stops the server (-1: none) */
 };
 
 /* ---- objects ------------------------------------------------------------------------- */
@@ -707,6 +708,16 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
         return NULL;
     s->cfg = *cfg;
     s->stop_r = s->stop_w = -1;
+    s->watch = -1;
+    /* Opened now, while the starting process waits for our report: opened later (in
+     * serve_forever), a parent that returned and exited at once would be gone already
+     * and the server would serve forever (seen in test_api_sweep under load). */
+    if (cfg->watch_pid > 0 && (s->watch = mp__pidfd_open(cfg->watch_pid)) < 0) {
+        mp__error(s->watch, "manager: watching process %d (the process that started it)",
+                  (int)cfg->watch_pid);
+        free(s);
+        return NULL;
+    }
     if (!s->cfg.address[0])
         default_address(s->cfg.address, sizeof s->cfg.address);
     if (getrandom(&s->token, sizeof s->token, 0) != sizeof s->token)
@@ -715,6 +726,8 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
     int p[2];
     if (mp__pipe(p) < 0) {
         mp__errno("manager: stop pipe");
+        if (s->watch >= 0)
+            mp__close(s->watch);
         free(s);
         return NULL;
     }
@@ -801,7 +814,7 @@ int mp_manager_server_serve_forever(mp_manager_server *s)
 {
     if (!s || !s->listener)
         return mp__error(MP_EINVAL, "mp_manager_server_serve_forever: no server");
-    int watch = s->cfg.watch_pid > 0 ? mp__pidfd_open(s->cfg.watch_pid) : -1;
+    int watch = s->watch;
     int code = 0;
     for (;;) {
         struct pollfd p[3] = {{mp_listener_fileno(s->listener), POLLIN, 0},
@@ -820,8 +833,6 @@ int mp_manager_server_serve_forever(mp_manager_server *s)
     char b[64];
     while (read(s->stop_r, b, sizeof b) > 0) /* drained: a later serve_forever serves */
         ;
-    if (watch >= 0)
-        mp__close(watch);
     drain(s);
     return code;
 }
@@ -838,6 +849,8 @@ void mp_manager_server_free(mp_manager_server *s)
             drain(s);
         mp_listener_free(s->listener);
     }
+    if (s->watch >= 0)
+        mp__close(s->watch);
     if (s->stop_r >= 0) {
         mp__close(s->stop_r);
         mp__close(s->stop_w);
