@@ -9,6 +9,7 @@
  * encoded as MessagePack with msgpack-c.
  *
  * Python mapping: pickling -> mp_value_encode/decode; None -> nil; tuples -> lists.
+ * Python's own pickles (to talk to Python programs) -> mp_value_pickle/unpickle.
  *
  * Ownership: a function returning `mp_value *` gives the caller a value to free with
  * mp_value_free(). Container setters *adopt* the item passed in (even on failure).
