@@ -751,7 +751,16 @@ int mp_value_unpickle(const void *buf, size_t len, mp_value **out)
         return bad("empty input");
     pdec d = {.p = buf, .end = (const unsigned char *)buf + len, .input_len = len};
     d.budget = ((size_t)16 << 20) + (len < SIZE_MAX / 32 ? 16 * len : SIZE_MAX / 2);
-    int r = run(&d, out);
+    /* One allocation each for the stack and the memo, sized from the input (each push or
+     * memo entry takes at least one byte of it), instead of several small doublings. */
+    size_t guess = len / 4 + 16 < 1024 ? len / 4 + 16 : 1024;
+    int r = grow_array((void **)&d.stack, &d.scap, guess, sizeof *d.stack);
+    if (r == 0)
+        r = grow_array((void **)&d.memo, &d.memo_cap, guess, sizeof *d.memo);
+    if (r == 0) {
+        memset(d.memo, 0, d.memo_cap * sizeof *d.memo);
+        r = run(&d, out);
+    }
     pdec_free(&d);
     return r;
 }
