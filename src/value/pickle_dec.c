@@ -380,7 +380,8 @@ static int map_put(pdec *d, mp_value *map, mp_value *key, mp_value *val)
     mp_value *old = map->u.map.vals[e];
     map->u.map.vals[e] = val;
     int r = bury(d, old);
-    return r < 0 ? r : bury(d, key);
+    int rk = bury(d, key); /* each is buried or freed, whatever happened to the other */
+    return r < 0 ? r : rk;
 }
 
 static int setitems_from(pdec *d, size_t from, const char *op)
