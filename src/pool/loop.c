@@ -14,6 +14,7 @@
  * code or syscalls that wait); workers (w[]) belong to this thread alone. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/sigutil.h"
 #include "internal/value.h"
 #include "pool/pool.h"
 
@@ -502,6 +503,7 @@ static bool wind_down(mp_pool *p)
 void *mp__pool_thread(void *arg)
 {
     mp_pool *p = arg;
+    mp__block_signals_in_thread(); /* created with every signal blocked; marks it internal */
     struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
     for (;;) {
         pthread_mutex_lock(&p->mu);

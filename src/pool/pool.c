@@ -8,6 +8,7 @@
  * never calls user code while holding it). */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/sigutil.h"
 #include "multiproc/signals.h"
 #include "pool/pool.h"
@@ -126,13 +127,11 @@ int mp__pool_await_ready(mp_pool *p, size_t i)
         }
         struct pollfd pf[2] = {{.fd = w->sock, .events = POLLIN},
                                {.fd = mp_process_sentinel(w->proc), .events = POLLIN}};
-        int pr = poll(pf, 2, -1);
-        if (pr < 0 && errno == EINTR) {
-            int d = mp__signal_dispatch_pending();
-            if (d < 0)
-                return d;
-            continue;
-        }
+        int pr = mp__iwait_poll(pf, 2, -1);
+        if (pr == MP_EINTERRUPTED)
+            return pr;
+        if (pr < 0)
+            return mp__error(pr, "pool: waiting for a new worker");
         if (pf[0].revents) {
             int f = mp__rx_fill(&w->rx, w->sock, true);
             if (f == 1 || f == -EAGAIN)

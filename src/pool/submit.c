@@ -8,6 +8,7 @@
  * is freed when both the user's handle and the pool's reference are gone. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/value.h"
 #include "pool/pool.h"
 
@@ -40,7 +41,7 @@ int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline)
         }
         int r = deadline >= 0 && mp__left(deadline) <= 0
                     ? MP_ETIMEOUT
-                    : mp__futex_wait(&mp__pool_seq, s, deadline);
+                    : mp__iwait_futex(&mp__pool_seq, s, deadline);
         atomic_fetch_sub(&waiters, 1);
         if (r == MP_ETIMEOUT && done(arg))
             return 0;

@@ -48,6 +48,7 @@
  *   Requests need no lock: a SEQPACKET message is atomic. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/spawn.h"
 #include "process/proc.h"
 
@@ -77,7 +78,7 @@ static pid_t fs_owner; /* the process that spawned it (and must reap it) */
  * EOF instead means it died starting. 0, MP_EEOF (reaped, *status set) or an error. */
 static int await_ready(int ctl, pid_t pid, int *status)
 {
-    int r = mp__poll1(ctl, POLLIN, -1);
+    int r = mp__iwait_poll1(ctl, POLLIN, -1);
     char c = 0;
     ssize_t n = -1;
     if (r > 0)
@@ -267,7 +268,7 @@ int mp__fs_read_status(int statfd, int *rc)
     *rc = v;
     /* The server closes the socket right after the status: wait for that EOF so the
      * sentinel stays readable from now on, like a pidfd of an ended child. */
-    mp__poll1(statfd, POLLIN, mp__deadline(1.0));
+    mp__iwait_poll1(statfd, POLLIN, mp__deadline(1.0));
     return 0;
 }
 
