@@ -3,7 +3,9 @@
  *
  * Usage: fuzz_<name> PATH...   each PATH a file or a directory of files (not recursive).
  * Each file is passed once to LLVMFuzzerTestOneInput; a crash or a sanitizer report
- * fails the run like any test, and the file that caused it is named on stderr first. */
+ * fails the run like any test, and the file that caused it is named on stderr first.
+ * As under libFuzzer (-malloc_limit_mb, 2048 by default), a single allocation above
+ * 2 GiB is a failure: a few bytes of input must not make the library ask for gigabytes. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <stddef.h>
@@ -14,6 +16,34 @@
 #include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define MALLOC_LIMIT ((size_t)2048 << 20)
+
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan's allocator refuses (and reports) an allocation above its maximum. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "max_allocation_size_mb=2048"; }
+#else
+/* glibc's allocator behind a size check (glibc lets a program replace malloc). */
+void *__libc_malloc(size_t n);
+void *__libc_calloc(size_t n, size_t size);
+void *__libc_realloc(void *p, size_t n);
+
+static void *too_big(size_t n)
+{
+    fprintf(stderr, "==ERROR: malloc(%zu) exceeds the limit of %zu bytes\n", n, MALLOC_LIMIT);
+    abort();
+}
+
+void *malloc(size_t n) { return n > MALLOC_LIMIT ? too_big(n) : __libc_malloc(n); }
+void *realloc(void *p, size_t n) { return n > MALLOC_LIMIT ? too_big(n) : __libc_realloc(p, n); }
+void *calloc(size_t n, size_t size)
+{
+    if (size && n > MALLOC_LIMIT / size)
+        too_big(n > SIZE_MAX / size ? SIZE_MAX : n * size);
+    return __libc_calloc(n, size);
+}
+#endif
 
 static int run_file(const char *path)
 {
