@@ -214,6 +214,11 @@ static void manager_seeds(void)
     mp_value_free(args);
     mp_proxy_free(p);
 
+    mp_lock *lock = mp_lock_new(); /* refused: only proxies travel to a manager */
+    start(&s, 0), add_value(&s, mp_value_pack("[s i [h]]", "append", 3, &mp_kind_lock, lock), false);
+    write_seed("manager", "request_lock", &s);
+    mp_lock_free(lock);
+
     mp_value *result = sample_list();
     if (mp__mgr_encode_reply(0, NULL, result, &buf, &len) < 0)
         exit(1);

@@ -59,6 +59,10 @@ mp_value *mp__value_new(mp_type t);
 long mp__value_map_index(const mp_value *m, const mp_value *key);
 int mp__value_map_remove(mp_value *m, size_t e, mp_value **key, mp_value **val);
 
+/* mp_value_decode of bytes that come with no fds and may hold handles of one kind only
+ * (the manager's requests: proxies): another kind is MP_EPROTO before any import runs. */
+int mp__value_decode_only(const void *buf, size_t len, const mp_kind *only, mp_value **out);
+
 /* mp_value_pack with a va_list. */
 mp_value *mp__value_vpack(const char *fmt, va_list ap);
 
