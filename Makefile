@@ -75,7 +75,8 @@ fuzz:
 	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS) $(FUZZ_PKGS)"
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMP_FUZZ=ON \
 	  -DMP_BUILD_TESTS=OFF -DMP_BUILD_EXAMPLES=OFF -DMP_BUILD_BENCH=OFF >/dev/null
-	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
+	@cmake --build build-fuzz -j $(JOBS) --target fuzzers >build-fuzz/build.log 2>&1 \
+	  || { cat build-fuzz/build.log; exit 1; }
 	@mkdir -p build-fuzz/log
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build-fuzz/corpus/$$t; \
