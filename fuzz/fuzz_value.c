@@ -3,9 +3,9 @@
  *
  * Input: one byte whose low 2 bits say how many fds arrive beside the message (0-3: a
  * 4 KiB memfd of zeros, a /dev/null fd, a socket), then the MessagePack bytes.
- * Checks: no crash, leak or UB; every fd given to the decoder is closed or owned by an
- * imported object once the value is freed; a decoded value without handles re-encodes
- * to bytes that decode and re-encode to the same bytes. */
+ * Checks: no crash, leak or UB; once the value is freed, every fd given to the decoder
+ * is closed and no mapping an import made is left; a decoded value without handles
+ * re-encodes to bytes that decode and re-encode to the same bytes. */
 #define _GNU_SOURCE
 #include "multiproc/value.h"
 
@@ -26,7 +26,7 @@ static int make_fd(int i)
     if (i == 1)
         return open("/dev/null", O_RDWR | O_CLOEXEC);
     if (i == 0) {
-        int fd = memfd_create("fuzz", MFD_CLOEXEC);
+        int fd = memfd_create("fuzz-segment", MFD_CLOEXEC);
         if (fd >= 0 && ftruncate(fd, 4096) < 0)
             abort();
         return fd;
@@ -36,6 +36,20 @@ static int make_fd(int i)
         abort();
     close(sv[1]);
     return sv[0];
+}
+
+/* Mappings of our memfd (imports map segments; LeakSanitizer does not see mappings). */
+static int count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        abort();
+    int n = 0;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, "/memfd:fuzz-segment") != NULL;
+    fclose(f);
+    return n;
 }
 
 /* Encode v (no handles), decode the bytes and encode again: the same bytes. */
@@ -64,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp__mgr_in_server = true; /* a proxy handle is then a reference: no connect */
     int fds[3];
     size_t nfds = data[0] & 3u;
+    int maps_before = nfds ? count_maps() : 0;
     for (size_t i = 0; i < nfds; i++)
         if ((fds[i] = make_fd((int)i)) < 0)
             abort();
@@ -81,6 +96,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "fd %d given to the decoder is still open\n", fds[i]);
             abort();
         }
+    }
+    if (nfds && count_maps() != maps_before) {
+        fprintf(stderr, "segments left mapped: %d before, %d after\n", maps_before, count_maps());
+        abort();
     }
     return 0;
 }
