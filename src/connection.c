@@ -16,7 +16,9 @@
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/fdpass.h"
+#include "internal/sigutil.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -40,6 +42,7 @@ struct mp_connection {
     void *pending;
     size_t pending_len;
     size_t max_msg; /* largest message we allocate for; 0: MP_CONNECTION_DEFAULT_MAX_MESSAGE */
+    mp_codec codec; /* how send/recv encode values */
 };
 
 /* The bound on an announced length, checked before anything is allocated. */
@@ -57,6 +60,18 @@ int mp_connection_set_max_message_size(mp_connection *c, size_t max)
 }
 
 size_t mp_connection_max_message_size(const mp_connection *c) { return c ? max_message(c) : 0; }
+
+int mp_connection_set_codec(mp_connection *c, mp_codec codec)
+{
+    if (!c)
+        return mp__error(MP_EINVAL, "connection is NULL");
+    if (codec != MP_CODEC_MSGPACK && codec != MP_CODEC_PICKLE)
+        return mp__error(MP_EINVAL, "unknown codec %d", (int)codec);
+    c->codec = codec;
+    return 0;
+}
+
+mp_codec mp_connection_codec(const mp_connection *c) { return c ? c->codec : MP_CODEC_MSGPACK; }
 
 bool mp__connection_has_pending(const mp_connection *c);
 bool mp__connection_has_pending(const mp_connection *c) { return c && c->has_pending; }
@@ -169,6 +184,23 @@ static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
+/* Before the blocking read or write that starts a message: the deferred signal handlers
+ * run, and a signal while the peer is silent (or not reading) wakes the wait
+ * (internal/iwait.h). Only in a program that installed a handler through the library:
+ * elsewhere it would cost a poll per message for nothing. Once a message has started it
+ * is always finished (the stream stays framed): handlers then run only on EINTR.
+ * 0 or a code. */
+static int await_ready(mp_connection *c, short events)
+{
+    if (!mp__signal_in_use())
+        return 0;
+    const char *what = events == POLLIN ? "receive" : "send";
+    int r = mp__iwait_poll1(c->fd, events, -1);
+    if (r == MP_EINTERRUPTED)
+        return mp__error(r, "%s interrupted by a signal", what);
+    return r < 0 ? mp__error(r, "%s on connection fd %d: poll", what, c->fd) : 0;
+}
+
 /* Write every byte; fds go with the first byte written. A signal before the first byte may
  * interrupt the call; once a message has started it is always finished so the stream stays
  * framed. */
@@ -216,7 +248,8 @@ static int send_message(mp_connection *c, const void *buf, size_t size, const in
         hlen = 4;
     }
     struct iovec iov[2] = {{hdr, hlen}, {(void *)buf, size}};
-    return write_all(c, iov, 2, fds, nfds);
+    int code = await_ready(c, POLLOUT);
+    return code < 0 ? code : write_all(c, iov, 2, fds, nfds);
 }
 
 int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, size_t size)
@@ -236,6 +269,13 @@ int mp_connection_send(mp_connection *c, const mp_value *v)
         return code;
     char *buf = NULL;
     size_t len = 0, nfds = 0;
+    if (c->codec == MP_CODEC_PICKLE) {
+        code = mp_value_pickle(v, 0, &buf, &len);
+        if (code == 0)
+            code = send_message(c, buf, len, NULL, 0);
+        mp_free(buf);
+        return code;
+    }
     int fds[MP_CONNECTION_MAX_FDS];
     code = mp_value_encode(v, &buf, &len, c->is_unix ? fds : NULL, MP_CONNECTION_MAX_FDS, &nfds);
     if (code == MP_EUNSUPPORTED)
@@ -302,24 +342,19 @@ static void rx_close(rx_fds *rx)
 /* Read n bytes starting a message, taking the fds that ride on its first byte. */
 static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
 {
-    union {
-        char b[CMSG_SPACE(MP_CONNECTION_MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
     for (;;) {
         struct iovec iov = {buf, n};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                            .msg_controllen = sizeof u.b};
-        ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+        int mflags = 0;
+        ssize_t r = mp__recvmsg_fds_once(c->fd, &iov, 1, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n,
+                                         0, &mflags);
         if (r > 0) {
-            mp__msg_adopt_fds(&mh, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n);
-            rx->truncated |= (mh.msg_flags & MSG_CTRUNC) != 0;
+            rx->truncated |= (mflags & MSG_CTRUNC) != 0;
             return (size_t)r == n ? 0 : read_exact(c, (char *)buf + r, n - (size_t)r, true);
         }
         if (r == 0)
             return mp__error(MP_EEOF, "connection fd %d: the other end is closed", c->fd);
-        if (errno != EINTR)
-            return mp__errno("receive on connection fd %d", c->fd);
+        if (r != -EINTR)
+            return mp__error((int)r, "receive on connection fd %d", c->fd);
         int code = mp__signal_dispatch_pending();
         if (code < 0)
             return mp__error(code, "receive interrupted by a signal");
@@ -330,7 +365,10 @@ static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
 static int read_header(mp_connection *c, uint64_t *size, rx_fds *rx)
 {
     uint32_t n;
-    int code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
+    int code = await_ready(c, POLLIN);
+    if (code < 0)
+        return code;
+    code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
     if (code < 0)
         return code;
     int32_t s = (int32_t)ntohl(n);
@@ -484,7 +522,8 @@ int mp_connection_recv(mp_connection *c, mp_value **out)
         return mp__error(MP_EINVAL, "mp_connection_recv: NULL output pointer");
     *out = NULL;
     rx_fds rx = {.n = 0, .truncated = false};
-    bool with_fds = c && c->is_unix;
+    bool pickle = c && c->codec == MP_CODEC_PICKLE;
+    bool with_fds = c && c->is_unix && !pickle; /* a pickle carries no fds (dropped) */
     int code = recv_message(c, 0, &buf, &len, with_fds ? &rx : NULL);
     if (code < 0) {
         rx_close(&rx);
@@ -496,7 +535,10 @@ int mp_connection_recv(mp_connection *c, mp_value **out)
         return mp__error(MP_EPROTO, "a message came with more than %d fds (all were closed)",
                          MP_CONNECTION_MAX_FDS);
     }
-    code = mp_value_decode(buf, len, rx.fds, rx.n, out); /* adopts the fds */
+    if (pickle)
+        code = mp_value_unpickle(buf, len, out);
+    else
+        code = mp_value_decode(buf, len, rx.fds, rx.n, out); /* adopts the fds */
     free(buf);
     return code;
 }
@@ -508,7 +550,7 @@ int mp_connection_poll(mp_connection *c, double timeout)
         return code;
     if (c->has_pending)
         return 1;
-    int r = mp__poll1(c->fd, POLLIN, mp__deadline(timeout));
+    int r = mp__iwait_poll1(c->fd, POLLIN, mp__deadline(timeout));
     if (r < 0)
         return mp__error(r, "poll on connection fd %d", c->fd);
     if (r & POLLNVAL)
@@ -547,7 +589,7 @@ void mp_connection_free(mp_connection *c)
 /* ---- the "connection" kind ---------------------------------------------------------------
  * Exported as one fd plus a flags byte and any pending message. */
 
-enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4, EXP_MAXSIZE = 8 };
+enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4, EXP_MAXSIZE = 8, EXP_PICKLE = 16 };
 
 static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
 {
@@ -560,7 +602,8 @@ static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nf
     if (!d)
         return mp__error(-ENOMEM, "exporting a connection");
     d[0] = (unsigned char)((c->readable ? EXP_READABLE : 0) | (c->writable ? EXP_WRITABLE : 0) |
-                           (c->has_pending ? EXP_PENDING : 0) | (c->max_msg ? EXP_MAXSIZE : 0));
+                           (c->has_pending ? EXP_PENDING : 0) | (c->max_msg ? EXP_MAXSIZE : 0) |
+                           (c->codec == MP_CODEC_PICKLE ? EXP_PICKLE : 0));
     if (c->max_msg) {
         uint64_t m = htobe64((uint64_t)c->max_msg);
         memcpy(d + 1, &m, 8);
@@ -586,6 +629,8 @@ static int conn_import(const void *data, size_t len, int *fds, size_t nfds, void
     mp_connection *c = mp_connection_from_fd(fds[0], d[0] & EXP_READABLE, d[0] & EXP_WRITABLE);
     if (!c)
         return mp_last_error_code();
+    if (d[0] & EXP_PICKLE)
+        c->codec = MP_CODEC_PICKLE;
     if (d[0] & EXP_MAXSIZE) {
         uint64_t m;
         memcpy(&m, d + 1, 8);
