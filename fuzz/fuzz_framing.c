@@ -9,6 +9,7 @@
  *   bit 3     two fds (/dev/null, a memfd) ride on the first byte (SCM_RIGHTS)
  *   bit 4     after MP_ETOOSHORT: receive the kept message with recv_bytes(maxlength 64)
  *             rather than mp_connection_take_pending
+ *   bit 5     the pickle codec (values are Python pickles; fds that arrive are dropped)
  * Checks: no crash, leak or UB; receiving reaches the end of the stream (each receive
  * consumes bytes); every fd that arrived is closed once the values are freed. */
 #define _GNU_SOURCE
@@ -120,6 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer_send(peer, data + 1, size - 1, with_fds);
     if (cfg & 4u)
         mp_connection_set_max_message_size(a, 256);
+    if (cfg & 32u)
+        mp_connection_set_codec(a, MP_CODEC_PICKLE);
     /* Each receive consumes bytes, so the stream ends (EOF, or closed on a bad length)
      * within size + 1 receives; a malformed message in between is just an error. */
     int r = 0;

@@ -7,6 +7,7 @@
 #include "multiproc.h"
 
 #include "manager/mgr.h"
+#include "process/proc.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -191,6 +192,69 @@ static void handshake_seeds(void)
     write_seed("handshake_client", "rejected", &s);
 }
 
+/* Python's own pickles (protocols 2 to 5), and ours. */
+static void pickle_seeds(void)
+{
+    /* pickle.dumps(..., protocol=3, 4, 5) of what Python has and we map (tuples, sets,
+     * bytearray, big ints) with memo references: what Python writes beyond what
+     * mp_value_pickle does */
+    static const char *const py[][2] = {
+        {"python_protocol3", "80037d71002858010000006171015d7102284b014740040000000000004e884301787103"
+                             "4b015801000000627104867105654b034af9ffffff580300000062696771068a08000000"
+                             "000000004058010000007371075d7108284b015806000000736861726564710965580100"
+                             "000074710a6808752e"},
+        {"python_protocol4", "80049538000000000000005d94288f94284b014b0290288c017a949194294b0185944b01"
+                             "4b0286944b014b024b0387945d94284b018c0673686172656494656807652e"},
+        {"python_protocol5", "80059519000000000000005d94289602000000000000006162948c05636166c3a994652e"}};
+    seed s;
+    for (size_t k = 0; k < 3; k++) {
+        s.n = 0;
+        for (const char *h = py[k][1]; h[0] && h[1]; h += 2) {
+            unsigned x;
+            sscanf(h, "%2x", &x);
+            unsigned char c = (unsigned char)x;
+            add(&s, &c, 1);
+        }
+        write_seed("pickle", py[k][0], &s);
+    }
+    for (int proto = 4; proto <= 5; proto++) {
+        char *buf;
+        size_t len;
+        mp_value *v = sample_list();
+        if (mp_value_pickle(v, proto, &buf, &len) < 0)
+            exit(1);
+        s.n = 0, add(&s, buf, len);
+        write_seed("pickle", proto == 4 ? "protocol4" : "protocol5", &s);
+        mp_free(buf);
+        mp_value_free(v);
+    }
+    /* the same over a connection with the pickle codec */
+    char *buf;
+    size_t len;
+    mp_value *v = sample_list();
+    if (mp_value_pickle(v, 0, &buf, &len) < 0)
+        exit(1);
+    start(&s, 32), add_frame(&s, buf, len), add_frame(&s, buf, len);
+    write_seed("framing", "pickles", &s);
+    mp_free(buf);
+    mp_value_free(v);
+}
+
+static void launch_seeds(void)
+{
+    mp__launch l = {.method = 1, .daemon = 1, .log_level = 2, .parent_pid = 4242, .nfds = 1,
+                    .loc = {.path = "/usr/lib/libexample.so", .sym = "work", .offset = 4096},
+                    .name = "Process-1", .identity = "1", .args = "\x91\x01", .args_len = 2};
+    char *buf;
+    size_t len;
+    if (mp__launch_pack(&l, &buf, &len) < 0)
+        exit(1);
+    seed s;
+    s.n = 0, add(&s, buf, len);
+    write_seed("launch", "record", &s);
+    free(buf);
+}
+
 static void manager_seeds(void)
 {
     seed s;
@@ -243,5 +307,7 @@ int main(int argc, char **argv)
     framing_seeds();
     handshake_seeds();
     manager_seeds();
+    pickle_seeds();
+    launch_seeds();
     return 0;
 }
