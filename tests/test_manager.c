@@ -9,6 +9,8 @@
 #include "multiproc/manager.h"
 #include "multiproc/pool.h"
 
+#include "manager/mgr.h"
+
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1249,6 +1251,33 @@ static void test_null_args(void)
     CHECK(mpt_now() - t0 < 1);
 }
 
+/* What a client sends is decoded with memory bounded by its size, and no handle but a
+ * proxy is imported from it (fuzz/fuzz_manager.c fuzzes the same decoder). */
+static void test_hostile_request_decoder(void)
+{
+    mgr_request req;
+    /* 10 bytes announcing a map of 943,208,504 entries (and an ext byte, which made the
+     * request go through msgpack-c's unpacker: it asked for tens of GiB at once). */
+    static const unsigned char huge_map[] = {0x93, 0xa1, 'm', 0x01, 0xdf, 0x38, 0x38, 0x38,
+                                             0x38, 0xd4};
+    CHECK_INT(mp__mgr_parse_request(huge_map, sizeof huge_map, &req), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "map longer than the input");
+
+    mp_lock *lock = mp_lock_new();
+    mp_value *v = mp_value_pack("[s i [h]]", "append", 3, &mp_kind_lock, lock);
+    char *buf;
+    size_t len, nfds;
+    int fds[8];
+    CHECK_INT(mp_value_encode(v, &buf, &len, fds, 8, &nfds), 0);
+    CHECK_INT(mp__mgr_parse_request(buf, len, &req), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "a 'lock' handle is not accepted here (only 'proxy')");
+    CHECK_INT(mp__mgr_parse_request(buf, len - 1, &req), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "truncated input");
+    mp_free(buf);
+    mp_value_free(v);
+    mp_lock_free(lock);
+}
+
 int main(int argc, char **argv)
 {
     CHECK_OK(mp_forkserver_ensure_running()); /* holds an fd for the program's life */
@@ -1279,6 +1308,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_silent_client);
     RUN_IF(argc, argv, test_64_clients);
     RUN_IF(argc, argv, test_null_args);
+    RUN_IF(argc, argv, test_hostile_request_decoder);
     mp_manager_free(mgr);
     return mpt_done();
 }

@@ -33,8 +33,8 @@ typedef struct mgr_request {
     bool has_handles;     /* the request may hold proxies (nested proxies seen) */
 } mgr_request;
 
-/* Decode an untrusted request: only proxies may appear as handles (checked before
- * decoding, so no other kind's import ever runs), the shape must be
+/* Decode an untrusted request: only proxies may appear as handles (the decoder refuses
+ * any other kind before its import runs), the shape must be
  * [str, int >= 0, list]. 0 or MP_EPROTO with a message; on success req->root owned. */
 int mp__mgr_parse_request(const void *buf, size_t len, mgr_request *req);
 /* Encode a request / a reply: *buf (mp_free). Only proxies may travel (fds refused). */

@@ -340,10 +340,10 @@ static int import_handle(dec *d, const mp_value *desc, mp_value **out)
     if (desc->type != MP_LIST || desc->u.list.len != 3 || name->type != MP_STR ||
         data->type != MP_BYTES || idx->type != MP_LIST)
         return bad("malformed handle");
-    const mp_kind *k = mp_kind_find(name->u.s.data);
-    if (d->only && k != d->only)
+    if (d->only && strcmp(name->u.s.data, d->only->name) != 0)
         return mp__error(MP_EPROTO, "decoding: a '%.64s' handle is not accepted here (only '%s')",
                          name->u.s.data, d->only->name);
+    const mp_kind *k = mp_kind_find(name->u.s.data);
     if (!k)
         return mp__error(MP_ENOTFOUND, "decoding: unknown object kind '%s'", name->u.s.data);
     int fds[MP_KIND_MAX_FDS];
