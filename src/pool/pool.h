@@ -10,6 +10,7 @@
 #ifndef MP_POOL_POOL_H
 #define MP_POOL_POOL_H
 
+#include "internal/buf.h"
 #include "multiproc/pool.h"
 
 #include <pthread.h>
@@ -54,10 +55,11 @@ typedef struct mp__msg {
     size_t nfds;
 } mp__msg;
 
-/* Reading side of a channel: a growing byte buffer plus a FIFO of fds received. */
+/* Reading side of a channel: a growing byte buffer whose first `off` bytes were already
+ * taken (compacted lazily), plus a FIFO of fds received. */
 typedef struct mp__rx {
-    char *buf;
-    size_t len, cap, off;
+    mp__buf b;
+    size_t off;
     int *fds;
     size_t nfds, fds_cap;
 } mp__rx;
