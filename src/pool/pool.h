@@ -114,10 +114,6 @@ void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
 /* Resolve in the worker (cached). */
 int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used);
 
-/* This thread's last error message without its "NAME: description: " prefix (which
- * mp__error adds again when the message is raised anew); "" when it has no detail. */
-const char *mp__pool_detail(void);
-
 /* ---- the parent's pool fds (fdset.c) ----------------------------------------------- */
 /* Mark fd as the pool's (returns fd); mp__pool_fd_close unmarks and closes it. */
 int mp__pool_fd_track(int fd);

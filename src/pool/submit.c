@@ -338,7 +338,7 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     if (r < 0) {
         mp__buf_free(&g);
         mp__chunk_free(c);
-        mp__error(r, "pool: encoding task arguments: %s", mp__pool_detail());
+        mp__error(r, "pool: encoding task arguments: %s", mp__last_error_detail());
         return NULL;
     }
     h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
@@ -691,7 +691,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
         char msg[512] = "";
         if (r < 0)
             snprintf(msg, sizeof msg, "imap input failed: %s",
-                     mp_last_error_code() == r ? mp__pool_detail() : mp_strerror(r));
+                     mp_last_error_code() == r ? mp__last_error_detail() : mp_strerror(r));
         if (k) {
             chunk *c = mp__chunk_build(p, j, buf, j->read, k);
             for (size_t i = 0; i < k; i++)
@@ -699,7 +699,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
             int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
             if (e < 0) {
                 mp__chunk_free(c);
-                mp__job_end_source(j, e, mp__pool_detail());
+                mp__job_end_source(j, e, mp__last_error_detail());
                 break;
             }
             j->read += k;

@@ -96,19 +96,6 @@ int mp_task_fail(int code, const char *fmt, ...)
     return mp__error(code, "%s", buf);
 }
 
-const char *mp__pool_detail(void)
-{
-    int code = mp_last_error_code();
-    const char *m = mp_last_error();
-    const char *name = mp_errname(code), *desc = mp_strerror(code);
-    size_t nl = strlen(name), dl = strlen(desc);
-    if (strncmp(m, name, nl) != 0 || strncmp(m + nl, ": ", 2) != 0 ||
-        strncmp(m + nl + 2, desc, dl) != 0)
-        return m;
-    m += nl + 2 + dl;
-    return strncmp(m, ": ", 2) == 0 ? m + 2 : m;
-}
-
 /* ---- the worker's state ---------------------------------------------------------- */
 
 typedef struct wstate {
@@ -130,7 +117,7 @@ static uint64_t now_ns(void)
 /* "message (task f in ForkPoolWorker-1, pid 42)" */
 static char *fail_text(int code, const char *fn_name)
 {
-    const char *m = mp_last_error_code() == code ? mp__pool_detail() : "";
+    const char *m = mp_last_error_code() == code ? mp__last_error_detail() : "";
     char *s = NULL;
     int n = m[0] ? asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name,
                             mp_current_process_name(), (int)getpid())
@@ -459,7 +446,7 @@ static int run_array(wstate *ws, mp__msg *m)
     int r = mp__fn_resolve(m->body + sizeof t, m->h.len - sizeof t, &fnp, &used);
     if (r < 0) {
         code = r;
-        snprintf(msg, sizeof msg, "%s", mp__pool_detail());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
     } else if (!ws->arena || t.in_off + (t.first + t.count) * t.in_size > ws->arena_size ||
                t.out_off + (t.first + t.count) * t.out_size > ws->arena_size) {
         code = MP_EPROTO;
