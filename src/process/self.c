@@ -5,6 +5,7 @@
 #include "process/core.h"
 #include "internal/common.h"
 #include "multiproc/log.h"
+#include "util/util_internal.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -130,6 +131,7 @@ int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_
 _Noreturn void mp__proc_run(mp_target_fn fn, mp_value *args)
 {
     mp__proc_self.target = fn;
+    mp__util_child_start(); /* as Python's _bootstrap: forget finalizers, after-forkers */
     mp_log(MP_LOG_INFO, "child process calling self.run()");
     int code = fn(args);
     mp_value_free(args);
