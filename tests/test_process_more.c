@@ -2,6 +2,7 @@
  * method, settable), parent_process() as a process object, get_all_start_methods,
  * set_executable and set_forkserver_preload. */
 #include "test_util.h"
+#include "multiproc/manager.h"
 #include "multiproc/process.h"
 
 #include <dlfcn.h>
@@ -195,6 +196,39 @@ static void test_forkserver_preload(void)
     CHECK_ERR(mp_set_forkserver_preload(NULL, 1), MP_EINVAL);
 }
 
+/* args: [address]; 0 when a manager there accepts this process's authkey. */
+static int t_connect_default_key(mp_value *args)
+{
+    const char *addr = mp_value_get_str(mp_value_list_get(args, 0), NULL);
+    mp_manager *m = addr ? mp_manager_connect(addr, NULL, 0, 10) : NULL;
+    int code = m ? 0 : mp_last_error_code() == MP_EAUTH ? 1 : 2;
+    mp_manager_free(m);
+    return code;
+}
+
+/* Managers default to the process authkey (Python's BaseManager), so children that
+ * inherit it connect without being given one; another key is refused. */
+static void test_manager_uses_authkey(void)
+{
+    mp_manager *m = mp_manager_new(NULL);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    size_t n = 0, kn = 0;
+    const void *mk = mp_manager_authkey(m, &n);
+    const void *k = mp_current_process_authkey(&kn);
+    CHECK(n == kn && memcmp(mk, k, n) == 0);
+    mp_manager *c = mp_manager_connect(mp_manager_address(m), NULL, 0, 10);
+    CHECK(c != NULL);
+    mp_manager_free(c);
+    mp_value *a = mp_value_pack("[s]", mp_manager_address(m));
+    FOR_EACH_METHOD(meth)
+        CHECK_INT(run_code(*meth, t_connect_default_key, a, NULL, 0), 0);
+    CHECK_INT(run_code("spawn", t_connect_default_key, a, "other", 5), 1);
+    mp_value_free(a);
+    mp_manager_free(m);
+}
+
 int main(int argc, char **argv)
 {
     const char *bindir = getenv("MP_TEST_BINDIR");
@@ -210,5 +244,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_parent_process);
     RUN_IF(argc, argv, test_all_start_methods);
     RUN_IF(argc, argv, test_set_executable);
+    RUN_IF(argc, argv, test_manager_uses_authkey);
     return mpt_done();
 }
