@@ -89,7 +89,8 @@ static int t_check_parent(mp_value *args)
         return 13;
     if (!mp_process_is_alive(pp))
         return 14;
-    if (mp_process_join(pp, 0) != MP_EPROCESS) /* not our child */
+    if (mp_process_join(pp, 0) != MP_EPROCESS || mp_process_close(pp) != MP_EPROCESS ||
+        mp_process_terminate(pp) != MP_EPROCESS) /* not our child */
         return 15;
     return mp_parent_process() == pp ? 0 : 16;
 }

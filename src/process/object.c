@@ -289,6 +289,8 @@ int mp_process_close(mp_process *p)
 {
     if (!p)
         return mp__error(MP_EINVAL, "no process");
+    if (p->is_parent)
+        return mp__error(MP_EPROCESS, "can only close a child process");
     if (p->state == ST_STARTED && p->owner == getpid() && mp__proc_wait(p, mp__proc_poll_now()) != 0)
         return mp__error(MP_ESTATE,
                          "cannot close a process while it is still running; join() or "
