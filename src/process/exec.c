@@ -22,7 +22,7 @@
 #include <string.h>
 
 #define DEFAULT_EXE "/proc/self/exe"
-#define PRELOAD_ENV "MULTIPROC_FS_PRELOAD"
+#define PRELOAD_ENV MP__FS_PRELOAD_ENV
 
 static pthread_mutex_t exec_lock = PTHREAD_MUTEX_INITIALIZER;
 static char executable[PATH_MAX] = DEFAULT_EXE;

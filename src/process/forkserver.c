@@ -24,6 +24,11 @@
  *   stays mapped there, while each child would fault it in afresh. For the same reason the server runs with LD_BIND_NOW
  *   (removed from its environment once it runs), so its children do not each repeat
  *   the lazy symbol binding of every library function they call.
+ * - Preload (mp_set_forkserver_preload, exec.c): the list reaches the server in its
+ *   environment (MULTIPROC_FS_PRELOAD, ours only: one inherited from outside is
+ *   dropped); the server dlopen()s each library once before it says it is ready, so
+ *   every child is forked with them loaded. The program it execs is
+ *   mp_set_executable's.
  * - Placement: the kernel starts a new child on an idle CPU, which here is usually the
  *   one the client sleeps on, so the start bounces between CPUs (wake-ups by IPI, cold
  *   caches) although client, server and child run strictly one after another. The
@@ -102,13 +107,18 @@ static char **server_env(bool bindnow, const mp__secret *secret, int tracker, ch
     char value[MP__BOOT_VALUE_MAX];
     mp__boot_value(value, sizeof value, MP__BOOT_SERVER, 3, secret, bindnow);
     char **env = mp__boot_env(value, owned, tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
-    char *pre = env ? mp__fs_preload_env() : NULL;
+    if (!env)
+        return NULL;
+    /* Only our own preload list reaches the server, never one inherited from outside. */
+    size_t n = 0, keep = 0, vlen = strlen(MP__FS_PRELOAD_ENV);
+    for (; env[n]; n++)
+        if (strncmp(env[n], MP__FS_PRELOAD_ENV, vlen) != 0 || env[n][vlen] != '=')
+            env[keep++] = env[n];
+    env[n = keep] = NULL;
+    char *pre = mp__fs_preload_env();
     if (!pre)
         return env;
     /* One more entry: the libraries to preload (mp_set_forkserver_preload). */
-    size_t n = 0;
-    while (env[n])
-        n++;
     char **more = realloc(env, (n + 2) * sizeof *env);
     /* *owned and pre in one block, so the caller's one free(*owned) frees both. */
     size_t olen = strlen(*owned) + 1, plen = strlen(pre) + 1;

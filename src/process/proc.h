@@ -191,6 +191,7 @@ int mp__boot_tracker_fd(void);
 
 /* The program spawn children and the forkserver exec (exec.c). */
 const char *mp__proc_executable(void);
+#define MP__FS_PRELOAD_ENV "MULTIPROC_FS_PRELOAD"
 /* "MULTIPROC_FS_PRELOAD=a:b" for the forkserver's environment (malloc'd), or NULL when
  * there is nothing to preload; the server side dlopen()s them (mp__fs_preload). */
 char *mp__fs_preload_env(void);
