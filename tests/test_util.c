@@ -2,6 +2,7 @@
  * get_temp_dir, is_exiting. */
 #include "test_util.h"
 #include "multiproc/process.h"
+#include "multiproc/subprocess.h"
 #include "multiproc/util.h"
 
 #include <fcntl.h>
@@ -180,6 +181,25 @@ static void test_get_temp_dir(void)
     }
 }
 
+/* The main program's exit: finalizers in order with is_exiting true, the temp dir gone. */
+static void test_main_program_exit(void)
+{
+    const char *bindir = getenv("MP_TEST_BINDIR");
+    char prog[4096];
+    snprintf(prog, sizeof prog, "%s/helper_util_tempdir", bindir ? bindir : ".");
+    const char *argv[] = {prog, NULL};
+    char *out = NULL;
+    CHECK_OK(mp_check_output(argv, NULL, &out, NULL));
+    char dir[4096] = "";
+    CHECK(out && sscanf(out, "%4095s exiting=0\n", dir) == 1);
+    CHECK(strstr(dir, "/mp-") != NULL);
+    const char *rest = out ? strchr(out, '\n') : NULL;
+    CHECK_STR(rest ? rest + 1 : "", "high exiting=1\nlow exiting=1\n");
+    struct stat st;
+    CHECK(stat(dir, &st) < 0 && errno == ENOENT);
+    mp_free(out);
+}
+
 int main(int argc, char **argv)
 {
     CHECK_OK(mp_forkserver_ensure_running());
@@ -187,5 +207,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_finalizers_at_exit_in_child);
     RUN_IF(argc, argv, test_register_after_fork);
     RUN_IF(argc, argv, test_get_temp_dir);
+    RUN_IF(argc, argv, test_main_program_exit);
     return mpt_done();
 }
