@@ -54,16 +54,18 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
 
 int mp_queue_put_nowait(mp_queue *q, const mp_value *v) { return mp_queue_put(q, v, 0); }
 
-static int empty_error(double timeout)
+int mp__q_empty_error(double timeout)
 {
     if (timeout == 0)
         return mp__error(MP_EEMPTY, "queue is empty");
     return mp__error(MP_EEMPTY, "queue still empty after %.3g s", timeout);
 }
 
-/* `local` (local_cap bytes, may be NULL) receives a small item instead of a malloc'd buffer. */
-static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
-                      void *local, size_t local_cap)
+/* `local` (local_cap bytes, may be NULL) receives a small item instead of a malloc'd buffer.
+ * With `b`, up to b->max whole records are copied to b->dst instead (b->n of them; 0 when
+ * the item at head came through buf as usual: a stream or a record too big for b->cap). */
+int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+              void *local, size_t local_cap, qbatch *b)
 {
     int code = mp__q_check_open(q);
     if (code < 0)
@@ -81,6 +83,13 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
             continue;
         }
         if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active) {
+            long n = b ? mp__q_take_records(q, b->dst, b->cap, b->max, &b->bytes) : 0;
+            if (n != 0) {
+                code = n < 0 ? (int)n : 0;
+                if (n > 0)
+                    b->n = (size_t)n;
+                break;
+            }
             code = mp__q_take_record(q, buf, len, tag, local, local_cap);
             break;
         }
@@ -108,7 +117,7 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
         wake(&s->data_seq, more, 1); /* pass the baton if items remain */
         return 0;
     }
-    return code == MP_ETIMEOUT ? empty_error(timeout) : code;
+    return code == MP_ETIMEOUT ? mp__q_empty_error(timeout) : code;
 }
 
 int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
@@ -118,7 +127,7 @@ int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
         return mp__error(MP_EINVAL, "mp_queue_get_bytes: NULL output pointer");
     *buf = NULL;
     *len = 0;
-    return get_tagged(q, buf, len, &tag, timeout, NULL, 0);
+    return mp__q_get(q, buf, len, &tag, timeout, NULL, 0, NULL);
 }
 
 int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
@@ -130,7 +139,7 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     if (!out)
         return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
     *out = NULL;
-    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
+    int code = mp__q_get(q, &buf, &len, &tag, timeout, local, sizeof local, NULL);
     if (code < 0)
         return code;
     if (tag == TAG_VALUE) {

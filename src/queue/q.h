@@ -5,6 +5,7 @@
  *   journal.c  the robust lock and the crash-safe commits (position words, journal)
  *   wait.c     sleeping on the futex words; brief spinning first
  *   stream.c   items larger than the ring, streamed through it; repair of dead owners
+ *   batch.c    put_many and get_many: many records under one lock hold and one commit
  *   joinable.c JoinableQueue: task_done and join
  *
  * DESIGN
@@ -149,11 +150,18 @@ static inline uint64_t bytes_between(const struct qshared *s, uint64_t h, uint64
     return (t - h) & (((uint64_t)1 << s->posbits) - 1);
 }
 
+/* The word `items` records (`bytes` in all) further on. */
+static inline uint64_t advance_n(const struct qshared *s, uint64_t w, uint64_t items,
+                                 uint64_t bytes)
+{
+    unsigned b = s->posbits;
+    return (((w >> b) + items) << b) | ((w + bytes) & (((uint64_t)1 << b) - 1));
+}
+
 /* The word one record of `bytes` further on. */
 static inline uint64_t advance(const struct qshared *s, uint64_t w, uint64_t bytes)
 {
-    unsigned b = s->posbits;
-    return (((w >> b) + 1) << b) | ((w + bytes) & (((uint64_t)1 << b) - 1));
+    return advance_n(s, w, 1, bytes);
 }
 
 /* Publish a position word once the ring bytes it covers are written (put) or read (get). */
@@ -246,10 +254,31 @@ int mp__q_get_stream(mp_queue *q, void **buf, size_t *len, uint32_t *tag);
 
 /* ---- ring.c ---- */
 int mp__q_full_error(const mp_queue *q, double timeout);
+/* Take `lock` and wait until `need` ring bytes and `items` items fit. 0 with the lock held,
+ * or an error (MP_EFULL after the timeout) with it released. */
+int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout);
+/* Publish `items` records (`need` bytes) just written at the tail. Under lock; releases it
+ * and wakes consumers. */
+void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need);
 int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
 /* Take the record at head. Under lock; count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                       size_t local_cap);
+/* Take up to `max` whole records at head whose bytes fit `cap`: copied to `dst` as they
+ * lie in the ring, then one commit of the head. Under lock; count > 0 and no stream. The
+ * number taken (0 when the first record alone exceeds cap), or an error. */
+long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *bytes);
+
+/* ---- putget.c ---- */
+/* Where a get_many copies the records it takes (see mp__q_get). */
+typedef struct qbatch {
+    void *dst;
+    size_t cap, max; /* bytes and records dst may take */
+    size_t n, bytes; /* records and bytes taken */
+} qbatch;
+int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+              void *local, size_t local_cap, qbatch *b);
+int mp__q_empty_error(double timeout);
 
 /* ---- queue.c ---- */
 int mp__q_check_open(const mp_queue *q);
