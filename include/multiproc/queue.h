@@ -83,6 +83,16 @@ int mp_queue_put_nowait(mp_queue *q, const mp_value *v);
  * Errors: MP_EEMPTY (nothing in time), MP_ECLOSED, MP_EINTERRUPTED.
  */
 int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout);
+/**
+ * Take the oldest item into the caller's buffer (@p bufsize bytes): no allocation. *len
+ * receives its size. If the item does not fit, returns MP_ETOOSHORT with *len = its size and
+ * the item stays in the queue (retry with a larger buffer). A value item gives its
+ * MessagePack bytes (mp_value_decode them). Waits as mp_queue_get_bytes.
+ * Python: like Connection.recv_bytes_into. Errors: MP_EEMPTY, MP_ETOOSHORT, MP_EINVAL (NULL
+ * len, or NULL buf with bufsize > 0), MP_ECLOSED, MP_EINTERRUPTED.
+ */
+int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t bufsize, size_t *len,
+                            double timeout);
 /** Take the oldest item as a value (*out, mp_value_free). An item put with
  * mp_queue_put_bytes comes back as an MP_BYTES value. Errors as mp_queue_get_bytes. */
 int mp_queue_get(mp_queue *q, mp_value **out, double timeout);

@@ -30,10 +30,8 @@ typedef struct recbuf {
     bool heap;
 } recbuf;
 
-static int recbuf_reserve(recbuf *r, size_t more)
+static int recbuf_grow(recbuf *r, size_t more)
 {
-    if (r->len + more <= r->cap)
-        return 0;
     size_t cap = r->cap * 2 > r->len + more ? r->cap * 2 : r->len + more;
     unsigned char *p = r->heap ? realloc(r->p, cap) : malloc(cap);
     if (!p)
@@ -44,6 +42,11 @@ static int recbuf_reserve(recbuf *r, size_t more)
     r->cap = cap;
     r->heap = true;
     return 0;
+}
+
+static inline int recbuf_reserve(recbuf *r, size_t more)
+{
+    return r->len + more <= r->cap ? 0 : recbuf_grow(r, more);
 }
 
 /* Append v as one record [len][tag][pad][payload, padded to 8]. */

@@ -46,6 +46,20 @@
  * so when nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall.
  * A consumer facing an empty ring, or a producer facing a full one, spins briefly on the
  * other side's position word before sleeping.
+ * Batches (batch.c) put many records with one copy and one tail store, and take them with
+ * one copy and one head store: lock, commit and wake-up are paid once per batch.
+ * Where the time per item goes (perf record -g, 1 producer + 1 consumer process, 4M
+ * MessagePack ints, 2 shared cores, Dec 2026). Item at a time: the robust mutex ~20%
+ * (pthread_mutex_trylock and __pthread_mutex_unlock_full: glibc's robust path registers
+ * every lock on the thread's robust list and cannot spin), the value churn ~15%
+ * (mp_value_int/mp_value_free/decode; malloc and free themselves are <1%: the value
+ * module's per-thread cache serves them, so small values already move without malloc),
+ * memcpy of the record ~7%, the thread-local reads of that cache and of the error mute
+ * (__tls_get_addr: the library is PIC, global-dynamic TLS) ~4.5%, the rest is the queue's
+ * own bookkeeping spread thin. In batches of 64: the lock falls to ~2%, and the values are
+ * most of what remains: mp_value_free 11%, mp_value_int 9%, decoding 13%, __tls_get_addr
+ * 5%, encoding (with its error mute) ~12%, memcpy ~10%. The next steps are thus a lighter
+ * robust lock (single items) and decoding into caller-owned storage (batches).
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H

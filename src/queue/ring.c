@@ -122,7 +122,7 @@ int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void 
     if (hdr[0] > s->capacity - Q_REC)
         return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
                          (unsigned long long)(head & q->mask), (unsigned long long)hdr[0]);
-    char *p = hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
+    char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
     ring_read(q, head + Q_REC, p, hdr[0]);
