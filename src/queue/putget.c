@@ -73,8 +73,9 @@ static int too_short(size_t *len, uint64_t need, size_t cap)
  * the item at head came through buf as usual: a stream or a record too big for b->cap).
  * With b->max == 0, the item must fit `local`: else MP_ETOOSHORT, *len = its size, and it
  * stays in the queue. */
-int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
-              void *local, size_t local_cap, qbatch *b)
+static inline __attribute__((always_inline)) int
+get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, void *local,
+         size_t local_cap, qbatch *b)
 {
     int code = mp__q_check_open(q);
     if (code < 0)
@@ -97,11 +98,13 @@ int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeou
             continue;
         }
         if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active) {
-            uint64_t rec_len;
-            ring_read(q, ld(&s->headw), &rec_len, 8);
-            if (fit && rec_len > local_cap) {
-                code = too_short(len, rec_len, local_cap);
-                break;
+            if (fit) {
+                uint64_t rec_len;
+                ring_read(q, ld(&s->headw), &rec_len, 8);
+                if (rec_len > local_cap) {
+                    code = too_short(len, rec_len, local_cap);
+                    break;
+                }
             }
             long n = b && !fit ? mp__q_take_records(q, b->dst, b->cap, b->max, &b->bytes) : 0;
             if (n != 0) {
@@ -140,6 +143,19 @@ int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeou
     return code == MP_ETIMEOUT ? mp__q_empty_error(timeout) : code;
 }
 
+int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+              void *local, size_t local_cap, qbatch *b)
+{
+    return get_core(q, buf, len, tag, timeout, local, local_cap, b);
+}
+
+/* Single items: b == NULL, so the batch branches fold away. */
+static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+                      void *local, size_t local_cap)
+{
+    return get_core(q, buf, len, tag, timeout, local, local_cap, NULL);
+}
+
 int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
 {
     uint32_t tag;
@@ -147,7 +163,7 @@ int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
         return mp__error(MP_EINVAL, "mp_queue_get_bytes: NULL output pointer");
     *buf = NULL;
     *len = 0;
-    return mp__q_get(q, buf, len, &tag, timeout, NULL, 0, NULL);
+    return get_tagged(q, buf, len, &tag, timeout, NULL, 0);
 }
 
 int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t bufsize, size_t *len,
@@ -177,7 +193,7 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     if (!out)
         return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
     *out = NULL;
-    int code = mp__q_get(q, &buf, &len, &tag, timeout, local, sizeof local, NULL);
+    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
     if (tag == TAG_VALUE) {

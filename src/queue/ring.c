@@ -34,7 +34,8 @@ int mp__q_full_error(const mp_queue *q, double timeout)
     return mp__error(MP_EFULL, "queue still full after %.3g s", timeout);
 }
 
-int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
+static inline __attribute__((always_inline)) int
+wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
 {
     struct qshared *s = q->s;
     double deadline = NAN;
@@ -66,7 +67,13 @@ int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
     return 0;
 }
 
-void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)
+int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
+{
+    return wait_room(q, need, items, timeout);
+}
+
+static inline __attribute__((always_inline)) void
+publish(mp_queue *q, uint64_t items, uint64_t need)
 {
     struct qshared *s = q->s;
     uint64_t tail = ld(&s->tailw);
@@ -84,6 +91,11 @@ void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)
     wake(&s->data_seq, waiters, items < INT32_MAX ? (int)items : INT32_MAX);
 }
 
+void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)
+{
+    publish(q, items, need);
+}
+
 int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout)
 {
     uint64_t need = rec_size(len);
@@ -97,7 +109,7 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         if (len)
             memcpy(small + 2, buf, len);
     }
-    int code = mp__q_wait_room(q, need, 1, timeout);
+    int code = wait_room(q, need, 1, timeout);
     if (code < 0)
         return code;
     uint64_t tail = ld(&q->s->tailw);
@@ -108,7 +120,7 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         ring_write(q, tail, hdr, Q_REC);
         ring_write(q, tail + Q_REC, buf, len);
     }
-    mp__q_publish(q, 1, need);
+    publish(q, 1, need);
     return 0;
 }
 
