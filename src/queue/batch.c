@@ -83,7 +83,8 @@ static int append_value(recbuf *r, const mp_value *v)
 static int check_batch(const mp_queue *q, size_t n, size_t bytes)
 {
     const struct qshared *s = q->s;
-    if (bytes > s->capacity || (s->maxsize && n > s->maxsize))
+    if (bytes > s->capacity || (s->maxsize && n > s->maxsize) ||
+        n >= (~(uint64_t)0 >> s->posbits)) /* the item counter's range (rings > 8 GiB) */
         return mp__error(MP_EINVAL,
                          "put_many: a batch of %zu items (%zu bytes) can never fit this queue "
                          "(capacity %llu bytes, maxsize %llu)",
