@@ -233,6 +233,36 @@ static void test_bad_arguments(void)
     mp_queue_free(q);
 }
 
+/* put and put_many encode ints on a fast path of their own: the bytes must be exactly
+ * mp_value_encode's (the shortest MessagePack form) at every width boundary. */
+static void test_int_encoding_matches_codec(void)
+{
+    static const int64_t vals[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL,
+                                   4294967296LL, INT64_MAX, -1, -32, -33, -128, -129, -32768,
+                                   -32769, -2147483647LL - 1, -2147483649LL, INT64_MIN};
+    mp_queue *q = mp_queue_new(NULL);
+    int bad = 0;
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        mp_value *v = mp_value_int(vals[i]);
+        char *ref = NULL;
+        size_t rlen = 0, nfds = 0;
+        CHECK_OK(mp_value_encode(v, &ref, &rlen, NULL, 0, &nfds));
+        CHECK_OK(mp_queue_put(q, v, 0));
+        CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)&v, 1, 0));
+        for (int k = 0; k < 2; k++) {
+            void *b = NULL;
+            size_t len = 0;
+            CHECK_OK(mp_queue_get_bytes(q, &b, &len, 0));
+            bad += len != rlen || memcmp(b, ref, len) != 0;
+            mp_free(b);
+        }
+        mp_free(ref);
+        mp_value_free(v);
+    }
+    CHECK_INT(bad, 0);
+    mp_queue_free(q);
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_roundtrip_in_order);
@@ -243,5 +273,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_big_items_come_alone);
     RUN_IF(argc, argv, test_joinable_counts_items);
     RUN_IF(argc, argv, test_bad_arguments);
+    RUN_IF(argc, argv, test_int_encoding_matches_codec);
     return mpt_done();
 }

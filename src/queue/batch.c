@@ -55,7 +55,11 @@ static int append_value(recbuf *r, const mp_value *v)
     size_t slen;
     if (recbuf_reserve(r, Q_REC + 64) < 0)
         return -ENOMEM;
-    int code = mp__value_encode_into(v, r->p + r->len + Q_REC, r->cap - r->len - Q_REC, &slen);
+    int code = 0;
+    if (v->type == MP_INT)
+        slen = q_pack_int(v->u.i, r->p + r->len + Q_REC);
+    else
+        code = mp__value_encode_into(v, r->p + r->len + Q_REC, r->cap - r->len - Q_REC, &slen);
     if (code == MP_EUNSUPPORTED)
         return mp__error(code, "a value holding handles cannot be put in a queue");
     if (code < 0) { /* too big for the room left: encode apart, then copy */

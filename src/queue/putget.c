@@ -37,6 +37,8 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
     /* Small values are encoded on the stack, straight into the ring: no malloc. */
     unsigned char small[256];
     size_t slen;
+    if (v && v->type == MP_INT)
+        return put_tagged(q, TAG_VALUE, small, q_pack_int(v->u.i, small), timeout);
     if (v && mp__value_encode_into(v, small, sizeof small, &slen) == 0)
         return put_tagged(q, TAG_VALUE, small, slen, timeout);
     char *buf = NULL;

@@ -59,7 +59,10 @@
  * own bookkeeping spread thin. In batches of 64: the lock falls to ~2%, and the values are
  * most of what remains: mp_value_free 11%, mp_value_int 9%, decoding 13%, __tls_get_addr
  * 5%, encoding (with its error mute) ~12%, memcpy ~10%. The next steps are thus a lighter
- * robust lock (single items) and decoding into caller-owned storage (batches).
+ * robust lock (single items) and decoding into caller-owned storage (batches). Done since:
+ * int values are packed by q_pack_int (same bytes as the codec) instead of msgpack-c's
+ * packer and its thread-local error mute: a put of an int went from ~42 to ~30 ns (one
+ * process, best of 15 x 100k); mp_queue_get_bytes_into takes an item with no allocation.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
@@ -235,6 +238,30 @@ static inline double lazy_deadline(double *deadline, double timeout)
     if (isnan(*deadline))
         *deadline = mp__deadline(timeout);
     return *deadline;
+}
+
+/* MessagePack of an int value in its shortest form (as msgpack-c packs it), written to p
+ * (9 bytes of room): the queue's most common item, encoded without msgpack-c's packer and
+ * its error mute (a thread-local round trip each). Its length. */
+static inline size_t q_pack_int(int64_t i, unsigned char *p)
+{
+    if (i >= -32 && i <= 127) {
+        p[0] = (unsigned char)i; /* positive or negative fixint */
+        return 1;
+    }
+    unsigned char t;
+    unsigned n;
+    if (i >= 0) {
+        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
+    } else {
+        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    }
+    n = 1u << ((t & 3) + 0);
+    uint64_t u = (uint64_t)i;
+    p[0] = t;
+    for (unsigned k = 0; k < n; k++)
+        p[1 + k] = (unsigned char)(u >> (8 * (n - 1 - k)));
+    return 1 + n;
 }
 
 /* ---- journal.c ---- */
