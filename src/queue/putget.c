@@ -43,10 +43,12 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
         return put_tagged(q, TAG_VALUE, small, slen, timeout);
     char *buf = NULL;
     size_t len = 0, nfds = 0;
-    code = mp_value_encode(v, &buf, &len, NULL, 0, &nfds);
+    int nofds[1]; /* handles without fds (manager proxies) travel; fds cannot */
+    code = mp_value_encode(v, &buf, &len, nofds, 0, &nfds);
     if (code < 0) {
-        if (code == MP_EUNSUPPORTED)
-            return mp__error(code, "a value holding handles cannot be put in a queue");
+        if (code == -E2BIG)
+            return mp__error(MP_EUNSUPPORTED, "a value holding handles with fds cannot be put "
+                                              "in a queue (only fd-less ones such as proxies)");
         return code;
     }
     code = put_tagged(q, TAG_VALUE, buf, len, timeout);
