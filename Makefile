@@ -44,7 +44,12 @@ demo: deps
 	  || { cat $(BUILD)/demo-build.log; exit 1; }
 	@bash examples/demo.sh $(BUILD)/examples examples
 
-bench: build
+# The peer column needs a C++ compiler and Boost.Interprocess (header-only).
+BENCH_PKGS := g++ libboost-dev
+bench:
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS) $(BENCH_PKGS)"
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
 	@python3 bench/run.py $(BUILD)
 
 docs: docs-deps

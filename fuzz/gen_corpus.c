@@ -244,7 +244,8 @@ static void launch_seeds(void)
 {
     mp__launch l = {.method = 1, .daemon = 1, .log_level = 2, .parent_pid = 4242, .nfds = 1,
                     .loc = {.path = "/usr/lib/libexample.so", .sym = "work", .offset = 4096},
-                    .name = "Process-1", .identity = "1", .args = "\x91\x01", .args_len = 2};
+                    .name = "Process-1", .identity = "1", .args = "\x91\x01", .args_len = 2,
+                    .parent_name = "MainProcess", .authkey = "0123456789abcdef", .authkey_len = 16};
     char *buf;
     size_t len;
     if (mp__launch_pack(&l, &buf, &len) < 0)
@@ -269,7 +270,7 @@ static void manager_seeds(void)
 
     mgr_ref ref = {.address = "/tmp/mp-manager", .key = "k", .keylen = 1, .id = 7,
                    .token = 1, .type = "dict"};
-    mp_proxy *p = mp__mgr_proxy_adopt(NULL, &ref);
+    mp_proxy *p = mp__mgr_proxy_adopt(NULL, &ref, 0);
     args = mp_value_pack("[s h]", "k", &mp_kind_proxy, p);
     if (!p || mp__mgr_encode_request("__setitem__", 3, args, &buf, &len) < 0)
         exit(1);

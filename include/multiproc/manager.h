@@ -135,7 +135,7 @@ typedef struct mp_manager_opts {
     /** NULL: a fresh abstract Unix socket "@mp-manager-..." (nothing left on disk);
      * "/path", "host:port" (port 0 picks one), as mp_listener_opts. */
     const char *address;
-    const void *authkey;   /**< NULL: 32 random bytes */
+    const void *authkey;   /**< NULL: this process's authkey (mp_current_process_authkey) */
     size_t authkey_len;    /**< at most 256 */
     mp_context *ctx;       /**< start method of the server process (NULL: default) */
     const mp_manager_type *types; /**< user types served besides the built-in ones */
@@ -154,7 +154,8 @@ typedef struct mp_manager_opts {
 mp_manager *mp_manager_new(const mp_manager_opts *opts);
 /**
  * Connect to a running manager (any process's, or a standalone server) by address and
- * authkey. Checks the server answers within @p time_limit seconds (0: 20 s, MP_NO_LIMIT:
+ * authkey (NULL with length 0: this process's authkey, mp_current_process_authkey, as
+ * Python's BaseManager). Checks the server answers within @p time_limit seconds (0: 20 s, MP_NO_LIMIT:
  * none, like the `..._limit` fields of options). NULL on error: -ECONNREFUSED / -ENOENT,
  * MP_EAUTH, MP_ETIMEOUT, MP_EINVAL (a NaN limit).
  */

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "manager/mgr.h"
+#include "multiproc/process.h"
 #include "multiproc/log.h"
 
 #include <stdatomic.h>
@@ -231,6 +232,8 @@ mp_manager *mp_manager_new(const mp_manager_opts *opts)
 mp_manager *mp_manager_connect(const char *address, const void *authkey, size_t authkey_len,
                                double time_limit)
 {
+    if (!authkey && !authkey_len) /* Python's default: current_process().authkey */
+        authkey = mp_current_process_authkey(&authkey_len);
     mp_manager *m = manager_alloc(address, authkey, authkey_len);
     if (!m)
         return NULL;

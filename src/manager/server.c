@@ -27,6 +27,7 @@
 #include "internal/sigutil.h"
 #include "internal/value.h"
 #include "manager/mgr.h"
+#include "multiproc/process.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -658,11 +659,11 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts)
     if (opts->authkey && opts->authkey_len <= MGR_MAX_KEY) {
         memcpy(cfg->key, opts->authkey, opts->authkey_len);
         cfg->keylen = opts->authkey_len;
-    } else {
-        cfg->keylen = 32;
-        if (getrandom(cfg->key, cfg->keylen, 0) != (ssize_t)cfg->keylen)
-            for (size_t i = 0; i < cfg->keylen; i++) /* never expected; still not constant */
-                cfg->key[i] = (unsigned char)(rand() ^ (int)getpid());
+    } else { /* Python's default: current_process().authkey */
+        const void *k = mp_current_process_authkey(&cfg->keylen);
+        if (cfg->keylen > MGR_MAX_KEY)
+            cfg->keylen = MGR_MAX_KEY;
+        memcpy(cfg->key, k, cfg->keylen);
     }
     cfg->max_message = opts->max_message ? opts->max_message : (size_t)64 << 20;
     cfg->handshake_limit = opts->handshake_limit; /* 0: the listener's default; < 0: none */
