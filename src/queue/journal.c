@@ -3,7 +3,8 @@
  * DESIGN
  * - Any thread of any process mapping the segment takes `lock` to change the shared
  *   state. A put or get of a ring record changes one position word: a single 8-byte
- *   store commits it. Any other change is made on a local copy, written to the journal,
+ *   store commits it. Any other change (st, both position words and at most one holder
+ *   slot, mp__q_commit_all) is made on a local copy, written to the journal,
  *   flagged valid, applied, then unflagged. When a process dies holding the robust
  *   mutex, the next locker (EOWNERDEAD) rolls the journal forward if it was valid and
  *   otherwise finds the last committed state intact: nobody ever sees a torn item.

@@ -19,9 +19,11 @@
  * increasing byte positions (modulo capacity), copied in and out under `lock`.
  *
  * Crash safety: `lock` protects two position words (headw, tailw: byte position and item
- * count packed in one u64 each) and a struct (qstate: JoinableQueue's count, the stream).
- * A put or get of a ring record changes one position word: a single 8-byte store commits
- * it. Any other change is made on a local copy, written to a journal, flagged valid,
+ * count packed in one u64 each), a struct (qstate: JoinableQueue's count, the stream) and
+ * JoinableQueue's table of task holders (holders.c). A put or get of a ring record in a
+ * plain queue changes one position word: a single 8-byte store commits it. Any other
+ * change (a JoinableQueue's put or get moves a position word together with its count or
+ * a holder) is made on a local copy, written to a journal, flagged valid,
  * applied, then unflagged. The ring bytes of a record are written before the commit that
  * publishes them and read before the commit that frees them. So when a process dies
  * holding the robust mutex, the next locker (EOWNERDEAD) rolls the journal forward if it
