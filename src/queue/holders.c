@@ -106,7 +106,9 @@ static bool holder_dead(const qholder *h)
 static uint32_t own_slot(mp_queue *q, ident me, bool create)
 {
     struct qshared *s = q->s;
-    if (q->slot < Q_HOLDERS && s->holders[q->slot].count && same(&s->holders[q->slot], me))
+    /* The hint: our slot last time, still ours, or free again (our tasks all done) */
+    if (q->slot < Q_HOLDERS && (s->holders[q->slot].count ? same(&s->holders[q->slot], me)
+                                                           : create))
         return q->slot;
     uint32_t free_slot = Q_NO_SLOT;
     for (uint32_t i = 0; i < Q_HOLDERS; i++) {
