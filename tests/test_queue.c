@@ -5,6 +5,7 @@
 #include "test_util.h"
 
 #include "multiproc/queue.h"
+#include "queue/q.h" /* the holders table, to play a recycled pid */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -402,6 +403,68 @@ static void test_join_consumer_exits(void)
     mp_queue_free(q);
 }
 
+/* The holder's identity is its pid AND its start time: a live consumer holding a task is
+ * not reported (join times out), but if its pid came to name another process (played here
+ * by changing the recorded start time), its task is reported died unfinished. */
+static void test_join_pid_reused(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        void *buf;
+        size_t len;
+        if (mp_queue_get_bytes(q, &buf, &len, 10) < 0 || write(p[1], "x", 1) != 1)
+            _exit(2);
+        char c;
+        _exit(read(p[0], &c, 1) == 1 ? 0 : 3); /* alive, holding the task, until told */
+    }
+    char c;
+    CHECK_INT(read(p[0], &c, 1), 1);
+    CHECK_ERR(mp_queue_join(q, 0.3), MP_ETIMEOUT); /* alive: still being worked on */
+    qholder *h = NULL;
+    for (int i = 0; i < Q_HOLDERS; i++)
+        if (q->s->holders[i].count && q->s->holders[i].pid == pid)
+            h = &q->s->holders[i];
+    CHECK(h != NULL && h->count == 1 && h->start != 0);
+    if (h) {
+        h->start++; /* the pid now names a process started at another time */
+        CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+        CHECK_CONTAINS(mp_last_error(), "1 task died unfinished");
+        h->start--;
+    }
+    CHECK_INT(write(p[1], "x", 1), 1);
+    reap(pid);
+    close(p[0]);
+    close(p[1]);
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
+    mp_queue_free(q);
+}
+
+/* An item bigger than the ring (streamed) counts as held once its get completes. */
+static void test_join_dead_consumer_streamed(void)
+{
+    mp_queue *q = mp_joinable_queue_new(&(mp_queue_opts){.capacity = 4096});
+    pid_t producer = fork();
+    if (producer == 0) {
+        static char big[20000];
+        _exit(mp_queue_put_bytes(q, big, sizeof big, 10) == 0 ? 0 : 1);
+    }
+    pid_t pid = consumer_child(q, 1, 0, false);
+    int st;
+    CHECK_INT(waitpid(producer, &st, 0), producer);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "1 task died unfinished");
+    reap(pid);
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
+    mp_queue_free(q);
+}
+
 /* A get blocks until a put in another process wakes it. */
 static void test_blocking_wakeup(void)
 {
@@ -777,6 +840,8 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_join_dead_consumer);
     RUN_IF(argc, argv, test_join_dead_tasks_done);
     RUN_IF(argc, argv, test_join_consumer_exits);
+    RUN_IF(argc, argv, test_join_pid_reused);
+    RUN_IF(argc, argv, test_join_dead_consumer_streamed);
     RUN_IF(argc, argv, test_blocking_wakeup);
     RUN_IF(argc, argv, test_big_items);
     RUN_IF(argc, argv, test_put_then_join);
