@@ -410,19 +410,24 @@ static void test_join_pid_reused(void)
 {
     mp_queue *q = mp_joinable_queue_new(NULL);
     CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
-    int p[2];
-    CHECK(pipe(p) == 0);
+    int got[2], go[2]; /* child -> parent: it holds the task; parent -> child: exit */
+    CHECK(pipe(got) == 0 && pipe(go) == 0);
     pid_t pid = fork();
     if (pid == 0) {
+        close(got[0]);
+        close(go[1]);
         void *buf;
         size_t len;
-        if (mp_queue_get_bytes(q, &buf, &len, 10) < 0 || write(p[1], "x", 1) != 1)
+        if (mp_queue_get_bytes(q, &buf, &len, 10) < 0 || write(got[1], "x", 1) != 1)
             _exit(2);
+        mp_free(buf);
         char c;
-        _exit(read(p[0], &c, 1) == 1 ? 0 : 3); /* alive, holding the task, until told */
+        _exit(read(go[0], &c, 1) == 1 ? 0 : 3); /* alive, holding the task, until told */
     }
+    close(got[1]);
+    close(go[0]);
     char c;
-    CHECK_INT(read(p[0], &c, 1), 1);
+    CHECK_INT(read(got[0], &c, 1), 1);
     CHECK_ERR(mp_queue_join(q, 0.3), MP_ETIMEOUT); /* alive: still being worked on */
     qholder *h = NULL;
     for (int i = 0; i < Q_HOLDERS; i++)
@@ -435,10 +440,10 @@ static void test_join_pid_reused(void)
         CHECK_CONTAINS(mp_last_error(), "1 task died unfinished");
         h->start--;
     }
-    CHECK_INT(write(p[1], "x", 1), 1);
+    CHECK_INT(write(go[1], "x", 1), 1);
     reap(pid);
-    close(p[0]);
-    close(p[1]);
+    close(got[0]);
+    close(go[1]);
     CHECK_OK(mp_queue_task_done(q));
     CHECK_OK(mp_queue_join(q, 0));
     mp_queue_free(q);
