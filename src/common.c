@@ -1,6 +1,7 @@
 /* Private helpers: EINTR-safe syscalls, fds, clocks, futexes, pidfds. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 
 #include <stdarg.h>
 
@@ -142,23 +143,6 @@ int mp__fd_high2(int r, int fds[2])
     return -1;
 }
 
-int mp__poll1(int fd, short events, double deadline)
-{
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = events};
-        int r = poll(&p, 1, mp__ms_left(deadline));
-        if (r > 0)
-            return p.revents;
-        if (r == 0)
-            return 0;
-        if (errno != EINTR)
-            return -errno;
-        int code = mp__signal_dispatch_pending();
-        if (code < 0)
-            return code;
-    }
-}
-
 /* ---- time --------------------------------------------------------------------- */
 
 double mp__now(void)
@@ -233,29 +217,6 @@ void mp__realtime_after(double secs, struct timespec *ts)
 
 /* ---- futex -------------------------------------------------------------------- */
 
-int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline)
-{
-    struct timespec ts, *tsp = NULL;
-    if (deadline >= 0) {
-        mp__deadline_ts(deadline, &ts);
-        tsp = &ts;
-    }
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a restart
-     * after a signal needs no recomputation. Shared (non-private) so it works
-     * across processes mapping the same memory. */
-    long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, tsp, NULL,
-                     FUTEX_BITSET_MATCH_ANY);
-    if (r == 0 || errno == EAGAIN)
-        return 0;
-    if (errno == ETIMEDOUT)
-        return MP_ETIMEOUT;
-    if (errno == EINTR) {
-        int code = mp__signal_dispatch_pending();
-        return code < 0 ? code : 0;
-    }
-    return -errno;
-}
-
 int mp__futex_wake(_Atomic uint32_t *addr, int n)
 {
     long r = syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
@@ -296,7 +257,7 @@ int mp__pidfd_send_signal(int pidfd, int sig)
 
 int mp__pidfd_wait(int pidfd, double deadline, int *returncode)
 {
-    int r = mp__poll1(pidfd, POLLIN, deadline);
+    int r = mp__iwait_poll1(pidfd, POLLIN, deadline);
     if (r < 0)
         return r;
     if (r == 0)

@@ -16,7 +16,9 @@
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/fdpass.h"
+#include "internal/sigutil.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -169,6 +171,23 @@ static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
+/* Before the blocking read or write that starts a message: the deferred signal handlers
+ * run, and a signal while the peer is silent (or not reading) wakes the wait
+ * (internal/iwait.h). Only in a program that installed a handler through the library:
+ * elsewhere it would cost a poll per message for nothing. Once a message has started it
+ * is always finished (the stream stays framed): handlers then run only on EINTR.
+ * 0 or a code. */
+static int await_ready(mp_connection *c, short events)
+{
+    if (!mp__signal_in_use())
+        return 0;
+    const char *what = events == POLLIN ? "receive" : "send";
+    int r = mp__iwait_poll1(c->fd, events, -1);
+    if (r == MP_EINTERRUPTED)
+        return mp__error(r, "%s interrupted by a signal", what);
+    return r < 0 ? mp__error(r, "%s on connection fd %d: poll", what, c->fd) : 0;
+}
+
 /* Write every byte; fds go with the first byte written. A signal before the first byte may
  * interrupt the call; once a message has started it is always finished so the stream stays
  * framed. */
@@ -216,7 +235,8 @@ static int send_message(mp_connection *c, const void *buf, size_t size, const in
         hlen = 4;
     }
     struct iovec iov[2] = {{hdr, hlen}, {(void *)buf, size}};
-    return write_all(c, iov, 2, fds, nfds);
+    int code = await_ready(c, POLLOUT);
+    return code < 0 ? code : write_all(c, iov, 2, fds, nfds);
 }
 
 int mp_connection_send_bytes(mp_connection *c, const void *buf, size_t offset, size_t size)
@@ -302,24 +322,19 @@ static void rx_close(rx_fds *rx)
 /* Read n bytes starting a message, taking the fds that ride on its first byte. */
 static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
 {
-    union {
-        char b[CMSG_SPACE(MP_CONNECTION_MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } u;
     for (;;) {
         struct iovec iov = {buf, n};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                            .msg_controllen = sizeof u.b};
-        ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+        int mflags = 0;
+        ssize_t r = mp__recvmsg_fds_once(c->fd, &iov, 1, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n,
+                                         0, &mflags);
         if (r > 0) {
-            mp__msg_adopt_fds(&mh, rx->fds, MP_CONNECTION_MAX_FDS, &rx->n);
-            rx->truncated |= (mh.msg_flags & MSG_CTRUNC) != 0;
+            rx->truncated |= (mflags & MSG_CTRUNC) != 0;
             return (size_t)r == n ? 0 : read_exact(c, (char *)buf + r, n - (size_t)r, true);
         }
         if (r == 0)
             return mp__error(MP_EEOF, "connection fd %d: the other end is closed", c->fd);
-        if (errno != EINTR)
-            return mp__errno("receive on connection fd %d", c->fd);
+        if (r != -EINTR)
+            return mp__error((int)r, "receive on connection fd %d", c->fd);
         int code = mp__signal_dispatch_pending();
         if (code < 0)
             return mp__error(code, "receive interrupted by a signal");
@@ -330,7 +345,10 @@ static int read_first(mp_connection *c, void *buf, size_t n, rx_fds *rx)
 static int read_header(mp_connection *c, uint64_t *size, rx_fds *rx)
 {
     uint32_t n;
-    int code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
+    int code = await_ready(c, POLLIN);
+    if (code < 0)
+        return code;
+    code = rx ? read_first(c, &n, 4, rx) : read_exact(c, &n, 4, false);
     if (code < 0)
         return code;
     int32_t s = (int32_t)ntohl(n);
@@ -508,7 +526,7 @@ int mp_connection_poll(mp_connection *c, double timeout)
         return code;
     if (c->has_pending)
         return 1;
-    int r = mp__poll1(c->fd, POLLIN, mp__deadline(timeout));
+    int r = mp__iwait_poll1(c->fd, POLLIN, mp__deadline(timeout));
     if (r < 0)
         return mp__error(r, "poll on connection fd %d", c->fd);
     if (r & POLLNVAL)

@@ -1,11 +1,12 @@
-/* SCM_RIGHTS: send fds beside bytes, and take the fds a recvmsg brought. Every sender and
- * receiver of fds in the library goes through these two, so the control-buffer sizing and
- * the "close what we do not keep" rule live in one place. */
+/* SCM_RIGHTS: send fds beside bytes, and receive bytes with the fds they brought. Every
+ * sender and receiver of fds in the library goes through these, so the control-buffer
+ * sizing and the "close what we do not keep" rule live in one place. */
 #define _GNU_SOURCE
 #include "internal/fdpass.h"
 
 #include "internal/common.h"
 
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -44,8 +45,11 @@ ssize_t mp__sendmsg_fds(int sock, struct iovec *iov, int niov, const int *fds, s
     return r;
 }
 
-void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
+/* Keep up to max of the fds a recvmsg brought (appended at fds[*nfds]), close the rest;
+ * returns how many were closed (or could not be moved above 2). */
+static size_t adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
 {
+    size_t dropped = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
@@ -57,10 +61,41 @@ void mp__msg_adopt_fds(struct msghdr *msg, int *fds, size_t max, size_t *nfds)
              * failed move drops the fd: the caller sees fewer than announced. */
             if (*nfds < max)
                 fd = mp__fd_high(fd);
-            if (*nfds < max && fd >= 0)
+            if (*nfds < max && fd >= 0) {
                 fds[(*nfds)++] = fd;
-            else
+            } else {
                 mp__close(fd);
+                dropped++;
+            }
         }
     }
+    return dropped;
+}
+
+ssize_t mp__recvmsg_fds_once(int sock, struct iovec *iov, int niov, int *fds, size_t max,
+                             size_t *nfds, int flags, int *msg_flags)
+{
+    union {
+        char buf[CMSG_SPACE(MP__FDPASS_MAX * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf};
+    ssize_t r = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+    if (r < 0)
+        return -errno;
+    size_t dropped = adopt_fds(&msg, fds, max, nfds);
+    if (msg_flags) /* fds we could not keep count as truncation, as the kernel's own */
+        *msg_flags = msg.msg_flags | (dropped ? MSG_CTRUNC : 0);
+    return r;
+}
+
+ssize_t mp__recvmsg_fds(int sock, struct iovec *iov, int niov, int *fds, size_t max,
+                        size_t *nfds, int flags, int *msg_flags)
+{
+    ssize_t r;
+    do
+        r = mp__recvmsg_fds_once(sock, iov, niov, fds, max, nfds, flags, msg_flags);
+    while (r == -EINTR);
+    return r;
 }

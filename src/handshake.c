@@ -20,6 +20,7 @@
 #include "internal/handshake.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -409,7 +410,7 @@ int mp__hs_run(int fd, bool server, const void *key, size_t keylen, mp_auth_dige
     double t0 = mp__now();
     int code;
     while ((code = mp__hs_step(h)) == 0) {
-        int r = mp__poll1(fd, mp__hs_events(h), deadline);
+        int r = mp__iwait_poll1(fd, mp__hs_events(h), deadline);
         if (r < 0) {
             code = mp__error(r, "authentication: waiting for the peer");
             break;

@@ -12,6 +12,7 @@
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/handshake.h"
 #include "internal/tracker.h"
 
@@ -273,7 +274,7 @@ static int accept_plain(mp_listener *l, double timeout, mp_connection **out)
         }
         if (fd != -EAGAIN)
             return fd;
-        int r = mp__poll1(l->fd, POLLIN, deadline);
+        int r = mp__iwait_poll1(l->fd, POLLIN, deadline);
         if (r < 0)
             return mp__error(r, "accept on '%s'", l->address);
         if (r == 0)
@@ -358,16 +359,7 @@ static int wait_any(mp_listener *l, double deadline)
         if (d >= 0 && (until < 0 || d < until))
             until = d;
     }
-    for (;;) {
-        int r = poll(p, (nfds_t)n, mp__ms_left(until));
-        if (r >= 0)
-            return r;
-        if (errno != EINTR)
-            return -errno;
-        int code = mp__signal_dispatch_pending();
-        if (code < 0)
-            return code;
-    }
+    return mp__iwait_poll(p, (nfds_t)n, until);
 }
 
 static int accept_auth(mp_listener *l, double timeout, mp_connection **out)
@@ -440,7 +432,7 @@ static int connect_deadline(int fd, const sockaddr_any *a, const char *address, 
     if (r < 0 && errno != EINPROGRESS && errno != EINTR)
         return mp__errno("connect to '%s'", address);
     if (r < 0) {
-        int p = mp__poll1(fd, POLLOUT, deadline);
+        int p = mp__iwait_poll1(fd, POLLOUT, deadline);
         if (p < 0)
             return mp__error(p, "connect to '%s'", address);
         if (p == 0)

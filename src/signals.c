@@ -5,13 +5,18 @@
  *   whichever thread the kernel picks. It touches nothing but lock-free atomics and
  *   write(2) on the non-blocking wake-up pipe, and restores errno. The user's handlers
  *   run in mp_signal_dispatch(), on the thread that calls it (the program itself, or
- *   a library blocking call through mp__signal_dispatch_pending() after EINTR).
+ *   a library blocking call through mp__signal_dispatch_pending(): before it sleeps
+ *   and after a wake-up, see src/iwait.c). Library-internal threads never dispatch.
  * - What is shared: `pending[sig]` counts deliveries not yet dispatched (one count per
  *   delivery, so queued real-time signals are never lost); `any_pending` is the cheap
  *   "something to do" flag; `wake_bytes` counts bytes sitting in the pipe so dispatch
  *   only reads the pipe when it has something to drain; `wake_wanted` says whether
  *   anyone asked for the fd at all (until then on_signal skips the write, and dispatch
  *   costs no system call). The handler table (fn, arg) is guarded by `table_lock`.
+ * - Waking the library's waits: on_signal() also bumps iwait's sequence word (futex
+ *   waits), and poll waits ask for the wake-up pipe (wake_wanted), so every delivery
+ *   writes its byte. A wait that saw the byte drains the pipe whatever wake_bytes says
+ *   (the writer may not have counted it yet; the count then dips below 0 briefly).
  * - Ordering that makes the wake-up fd reliable: on_signal() increments the counter,
  *   then sets the flag, then writes the byte; dispatch drains the pipe, then clears the
  *   flag, then takes the counters. So a byte seen by an event loop always has its
@@ -28,6 +33,7 @@
 #include "multiproc/signals.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/sigutil.h"
 
 #include <ctype.h>
@@ -57,6 +63,10 @@ static struct {
     mp_signal_handler fn;
     void *arg;
 } table[MP__NSIG];
+
+/* A library-internal thread (mp__block_signals_in_thread): it never runs the user's
+ * handlers, even when its waits find one pending. */
+static _Thread_local bool internal_thread;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_error;
@@ -91,6 +101,7 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     if (sig > 0 && sig < MP__NSIG)
         atomic_fetch_add(&pending[sig], 1);
     atomic_store(&any_pending, 1);
+    mp__iwait_signal_arrived(); /* wakes the library's futex waits */
     if (atomic_load(&wake_wanted))
         wake_up((unsigned char)sig);
     user_wake(sig);
@@ -248,11 +259,11 @@ static int lookup_upper(const char *u)
 int mp_signal_from_name(const char *name)
 {
     if (!name || !*name)
-        return mp__error(-EINVAL, "empty signal name");
+        return mp__error(MP_EINVAL, "empty signal name");
     char u[32];
     size_t n = strlen(name);
     if (n >= sizeof u)
-        return mp__error(-EINVAL, "unknown signal name '%.40s...'", name);
+        return mp__error(MP_EINVAL, "unknown signal name '%.40s...'", name);
     for (size_t i = 0; i <= n; i++)
         u[i] = (char)toupper((unsigned char)name[i]);
     int sig;
@@ -264,16 +275,16 @@ int mp_signal_from_name(const char *name)
         sig = lookup_upper(strncmp(u, "SIG", 3) == 0 ? u + 3 : u);
     }
     if (!mp_signal_is_valid(sig))
-        return mp__error(-EINVAL, "unknown signal name '%s'", name);
+        return mp__error(MP_EINVAL, "unknown signal name '%s'", name);
     return sig;
 }
 
-/* -EINVAL with a clear message unless signum is a valid number. */
+/* MP_EINVAL with a clear message unless signum is a valid number. */
 static int check_valid(int signum, const char *what)
 {
     if (mp_signal_is_valid(signum))
         return 0;
-    return mp__error(-EINVAL, "%s: %d is not a valid signal number (1..%d, except %d..%d)",
+    return mp__error(MP_EINVAL, "%s: %d is not a valid signal number (1..%d, except %d..%d)",
                      what, signum, SIGRTMAX, (int)MP__ARRAY_LEN(std_signals), SIGRTMIN - 1);
 }
 
@@ -284,7 +295,7 @@ static int check_catchable(int signum, const char *what)
     if (r < 0)
         return r;
     if (signum == SIGKILL || signum == SIGSTOP)
-        return mp__error(-EINVAL, "%s: %s cannot be caught or ignored", what,
+        return mp__error(MP_EINVAL, "%s: %s cannot be caught or ignored", what,
                          mp_signal_name(signum));
     return 0;
 }
@@ -392,7 +403,7 @@ int mp_signal_set_handler(int signum, mp_signal_handler fn, void *arg)
     if (r < 0)
         return r;
     if (!fn)
-        return mp__error(-EINVAL, "mp_signal_set_handler: NULL handler for %s",
+        return mp__error(MP_EINVAL, "mp_signal_set_handler: NULL handler for %s",
                          mp_signal_name(signum));
     r = ensure_init();
     if (r < 0)
@@ -477,9 +488,9 @@ int mp_signal_get_handler(int signum, mp_signal_handler *fn, void **arg)
 /* ---- dispatch ------------------------------------------------------------------- */
 
 /* Read the pipe empty; only when bytes were written (a read is a system call). */
-static void drain_wake_pipe(void)
+static void drain_wake_pipe(bool force)
 {
-    if (atomic_load(&wake_bytes) == 0)
+    if (!force && atomic_load(&wake_bytes) <= 0)
         return;
     int fd = atomic_load(&wake_r);
     char buf[512];
@@ -525,9 +536,9 @@ static bool run_handlers(int signum, unsigned long count, int *calls)
 
 int mp_signal_dispatch(void)
 {
-    if (atomic_load(&any_pending) == 0 && atomic_load(&wake_bytes) == 0)
+    if (atomic_load(&any_pending) == 0 && atomic_load(&wake_bytes) <= 0)
         return 0;
-    drain_wake_pipe();
+    drain_wake_pipe(false);
     atomic_store(&any_pending, 0);
     int calls = 0, stopper = 0;
     for (int s = 1; s < MP__NSIG; s++) {
@@ -545,9 +556,19 @@ int mp_signal_dispatch(void)
 
 int mp__signal_dispatch_pending(void)
 {
+    if (internal_thread)
+        return 0;
     int r = mp_signal_dispatch();
     return r < 0 ? r : 0;
 }
+
+int mp__signal_dispatch_woken(void)
+{
+    drain_wake_pipe(true);
+    return mp__signal_dispatch_pending();
+}
+
+bool mp__signal_in_use(void) { return !internal_thread && atomic_load(&wake_r) >= 0; }
 
 /* ---- timers --------------------------------------------------------------------- */
 
@@ -557,7 +578,7 @@ static int check_timer(int which)
 {
     if (which == ITIMER_REAL || which == ITIMER_VIRTUAL || which == ITIMER_PROF)
         return 0;
-    return mp__error(-EINVAL, "unknown interval timer %d (MP_ITIMER_REAL, _VIRTUAL, _PROF)",
+    return mp__error(MP_EINVAL, "unknown interval timer %d (MP_ITIMER_REAL, _VIRTUAL, _PROF)",
                      which);
 }
 
@@ -565,7 +586,7 @@ static int check_timer(int which)
 static int to_timeval(double s, struct timeval *tv, const char *what)
 {
     if (!isfinite(s) || s < 0 || s > 1e15)
-        return mp__error(-EINVAL, "setitimer: %s must be a finite number >= 0, got %g", what,
+        return mp__error(MP_EINVAL, "setitimer: %s must be a finite number >= 0, got %g", what,
                          s);
     double whole = floor(s);
     double usec = ceil((s - whole) * 1e6 - 1e-6); /* -1e-6: don't round 0.5 s to 0.500001 */
@@ -622,7 +643,7 @@ int mp_signal_getitimer(int which, double *seconds, double *interval)
 int mp_signal_mask(int how, const sigset_t *set, sigset_t *old)
 {
     if (how != SIG_BLOCK && how != SIG_UNBLOCK && how != SIG_SETMASK)
-        return mp__error(-EINVAL, "mp_signal_mask: how must be SIG_BLOCK, SIG_UNBLOCK or "
+        return mp__error(MP_EINVAL, "mp_signal_mask: how must be SIG_BLOCK, SIG_UNBLOCK or "
                                   "SIG_SETMASK, got %d",
                          how);
     int e = pthread_sigmask(how, set, old);
@@ -658,18 +679,23 @@ bool mp_signal_is_blocked(int signum)
 int mp_signal_pending(sigset_t *out)
 {
     if (!out)
-        return mp__error(-EINVAL, "mp_signal_pending: NULL set");
+        return mp__error(MP_EINVAL, "mp_signal_pending: NULL set");
     return sigpending(out) < 0 ? mp__errno("sigpending") : 0;
 }
 
 int mp_signal_wait(const sigset_t *set, double timeout, siginfo_t *info)
 {
     if (!set)
-        return mp__error(-EINVAL, "mp_signal_wait: NULL set");
+        return mp__error(MP_EINVAL, "mp_signal_wait: NULL set");
     siginfo_t local;
     if (!info)
         info = &local;
     double deadline = mp__deadline(timeout);
+    if (timeout != 0) { /* before sleeping, as every blocking call */
+        int r = mp__signal_dispatch_pending();
+        if (r < 0)
+            return r;
+    }
     for (;;) {
         int r;
         if (deadline < 0) {
@@ -716,7 +742,7 @@ int mp_signal_send_group(pid_t pgid, int signum)
     if (r < 0)
         return r;
     if (pgid < 0)
-        return mp__error(-EINVAL, "mp_signal_send_group: negative process group %d",
+        return mp__error(MP_EINVAL, "mp_signal_send_group: negative process group %d",
                          (int)pgid);
     if (killpg(pgid, signum) < 0)
         return mp__errno("killpg(%d, %s)", (int)pgid, signum ? mp_signal_name(signum) : "0");
@@ -758,14 +784,26 @@ int mp_signal_queue(pid_t pid, int signum, int value)
 
 /* ---- for the library's own threads -------------------------------------------- */
 
+/* A process forked from an internal thread (a pool's workers are forked by its result
+ * thread) is a program of its own: its one thread runs the user's handlers again. */
+static void internal_atfork_child(void) { internal_thread = false; }
+
+static void register_internal_atfork(void)
+{
+    pthread_atfork(NULL, NULL, internal_atfork_child);
+}
+
 void mp__block_signals_in_thread(void)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_internal_atfork);
     static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
     sigset_t set;
     sigfillset(&set);
     for (size_t i = 0; i < MP__ARRAY_LEN(sync_signals); i++)
         sigdelset(&set, sync_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    internal_thread = true;
 }
 
 /* ---- Python's set_wakeup_fd, siginterrupt, pause, pthread_kill ------------------- */
@@ -777,7 +815,7 @@ int mp_signal_set_wakeup_fd(int fd, int *old_fd)
         if (fl < 0)
             return mp__errno("mp_signal_set_wakeup_fd: fd %d", fd);
         if (!(fl & O_NONBLOCK)) /* a blocking write would hang the signal handler */
-            return mp__error(-EINVAL, "mp_signal_set_wakeup_fd: fd %d is not non-blocking", fd);
+            return mp__error(MP_EINVAL, "mp_signal_set_wakeup_fd: fd %d is not non-blocking", fd);
     }
     int old = atomic_exchange(&user_wake_fd, fd < 0 ? -1 : fd);
     if (old_fd)

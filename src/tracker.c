@@ -340,13 +340,16 @@ int mp__tracker_unregister(const char *type, const char *name)
 }
 
 /* A spawned child finds the program's tracker pipe through the environment. Only a
- * FIFO is accepted, and the variable is removed so programs exec'd later (which do
- * not get the fd) cannot mistake an unrelated fd for it. */
+ * FIFO is accepted, never under AT_SECURE (secure_getenv: a setuid program's
+ * environment is another user's), and the variable is removed so programs exec'd
+ * later (which do not get the fd) cannot mistake an unrelated fd for it. */
 __attribute__((constructor(150))) static void tracker_adopt_from_env(void)
 {
-    const char *v = getenv(MP__TRACKER_ENV);
-    if (!v)
+    const char *v = secure_getenv(MP__TRACKER_ENV);
+    if (!v) {
+        unsetenv(MP__TRACKER_ENV);
         return;
+    }
     char *end;
     long fd = strtol(v, &end, 10);
     struct stat st;

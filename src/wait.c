@@ -5,6 +5,7 @@
 #include "multiproc/connection.h"
 
 #include "internal/common.h"
+#include "internal/iwait.h"
 
 #include <poll.h>
 #include <stdlib.h>
@@ -82,19 +83,14 @@ int mp_wait(mp_waitable *items, size_t n, double timeout)
         return mp__error(-ENOMEM, "wait on %zu items", n);
     int ready = prepare(items, n, pfds);
     double deadline = mp__deadline(ready > 0 ? 0 : timeout);
-    while (ready >= 0) {
-        int r = poll(pfds, n, mp__ms_left(deadline));
-        if (r >= 0) {
-            ready = r > 0 ? collect(items, n, pfds) : ready;
-            break;
-        }
-        if (errno != EINTR) {
-            ready = mp__errno("wait: poll");
-            break;
-        }
-        int code = mp__signal_dispatch_pending();
-        if (code < 0)
-            ready = mp__error(code, "wait interrupted by a signal");
+    if (ready >= 0) {
+        int r = mp__iwait_poll(pfds, n, deadline);
+        if (r > 0)
+            ready = collect(items, n, pfds);
+        else if (r == MP_EINTERRUPTED)
+            ready = mp__error(r, "wait interrupted by a signal");
+        else if (r < 0)
+            ready = mp__error(r, "wait: poll");
     }
     if (pfds != stack)
         free(pfds);

@@ -57,8 +57,8 @@ static void test_null_outputs_and_arguments(void)
     CHECK_ERR(mp_value_decode(NULL, 0, NULL, 0, NULL), MP_EINVAL);
     CHECK_ERR(mp_value_encode(NULL, NULL, NULL, NULL, 0, NULL), MP_EINVAL);
     CHECK_ERR(mp_value_list_append(NULL, NULL), MP_EINVAL);
-    CHECK_ERR(mp_signal_set_handler(0, NULL, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_set_handler(SIGUSR1, NULL, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_set_handler(0, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_set_handler(SIGUSR1, NULL, NULL), MP_EINVAL);
 }
 
 static void test_malformed_formats(void)

@@ -7,7 +7,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <math.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 /* ---- tasks (found in spawn/forkserver workers by object + offset) ------------------- */
 
@@ -62,8 +66,11 @@ int task_die(const mp_value *arg, mp_value **out)
     if (strcmp(how, "kill") == 0)
         raise(SIGKILL);
     if (strcmp(how, "segv") == 0) {
-        volatile int *p = NULL;
-        *p = 1;
+        /* A real fault, with the default action even under a sanitizer (which would
+         * otherwise catch it and exit 1); not NULL, which UBSan checks first. */
+        signal(SIGSEGV, SIG_DFL);
+        volatile uintptr_t addr = 16;
+        *(volatile int *)addr = 1;
     }
     if (strcmp(how, "abort") == 0)
         abort();
@@ -85,10 +92,14 @@ int task_sleep(const mp_value *arg, mp_value **out)
 
 static _Atomic int *exec_counts; /* shared with fork workers: runs per item */
 
+/* Counts its runs; takes ~20 us, so that most kills land inside a chunk. */
 int task_count_square(const mp_value *arg, mp_value **out)
 {
     int64_t x = mp_value_get_int(arg);
     atomic_fetch_add(&exec_counts[x], 1);
+    double end = mpt_now() + 20e-6;
+    while (mpt_now() < end)
+        ;
     *out = mp_value_int(x * x);
     return 0;
 }
@@ -103,6 +114,25 @@ int init_hello(const mp_value *args)
         return mp_task_fail(MP_EINVAL, "RuntimeError: initializer refused in %s",
                             mp_current_process_name());
     return 0;
+}
+
+static _Atomic int *init_runs; /* shared with fork workers */
+
+int init_twice(const mp_value *args)
+{
+    (void)args;
+    int n = atomic_fetch_add(init_runs, 1) + 1;
+    if (n > 2)
+        return mp_task_fail(MP_EPROTO, "initializer run %d refused", n);
+    return 0;
+}
+
+/* "kill": the worker dies; a number: sleep that long. */
+int task_die_or_sleep(const mp_value *arg, mp_value **out)
+{
+    if (mp_value_type(arg) == MP_STR)
+        raise(SIGKILL);
+    return task_sleep(arg, out);
 }
 
 int task_init_calls(const mp_value *arg, mp_value **out)
@@ -124,6 +154,32 @@ int task_queue_put(const mp_value *arg, mp_value **out)
         return r;
     *out = mp_value_bool(true);
     return 0;
+}
+
+static int usr1_seen;
+
+static int on_usr1(int signum, void *arg)
+{
+    (void)signum;
+    (void)arg;
+    usr1_seen++;
+    return 1; /* stop the wait that ran it */
+}
+
+/* In a worker, a deferred handler runs in the library's blocking calls as anywhere. */
+int task_signal_handler(const mp_value *arg, mp_value **out)
+{
+    (void)arg;
+    usr1_seen = 0;
+    int r = mp_signal_set_handler(SIGUSR1, on_usr1, NULL);
+    if (r == 0)
+        r = mp_signal_raise(SIGUSR1);
+    mp_event *e = mp_event_new();
+    int w = e ? mp_event_wait(e, 5) : -ENOMEM;
+    mp_event_free(e);
+    mp_signal_set_default(SIGUSR1);
+    *out = mp_value_pack("[i i]", usr1_seen, w);
+    return r;
 }
 
 static mp_value *range_list(int n)
@@ -222,7 +278,9 @@ static void test_task_failure_message(void)
     mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
     mp_value *in = range_list(6), *out = NULL;
     CHECK_ERR(mp_pool_map(p, task_fail_on_3, in, 1, &out), MP_EINVAL);
-    CHECK_CONTAINS(mp_last_error(), "ValueError: bad input 3");
+    /* The worker's message raised anew, its code's prefix once. */
+    CHECK_CONTAINS(mp_last_error(), "MP_EINVAL: invalid argument: ValueError: bad input 3 "
+                                    "(task task_fail_on_3 in ForkPoolWorker-");
     CHECK_CONTAINS(mp_last_error(), "task task_fail_on_3 in ForkPoolWorker-");
     CHECK_CONTAINS(mp_last_error(), "pid ");
     CHECK(out == NULL);
@@ -258,6 +316,7 @@ typedef struct cbstate {
     _Atomic int ok, err, other_thread;
     int64_t sum;
     int last_code;
+    char last_msg[512];
 } cbstate;
 
 static void on_result(const mp_value *v, void *ud)
@@ -273,8 +332,18 @@ static void on_error(int code, const char *msg, void *ud)
 {
     cbstate *s = ud;
     s->last_code = code;
-    (void)msg;
+    snprintf(s->last_msg, sizeof s->last_msg, "%s", msg);
     atomic_fetch_add(&s->err, 1);
+}
+
+static void on_list(const mp_value *v, void *ud)
+{
+    cbstate *s = ud;
+    for (size_t i = 0; i < mp_value_len(v); i++)
+        s->sum += mp_value_get_int(mp_value_list_get(v, i));
+    if (!pthread_equal(pthread_self(), s->main))
+        atomic_fetch_add(&s->other_thread, 1);
+    atomic_fetch_add(&s->ok, 1);
 }
 
 static void test_callbacks_and_wait_any(void)
@@ -299,6 +368,26 @@ static void test_callbacks_and_wait_any(void)
     CHECK_INT(atomic_load(&s.other_thread), 19);
     for (int i = 0; i < 20; i++)
         mp_pool_result_free(rs[i]);
+
+    /* map_async: the callback gets the whole list (Python's), once; a failing map calls
+     * error_callback once with the lowest-index failure. */
+    cbstate m = {.main = pthread_self()};
+    mp_pool_call_opts mo = {.callback = on_list, .error_callback = on_error, .userdata = &m};
+    mp_value *in = range_list(10);
+    mp_pool_result *mr = mp_pool_map_async(p, task_double, in, &mo);
+    CHECK_OK(mp_pool_result_wait(mr, 30));
+    CHECK_INT(atomic_load(&m.ok), 1);
+    CHECK_INT(m.sum, 90);
+    CHECK_INT(atomic_load(&m.other_thread), 1);
+    mp_pool_result_free(mr);
+    mr = mp_pool_map_async(p, task_fail_on_3, in, &mo);
+    CHECK_OK(mp_pool_result_wait(mr, 30));
+    CHECK_INT(atomic_load(&m.ok), 1);
+    CHECK_INT(atomic_load(&m.err), 1);
+    CHECK_INT(m.last_code, MP_EINVAL);
+    CHECK_CONTAINS(m.last_msg, "bad input 3");
+    mp_pool_result_free(mr);
+    mp_value_free(in);
 
     /* wait_any: the quick one of a slow and a quick task. */
     mp_value *slow = mp_value_float(2.0), *quick = mp_value_float(0.01);
@@ -462,12 +551,25 @@ static void test_close_join_terminate(void)
     mp_pool_result_free(r);
     mp_pool_free(p);
 
-    /* free with work pending terminates it. */
+    /* free with work pending terminates it: results and iterators outlive the pool and
+     * end with MP_ECLOSED (leaks of fds, zombies, memory are checked around each test
+     * and by the ASan build). */
     p = mp_pool_new(&(mp_pool_opts){.processes = 2});
     r = mp_pool_map_async(p, task_sleep, secs, &(mp_pool_call_opts){.chunksize = 1});
+    mp_pool_iter *it = mp_pool_imap(p, task_sleep, secs, 1);
+    counter_src src = {.end = 1000000000};
+    mp_pool_iter *its = mp_pool_imap_source(p, task_square, count_source, &src, NULL);
     mp_pool_free(p);
     CHECK_ERR(mp_pool_result_get(r, 5, &v), MP_ECLOSED);
     mp_pool_result_free(r);
+    mp_value *got = NULL;
+    CHECK_ERR(mp_pool_iter_next(it, 5, &got), MP_ECLOSED);
+    mp_pool_iter_free(it);
+    int rc;
+    while ((rc = mp_pool_iter_next(its, 5, &got)) == 1)
+        mp_value_free(got);
+    CHECK_INT(rc, MP_ECLOSED);
+    mp_pool_iter_free(its);
     mp_value_free(secs);
     mp_value_free(in);
 }
@@ -477,18 +579,73 @@ static void test_maxtasksperchild(void)
     mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .maxtasksperchild = 2});
     mp_value *in = range_list(10), *out = NULL;
     CHECK_OK(mp_pool_map(p, task_whoami, in, 1, &out));
-    /* Each worker ran at most 2 tasks: at least 5 different pids. */
-    int pids[10], npids = 0;
+    /* Each worker ran at most 2 tasks: at least 5 different pids, none seen 3 times. */
+    int pids[10], runs[10] = {0}, npids = 0, most = 0;
     for (size_t i = 0; i < 10; i++) {
         int pid = (int)mp_value_get_int(mp_value_list_get(mp_value_list_get(out, i), 1));
-        int seen = 0;
-        for (int k = 0; k < npids; k++)
-            if (pids[k] == pid)
-                seen++;
-        if (!seen)
+        int k = 0;
+        while (k < npids && pids[k] != pid)
+            k++;
+        if (k == npids)
             pids[npids++] = pid;
+        if (++runs[k] > most)
+            most = runs[k];
     }
     CHECK(npids >= 5);
+    CHECK(most <= 2);
+    mp_value_free(out);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+}
+
+/* Runs of equal pids in a list of task_whoami results, as "13 13 9". */
+static const char *pid_runs(const mp_value *out)
+{
+    static char buf[512];
+    size_t off = 0, n = mp_value_len(out), run = 0;
+    int64_t last = -1;
+    buf[0] = '\0';
+    for (size_t i = 0; i <= n; i++) {
+        int64_t pid = i < n ? mp_value_get_int(mp_value_list_get(mp_value_list_get(out, i), 1))
+                            : -2;
+        if (i && pid != last) {
+            off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%zu", off ? " " : "", run);
+            run = 0;
+        }
+        last = pid;
+        run++;
+    }
+    return buf;
+}
+
+/* Python's chunking: chunksize 0 means ceil(len / (4 * processes)) for map, 1 for imap.
+ * With maxtasksperchild = 1 each chunk runs in a worker of its own, so the runs of
+ * equal pids are the chunks (Python 3.11 prints [13, 13, 13, 13, 13, 13, 13, 9] for
+ * Pool(2, maxtasksperchild=1).map over range(100)). */
+static void test_default_chunksize(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2, .maxtasksperchild = 1});
+    mp_value *in = range_list(100), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 0, &out));
+    CHECK_STR(pid_runs(out), "13 13 13 13 13 13 13 9");
+    mp_value_free(out);
+    mp_value_free(in);
+    in = range_list(10);
+    mp_pool_iter *it = mp_pool_imap(p, task_whoami, in, 0);
+    out = mp_value_list();
+    mp_value *v;
+    while (mp_pool_iter_next(it, 30, &v) == 1)
+        mp_value_list_append(out, v);
+    mp_pool_iter_free(it);
+    CHECK_STR(pid_runs(out), "1 1 1 1 1 1 1 1 1 1");
+    mp_value_free(out);
+    mp_value_free(in);
+    /* An explicit chunksize, starmap's default too. */
+    in = range_list(10);
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 4, &out));
+    CHECK_STR(pid_runs(out), "4 4 2");
     mp_value_free(out);
     mp_value_free(in);
     mp_pool_close(p);
@@ -503,11 +660,44 @@ static void test_initializer_fails(void)
                                              .initargs = tag});
     CHECK(p == NULL);
     CHECK_INT(mp_last_error_code(), MP_EINVAL);
-    CHECK_CONTAINS(mp_last_error(), "RuntimeError: initializer refused in ForkPoolWorker-");
+    CHECK_CONTAINS(mp_last_error(), "MP_EINVAL: invalid argument: pool initializer failed: "
+                                    "RuntimeError: initializer refused in ForkPoolWorker-");
+    CHECK(strstr(strstr(mp_last_error(), "MP_EINVAL") + 1, "MP_EINVAL") == NULL);
     CHECK_CONTAINS(mp_last_error(), "init_hello");
     mp_value_free(tag);
     CHECK(mp_pool_new(&(mp_pool_opts){.processes = -1}) == NULL);
     CHECK_INT(mp_last_error_code(), MP_EINVAL);
+
+    /* A replacement worker whose initializer fails breaks the pool: the tasks still
+     * waiting and every later call fail with the initializer's code and message, instead
+     * of Python's endless respawning. The initializer refuses from its third run on (a
+     * counter shared by the fork workers). */
+    init_runs = mmap(NULL, sizeof *init_runs, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    *init_runs = 0;
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2, .initializer = init_twice});
+    CHECK(p != NULL);
+    mp_value *in = mp_value_pack("[s f f f f]", "kill", 0.2, 0.2, 0.2, 0.2);
+    mp_pool_result *r = mp_pool_map_async(p, task_die_or_sleep, in,
+                                          &(mp_pool_call_opts){.chunksize = 1});
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    const mp_value *v;
+    CHECK_ERR(mp_pool_result_item(r, 0, &v), MP_EWORKERDIED);
+    int broken = 0;
+    for (size_t i = 1; i < 5; i++)
+        if (mp_pool_result_item(r, i, &v) == MP_EPROTO) {
+            broken++;
+            CHECK_CONTAINS(mp_last_error(), "pool initializer failed: initializer run 3 refused");
+        }
+    CHECK(broken >= 1); /* the ones the surviving worker had not taken */
+    mp_pool_result_free(r);
+    mp_value *out = NULL;
+    CHECK_ERR(mp_pool_apply(p, task_square, NULL, &out), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "initializer run 3 refused");
+    CHECK_INT(*init_runs, 3); /* no endless respawning */
+    mp_value_free(in);
+    mp_pool_free(p);
+    munmap(init_runs, sizeof *init_runs);
 }
 
 /* ---- dying workers ---------------------------------------------------------------- */
@@ -583,7 +773,7 @@ static int list_children(int *pids, int max)
 /* Kill workers at random during a large map: every task ends exactly once. */
 static void test_random_kills(void)
 {
-    enum { N = 200000 };
+    enum { N = 60000 };
     exec_counts = mmap(NULL, N * sizeof(int), PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int before[64];
@@ -601,6 +791,10 @@ static void test_random_kills(void)
         for (int k = 0; k < nbefore; k++)
             if (before[k] == pick)
                 pick = 0;
+        char wchan[64];
+        char st = pick > 0 ? mpt_task_state(pick, pick, wchan, sizeof wchan) : 0;
+        if (st == 0 || st == 'Z')
+            pick = 0; /* already killed, not yet replaced */
         if (pick > 0 && kill(pick, SIGKILL) == 0)
             kills++;
         usleep(2000 + rand_r(&seed) % 5000); /* pacing the kills, not synchronising */
@@ -623,6 +817,7 @@ static void test_random_kills(void)
     CHECK_INT(ok + died, N);
     CHECK_INT(other, 0);
     CHECK(kills > 0);
+    CHECK(died > 0); /* kills landed inside chunks: the dying path ran */
     CHECK(died <= kills * 50);
     mp_pool_result_free(r);
     mp_value_free(in);
@@ -630,6 +825,186 @@ static void test_random_kills(void)
     CHECK_OK(mp_pool_join(p, 30));
     mp_pool_free(p);
     munmap(exec_counts, N * sizeof(int));
+}
+
+/* ---- a pool whose parent dies ------------------------------------------------------ */
+
+/* The socket inodes ("socket:[N]") process pid has open. */
+static int socket_inodes(int pid, unsigned long *out, int max)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char path[320], link[64];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        unsigned long ino;
+        if (k > 0 && n < max) {
+            link[k] = '\0';
+            if (sscanf(link, "socket:[%lu]", &ino) == 1)
+                out[n++] = ino;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static bool has_ulong(const unsigned long *a, int n, unsigned long x)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i] == x)
+            return true;
+    return false;
+}
+
+static bool has_int(const int *a, int n, int x)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i] == x)
+            return true;
+    return false;
+}
+
+/* No fork worker holds the parent's end of any pool socket (its own or another
+ * worker's, of this pool or another): else a parent that dies leaves it waiting. */
+static void test_worker_fds(void)
+{
+    unsigned long before[256], after[256], pool_socks[256];
+    int nb = socket_inodes(getpid(), before, 256);
+    int kids0[64], nk0 = list_children(kids0, 64);
+    mp_pool_opts o = {.processes = 3, .ctx = mp_get_context("fork")};
+    mp_pool *a = mp_pool_new(&o);
+    o.processes = 2;
+    mp_pool *b = mp_pool_new(&o);
+    CHECK(a && b);
+    int na = socket_inodes(getpid(), after, 256), np = 0;
+    for (int i = 0; i < na; i++)
+        if (!has_ulong(before, nb, after[i]))
+            pool_socks[np++] = after[i];
+    CHECK_INT(np, 5); /* the parent's end of each worker's socket */
+    int kids[64], nk = list_children(kids, 64), workers = 0, held = 0;
+    for (int k = 0; k < nk; k++) {
+        if (has_int(kids0, nk0, kids[k]))
+            continue;
+        workers++;
+        unsigned long mine[256];
+        int nm = socket_inodes(kids[k], mine, 256);
+        for (int i = 0; i < nm; i++)
+            if (has_ulong(pool_socks, np, mine[i])) {
+                fprintf(stderr, "worker %d holds the parent's socket %lu\n", kids[k], mine[i]);
+                held++;
+            }
+    }
+    CHECK_INT(workers, 5);
+    CHECK_INT(held, 0);
+    mp_pool_free(a);
+    mp_pool_free(b);
+}
+
+static int orphan_pipe = -1;
+
+/* A process that makes a pool, sends its workers' pids, and waits to be killed. */
+static int pool_parent_main(mp_value *args)
+{
+    (void)args;
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 3, .ctx = mp_get_context("fork")});
+    if (!p)
+        return 1;
+    int kids[64];
+    int n = list_children(kids, 64);
+    if (write(orphan_pipe, &n, sizeof n) != sizeof n ||
+        write(orphan_pipe, kids, (size_t)n * sizeof *kids) != (ssize_t)(n * sizeof *kids))
+        return 1;
+    for (;;)
+        pause();
+}
+
+/* A parent SIGKILLed without close/join: every worker exits (no orphans). This process
+ * is a subreaper meanwhile, so the orphans become its children and are reaped here. */
+static void test_orphans_exit(void)
+{
+    int pfd[2];
+    CHECK_OK(pipe(pfd));
+    orphan_pipe = pfd[1];
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    mp_process *mid = mp_process_new(&(mp_process_opts){.target = pool_parent_main,
+                                                        .ctx = mp_get_context("fork")});
+    CHECK_OK(mp_process_start(mid));
+    close(pfd[1]);
+    int n = 0, pids[64], fds[64];
+    CHECK_INT(read(pfd[0], &n, sizeof n), (int)sizeof n);
+    CHECK_INT(n, 3);
+    CHECK_INT(read(pfd[0], pids, (size_t)n * sizeof *pids), (int)(n * sizeof *pids));
+    close(pfd[0]);
+    for (int i = 0; i < n; i++)
+        fds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
+    CHECK_OK(mp_process_kill(mid));
+    CHECK_OK(mp_process_join(mid, 30));
+    mp_process_free(mid);
+    /* Each worker ends on its own: its pidfd becomes readable. */
+    double deadline = mpt_now() + 20;
+    int gone = 0;
+    for (int i = 0; i < n; i++) {
+        struct pollfd pf = {.fd = fds[i], .events = POLLIN};
+        int left = (int)((deadline - mpt_now()) * 1000);
+        if (fds[i] >= 0 && poll(&pf, 1, left > 0 ? left : 0) == 1)
+            gone++;
+        else
+            syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0);
+    }
+    CHECK_INT(gone, n);
+    for (int i = 0; i < n; i++) {
+        siginfo_t si;
+        while (waitid(P_PIDFD, (id_t)fds[i], &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        close(fds[i]);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+static void *make_pool(void *arg)
+{
+    (void)arg;
+    return mp_pool_new(&(mp_pool_opts){.processes = 2, .ctx = mp_get_context("fork")});
+}
+
+/* Workers die with their parent thread (PR_SET_PDEATHSIG follows the thread that forked
+ * them): the result thread, not a creating thread that may end first. */
+/* A worker is forked by the pool's result thread, a library thread that never runs the
+ * user's handlers; the worker's own thread must run them. */
+static void test_worker_signal_handlers(void)
+{
+    const char *methods[] = {"fork", "spawn", "forkserver"};
+    for (int m = 0; m < 3; m++) {
+        mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 1,
+                                                 .ctx = mp_get_context(methods[m])});
+        mp_value *out = NULL;
+        CHECK_OK(mp_pool_apply(p, task_signal_handler, NULL, &out));
+        CHECK_STR(mpt_repr(out), "[1, -10007]"); /* ran once; the wait said MP_EINTERRUPTED */
+        mp_value_free(out);
+        mp_pool_free(p);
+    }
+}
+
+static void test_creator_thread_exits(void)
+{
+    pthread_t t;
+    void *pv = NULL;
+    pthread_create(&t, NULL, make_pool, NULL);
+    pthread_join(t, &pv);
+    mp_pool *p = pv;
+    CHECK(p != NULL);
+    mp_value *in = range_list(10), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_whoami, in, 1, &out));
+    mp_value_free(out);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
 }
 
 static void test_time_limit(void)
@@ -652,6 +1027,18 @@ static void test_time_limit(void)
     CHECK_ERR(mp_pool_result_get(r, 30, &v), MP_ETIMEOUT);
     mp_pool_result_free(r);
     mp_value_free(one);
+    /* MP_NO_LIMIT in a call lifts the pool's 0.3 s for it. */
+    one = mp_value_float(0.5);
+    r = mp_pool_apply_async(p, task_sleep, one, &(mp_pool_call_opts){.task_time_limit = MP_NO_LIMIT});
+    CHECK_OK(mp_pool_result_get(r, 30, &v));
+    mp_pool_result_free(r);
+    mp_pool_free(p);
+    /* A pool's MP_NO_LIMIT is no limit. */
+    p = mp_pool_new(&(mp_pool_opts){.processes = 1, .task_time_limit = MP_NO_LIMIT});
+    mp_value *out = NULL;
+    CHECK_OK(mp_pool_apply(p, task_sleep, one, &out));
+    mp_value_free(out);
+    mp_value_free(one);
     mp_pool_free(p);
 }
 
@@ -661,13 +1048,31 @@ static void *submitter(void *arg)
 {
     mp_pool *p = arg;
     int bad = 0;
+    mp_value *in = range_list(100);
     for (int i = 0; i < 200; i++) {
         mp_value *a = mp_value_int(i), *out = NULL;
         if (mp_pool_apply(p, task_square, a, &out) < 0 || mp_value_get_int(out) != i * i)
             bad++;
         mp_value_free(a);
         mp_value_free(out);
+        if (i % 20)
+            continue;
+        /* Now and then a map and an imap of 100, interleaved with the others' work. */
+        mp_pool_result *r = mp_pool_map_async(p, task_square, in, NULL);
+        mp_pool_iter *it = mp_pool_imap(p, task_square, in, 3);
+        const mp_value *lst = NULL;
+        if (mp_pool_result_get(r, 30, &lst) < 0 || mp_value_len(lst) != 100 ||
+            mp_value_get_int(mp_value_list_get(lst, 99)) != 99 * 99)
+            bad++;
+        mp_value *v;
+        for (int k = 0; mp_pool_iter_next(it, 30, &v) == 1; k++) {
+            bad += mp_value_get_int(v) != k * k;
+            mp_value_free(v);
+        }
+        mp_pool_result_free(r);
+        mp_pool_iter_free(it);
     }
+    mp_value_free(in);
     return (void *)(intptr_t)bad;
 }
 
@@ -705,6 +1110,7 @@ static void test_handles_in_arguments(void)
 {
     check_handles("fork");
     check_handles("spawn");
+    check_handles("forkserver");
 }
 
 /* ---- the typed array path -------------------------------------------------------- */
@@ -763,6 +1169,73 @@ static void test_map_array(void)
     check_array("spawn");
 }
 
+/* Every call with NULL / zero arguments: MP_EINVAL at once (the API sweep calls them
+ * all with zeros too, in children with an alarm). */
+static void test_bad_args(void)
+{
+    mp_value *out = NULL;
+    const mp_value *cv = NULL;
+    CHECK_ERR(mp_pool_apply(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_apply(NULL, task_square, NULL, &out), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_apply_async(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_map(NULL, NULL, NULL, 0, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_map_async(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_starmap(NULL, NULL, NULL, 0, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_starmap_async(NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap(NULL, NULL, NULL, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap_unordered(NULL, NULL, NULL, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap_source(NULL, NULL, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_result_get(NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_result_wait(NULL, 0), MP_EINVAL);
+    CHECK(!mp_pool_result_ready(NULL));
+    CHECK_ERR(mp_pool_result_successful(NULL), MP_EINVAL);
+    CHECK_INT(mp_pool_result_len(NULL), 0);
+    CHECK_ERR(mp_pool_result_item(NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_wait_any(NULL, 0, 0), MP_EINVAL);
+    CHECK_ERR(mp_pool_iter_next(NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_map_array(NULL, NULL, NULL, 0, NULL, 0, 0, NULL, 0), MP_EINVAL);
+    CHECK_ERR(mp_pool_close(NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_terminate(NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_join(NULL, 0), MP_EINVAL);
+    CHECK_INT(mp_pool_processes(NULL), 0);
+    mp_pool_result_free(NULL);
+    mp_pool_iter_free(NULL);
+    mp_pool_free(NULL);
+    /* A real pool, NULL everything else. */
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 1});
+    mp_value *items = range_list(2);
+    CHECK_ERR(mp_pool_apply(p, NULL, NULL, &out), MP_EINVAL);
+    CHECK_ERR(mp_pool_apply(p, task_square, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_map(p, task_square, NULL, 0, &out), MP_EINVAL);
+    CHECK_ERR(mp_pool_map(p, NULL, items, 0, &out), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_map_async(p, task_square, NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap(p, task_square, NULL, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_pool_imap_source(p, task_square, NULL, NULL, NULL), MP_EINVAL);
+    mp_pool_result *r = mp_pool_map_async(p, task_square, items, NULL);
+    CHECK_ERR(mp_pool_result_get(r, 30, NULL), MP_EINVAL);
+    CHECK_ERR(mp_pool_result_item(r, 0, NULL), MP_EINVAL);
+    mp_pool_result *rs[2] = {r, NULL};
+    CHECK_ERR(mp_pool_wait_any(rs, 2, 0), MP_EINVAL);
+    CHECK_OK(mp_pool_result_get(r, 30, &cv));
+    CHECK_ERR(mp_pool_result_item(r, 2, &cv), MP_ERANGE);
+    mp_pool_result_free(r);
+    mp_pool_iter *it = mp_pool_imap(p, task_square, items, 0);
+    CHECK_ERR(mp_pool_iter_next(it, 30, NULL), MP_EINVAL);
+    mp_pool_iter_free(it);
+    double d = 2;
+    CHECK_ERR(mp_pool_map_array(p, square_double, NULL, 8, &d, 8, 1, NULL, 0), MP_EINVAL);
+    CHECK_ERR(mp_pool_map_array(p, square_double, &d, 0, &d, 8, 1, NULL, 0), MP_EINVAL);
+    CHECK_OK(mp_pool_map_array(p, square_double, NULL, 0, NULL, 0, 0, NULL, 0));
+    CHECK_NULL_ERR(mp_pool_new(&(mp_pool_opts){.task_time_limit = NAN}), MP_EINVAL);
+    mp_value *one = mp_value_int(1);
+    CHECK_NULL_ERR(mp_pool_apply_async(p, task_square, one,
+                                       &(mp_pool_call_opts){.task_time_limit = NAN}),
+                   MP_EINVAL);
+    mp_value_free(one);
+    mp_value_free(items);
+    mp_pool_free(p);
+}
+
 int main(int argc, char **argv)
 {
     mp_forkserver_ensure_running();
@@ -777,12 +1250,18 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_imap_source_bounded);
     RUN_IF(argc, argv, test_close_join_terminate);
     RUN_IF(argc, argv, test_maxtasksperchild);
+    RUN_IF(argc, argv, test_default_chunksize);
     RUN_IF(argc, argv, test_initializer_fails);
     RUN_IF(argc, argv, test_worker_deaths);
     RUN_IF(argc, argv, test_random_kills);
+    RUN_IF(argc, argv, test_worker_fds);
+    RUN_IF(argc, argv, test_orphans_exit);
+    RUN_IF(argc, argv, test_creator_thread_exits);
+    RUN_IF(argc, argv, test_worker_signal_handlers);
     RUN_IF(argc, argv, test_time_limit);
     RUN_IF(argc, argv, test_threads_submit);
     RUN_IF(argc, argv, test_handles_in_arguments);
     RUN_IF(argc, argv, test_map_array);
+    RUN_IF(argc, argv, test_bad_args);
     return mpt_done();
 }

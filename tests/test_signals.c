@@ -2,6 +2,7 @@
  * waiting, names, sending, signal storms, fork and threads. */
 #include "test_util.h"
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/sigutil.h"
 #include "multiproc/signals.h"
 
@@ -90,10 +91,10 @@ static void test_names_and_numbers(void)
     const char *bad[] = {"", "SIGFOO", "SIG", "SIGRTMIN+99", "SIGRTMAX+1", "SIGRTMIN-1",
                          "0", "32", "99", "SIGRTMIN+x", "15x"};
     for (size_t i = 0; i < MP__ARRAY_LEN(bad); i++)
-        CHECK_ERR(mp_signal_from_name(bad[i]), -EINVAL);
-    CHECK_ERR(mp_signal_from_name(NULL), -EINVAL);
+        CHECK_ERR(mp_signal_from_name(bad[i]), MP_EINVAL);
+    CHECK_ERR(mp_signal_from_name(NULL), MP_EINVAL);
     mp_signal_from_name("SIGFOO");
-    CHECK_STR(mp_last_error(), "EINVAL: Invalid argument: unknown signal name 'SIGFOO'");
+    CHECK_STR(mp_last_error(), "MP_EINVAL: invalid argument: unknown signal name 'SIGFOO'");
 }
 
 static void test_descriptions_and_list(void)
@@ -128,26 +129,26 @@ static void test_descriptions_and_list(void)
 
 static void test_invalid_signals(void)
 {
-    CHECK_ERR(mp_signal_set_handler(0, count_handler, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_set_handler(0, count_handler, NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "0 is not a valid signal number");
-    CHECK_ERR(mp_signal_set_handler(32, count_handler, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_set_handler(SIGRTMAX + 1, count_handler, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_set_handler(-3, count_handler, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_set_handler(SIGKILL, count_handler, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_set_handler(32, count_handler, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_set_handler(SIGRTMAX + 1, count_handler, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_set_handler(-3, count_handler, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_set_handler(SIGKILL, count_handler, NULL), MP_EINVAL);
     CHECK_STR(mp_last_error(),
-              "EINVAL: Invalid argument: mp_signal_set_handler: SIGKILL cannot be caught or "
+              "MP_EINVAL: invalid argument: mp_signal_set_handler: SIGKILL cannot be caught or "
               "ignored");
-    CHECK_ERR(mp_signal_set_handler(SIGSTOP, count_handler, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_set_handler(SIGSTOP, count_handler, NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "SIGSTOP cannot be caught");
-    CHECK_ERR(mp_signal_set_handler(SIGUSR1, NULL, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_set_handler(SIGUSR1, NULL, NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "NULL handler for SIGUSR1");
-    CHECK_ERR(mp_signal_ignore(SIGKILL), -EINVAL);
-    CHECK_ERR(mp_signal_set_default(SIGSTOP), -EINVAL);
-    CHECK_ERR(mp_signal_set_default(100), -EINVAL);
-    CHECK_ERR(mp_signal_get_handler(0, NULL, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_ignore(SIGKILL), MP_EINVAL);
+    CHECK_ERR(mp_signal_set_default(SIGSTOP), MP_EINVAL);
+    CHECK_ERR(mp_signal_set_default(100), MP_EINVAL);
+    CHECK_ERR(mp_signal_get_handler(0, NULL, NULL), MP_EINVAL);
     CHECK_INT(mp_signal_get_handler(SIGKILL, NULL, NULL), MP_SIGNAL_DEFAULT);
-    CHECK_ERR(mp_signal_block(0), -EINVAL);
-    CHECK_ERR(mp_signal_raise(77), -EINVAL);
+    CHECK_ERR(mp_signal_block(0), MP_EINVAL);
+    CHECK_ERR(mp_signal_raise(77), MP_EINVAL);
 }
 
 static void foreign(int sig) { (void)sig; }
@@ -344,7 +345,7 @@ static void test_blocking_call_interrupted(void)
     CHECK_OK(mp_signal_set_handler(SIGALRM, stop_handler, NULL));
     arm_real_timer(0.1);
     double t0 = mpt_now();
-    CHECK_ERR(mp__poll1(p[0], POLLIN, mp__deadline(10)), MP_EINTERRUPTED);
+    CHECK_ERR(mp__iwait_poll1(p[0], POLLIN, mp__deadline(10)), MP_EINTERRUPTED);
     double dt = mpt_now() - t0;
     CHECK(dt >= 0.05 && dt < 5);
     CHECK_INT(calls, 1);
@@ -364,7 +365,7 @@ static void test_blocking_call_resumes(void)
     arm_real_timer(0.1);
     double t0 = mpt_now();
     /* The handler runs inside the wait, which then carries on until its deadline. */
-    CHECK_INT(mp__poll1(p[0], POLLIN, mp__deadline(0.5)), 0);
+    CHECK_INT(mp__iwait_poll1(p[0], POLLIN, mp__deadline(0.5)), 0);
     double dt = mpt_now() - t0;
     CHECK(dt >= 0.45 && dt < 5);
     CHECK_INT(calls, 1);
@@ -383,12 +384,39 @@ static void test_futex_wait_interrupted(void)
     double t0 = mpt_now(), deadline = mp__deadline(10);
     int r;
     do /* 0 = woken or spurious: callers re-check their condition and wait again */
-        r = mp__futex_wait(&word, 0, deadline);
+        r = mp__iwait_futex(&word, 0, deadline);
     while (r == 0);
     CHECK_ERR(r, MP_EINTERRUPTED);
     CHECK(mpt_now() - t0 < 5);
     CHECK_INT(calls, 1);
     CHECK_OK(mp_signal_set_default(SIGALRM));
+}
+
+/* Without futex_waitv (a kernel before 5.16) a futex wait still runs a pending handler
+ * before it sleeps, and one that arrives during the sleep (EINTR on this thread). */
+static void test_futex_wait_without_waitv(void)
+{
+    _Atomic uint32_t word = 0;
+    mp__iwait_without_waitv(true);
+    reset();
+    CHECK_OK(mp_signal_set_handler(SIGUSR1, stop_handler, NULL));
+    CHECK_OK(mp_signal_raise(SIGUSR1));
+    double t0 = mpt_now();
+    CHECK_ERR(mp__iwait_futex(&word, 0, mp__deadline(10)), MP_EINTERRUPTED);
+    CHECK(mpt_now() - t0 < 5);
+    CHECK_INT(calls, 1);
+    CHECK_OK(mp_signal_set_handler(SIGALRM, stop_handler, NULL));
+    arm_real_timer(0.1);
+    double deadline = mp__deadline(10);
+    int r;
+    do
+        r = mp__iwait_futex(&word, 0, deadline);
+    while (r == 0);
+    CHECK_ERR(r, MP_EINTERRUPTED);
+    CHECK_INT(calls, 2);
+    CHECK_OK(mp_signal_set_default(SIGALRM));
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    mp__iwait_without_waitv(false);
 }
 
 /* The seed's example: an alarm stops an open() that would hang forever. */
@@ -454,11 +482,11 @@ static void test_alarm_and_itimers(void)
     CHECK_INT(mp_signal_wait(&alrm, 5, NULL), SIGALRM);
     CHECK_OK(mp_signal_unblock(SIGALRM));
 
-    CHECK_ERR(mp_signal_setitimer(42, 1, 0, NULL, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_setitimer(42, 1, 0, NULL, NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "unknown interval timer 42");
-    CHECK_ERR(mp_signal_setitimer(MP_ITIMER_REAL, -1, 0, NULL, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_setitimer(MP_ITIMER_REAL, 1, NAN, NULL, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_getitimer(-1, &s, &iv), -EINVAL);
+    CHECK_ERR(mp_signal_setitimer(MP_ITIMER_REAL, -1, 0, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_setitimer(MP_ITIMER_REAL, 1, NAN, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_getitimer(-1, &s, &iv), MP_EINVAL);
 }
 
 /* Burn CPU until `signum`'s handler has run `want` times or 10 s of wall time pass. */
@@ -557,10 +585,10 @@ static void test_mask_pending_wait(void)
     CHECK(!mp_signal_is_blocked(SIGUSR1));
     CHECK_OK(mp_signal_mask(SIG_SETMASK, NULL, &old)); /* query only */
     CHECK(!sigismember(&old, SIGUSR1));
-    CHECK_ERR(mp_signal_mask(12345, &set, NULL), -EINVAL);
+    CHECK_ERR(mp_signal_mask(12345, &set, NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "SIG_BLOCK, SIG_UNBLOCK or SIG_SETMASK");
-    CHECK_ERR(mp_signal_wait(NULL, 1, NULL), -EINVAL);
-    CHECK_ERR(mp_signal_pending(NULL), -EINVAL);
+    CHECK_ERR(mp_signal_wait(NULL, 1, NULL), MP_EINVAL);
+    CHECK_ERR(mp_signal_pending(NULL), MP_EINVAL);
     CHECK_OK(mp_signal_set_default(SIGUSR1));
 }
 
@@ -617,13 +645,13 @@ static void test_send(void)
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
     CHECK_ERR(mp_signal_send(pid, SIGTERM), -ESRCH); /* reaped */
     CHECK_CONTAINS(mp_last_error(), "kill(");
-    CHECK_ERR(mp_signal_send(getpid(), 99), -EINVAL);
+    CHECK_ERR(mp_signal_send(getpid(), 99), MP_EINVAL);
 
     pid = start_sleeper(true);
     CHECK_OK(mp_signal_send_group(pid, SIGUSR2));
     st = reap(pid);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGUSR2);
-    CHECK_ERR(mp_signal_send_group(-5, SIGUSR2), -EINVAL);
+    CHECK_ERR(mp_signal_send_group(-5, SIGUSR2), MP_EINVAL);
 
     pid = start_sleeper(false);
     int pidfd = mp__pidfd_open(pid);
@@ -634,7 +662,7 @@ static void test_send(void)
     CHECK_ERR(mp_signal_send_pidfd(pidfd, SIGKILL), -ESRCH); /* gone, even if pid reused */
     mp__close(pidfd);
     CHECK_ERR(mp_signal_send_pidfd(-1, SIGTERM), -EBADF);
-    CHECK_ERR(mp_signal_queue(getpid(), 40000, 1), -EINVAL);
+    CHECK_ERR(mp_signal_queue(getpid(), 40000, 1), MP_EINVAL);
 }
 
 /* ---- storms --------------------------------------------------------------------- */
@@ -670,7 +698,7 @@ static void test_storm_realtime_none_lost(void)
     int st = -1;
     bool child_done = false;
     while (mpt_now() < end) {
-        mp__poll1(fd, POLLIN, mp__deadline(0.05)); /* dispatches on EINTR too */
+        mp__iwait_poll1(fd, POLLIN, mp__deadline(0.05)); /* dispatches on EINTR too */
         mp_signal_dispatch();
         /* Once the sender is reaped every signal it sent has been delivered to us
          * (the kernel delivers all pending signals before waitpid returns). */
@@ -755,7 +783,7 @@ static void test_fork_early_signal_kept(void)
     if (pid == 0) {
         double end = mpt_now() + 10;
         while (atomic_load(&calls) == 0 && mpt_now() < end)
-            mp__poll1(mp_signal_wakeup_fd(), POLLIN, mp__deadline(0.1)), mp_signal_dispatch();
+            mp__iwait_poll1(mp_signal_wakeup_fd(), POLLIN, mp__deadline(0.1)), mp_signal_dispatch();
         _exit(atomic_load(&calls) == 1 ? 0 : 1);
     }
     CHECK_OK(mp_signal_send(pid, SIGUSR1));
@@ -831,6 +859,38 @@ static void test_library_threads_block_signals(void)
     CHECK(!mp_signal_is_blocked(SIGUSR1)); /* the caller's mask is untouched */
 }
 
+/* A library-internal thread's waits never run the user's handlers, even pending ones:
+ * they stay pending for the user's threads. */
+static void *internal_waiter(void *arg)
+{
+    int *fds = arg;
+    mp__block_signals_in_thread();
+    fds[2] = mp__iwait_poll1(fds[0], POLLIN, mp__deadline(0.05));
+    _Atomic uint32_t word = 0;
+    fds[3] = mp__iwait_futex(&word, 0, mp__deadline(0.05));
+    return NULL;
+}
+
+static void test_internal_threads_never_dispatch(void)
+{
+    int fds[4];
+    CHECK_OK(mp__pipe(fds));
+    reset();
+    CHECK_OK(mp_signal_set_handler(SIGUSR1, stop_handler, NULL));
+    CHECK_OK(mp_signal_raise(SIGUSR1)); /* pending */
+    pthread_t t;
+    pthread_create(&t, NULL, internal_waiter, fds);
+    pthread_join(t, NULL);
+    CHECK_INT(fds[2], 0);             /* timed out, not interrupted */
+    CHECK_ERR(fds[3], MP_ETIMEOUT);
+    CHECK_INT(calls, 0);
+    CHECK_ERR(mp_signal_dispatch(), MP_EINTERRUPTED); /* still pending for us */
+    CHECK_INT(calls, 1);
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    mp__close(fds[0]);
+    mp__close(fds[1]);
+}
+
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "C");
@@ -848,6 +908,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_blocking_call_interrupted);
     RUN_IF(argc, argv, test_blocking_call_resumes);
     RUN_IF(argc, argv, test_futex_wait_interrupted);
+    RUN_IF(argc, argv, test_futex_wait_without_waitv);
     RUN_IF(argc, argv, test_alarm_interrupts_fifo_open);
     RUN_IF(argc, argv, test_alarm_and_itimers);
     RUN_IF(argc, argv, test_cpu_timers);
@@ -861,5 +922,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_fork_early_signal_kept);
     RUN_IF(argc, argv, test_threads);
     RUN_IF(argc, argv, test_library_threads_block_signals);
+    RUN_IF(argc, argv, test_internal_threads_never_dispatch);
     return mpt_done();
 }

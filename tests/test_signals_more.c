@@ -48,7 +48,7 @@ static void test_set_wakeup_fd(void)
     /* A blocking fd would hang the handler; a closed one is EBADF. */
     int b[2];
     CHECK_OK(pipe(b));
-    CHECK_ERR(mp_signal_set_wakeup_fd(b[1], NULL), -EINVAL);
+    CHECK_ERR(mp_signal_set_wakeup_fd(b[1], NULL), MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "not non-blocking");
     close(b[0]);
     close(b[1]);
@@ -145,11 +145,11 @@ static void test_siginterrupt_and_pthread_kill(void)
     CHECK_OK(mp_signal_siginterrupt(SIGUSR2, true));
     sigaction(SIGUSR2, NULL, &sa);
     CHECK(!(sa.sa_flags & SA_RESTART));
-    CHECK_ERR(mp_signal_siginterrupt(SIGKILL, true), -EINVAL);
-    CHECK_ERR(mp_signal_siginterrupt(0, true), -EINVAL);
+    CHECK_ERR(mp_signal_siginterrupt(SIGKILL, true), MP_EINVAL);
+    CHECK_ERR(mp_signal_siginterrupt(0, true), MP_EINVAL);
     CHECK_OK(mp_signal_set_default(SIGUSR2));
     CHECK_OK(mp_signal_pthread_kill(pthread_self(), 0));
-    CHECK_ERR(mp_signal_pthread_kill(pthread_self(), 4242), -EINVAL);
+    CHECK_ERR(mp_signal_pthread_kill(pthread_self(), 4242), MP_EINVAL);
 }
 
 /* pthread_kill reaches exactly the thread named: it takes the signal with sigwait. */

@@ -93,7 +93,7 @@ typedef struct mp_pool_opts {
     unsigned maxtasksperchild;   /**< 0: unlimited; else a worker is replaced after this
                                       many tasks (chunks) */
     mp_context *ctx;             /**< NULL: the default context */
-    double task_time_limit;      /**< seconds a task may run; 0 = no limit */
+    double task_time_limit;      /**< seconds a task may run; 0 or MP_NO_LIMIT: no limit */
 } mp_pool_opts;
 
 /**
@@ -112,7 +112,7 @@ typedef struct mp_pool_call_opts {
     /** Called on the result thread with the first failure's code and message. */
     void (*error_callback)(int code, const char *message, void *userdata);
     void *userdata;           /**< passed to callback and error_callback */
-    double task_time_limit; /**< seconds; 0: the pool's limit */
+    double task_time_limit; /**< seconds; 0: the pool's limit; MP_NO_LIMIT: none */
 } mp_pool_call_opts;
 
 /** An asynchronous result (Python's AsyncResult / MapResult). */

@@ -53,7 +53,10 @@
  * constructors exist, then receives its launch record, runs the target and exits; it
  * never returns to main. Register kinds in constructors (not in main). Constructors of
  * other shared libraries that depend on libmultiproc and were not yet initialised do
- * not run in a spawn child.
+ * not run in a spawn child. The bootstrap engages only in a child the library started
+ * (a socket from its parent at fd 3 carrying the start's secret, never in a setuid or
+ * setgid program): MULTIPROC_BOOTSTRAP set by anyone else is ignored and removed, and
+ * the program starts normally.
  *
  * At exit (atexit in the main program, mp_process_exit in children): the library
  * logs `process shutting down`, terminates its running daemon children and joins the

@@ -11,8 +11,9 @@
  *    returns non-zero: the library's blocking call (or mp_signal_dispatch) returns
  *    MP_EINTERRUPTED
  *  - the interpreter running handlers "between bytecodes" -> mp_signal_dispatch(),
- *    which the program calls, and which every blocking call of the library calls
- *    when its wait is interrupted by a signal
+ *    which the program calls; and, as Python runs pending handlers before and after
+ *    every blocking call, every blocking call of the library runs them before it
+ *    sleeps and is woken by a signal while it sleeps (see "Blocking calls" below)
  *  - `signal.set_wakeup_fd(fd)`     -> mp_signal_set_wakeup_fd(fd, &old) (the caller's
  *                                      own non-blocking fd), or mp_signal_wakeup_fd() (a
  *                                      pipe the library owns)
@@ -33,8 +34,21 @@
  * preserved). The user's handler runs later, in normal context, on the thread that
  * calls mp_signal_dispatch() (directly, or inside a library blocking call): there it
  * may allocate, print and take locks. The real handler is installed WITHOUT
- * SA_RESTART, so blocking system calls (open() of a FIFO, read(), poll()) return
- * EINTR and the program gets a chance to dispatch.
+ * SA_RESTART, so the program's own blocking system calls (open() of a FIFO, read(),
+ * poll()) return EINTR and the program gets a chance to dispatch.
+ *
+ * Blocking calls of the library (queue get/put, lock, event, condition, semaphore and
+ * barrier waits, process join, mp_run, Popen wait/communicate/readline, connection
+ * send and receive (before a message starts), listener accept, mp_wait, pool and
+ * manager waits): a handler pending when the call is about to sleep runs first, and a
+ * handled signal arriving while it sleeps (also just before the sleep starts, or
+ * delivered to another thread) wakes it. After the handlers ran, the call waits on
+ * with the time left if they all returned 0, and returns MP_EINTERRUPTED if one
+ * returned non-zero. A call with a zero timeout does not sleep and runs no handler.
+ * Two limits: a lock acquire sleeps in the C library's mutex, which a signal cannot
+ * wake, so a signal arriving during it is handled within 0.1 s; on Linux before 5.16
+ * (no futex_waitv) a queue or sync-object wait handles a signal that lands just before
+ * its sleep, or on another thread, at its next wake-up (at most 0.25 s).
  *
  * Coalescing: the kernel keeps at most one pending instance of a standard signal
  * (1..31): if SIGUSR1 is sent 1000 times while it is pending, the handler may run
@@ -42,11 +56,13 @@
  * the kernel and each delivery is counted: the user handler runs once per delivery.
  *
  * Thread safety: every function may be called from any thread. Handlers run on the
- * thread that dispatches; the handler table is protected by a mutex that is NOT held
- * while a user handler runs, so a handler may install or remove handlers. A signal
- * sent to the process is delivered by the kernel to any thread that does not block
- * it; library-internal threads block all asynchronous signals, so they never take
- * the delivery. (Unlike Python, handlers are not restricted to the main thread.)
+ * thread that dispatches (which may be any thread waiting in a library call); the
+ * handler table is protected by a mutex that is NOT held while a user handler runs, so
+ * a handler may install or remove handlers. A signal sent to the process is delivered
+ * by the kernel to any thread that does not block it. The library starts threads only
+ * for a Pool (its result thread) and a manager server (one per connection); they block
+ * every asynchronous signal, so they never take a delivery, and never run a handler.
+ * (Unlike Python, handlers are not restricted to the main thread.)
  *
  * Fork behaviour: in a forked child the installed handlers stay (as the kernel keeps
  * dispositions), the pending counts are cleared and the wake-up pipe is recreated
@@ -75,7 +91,7 @@ MP_API_BEGIN
  * A deferred signal handler. Runs in normal context (not in the kernel's signal
  * context) on the dispatching thread, once per recorded delivery of @p signum.
  * @p arg is the pointer given to mp_signal_set_handler.
- * Return 0 to let interrupted blocking calls carry on waiting, non-zero to ask them
+ * Return 0 to let the blocking call that ran it carry on waiting, non-zero to ask it
  * to stop and return MP_EINTERRUPTED (Python: raising an exception in the handler).
  */
 typedef int (*mp_signal_handler)(int signum, void *arg);
@@ -93,18 +109,18 @@ typedef enum mp_signal_disposition {
 /**
  * Install @p fn (with @p arg) as the deferred handler of @p signum, replacing any
  * previous disposition (also a foreign handler).
- * @return 0; -EINVAL for an invalid number, SIGKILL/SIGSTOP or a NULL @p fn (with a
+ * @return 0; MP_EINVAL for an invalid number, SIGKILL/SIGSTOP or a NULL @p fn (with a
  * message in mp_last_error()); -errno if the wake-up pipe cannot be created.
  */
 int mp_signal_set_handler(int signum, mp_signal_handler fn, void *arg);
 
 /**
  * Restore the default action of @p signum (SIG_DFL). Deliveries recorded but not yet
- * dispatched are dropped. @return 0 or -EINVAL.
+ * dispatched are dropped. @return 0 or MP_EINVAL.
  */
 int mp_signal_set_default(int signum);
 
-/** Ignore @p signum (SIG_IGN); undispatched deliveries are dropped. @return 0 or -EINVAL. */
+/** Ignore @p signum (SIG_IGN); undispatched deliveries are dropped. @return 0 or MP_EINVAL. */
 int mp_signal_ignore(int signum);
 
 /**
@@ -112,7 +128,7 @@ int mp_signal_ignore(int signum);
  * @param signum the signal.
  * @param fn,arg if non-NULL, receive the deferred handler and its pointer when the
  *        result is MP_SIGNAL_HANDLER (NULL otherwise).
- * @return an mp_signal_disposition (>= 0), or -EINVAL for an invalid number.
+ * @return an mp_signal_disposition (>= 0), or MP_EINVAL for an invalid number.
  */
 int mp_signal_get_handler(int signum, mp_signal_handler *fn, void **arg);
 
@@ -129,7 +145,8 @@ int mp_signal_dispatch(void);
  * The read end of the wake-up pipe: from the first call on, it becomes readable
  * (POLLIN) whenever a handled signal arrives (and at once if one is already
  * recorded). Poll it in an event loop, then call mp_signal_dispatch(), which drains
- * it. Until the first call the library skips the pipe, so a program that only calls
+ * it. Until the first call (or the first library wait that polls fds, which watches
+ * the pipe too) the library skips the pipe, so a program that only calls
  * mp_signal_dispatch() pays no system call per signal. Owned by the library: do not
  * read or close it. The number stays the same for the life of the process (also in
  * forked children).
@@ -145,17 +162,17 @@ int mp_signal_wakeup_fd(void);
  * library never reads or closes it; mp_signal_dispatch does not drain it. @p fd -1
  * stops. The previous fd (-1 if none) goes to @p old_fd when non-NULL. Independent of
  * mp_signal_wakeup_fd (both may be used). Any thread may call it (Python: main only).
- * @return 0; -EINVAL for a blocking fd; -EBADF for a closed one.
+ * @return 0; MP_EINVAL for a blocking fd; -EBADF for a closed one.
  */
 int mp_signal_set_wakeup_fd(int fd, int *old_fd);
 
 /**
  * Python's siginterrupt: @p interrupt true (the library's default for handlers it
- * installs) makes system calls interrupted by @p signum fail with EINTR, so blocking
- * calls can dispatch; false restarts them (SA_RESTART): deliveries are still recorded
- * and dispatched at the next mp_signal_dispatch, but a blocking call of the library
- * may keep waiting. Installing a handler again resets it to interrupting (as in
- * Python). @return 0 or -EINVAL.
+ * installs) makes the program's system calls interrupted by @p signum fail with
+ * EINTR, so it can dispatch; false restarts them (SA_RESTART). Deliveries are recorded
+ * either way, and the library's blocking calls are woken and dispatch either way.
+ * Installing a handler again resets it to interrupting (as in Python).
+ * @return 0 or MP_EINVAL.
  */
 int mp_signal_siginterrupt(int signum, bool interrupt);
 
@@ -171,7 +188,7 @@ int mp_signal_pause(void);
 /**
  * Python's pthread_kill: send @p signum to thread @p thread of this process (0 only
  * checks the thread; 0 is -ESRCH). A handled signal is recorded and dispatched as usual (on the
- * thread that dispatches). @return 0, -EINVAL, -ESRCH.
+ * thread that dispatches). @return 0, MP_EINVAL, -ESRCH.
  */
 int mp_signal_pthread_kill(pthread_t thread, int signum);
 
@@ -194,13 +211,13 @@ typedef enum mp_itimer {
  * Arm timer @p which to fire after @p seconds, then every @p interval seconds
  * (0: once). @p seconds == 0 cancels it. The previous setting is stored in
  * @p old_seconds / @p old_interval when non-NULL (Python's return value).
- * @return 0; -EINVAL for an unknown timer or a negative/non-finite time.
+ * @return 0; MP_EINVAL for an unknown timer or a negative/non-finite time.
  */
 int mp_signal_setitimer(int which, double seconds, double interval, double *old_seconds,
                         double *old_interval);
 
 /** Read timer @p which: seconds left and interval (either pointer may be NULL).
- * @return 0 or -EINVAL. */
+ * @return 0 or MP_EINVAL. */
 int mp_signal_getitimer(int which, double *seconds, double *interval);
 
 /* ---- mask, pending, wait -------------------------------------------------------- */
@@ -208,14 +225,14 @@ int mp_signal_getitimer(int which, double *seconds, double *interval);
 /**
  * Change this thread's signal mask (pthread_sigmask): @p how is SIG_BLOCK,
  * SIG_UNBLOCK or SIG_SETMASK; @p set NULL only queries. The previous mask goes to
- * @p old when non-NULL. @return 0 or -EINVAL.
+ * @p old when non-NULL. @return 0 or MP_EINVAL.
  */
 int mp_signal_mask(int how, const sigset_t *set, sigset_t *old);
 
-/** Block one signal in this thread. @return 0 or -EINVAL. */
+/** Block one signal in this thread. @return 0 or MP_EINVAL. */
 int mp_signal_block(int signum);
 
-/** Unblock one signal in this thread. @return 0 or -EINVAL. */
+/** Unblock one signal in this thread. @return 0 or MP_EINVAL. */
 int mp_signal_unblock(int signum);
 
 /** True if @p signum is blocked in this thread. */
@@ -231,7 +248,7 @@ int mp_signal_pending(sigset_t *out);
  * @param timeout seconds; negative waits forever, 0 only checks.
  * @param info if non-NULL receives the sender's details (si_pid, si_code, ...).
  * @return the signal number; MP_ETIMEOUT; MP_EINTERRUPTED if another, handled
- * signal interrupted the wait and its handler asked to stop; -EINVAL.
+ * signal interrupted the wait and its handler asked to stop; MP_EINVAL.
  */
 int mp_signal_wait(const sigset_t *set, double timeout, siginfo_t *info);
 
@@ -246,7 +263,7 @@ const char *mp_signal_name(int signum);
 /**
  * The number for a name: "SIGTERM", "TERM", "sigterm", "SIGRTMIN+3", "RTMAX-1",
  * aliases such as "SIGIOT", "SIGPOLL", "SIGCLD", or a decimal number "15".
- * @return the signal number (> 0), or -EINVAL for an unknown name.
+ * @return the signal number (> 0), or MP_EINVAL for an unknown name.
  */
 int mp_signal_from_name(const char *name);
 
@@ -269,23 +286,23 @@ int mp_signal_list(int *out, size_t cap);
 /* ---- sending -------------------------------------------------------------------- */
 
 /** Send @p signum to process @p pid (kill(2); pid <= 0 has kill's meaning; signum 0
- * only checks that the process exists). @return 0, -EINVAL, -ESRCH, -EPERM. */
+ * only checks that the process exists). @return 0, MP_EINVAL, -ESRCH, -EPERM. */
 int mp_signal_send(pid_t pid, int signum);
 
 /** Send @p signum to every process of group @p pgid (0: the caller's group).
- * @return 0, -EINVAL, -ESRCH, -EPERM. */
+ * @return 0, MP_EINVAL, -ESRCH, -EPERM. */
 int mp_signal_send_group(pid_t pgid, int signum);
 
-/** Send @p signum through a pidfd (immune to pid reuse). @return 0, -EINVAL,
+/** Send @p signum through a pidfd (immune to pid reuse). @return 0, MP_EINVAL,
  * -EBADF, -ESRCH, -EPERM. */
 int mp_signal_send_pidfd(int pidfd, int signum);
 
 /** Send @p signum to the calling thread (raise(3)); a handled signal is recorded
- * before this returns. @return 0 or -EINVAL. */
+ * before this returns. @return 0 or MP_EINVAL. */
 int mp_signal_raise(int signum);
 
 /** Queue @p signum with an integer @p value to @p pid (sigqueue(3)). Real-time
- * signals are never merged. @return 0, -EINVAL, -EAGAIN (queue limit), -ESRCH. */
+ * signals are never merged. @return 0, MP_EINVAL, -EAGAIN (queue limit), -ESRCH. */
 int mp_signal_queue(pid_t pid, int signum, int value);
 
 MP_API_END

@@ -65,11 +65,6 @@ int mp__fd_high2(int r, int fds[2]);
 /* fopen(path, "re") through mp__fd_high; NULL with errno on failure. */
 FILE *mp__fopen_read(const char *path);
 
-/* poll() one fd for `events` until the deadline (see below); returns revents (>0),
- * 0 on timeout, -errno on error. On EINTR it runs the deferred signal handlers and
- * returns MP_EINTERRUPTED if one asked to interrupt, else resumes waiting. */
-int mp__poll1(int fd, short events, double deadline);
-
 /* ---- time ----------------------------------------------------------------------- */
 
 double mp__now(void); /* CLOCK_MONOTONIC seconds */
@@ -105,11 +100,8 @@ void mp__realtime_after(double secs, struct timespec *ts);
 
 /* ---- futex ---------------------------------------------------------------------- */
 
-/* Wait while *addr == expected, until the deadline (-1 forever). Works across
- * processes (no FUTEX_PRIVATE_FLAG). Returns 0 when woken, the value changed or a
- * signal arrived (callers re-check their condition in a loop), MP_ETIMEOUT, or
- * MP_EINTERRUPTED when a deferred signal handler asked blocking calls to stop. */
-int mp__futex_wait(_Atomic uint32_t *addr, uint32_t expected, double deadline);
+/* Waiting on a futex word: mp__iwait_futex (internal/iwait.h), which runs the deferred
+ * signal handlers and is woken by signals. */
 int mp__futex_wake(_Atomic uint32_t *addr, int n); /* wake up to n waiters */
 
 /* ---- shared-memory mutexes -------------------------------------------------------- */
@@ -120,10 +112,12 @@ int mp__robust_mutex_init(pthread_mutex_t *m);
 
 /* ---- signals ------------------------------------------------------------------ */
 
-/* Every library blocking call calls this when its wait was interrupted by a signal
- * (EINTR): it runs the pending deferred handlers on this thread (the signals module)
- * and returns MP_EINTERRUPTED if one of them asked blocking calls to stop, else 0 and
- * the caller resumes waiting with the time that is left. Weak default: returns 0. */
+/* Runs the pending deferred handlers on this thread (the signals module) and returns
+ * MP_EINTERRUPTED if one of them asked blocking calls to stop, else 0 and the caller
+ * resumes waiting with the time that is left. The interruptible waits (internal/iwait.h)
+ * call it before they sleep and after a wake-up; a call whose own system call failed
+ * with EINTR calls it too. Does nothing on a library-internal thread. Weak default:
+ * returns 0. */
 int mp__signal_dispatch_pending(void);
 
 /* ---- processes ------------------------------------------------------------------ */

@@ -51,6 +51,14 @@ bool mp__unicode_printable(uint32_t c);
  * back to mp_value_encode. Records no error (a probe; see mp__error_mute). */
 int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len);
 
+/* Decode the one value at the start of buf (no fds: a handle needing some fails) and
+ * say how many bytes it took, for hot paths that walk a list without building it. */
+int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **out);
+
+/* mp_value_decode of a value that must hold no handle (a handle is MP_EPROTO, and no
+ * kind's import runs): for records read by code that must not import objects. */
+int mp__value_decode_plain(const void *buf, size_t len, mp_value **out);
+
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);
 

@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/sigutil.h"
 #include "internal/value.h"
 #include "manager/mgr.h"
@@ -735,15 +736,9 @@ int mp_manager_server_serve_forever(mp_manager_server *s)
         struct pollfd p[3] = {{mp_listener_fileno(s->listener), POLLIN, 0},
                               {s->stop_r, POLLIN, 0},
                               {watch, POLLIN, 0}};
-        int n = poll(p, watch >= 0 ? 3 : 2, -1);
-        if (n < 0 && errno == EINTR) {
-            code = mp__signal_dispatch_pending();
-            if (code < 0)
-                break;
-            continue;
-        }
+        int n = mp__iwait_poll(p, watch >= 0 ? 3 : 2, -1);
         if (n < 0) {
-            code = mp__errno("manager: poll");
+            code = n == MP_EINTERRUPTED ? n : mp__error(n, "manager: poll");
             break;
         }
         if (p[1].revents || (watch >= 0 && p[2].revents))

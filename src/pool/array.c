@@ -27,18 +27,18 @@ static int ensure_arena(mp_pool *p, size_t need)
     if (p->arena && p->arena_size >= need)
         return 0;
     size_t size = round_up(need, ARENA_ALIGN);
-    int fd = memfd_create("multiproc-pool-arena", MFD_CLOEXEC);
+    int fd = mp__pool_fd_track(memfd_create("multiproc-pool-arena", MFD_CLOEXEC));
     if (fd < 0)
         return mp__errno("pool: memfd for the shared arena");
     if (ftruncate(fd, (off_t)size) < 0) {
         int r = mp__errno("pool: sizing the shared arena to %zu bytes", size);
-        mp__close(fd);
+        mp__pool_fd_close(fd);
         return r;
     }
     void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
         int r = mp__errno("pool: mapping the shared arena");
-        mp__close(fd);
+        mp__pool_fd_close(fd);
         return r;
     }
     pthread_mutex_lock(&p->mu);
@@ -54,7 +54,7 @@ static int ensure_arena(mp_pool *p, size_t need)
     if (old)
         munmap(old, old_size);
     if (old_fd >= 0)
-        mp__close(old_fd);
+        mp__pool_fd_close(old_fd);
     return 0;
 }
 

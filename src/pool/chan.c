@@ -74,22 +74,13 @@ int mp__rx_fill(mp__rx *rx, int sock, bool nonblock)
     int r = rx_reserve(rx, want);
     if (r < 0)
         return r;
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MP__POOL_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
     struct iovec iov = {.iov_base = rx->buf + rx->len, .iov_len = rx->cap - rx->len};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof u.buf};
-    ssize_t n;
-    do
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0));
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? -EAGAIN : -errno;
     int fds[MP__POOL_MAX_FDS];
     size_t nfds = 0;
-    mp__msg_adopt_fds(&msg, fds, MP__POOL_MAX_FDS, &nfds);
+    ssize_t n = mp__recvmsg_fds(sock, &iov, 1, fds, MP__POOL_MAX_FDS, &nfds,
+                                nonblock ? MSG_DONTWAIT : 0, NULL);
+    if (n < 0)
+        return n == -EWOULDBLOCK ? -EAGAIN : (int)n;
     rx_push_fds(rx, fds, nfds);
     if (n == 0)
         return 0;
@@ -119,9 +110,11 @@ int mp__rx_next(mp__rx *rx, mp__msg *msg)
     memcpy(msg->body, rx->buf + rx->off + sizeof h, h.len);
     rx->off += sizeof h + h.len;
     msg->nfds = h.nfds;
-    memcpy(msg->fds, rx->fds, h.nfds * sizeof(int));
-    memmove(rx->fds, rx->fds + h.nfds, (rx->nfds - h.nfds) * sizeof(int));
-    rx->nfds -= h.nfds;
+    if (h.nfds) { /* rx->fds is NULL until fds first arrive */
+        memcpy(msg->fds, rx->fds, h.nfds * sizeof(int));
+        memmove(rx->fds, rx->fds + h.nfds, (rx->nfds - h.nfds) * sizeof(int));
+        rx->nfds -= h.nfds;
+    }
     return 1;
 }
 

@@ -4,8 +4,9 @@
  * DESIGN: one thread per pool, one poll() over the eventfd (new work, close,
  * terminate, an iterator that freed window space), each worker's socket and each
  * worker's sentinel (its pidfd; the status connection under forkserver). Chunks are
- * pushed to a chosen worker (the least loaded; at most `window` chunks ahead), so the
- * parent always knows which chunks a worker holds, in the order it runs them. A worker's
+ * pushed to a chosen worker (the least loaded; at most `window` chunks ahead; queued
+ * runs of them go out in one sendmsg), so the parent always knows which chunks a worker
+ * holds, in the order it runs them. A worker's
  * death: first every result it sent is read (the socket keeps them after it died), then
  * its slot names the chunk it was running: that chunk's tasks fail with MP_EWORKERDIED
  * (MP_ETIMEOUT for the task that overran its limit), the chunks behind it go back to
@@ -14,6 +15,7 @@
  * code or syscalls that wait); workers (w[]) belong to this thread alone. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/sigutil.h"
 #include "internal/value.h"
 #include "pool/pool.h"
 
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,18 +72,54 @@ static bool has_work(mp_pool *p)
 
 /* ---- sending ------------------------------------------------------------------- */
 
+/* The first `sent` bytes of the send queue went out: drop the whole messages. */
+static void advance(worker *w, size_t sent)
+{
+    size_t done = 0;
+    while (done < w->txn && sent >= w->txq[done]->len - w->txoff) {
+        chunk *c = w->txq[done++];
+        sent -= c->len - w->txoff;
+        w->txoff = 0;
+        if (!c->job)
+            mp__chunk_free(c); /* a control message (the arena): no result comes */
+    }
+    memmove(w->txq, w->txq + done, (w->txn - done) * sizeof *w->txq);
+    w->txn -= done;
+    w->txoff += sent;
+}
+
+/* Send what the queue holds: a message with fds alone (they ride with its first byte),
+ * runs of the others in one sendmsg. Stops when the socket is full. */
 static void flush(worker *w)
 {
     while (w->txn) {
         chunk *c = w->txq[0];
-        int r = mp__chan_send_some(w->sock, c->buf, c->len, &w->txoff, c->fds, c->nfds);
-        if (r <= 0)
+        if (c->nfds && w->txoff == 0) {
+            int r = mp__chan_send_some(w->sock, c->buf, c->len, &w->txoff, c->fds, c->nfds);
+            if (r <= 0)
+                return; /* full, or the worker is gone: its sentinel will tell */
+            advance(w, 0);
+            continue;
+        }
+        struct iovec iov[64];
+        size_t k = 0;
+        iov[k++] = (struct iovec){.iov_base = c->buf + w->txoff, .iov_len = c->len - w->txoff};
+        while (k < w->txn && k < MP__ARRAY_LEN(iov) && !w->txq[k]->nfds) {
+            iov[k] = (struct iovec){.iov_base = w->txq[k]->buf, .iov_len = w->txq[k]->len};
+            k++;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = k};
+        ssize_t n = sendmsg(w->sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
             return; /* full, or the worker is gone: its sentinel will tell */
-        memmove(w->txq, w->txq + 1, (w->txn - 1) * sizeof *w->txq);
-        w->txn--;
-        w->txoff = 0;
-        if (!c->job)
-            mp__chunk_free(c); /* a control message (the arena): no result comes */
+        size_t want = 0;
+        for (size_t i = 0; i < k; i++)
+            want += iov[i].iov_len;
+        advance(w, (size_t)n);
+        if ((size_t)n < want)
+            return; /* the socket is full: POLLOUT brings us back */
     }
 }
 
@@ -104,7 +143,7 @@ static bool eligible(const mp_pool *p, const worker *w)
 static void send_arena(mp_pool *p, worker *w)
 {
     chunk *a = calloc(1, sizeof *a);
-    int fd = a ? mp__dup_cloexec(p->arena_fd, 0) : -1;
+    int fd = a ? mp__pool_fd_track(mp__dup_cloexec(p->arena_fd, 0)) : -1;
     a = fd >= 0 ? a : (free(a), NULL);
     if (a) {
         a->fds = malloc(sizeof(int));
@@ -112,7 +151,7 @@ static void send_arena(mp_pool *p, worker *w)
     }
     if (!a || !a->fds || !a->buf) {
         if (fd >= 0)
-            mp__close(fd);
+            mp__pool_fd_close(fd);
         mp__chunk_free(a);
         return; /* the range fails in the worker: outside the arena */
     }
@@ -226,13 +265,22 @@ static int take_results(chunk *c, mp__msg *m)
         return -ENOMEM;
     }
     read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed);
+    job *j = c->job;
+    size_t ok = 0;
     for (size_t k = 0; k < c->count; k++) {
         if (failed[k])
             continue;
         mp_value *v = list->u.list.items[k];
         list->u.list.items[k] = NULL; /* moved into the job */
-        mp__job_complete_item(c->job, c->first + k, v, 0, NULL);
+        if (j->ring) {
+            mp__job_complete_item(j, c->first + k, v, 0, NULL);
+        } else {
+            j->vals[c->first + k] = v;
+            ok++;
+        }
     }
+    if (ok)
+        mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
     free(failed);
     mp_value_free(list);
     return 0;
@@ -265,7 +313,7 @@ static int handle_msg(mp_pool *p, worker *w, mp__msg *m)
     w->ninflight--;
     int r = take_results(c, m);
     if (r < 0) {
-        fail_chunk(c, r, mp_last_error(), SIZE_MAX, 0, NULL);
+        fail_chunk(c, r, mp__pool_detail(), SIZE_MAX, 0, NULL);
         return r;
     }
     /* A chunk that came back quickly lets this worker hold more ahead. */
@@ -339,7 +387,7 @@ static void replace(mp_pool *p, size_t i)
         if (!any && !p->broken_code) {
             p->broken_code = r;
             snprintf(p->broken_msg, sizeof p->broken_msg, "pool: cannot start a worker: %s",
-                     mp_last_error());
+                     mp__pool_detail());
         }
         pthread_mutex_unlock(&p->mu);
     }
@@ -458,8 +506,12 @@ static void terminate_all(mp_pool *p)
     job *s = p->sources;
     p->sources = NULL;
     pthread_mutex_unlock(&p->mu);
-    for (; s; s = s->next_src)
+    while (s) {
+        job *next = s->next_src;
         mp__job_end_source(s, MP_ECLOSED, "the pool was terminated");
+        mp__job_unref(s); /* the list's reference */
+        s = next;
+    }
     mp__pool_notify();
 }
 
@@ -470,15 +522,26 @@ static void pump_sources(mp_pool *p)
     pthread_mutex_unlock(&p->mu);
     for (; s; s = s->next_src)
         mp__job_pump_source(p, s);
-    /* Drop the ones that ended (only this thread removes; submitters push in front). */
+    /* Drop the ones that ended (only this thread removes; submitters push in front).
+     * The list holds a reference of its own: a job that ended may have no other. */
+    job *ended = NULL;
     pthread_mutex_lock(&p->mu);
     for (job **pp = &p->sources; *pp;) {
-        if (atomic_load(&(*pp)->source_done))
-            *pp = (*pp)->next_src;
-        else
-            pp = &(*pp)->next_src;
+        job *j = *pp;
+        if (atomic_load(&j->source_done)) {
+            *pp = j->next_src;
+            j->next_src = ended;
+            ended = j;
+        } else {
+            pp = &j->next_src;
+        }
     }
     pthread_mutex_unlock(&p->mu);
+    while (ended) {
+        job *next = ended->next_src;
+        mp__job_unref(ended);
+        ended = next;
+    }
 }
 
 /* Closed and idle: let the workers go (end of file on their socket). */
@@ -499,9 +562,25 @@ static bool wind_down(mp_pool *p)
     return alive;
 }
 
+/* First the workers: mp_pool_new waits for this. */
+static bool start_workers(mp_pool *p)
+{
+    int r = mp__pool_start_all(p);
+    if (r < 0) {
+        p->start_code = r;
+        snprintf(p->start_msg, sizeof p->start_msg, "%s", mp__pool_detail());
+    }
+    atomic_store(&p->started, r < 0 ? -1 : 1);
+    mp__pool_notify();
+    return r == 0;
+}
+
 void *mp__pool_thread(void *arg)
 {
     mp_pool *p = arg;
+    mp__block_signals_in_thread(); /* created with every signal blocked; marks it internal */
+    if (!start_workers(p))
+        return NULL;
     struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -528,8 +607,10 @@ void *mp__pool_thread(void *arg)
                                       .events = POLLIN};
         }
         int r = poll(pf, n, timeout);
-        if (r < 0 && errno != EINTR)
+        if (r < 0 && errno != EINTR) {
+            terminate_all(p); /* cannot wait any more: fail what is left, never hang it */
             break;
+        }
         if (r <= 0)
             continue;
         if (pf[0].revents) {

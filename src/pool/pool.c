@@ -1,18 +1,19 @@
 /* The pool object: creation, workers' start and reaping, close/terminate/join/free.
  *
- * DESIGN: mp_pool_new starts every worker from the calling thread and waits for each
- * one's READY (so a failing initializer fails the creation), then starts the result
- * thread (loop.c), which from then on owns the workers: it alone starts replacements,
- * reaps, sends and reads. Other threads talk to it through p->mu (submission queue,
+ * DESIGN: mp_pool_new starts the result thread (loop.c) and waits while that thread
+ * starts every worker and waits for each one's READY (so a failing initializer fails
+ * the creation). The result thread owns the workers: it alone starts them (so it is
+ * every worker's parent thread, which PR_SET_PDEATHSIG follows: a pool created by a
+ * thread that then exits keeps its workers), replaces, reaps, sends and reads. Other threads talk to it through p->mu (submission queue,
  * state) and the eventfd p->wake_fd. Lock order: p->mu, then nothing (the result thread
  * never calls user code while holding it). */
 #define _GNU_SOURCE
 #include "internal/common.h"
-#include "internal/sigutil.h"
 #include "multiproc/signals.h"
 #include "pool/pool.h"
 #include "process/proc.h"
 
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,11 +40,15 @@ int mp__pool_start_worker(mp_pool *p, size_t i)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return mp__errno("pool: socketpair for a worker");
+    mp__pool_fd_track(sv[0]);
+    mp__pool_fd_track(sv[1]);
     mp__worker_ctl ctl = {.sock = sv[1], .slots_fd = p->slots_fd};
     mp_value *loc = p->initloc ? mp_value_bytes(p->initloc, p->initloc_len) : mp_value_nil();
-    mp_value *args = mp_value_pack("[h i i i f o O]", &mp__pool_worker_kind, &ctl, (int)i,
+    const char *method = mp_context_method(p->ctx);
+    int parent = method && strcmp(method, "forkserver") == 0 ? 0 : (int)getpid();
+    mp_value *args = mp_value_pack("[h i i i f o O i]", &mp__pool_worker_kind, &ctl, (int)i,
                                    p->processes, (int)p->maxtasks, p->time_limit, loc,
-                                   p->initargs);
+                                   p->initargs, parent);
     int r = args ? 0 : mp_last_error_code();
     mp_process *proc = NULL;
     if (r == 0) {
@@ -56,10 +61,10 @@ int mp__pool_start_worker(mp_pool *p, size_t i)
     if (r == 0)
         r = mp_process_start(proc);
     mp_value_free(args);
-    mp__close(sv[1]);
+    mp__pool_fd_close(sv[1]);
     if (r < 0) {
         mp_process_free(proc);
-        mp__close(sv[0]);
+        mp__pool_fd_close(sv[0]);
         return r;
     }
     mp__set_nonblock(sv[0], true);
@@ -83,7 +88,7 @@ void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode)
         mp_process_free(w->proc);
     }
     if (w->sock >= 0)
-        mp__close(w->sock);
+        mp__pool_fd_close(w->sock);
     mp__rx_free(&w->rx);
     w->proc = NULL;
     w->sock = -1;
@@ -100,7 +105,15 @@ void mp__pool_describe_exit(int code, char *buf, size_t cap)
     }
 }
 
-int mp__pool_await_ready(mp_pool *p, size_t i)
+static bool terminating(mp_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool t = p->state == 2;
+    pthread_mutex_unlock(&p->mu);
+    return t;
+}
+
+static int await_ready(mp_pool *p, size_t i)
 {
     worker *w = &p->w[i];
     for (;;) {
@@ -124,15 +137,14 @@ int mp__pool_await_ready(mp_pool *p, size_t i)
             mp__msg_clear(&m);
             return r;
         }
-        struct pollfd pf[2] = {{.fd = w->sock, .events = POLLIN},
-                               {.fd = mp_process_sentinel(w->proc), .events = POLLIN}};
-        int pr = poll(pf, 2, -1);
-        if (pr < 0 && errno == EINTR) {
-            int d = mp__signal_dispatch_pending();
-            if (d < 0)
-                return d;
+        struct pollfd pf[3] = {{.fd = w->sock, .events = POLLIN},
+                               {.fd = mp_process_sentinel(w->proc), .events = POLLIN},
+                               {.fd = p->wake_fd, .events = POLLIN}};
+        int pr = poll(pf, 3, -1);
+        if (pr < 0 && errno == EINTR)
             continue;
-        }
+        if (pf[2].revents && terminating(p))
+            return mp__error(MP_EINTERRUPTED, "pool creation was interrupted");
         if (pf[0].revents) {
             int f = mp__rx_fill(&w->rx, w->sock, true);
             if (f == 1 || f == -EAGAIN)
@@ -154,6 +166,16 @@ int mp__pool_await_ready(mp_pool *p, size_t i)
     }
 }
 
+int mp__pool_start_all(mp_pool *p)
+{
+    int r = 0;
+    for (int i = 0; r == 0 && i < p->processes; i++)
+        r = mp__pool_start_worker(p, (size_t)i);
+    for (int i = 0; r == 0 && i < p->processes; i++)
+        r = await_ready(p, (size_t)i);
+    return r;
+}
+
 static int setup(mp_pool *p, const mp_pool_opts *o)
 {
     p->processes = o->processes > 0 ? o->processes : mp_cpu_count();
@@ -161,12 +183,13 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
     p->maxtasks = o->maxtasksperchild;
     p->ctx = o->ctx;
     p->prefix = worker_prefix(o->ctx);
-    p->time_limit = o->task_time_limit;
+    p->time_limit = o->task_time_limit > 0 ? o->task_time_limit : 0; /* <0, 0: none */
     p->slots_fd = p->wake_fd = p->arena_fd = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->array_mu, NULL);
-    if (o->task_time_limit < 0 || o->processes < 0)
-        return mp__error(MP_EINVAL, "pool: processes and task_time_limit must not be negative");
+    if (isnan(o->task_time_limit) || o->processes < 0)
+        return mp__error(MP_EINVAL, "pool: processes must not be negative, task_time_limit "
+                                    "not NaN");
     if (o->initializer) {
         int r = mp__fn_locate((void (*)(void))(void *)o->initializer, &p->initloc,
                               &p->initloc_len);
@@ -180,7 +203,7 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
     for (int i = 0; i < p->processes; i++)
         p->w[i].sock = -1;
     size_t sz = (size_t)p->processes * sizeof(mp__slot);
-    p->slots_fd = memfd_create("multiproc-pool-slots", MFD_CLOEXEC);
+    p->slots_fd = mp__pool_fd_track(memfd_create("multiproc-pool-slots", MFD_CLOEXEC));
     if (p->slots_fd < 0 || ftruncate(p->slots_fd, (off_t)sz) < 0)
         return mp__errno("pool: shared slots");
     p->slots = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, p->slots_fd, 0);
@@ -188,7 +211,7 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
         p->slots = NULL;
         return mp__errno("pool: mapping shared slots");
     }
-    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->wake_fd = mp__pool_fd_track(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (p->wake_fd < 0)
         return mp__errno("pool: eventfd");
     return 0;
@@ -213,18 +236,39 @@ static void destroy(mp_pool *p)
     if (p->slots)
         munmap(p->slots, (size_t)p->processes * sizeof(mp__slot));
     if (p->slots_fd >= 0)
-        mp__close(p->slots_fd);
+        mp__pool_fd_close(p->slots_fd);
     if (p->wake_fd >= 0)
-        mp__close(p->wake_fd);
+        mp__pool_fd_close(p->wake_fd);
     if (p->arena)
         munmap(p->arena, p->arena_size);
     if (p->arena_fd >= 0)
-        mp__close(p->arena_fd);
+        mp__pool_fd_close(p->arena_fd);
     mp_value_free(p->initargs);
     free(p->initloc);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->array_mu);
     free(p);
+}
+
+static bool started(void *arg) { return atomic_load(&((mp_pool *)arg)->started) != 0; }
+
+/* Wait for the result thread to start the workers. A signal handler that interrupts
+ * the wait stops the creation (the thread gives up, the caller gets its code). */
+static int await_started(mp_pool *p)
+{
+    int r = mp__pool_wait_until(started, p, -1);
+    if (r < 0) {
+        pthread_mutex_lock(&p->mu);
+        p->state = 2;
+        pthread_mutex_unlock(&p->mu);
+        mp__pool_wake(p);
+        while (mp__pool_wait_until(started, p, -1) < 0)
+            ;
+        return r;
+    }
+    if (atomic_load(&p->started) > 0)
+        return 0;
+    return mp__error(p->start_code, "%s", p->start_msg);
 }
 
 mp_pool *mp_pool_new(const mp_pool_opts *opts)
@@ -235,10 +279,6 @@ mp_pool *mp_pool_new(const mp_pool_opts *opts)
     if (!p)
         return NULL;
     int r = setup(p, o);
-    for (int i = 0; r == 0 && i < p->processes; i++)
-        r = mp__pool_start_worker(p, (size_t)i);
-    for (int i = 0; r == 0 && i < p->processes; i++)
-        r = mp__pool_await_ready(p, (size_t)i);
     if (r == 0) {
         /* The result thread takes no signals: deferred handlers run in the user's
          * threads, in their blocking calls. */
@@ -252,9 +292,13 @@ mp_pool *mp_pool_new(const mp_pool_opts *opts)
         else
             p->thread_started = true;
     }
+    if (r == 0)
+        r = await_started(p);
     if (r < 0) {
         char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__pool_detail());
+        if (p->thread_started)
+            pthread_join(p->thread, NULL);
         destroy(p);
         mp__error(r, "%s", msg);
         return NULL;

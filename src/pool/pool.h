@@ -5,7 +5,8 @@
  *   src/pool/loop.c    the result thread: dispatch, results, deaths, time limits
  *   src/pool/submit.c  apply/map/starmap/imap: jobs and chunks
  *   src/pool/result.c  waiting on results and iterators
- *   src/pool/array.c   mp_pool_map_array through the shared arena */
+ *   src/pool/array.c   mp_pool_map_array through the shared arena
+ *   src/pool/fdset.c   the parent's pool fds, which a forked worker closes */
 #ifndef MP_POOL_POOL_H
 #define MP_POOL_POOL_H
 
@@ -100,7 +101,8 @@ typedef struct mp__worker_ctl {
     int sock, slots_fd;
 } mp__worker_ctl;
 /* Process target of every worker. args: [ctl handle, position, nslots, maxtasks,
- * time limit, initializer location (bytes or nil), initargs]. */
+ * time limit, initializer location (bytes or nil), initargs, the pid its parent has
+ * (0 under forkserver)]. */
 int mp__pool_worker_main(mp_value *args);
 
 /* Function locations on the wire: u16 path len, path, u16 sym len, sym, u64 offset. */
@@ -109,6 +111,17 @@ int mp__fn_locate(void (*fn)(void), char **buf, size_t *len);
 void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
 /* Resolve in the worker (cached). */
 int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used);
+
+/* This thread's last error message without its "NAME: description: " prefix (which
+ * mp__error adds again when the message is raised anew); "" when it has no detail. */
+const char *mp__pool_detail(void);
+
+/* ---- the parent's pool fds (fdset.c) ----------------------------------------------- */
+/* Mark fd as the pool's (returns fd); mp__pool_fd_close unmarks and closes it. */
+int mp__pool_fd_track(int fd);
+void mp__pool_fd_close(int fd);
+/* In a forked worker: close every marked fd except keep1 and keep2; clear the marks. */
+void mp__pool_fd_close_inherited(int keep1, int keep2);
 
 /* ---- parent side --------------------------------------------------------------- */
 typedef struct job job;
@@ -127,11 +140,17 @@ enum job_kind { JOB_APPLY, JOB_MAP, JOB_IMAP, JOB_IMAP_UNORDERED, JOB_ARRAY };
 struct job {
     mp_pool *pool;
     enum job_kind kind;
-    _Atomic int refs;     /* the user's handle + the pool while work is outstanding */
+    _Atomic int refs;     /* the user's handle + the pool while work is outstanding
+                             (+ the pool's list of sources while it reads one) */
     _Atomic int done;     /* every item completed (results written before) */
     size_t n;             /* items (for a source: known when it ends) */
     _Atomic size_t completed;
-    item *items;          /* n items, or a ring of cap (iterators) */
+    item *items;          /* iterators: a ring of cap items */
+    /* apply, map, map_array: item i's value (the map's result list takes this array
+     * over), and its failure, if any (codes/msgs allocated at the first failure) */
+    mp_value **vals;
+    int *codes;
+    char **msgs;
     size_t cap;
     bool ring;
     /* iterators */
@@ -157,7 +176,6 @@ struct job {
     _Atomic int abandoned; /* the iterator was freed: read no more */
     _Atomic int stalled; /* the source waits for the consumer (window full) */
     int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
-    bool items_moved; /* item values belong to value (apply/map) */
     job *next_src;   /* pool's list of source-fed jobs */
     /* typed path */
     int array_code;
@@ -225,6 +243,9 @@ struct mp_pool {
     int wake_fd; /* eventfd */
     pthread_t thread;
     bool thread_started;
+    _Atomic int started; /* the result thread started the workers: 1 ok, -1 failed */
+    int start_code;      /* then (written before started) */
+    char start_msg[1024];
     _Atomic int thread_done;
     bool joined;
 
@@ -245,10 +266,11 @@ int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline);
 /* Result thread (loop.c). */
 void *mp__pool_thread(void *arg);
 void mp__pool_wake(mp_pool *p);
-/* Start the worker at position i (pool thread or mp_pool_new). */
+/* Start the worker at position i (the result thread: a worker's parent is the thread
+ * that forked it, for PR_SET_PDEATHSIG). */
 int mp__pool_start_worker(mp_pool *p, size_t i);
-/* Wait (blocking) for worker i's READY; in mp_pool_new. */
-int mp__pool_await_ready(mp_pool *p, size_t i);
+/* Start every worker and wait for each one's READY (the result thread, first). */
+int mp__pool_start_all(mp_pool *p);
 /* Reap worker i's process (it exited or was killed) and free its state. */
 void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode);
 
@@ -272,6 +294,9 @@ struct mp_pool_iter {
 void mp__pool_describe_exit(int code, char *buf, size_t cap);
 /* Record item idx's outcome (pool thread); completes the job when all are in. */
 void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg);
+/* Apply/map: items [first, first+count) of vals were set (NULL where the item failed
+ * and was recorded with mp__job_complete_item): count the ok ones in at once. */
+void mp__job_complete_vals(job *j, size_t ok);
 /* Read more of a source-fed job while its window allows (pool thread). */
 void mp__job_pump_source(mp_pool *p, job *j);
 /* The source ended (code 0) or failed/was cut off (code < 0): n is what was read. */

@@ -64,9 +64,13 @@ int mp_pool_result_item(const mp_pool_result *r, size_t i, const mp_value **out)
         return mp__error(MP_ESTATE, "the result is not ready");
     if (i >= j->n || j->kind == JOB_ARRAY)
         return mp__error(MP_ERANGE, "pool: item %zu of a call of %zu", i, j->n);
-    if (j->items[i].code)
-        return mp__error(j->items[i].code, "%s", j->items[i].msg ? j->items[i].msg : "");
-    *out = j->items[i].v;
+    if (j->codes && j->codes[i])
+        return mp__error(j->codes[i], "%s", j->msgs[i] ? j->msgs[i] : "");
+    /* A map's values live in its result list now; apply's single one is the value. */
+    const mp_value *lst = j->kind == JOB_MAP ? j->value : NULL;
+    *out = lst ? mp_value_list_get(lst, i) : j->kind == JOB_APPLY ? j->value : NULL;
+    if (!*out && j->kind != JOB_APPLY)
+        return mp__error(-ENOMEM, "pool: the map's result list could not be built");
     return 0;
 }
 

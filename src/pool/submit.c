@@ -3,15 +3,19 @@
  * DESIGN: a submitting thread (any thread) encodes its chunks itself, then appends
  * them to p->pending under p->mu and wakes the result thread; chunk ids are given
  * under the same lock. Completion (mp__job_complete_item, job_finish) runs on the
- * result thread alone: it writes an item, then publishes it (item state, the job's
- * done flag: release stores), then bumps mp__pool_seq so that waiters re-check. A job
- * is freed when both the user's handle and the pool's reference are gone. */
+ * result thread alone: it writes an item (apply/map: into the job's array of values,
+ * which becomes the map's result list, failures apart; iterators: a ring slot), then
+ * publishes it (the slot's state, the job's done flag: release stores), then bumps
+ * mp__pool_seq so that waiters re-check. A job is freed when the user's handle, the
+ * pool's reference and (for a source-fed job) the pool's list of sources are gone. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/value.h"
 #include "pool/pool.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +44,7 @@ int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline)
         }
         int r = deadline >= 0 && mp__left(deadline) <= 0
                     ? MP_ETIMEOUT
-                    : mp__futex_wait(&mp__pool_seq, s, deadline);
+                    : mp__iwait_futex(&mp__pool_seq, s, deadline);
         atomic_fetch_sub(&waiters, 1);
         if (r == MP_ETIMEOUT && done(arg))
             return 0;
@@ -56,8 +60,11 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
     job *j = mp__calloc(1, sizeof *j);
     if (!j)
         return NULL;
-    j->items = mp__calloc(cap ? cap : 1, sizeof *j->items);
-    if (!j->items) {
+    if (ring)
+        j->items = mp__calloc(cap ? cap : 1, sizeof *j->items);
+    else
+        j->vals = mp__calloc(n ? n : 1, sizeof *j->vals);
+    if (!j->items && !j->vals) {
         free(j);
         return NULL;
     }
@@ -73,19 +80,26 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
 
 static void job_free(job *j)
 {
-    for (size_t i = 0; i < (j->cap ? j->cap : 1); i++) {
-        if (!j->items_moved && atomic_load(&j->items[i].state) == 1)
+    for (size_t i = 0; j->items && i < (j->cap ? j->cap : 1); i++) {
+        if (atomic_load(&j->items[i].state) == 1)
             mp_value_free(j->items[i].v);
         free(j->items[i].msg);
     }
     free(j->items);
+    for (size_t i = 0; j->vals && i < j->n; i++)
+        mp_value_free(j->vals[i]);
+    free(j->vals);
+    for (size_t i = 0; j->msgs && i < j->n; i++)
+        free(j->msgs[i]);
+    free(j->msgs);
+    free(j->codes);
     mp_value_free(j->value);
     free(j->fnloc);
     free(j->fn_name);
     free(j->first_msg);
     free(j->source_msg);
     if (j->wake_fd >= 0)
-        mp__close(j->wake_fd);
+        mp__pool_fd_close(j->wake_fd);
     free(j);
 }
 
@@ -99,27 +113,27 @@ void mp__job_unref(job *j)
 static void build_value(job *j)
 {
     if (j->kind == JOB_APPLY) {
-        j->value = j->items[0].v;
-        j->items_moved = true;
+        j->value = j->vals[0];
+        j->vals[0] = NULL;
     } else if (j->kind == JOB_MAP) {
+        /* The list takes the vals array over (failed items hold nil). */
         mp_value *list = mp_value_list();
-        mp_value **a = list ? malloc((j->n ? j->n : 1) * sizeof *a) : NULL;
-        if (!a) {
-            mp_value_free(list);
+        for (size_t i = 0; list && i < j->n; i++)
+            if (!j->vals[i] && !(j->vals[i] = mp_value_nil())) {
+                mp_value_free(list);
+                list = NULL;
+            }
+        if (!list) {
             if (!j->first_code) {
                 j->first_code = -ENOMEM;
                 j->first_msg = strdup("pool: out of memory building the map's result");
             }
             return;
         }
-        for (size_t i = 0; i < j->n; i++) {
-            a[i] = j->items[i].v ? j->items[i].v : mp_value_nil();
-            j->items[i].v = a[i];
-        }
-        list->u.list.items = a;
+        list->u.list.items = j->vals;
         list->u.list.len = list->u.list.cap = j->n;
+        j->vals = NULL;
         j->value = list;
-        j->items_moved = true;
     }
 }
 
@@ -147,12 +161,50 @@ static bool job_all_in(job *j)
     return done == j->n;
 }
 
+/* A failure of apply/map/map_array item idx: its code and message. */
+static void record_failure(job *j, size_t idx, int code, const char *msg)
+{
+    if (!j->codes) {
+        j->codes = calloc(j->n ? j->n : 1, sizeof *j->codes);
+        j->msgs = calloc(j->n ? j->n : 1, sizeof *j->msgs);
+    }
+    if (!j->codes || !j->msgs)
+        return; /* the first failure (below) is still reported */
+    j->codes[idx] = code;
+    free(j->msgs[idx]);
+    j->msgs[idx] = strdup(msg && msg[0] ? msg : mp_strerror(code));
+}
+
+static void note_first(job *j, size_t idx, int code, const char *msg)
+{
+    if (code < 0 && (!j->first_code || idx < j->first_index)) {
+        j->first_code = code;
+        j->first_index = idx;
+        free(j->first_msg);
+        j->first_msg = strdup(msg && msg[0] ? msg : mp_strerror(code));
+    }
+}
+
+void mp__job_complete_vals(job *j, size_t ok)
+{
+    atomic_fetch_add(&j->completed, ok);
+    if (ok && job_all_in(j))
+        job_finish(j);
+}
+
 void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg)
 {
+    if (!j->ring) {
+        j->vals[idx] = v;
+        if (code) {
+            record_failure(j, idx, code, msg);
+            note_first(j, idx, code, msg);
+        }
+        mp__job_complete_vals(j, 1);
+        return;
+    }
     item *it;
-    if (!j->ring)
-        it = &j->items[idx];
-    else if (j->kind == JOB_IMAP_UNORDERED)
+    if (j->kind == JOB_IMAP_UNORDERED)
         it = &j->items[atomic_fetch_add(&j->ring_filled, 1) % j->cap];
     else
         it = &j->items[idx % j->cap];
@@ -161,12 +213,7 @@ void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char
     it->code = code;
     free(it->msg);
     it->msg = code ? strdup(msg && msg[0] ? msg : mp_strerror(code)) : NULL;
-    if (code < 0 && (!j->first_code || idx < j->first_index)) {
-        j->first_code = code;
-        j->first_index = idx;
-        free(j->first_msg);
-        j->first_msg = strdup(it->msg ? it->msg : "");
-    }
+    note_first(j, idx, code, msg);
     atomic_store_explicit(&it->state, 1, memory_order_release);
     atomic_fetch_add(&j->completed, 1);
     if (job_all_in(j))
@@ -196,7 +243,7 @@ void mp__chunk_free(chunk *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->nfds; i++)
-        mp__close(c->fds[i]);
+        mp__pool_fd_close(c->fds[i]);
     free(c->fds);
     free(c->buf);
     free(c);
@@ -274,7 +321,7 @@ static int encode_handles(growbuf *g, mp_value *const *args, size_t count, chunk
         if (nfds && !c->fds)
             r = -ENOMEM;
         for (size_t i = 0; r == 0 && i < nfds; i++) {
-            int d = mp__dup_cloexec(fds[i], 0);
+            int d = mp__pool_fd_track(mp__dup_cloexec(fds[i], 0));
             if (d < 0) {
                 r = mp__errno("pool: dup of a handle's fd");
                 break;
@@ -311,7 +358,7 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     if (r < 0) {
         free(g.b);
         mp__chunk_free(c);
-        mp__error(r, "pool: encoding task arguments: %s", mp_last_error());
+        mp__error(r, "pool: encoding task arguments: %s", mp__pool_detail());
         return NULL;
     }
     mp__msg_hdr h = {.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
@@ -326,10 +373,15 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
 {
     pthread_mutex_lock(&p->mu);
     int r = 0;
-    if (p->state == 2 || (p->state == 1 && !internal))
+    if (p->state == 2 && internal)
+        r = mp__error(MP_ECLOSED, "the pool was terminated");
+    else if (p->state == 2 || (p->state == 1 && !internal))
         r = mp__error(MP_ESTATE, "Pool not running");
     else if (p->broken_code)
         r = mp__error(p->broken_code, "%s", p->broken_msg);
+    /* Chunks already waiting: the result thread was woken for them, or holds them until
+     * a worker has room, which a worker's result will tell it; no need to wake it. */
+    bool wake = !p->pending;
     if (r == 0) {
         for (chunk *c = first; c; c = c->next) {
             c->id = ++p->next_id;
@@ -345,7 +397,7 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
         p->pending_tail = last;
     }
     pthread_mutex_unlock(&p->mu);
-    if (r == 0)
+    if (r == 0 && wake)
         mp__pool_wake(p);
     return r;
 }
@@ -423,6 +475,10 @@ static job *start_job(mp_pool *p, enum job_kind kind, void (*fn)(void), const mp
 {
     if (check_pool(p, (void *)fn) < 0)
         return NULL;
+    if (opts && isnan(opts->task_time_limit)) {
+        mp__error(MP_EINVAL, "pool: task_time_limit is NaN");
+        return NULL;
+    }
     mp_value *const *args;
     size_t n;
     const mp_value *one = items ? items : NULL;
@@ -455,7 +511,9 @@ static job *start_job(mp_pool *p, enum job_kind kind, void (*fn)(void), const mp
     }
     if (opts)
         j->opts = *opts;
-    j->time_limit = opts && opts->task_time_limit > 0 ? opts->task_time_limit : p->time_limit;
+    /* 0: the pool's limit; negative: none for this call (MP_NO_LIMIT). */
+    double tl = opts ? opts->task_time_limit : 0;
+    j->time_limit = tl > 0 ? tl : tl < 0 ? 0 : p->time_limit;
     size_t cs = chunksize ? chunksize : ring ? 1 : default_chunksize(p, n);
     int r = prepare_fn(j, fn);
     if (r == 0 && n == 0) {
@@ -515,12 +573,7 @@ static int finish_sync(job *j, mp_value **out)
     const mp_value *v = NULL;
     int r = mp_pool_result_get(&res, -1, &v);
     if (r == 0) {
-        if (j->kind == JOB_APPLY) {
-            j->items_moved = true;
-            *out = j->value;
-        } else {
-            *out = j->value;
-        }
+        *out = j->value;
         j->value = NULL;
     }
     mp__job_unref(j);
@@ -605,13 +658,14 @@ mp_pool_iter *mp_pool_imap_source(mp_pool *p, mp_task_fn fn, mp_pool_source_fn s
     j->source_ud = userdata;
     j->chunksize = cs;
     j->time_limit = p->time_limit;
-    j->wake_fd = mp__dup_cloexec(p->wake_fd, 0);
+    j->wake_fd = mp__pool_fd_track(mp__dup_cloexec(p->wake_fd, 0));
     int r = j->wake_fd < 0 ? mp__errno("pool: dup") : prepare_fn(j, (void (*)(void))(void *)fn);
     if (r == 0) {
         pthread_mutex_lock(&p->mu);
         if (p->state)
             r = mp__error(MP_ESTATE, "Pool not running");
         else {
+            atomic_fetch_add(&j->refs, 1); /* the pool's list of sources */
             j->next_src = p->sources;
             p->sources = j;
         }
@@ -654,7 +708,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
         char msg[512] = "";
         if (r < 0)
             snprintf(msg, sizeof msg, "imap input failed: %s",
-                     mp_last_error_code() == r ? mp_last_error() : mp_strerror(r));
+                     mp_last_error_code() == r ? mp__pool_detail() : mp_strerror(r));
         if (k) {
             chunk *c = mp__chunk_build(p, j, buf, j->read, k);
             for (size_t i = 0; i < k; i++)
@@ -662,7 +716,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
             int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
             if (e < 0) {
                 mp__chunk_free(c);
-                mp__job_end_source(j, e, mp_last_error());
+                mp__job_end_source(j, e, mp__pool_detail());
                 break;
             }
             j->read += k;

@@ -2,18 +2,26 @@
  *
  * DESIGN: one thread. It runs the initializer, says READY, then reads messages from its
  * socket in order and answers each chunk with one RESULT message, in the order the
- * chunks came. Before a chunk starts it writes the chunk's id (and, with a time limit,
+ * chunks came, sent as soon as the chunk ends (a result held back would die with the
+ * worker if a later task crashed it). A chunk streams: each argument is decoded when
+ * its task starts and each result encoded and freed when it ends. Before a chunk starts it writes the chunk's id (and, with a time limit,
  * the index and start time of each task) into its slot in the shared slots mapping, so
  * the parent knows exactly what it was running if it dies. End of file on the socket
  * (the parent closed its end, or died) makes it exit 0; so does reaching
- * maxtasksperchild after sending the last result. */
+ * maxtasksperchild after sending the last result. Under fork it first closes the
+ * parent's pool fds it inherited (fdset.c), else the parent's end of its own socket
+ * (and of the workers started before it) would keep that EOF from ever coming; and
+ * it asks for SIGKILL when its parent dies (PR_SET_PDEATHSIG, fork and spawn, where
+ * the parent is the pool's result thread), the backstop for fds it could not know. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "internal/value.h"
 #include "pool/pool.h"
 #include "process/proc.h"
 
 #include <link.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -88,6 +96,19 @@ int mp_task_fail(int code, const char *fmt, ...)
     return mp__error(code, "%s", buf);
 }
 
+const char *mp__pool_detail(void)
+{
+    int code = mp_last_error_code();
+    const char *m = mp_last_error();
+    const char *name = mp_errname(code), *desc = mp_strerror(code);
+    size_t nl = strlen(name), dl = strlen(desc);
+    if (strncmp(m, name, nl) != 0 || strncmp(m + nl, ": ", 2) != 0 ||
+        strncmp(m + nl + 2, desc, dl) != 0)
+        return m;
+    m += nl + 2 + dl;
+    return strncmp(m, ": ", 2) == 0 ? m + 2 : m;
+}
+
 /* ---- the worker's state ---------------------------------------------------------- */
 
 typedef struct wstate {
@@ -109,13 +130,13 @@ static uint64_t now_ns(void)
 /* "message (task f in ForkPoolWorker-1, pid 42)" */
 static char *fail_text(int code, const char *fn_name)
 {
-    const char *m = mp_last_error_code() == code && mp_last_error()[0] ? mp_last_error()
-                                                                       : mp_strerror(code);
+    const char *m = mp_last_error_code() == code ? mp__pool_detail() : "";
     char *s = NULL;
-    if (asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name, mp_current_process_name(),
-                 (int)getpid()) < 0)
-        return NULL;
-    return s;
+    int n = m[0] ? asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name,
+                            mp_current_process_name(), (int)getpid())
+                 : asprintf(&s, "task %s failed in %s, pid %d", fn_name,
+                            mp_current_process_name(), (int)getpid());
+    return n < 0 ? NULL : s;
 }
 
 typedef struct errbuf {
@@ -153,6 +174,22 @@ void mp__fn_label(const char *loc, size_t len, char *out, size_t cap)
         memcpy(&sl, loc + 2 + pl, 2);
         if (sl && len >= 4u + pl + sl) {
             snprintf(out, cap, "%.*s", (int)sl, loc + 4 + pl);
+            return;
+        }
+        if (!sl && len >= 12u + pl) {
+            /* No symbol (a program linked without -rdynamic): object+offset. */
+            uint64_t off;
+            memcpy(&off, loc + 4 + pl, 8);
+            const char *path = loc + 2, *base = path;
+            for (size_t i = 0; i < pl; i++)
+                if (path[i] == '/')
+                    base = path + i + 1;
+            if (base == path + pl) /* the main program */
+                snprintf(out, cap, "%s+0x%llx", program_invocation_short_name,
+                         (unsigned long long)off);
+            else
+                snprintf(out, cap, "%.*s+0x%llx", (int)(path + pl - base), base,
+                         (unsigned long long)off);
             return;
         }
     }
@@ -201,65 +238,189 @@ static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, err
     return r;
 }
 
+/* ---- a chunk's arguments and results, one at a time --------------------------------- */
+
+/* The arguments: decoded from the message one by one as the tasks need them (the
+ * common case, no fds: no list of the whole chunk is ever built), or taken from the
+ * decoded list when fds came with them (handles). */
+typedef struct argsrc {
+    mp_value *list;
+    const char *p, *end;
+} argsrc;
+
+static int args_open(argsrc *a, mp__msg *m, size_t used, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)m->body + used, *end = (const uint8_t *)m->body + m->h.len;
+    size_t count = SIZE_MAX;
+    if (m->nfds) {
+        int r = mp_value_decode(p, (size_t)(end - p), m->fds, m->nfds, &a->list);
+        m->nfds = 0; /* adopted */
+        if (r < 0)
+            return r;
+        count = a->list->type == MP_LIST ? a->list->u.list.len : SIZE_MAX;
+    } else if (end - p >= 1 && p[0] >= 0x90 && p[0] <= 0x9f) {
+        count = p[0] & 0x0fu;
+        p += 1;
+    } else if (end - p >= 3 && p[0] == 0xdc) {
+        count = (size_t)p[1] << 8 | p[2];
+        p += 3;
+    } else if (end - p >= 5 && p[0] == 0xdd) {
+        count = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+        p += 5;
+    }
+    if (count != n)
+        return mp__error(MP_EPROTO, "pool: a chunk of %zu tasks held something else", n);
+    a->p = (const char *)p;
+    a->end = (const char *)end;
+    return 0;
+}
+
+/* Argument k: borrowed from the list, or decoded (then *owned, free it after). */
+static int args_next(argsrc *a, size_t k, mp_value **arg, bool *owned)
+{
+    if (a->list) {
+        *arg = a->list->u.list.items[k];
+        *owned = false;
+        return 0;
+    }
+    size_t used = 0;
+    int r = mp__value_decode_next(a->p, (size_t)(a->end - a->p), &used, arg);
+    if (r < 0)
+        return r;
+    a->p += used;
+    *owned = true;
+    return 0;
+}
+
+/* The results: encoded as they come, each value freed at once (its memory is reused by
+ * the next), under a MessagePack array header for all n. A result holding handles needs
+ * the fds: from then on they are kept as a list, encoded with the fds at the end. */
+typedef struct results {
+    mp__buf enc;
+    size_t count;
+    mp_value *list;
+} results;
+
+static int results_open(results *rs, size_t n)
+{
+    uint8_t h[5] = {0xdd, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    return mp__buf_append(&rs->enc, h, sizeof h);
+}
+
+/* Switch to a list: the results so far, decoded back. */
+static int results_to_list(results *rs)
+{
+    uint32_t be = __builtin_bswap32((uint32_t)rs->count);
+    memcpy(rs->enc.data + 1, &be, 4);
+    int r = mp_value_decode(rs->enc.data, rs->enc.len, NULL, 0, &rs->list);
+    mp__buf_free(&rs->enc);
+    return r;
+}
+
+static int results_add(results *rs, mp_value *v)
+{
+    while (!rs->list) {
+        size_t n = 0;
+        int r = mp__buf_reserve(&rs->enc, 64);
+        if (r == 0)
+            r = mp__value_encode_into(v, rs->enc.data + rs->enc.len, rs->enc.cap - rs->enc.len - 1,
+                                      &n);
+        if (r == 0) {
+            rs->enc.len += n;
+            rs->count++;
+            mp_value_free(v);
+            return 0;
+        }
+        if (r == MP_ETOOSHORT) {
+            if ((r = mp__buf_reserve(&rs->enc, rs->enc.cap)) < 0)
+                break;
+            continue;
+        }
+        if ((r = results_to_list(rs)) < 0) /* handles (or an error encode reports) */
+            break;
+    }
+    if (!rs->list) {
+        mp_value_free(v);
+        return -ENOMEM;
+    }
+    rs->count++;
+    return mp_value_list_append(rs->list, v);
+}
+
+static int send_encoded(wstate *ws, uint64_t id, results *rs, errbuf *e)
+{
+    size_t elen = rs->enc.len;
+    if (e->len && mp__buf_append(&rs->enc, e->b, e->len) < 0)
+        return -ENOMEM;
+    mp__msg_hdr h = {.type = MSG_RESULT, .len = rs->enc.len, .id = id, .arg = elen};
+    int r = mp__chan_send(ws->sock, &h, rs->enc.data, NULL);
+    mp__buf_free(&rs->enc);
+    return r;
+}
+
+static void run_tasks(wstate *ws, mp__msg *m, mp_task_fn fn, argsrc *a, size_t n,
+                      const char *label, results *rs, errbuf *e)
+{
+    atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
+    atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
+    bool timed = ws->timed || (m->h.type & MSG_TIMED);
+    for (size_t k = 0; k < n; k++) {
+        if (timed && k) {
+            atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
+            atomic_store_explicit(&ws->slot->item, k, memory_order_release);
+        }
+        mp_value *arg = NULL, *res = NULL;
+        bool owned = false;
+        mp_clear_error();
+        int rc = args_next(a, k, &arg, &owned);
+        if (rc == 0)
+            rc = fn(arg, &res);
+        if (owned)
+            mp_value_free(arg);
+        if (rc < 0) {
+            mp_value_free(res);
+            res = NULL;
+            char *t = fail_text(rc, label);
+            err_add(e, (uint32_t)k, rc, t);
+            free(t);
+        }
+        results_add(rs, res ? res : mp_value_nil());
+    }
+}
+
 static int run_chunk(wstate *ws, mp__msg *m)
 {
-    uint16_t ll;
-    if (m->h.len < 2)
-        return MP_EPROTO;
-    memcpy(&ll, m->body, 2);
     void (*fnp)(void) = NULL;
     size_t used = 0;
     int r = mp__fn_resolve(m->body, m->h.len, &fnp, &used);
     char label[256];
     mp__fn_label(m->body, m->h.len, label, sizeof label);
-    mp_value *args = NULL;
     size_t n = (size_t)m->h.arg;
     errbuf e = {0};
-    if (r == 0) {
-        r = mp_value_decode(m->body + used, m->h.len - used, m->fds, m->nfds, &args);
-        m->nfds = 0; /* adopted */
-        if (r == 0 && (args->type != MP_LIST || args->u.list.len != n))
-            r = mp__error(MP_EPROTO, "pool: a chunk of %zu tasks held %zu", n,
-                          mp_value_len(args));
-    }
-    mp_value *results = mp_value_list();
-    if (!results) {
-        mp_value_free(args);
+    argsrc a = {0};
+    results rs = {0};
+    if (r == 0)
+        r = args_open(&a, m, used, n);
+    if (results_open(&rs, n) < 0) {
+        mp_value_free(a.list);
         return -ENOMEM;
     }
     if (r < 0) {
         char *t = fail_text(r, label);
         for (size_t k = 0; k < n; k++) {
-            mp_value_list_append(results, mp_value_nil());
+            results_add(&rs, mp_value_nil());
             err_add(&e, (uint32_t)k, r, t);
         }
         free(t);
     } else {
-        mp_task_fn fn = (mp_task_fn)(void *)fnp;
-        atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
-        atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
-        atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
-        bool timed = ws->timed || (m->h.type & MSG_TIMED);
-        for (size_t k = 0; k < n; k++) {
-            if (timed && k) {
-                atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
-                atomic_store_explicit(&ws->slot->item, k, memory_order_release);
-            }
-            mp_value *res = NULL;
-            mp_clear_error();
-            int rc = fn(args->u.list.items[k], &res);
-            if (rc < 0) {
-                mp_value_free(res);
-                res = NULL;
-                char *t = fail_text(rc, label);
-                err_add(&e, (uint32_t)k, rc, t);
-                free(t);
-            }
-            mp_value_list_append(results, res ? res : mp_value_nil());
-        }
+        run_tasks(ws, m, (mp_task_fn)(void *)fnp, &a, n, label, &rs, &e);
     }
-    mp_value_free(args);
-    r = send_result(ws, m->h.id, n, results, &e);
+    mp_value_free(a.list);
+    if (rs.list)
+        r = send_result(ws, m->h.id, n, rs.list, &e); /* frees the list */
+    else
+        r = send_encoded(ws, m->h.id, &rs, &e);
     free(e.b);
     atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
     return r;
@@ -311,7 +472,7 @@ static int run_array(wstate *ws, mp__msg *m)
     int r = mp__fn_resolve(m->body + sizeof t, m->h.len - sizeof t, &fnp, &used);
     if (r < 0) {
         code = r;
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__pool_detail());
     } else if (!ws->arena || t.in_off + (t.first + t.count) * t.in_size > ws->arena_size ||
                t.out_off + (t.first + t.count) * t.out_size > ws->arena_size) {
         code = MP_EPROTO;
@@ -383,16 +544,28 @@ static int run_init(wstate *ws, const mp_value *loc, const mp_value *initargs)
     return r;
 }
 
+/* Die with the parent; false if it is already gone (we were reparented before). */
+static bool follow_parent(int parent)
+{
+    if (parent <= 0)
+        return true; /* forkserver: our parent is the server, not the pool's owner */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return getppid() == (pid_t)parent;
+}
+
 int mp__pool_worker_main(mp_value *args)
 {
     mp__worker_ctl *ctl = NULL;
-    int pos = 0, nslots = 0, maxtasks = 0;
+    int pos = 0, nslots = 0, maxtasks = 0, parent = 0;
     double limit = 0;
     mp_value *loc = NULL, *initargs = NULL;
-    if (mp_value_unpack(args, "[h i i i f o o]", &mp__pool_worker_kind, (void **)&ctl, &pos,
-                        &nslots, &maxtasks, &limit, &loc, &initargs) < 0 ||
+    if (mp_value_unpack(args, "[h i i i f o o i]", &mp__pool_worker_kind, (void **)&ctl, &pos,
+                        &nslots, &maxtasks, &limit, &loc, &initargs, &parent) < 0 ||
         pos < 0 || pos >= nslots)
         return 3;
+    mp__pool_fd_close_inherited(ctl->sock, ctl->slots_fd);
+    if (!follow_parent(parent))
+        return 4;
     /* The result thread that started us blocks every signal; a worker takes them. */
     sigset_t none;
     sigemptyset(&none);

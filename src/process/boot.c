@@ -2,16 +2,22 @@
  *
  * DESIGN
  * - Parent: packs a launch record (target location, name, identity, encoded
- *   arguments), execs /proc/self/exe through mp__spawn with only 0, 1, 2 and one end
- *   of a socketpair (as fd 3) and MULTIPROC_BOOTSTRAP=spawn:3 in the environment,
- *   sends the record with the arguments' fds (SCM_RIGHTS), and waits for the child's
+ *   arguments) and, before the child exists, queues it (as much as the socket takes)
+ *   with the arguments' fds (SCM_RIGHTS) on one end of a socketpair, in a frame that
+ *   starts with a fresh random secret. It then execs /proc/self/exe through mp__spawn
+ *   with only 0, 1, 2 and the other end (as fd 3) and MULTIPROC_BOOTSTRAP=spawn:3:SECRET
+ *   in the environment, writes the rest of the record, and waits for the child's
  *   verdict, so a target the child cannot find is an error of start().
  * - Child: a library constructor (priority 500, after every kind registration at
- *   200) sees the variable, removes it, runs the main program's own constructors
- *   (so kinds the program registers itself exist), then mp__boot_child() receives the
- *   record, resolves the target, decodes the arguments, replies and runs the target.
- *   It never returns to the program's main.
- * - Nothing is shared between the two processes but the socket. */
+ *   200) reads the variable with secure_getenv, removes it, and engages only when
+ *   trust.c says the library started us (fd 3 a socket our parent made, under our
+ *   uid, with the frame carrying the variable's secret already waiting); anything else
+ *   is ignored and the program starts normally. It then runs the main program's own
+ *   constructors (so kinds the program registers itself exist), and mp__boot_child()
+ *   receives the record, resolves the target, decodes the arguments, replies and runs
+ *   the target. It never returns to the program's main.
+ * - Nothing is shared between the two processes but the socket (and the secret, in
+ *   the environment). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/tracker.h"
@@ -88,33 +94,61 @@ static void abandon_child(pid_t pid, int pidfd)
     mp__close(pidfd);
 }
 
+/* The spawn request for a child with sv_child as fd 3 and env as its environment. */
+static void spawn_req(mp__spawn_req *req, char **argv, char **env, int sv_child, int tracker)
+{
+    *req = (mp__spawn_req){.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
+                           .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
+    for (int i = 0; i < 3; i++)
+        req->fd_map[i] = std_fd(i);
+    req->fd_map[3] = sv_child;
+    req->fd_map[MP__BOOT_TRACKER_FD] = tracker;
+}
+
+/* Exec the child with MULTIPROC_BOOTSTRAP naming fd 3 and the secret. */
+static int exec_child(int sv_child, const mp__secret *secret, pid_t *pid, int *pidfd)
+{
+    char value[MP__BOOT_VALUE_MAX], *owned = NULL;
+    mp__boot_value(value, sizeof value, MP__BOOT_SPAWN, 3, secret, false);
+    int tracker = mp__boot_tracker_fd();
+    char **env = mp__boot_env(value, &owned, tracker, NULL);
+    if (!env)
+        return mp_last_error_code();
+    char *argv[] = {program_invocation_name, NULL};
+    mp__spawn_req req;
+    spawn_req(&req, argv, env, sv_child, tracker);
+    int r = mp__spawn(&req, pid, pidfd);
+    free(env);
+    free(owned);
+    return r;
+}
+
+/* The record goes out before the child exists (as much of it as the socket takes,
+ * with the fds): the child finds the frame's head and secret waiting when it checks
+ * that the bootstrap is ours (trust.c), and never waits for it. */
 int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid, int *pidfd)
 {
-    char *rec = NULL, *owned = NULL;
-    size_t reclen = 0;
+    char *rec = NULL;
+    size_t reclen = 0, sent = 0;
     int sv[2];
+    mp__secret secret;
     int r = mp__launch_pack(l, &rec, &reclen);
-    if (r < 0)
+    if (r == 0)
+        r = mp__secret_new(&secret);
+    if (r < 0) {
+        free(rec);
         return r;
+    }
     if (mp__fd_high2(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), sv) < 0) {
         free(rec);
         return mp__errno("socketpair for a spawn child");
     }
-    int tracker = mp__boot_tracker_fd();
-    char **env = mp__boot_env("spawn:3", &owned, tracker, NULL);
-    char *argv[] = {program_invocation_name, NULL};
-    mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
-                         .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
-    for (int i = 0; i < 3; i++)
-        req.fd_map[i] = std_fd(i);
-    req.fd_map[3] = sv[1];
-    req.fd_map[MP__BOOT_TRACKER_FD] = tracker;
-    r = env ? mp__spawn(&req, pid, pidfd) : -ENOMEM;
+    r = mp__frame_begin(sv[0], &secret, rec, reclen, fds, nfds, MSG_DONTWAIT, &sent);
+    if (r == 0)
+        r = exec_child(sv[1], &secret, pid, pidfd);
     mp__close(sv[1]);
-    free(env);
-    free(owned);
     if (r == 0) {
-        r = mp__frame_send(sv[0], rec, reclen, fds, nfds);
+        r = mp__frame_finish(sv[0], rec, reclen, sent);
         char what[300];
         snprintf(what, sizeof what, "spawn child %s (pid %d)", l->name, (int)*pid);
         if (r == 0)
@@ -152,17 +186,17 @@ static void reply_ok(int sock, bool tell_pid)
     mp__close(pidfd);
 }
 
-_Noreturn void mp__boot_child(int sock, bool tell_pid)
+_Noreturn void mp__boot_child(int sock, const mp__secret *secret, bool tell_pid)
 {
-    char *rec = NULL;
-    size_t len = 0, nfds = 0;
+    mp__buf rec = {0};
+    size_t nfds = 0;
     int fds[MP__PROC_MAX_FDS];
-    int r = mp__frame_recv(sock, &rec, &len, fds, MP__PROC_MAX_FDS, &nfds);
+    int r = mp__frame_recv(sock, secret, &rec, fds, MP__PROC_MAX_FDS, &nfds);
     if (r < 0)
         boot_fail(sock, r);
     mp__launch l;
-    r = mp__launch_unpack(rec, len, &l);
-    free(rec);
+    r = mp__launch_unpack(rec.data, rec.len, &l);
+    mp__buf_free(&rec);
     if (r == 0 && l.nfds != nfds)
         r = mp__error(MP_EPROTO, "launch record announces %u fds, %zu arrived", l.nfds, nfds);
     mp_target_fn fn = NULL;
@@ -173,19 +207,18 @@ _Noreturn void mp__boot_child(int sock, bool tell_pid)
             mp__close(fds[i]);
         boot_fail(sock, r);
     }
-    mp__boot_launch(sock, &l, true, fn, fds, nfds, tell_pid);
+    mp__boot_launch(sock, &l, fn, fds, nfds, tell_pid);
 }
 
-_Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn fn, int *fds,
-                               size_t nfds, bool tell_pid)
+_Noreturn void mp__boot_launch(int sock, mp__launch *l, mp_target_fn fn, int *fds, size_t nfds,
+                               bool tell_pid)
 {
     mp__proc_become_child(l->name, l->identity, l->parent_pid, l->daemon,
                           (mp_start_method)l->method);
     mp__proc_log_inherit(l->log_level, l->log_on);
     mp_value *args = NULL;
     int r = mp__proc_decode_args(l->args, l->args_len, fds, nfds, &args);
-    if (owned)
-        mp__launch_clear(l);
+    mp__launch_clear(l);
     if (r < 0)
         boot_fail(sock, r);
     reply_ok(sock, tell_pid);
@@ -262,25 +295,23 @@ static void run_program_ctors(int argc, char **argv, char **envp)
             m.array[i](argc, argv, envp);
 }
 
+/* Not ours (see trust.c): the program starts normally, without the variable. */
 __attribute__((constructor(500))) static void boot_ctor(int argc, char **argv, char **envp)
 {
-    const char *v = getenv(MP__BOOT_ENV);
-    if (!v)
+    const char *v = secure_getenv(MP__BOOT_ENV);
+    mp__boot_req req;
+    bool ours = v && mp__boot_trusted(v, &req);
+    if (v || getenv(MP__BOOT_ENV)) /* under AT_SECURE only getenv sees it */
+        unsetenv(MP__BOOT_ENV);
+    if (!ours)
         return;
-    int fd = -1;
-    bool spawn = sscanf(v, "spawn:%d", &fd) == 1;
-    bool server = !spawn && sscanf(v, "forkserver:%d", &fd) == 1;
-    bool bindnow = server && strstr(v, ":bindnow") != NULL;
-    unsetenv(MP__BOOT_ENV);
-    if (bindnow) { /* ld.so has done its part: children the server execs don't inherit it */
+    if (req.bindnow) { /* ld.so has done its part: children the server execs don't inherit it */
         unsetenv("LD_BIND_NOW");
         dup2(MP__FS_STDERR_FD, 2);
         close(MP__FS_STDERR_FD);
     }
-    if ((!spawn && !server) || fd < 0)
-        return; /* not ours to interpret: carry on as a normal program */
     run_program_ctors(argc, argv, envp);
-    if (spawn)
-        mp__boot_child(fd, false);
-    mp__fs_server_main(fd);
+    if (req.kind == MP__BOOT_SPAWN)
+        mp__boot_child(req.fd, &req.secret, false);
+    mp__fs_server_main(req.fd);
 }

@@ -12,7 +12,7 @@
  *   child socket instead; see send_msg). The server parses the record and finds the
  *   target (an error goes straight back to the client), forks, and keeps its copy of
  *   the socket, writing nothing more until it reaps the child; then it writes the
- *   exit status (4 bytes, Python-style) and closes it. The forked child closes the
+ *   exit status (a frame holding an int, Python-style) and closes it. The forked child closes the
  *   server's fds, decodes the arguments as a spawn child does (mp__boot_launch) and
  *   replies with its verdict, its pid and a pidfd of itself. Order on the socket is
  *   therefore: reply (child or server), status (server, after the child ended); a
@@ -48,7 +48,9 @@
  *   Requests need no lock: a SEQPACKET message is atomic. */
 #define _GNU_SOURCE
 #include "internal/common.h"
+#include "internal/iwait.h"
 #include "internal/spawn.h"
+#include "internal/value.h"
 #include "process/proc.h"
 
 #include <errno.h>
@@ -77,7 +79,7 @@ static pid_t fs_owner; /* the process that spawned it (and must reap it) */
  * EOF instead means it died starting. 0, MP_EEOF (reaped, *status set) or an error. */
 static int await_ready(int ctl, pid_t pid, int *status)
 {
-    int r = mp__poll1(ctl, POLLIN, -1);
+    int r = mp__iwait_poll1(ctl, POLLIN, -1);
     char c = 0;
     ssize_t n = -1;
     if (r > 0)
@@ -93,17 +95,45 @@ static int await_ready(int ctl, pid_t pid, int *status)
     return r < 0 ? r : MP_EEOF;
 }
 
+/* The server's environment: MULTIPROC_BOOTSTRAP naming fd 3 and the secret (see
+ * trust.c), LD_BIND_NOW when bindnow (see DESIGN). */
+static char **server_env(bool bindnow, const mp__secret *secret, int tracker, char **owned)
+{
+    char value[MP__BOOT_VALUE_MAX];
+    mp__boot_value(value, sizeof value, MP__BOOT_SERVER, 3, secret, bindnow);
+    return mp__boot_env(value, owned, tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
+}
+
+/* The control connection, with the secret waiting on the server's end as its first
+ * message: the server checks it before it trusts the variable (trust.c). */
+static int control_pair(int sv[2], mp__secret *secret)
+{
+    int r = mp__secret_new(secret);
+    if (r < 0)
+        return r;
+    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv) < 0)
+        return mp__errno("socketpair for the forkserver");
+    if (send(sv[0], secret->b, sizeof secret->b, MSG_NOSIGNAL) != (ssize_t)sizeof secret->b) {
+        r = mp__errno("sending the forkserver its secret");
+        mp__close(sv[0]);
+        mp__close(sv[1]);
+        return r;
+    }
+    return 0;
+}
+
 /* bindnow: run the server with LD_BIND_NOW (see DESIGN). */
 static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
 {
     int sv[2];
-    if (mp__fd_high2(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv) < 0)
-        return mp__errno("socketpair for the forkserver");
+    mp__secret secret;
+    int r = control_pair(sv, &secret);
+    if (r < 0)
+        return r;
     int devnull = mp__fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
     char *owned = NULL;
     int tracker = mp__boot_tracker_fd(); /* its forked children inherit it */
-    char **env = mp__boot_env(bindnow ? "forkserver:3:bindnow" : "forkserver:3", &owned,
-                              tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
+    char **env = server_env(bindnow, &secret, tracker, &owned);
     char *argv[] = {program_invocation_name, NULL};
     /* The server never reads or writes stdio itself (children get the client's);
      * stderr stays for diagnostics. Its stdin, /dev/null, is its children's. Under
@@ -119,7 +149,7 @@ static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
     req.fd_map[3] = sv[1];
     req.fd_map[MP__FS_STDERR_FD] = bindnow ? err : -1;
     int pidfd = -1;
-    int r = env && devnull >= 0 ? mp__spawn(&req, pid, &pidfd) : mp__errno("/dev/null");
+    r = env && devnull >= 0 ? mp__spawn(&req, pid, &pidfd) : mp__errno("/dev/null");
     mp__close(sv[1]);
     mp__close(devnull);
     free(env);
@@ -235,7 +265,7 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
         r = send_request(ch[1], 'F', NULL, 0, NULL, 0);
     mp__close(ch[1]);
     /* EPIPE here: the server dropped the request (fork failed) or died. */
-    if (r == 0 && !inline_rec && (r = mp__frame_send(ch[0], rec, reclen, fds, nfds)) < 0) {
+    if (r == 0 && !inline_rec && (r = mp__frame_send(ch[0], NULL, rec, reclen, fds, nfds)) < 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", mp_last_error());
         r = mp__error(MP_EPROCESS, "the forkserver did not start the child: %s", msg);
@@ -256,18 +286,26 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
     return 0;
 }
 
+/* The status is a frame holding an int (see DESIGN). */
 int mp__fs_read_status(int statfd, int *rc)
 {
-    int32_t v;
-    int r = mp__read_full(statfd, &v, sizeof v);
+    mp__buf b = {0};
+    size_t nfd = 0;
+    mp_value *v = NULL;
+    int r = mp__frame_recv(statfd, NULL, &b, NULL, 0, &nfd);
+    if (r == 0 && mp__value_decode_plain(b.data, b.len, &v) == 0 && mp_value_type(v) == MP_INT)
+        *rc = (int)mp_value_get_int(v);
+    else if (r == 0)
+        r = mp__error(MP_EPROTO, "a malformed exit status from the forkserver");
+    mp_value_free(v);
+    mp__buf_free(&b);
     if (r == MP_EEOF)
         return mp__error(MP_EEOF, "the forkserver went away before reporting the exit status");
     if (r < 0)
-        return mp__error(r, "reading an exit status from the forkserver");
-    *rc = v;
+        return r == MP_EPROTO ? r : mp__error(r, "reading an exit status from the forkserver");
     /* The server closes the socket right after the status: wait for that EOF so the
      * sentinel stays readable from now on, like a pidfd of an ended child. */
-    mp__poll1(statfd, POLLIN, mp__deadline(1.0));
+    mp__iwait_poll1(statfd, POLLIN, mp__deadline(1.0));
     return 0;
 }
 
@@ -323,6 +361,18 @@ static void add_child(pid_t pid, int sock)
     nchildren++;
 }
 
+/* A child's exit status for its client: a frame holding the int (Python's returncode:
+ * negative for a signal). Never blocks: a client that stopped reading loses it. */
+static void send_status(int sock, int rc)
+{
+    char buf[16];
+    size_t len = 0, sent = 0;
+    mp_value *v = mp_value_int(rc);
+    if (v && mp__value_encode_into(v, buf, sizeof buf, &len) == 0)
+        mp__frame_begin(sock, NULL, buf, len, NULL, 0, MSG_DONTWAIT, &sent);
+    mp_value_free(v);
+}
+
 static void report_exits(void)
 {
     int status;
@@ -334,14 +384,11 @@ static void report_exits(void)
             spare_pid = 0;
             continue;
         }
-        int32_t rc = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
         for (size_t i = 0; i < nchildren; i++) {
             if (children[i].pid != pid)
                 continue;
-            ssize_t w;
-            do
-                w = send(children[i].sock, &rc, sizeof rc, MSG_NOSIGNAL | MSG_DONTWAIT);
-            while (w < 0 && errno == EINTR);
+            send_status(children[i].sock, rc);
             mp__close(children[i].sock);
             children[i] = children[--nchildren];
             break;
@@ -447,22 +494,12 @@ static ssize_t recv_request(int ctl, size_t head, char *req, size_t cap, int *fd
                             size_t *nfds)
 {
     struct iovec iov = {.iov_base = req, .iov_len = cap};
-    union {
-        char b[CMSG_SPACE((3 + MP__PROC_MAX_FDS) * sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                        .msg_controllen = sizeof u.b};
-    ssize_t r;
-    do
-        r = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
+    int mflags = 0;
     *nfds = 0;
+    ssize_t r = mp__recvmsg_fds(ctl, &iov, 1, fds, 3 + MP__PROC_MAX_FDS, nfds, 0, &mflags);
     if (r == 0)
         return -1;
-    if (r > 0)
-        mp__msg_adopt_fds(&mh, fds, 3 + MP__PROC_MAX_FDS, nfds);
-    bool ok = r > (ssize_t)head && *nfds >= 3 && !(mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
+    bool ok = r > (ssize_t)head && *nfds >= 3 && !(mflags & (MSG_CTRUNC | MSG_TRUNC)) &&
               (req[0] == 'R' || (req[0] == 'F' && r == (ssize_t)head + 1 && *nfds == 3));
     if (!ok) {
         close_fds(fds, *nfds);
@@ -477,9 +514,9 @@ static _Noreturn void child_start(char kind, mp__launch *l, mp_target_fn fn, int
                                   size_t nfds)
 {
     child_take_stdio(fds[1], fds[2]);
-    if (kind == 'R') /* l points into our copy of the request */
-        mp__boot_launch(fds[0], l, false, fn, fds + 3, nfds - 3, true);
-    mp__boot_child(fds[0], true);
+    if (kind == 'R') /* l: our copy of the record the server unpacked */
+        mp__boot_launch(fds[0], l, fn, fds + 3, nfds - 3, true);
+    mp__boot_child(fds[0], NULL, true);
 }
 
 /* The spare's life: wait for the request the server hands over, then start it. The
@@ -504,7 +541,7 @@ static _Noreturn void spare_main(int sock)
     mp__launch l;
     memset(&l, 0, sizeof l);
     size_t head = 1 + sizeof fn;
-    if (msg[0] == 'R' && mp__launch_view(msg + head, (size_t)len - head, &l) < 0)
+    if (msg[0] == 'R' && mp__launch_unpack(msg + head, (size_t)len - head, &l) < 0)
         _exit(1); /* the server parsed the same bytes: cannot happen */
     child_start(msg[0], &l, fn, fds, nfds);
 }
@@ -592,7 +629,7 @@ static void serve_request(const struct server *sv)
     memset(&l, 0, sizeof l);
     mp_target_fn fn = NULL;
     if (req[0] == 'R') {
-        int code = mp__launch_view(req + 1, (size_t)len - 1, &l);
+        int code = mp__launch_unpack(req + 1, (size_t)len - 1, &l);
         if (code == 0 && l.nfds != nfds - 3)
             code = mp__error(MP_EPROTO, "launch record announces %u fds, %zu arrived", l.nfds,
                              nfds - 3);
@@ -600,11 +637,13 @@ static void serve_request(const struct server *sv)
             code = find_target(&l.loc, &fn);
         if (code < 0) { /* the client's start() fails with it; no child to fork */
             mp__reply_send(fds[0], code, mp_last_error(), 0, -1);
+            mp__launch_clear(&l);
             close_fds(fds, nfds);
             return;
         }
     }
     pid_t pid = start_child(sv, req, (size_t)len, &l, fn, fds, nfds);
+    mp__launch_clear(&l);
     close_fds(fds + 1, nfds - 1);
     if (pid < 0) {
         mp__close(fds[0]); /* the client sees EOF instead of a reply */

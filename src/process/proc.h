@@ -4,13 +4,17 @@
  *                            process's identity (self.c), at exit (atexit.c), fork (fork.c)
  *   src/process/target.c     locating a target function across exec (dladdr/phdr)
  *   src/process/launch.c     the launch record a spawn/forkserver child receives
+ *   src/process/frame.c      framing of the bootstrap sockets and the child's reply
+ *   src/process/trust.c      whether a bootstrap variable is really the library's
  *   src/process/boot.c       the spawn method: parent side and child bootstrap
  *   src/process/forkserver.c the forkserver method: client side and the server */
 #ifndef MP_PROCESS_PROC_H
 #define MP_PROCESS_PROC_H
 
 #include "multiproc/process.h"
+#include "multiproc/value.h"
 
+#include "internal/buf.h"
 #include "internal/fdpass.h"
 
 #include <stddef.h>
@@ -39,35 +43,78 @@ int mp__target_resolve(const mp__target_loc *loc, mp_target_fn *fn);
 /* "name" of the function at fn (symbol or "0x..."), and its object's path. */
 void mp__target_describe(mp_target_fn fn, char *name, size_t nlen, char *path, size_t plen);
 
-/* Everything a spawn or forkserver child needs to become Process-N. */
+/* Everything a spawn or forkserver child needs to become Process-N. On the wire it
+ * is a MessagePack map (launch.c's DESIGN). */
 typedef struct mp__launch {
-    uint32_t method;     /* mp_start_method the child was started with */
+    uint32_t method;      /* mp_start_method the child was started with */
     uint32_t daemon;
     int32_t log_level;
-    int32_t log_on;      /* the parent logs to stderr */
+    int32_t log_on;       /* the parent logs to stderr */
     int32_t parent_pid;
-    uint32_t nfds;       /* handle fds travelling with the record */
+    uint32_t nfds;        /* handle fds travelling with the record */
     mp__target_loc loc;
-    char *name;          /* owned */
-    char *identity;      /* owned: "1", "1:2", ... */
-    char *args;          /* owned: mp_value_encode bytes */
+    const char *name;     /* borrowed: the caller's, or the strings of rec */
+    const char *identity; /* "1", "1:2", ... */
+    const char *args;     /* mp_value_encode bytes */
     size_t args_len;
+    mp_value *rec;        /* after unpack: the decoded record the strings point into */
 } mp__launch;
 
-/* Serialize / parse a launch record (malloc'd buffer; unpack copies out). view parses
- * without copying: name, identity and args point into buf (NUL-terminated there), so
- * buf must outlive l, and l is not cleared. */
+/* Encode l as a record (malloc'd buffer; free()). */
 int mp__launch_pack(const mp__launch *l, char **buf, size_t *len);
+/* Decode an untrusted record (any fault is MP_EPROTO naming it); on success l borrows
+ * from l->rec (buf need not outlive it): mp__launch_clear frees it. */
 int mp__launch_unpack(const char *buf, size_t len, mp__launch *l);
-int mp__launch_view(const char *buf, size_t len, mp__launch *l);
 void mp__launch_clear(mp__launch *l);
 
-/* Send a framed record plus fds over a stream socket / receive one. Framing:
- * u32 length (carrying the fds) then the bytes, sent in one call and usually read in
- * one. recv adopts up to max_fds fds. The sender writes nothing after a frame until
- * it has read the reply (recv may read past the header in one go). */
-int mp__frame_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
-int mp__frame_recv(int sock, char **buf, size_t *len, int *fds, size_t max_fds, size_t *nfds);
+/* ---- the bootstrap's trust checks (trust.c) ---- */
+/* A secret of one start (see trust.c's DESIGN): random bytes in the environment
+ * variable and at the head of the first message on the bootstrap socket. */
+#define MP__BOOT_SECRET_LEN 16
+typedef struct mp__secret {
+    unsigned char b[MP__BOOT_SECRET_LEN];
+} mp__secret;
+int mp__secret_new(mp__secret *s);
+/* a == the MP__BOOT_SECRET_LEN bytes at b, in constant time. */
+bool mp__secret_equal(const mp__secret *a, const void *b);
+
+typedef enum { MP__BOOT_SPAWN = 1, MP__BOOT_SERVER } mp__boot_kind;
+/* What a trusted variable asks for. */
+typedef struct mp__boot_req {
+    mp__boot_kind kind;
+    int fd;
+    bool bindnow; /* forkserver started under LD_BIND_NOW (see forkserver.c) */
+    mp__secret secret;
+} mp__boot_req;
+/* The variable's value for a start: "spawn:FD:HEX" / "forkserver:FD:HEX[:bindnow]". */
+#define MP__BOOT_VALUE_MAX 80
+void mp__boot_value(char *buf, size_t n, mp__boot_kind kind, int fd, const mp__secret *s,
+                    bool bindnow);
+/* Parse the variable and run every check (trust.c's DESIGN): true when the bootstrap
+ * may engage, with *req filled in. Consumes nothing unless it says true. */
+bool mp__boot_trusted(const char *value, mp__boot_req *req);
+
+/* ---- framing (frame.c) ---- */
+/* A frame on a stream socket: u32 length, then that many bytes: the secret when the
+ * frame carries one (a spawn child's launch frame), then the payload. Fds ride on its
+ * first bytes (SCM_RIGHTS). */
+#define MP__FRAME_MAX (1u << 30)
+/* Send a frame's head (length, secret if not NULL) and as much of buf as the socket
+ * takes, with the fds, in one sendmsg (flags: MSG_DONTWAIT never blocks; the head
+ * always fits in an empty socket). *sent: the bytes of buf that went. */
+int mp__frame_begin(int sock, const mp__secret *secret, const void *buf, size_t len,
+                    const int *fds, size_t nfds, int flags, size_t *sent);
+/* Write the rest of buf after mp__frame_begin (blocking). */
+int mp__frame_finish(int sock, const void *buf, size_t len, size_t sent);
+/* Both at once. The sender writes nothing after a frame until it has read the reply
+ * (recv may read past the head in one go). */
+int mp__frame_send(int sock, const mp__secret *secret, const void *buf, size_t len,
+                   const int *fds, size_t nfds);
+/* Receive a frame into out (emptied first), adopting up to max_fds fds. With secret,
+ * the frame must start with it (MP_EPROTO otherwise); it is not part of out. MP_EEOF
+ * when the socket ends before a whole frame. */
+int mp__frame_recv(int sock, const mp__secret *secret, mp__buf *out, int *fds,
+                   size_t max_fds, size_t *nfds);
 /* The child's verdict after bootstrapping: 0, or a code with a message, with the
  * child's pid (0: not told) and optionally a pidfd of itself (-1: none). recv sets
  * *pid and *pidfd when given (a pidfd only on success; else it is closed). */
@@ -105,20 +152,20 @@ void mp__fs_shutdown(void);
 pid_t mp__fs_server_pid(void);
 
 /* ---- child bootstrap (boot.c) ---- */
-/* Receive the launch record (and its fds) on sock, find the target, decode the
+/* Receive the launch record (and its fds) on sock (its frame starting with secret when
+ * not NULL), find the target, decode the
  * arguments, tell the parent (0 or the error), then run the target. Shared by spawn
  * children and the children the forkserver forks; those (tell_pid) add their pid
  * and a pidfd of themselves to the reply, as the client has neither. Never returns. */
-_Noreturn void mp__boot_child(int sock, bool tell_pid);
-/* The rest of it, once the record is parsed (owned: by unpack, cleared here; else a
- * view) and the target found: become the child, decode the arguments with their fds
- * (adopted), reply, run. */
-_Noreturn void mp__boot_launch(int sock, mp__launch *l, bool owned, mp_target_fn fn, int *fds,
-                               size_t nfds, bool tell_pid);
+_Noreturn void mp__boot_child(int sock, const mp__secret *secret, bool tell_pid);
+/* The rest of it, once the record is unpacked (cleared here) and the target found:
+ * become the child, decode the arguments with their fds (adopted), reply, run. */
+_Noreturn void mp__boot_launch(int sock, mp__launch *l, mp_target_fn fn, int *fds, size_t nfds,
+                               bool tell_pid);
 /* Apply the parent's logger settings in a fresh exec. */
 void mp__proc_log_inherit(int level, bool on);
 
-/* fd passing (mp__sendmsg_fds, mp__msg_adopt_fds): internal/fdpass.h */
+/* fd passing (mp__sendmsg_fds, mp__recvmsg_fds): internal/fdpass.h */
 
 /* Environment with MP__BOOT_ENV=value added (array malloc'd; strings borrowed except
  * the one added, stored in *owned). When tracker_fd >= 0 it also names

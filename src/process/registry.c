@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include "process/core.h"
 #include "internal/common.h"
+#include "internal/iwait.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -122,7 +123,7 @@ static int proc_wait_locked(mp_process *p, double deadline, int *out)
 {
     int rc = 0, r;
     if (p->method == MP_START_FORKSERVER) {
-        r = mp__poll1(p->statfd, POLLIN, deadline);
+        r = mp__iwait_poll1(p->statfd, POLLIN, deadline);
         if (r < 0)
             return r;
         if (r == 0)
@@ -130,7 +131,7 @@ static int proc_wait_locked(mp_process *p, double deadline, int *out)
         r = mp__fs_read_status(p->statfd, &rc);
         if (r == MP_EEOF) {
             /* The server died: the status is lost. The pidfd still tells the end. */
-            int w = p->pidfd >= 0 ? mp__poll1(p->pidfd, POLLIN, deadline) : 1;
+            int w = p->pidfd >= 0 ? mp__iwait_poll1(p->pidfd, POLLIN, deadline) : 1;
             if (w == 0)
                 return MP_ETIMEOUT;
             rc = 255;

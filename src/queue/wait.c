@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include "queue/q.h"
 
+#include "internal/iwait.h"
+
 #include <sched.h>
 
 /* Sleep on seq (unlocking meanwhile) for at most one slice or until the deadline.
@@ -23,7 +25,7 @@ int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double dea
     (*waiters)++;
     qunlock(q);
     double slice = mp__now() + SLICE;
-    int r = mp__futex_wait(seq, seen, deadline >= 0 && deadline < slice ? deadline : slice);
+    int r = mp__iwait_futex(seq, seen, deadline >= 0 && deadline < slice ? deadline : slice);
     int code = mp__q_lock(q);
     if (code < 0)
         return code;

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "subprocess/sub.h"
 #include "internal/common.h"
+#include "internal/iwait.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -148,14 +149,11 @@ static int io_round(io *x, double deadline)
             pf[n] = (struct pollfd){.fd = x->fd[i], .events = i == 0 ? POLLOUT : POLLIN};
             idx[n++] = i;
         }
-    int r = poll(pf, (nfds_t)n, mp__ms_left(deadline));
+    int r = mp__iwait_poll(pf, (nfds_t)n, deadline);
     if (r == 0)
         return MP_ETIMEOUT;
-    if (r < 0) {
-        if (errno != EINTR)
-            return mp__errno("poll");
-        return mp__signal_dispatch_pending();
-    }
+    if (r < 0)
+        return r == MP_EINTERRUPTED ? r : mp__error(r, "poll");
     for (int k = 0; k < n; k++) {
         if (!pf[k].revents)
             continue;

@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include "subprocess/sub.h"
 #include "internal/common.h"
+#include "internal/iwait.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -227,7 +228,7 @@ int mp_popen_readline(mp_popen *p, const char **line, size_t *len, double timeou
                 return emit_line(p, avail, line, len);
             return mp__error(MP_EEOF, "readline: '%s' closed its stdout", p->desc);
         }
-        int r = mp__poll1(p->io.fd[1], POLLIN, deadline);
+        int r = mp__iwait_poll1(p->io.fd[1], POLLIN, deadline);
         if (r < 0)
             return r;
         if (r == 0)

@@ -8,14 +8,17 @@
  * report MP_EOWNERDEAD to the new holder, which repairs the protected state.
  * Shared: the mutex, the holder's tid (`owner`) and the RLock depth, both written only
  * by the holder. The uncontended path is one trylock (a CAS) and a store.
- * Blocking acquires wait in slices of MP__SYNC_SLICE so deferred signal handlers run
- * and can interrupt the wait (pthread lock calls never return EINTR).
+ * Blocking acquires run the deferred signal handlers before each sleep and wait in
+ * slices of MP__SYNC_SLICE, so a signal that arrives while one sleeps is handled (and
+ * may interrupt the wait) when the slice ends: pthread lock calls never return EINTR,
+ * and the mutex word is glibc's, so it cannot join a futex_waitv (internal/iwait.h).
  * Lock order: a lock is a leaf; nothing else is taken while acquiring it.
  */
 #define _GNU_SOURCE
 #include "sync/sync_internal.h"
 
-#include <math.h>
+#include "internal/iwait.h"
+
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +53,7 @@ int mp__sync_wait_slice(_Atomic uint32_t *word, uint32_t expected, double deadli
         return MP_ETIMEOUT;
     double end = now + MP__SYNC_SLICE;
     bool last = deadline >= 0 && deadline <= end;
-    int r = mp__futex_wait(word, expected, last ? deadline : end);
+    int r = mp__iwait_futex(word, expected, last ? deadline : end);
     if (r == MP_ETIMEOUT)
         return last ? MP_ETIMEOUT : 0;
     return r;
@@ -177,17 +180,10 @@ static int self_deadlock(double deadline)
 {
     if (deadline < 0)
         return mp__error(-EDEADLK, "Lock is already held by this thread (would deadlock)");
-    for (;;) {
-        double left = mp__left(deadline);
-        if (left <= 0)
-            return mp__error(MP_ETIMEOUT, "Lock is held by this thread");
-        struct timespec ts = {(time_t)left, (long)((left - floor(left)) * 1e9)};
-        if (nanosleep(&ts, NULL) < 0 && errno == EINTR) {
-            int code = mp__signal_dispatch_pending();
-            if (code < 0)
-                return code;
-        }
-    }
+    int r = mp__iwait_poll(NULL, 0, deadline); /* a sleep that signals wake */
+    if (r < 0)
+        return r == MP_EINTERRUPTED ? r : mp__error(r, "waiting out a lock timeout");
+    return mp__error(MP_ETIMEOUT, "Lock is held by this thread");
 }
 
 /* An absolute CLOCK_REALTIME time `secs` from now. pthread_mutex_timedlock is used
@@ -212,6 +208,11 @@ static int lock_slow(mp__lock_sh *sh, int r, double timeout)
     if (timeout == 0)
         return mp__error(MP_ETIMEOUT, "lock is held (tid %d)", (int)owner_of(sh));
     for (;;) {
+        /* Before every sleep. pthread lock calls never return EINTR, so a signal
+         * during a slice is handled when the slice ends (at most MP__SYNC_SLICE). */
+        int code = mp__signal_dispatch_pending();
+        if (code < 0)
+            return code;
         double left = mp__left(deadline);
         bool last = deadline >= 0 && left <= MP__SYNC_SLICE;
         r = pthread_mutex_timedlock(&sh->m, slice_end(last ? left : MP__SYNC_SLICE));
@@ -225,9 +226,6 @@ static int lock_slow(mp__lock_sh *sh, int r, double timeout)
             return mp__error(-r, "pthread_mutex_timedlock");
         if (last)
             return mp__error(MP_ETIMEOUT, "timed out waiting for the lock");
-        int code = mp__signal_dispatch_pending();
-        if (code < 0)
-            return code;
     }
 }
 

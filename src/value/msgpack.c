@@ -220,6 +220,7 @@ typedef struct dec {
     bool *used;
     size_t nfds;
     bool in_ext;  /* inside a handle payload: no nested handles */
+    bool plain;   /* mp__value_decode_plain: no handles at all */
 } dec;
 
 static int bad(const char *what) { return mp__error(MP_EPROTO, "decoding: %s", what); }
@@ -367,6 +368,8 @@ static int decode_ext(dec *d, uint64_t len, int type, int depth, mp_value **out)
         return r;
     if (type != MP__EXT_HANDLE || d->in_ext)
         return bad("unsupported extension type");
+    if (d->plain)
+        return bad("a handle where plain data is expected");
     dec sub = *d;
     sub.end = d->p + len;
     sub.in_ext = true;
@@ -474,7 +477,8 @@ static int decode_value(dec *d, int depth, mp_value **out)
     }
 }
 
-int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out)
+static int decode(const void *buf, size_t len, int *fds, size_t nfds, bool plain,
+                  mp_value **out)
 {
     int r = 0;
     bool *used = NULL;
@@ -486,7 +490,7 @@ int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value
         r = -ENOMEM;
     if (r == 0) {
         dec d = {.p = buf, .end = (const uint8_t *)buf + len, .fds = fds, .used = used,
-                 .nfds = nfds};
+                 .nfds = nfds, .plain = plain};
         r = decode_value(&d, 0, out);
         if (r == 0 && d.p != d.end)
             r = mp__error(MP_EPROTO, "decoding: %zu trailing bytes after the value",
@@ -502,4 +506,27 @@ int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value
             mp__close(fds[i]);
     free(used);
     return r;
+}
+
+int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **out)
+{
+    dec d = {.p = buf, .end = (const uint8_t *)buf + len};
+    int r = decode_value(&d, 0, out);
+    if (r < 0) {
+        mp_value_free(*out);
+        *out = NULL;
+        return r;
+    }
+    *used = (size_t)(d.p - (const uint8_t *)buf);
+    return 0;
+}
+
+int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out)
+{
+    return decode(buf, len, fds, nfds, false, out);
+}
+
+int mp__value_decode_plain(const void *buf, size_t len, mp_value **out)
+{
+    return decode(buf, len, NULL, 0, true, out);
 }
