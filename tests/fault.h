@@ -101,6 +101,20 @@ static inline void mpt_storm_begin(mpt_ctl *c, int n, mpt_worker_fn fn, void *ar
         mpt_storm_spawn(c, s, fn, arg);
 }
 
+/* What a worker is doing, for a hang report: its state, wchan and kernel stack. */
+static inline void mpt_describe(pid_t pid, const char *why)
+{
+    char path[64], wchan[128], st = mpt_task_state(pid, pid, wchan, sizeof wchan);
+    fprintf(stderr, "  pid %d %s: state %c, wchan %s\n", (int)pid, why, st ? st : '?', wchan);
+    snprintf(path, sizeof path, "/proc/%d/stack", (int)pid);
+    FILE *f = fopen(path, "r");
+    char line[256];
+    for (int i = 0; f && i < 6 && fgets(line, sizeof line, f); i++)
+        fprintf(stderr, "    %s", line);
+    if (f)
+        fclose(f);
+}
+
 /* The exit status of pid within `secs` seconds (a pidfd poll), or -1 (then it is killed,
  * reaped, and counts as hung). */
 static inline int mpt_reap_within(pid_t pid, double secs)
@@ -108,12 +122,17 @@ static inline int mpt_reap_within(pid_t pid, double secs)
     int fd = (int)syscall(SYS_pidfd_open, pid, 0), st = 0;
     int ready = 1;
     if (fd >= 0) {
+        double end = mpt_now() + secs;
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        ready = poll(&p, 1, (int)(secs * 1000));
+        do /* a signal (SIGCHLD when a handler is set) is not the end of the wait */
+            ready = poll(&p, 1, (int)((end - mpt_now()) * 1000) + 1);
+        while (ready < 0 && errno == EINTR && mpt_now() < end);
         close(fd);
     }
-    if (ready <= 0)
+    if (ready <= 0) {
+        mpt_describe(pid, "did not exit in time");
         kill(pid, SIGKILL);
+    }
     if (waitpid(pid, &st, 0) != pid)
         return -1;
     return ready <= 0 ? -1 : st;
@@ -125,8 +144,13 @@ static inline bool mpt_storm_progress(mpt_ctl *c, uint64_t ops)
     uint64_t target = atomic_load(&c->progress) + ops;
     double end = mpt_now() + 20;
     while (atomic_load(&c->progress) < target) {
-        if (mpt_now() > end)
+        if (mpt_now() > end) {
+            fprintf(stderr, "  no progress for 20 s (%llu of %llu operations)\n",
+                    (unsigned long long)atomic_load(&c->progress), (unsigned long long)target);
+            for (int s = 0; s < c->nslots; s++)
+                mpt_describe(c->pid[s], "stalled");
             return false;
+        }
         sched_yield(); /* watching the workers' progress: the kill point */
     }
     return true;

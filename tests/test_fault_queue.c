@@ -200,8 +200,13 @@ static int check_round(mpt_ctl *c, struct storm_arg *a, int round, unsigned seed
     }
     lost_tasks += n;
     for (unsigned long long i = 0; i < n; i++) /* the parent takes the lost tasks over */
-        problems += mp_queue_task_done(a->q) < 0;
-    problems += mp_queue_join(a->q, 0) != 0;
+        if ((r = mp_queue_task_done(a->q)) < 0)
+            break;
+    if (r < 0 || (r = mp_queue_join(a->q, 0)) != 0) {
+        fprintf(stderr, "round %d (seed %u): after %llu task_done: %s (%s)\n", round, seed, n,
+                mp_errname(r), mp_last_error());
+        problems++;
+    }
     return problems;
 }
 
