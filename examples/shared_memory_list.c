@@ -23,7 +23,7 @@ static int child(mp_value *args)
         return 2;
     memcpy(mp_shm_buf(shm), "hello", 5);
     mp_shm_close(shm);
-    mp_sl_item v = mp_sl_bytes("ab\0\0", 4); /* trailing NULs are kept */
+    mp_sl_item v = mp_sl_bytes("ab\0\0", 4); /* trailing NULs are lost, as in Python */
     mp_sl_set(sl, 1, &v);
     v = mp_sl_float(3.5); /* any type fits a non-string slot */
     mp_sl_set(sl, 3, &v);

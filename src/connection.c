@@ -42,6 +42,7 @@ struct mp_connection {
     void *pending;
     size_t pending_len;
     size_t max_msg; /* largest message we allocate for; 0: MP_CONNECTION_DEFAULT_MAX_MESSAGE */
+    mp_codec codec; /* how send/recv encode values */
 };
 
 /* The bound on an announced length, checked before anything is allocated. */
@@ -59,6 +60,18 @@ int mp_connection_set_max_message_size(mp_connection *c, size_t max)
 }
 
 size_t mp_connection_max_message_size(const mp_connection *c) { return c ? max_message(c) : 0; }
+
+int mp_connection_set_codec(mp_connection *c, mp_codec codec)
+{
+    if (!c)
+        return mp__error(MP_EINVAL, "connection is NULL");
+    if (codec != MP_CODEC_MSGPACK && codec != MP_CODEC_PICKLE)
+        return mp__error(MP_EINVAL, "unknown codec %d", (int)codec);
+    c->codec = codec;
+    return 0;
+}
+
+mp_codec mp_connection_codec(const mp_connection *c) { return c ? c->codec : MP_CODEC_MSGPACK; }
 
 bool mp__connection_has_pending(const mp_connection *c);
 bool mp__connection_has_pending(const mp_connection *c) { return c && c->has_pending; }
@@ -256,6 +269,13 @@ int mp_connection_send(mp_connection *c, const mp_value *v)
         return code;
     char *buf = NULL;
     size_t len = 0, nfds = 0;
+    if (c->codec == MP_CODEC_PICKLE) {
+        code = mp_value_pickle(v, 0, &buf, &len);
+        if (code == 0)
+            code = send_message(c, buf, len, NULL, 0);
+        mp_free(buf);
+        return code;
+    }
     int fds[MP_CONNECTION_MAX_FDS];
     code = mp_value_encode(v, &buf, &len, c->is_unix ? fds : NULL, MP_CONNECTION_MAX_FDS, &nfds);
     if (code == MP_EUNSUPPORTED)
@@ -502,7 +522,8 @@ int mp_connection_recv(mp_connection *c, mp_value **out)
         return mp__error(MP_EINVAL, "mp_connection_recv: NULL output pointer");
     *out = NULL;
     rx_fds rx = {.n = 0, .truncated = false};
-    bool with_fds = c && c->is_unix;
+    bool pickle = c && c->codec == MP_CODEC_PICKLE;
+    bool with_fds = c && c->is_unix && !pickle; /* a pickle carries no fds (dropped) */
     int code = recv_message(c, 0, &buf, &len, with_fds ? &rx : NULL);
     if (code < 0) {
         rx_close(&rx);
@@ -514,7 +535,10 @@ int mp_connection_recv(mp_connection *c, mp_value **out)
         return mp__error(MP_EPROTO, "a message came with more than %d fds (all were closed)",
                          MP_CONNECTION_MAX_FDS);
     }
-    code = mp_value_decode(buf, len, rx.fds, rx.n, out); /* adopts the fds */
+    if (pickle)
+        code = mp_value_unpickle(buf, len, out);
+    else
+        code = mp_value_decode(buf, len, rx.fds, rx.n, out); /* adopts the fds */
     free(buf);
     return code;
 }
@@ -565,7 +589,7 @@ void mp_connection_free(mp_connection *c)
 /* ---- the "connection" kind ---------------------------------------------------------------
  * Exported as one fd plus a flags byte and any pending message. */
 
-enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4, EXP_MAXSIZE = 8 };
+enum { EXP_READABLE = 1, EXP_WRITABLE = 2, EXP_PENDING = 4, EXP_MAXSIZE = 8, EXP_PICKLE = 16 };
 
 static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nfds)
 {
@@ -578,7 +602,8 @@ static int conn_export(void *obj, void **data, size_t *len, int *fds, size_t *nf
     if (!d)
         return mp__error(-ENOMEM, "exporting a connection");
     d[0] = (unsigned char)((c->readable ? EXP_READABLE : 0) | (c->writable ? EXP_WRITABLE : 0) |
-                           (c->has_pending ? EXP_PENDING : 0) | (c->max_msg ? EXP_MAXSIZE : 0));
+                           (c->has_pending ? EXP_PENDING : 0) | (c->max_msg ? EXP_MAXSIZE : 0) |
+                           (c->codec == MP_CODEC_PICKLE ? EXP_PICKLE : 0));
     if (c->max_msg) {
         uint64_t m = htobe64((uint64_t)c->max_msg);
         memcpy(d + 1, &m, 8);
@@ -604,6 +629,8 @@ static int conn_import(const void *data, size_t len, int *fds, size_t nfds, void
     mp_connection *c = mp_connection_from_fd(fds[0], d[0] & EXP_READABLE, d[0] & EXP_WRITABLE);
     if (!c)
         return mp_last_error_code();
+    if (d[0] & EXP_PICKLE)
+        c->codec = MP_CODEC_PICKLE;
     if (d[0] & EXP_MAXSIZE) {
         uint64_t m;
         memcpy(&m, d + 1, 8);

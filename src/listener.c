@@ -139,6 +139,7 @@ struct mp_listener {
     mp_auth_digest digest;
     double handshake_limit; /* seconds (the default already applied); negative: none */
     size_t max_message_size;
+    mp_codec codec;
     mp__hs *hs[MAX_INFLIGHT]; /* handshakes in progress, oldest first */
     int nhs;
 };
@@ -204,6 +205,10 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
         opts = &defaults;
     if (mp__limit_check(opts->handshake_limit, "listener: handshake_limit") < 0)
         return NULL;
+    if ((unsigned)opts->codec > MP_CODEC_PICKLE) {
+        mp__error(MP_EINVAL, "listener: unknown codec %d", (int)opts->codec);
+        return NULL;
+    }
     mp_listener *l = mp__calloc(1, sizeof *l);
     if (!l)
         return NULL;
@@ -211,6 +216,7 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
     l->digest = opts->digest;
     l->handshake_limit = opts->handshake_limit == 0 ? MP__HANDSHAKE_DEFAULT : opts->handshake_limit;
     l->max_message_size = opts->max_message_size;
+    l->codec = opts->codec;
     if (opts->authkey) {
         l->authkey = malloc(opts->authkey_len ? opts->authkey_len : 1);
         if (!l->authkey) {
@@ -244,6 +250,8 @@ static mp_connection *wrap(mp_listener *l, int fd)
     mp_connection *c = mp_connection_from_fd(fd, true, true);
     if (c && l->max_message_size)
         mp_connection_set_max_message_size(c, l->max_message_size);
+    if (c)
+        mp_connection_set_codec(c, l->codec);
     return c;
 }
 
@@ -457,6 +465,8 @@ static int client_connect(const char *address, const mp_client_opts *opts, mp_co
         return mp__error(MP_EINVAL, "mp_client: NULL address");
     if (mp__limit_check(opts->time_limit, "mp_client: time_limit") < 0)
         return mp_last_error_code();
+    if ((unsigned)opts->codec > MP_CODEC_PICKLE)
+        return mp__error(MP_EINVAL, "mp_client: unknown codec %d", (int)opts->codec);
     double deadline = limit_deadline(opts->time_limit);
     sockaddr_any a;
     int code = parse_address(address, false, &a);
@@ -477,6 +487,7 @@ static int client_connect(const char *address, const mp_client_opts *opts, mp_co
         return mp_last_error_code();
     if (opts->max_message_size)
         mp_connection_set_max_message_size(c, opts->max_message_size);
+    mp_connection_set_codec(c, opts->codec);
     *out = c;
     return 0;
 }

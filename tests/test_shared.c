@@ -455,10 +455,10 @@ static void test_sl_basic(void)
     CHECK_CONTAINS(mp_last_error(), "exceeds available storage");
     CHECK_OK(mp_sl_set(l, 4, &(mp_sl_item){.type = MP_SL_INT, .i = 7}));
 
-    /* Python strips trailing NULs and miscounted UTF-8 lengths: we do not */
+    /* Python's layout keeps no length: trailing NULs are lost, in both languages */
     CHECK_OK(mp_sl_set(l, 1, &(mp_sl_item){.type = MP_SL_BYTES, .data = "ab\0\0", .len = 4}));
     CHECK_OK(mp_sl_get(l, 1, &it));
-    CHECK(it.type == MP_SL_BYTES && it.len == 4 && memcmp(it.data, "ab\0\0", 4) == 0);
+    CHECK(it.type == MP_SL_BYTES && it.len == 2 && memcmp(it.data, "ab", 2) == 0);
     CHECK_OK(mp_sl_set(l, 0, &(mp_sl_item){.type = MP_SL_STR, .data = "h\xc3\xa9llo", .len = 6}));
     CHECK_OK(mp_sl_get(l, 0, &it));
     CHECK_INT(it.len, 6);
@@ -478,6 +478,7 @@ static void test_sl_basic(void)
     mp_sl_close(b);
 
     mp_shm *other = mp_shm_create(NULL, 64, NULL);
+    memset(mp_shm_buf(other), 0xff, 64); /* a length of -1 */
     CHECK(mp_sl_attach(mp_shm_name(other)) == NULL);
     CHECK_INT(mp_last_error_code(), MP_EPROTO);
     mp_shm_unlink(other);
@@ -520,6 +521,120 @@ static void test_sl_in_children(void)
     }
 }
 
+/* ---- ShareableList with Python (tests/py_sl.py holds the other side's lists) --------- */
+
+static int py_sl(const char *mode, const char *name, char *out, size_t cap)
+{
+    char cmd[1024];
+    const char *src = getenv("MP_SOURCE_DIR");
+    snprintf(cmd, sizeof cmd, "timeout 60 python3 %s/tests/py_sl.py %s %s 2>&1", src ? src : "..", mode,
+             name);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fprintf(stderr, "  py_sl.py %s: %s\n", mode, out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void check_item(const mp_sl *l, long i, mp_sl_type type, const void *data, size_t len)
+{
+    mp_sl_item it;
+    CHECK_OK(mp_sl_get(l, i, &it));
+    CHECK_INT(it.type, type);
+    if (it.type == type && (type == MP_SL_STR || type == MP_SL_BYTES)) {
+        CHECK_INT(it.len, len);
+        CHECK(it.len == len && memcmp(it.data, data, len) == 0);
+    }
+}
+
+static void test_sl_python(void)
+{
+    char out[4096];
+    /* C makes it, Python reads every item and writes its own */
+    mp_sl_item items[] = {mp_sl_int(42), mp_sl_int(INT64_MIN), mp_sl_int(INT64_MAX),
+                          mp_sl_float(1.5), mp_sl_bool(true), mp_sl_bool(false), mp_sl_none(),
+                          mp_sl_str(""), mp_sl_str("h\xc3\xa9llo \xf0\x9f\x98\x80"),
+                          mp_sl_str("xxxxxxxx"), mp_sl_bytes("", 0), mp_sl_bytes("\0\xff", 2),
+                          mp_sl_bytes("yyyyyyyyy", 9), mp_sl_bytes(NULL, 0)};
+    static char zs[1000];
+    memset(zs, 'z', sizeof zs);
+    items[13] = mp_sl_bytes(zs, sizeof zs);
+    mp_sl *l = mp_sl_create(items, 14, NULL, NULL);
+    CHECK(l != NULL);
+    if (!l)
+        return;
+    CHECK_INT(py_sl("read-c", mp_shm_name(mp_sl_shm(l)), out, sizeof out), 0);
+    check_item(l, 0, MP_SL_STR, "py", 2);
+    mp_sl_item it;
+    CHECK_OK(mp_sl_get(l, 1, &it));
+    CHECK(it.type == MP_SL_FLOAT && it.f == 2.25);
+    check_item(l, 3, MP_SL_NONE, NULL, 0);
+    CHECK_OK(mp_sl_get(l, 4, &it));
+    CHECK(it.type == MP_SL_INT && it.i == 7);
+    check_item(l, 7, MP_SL_BYTES, "1234567", 7);
+    CHECK_OK(mp_sl_get(l, 8, &it));
+    CHECK(it.type == MP_SL_BOOL && !it.b);
+    memset(zs, 'w', sizeof zs);
+    check_item(l, 13, MP_SL_STR, zs, sizeof zs);
+    CHECK_OK(mp_sl_get(l, 2, &it));
+    CHECK(it.type == MP_SL_INT && it.i == INT64_MAX); /* untouched */
+    mp_shm_unlink(mp_sl_shm(l));
+    mp_sl_close(l);
+
+    /* Python makes it, C reads every item and writes, Python checks and unlinks */
+    char name[64];
+    snprintf(name, sizeof name, "mpt_pysl_%d", (int)getpid());
+    CHECK_INT(py_sl("create", name, out, sizeof out), 0);
+    l = mp_sl_attach(name);
+    CHECK(l != NULL);
+    if (!l)
+        return;
+    CHECK_INT(mp_sl_len(l), 10);
+    CHECK_OK(mp_sl_get(l, 0, &it));
+    CHECK(it.type == MP_SL_INT && it.i == 1);
+    CHECK_OK(mp_sl_get(l, 1, &it));
+    CHECK(it.type == MP_SL_FLOAT && it.f == 2.5);
+    CHECK_OK(mp_sl_get(l, 2, &it));
+    CHECK(it.type == MP_SL_BOOL && it.b);
+    check_item(l, 3, MP_SL_NONE, NULL, 0);
+    check_item(l, 4, MP_SL_STR, "str", 3);
+    check_item(l, 5, MP_SL_BYTES, "bytes", 5);
+    check_item(l, 6, MP_SL_STR, "xxxxxxxxxxxxxxx", 15);
+    check_item(l, 7, MP_SL_BYTES, "\0\0\0a", 4);
+    CHECK_OK(mp_sl_get(l, 8, &it));
+    CHECK(it.type == MP_SL_INT && it.i == -7);
+    CHECK_OK(mp_sl_get(l, 9, &it));
+    CHECK(it.type == MP_SL_BYTES && it.len == 9999991);
+    mp_sl_item w[] = {mp_sl_str("c!"), mp_sl_none(), mp_sl_int(3), mp_sl_float(0.5),
+                      mp_sl_bytes("c-bytes", 7), mp_sl_bool(true), mp_sl_str("yyyyyyyyyyyyyyyy"),
+                      mp_sl_none(), mp_sl_str("from C")};
+    long at[] = {0, 1, 2, 3, 4, 5, 6, -1, 8};
+    for (size_t i = 0; i < 9; i++)
+        if (at[i] >= 0)
+            CHECK_OK(mp_sl_set(l, at[i], &w[i]));
+    /* a 3-char str slot holds 8 bytes, as in Python */
+    mp_sl_item nine = mp_sl_str("123456789");
+    CHECK_ERR(mp_sl_set(l, 4, &nine), MP_ERANGE);
+    mp_sl_close(l);
+    CHECK_INT(py_sl("verify", name, out, sizeof out), 0);
+    CHECK(mp_sl_attach(name) == NULL); /* Python unlinked it */
+
+    /* the largest item Python's format allows, and one more */
+    static char big[9999992];
+    memset(big, 'b', sizeof big);
+    mp_sl_item bi = mp_sl_bytes(big, 9999991);
+    l = mp_sl_create(&bi, 1, NULL, NULL);
+    CHECK(l != NULL);
+    mp_shm_unlink(mp_sl_shm(l));
+    mp_sl_close(l);
+    bi.len = 9999992;
+    CHECK_NULL_ERR(mp_sl_create(&bi, 1, NULL, NULL), MP_ERANGE);
+}
+
 int main(int argc, char **argv)
 {
     /* The tracker pipe stays open for the whole run: open it before the leak checks. */
@@ -538,5 +653,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_shm_in_children);
     RUN_IF(argc, argv, test_sl_basic);
     RUN_IF(argc, argv, test_sl_in_children);
+    RUN_IF(argc, argv, test_sl_python);
     return mpt_done();
 }

@@ -5,7 +5,8 @@
  * Python mapping (multiprocessing.connection):
  *   - `Pipe(duplex)`                  -> mp_pipe(duplex, &a, &b)
  *   - `conn.send(obj)` / `recv()`     -> mp_connection_send / mp_connection_recv (mp_value,
- *                                        MessagePack instead of pickle)
+ *                                        MessagePack between multiproc programs; with the
+ *                                        pickle codec, Python objects: see mp_codec)
  *   - `send_bytes(buf, offset, size)` -> mp_connection_send_bytes
  *   - `recv_bytes(maxlength)`         -> mp_connection_recv_bytes
  *   - `recv_bytes_into(buf, offset)`  -> mp_connection_recv_bytes_into; BufferTooShort ->
@@ -122,6 +123,25 @@ int mp_connection_recv_bytes_into(mp_connection *c, void *buf, size_t bufsize, s
  */
 int mp_connection_take_pending(mp_connection *c, void **buf, size_t *len);
 
+/**
+ * How mp_connection_send / mp_connection_recv encode values on a connection.
+ * MP_CODEC_MSGPACK (the default) between multiproc programs: handles travel, compact.
+ * MP_CODEC_PICKLE to talk to Python's `multiprocessing.connection` send()/recv(): values
+ * are written as pickles of protocol 4 (mp_value_pickle) and received pickles are decoded
+ * as data only (mp_value_unpickle: a pickle that names or calls code is MP_EPROTO and
+ * nothing runs); handles cannot travel (MP_EUNSUPPORTED). See docs/python.md.
+ */
+typedef enum mp_codec {
+    MP_CODEC_MSGPACK = 0, /**< MessagePack (mp_value_encode), the default */
+    MP_CODEC_PICKLE       /**< Python's pickle (mp_value_pickle / mp_value_unpickle) */
+} mp_codec;
+
+/** Choose how @p c encodes values (see mp_codec). Travels with the connection to other
+ * processes. 0 or MP_EINVAL (NULL, unknown codec). */
+int mp_connection_set_codec(mp_connection *c, mp_codec codec);
+/** The codec of @p c (MP_CODEC_MSGPACK for NULL). */
+mp_codec mp_connection_codec(const mp_connection *c);
+
 /** At most this many fds travel with one value over a connection. */
 #define MP_CONNECTION_MAX_FDS 64
 
@@ -215,6 +235,8 @@ typedef struct mp_listener_opts {
                                    0: 20 s; MP_NO_LIMIT: none (Python's, which lets a
                                    silent peer hold a slot forever) */
     size_t max_message_size;  /**< of each accepted connection; 0: 64 MiB (see above) */
+    mp_codec codec;           /**< of each accepted connection: MP_CODEC_PICKLE to serve
+                                   Python clients that use send()/recv() */
 } mp_listener_opts;
 
 /** A listening socket that accepts authenticated connections (Python's Listener). */
@@ -251,6 +273,7 @@ typedef struct mp_client_opts {
     double time_limit;     /**< seconds for connect + the whole handshake; 0: 20 s;
                                 MP_NO_LIMIT: none */
     size_t max_message_size; /**< of the connection; 0: 64 MiB (see above) */
+    mp_codec codec;          /**< MP_CODEC_PICKLE to talk to a Python Listener's send()/recv() */
 } mp_client_opts;
 
 /**

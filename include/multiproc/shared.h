@@ -190,8 +190,8 @@ typedef enum mp_sl_type {
     MP_SL_INT,
     MP_SL_FLOAT,
     MP_SL_BOOL,
-    MP_SL_STR,   /**< UTF-8 text, explicit length (NULs kept) */
-    MP_SL_BYTES  /**< explicit length (trailing NULs kept) */
+    MP_SL_STR,   /**< UTF-8 text (trailing NULs are lost, as in Python) */
+    MP_SL_BYTES  /**< bytes (trailing NULs are lost, as in Python) */
 } mp_sl_type;
 
 /** One item, in or out. For STR/BYTES, data/len point into the list's memory when read
@@ -224,17 +224,21 @@ typedef struct mp_sl mp_sl;
 
 /**
  * A new list holding copies of @p items (n may be 0), in a new segment named @p name
- * (NULL: generated). Each slot keeps the capacity of its initial item (at least 8
- * bytes; str/bytes rounded up to 8): a later longer str/bytes is MP_ERANGE.
+ * (NULL: generated), laid out exactly as Python's ShareableList: Python attaches to it
+ * with `ShareableList(name=...)`, and mp_sl_attach reads a list Python made. Each slot
+ * keeps the capacity of its initial item (8 bytes; a str/bytes of len bytes gets
+ * 8 * (len / 8 + 1), Python's rule): a later longer str/bytes is MP_ERANGE. A str/bytes
+ * item holds at most 9999991 bytes (Python's 8-character format field): MP_ERANGE.
  */
 mp_sl *mp_sl_create(const mp_sl_item *items, size_t n, const char *name,
                     const mp_shm_opts *opts);
-/** Attach to an existing list by name. MP_EPROTO if the segment is not a list. */
+/** Attach to an existing list by name (made by mp_sl_create or by Python). MP_EPROTO if
+ * the segment's length and offsets do not describe a list that fits it. */
 mp_sl *mp_sl_attach(const char *name);
 /** Number of items. */
 size_t mp_sl_len(const mp_sl *l);
 /** Read item @p i (negative counts from the end, as in Python). MP_ERANGE if out of
- * range. */
+ * range; MP_EPROTO if the item's format or type code is not one Python writes. */
 int mp_sl_get(const mp_sl *l, long i, mp_sl_item *out);
 /** Replace item @p i (any type that fits the slot). MP_ERANGE if out of range or too
  * long for the slot ("item exceeds available storage"). */

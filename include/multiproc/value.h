@@ -9,6 +9,7 @@
  * encoded as MessagePack with msgpack-c.
  *
  * Python mapping: pickling -> mp_value_encode/decode; None -> nil; tuples -> lists.
+ * Python's own pickles (to talk to Python programs) -> mp_value_pickle/unpickle.
  *
  * Ownership: a function returning `mp_value *` gives the caller a value to free with
  * mp_value_free(). Container setters *adopt* the item passed in (even on failure).
@@ -232,6 +233,33 @@ int mp_value_encode(const mp_value *v, char **buf, size_t *len, int *fds, size_t
  * *out is a new value (mp_value_free), on failure NULL.
  */
 int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out);
+
+/* ---- pickle (Python's own format, for talking to Python programs) ----------------- */
+/** The protocol mp_value_pickle writes when asked for 0: 4, what Python 3.8+ writes by
+ * default (pickle.DEFAULT_PROTOCOL) and reads back. */
+#define MP_PICKLE_DEFAULT_PROTOCOL 4
+/**
+ * Encode as a pickle of protocol @p protocol (4 or 5; 0 means 4) into a malloc'd buffer
+ * (*buf, *len; free with mp_free) that Python's pickle.loads reads back to the equal
+ * object: nil -> None, bool, int, float, str, bytes, list, map -> dict (a list used as a
+ * map key becomes a tuple, since Python keys must be hashable). Only data opcodes are
+ * written. Errors: MP_EUNSUPPORTED for a handle or a map used as a map key, MP_EINVAL for
+ * a str that is not UTF-8 or nesting deeper than 512, -ENOMEM. See docs/python.md.
+ */
+int mp_value_pickle(const mp_value *v, int protocol, char **buf, size_t *len);
+/**
+ * Decode a pickle (protocols 2 to 5; untrusted input) holding only data: None, bool, int,
+ * float, str, bytes, bytearray (-> bytes), tuple, list, set and frozenset (-> list), dict,
+ * with memo references (shared objects become copies). Every opcode that names or calls
+ * code (GLOBAL, STACK_GLOBAL, REDUCE, BUILD, INST, OBJ, NEWOBJ, NEWOBJ_EX, EXT1/2/4,
+ * PERSID, BINPERSID, out-of-band buffers) is MP_EPROTO naming the opcode: nothing is ever
+ * run. Malformed, truncated or hostile input (a length beyond the input, nesting deeper
+ * than 512, a recursive structure, trailing bytes after STOP, shared references expanding
+ * beyond 16 MiB + 16 bytes per input byte) is MP_EPROTO, never a crash or an allocation
+ * larger than the input warrants; an int outside int64 is MP_ERANGE. On success *out is a
+ * new value (mp_value_free), on failure NULL.
+ */
+int mp_value_unpickle(const void *buf, size_t len, mp_value **out);
 
 MP_API_END
 #ifdef __cplusplus

@@ -9,11 +9,11 @@
  * after the name is unlinked) together with the tracker pipe, so a child started
  * without it still reports to the program's tracker.
  *
- * ShareableList layout: header {magic, version, n}, n slot records {type, capacity,
- * length, offset}, then the slot data. Every slot keeps a capacity of at least 8
- * bytes; str/bytes slots store an explicit byte length (no stripping of trailing NULs)
- * and keep a NUL after the data for convenience. No lock: like Python's, concurrent
- * writers must coordinate themselves.
+ * ShareableList: exactly Python's layout (see the ShareableList section), so a list made
+ * by either language is read and written by the other. As in Python, str/bytes items
+ * lose trailing NULs, and the per-item format and code are re-read on every access (any
+ * process may change an item's type). No lock: like Python's, concurrent writers must
+ * coordinate themselves.
  */
 #define _GNU_SOURCE
 #include "multiproc/shared.h"
@@ -258,26 +258,26 @@ const mp_kind mp_kind_shm = {"shared_memory", shm_export, shm_import, shm_releas
 
 /* ---- ShareableList ------------------------------------------------------------------ */
 
-#define SL_MAGIC 0x4d50534cu /* "MPSL" */
+/* Python's layout (Lib/multiprocessing/shared_memory.py), native byte order:
+ *   int64 n; int64 offsets[n + 1] (offsets[0] = 0, from the start of the data area);
+ *   the data area at D = (n + 2) * 8: item i in [D + offsets[i], D + offsets[i + 1]);
+ *   n struct formats of 8 bytes each at F = D + offsets[n] ("q", "d", "xxxxxxx?" for
+ *   bool, "xxxxxx?x" for None, "<capacity>s" for str/bytes, NUL-padded);
+ *   n signed bytes at F + 8n: 0 int/float/bool, 1 str, 2 bytes, 3 None. */
 
-typedef struct sl_hdr {
-    uint32_t magic;
-    uint32_t version;
-    uint64_t n;
-} sl_hdr;
+#define SL_FMT_BOOL "xxxxxxx?"
+#define SL_FMT_NONE "xxxxxx?x"
+/* A format has 8 characters, so a str/bytes slot holds at most 9999999 bytes; capacities
+ * are multiples of 8 (Python's rule: 8 * (len // 8 + 1)). */
+#define SL_MAX_CAP 9999992u
 
-typedef struct sl_slot {
-    uint32_t type;
-    uint32_t pad;
-    uint64_t cap;
-    uint64_t len;
-    uint64_t off;
-} sl_slot;
+enum { SL_CODE_PLAIN = 0, SL_CODE_STR = 1, SL_CODE_BYTES = 2, SL_CODE_NONE = 3 };
 
 struct mp_sl {
     mp_shm *shm;
-    sl_hdr *hdr;
-    sl_slot *slots;
+    unsigned char *base;
+    size_t n;
+    uint64_t *offs; /* offsets[0..n], read once (as Python does): validated, never re-read */
 };
 
 mp_sl_item mp_sl_int(int64_t i) { return (mp_sl_item){.type = MP_SL_INT, .i = i}; }
@@ -297,9 +297,7 @@ static bool is_blob(mp_sl_type t) { return t == MP_SL_STR || t == MP_SL_BYTES; }
 
 static uint64_t slot_cap(const mp_sl_item *it)
 {
-    if (!is_blob(it->type) || it->len <= 8)
-        return 8;
-    return (it->len + 7) / 8 * 8;
+    return is_blob(it->type) ? (it->len / 8 + 1) * 8 : 8;
 }
 
 static int check_item(const mp_sl_item *it)
@@ -309,14 +307,52 @@ static int check_item(const mp_sl_item *it)
     return 0;
 }
 
-static void write_slot(mp_sl *l, sl_slot *s, const mp_sl_item *it)
+static int64_t rd64(const unsigned char *p)
 {
-    char *p = (char *)l->hdr + s->off;
-    memset(p, 0, s->cap + 8);
+    int64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static void wr64(unsigned char *p, int64_t v) { memcpy(p, &v, 8); }
+
+static size_t data_start(const mp_sl *l) { return (l->n + 2) * 8; }
+static uint64_t sl_offset(const mp_sl *l, size_t i) { return l->offs[i]; }
+static unsigned char *fmt_at(const mp_sl *l, size_t i)
+{
+    return l->base + data_start(l) + sl_offset(l, l->n) + 8 * i;
+}
+static signed char *code_at(const mp_sl *l, size_t i)
+{
+    return (signed char *)(l->base + data_start(l) + sl_offset(l, l->n) + 8 * l->n + i);
+}
+
+/* Write item `it` into slot i (capacity already checked), format and code first, as
+ * Python's __setitem__ does. */
+static void write_slot(mp_sl *l, size_t i, const mp_sl_item *it)
+{
+    uint64_t cap = sl_offset(l, i + 1) - sl_offset(l, i);
+    unsigned char *p = l->base + data_start(l) + sl_offset(l, i);
+    char fmt[9] = {0};
+    signed char code = SL_CODE_PLAIN;
+    switch (it->type) {
+    case MP_SL_INT: memcpy(fmt, "q", 1); break;
+    case MP_SL_FLOAT: memcpy(fmt, "d", 1); break;
+    case MP_SL_BOOL: memcpy(fmt, SL_FMT_BOOL, 8); break;
+    case MP_SL_NONE: memcpy(fmt, SL_FMT_NONE, 8); code = SL_CODE_NONE; break;
+    default:
+        snprintf(fmt, sizeof fmt, "%llus", (unsigned long long)cap);
+        code = it->type == MP_SL_STR ? SL_CODE_STR : SL_CODE_BYTES;
+        break;
+    }
+    memcpy(fmt_at(l, i), fmt, 8);
+    *code_at(l, i) = code;
+    size_t width = is_blob(it->type) ? (size_t)cap : 8; /* struct writes pad bytes as NUL */
+    memset(p, 0, width);
     switch (it->type) {
     case MP_SL_INT: memcpy(p, &it->i, 8); break;
     case MP_SL_FLOAT: memcpy(p, &it->f, 8); break;
-    case MP_SL_BOOL: p[0] = it->b; break;
+    case MP_SL_BOOL: p[7] = it->b; break;
     case MP_SL_STR:
     case MP_SL_BYTES:
         if (it->len)
@@ -324,67 +360,105 @@ static void write_slot(mp_sl *l, sl_slot *s, const mp_sl_item *it)
         break;
     default: break;
     }
-    s->len = is_blob(it->type) ? it->len : 0;
-    s->type = it->type;
 }
 
-static mp_sl *sl_wrap(mp_shm *shm)
+/* A handle on a validated (or new, n items) list: the length and offsets are copied out
+ * of the shared memory, so another process rewriting them cannot send us out of bounds. */
+static mp_sl *sl_wrap(mp_shm *shm, size_t n)
 {
     mp_sl *l = mp__calloc(1, sizeof *l);
-    if (!l)
+    uint64_t *offs = l ? mp__calloc(n + 1, sizeof *offs) : NULL;
+    if (!offs) {
+        free(l);
         return NULL;
+    }
     l->shm = shm;
-    l->hdr = mp_shm_buf(shm);
-    l->slots = (sl_slot *)(l->hdr + 1);
+    l->base = mp_shm_buf(shm);
+    l->n = n;
+    l->offs = offs;
+    for (size_t i = 0; i <= n; i++)
+        offs[i] = (uint64_t)rd64(l->base + 8 + 8 * i);
     return l;
 }
 
-/* Check a mapped list's layout before trusting it (it may be any segment). */
-static int sl_validate(const mp_shm *shm)
+static int sl_validate(const mp_sl *l);
+
+/* Wrap an existing list: read its length once, copy its offsets, validate the copies. */
+static mp_sl *sl_open(mp_shm *shm)
 {
-    const sl_hdr *h = mp_shm_buf(shm);
     size_t size = mp_shm_size(shm);
-    if (size < sizeof *h || h->magic != SL_MAGIC || h->version != 1 ||
-        h->n > (size - sizeof *h) / sizeof(sl_slot))
-        return mp__error(MP_EPROTO, "shared memory '%s' is not a ShareableList",
-                         mp_shm_name(shm));
-    const sl_slot *s = (const sl_slot *)(h + 1);
-    for (uint64_t i = 0; i < h->n; i++)
-        if (s[i].off > size || s[i].cap > size - s[i].off || s[i].cap + 8 > size - s[i].off ||
-            s[i].len > s[i].cap || s[i].type > MP_SL_BYTES)
-            return mp__error(MP_EPROTO, "ShareableList '%s': slot %llu is corrupt",
-                             mp_shm_name(shm), (unsigned long long)i);
+    int64_t n = size >= 8 ? rd64(mp_shm_buf(shm)) : -1;
+    /* each item takes at least an offset, a format and a code: 17 bytes */
+    if (n < 0 || (uint64_t)n > size / 17 || ((size_t)n + 2) * 8 > size) {
+        mp__error(MP_EPROTO, "shared memory '%s' is not a ShareableList (%zu bytes, %lld items)",
+                  mp_shm_name(shm), size, (long long)n);
+        return NULL;
+    }
+    mp_sl *l = sl_wrap(shm, (size_t)n);
+    if (l && sl_validate(l) < 0) {
+        free(l->offs);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* Check a list's length and offsets (copied out of the segment by sl_wrap) against the
+ * segment's size before trusting them: it may be any segment. */
+static int sl_validate(const mp_sl *l)
+{
+    size_t size = mp_shm_size(l->shm), n = l->n, d = (n + 2) * 8;
+    uint64_t prev = 0;
+    for (size_t i = 0; i <= n; i++) {
+        uint64_t off = l->offs[i];
+        if ((i == 0 && off != 0) || off < prev || off > size)
+            return mp__error(MP_EPROTO, "ShareableList '%s': item offset %zu is corrupt",
+                             mp_shm_name(l->shm), i);
+        prev = off;
+    }
+    if (prev > size - d || size - d - (size_t)prev < 9 * n)
+        return mp__error(MP_EPROTO, "ShareableList '%s': %zu bytes cannot hold its %zu items",
+                         mp_shm_name(l->shm), size, n);
     return 0;
 }
 
 mp_sl *mp_sl_create(const mp_sl_item *items, size_t n, const char *name,
                     const mp_shm_opts *opts)
 {
-    size_t size = sizeof(sl_hdr) + n * sizeof(sl_slot);
+    if (n && !items) {
+        mp__error(MP_EINVAL, "mp_sl_create: NULL items");
+        return NULL;
+    }
+    size_t size = (n + 2) * 8 + 9 * n;
     for (size_t i = 0; i < n; i++) {
         if (check_item(&items[i]) < 0)
             return NULL;
-        size += slot_cap(&items[i]) + 8;
+        if (slot_cap(&items[i]) > SL_MAX_CAP) {
+            mp__error(MP_ERANGE, "ShareableList item %zu: %zu bytes (Python's layout holds at "
+                                 "most %u per str/bytes item)", i, items[i].len, SL_MAX_CAP - 1);
+            return NULL;
+        }
+        size += slot_cap(&items[i]);
     }
     mp_shm *shm = mp_shm_create(name, size, opts);
     if (!shm)
         return NULL;
-    mp_sl *l = sl_wrap(shm);
+    unsigned char *base = mp_shm_buf(shm);
+    wr64(base, (int64_t)n);
+    uint64_t off = 0;
+    wr64(base + 8, 0);
+    for (size_t i = 0; i < n; i++) {
+        off += slot_cap(&items[i]);
+        wr64(base + 8 + 8 * (i + 1), (int64_t)off);
+    }
+    mp_sl *l = sl_wrap(shm, n);
     if (!l) {
         mp_shm_unlink(shm);
         mp_shm_close(shm);
         return NULL;
     }
-    l->hdr->magic = SL_MAGIC;
-    l->hdr->version = 1;
-    l->hdr->n = n;
-    uint64_t off = sizeof(sl_hdr) + n * sizeof(sl_slot);
-    for (size_t i = 0; i < n; i++) {
-        l->slots[i].cap = slot_cap(&items[i]);
-        l->slots[i].off = off;
-        off += l->slots[i].cap + 8;
-        write_slot(l, &l->slots[i], &items[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        write_slot(l, i, &items[i]);
     return l;
 }
 
@@ -393,20 +467,20 @@ mp_sl *mp_sl_attach(const char *name)
     mp_shm *shm = mp_shm_attach(name);
     if (!shm)
         return NULL;
-    mp_sl *l = sl_validate(shm) < 0 ? NULL : sl_wrap(shm);
+    mp_sl *l = sl_open(shm);
     if (!l)
         mp_shm_close(shm);
     return l;
 }
 
-size_t mp_sl_len(const mp_sl *l) { return l ? (size_t)l->hdr->n : 0; }
+size_t mp_sl_len(const mp_sl *l) { return l ? l->n : 0; }
 mp_shm *mp_sl_shm(const mp_sl *l) { return l ? l->shm : NULL; }
 
 static int slot_index(const mp_sl *l, long i, size_t *out)
 {
     if (!l)
         return mp__error(MP_EINVAL, "NULL ShareableList");
-    long n = (long)l->hdr->n;
+    long n = (long)l->n;
     long j = i < 0 ? i + n : i;
     if (j < 0 || j >= n)
         return mp__error(MP_ERANGE, "ShareableList index %ld out of range (length %ld)", i, n);
@@ -414,22 +488,53 @@ static int slot_index(const mp_sl *l, long i, size_t *out)
     return 0;
 }
 
-static void read_slot(const mp_sl *l, const sl_slot *s, mp_sl_item *out)
+/* Read slot i as Python's __getitem__ does: by its format and back-transform code.
+ * Another process may write any bytes there: a format or code we do not know is
+ * MP_EPROTO. */
+static int read_slot(const mp_sl *l, size_t i, mp_sl_item *out)
 {
-    const char *p = (const char *)l->hdr + s->off;
+    const unsigned char *p = l->base + data_start(l) + sl_offset(l, i);
+    uint64_t cap = sl_offset(l, i + 1) - sl_offset(l, i);
+    char fmt[9] = {0};
+    memcpy(fmt, fmt_at(l, i), 8);
+    signed char code = *code_at(l, i);
     memset(out, 0, sizeof *out);
-    out->type = (mp_sl_type)s->type;
-    switch (out->type) {
-    case MP_SL_INT: memcpy(&out->i, p, 8); break;
-    case MP_SL_FLOAT: memcpy(&out->f, p, 8); break;
-    case MP_SL_BOOL: out->b = p[0] != 0; break;
-    case MP_SL_STR:
-    case MP_SL_BYTES:
-        out->data = p;
-        out->len = (size_t)s->len;
-        break;
-    default: break;
+    size_t flen = strlen(fmt);
+    if (code == SL_CODE_NONE) {
+        out->type = MP_SL_NONE;
+        return 0;
     }
+    if (code == SL_CODE_STR || code == SL_CODE_BYTES) {
+        char *end = NULL;
+        unsigned long long w = flen > 1 && fmt[flen - 1] == 's' ? strtoull(fmt, &end, 10) : 0;
+        if (!end || end != fmt + flen - 1 || w > cap)
+            goto corrupt;
+        size_t len = (size_t)w;
+        while (len && p[len - 1] == 0) /* Python strips trailing NULs */
+            len--;
+        out->type = code == SL_CODE_STR ? MP_SL_STR : MP_SL_BYTES;
+        out->data = (const char *)p;
+        out->len = len;
+        return 0;
+    }
+    if (code != SL_CODE_PLAIN || cap < 8)
+        goto corrupt;
+    if (strcmp(fmt, "q") == 0) {
+        out->type = MP_SL_INT;
+        memcpy(&out->i, p, 8);
+    } else if (strcmp(fmt, "d") == 0) {
+        out->type = MP_SL_FLOAT;
+        memcpy(&out->f, p, 8);
+    } else if (strcmp(fmt, SL_FMT_BOOL) == 0) {
+        out->type = MP_SL_BOOL;
+        out->b = p[7] != 0;
+    } else {
+        goto corrupt;
+    }
+    return 0;
+corrupt:
+    return mp__error(MP_EPROTO, "ShareableList '%s': item %zu has format '%s' and code %d",
+                     mp_shm_name(l->shm), i, fmt, code);
 }
 
 int mp_sl_get(const mp_sl *l, long i, mp_sl_item *out)
@@ -438,8 +543,9 @@ int mp_sl_get(const mp_sl *l, long i, mp_sl_item *out)
     int r = slot_index(l, i, &j);
     if (r < 0)
         return r;
-    read_slot(l, &l->slots[j], out);
-    return 0;
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_sl_get: NULL output");
+    return read_slot(l, j, out);
 }
 
 int mp_sl_set(mp_sl *l, long i, const mp_sl_item *item)
@@ -448,10 +554,11 @@ int mp_sl_set(mp_sl *l, long i, const mp_sl_item *item)
     int r = slot_index(l, i, &j);
     if (r < 0 || (r = check_item(item)) < 0)
         return r;
-    if (is_blob(item->type) && item->len > l->slots[j].cap)
+    uint64_t cap = sl_offset(l, j + 1) - sl_offset(l, j);
+    if (is_blob(item->type) && item->len > cap)
         return mp__error(MP_ERANGE, "item exceeds available storage: %zu bytes, slot %zu holds %llu",
-                         item->len, j, (unsigned long long)l->slots[j].cap);
-    write_slot(l, &l->slots[j], item);
+                         item->len, j, (unsigned long long)cap);
+    write_slot(l, j, item);
     return 0;
 }
 
@@ -477,10 +584,9 @@ static bool items_equal(const mp_sl_item *a, const mp_sl_item *b)
 
 int mp_sl_index(const mp_sl *l, const mp_sl_item *item)
 {
-    for (size_t i = 0; l && item && i < l->hdr->n; i++) {
+    for (size_t i = 0; l && item && i < l->n; i++) {
         mp_sl_item it;
-        read_slot(l, &l->slots[i], &it);
-        if (items_equal(&it, item))
+        if (read_slot(l, i, &it) == 0 && items_equal(&it, item))
             return (int)i;
     }
     return mp__error(MP_ENOTFOUND, "item is not in the ShareableList");
@@ -489,10 +595,9 @@ int mp_sl_index(const mp_sl *l, const mp_sl_item *item)
 int mp_sl_count(const mp_sl *l, const mp_sl_item *item)
 {
     int count = 0;
-    for (size_t i = 0; l && item && i < l->hdr->n; i++) {
+    for (size_t i = 0; l && item && i < l->n; i++) {
         mp_sl_item it;
-        read_slot(l, &l->slots[i], &it);
-        count += items_equal(&it, item);
+        count += read_slot(l, i, &it) == 0 && items_equal(&it, item);
     }
     return count;
 }
@@ -502,6 +607,7 @@ void mp_sl_close(mp_sl *l)
     if (!l)
         return;
     mp_shm_close(l->shm);
+    free(l->offs);
     free(l);
 }
 
@@ -518,7 +624,7 @@ static int sl_import(const void *data, size_t len, int *fds, size_t nfds, void *
     int r = shm_import(data, len, fds, nfds, &shm);
     if (r < 0)
         return r;
-    mp_sl *l = sl_validate(shm) < 0 ? NULL : sl_wrap(shm);
+    mp_sl *l = sl_open(shm);
     if (!l) {
         r = mp_last_error_code();
         mp_shm_close(shm);

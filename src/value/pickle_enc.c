@@ -1,0 +1,240 @@
+/* Pickle encoding of values (protocol 4 or 5), read back by Python's pickle.loads.
+ *
+ * Only data opcodes are written: NONE, NEWTRUE/NEWFALSE, BININT1/2/BININT/LONG1,
+ * BINFLOAT, SHORT_BINUNICODE/BINUNICODE/BINUNICODE8, SHORT_BINBYTES/BINBYTES/BINBYTES8,
+ * EMPTY_LIST + APPENDS, EMPTY_DICT + SETITEMS, tuples (only for lists used as dict keys,
+ * which Python needs hashable) and STOP. A value tree has no shared parts, so no memo is
+ * written (loads does not need one) and no FRAME (optional for readers). */
+#define _GNU_SOURCE
+#include "internal/common.h"
+#include "internal/pickle.h"
+#include "internal/value.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct penc {
+    unsigned char *p;
+    size_t len, cap;
+} penc;
+
+static int enc_reserve(penc *e, size_t n)
+{
+    if (e->cap - e->len >= n)
+        return 0;
+    size_t cap = e->cap ? e->cap : 256;
+    while (cap - e->len < n) {
+        if (cap > SIZE_MAX / 2)
+            return mp__error(-ENOMEM, "pickle: %zu bytes", e->len + n);
+        cap *= 2;
+    }
+    unsigned char *p = realloc(e->p, cap);
+    if (!p)
+        return mp__error(-ENOMEM, "pickle: growing the buffer to %zu bytes", cap);
+    e->p = p;
+    e->cap = cap;
+    return 0;
+}
+
+static int put1(penc *e, unsigned char op)
+{
+    int r = enc_reserve(e, 1);
+    if (r == 0)
+        e->p[e->len++] = op;
+    return r;
+}
+
+static void le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static int put_int(penc *e, int64_t i)
+{
+    int r = enc_reserve(e, 10);
+    if (r < 0)
+        return r;
+    unsigned char *p = e->p + e->len;
+    if (i >= 0 && i < 256) {
+        p[0] = PK_BININT1;
+        p[1] = (unsigned char)i;
+        e->len += 2;
+    } else if (i >= 0 && i < 65536) {
+        p[0] = PK_BININT2;
+        le(p + 1, (uint64_t)i, 2);
+        e->len += 3;
+    } else if (i >= INT32_MIN && i <= INT32_MAX) {
+        p[0] = PK_BININT;
+        le(p + 1, (uint64_t)i, 4);
+        e->len += 5;
+    } else {
+        /* LONG1: the shortest little-endian two's complement that keeps the sign. */
+        int n = 8;
+        while (n > 1) {
+            int64_t top = i >> (8 * (n - 1) - 1); /* the bits the shorter form drops, plus its sign bit */
+            if (top != 0 && top != -1)
+                break;
+            n--;
+        }
+        p[0] = PK_LONG1;
+        p[1] = (unsigned char)n;
+        le(p + 2, (uint64_t)i, n);
+        e->len += 2 + (size_t)n;
+    }
+    return 0;
+}
+
+static int put_float(penc *e, double d)
+{
+    int r = enc_reserve(e, 9);
+    if (r < 0)
+        return r;
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    e->p[e->len] = PK_BINFLOAT;
+    for (int k = 0; k < 8; k++)
+        e->p[e->len + 1 + k] = (unsigned char)(bits >> (56 - 8 * k));
+    e->len += 9;
+    return 0;
+}
+
+static int put_sized(penc *e, unsigned char op1, unsigned char op4, unsigned char op8,
+                     const char *data, size_t n)
+{
+    int r = enc_reserve(e, 9 + n);
+    if (r < 0)
+        return r;
+    unsigned char *p = e->p + e->len;
+    size_t h;
+    if (n < 256) {
+        p[0] = op1;
+        p[1] = (unsigned char)n;
+        h = 2;
+    } else if (n <= 0xffffffffu) {
+        p[0] = op4;
+        le(p + 1, n, 4);
+        h = 5;
+    } else {
+        p[0] = op8;
+        le(p + 1, n, 8);
+        h = 9;
+    }
+    if (n)
+        memcpy(p + h, data, n);
+    e->len += h + n;
+    return 0;
+}
+
+static int put_value(penc *e, const mp_value *v, int depth, bool key);
+
+static int put_list(penc *e, const mp_value *v, int depth, bool key)
+{
+    size_t n = v->u.list.len;
+    int r = 0;
+    if (key) { /* a dict key must be hashable in Python: a tuple */
+        if (n == 0)
+            return put1(e, PK_EMPTY_TUPLE);
+        if (n > 3)
+            r = put1(e, PK_MARK);
+        for (size_t i = 0; i < n && r == 0; i++)
+            r = put_value(e, v->u.list.items[i], depth + 1, true);
+        if (r == 0)
+            r = put1(e, n > 3 ? PK_TUPLE : (unsigned char)(PK_TUPLE1 + n - 1));
+        return r;
+    }
+    r = put1(e, PK_EMPTY_LIST);
+    if (r == 0 && n > 1)
+        r = put1(e, PK_MARK);
+    for (size_t i = 0; i < n && r == 0; i++)
+        r = put_value(e, v->u.list.items[i], depth + 1, false);
+    if (r == 0 && n > 0)
+        r = put1(e, n > 1 ? PK_APPENDS : PK_APPEND);
+    return r;
+}
+
+static int put_map(penc *e, const mp_value *v, int depth, bool key)
+{
+    if (key)
+        return mp__error(MP_EUNSUPPORTED, "pickle: a map used as a map key has no Python "
+                                          "equivalent (a dict is not hashable)");
+    size_t n = v->u.map.len;
+    int r = put1(e, PK_EMPTY_DICT);
+    if (r == 0 && n > 1)
+        r = put1(e, PK_MARK);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        r = put_value(e, v->u.map.keys[i], depth + 1, true);
+        if (r == 0)
+            r = put_value(e, v->u.map.vals[i], depth + 1, false);
+    }
+    if (r == 0 && n > 0)
+        r = put1(e, n > 1 ? PK_SETITEMS : PK_SETITEM);
+    return r;
+}
+
+static int put_value(penc *e, const mp_value *v, int depth, bool key)
+{
+    if (depth > MP__PICKLE_MAX_DEPTH)
+        return mp__error(MP_EINVAL, "pickle: nesting deeper than %d levels",
+                         MP__PICKLE_MAX_DEPTH);
+    if (!v)
+        return put1(e, PK_NONE);
+    switch (v->type) {
+    case MP_NIL:
+        return put1(e, PK_NONE);
+    case MP_BOOL:
+        return put1(e, v->u.b ? PK_NEWTRUE : PK_NEWFALSE);
+    case MP_INT:
+        return put_int(e, v->u.i);
+    case MP_FLOAT:
+        return put_float(e, v->u.d);
+    case MP_STR:
+        if (!mp__utf8_valid(v->u.s.data, v->u.s.len))
+            return mp__error(MP_EINVAL, "pickle: a str that is not UTF-8 (Python could not "
+                                        "read it back; send it as bytes)");
+        return put_sized(e, PK_SHORT_BINUNICODE, PK_BINUNICODE, PK_BINUNICODE8, v->u.s.data,
+                         v->u.s.len);
+    case MP_BYTES:
+        return put_sized(e, PK_SHORT_BINBYTES, PK_BINBYTES, PK_BINBYTES8, v->u.s.data,
+                         v->u.s.len);
+    case MP_LIST:
+        return put_list(e, v, depth, key);
+    case MP_MAP:
+        return put_map(e, v, depth, key);
+    case MP_HANDLE:
+        return mp__error(MP_EUNSUPPORTED, "pickle: a handle (%s) cannot travel to Python; "
+                                          "only data can be pickled",
+                         v->u.h.kind ? v->u.h.kind->name : "?");
+    }
+    return mp__error(MP_EINVAL, "pickle: unknown value type %d", (int)v->type);
+}
+
+int mp_value_pickle(const mp_value *v, int protocol, char **buf, size_t *len)
+{
+    if (!buf || !len)
+        return mp__error(MP_EINVAL, "mp_value_pickle: NULL output pointer");
+    *buf = NULL;
+    *len = 0;
+    if (protocol == 0)
+        protocol = MP_PICKLE_DEFAULT_PROTOCOL;
+    if (protocol != 4 && protocol != 5)
+        return mp__error(MP_EINVAL, "mp_value_pickle: protocol %d (4 or 5, or 0 for 4)",
+                         protocol);
+    penc e = {0};
+    int r = enc_reserve(&e, 3);
+    if (r == 0) {
+        e.p[0] = PK_PROTO;
+        e.p[1] = (unsigned char)protocol;
+        e.len = 2;
+        r = put_value(&e, v, 0, false);
+    }
+    if (r == 0)
+        r = put1(&e, PK_STOP);
+    if (r < 0) {
+        free(e.p);
+        return r;
+    }
+    *buf = (char *)e.p;
+    *len = e.len;
+    return 0;
+}
