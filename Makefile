@@ -4,9 +4,10 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc)
 DEB_PKGS := cmake make gcc pkg-config libmsgpack-dev libssl-dev python3
 DOC_PKGS := doxygen
+FUZZ_PKGS := clang libclang-rt-dev
 CMAKE    := cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps docs-deps install-debs build test soak demo bench docs asan tsan install clean
+.PHONY: all deps docs-deps install-debs build test soak demo bench docs asan tsan fuzz fuzz-corpus install clean
 
 all: build
 
@@ -51,7 +52,12 @@ demo: deps
 	  || { cat $(BUILD)/demo-build.log; exit 1; }
 	@bash examples/demo.sh $(BUILD)/examples examples
 
-bench: build
+# The peer column needs a C++ compiler and Boost.Interprocess (header-only).
+BENCH_PKGS := g++ libboost-dev
+bench:
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS) $(BENCH_PKGS)"
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
 	@python3 bench/run.py $(BUILD)
 
 docs: docs-deps
@@ -70,6 +76,36 @@ tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure
 
+# libFuzzer runs of each target in fuzz/ (fuzz_<name>.c), FUZZ_SECONDS each, under ASan and
+# UBSan, built with clang in build-fuzz/. Each starts from its seed corpus fuzz/corpus/<name>/
+# and keeps what it finds in build-fuzz/corpus/<name>/ (the repository's corpus is left as
+# it is). A crash stops the run and leaves build-fuzz/crash-<name>-*: once fixed, that file
+# goes into fuzz/corpus/<name>/ so `make test` replays it (CONTRIBUTING.md, Fuzzing).
+# `make fuzz FUZZ_TARGETS="value framing" FUZZ_SECONDS=600` runs some targets longer.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+fuzz:
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS) $(FUZZ_PKGS)"
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMP_FUZZ=ON \
+	  -DMP_BUILD_TESTS=OFF -DMP_BUILD_EXAMPLES=OFF -DMP_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzzers >build-fuzz/build.log 2>&1 \
+	  || { cat build-fuzz/build.log; exit 1; }
+	@mkdir -p build-fuzz/log
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  build-fuzz/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -artifact_prefix=build-fuzz/crash-$$t- build-fuzz/corpus/$$t fuzz/corpus/$$t \
+	    >build-fuzz/log/$$t.log 2>&1 \
+	    || { tail -n 60 build-fuzz/log/$$t.log; echo "fuzz_$$t failed: log in build-fuzz/log/$$t.log"; exit 1; }; \
+	  printf 'fuzz_%-18s %s\n' $$t "$$(grep -h '^Done' build-fuzz/log/$$t.log)"; \
+	done
+
+# Rewrites the seed corpora in fuzz/corpus/ from the library's own encoders (fuzz/gen_corpus.c).
+fuzz-corpus: deps
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) --target fuzz_gen_corpus
+	$(BUILD)/fuzz/fuzz_gen_corpus fuzz/corpus
+
 # `make install PREFIX=/opt/multiproc` installs elsewhere; programs built with the
 # installed multiproc.pc carry an rpath to its libdir, so they find the library there too.
 PREFIX ?= /usr/local
@@ -78,4 +114,4 @@ install: build
 	@if [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

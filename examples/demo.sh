@@ -11,8 +11,40 @@ status=0
 title() {
   sed -n '1{s|^/\* *||;s| *\*/ *$||;p;q}' "$src/$1.c" 2>/dev/null
 }
+# A pair X_server / X_client is one example: the server starts in the background on
+# 127.0.0.1 port 0 and prints "serving at <address>" first; the client gets that address
+# as its argument and stops the server when done; the server's output follows.
+run_pair() {
+  local server=$1 client=$2 out addr rc
+  echo "===== $server + $client: $(title "$server")"
+  out=$(mktemp)
+  (cd "$dir" && exec timeout 60 "./$server" 127.0.0.1:0 >"$out" 2>&1) &
+  local spid=$!
+  for _ in $(seq 1 600); do
+    addr=$(sed -n 's/^serving at //p' "$out")
+    [ -n "$addr" ] || ! kill -0 $spid 2>/dev/null && break
+    sleep 0.05
+  done
+  { (cd "$dir" && timeout 60 "./$client" "$addr" </dev/null 2>&1 1>&3 3>&-) | sed 's/^/  (expected on stderr) /'; } 3>&1
+  rc=${PIPESTATUS[0]}
+  wait $spid || rc=1
+  sed 's/^/  [server] /' "$out"
+  rm -f "$out"
+  if [ "$rc" -ne 0 ]; then
+    echo "example $server + $client FAILED" >&2
+    status=1
+  fi
+  echo
+}
 for path in $(ls "$dir" | sort); do
   [ -x "$dir/$path" ] && [ -f "$dir/$path" ] || continue
+  case $path in
+    *_server) [ -x "$dir/${path%_server}_client" ] && continue ;;
+    *_client) if [ -x "$dir/${path%_client}_server" ]; then
+                run_pair "${path%_client}_server" "$path"
+                continue
+              fi ;;
+  esac
   echo "===== $path: $(title "$path")"
   # stderr lines are prefixed, stdout passes through; both keep their order per stream.
   { (cd "$dir" && timeout 60 "./$path" </dev/null 2>&1 1>&3 3>&-) | sed 's/^/  (expected on stderr) /'; } 3>&1

@@ -17,6 +17,7 @@
  * | multiproc/shared.h      | Value, Array, shared_memory, ShareableList           |
  * | multiproc/pool.h        | multiprocessing.Pool                                 |
  * | multiproc/manager.h     | multiprocessing.managers (Manager, proxies, servers) |
+ * | multiproc/util.h        | multiprocessing.util (Finalize, register_after_fork) |
  */
 #ifndef MULTIPROC_H
 #define MULTIPROC_H
@@ -27,6 +28,7 @@
 #include "multiproc/signals.h"
 #include "multiproc/process.h"
 #include "multiproc/log.h"
+#include "multiproc/util.h"
 #include "multiproc/info.h"
 #include "multiproc/connection.h"
 #include "multiproc/queue.h"

@@ -277,10 +277,12 @@ int mp_connection_send(mp_connection *c, const mp_value *v)
         return code;
     }
     int fds[MP_CONNECTION_MAX_FDS];
-    code = mp_value_encode(v, &buf, &len, c->is_unix ? fds : NULL, MP_CONNECTION_MAX_FDS, &nfds);
-    if (code == MP_EUNSUPPORTED)
-        return mp__error(code, "a value holding handles needs a Unix-socket connection (its fds "
-                               "travel by SCM_RIGHTS); this one is %s",
+    /* Handles without fds (manager proxies) travel on any connection. */
+    code = mp_value_encode(v, &buf, &len, fds, c->is_unix ? MP_CONNECTION_MAX_FDS : 0, &nfds);
+    if (code == -E2BIG && !c->is_unix)
+        return mp__error(MP_EUNSUPPORTED, "a value holding handles with fds needs a Unix-socket "
+                                          "connection (its fds travel by SCM_RIGHTS); this one "
+                                          "is %s",
                          c->is_socket ? "not a Unix socket (TCP)" : "a one-way pipe");
     if (code == -E2BIG)
         return mp__error(code, "a value sent over a connection carries at most %d fds",

@@ -110,7 +110,9 @@ static void format_address(const sockaddr_any *a, char *out, size_t n)
     if (a->family == AF_UNIX) {
         const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
         size_t plen = a->len - offsetof(struct sockaddr_un, sun_path);
-        if (plen > 0 && un->sun_path[0] == 0)
+        if (a->len <= offsetof(struct sockaddr_un, sun_path)) /* unnamed (a client's end) */
+            snprintf(out, n, "%s", "");
+        else if (un->sun_path[0] == 0)
             snprintf(out, n, "@%.*s", (int)(plen - 1), un->sun_path + 1);
         else
             snprintf(out, n, "%s", un->sun_path);
@@ -142,6 +144,8 @@ struct mp_listener {
     mp_codec codec;
     mp__hs *hs[MAX_INFLIGHT]; /* handshakes in progress, oldest first */
     int nhs;
+    char last_accepted[128]; /* the peer of the last accepted connection */
+    bool accepted;           /* one was accepted */
 };
 
 static void default_path(char *out, size_t n)
@@ -247,6 +251,16 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
 /* A new connection, or NULL with the error set; the fd is adopted. */
 static mp_connection *wrap(mp_listener *l, int fd)
 {
+    sockaddr_any peer;
+    memset(&peer, 0, sizeof peer);
+    peer.len = sizeof peer.ss;
+    if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0) {
+        peer.family = peer.ss.ss_family;
+        format_address(&peer, l->last_accepted, sizeof l->last_accepted);
+    } else {
+        l->last_accepted[0] = '\0';
+    }
+    l->accepted = true;
     mp_connection *c = mp_connection_from_fd(fd, true, true);
     if (c && l->max_message_size)
         mp_connection_set_max_message_size(c, l->max_message_size);
@@ -513,4 +527,9 @@ int mp__listener_handshake(const mp_listener *l, mp_connection *c)
         return 0;
     return mp__hs_run(mp_connection_fileno(c), true, l->authkey, l->authkey_len, l->digest,
                       limit_deadline(l->handshake_limit));
+}
+
+const char *mp_listener_last_accepted(const mp_listener *l)
+{
+    return l && l->accepted ? l->last_accepted : NULL;
 }

@@ -20,10 +20,6 @@ PROTO = re.compile(r"^\s*([A-Za-z_][\w \*]*?[\s\*])(mp_\w+)\s*\(([^;{]*?)\)\s*"
 
 def prototypes(include_dir):
     for header in sorted(glob.glob(f"{include_dir}/multiproc/*.h")):
-        # KNOWN GAP: manager.h hangs the sweep's children
-        # with all-zero arguments; they are left out until each call is fixed.
-        if header.endswith("/manager.h"):
-            continue
         text = re.sub(r"/\*.*?\*/", "", open(header).read(), flags=re.S)
         text = re.sub(r"//.*", "", text)
         for m in PROTO.finditer(text):

@@ -2,6 +2,8 @@
  * forms and every digest; wrong keys; bounded and timed handshakes; errors; and Python's
  * multiprocessing.connection on the other side (tests/py_peer.py). */
 #include "test_util.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "multiproc/connection.h"
 #include "internal/tracker.h"
@@ -571,6 +573,39 @@ static void test_client_deadline_is_per_handshake(void)
     unlink(path);
 }
 
+/* Listener.last_accepted: NULL before an accept; the TCP peer's "host:port", ""
+ * for a Unix-socket peer (unnamed), as Python's. */
+static void test_last_accepted(void)
+{
+    const char *addrs[] = {"127.0.0.1:0", NULL};
+    for (size_t i = 0; i < 2; i++) {
+        mp_listener_opts o = {.address = addrs[i]};
+        mp_listener *l = mp_listener_new(&o);
+        CHECK(l != NULL);
+        if (!l)
+            continue;
+        CHECK(mp_listener_last_accepted(l) == NULL);
+        mp_connection *c = mp_client(mp_listener_address(l), NULL), *s = NULL;
+        CHECK(c != NULL);
+        CHECK_OK(mp_listener_accept(l, 10, &s));
+        const char *peer = mp_listener_last_accepted(l);
+        CHECK(peer != NULL);
+        if (i == 0 && c && peer) {
+            struct sockaddr_in me;
+            socklen_t len = sizeof me;
+            CHECK_OK(getsockname(mp_connection_fileno(c), (struct sockaddr *)&me, &len));
+            char want[64];
+            snprintf(want, sizeof want, "127.0.0.1:%u", ntohs(me.sin_port));
+            CHECK_STR(peer, want);
+        } else if (peer) {
+            CHECK_STR(peer, "");
+        }
+        mp_connection_free(c);
+        mp_connection_free(s);
+        mp_listener_free(l);
+    }
+}
+
 int main(int argc, char **argv)
 {
     /* Socket paths are registered with the resource tracker: its pipe stays open for the
@@ -587,5 +622,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_errors);
     RUN_IF(argc, argv, test_wait_listener);
     RUN_IF(argc, argv, test_python_interop);
+    RUN_IF(argc, argv, test_last_accepted);
     return mpt_done();
 }

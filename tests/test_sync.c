@@ -2,6 +2,7 @@
  * including holders and parties killed with SIGKILL at the worst moment. */
 #include "test_util.h"
 #include "multiproc/sync.h"
+#include "sync/sync_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -796,6 +797,24 @@ static void *roundtrip(const mp_kind *kind, void *obj)
     return r < 0 ? NULL : out;
 }
 
+/* A lock handle is a segment fd and an offset, both from the peer: an offset the lock's
+ * words cannot be aligned at is refused, even where the magic number is found
+ * (fuzz/corpus/value/crash-lock-misaligned-offset: UBSan's misaligned access). */
+static void test_lock_handle_misaligned(void)
+{
+    int fd = memfd_create("lock", MFD_CLOEXEC);
+    CHECK(fd >= 0 && ftruncate(fd, 4096) == 0);
+    uint32_t wire[2] = {MP__LOCK_MAGIC, 0x7a};
+    off_t at = 0x7a + offsetof(mp__lock_sh, magic); /* the magic where the offset points */
+    CHECK(pwrite(fd, &wire[0], 4, at) == 4);
+    void *obj = NULL;
+    CHECK_ERR(mp_kind_lock.import_obj(wire, sizeof wire, &fd, 1, &obj), MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "lock handle: bad description");
+    if (obj)
+        mp_kind_lock.release_obj(obj);
+    /* fd was closed either way: the leak check at exit tells */
+}
+
 static void test_kinds_roundtrip(void)
 {
     CHECK(mp_kind_find("lock") == &mp_kind_lock);
@@ -875,5 +894,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_barrier_party_dies_before_arriving);
     RUN_IF(argc, argv, test_barrier_fork_children_in_sequence);
     RUN_IF(argc, argv, test_kinds_roundtrip);
+    RUN_IF(argc, argv, test_lock_handle_misaligned);
     return mpt_done();
 }

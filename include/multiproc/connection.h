@@ -16,6 +16,8 @@
  *   - EOFError -> MP_EEOF, AuthenticationError -> MP_EAUTH, "bad message length" -> MP_EPROTO
  *   - `Listener(address, authkey=)`, `accept()`, `Client(address, authkey=)` -> mp_listener_*,
  *     mp_client (Unix paths, abstract names "@name", TCP "host:port")
+ *   - `listener.last_accepted`        -> mp_listener_last_accepted ("host:port" of a TCP
+ *                                        peer; "" for a Unix-socket peer, which is unnamed)
  *   - `wait(object_list, timeout)`    -> mp_wait
  *
  * Wire format: exactly Python's (a 4-byte big-endian signed length, or -1 followed by an
@@ -258,6 +260,13 @@ int mp_listener_accept(mp_listener *l, double timeout, mp_connection **out);
 /** The bound address in the same syntax as the options ("127.0.0.1:40123" after port 0).
  * Borrowed, valid while the listener lives. */
 const char *mp_listener_address(const mp_listener *l);
+/**
+ * The address of the peer of the last connection accepted (Python's
+ * Listener.last_accepted): "127.0.0.1:51234" for TCP, "" for a Unix-socket peer (its
+ * end is unnamed, as Python's ''), NULL before the first accept. Borrowed: valid until
+ * the next accept or free.
+ */
+const char *mp_listener_last_accepted(const mp_listener *l);
 /** The listening socket (borrowed), for poll/mp_wait. */
 int mp_listener_fileno(const mp_listener *l);
 /** Stop listening and remove the Unix socket path. Idempotent. */

@@ -46,13 +46,16 @@
  *   - A server that dies makes every blocked and later call fail at once with MP_EEOF
  *     ("manager ... is gone"); a client that dies while parked in a blocking method is
  *     noticed and its wait dropped.
- *   - A malformed, truncated or oversized request gets an MP_EPROTO reply (or, if the
+ *   - A malformed, truncated or hostile request gets an MP_EPROTO reply (or, if the
  *     framing itself is broken or over max_message, a closed connection); the server
- *     keeps serving others. Handshakes run on the connection's own thread (dropped after
+ *     keeps serving others. A proxy knows the server's max_message and refuses a larger
+ *     request itself with -EMSGSIZE, without sending it. Handshakes run on the connection's own thread (dropped after
  *     handshake_limit seconds when set), so a silent client never holds the accept path.
  *
  * Proxies are values: `mp_value_pack("[h]", &mp_kind_proxy, p)` puts one in a Process's
- * arguments (any start method), a queue item or a managed container (nested proxies);
+ * arguments (any start method), a queue item, a message on any connection (a proxy
+ * carries no fd) or a managed container (nested proxies, printed as Python does:
+ * `[<ListProxy object, typeid 'list' at 0x...>]`);
  * the receiver gets its own connected proxy (`mp_value_unpack(args, "[h]", &mp_kind_proxy,
  * &p)`). Keep your proxy until the receiver has its own (as in Python): the object lives
  * while some connection or some managed container refers to it.
@@ -93,12 +96,14 @@ typedef struct mp_proxy mp_proxy;
 
 /* ---- user-registered types -------------------------------------------------------- */
 
-/** Build an object from the create arguments (a list value; nil when none). Set *self.
- * 0 or a negative code (set a message with... the return code travels to the client). */
+/** Build an object from the create arguments (a list value, or NULL when none). Set
+ * *self. 0 or a negative code (the code travels to the client, as the create error). */
 typedef int (*mp_manager_create_fn)(const mp_value *args, void **self);
 /** A method: @p args is the argument list (borrowed); set *result (a new value, or leave
- * NULL for None). 0 or a negative code. Runs in the server with every other request of
- * the server waiting: it must not block. */
+ * NULL for None). 0, or a negative code: then a str in *result is the error's message
+ * (Python's exception text; the client's mp_last_error), else the message names the
+ * method and the code. Runs in the server with every other request of the server
+ * waiting: it must not block. */
 typedef int (*mp_manager_method_fn)(void *self, const mp_value *args, mp_value **result);
 /** Free an object when no proxy refers to it any more (may be NULL). */
 typedef void (*mp_manager_destroy_fn)(void *self);
@@ -130,7 +135,7 @@ typedef struct mp_manager_opts {
     /** NULL: a fresh abstract Unix socket "@mp-manager-..." (nothing left on disk);
      * "/path", "host:port" (port 0 picks one), as mp_listener_opts. */
     const char *address;
-    const void *authkey;   /**< NULL: 32 random bytes */
+    const void *authkey;   /**< NULL: this process's authkey (mp_current_process_authkey) */
     size_t authkey_len;    /**< at most 256 */
     mp_context *ctx;       /**< start method of the server process (NULL: default) */
     const mp_manager_type *types; /**< user types served besides the built-in ones */
@@ -149,7 +154,8 @@ typedef struct mp_manager_opts {
 mp_manager *mp_manager_new(const mp_manager_opts *opts);
 /**
  * Connect to a running manager (any process's, or a standalone server) by address and
- * authkey. Checks the server answers within @p time_limit seconds (0: 20 s, MP_NO_LIMIT:
+ * authkey (NULL with length 0: this process's authkey, mp_current_process_authkey, as
+ * Python's BaseManager). Checks the server answers within @p time_limit seconds (0: 20 s, MP_NO_LIMIT:
  * none, like the `..._limit` fields of options). NULL on error: -ECONNREFUSED / -ENOENT,
  * MP_EAUTH, MP_ETIMEOUT, MP_EINVAL (a NaN limit).
  */
@@ -211,7 +217,8 @@ const void *mp_manager_server_authkey(const mp_manager_server *s, size_t *len);
 /**
  * Serve until a client calls mp_manager_shutdown or mp_manager_server_stop is called
  * (from another thread, or a signal handler: it only writes to a pipe). Every connection
- * is closed and every object freed before it returns 0. MP_EINTERRUPTED if a deferred
+ * is closed and every object freed before it returns 0; the server keeps listening
+ * until mp_manager_server_free, so serve_forever may be called again. MP_EINTERRUPTED if a deferred
  * signal handler asked blocking calls to stop (also a clean stop).
  */
 int mp_manager_server_serve_forever(mp_manager_server *s);

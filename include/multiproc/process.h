@@ -8,10 +8,21 @@
  *   `p.terminate()`, `p.kill()`, `p.close()`, `p.pid`, `p.name`, `p.exitcode`,
  *   `p.sentinel` -> mp_process_*.
  * - `current_process().name` -> mp_current_process_name(); `parent_process().pid`
- *   -> mp_parent_process_pid(); `active_children()` -> mp_active_children();
+ *   -> mp_parent_process_pid(); `parent_process()` -> mp_parent_process() (a process
+ *   object: name, pid, is_alive); `active_children()` -> mp_active_children();
  *   `cpu_count()` -> mp_cpu_count() (the affinity mask, like os.process_cpu_count).
  * - `set_start_method`, `get_start_method`, `get_context` -> mp_set_start_method,
- *   mp_get_start_method, mp_get_context (+ mp_process_opts.ctx).
+ *   mp_get_start_method, mp_get_context (+ mp_process_opts.ctx);
+ *   `get_all_start_methods()` -> mp_get_all_start_methods().
+ * - `set_executable(path)` -> mp_set_executable() (mp_get_executable());
+ *   `set_forkserver_preload([...])` -> mp_set_forkserver_preload() (shared libraries
+ *   the forkserver dlopen()s once, instead of modules it imports).
+ * - `current_process().authkey` (get and set) -> mp_current_process_authkey(),
+ *   mp_set_current_process_authkey(); `p.authkey` -> mp_process_authkey(),
+ *   mp_process_set_authkey(). 32 random bytes in the main process; a child starts
+ *   with its Process object's key (the parent's at mp_process_new) under every start
+ *   method. Managers use it when given no authkey (listeners and clients do not, as
+ *   in Python 3.11).
  * - Exceptions -> error codes: ProcessError/RuntimeError -> MP_EPROCESS, ValueError
  *   on a closed process -> MP_ECLOSED / MP_ESTATE.
  *
@@ -243,6 +254,62 @@ pid_t mp_parent_process_pid(void);
 bool mp_current_process_daemon(void);
 /** Number of usable CPUs (the affinity mask), at least 1. */
 int mp_cpu_count(void);
+/**
+ * The parent process as a process object (Python's parent_process()): its name and
+ * pid; mp_process_is_alive() tells whether it still runs (it cannot be joined,
+ * signalled through the object or closed: MP_EPROCESS). Borrowed, lives until exit.
+ * NULL in MainProcess (not an error: mp_last_error is left alone).
+ */
+mp_process *mp_parent_process(void);
+
+/* ---- authentication key ------------------------------------------------------------ */
+/** Longest authkey, bytes. */
+#define MP_AUTHKEY_MAX 256
+/**
+ * This process's authkey (current_process().authkey): 32 random bytes made on first
+ * use in the main process; in a child, the key of its Process object. Borrowed: valid
+ * until the next mp_set_current_process_authkey. Stores its length in @p len (may be
+ * NULL). Do not set it while other threads read it.
+ */
+const void *mp_current_process_authkey(size_t *len);
+/** Replace this process's authkey (1..MP_AUTHKEY_MAX bytes, copied); children created
+ * afterwards inherit it. MP_EINVAL for NULL, empty or too long. */
+int mp_set_current_process_authkey(const void *key, size_t len);
+/** A process object's authkey (copied from this process's at mp_process_new): what the
+ * child will see as its own. Borrowed; NULL (with *len 0) for a NULL process. */
+const void *mp_process_authkey(const mp_process *p, size_t *len);
+/** Set the key a process object's child will have (1..MP_AUTHKEY_MAX bytes, copied):
+ * MP_ESTATE once started, MP_EINVAL for a bad key. */
+int mp_process_set_authkey(mp_process *p, const void *key, size_t len);
+
+/* ---- start methods and the spawned program ---------------------------------------- */
+/**
+ * The start methods this platform has, the default first (Python's
+ * get_all_start_methods): "fork", "spawn", "forkserver" unless the default was set
+ * to another. Stores up to @p max static strings in @p out (may be NULL) and returns
+ * how many there are (3).
+ */
+int mp_get_all_start_methods(const char **out, size_t max);
+/**
+ * The program the spawn start method and the forkserver exec (Python's
+ * set_executable): an absolute path to a build of the same program (its functions
+ * sit at the same offsets; another binary's children fail to start with
+ * MP_ENOTFOUND). NULL or "" restores the default, /proc/self/exe. Takes effect for
+ * the next spawn child and the next forkserver started. MP_EINVAL for a relative
+ * or too long path; a missing file is -ENOENT from mp_process_start.
+ */
+int mp_set_executable(const char *path);
+/** The path set by mp_set_executable, or "/proc/self/exe". Static storage. */
+const char *mp_get_executable(void);
+/**
+ * Shared libraries the forkserver dlopen()s (RTLD_NOW | RTLD_GLOBAL) once when it
+ * starts, so that its children start with them loaded (Python's
+ * set_forkserver_preload, which imports modules). @p n names (paths or sonames,
+ * copied; none may contain ':'); n = 0 clears the list. A library that fails to
+ * load is skipped, as Python skips a module that fails to import (logged at DEBUG).
+ * Applies to a forkserver started afterwards. MP_EINVAL for a NULL or bad name.
+ */
+int mp_set_forkserver_preload(const char *const *libs, size_t n);
 
 MP_API_END
 #ifdef __cplusplus

@@ -9,6 +9,8 @@
  *   - `put(obj, block, timeout)`  -> mp_queue_put(q, v, timeout) (timeout < 0: block forever,
  *                                    0: put_nowait); raw bytes: mp_queue_put_bytes
  *   - `get(block, timeout)`       -> mp_queue_get / mp_queue_get_bytes
+ *   - faster-fifo `put_many` / `get_many` -> mp_queue_put_many / mp_queue_get_many (one lock
+ *                                    hold per batch; a batch is put all or nothing)
  *   - queue.Full / queue.Empty    -> MP_EFULL / MP_EEMPTY (also when a timeout expires)
  *   - `empty()`, `full()`, `qsize()`, `close()` (per handle: later calls are MP_ECLOSED)
  *   - pickling -> MessagePack (mp_value); values holding handles cannot be queued.
@@ -85,11 +87,46 @@ int mp_queue_put_nowait(mp_queue *q, const mp_value *v);
  * Errors: MP_EEMPTY (nothing in time), MP_ECLOSED, MP_EINTERRUPTED.
  */
 int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout);
+/**
+ * Take the oldest item into the caller's buffer (@p bufsize bytes): no allocation. *len
+ * receives its size. If the item does not fit, returns MP_ETOOSHORT with *len = its size and
+ * the item stays in the queue (retry with a larger buffer). A value item gives its
+ * MessagePack bytes (mp_value_decode them). Waits as mp_queue_get_bytes.
+ * Python: like Connection.recv_bytes_into. Errors: MP_EEMPTY, MP_ETOOSHORT, MP_EINVAL (NULL
+ * len, or NULL buf with bufsize > 0), MP_ECLOSED, MP_EINTERRUPTED.
+ */
+int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t bufsize, size_t *len,
+                            double timeout);
 /** Take the oldest item as a value (*out, mp_value_free). An item put with
  * mp_queue_put_bytes comes back as an MP_BYTES value. Errors as mp_queue_get_bytes. */
 int mp_queue_get(mp_queue *q, mp_value **out, double timeout);
 /** get without waiting: MP_EEMPTY when nothing is there now. */
 int mp_queue_get_nowait(mp_queue *q, mp_value **out);
+
+/**
+ * Put @p n values (@p values[0..n), each encoded as by mp_queue_put) as @p n items, in order,
+ * under one lock hold and one wake-up. The batch is all or nothing: it waits up to
+ * @p timeout seconds (negative: forever; 0: no wait) for room for all of it, then appears
+ * at once. A producer killed during the call leaves either its whole batch or none of it
+ * in the queue, never part of it and never a torn item. Python: faster-fifo's put_many.
+ * n == 0 puts nothing and returns 0.
+ * Errors: MP_EFULL (no room for the whole batch in time), MP_EINVAL (NULL values or a NULL
+ * entry; a batch larger than the queue's capacity or maxsize, which could never fit),
+ * MP_EUNSUPPORTED (a value holding handles), MP_ECLOSED, MP_EINTERRUPTED.
+ */
+int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, double timeout);
+/**
+ * Take up to @p max of the oldest items as values, in order, under one lock hold: waits up
+ * to @p timeout seconds (negative: forever; 0: no wait) for at least one item, then takes
+ * what is there, up to @p max (fewer when items are large: about 8 KiB of them at a time;
+ * an item larger than that, or larger than the ring, comes alone). out[0..*got) receive the
+ * values (mp_value_free each); *got is 0 on error. A consumer killed during the call takes
+ * nothing: the items stay for others. Python: faster-fifo's get_many.
+ * Errors: MP_EEMPTY (nothing in time), MP_EINVAL (NULL out or got, max 0), MP_ECLOSED,
+ * MP_EINTERRUPTED; on a decoding error (out of memory) *got says how many values were
+ * stored and the rest of that batch is lost, as with mp_queue_get.
+ */
+int mp_queue_get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout);
 
 /** Number of items in the queue (exact at the moment of the call). */
 size_t mp_queue_qsize(const mp_queue *q);

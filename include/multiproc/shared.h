@@ -14,6 +14,12 @@
  * - `lock=False` / RawValue / RawArray -> `opts.raw = true`;
  *   `lock=some_lock` -> `opts.lock`; `get_lock()` -> mp_shared_get_lock().
  * - sharedctypes with a ctypes Structure -> mp_shared_struct_new(sizeof(struct s), ...).
+ * - `sharedctypes.copy(obj)` -> mp_shared_copy() (a raw copy);
+ *   `sharedctypes.synchronized(obj, lock)` -> mp_shared_synchronized() (a handle with a
+ *   lock on a raw object's memory).
+ * - `Array('c', ...)`: `.value` -> mp_shared_chars_value() / mp_shared_chars_set_value()
+ *   (stops at the first NUL; setting adds one when there is room); `.raw` ->
+ *   mp_shared_chars_raw() / mp_shared_chars_set_raw() (every byte).
  * - `SharedMemory(name, create, size)` -> mp_shm_create() / mp_shm_attach();
  *   `.buf` -> mp_shm_buf(), `.close()` -> mp_shm_close(), `.unlink()` -> mp_shm_unlink().
  * - `ShareableList([...])` -> mp_sl_create() with mp_sl_item items.
@@ -135,6 +141,36 @@ int mp_shared_set_float(mp_shared *s, size_t i, double v);
 int mp_shared_read(mp_shared *s, size_t start, size_t n, void *out);
 /** Copy @p n items from @p in to @p start under the lock. */
 int mp_shared_write(mp_shared *s, size_t start, size_t n, const void *in);
+
+/**
+ * sharedctypes.copy: a new raw object (no lock) with the same typecode, length and
+ * contents (read under @p s's lock if it has one). NULL on failure.
+ */
+mp_shared *mp_shared_copy(mp_shared *s);
+/**
+ * sharedctypes.synchronized: a new handle on a raw object's memory that carries a lock
+ * (@p lock, referenced; NULL: a new RLock). The get/set/read/write helpers of the new
+ * handle take it; the raw handle stays lock-free (free each handle on its own). The
+ * lock travels with the handle to other processes. NULL with MP_EINVAL if @p s already
+ * has a lock ("object already synchronized", as Python's assertion).
+ */
+mp_shared *mp_shared_synchronized(mp_shared *s, mp_lock *lock);
+
+/**
+ * Array('c').value: the bytes up to the first NUL (all of them if there is none), under
+ * the lock. Returns a malloc'd copy with a NUL after them (mp_free) and stores their
+ * count in @p len (may be NULL). NULL with MP_ETYPE for another typecode.
+ */
+char *mp_shared_chars_value(mp_shared *s, size_t *len);
+/** Array('c').raw: every byte of the array, as mp_shared_chars_value (a NUL added after
+ * them; *len is the array's length). */
+char *mp_shared_chars_raw(mp_shared *s, size_t *len);
+/** Set Array('c').value: copy @p len bytes and a NUL after them when there is room.
+ * MP_ERANGE "byte string too long" beyond the array's length (Python's ValueError),
+ * MP_ETYPE for another typecode. */
+int mp_shared_chars_set_value(mp_shared *s, const void *bytes, size_t len);
+/** Set Array('c').raw: copy @p len bytes; the rest of the array is left as it was. */
+int mp_shared_chars_set_raw(mp_shared *s, const void *bytes, size_t len);
 
 /** Free this process's handle; the memory lives on while other processes hold it.
  * NULL is fine. */

@@ -16,7 +16,10 @@
  *   `wait_for(predicate, t)` takes a C callback.
  * - `Barrier(parties, action, timeout)` -> mp_barrier_new(&opts);
  *   BrokenBarrierError -> MP_EBROKEN.
- * - `with lock:` -> mp_lock_acquire / mp_lock_release around the block.
+ * - `with lock:` -> `MP_WITH_LOCK(lock) { ... }` (GCC and Clang): the block runs with
+ *   the lock held and it is released on every way out (end, break, continue, return,
+ *   goto); `MP_WITH_LOCK_RC(lock, rc)` also tells why a block did not run. Or
+ *   mp_lock_acquire / mp_lock_release around the block by hand.
  *
  * Where we differ from Python (on purpose):
  * - Robust locks: when a process (or thread) dies holding a Lock, an RLock or the lock
@@ -95,6 +98,46 @@ int mp_lock_acquire(mp_lock *l, double timeout);
  * MP_ENOTOWNER if another thread or process holds it.
  */
 int mp_lock_release(mp_lock *l);
+
+/* ---- with lock: ------------------------------------------------------------------ */
+
+/**
+ * For MP_WITH_LOCK: acquire @p l (waiting forever) and return it, or NULL when it was
+ * not acquired (the block is then skipped). Stores mp_lock_acquire's code in @p rc
+ * (may be NULL): 0, MP_EOWNERDEAD (acquired, the block runs: repair the state),
+ * MP_EINTERRUPTED, MP_EINVAL for a NULL lock.
+ */
+mp_lock *mp_lock_scope_enter(mp_lock *l, int *rc);
+/** For MP_WITH_LOCK: release *@p slot if it is set and clear it (the scope's cleanup). */
+void mp_lock_scope_exit(mp_lock **slot);
+
+#if defined(__GNUC__) || defined(__clang__) || defined(MP_DOXYGEN)
+/** @cond internal */
+#define MP__WL_CAT2(a, b) a##b
+#define MP__WL_CAT(a, b) MP__WL_CAT2(a, b)
+#define MP__WITH_LOCK(lock, rcp, v)                                                       \
+    for (mp_lock *v __attribute__((cleanup(mp_lock_scope_exit))) =                       \
+             mp_lock_scope_enter((lock), (rcp));                                          \
+         v; mp_lock_scope_exit(&v))
+/** @endcond */
+/**
+ * Python's `with lock:` for C: `MP_WITH_LOCK(lock) { ... }` runs the statement after it
+ * once with @p lock held (waiting forever) and releases it on every way out of it:
+ * the end of the block, `break`, `continue`, `return` and `goto` out of it (the
+ * variable it declares has a cleanup function, so the compiler releases it as the
+ * scope ends; `longjmp` and `exit` are the exceptions). If the lock cannot be
+ * acquired (MP_EINTERRUPTED from a signal handler, a NULL lock) the block is skipped;
+ * use MP_WITH_LOCK_RC to know. Nests (each use declares its own variable). Needs GCC
+ * or Clang (the cleanup attribute).
+ */
+#define MP_WITH_LOCK(lock) MP__WITH_LOCK(lock, (int *)0, MP__WL_CAT(mp_with_lock_, __COUNTER__))
+/**
+ * MP_WITH_LOCK that stores mp_lock_acquire's code in the int @p rc (an lvalue the
+ * caller declared): 0 or MP_EOWNERDEAD when the block ran, the error when it did not.
+ */
+#define MP_WITH_LOCK_RC(lock, rc)                                                          \
+    MP__WITH_LOCK(lock, &(rc), MP__WL_CAT(mp_with_lock_, __COUNTER__))
+#endif
 
 /** True if @p l is held by someone (a snapshot). */
 bool mp_lock_is_locked(const mp_lock *l);

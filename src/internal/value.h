@@ -67,6 +67,17 @@ mp_value *mp__value_new(mp_type t);
 long mp__value_map_index(const mp_value *m, const mp_value *key);
 int mp__value_map_remove(mp_value *m, size_t e, mp_value **key, mp_value **val);
 
+/* How a kind's handles print inside a value's repr, instead of "<kind object at 0x...>"
+ * (the manager's proxies print as Python's "<ListProxy object, typeid 'list' at 0x...>").
+ * fn writes at most n bytes to out. Registered from a constructor; at most 8 kinds. */
+typedef void (*mp__kind_repr_fn)(const void *obj, char *out, size_t n);
+void mp__kind_set_repr(const mp_kind *kind, mp__kind_repr_fn fn);
+
+/* Decode untrusted bytes that may hold handles of one kind only, and no fds: any other
+ * handle is MP_EPROTO before its kind's import runs. Never allocates more than a small
+ * multiple of len (every count is checked against the bytes left). */
+int mp__value_decode_only(const void *buf, size_t len, const mp_kind *only, mp_value **out);
+
 /* mp_value_pack with a va_list. */
 mp_value *mp__value_vpack(const char *fmt, va_list ap);
 

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "manager/mgr.h"
+#include "multiproc/process.h"
 #include "multiproc/log.h"
 
 #include <stdatomic.h>
@@ -23,6 +24,7 @@ struct mp_manager {
     unsigned char key[MGR_MAX_KEY];
     size_t keylen;
     mp_process *proc; /* NULL for a connected manager */
+    size_t max_message; /* the server's (0: unknown) */
     bool shut;
 };
 
@@ -95,7 +97,6 @@ static int manager_main(mp_value *args)
     int r = mp_manager_server_serve_forever(s);
     mp_manager_server_free(s);
     mp__mgr_types_free(types, ntypes);
-    mp_log(MP_LOG_INFO, "manager exiting with exitcode 0");
     return r < 0 ? 1 : 0;
 }
 
@@ -223,6 +224,7 @@ mp_manager *mp_manager_new(const mp_manager_opts *opts)
         free(m);
         return NULL;
     }
+    m->max_message = cfg.max_message;
     explicit_bzero(&cfg, sizeof cfg);
     return m;
 }
@@ -230,14 +232,20 @@ mp_manager *mp_manager_new(const mp_manager_opts *opts)
 mp_manager *mp_manager_connect(const char *address, const void *authkey, size_t authkey_len,
                                double time_limit)
 {
+    if (!authkey && !authkey_len) /* Python's default: current_process().authkey */
+        authkey = mp_current_process_authkey(&authkey_len);
     mp_manager *m = manager_alloc(address, authkey, authkey_len);
     if (!m)
         return NULL;
     mp_connection *c;
     int r = mp__mgr_connect(address, authkey, authkey_len, time_limit, &c);
     if (r == 0) {
-        r = mp__mgr_roundtrip(c, address, "ping", 0, NULL, NULL);
+        mp_value *max = NULL;
+        r = mp__mgr_roundtrip(c, address, 0, "ping", 0, NULL, &max);
         mp_connection_free(c);
+        if (mp_value_get_int(max) > 0)
+            m->max_message = (size_t)mp_value_get_int(max);
+        mp_value_free(max);
     }
     if (r < 0) {
         free(m);
@@ -265,9 +273,11 @@ int mp_manager_shutdown(mp_manager *m)
     if (m->shut)
         return 0;
     m->shut = true;
+    if (m->proc)
+        mp_log(MP_LOG_INFO, "sending shutdown message to manager");
     mp_connection *c;
     if (mp__mgr_connect(m->address, m->key, m->keylen, 5.0, &c) == 0) {
-        mp__mgr_roundtrip(c, m->address, "shutdown", 0, NULL, NULL);
+        mp__mgr_roundtrip(c, m->address, 0, "shutdown", 0, NULL, NULL);
         mp_connection_free(c);
     }
     if (m->proc) {
@@ -311,18 +321,15 @@ mp_proxy *mp_manager_create(mp_manager *m, const char *type, const mp_value *arg
         return NULL;
     }
     mp_connection *c;
-    if (mp__mgr_connect(m->address, m->key, m->keylen, 20.0, &c) < 0) {
-        if (mp_last_error_code() == -ECONNREFUSED || mp_last_error_code() == -ENOENT)
-            mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", m->address, mp_last_error());
+    if (mp__mgr_reconnect(m->address, m->key, m->keylen, 20.0, &c) < 0)
         return NULL;
-    }
     mp_value *cargs = args ? mp_value_pack("[s O]", type, args) : mp_value_pack("[s]", type);
     mp_value *res = NULL;
-    int r = cargs ? mp__mgr_roundtrip(c, m->address, "create", 0, cargs, &res)
+    int r = cargs ? mp__mgr_roundtrip(c, m->address, m->max_message, "create", 0, cargs, &res)
                   : mp_last_error_code();
     mp_value_free(cargs);
-    int64_t id, token;
-    if (r == 0 && mp_value_unpack(res, "[I I]", &id, &token) < 0)
+    int64_t id, token, max;
+    if (r == 0 && mp_value_unpack(res, "[I I I]", &id, &token, &max) < 0)
         r = mp__error(MP_EPROTO, "create: bad reply");
     mp_value_free(res);
     if (r < 0) {
@@ -337,7 +344,7 @@ mp_proxy *mp_manager_create(mp_manager *m, const char *type, const mp_value *arg
     ref.id = (uint64_t)id;
     ref.token = (uint64_t)token;
     snprintf(ref.type, sizeof ref.type, "%s", type);
-    mp_proxy *p = mp__mgr_proxy_adopt(c, &ref);
+    mp_proxy *p = mp__mgr_proxy_adopt(c, &ref, max > 0 ? (size_t)max : 0);
     explicit_bzero(&ref, sizeof ref);
     return p;
 }

@@ -33,8 +33,8 @@ typedef struct mgr_request {
     bool has_handles;     /* the request may hold proxies (nested proxies seen) */
 } mgr_request;
 
-/* Decode an untrusted request: only proxies may appear as handles (checked before
- * decoding, so no other kind's import ever runs), the shape must be
+/* Decode an untrusted request: only proxies may appear as handles (the decoder refuses
+ * any other kind before its import runs), the shape must be
  * [str, int >= 0, list]. 0 or MP_EPROTO with a message; on success req->root owned. */
 int mp__mgr_parse_request(const void *buf, size_t len, mgr_request *req);
 /* Encode a request / a reply: *buf (mp_free). Only proxies may travel (fds refused). */
@@ -165,11 +165,17 @@ const mgr_ref *mp__mgr_proxy_ref(const mp_value *v);
 /* Connect to a manager (authenticated), within limit seconds (0 = no limit). */
 int mp__mgr_connect(const char *address, const void *key, size_t keylen, double limit,
                     mp_connection **out);
-/* One request/response on a connection. */
-int mp__mgr_roundtrip(mp_connection *c, const char *address, const char *method, uint64_t id,
-                      const mp_value *args, mp_value **result);
+/* The same for a manager known to have served (creating an object, a proxy's own
+ * connection): a refused or reset connection means it is gone, MP_EEOF. */
+int mp__mgr_reconnect(const char *address, const void *key, size_t keylen, double limit,
+                      mp_connection **out);
+/* One request/response on a connection. A request encoding to more than max bytes (the
+ * server's max_message; 0: unknown) is refused here with -EMSGSIZE, never sent: the
+ * server would close the connection on it. */
+int mp__mgr_roundtrip(mp_connection *c, const char *address, size_t max, const char *method,
+                      uint64_t id, const mp_value *args, mp_value **result);
 /* A connected proxy for an object the connection already references. */
-mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref);
+mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref, size_t max_message);
 
 /* The server side of the handshake on an accepted connection (src/listener.c). */
 int mp__listener_handshake(const mp_listener *l, mp_connection *c);

@@ -13,7 +13,6 @@
 #include "internal/value.h"
 #include "manager/mgr.h"
 
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@ struct mp_proxy {
     mgr_ref ref;
     mp_connection *conn; /* NULL: a server-side reference, or the connection failed */
     int conn_err;        /* why conn is NULL in a client (0: server-side reference) */
+    size_t max_message;  /* the server's largest request (0: unknown) */
     bool pending;        /* an interrupted call's reply is still on its way */
 };
 
@@ -39,35 +39,37 @@ static int gone(const char *address, int code)
     return mp__error(MP_EEOF, "the manager at '%s' is gone (%s)", address, mp_strerror(code));
 }
 
-/* Spin briefly on a local reply before sleeping in recv: a reply that comes within a
- * few microseconds then costs no wake-up of this thread. */
-static void spin_for_reply(mp_connection *c)
+int mp__mgr_reconnect(const char *address, const void *key, size_t keylen, double limit,
+                      mp_connection **out)
 {
-    struct pollfd p = {mp_connection_fileno(c), POLLIN, 0};
-    for (int i = 0; i < 200; i++) {
-        if (poll(&p, 1, 0) != 0)
-            return;
-        __builtin_ia32_pause();
-    }
+    int r = mp__mgr_connect(address, key, keylen, limit, out);
+    if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET || r == -EPIPE || r == MP_EEOF)
+        return gone(address, r);
+    return r;
 }
 
 static int recv_reply(mp_connection *c, const char *address, void **buf, size_t *len)
 {
-    spin_for_reply(c);
     int r = mp_connection_recv_bytes(c, 0, buf, len);
     if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
         return gone(address, r);
     return r;
 }
 
-int mp__mgr_roundtrip(mp_connection *c, const char *address, const char *method, uint64_t id,
-                      const mp_value *args, mp_value **result)
+int mp__mgr_roundtrip(mp_connection *c, const char *address, size_t max, const char *method,
+                      uint64_t id, const mp_value *args, mp_value **result)
 {
     char *buf;
     size_t len;
     int r = mp__mgr_encode_request(method, id, args, &buf, &len);
     if (r < 0)
         return r;
+    if (max && len > max) {
+        mp_free(buf);
+        return mp__error(-EMSGSIZE, "%s: a request of %zu bytes is over the manager's "
+                                    "max_message of %zu bytes (not sent)",
+                         method, len, max);
+    }
     r = mp_connection_send_bytes(c, buf, 0, len);
     mp_free(buf);
     if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
@@ -91,11 +93,13 @@ static mp_proxy *proxy_alloc(const mgr_ref *ref)
     return p;
 }
 
-mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref)
+mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref, size_t max_message)
 {
     mp_proxy *p = proxy_alloc(ref);
-    if (p)
+    if (p) {
         p->conn = c;
+        p->max_message = max_message;
+    }
     else
         mp_connection_free(c);
     return p;
@@ -105,17 +109,20 @@ mp_proxy *mp__mgr_proxy_adopt(mp_connection *c, const mgr_ref *ref)
 static int proxy_connect(mp_proxy *p)
 {
     mp_connection *c;
-    int r = mp__mgr_connect(p->ref.address, p->ref.key, p->ref.keylen, 20.0, &c);
+    int r = mp__mgr_reconnect(p->ref.address, p->ref.key, p->ref.keylen, 20.0, &c);
     if (r < 0)
         return r;
     mp_value *args = mp_value_pack("[I I]", (int64_t)p->ref.id, (int64_t)p->ref.token);
-    r = args ? mp__mgr_roundtrip(c, p->ref.address, "incref", 0, args, NULL)
+    mp_value *max = NULL;
+    r = args ? mp__mgr_roundtrip(c, p->ref.address, 0, "incref", 0, args, &max)
              : mp_last_error_code();
     mp_value_free(args);
     if (r < 0) {
         mp_connection_free(c);
         return r;
     }
+    p->max_message = mp_value_get_int(max) > 0 ? (size_t)mp_value_get_int(max) : 0;
+    mp_value_free(max);
     p->conn = c;
     p->conn_err = 0;
     return 0;
@@ -161,7 +168,8 @@ int mp_proxy_call(mp_proxy *p, const char *method, const mp_value *args, mp_valu
     if (r < 0)
         return r;
     mp_value *res = NULL;
-    r = mp__mgr_roundtrip(p->conn, p->ref.address, method, p->ref.id, args, &res);
+    r = mp__mgr_roundtrip(p->conn, p->ref.address, p->max_message, method, p->ref.id, args,
+                          &res);
     if (r == MP_EINTERRUPTED)
         p->pending = true;
     if (result)
@@ -360,9 +368,36 @@ static void proxy_release(void *obj) { mp_proxy_free(obj); }
 
 const mp_kind mp_kind_proxy = {"proxy", proxy_export, proxy_import, proxy_release};
 
+/* Python's proxy class for each typeid (AutoProxy[typeid] for the others). */
+static const char *proxy_class(const char *type)
+{
+    static const char *const map[][2] = {
+        {"dict", "DictProxy"},       {"list", "ListProxy"},         {"Namespace", "NamespaceProxy"},
+        {"Value", "ValueProxy"},     {"Array", "ArrayProxy"},       {"Lock", "AcquirerProxy"},
+        {"RLock", "AcquirerProxy"},  {"Semaphore", "AcquirerProxy"}, {"BoundedSemaphore", "AcquirerProxy"},
+        {"Condition", "ConditionProxy"}, {"Event", "EventProxy"},   {"Barrier", "BarrierProxy"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i][0], type) == 0)
+            return map[i][1];
+    return NULL;
+}
+
+/* How a proxy prints inside a container: "<ListProxy object, typeid 'list' at 0x...>". */
+static void proxy_repr(const void *obj, char *out, size_t n)
+{
+    const mp_proxy *p = obj;
+    const char *cls = proxy_class(p->ref.type);
+    if (cls)
+        snprintf(out, n, "<%s object, typeid '%s' at %p>", cls, p->ref.type, obj);
+    else
+        snprintf(out, n, "<AutoProxy[%s] object, typeid '%s' at %p>", p->ref.type, p->ref.type,
+                 obj);
+}
+
 __attribute__((constructor(200))) static void proxy_register(void)
 {
     mp_kind_register(&mp_kind_proxy);
+    mp__kind_set_repr(&mp_kind_proxy, proxy_repr);
 }
 
 const mgr_ref *mp__mgr_proxy_ref(const mp_value *v)

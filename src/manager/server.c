@@ -27,6 +27,7 @@
 #include "internal/sigutil.h"
 #include "internal/value.h"
 #include "manager/mgr.h"
+#include "multiproc/process.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +57,8 @@ struct mgr_conn {
     uint64_t id;
     conn_ref *refs;
     size_t nrefs, cap;
+    uint64_t *lent; /* references taken for proxies in the last reply (see lend) */
+    size_t nlent, lentcap;
     mgr_conn *prev, *next;
 };
 
@@ -72,7 +75,9 @@ struct mp_manager_server {
     int nconns;
     bool stopping;
     bool nested; /* some request carried a proxy: freeing needs a mark pass */
+    size_t kept; /* objects no connection references, alive only through a container */
     int stop_r, stop_w;
+    int watch; /* pidfd of the process whose end stops the server (-1: none) */
 };
 
 /* ---- objects ------------------------------------------------------------------------- */
@@ -218,6 +223,7 @@ static void collect(mgr_server *s)
                 if (o->refs > 0)
                     mark_obj(s, o);
     }
+    s->kept = 0;
     for (size_t b = 0; b < BUCKETS; b++) {
         mgr_obj **pp = &s->objs[b];
         while (*pp) {
@@ -227,6 +233,7 @@ static void collect(mgr_server *s)
                 s->nobjs--;
                 obj_destroy(o);
             } else {
+                s->kept += o->refs <= 0;
                 pp = &o->next;
             }
         }
@@ -278,6 +285,55 @@ static int ref_drop(mgr_conn *c, uint64_t id)
     if (o && o->refs <= 0)
         collect(c->srv);
     return 0;
+}
+
+/* A reply that carries proxies (a nested list's a[0], d.pop(k)) holds a reference to
+ * each of their objects for this connection until its next request: by then the client
+ * has decoded the reply and each proxy has taken a reference of its own (or, dropped
+ * with the reply, needs none), so no collection in between can free the object. */
+static void lend(mgr_conn *c, const mp_value *v, int depth)
+{
+    if (!v || depth > 600)
+        return;
+    size_t n = mp_value_len(v);
+    switch (mp_value_type(v)) {
+    case MP_LIST:
+        for (size_t i = 0; i < n; i++)
+            lend(c, mp_value_list_get(v, i), depth + 1);
+        return;
+    case MP_MAP:
+        for (size_t i = 0; i < n; i++) {
+            lend(c, mp_value_map_key(v, i), depth + 1);
+            lend(c, mp_value_map_val(v, i), depth + 1);
+        }
+        return;
+    case MP_HANDLE:
+        break;
+    default:
+        return;
+    }
+    const mgr_ref *ref = mp__mgr_proxy_ref(v);
+    mgr_obj *o = ref && ref->token == c->srv->token ? obj_find(c->srv, ref->id) : NULL;
+    if (!o)
+        return;
+    if (c->nlent == c->lentcap) {
+        size_t cap = c->lentcap ? c->lentcap * 2 : 4;
+        uint64_t *l = realloc(c->lent, cap * sizeof *l);
+        if (!l)
+            return;
+        c->lent = l;
+        c->lentcap = cap;
+    }
+    if (ref_add(c, o) == 0)
+        c->lent[c->nlent++] = o->id;
+}
+
+static void unlend(mgr_conn *c)
+{
+    size_t n = c->nlent;
+    c->nlent = 0;
+    for (size_t i = 0; i < n; i++)
+        ref_drop(c, c->lent[i]);
 }
 
 /* The connection ended: release its locks and references. */
@@ -354,11 +410,12 @@ static int server_create(mgr_conn *c, const mp_value *args, mp_value **result)
         collect(c->srv);
         return mp_last_error_code();
     }
-    *result = mp_value_pack("[I I]", (int64_t)o->id, (int64_t)c->srv->token);
+    *result = mp_value_pack("[I I I]", (int64_t)o->id, (int64_t)c->srv->token,
+                            (int64_t)c->srv->cfg.max_message);
     return *result ? 0 : mp_last_error_code();
 }
 
-static int server_incref(mgr_conn *c, const mp_value *args)
+static int server_incref(mgr_conn *c, const mp_value *args, mp_value **result)
 {
     int64_t id, token;
     if (mp_value_unpack(args, "[I I]", &id, &token) < 0)
@@ -368,7 +425,10 @@ static int server_incref(mgr_conn *c, const mp_value *args)
         return mp__error(MP_ENOTFOUND, "the manager has no object %lld (it was freed, or "
                                        "the proxy is from another manager)",
                          (long long)id);
-    return ref_add(c, o);
+    if (ref_add(c, o) < 0)
+        return mp_last_error_code();
+    *result = mp_value_int((int64_t)c->srv->cfg.max_message);
+    return *result ? 0 : mp_last_error_code();
 }
 
 static int server_method(mgr_conn *c, const char *method, const mp_value *args,
@@ -377,15 +437,17 @@ static int server_method(mgr_conn *c, const char *method, const mp_value *args,
     if (strcmp(method, "create") == 0)
         return server_create(c, args, result);
     if (strcmp(method, "incref") == 0)
-        return server_incref(c, args);
+        return server_incref(c, args, result);
     if (strcmp(method, "decref") == 0) {
         int64_t id;
         if (mp_value_unpack(args, "[I]", &id) < 0)
             return mp__error(MP_ETYPE, "decref: expected [object id]");
         return ref_drop(c, (uint64_t)id);
     }
-    if (strcmp(method, "ping") == 0)
-        return 0;
+    if (strcmp(method, "ping") == 0) { /* the reply tells the largest request taken */
+        *result = mp_value_int((int64_t)c->srv->cfg.max_message);
+        return *result ? 0 : mp_last_error_code();
+    }
     if (strcmp(method, "shutdown") == 0) {
         *stop = true;
         return 0;
@@ -413,10 +475,14 @@ static int user_method(mgr_obj *o, const char *method, const mp_value *args, mp_
         if (t->methods[i].name && strcmp(t->methods[i].name, method) == 0) {
             int r = t->methods[i].fn(o->user, args, result);
             if (r < 0) {
+                /* a str result is the error's message (Python's exception text) */
+                const char *msg = mp_value_get_str(*result, NULL);
+                if (msg)
+                    mp__error(r, "%s", msg);
+                else if (mp_last_error_code() != r)
+                    mp__error(r, "%s.%s(): %s", t->name, method, mp_strerror(r));
                 mp_value_free(*result);
                 *result = NULL;
-                if (mp_last_error_code() != r)
-                    mp__error(r, "%s.%s(): %s", t->name, method, mp_strerror(r));
             }
             return r;
         }
@@ -459,8 +525,13 @@ static int handle(mgr_conn *c, const void *buf, size_t len, char **out, size_t *
     pthread_mutex_lock(&s->mu);
     if (req.has_handles)
         s->nested = true;
+    unlend(c);
     r = req.id == 0 ? server_method(c, req.method, req.args, &result, stop)
                     : object_method(c, &req, &result);
+    if (r >= 0 && result && s->nested)
+        lend(c, result, 0);
+    if (s->kept > 0 && req.id != 0) /* the call may have dropped a container's last proxy */
+        collect(s);
     int e = mp__mgr_encode_reply(r, r < 0 ? mp_last_error() : NULL, result, out, outlen);
     if (e < 0 && r >= 0) /* the result cannot travel: say why instead */
         e = mp__mgr_encode_reply(e, mp_last_error(), NULL, out, outlen);
@@ -488,6 +559,7 @@ static void conn_end(mgr_conn *c)
     pthread_mutex_unlock(&s->mu);
     mp_connection_free(c->conn);
     free(c->refs);
+    free(c->lent);
     free(c);
 }
 
@@ -586,11 +658,11 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts)
     if (opts->authkey && opts->authkey_len <= MGR_MAX_KEY) {
         memcpy(cfg->key, opts->authkey, opts->authkey_len);
         cfg->keylen = opts->authkey_len;
-    } else {
-        cfg->keylen = 32;
-        if (getrandom(cfg->key, cfg->keylen, 0) != (ssize_t)cfg->keylen)
-            for (size_t i = 0; i < cfg->keylen; i++) /* never expected; still not constant */
-                cfg->key[i] = (unsigned char)(rand() ^ (int)getpid());
+    } else { /* Python's default: current_process().authkey */
+        const void *k = mp_current_process_authkey(&cfg->keylen);
+        if (cfg->keylen > MGR_MAX_KEY)
+            cfg->keylen = MGR_MAX_KEY;
+        memcpy(cfg->key, k, cfg->keylen);
     }
     cfg->max_message = opts->max_message ? opts->max_message : (size_t)64 << 20;
     cfg->handshake_limit = opts->handshake_limit; /* 0: the listener's default; < 0: none */
@@ -637,6 +709,16 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
         return NULL;
     s->cfg = *cfg;
     s->stop_r = s->stop_w = -1;
+    s->watch = -1;
+    /* Opened now, while the starting process waits for our report: opened later (in
+     * serve_forever), a parent that returned and exited at once would be gone already
+     * and the server would serve forever (seen in test_api_sweep under load). */
+    if (cfg->watch_pid > 0 && (s->watch = mp__pidfd_open(cfg->watch_pid)) < 0) {
+        mp__error(s->watch, "manager: watching process %d (the process that started it)",
+                  (int)cfg->watch_pid);
+        free(s);
+        return NULL;
+    }
     if (!s->cfg.address[0])
         default_address(s->cfg.address, sizeof s->cfg.address);
     if (getrandom(&s->token, sizeof s->token, 0) != sizeof s->token)
@@ -645,6 +727,8 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
     int p[2];
     if (mp__pipe(p) < 0) {
         mp__errno("manager: stop pipe");
+        if (s->watch >= 0)
+            mp__close(s->watch);
         free(s);
         return NULL;
     }
@@ -723,14 +807,15 @@ static void drain(mgr_server *s)
         }
     s->stopping = false;
     pthread_mutex_unlock(&s->mu);
-    mp_listener_close(s->listener);
+    /* The listener stays open until mp_manager_server_free: a later serve_forever serves
+     * whoever connected meanwhile. */
 }
 
 int mp_manager_server_serve_forever(mp_manager_server *s)
 {
     if (!s || !s->listener)
         return mp__error(MP_EINVAL, "mp_manager_server_serve_forever: no server");
-    int watch = s->cfg.watch_pid > 0 ? mp__pidfd_open(s->cfg.watch_pid) : -1;
+    int watch = s->watch;
     int code = 0;
     for (;;) {
         struct pollfd p[3] = {{mp_listener_fileno(s->listener), POLLIN, 0},
@@ -749,8 +834,6 @@ int mp_manager_server_serve_forever(mp_manager_server *s)
     char b[64];
     while (read(s->stop_r, b, sizeof b) > 0) /* drained: a later serve_forever serves */
         ;
-    if (watch >= 0)
-        mp__close(watch);
     drain(s);
     return code;
 }
@@ -767,6 +850,8 @@ void mp_manager_server_free(mp_manager_server *s)
             drain(s);
         mp_listener_free(s->listener);
     }
+    if (s->watch >= 0)
+        mp__close(s->watch);
     if (s->stop_r >= 0) {
         mp__close(s->stop_r);
         mp__close(s->stop_w);

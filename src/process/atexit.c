@@ -10,6 +10,7 @@
 #include "process/core.h"
 #include "internal/common.h"
 #include "multiproc/log.h"
+#include "multiproc/util.h"
 
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@ static void shutdown_children(void)
 {
     mp_log(MP_LOG_INFO, "process shutting down");
     mp_log(MP_LOG_DEBUG, "running all \"atexit\" finalizers with priority >= 0");
+    mp_run_finalizers(0);
     pthread_mutex_lock(&mp__proc_reg_lock);
     for (mp_process *p = mp__proc_reg_head, *next; p; p = next) {
         next = p->next;
@@ -42,6 +44,7 @@ static void shutdown_children(void)
     }
     pthread_mutex_unlock(&mp__proc_reg_lock);
     mp_log(MP_LOG_DEBUG, "running the remaining \"atexit\" finalizers");
+    mp_run_finalizers(MP_FINALIZE_ALL);
 }
 
 _Noreturn void mp_process_exit(int code)

@@ -97,7 +97,7 @@ static void abandon_child(pid_t pid, int pidfd)
 /* The spawn request for a child with sv_child as fd 3 and env as its environment. */
 static void spawn_req(mp__spawn_req *req, char **argv, char **env, int sv_child, int tracker)
 {
-    *req = (mp__spawn_req){.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
+    *req = (mp__spawn_req){.file = mp__proc_executable(), .argv = argv, .envp = env, .umask = -1,
                            .close_fds = true, .nmap = tracker >= 0 ? 5 : 4};
     for (int i = 0; i < 3; i++)
         req->fd_map[i] = std_fd(i);
@@ -215,6 +215,7 @@ _Noreturn void mp__boot_launch(int sock, mp__launch *l, mp_target_fn fn, int *fd
 {
     mp__proc_become_child(l->name, l->identity, l->parent_pid, l->daemon,
                           (mp_start_method)l->method);
+    mp__proc_become_child_of(l->parent_name, l->authkey, l->authkey_len);
     mp__proc_log_inherit(l->log_level, l->log_on);
     mp_value *args = NULL;
     int r = mp__proc_decode_args(l->args, l->args_len, fds, nfds, &args);

@@ -90,3 +90,25 @@ const char *mp_context_method(const mp_context *ctx)
     return method_name(mp__proc_resolve_method(ctx));
 }
 
+
+int mp_get_all_start_methods(const char **out, size_t max)
+{
+    /* The default first, as Python's get_all_start_methods. */
+    static const char *const names[] = {"fork", "spawn", "forkserver"};
+    pthread_mutex_lock(&mp__proc_reg_lock);
+    mp_start_method d = mp__proc_self.default_method;
+    pthread_mutex_unlock(&mp__proc_reg_lock);
+    const char *first = method_name(d == MP_START_DEFAULT ? MP_START_FORK : d);
+    size_t k = 0;
+    if (out && k < max)
+        out[k] = first;
+    k++;
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(names[i], first) == 0)
+            continue;
+        if (out && k < max)
+            out[k] = names[i];
+        k++;
+    }
+    return (int)k;
+}

@@ -38,6 +38,9 @@ struct mp_process {
     int pidfd;               /* fork/spawn: waitable; forkserver: for signals only */
     int statfd;              /* forkserver: the status connection; else -1 */
     int exitcode;
+    unsigned char authkey[MP_AUTHKEY_MAX]; /* the child's current_process().authkey */
+    size_t authkey_len;
+    bool is_parent;          /* mp_parent_process()'s object */
     pthread_mutex_t wait_lock; /* held while a thread collects the end (see DESIGN) */
 };
 
@@ -53,6 +56,9 @@ struct mp__proc_self {
     mp_target_fn target;
     mp_start_method default_method; /* MP_START_DEFAULT: not chosen yet */
     bool method_fixed;
+    char *parent_name;  /* in a child: the parent's name */
+    unsigned char authkey[MP_AUTHKEY_MAX];
+    size_t authkey_len; /* 0: not made yet (authkey.c) */
 };
 extern struct mp__proc_self mp__proc_self;
 
@@ -77,7 +83,10 @@ void mp__proc_destroy(mp_process *p);
 /* The method a process of this context starts with (fixing the default on first use). */
 mp_start_method mp__proc_resolve_method(const mp_context *ctx);
 
-/* ---- this process (self.c) ---- */
+/* ---- this process (self.c, authkey.c, exec.c) ---- */
+/* Copy this process's authkey into p (making it on first use). */
+void mp__proc_authkey_inherit(mp_process *p);
+
 /* Children log to their stderr when the parent logs anywhere. */
 bool mp__proc_log_enabled(void);
 

@@ -43,7 +43,9 @@ static int thread_count(void)
 static _Noreturn void fork_child(mp_process *p, pid_t parent, const char *buf, size_t len,
                                  const int *fds, size_t nfds)
 {
+    const char *parent_name = mp_current_process_name();
     mp__proc_become_child(p->name, p->identity, parent, p->daemon, MP_START_FORK);
+    mp__proc_become_child_of(parent_name, p->authkey, p->authkey_len);
     /* Our copy of p describes ourselves: joining it is joining self. */
     p->state = ST_STARTED;
     p->pid = getpid();

@@ -24,6 +24,11 @@
  *   stays mapped there, while each child would fault it in afresh. For the same reason the server runs with LD_BIND_NOW
  *   (removed from its environment once it runs), so its children do not each repeat
  *   the lazy symbol binding of every library function they call.
+ * - Preload (mp_set_forkserver_preload, exec.c): the list reaches the server in its
+ *   environment (MULTIPROC_FS_PRELOAD, ours only: one inherited from outside is
+ *   dropped); the server dlopen()s each library once before it says it is ready, so
+ *   every child is forked with them loaded. The program it execs is
+ *   mp_set_executable's.
  * - Placement: the kernel starts a new child on an idle CPU, which here is usually the
  *   one the client sleeps on, so the start bounces between CPUs (wake-ups by IPI, cold
  *   caches) although client, server and child run strictly one after another. The
@@ -101,7 +106,40 @@ static char **server_env(bool bindnow, const mp__secret *secret, int tracker, ch
 {
     char value[MP__BOOT_VALUE_MAX];
     mp__boot_value(value, sizeof value, MP__BOOT_SERVER, 3, secret, bindnow);
-    return mp__boot_env(value, owned, tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
+    char **env = mp__boot_env(value, owned, tracker, bindnow ? "LD_BIND_NOW=1" : NULL);
+    if (!env)
+        return NULL;
+    /* Only our own preload list reaches the server, never one inherited from outside. */
+    size_t n = 0, keep = 0, vlen = strlen(MP__FS_PRELOAD_ENV);
+    for (; env[n]; n++)
+        if (strncmp(env[n], MP__FS_PRELOAD_ENV, vlen) != 0 || env[n][vlen] != '=')
+            env[keep++] = env[n];
+    env[n = keep] = NULL;
+    char *pre = mp__fs_preload_env();
+    if (!pre)
+        return env;
+    /* One more entry: the libraries to preload (mp_set_forkserver_preload). */
+    char **more = realloc(env, (n + 2) * sizeof *env);
+    /* *owned and pre in one block, so the caller's one free(*owned) frees both. */
+    size_t olen = strlen(*owned) + 1, plen = strlen(pre) + 1;
+    char *both = more ? malloc(olen + plen) : NULL;
+    if (both) {
+        memcpy(both, *owned, olen);
+        memcpy(both + olen, pre, plen);
+    }
+    if (!both) { /* without the preload: the server still works */
+        free(pre);
+        return more ? more : env;
+    }
+    for (size_t i = 0; i < n; i++) /* *owned moves into both (freed with it) */
+        if (more[i] == *owned)
+            more[i] = both;
+    more[n] = both + olen;
+    more[n + 1] = NULL;
+    free(*owned);
+    free(pre);
+    *owned = both;
+    return more;
 }
 
 /* The control connection, with the secret waiting on the server's end as its first
@@ -140,7 +178,7 @@ static int spawn_server(bool bindnow, int *ctl, pid_t *pid)
      * LD_BIND_NOW stderr waits as fd MP__FS_STDERR_FD while ld.so runs, so that a
      * failure to bind (we then retry without) leaves no message. */
     int err = fcntl(2, F_GETFD) < 0 ? devnull : 2;
-    mp__spawn_req req = {.file = "/proc/self/exe", .argv = argv, .envp = env, .umask = -1,
+    mp__spawn_req req = {.file = mp__proc_executable(), .argv = argv, .envp = env, .umask = -1,
                          .close_fds = true, .nmap = bindnow ? 6 : tracker >= 0 ? 5 : 4};
     req.fd_map[MP__BOOT_TRACKER_FD] = tracker;
     req.fd_map[0] = devnull;
@@ -671,6 +709,7 @@ _Noreturn void mp__fs_server_main(int ctl)
     sigaction(SIGINT, &ign, &int_found);
     sigaction(SIGCHLD, &dfl, &chld_found);
     mp__set_cloexec(ctl, true);
+    mp__fs_preload(); /* before any fork: every child starts with them loaded */
     /* Output the program's constructors buffered here goes to our /dev/null now, not
      * into the stdout of every child at its exit. */
     fflush(NULL);

@@ -5,7 +5,8 @@
  *   through mp_value_encode, not a format of its own: a map
  *     {"method": int, "daemon": bool, "log_level": int, "log_on": bool,
  *      "parent_pid": int, "nfds": int, "path": str, "sym": str, "offset": int,
- *      "name": str, "identity": str, "args": bytes}
+ *      "name": str, "identity": str, "args": bytes, "parent_name": str,
+ *      "authkey": bytes}
  *   "path", "sym" and "offset" locate the target (target.c); "nfds" counts the fds
  *   that travel beside the record (SCM_RIGHTS, frame.c) for the handles in "args".
  * - The arguments stay an encoded value of their own, as bytes: the forkserver reads
@@ -27,12 +28,14 @@
 int mp__launch_pack(const mp__launch *l, char **buf, size_t *len)
 {
     mp_value *v = mp_value_pack(
-        "{s:i, s:b, s:i, s:b, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:y#}", "method",
+        "{s:i, s:b, s:i, s:b, s:i, s:i, s:s, s:s, s:I, s:s, s:s, s:y#, s:s, s:y#}", "method",
         (int)l->method, "daemon", (int)l->daemon, "log_level", (int)l->log_level, "log_on",
         (int)l->log_on, "parent_pid", (int)l->parent_pid, "nfds", (int)l->nfds, "path",
         l->loc.path, "sym", l->loc.sym, "offset", (int64_t)l->loc.offset, "name",
         l->name ? l->name : "", "identity", l->identity ? l->identity : "", "args",
-        l->args ? l->args : "", l->args_len);
+        l->args ? l->args : "", l->args_len, "parent_name",
+        l->parent_name ? l->parent_name : "", "authkey", l->authkey ? l->authkey : "",
+        l->authkey ? l->authkey_len : 0);
     int r = v ? mp_value_encode(v, buf, len, NULL, 0, NULL) : mp_last_error_code();
     mp_value_free(v);
     return r < 0 ? mp__error(r, "packing a launch record") : 0;
@@ -59,7 +62,7 @@ static int copy_fixed(const char *field, const char *s, size_t n, char *dst, siz
 
 /* The record's fields: their keys and types. */
 enum { F_METHOD, F_DAEMON, F_LEVEL, F_LOG_ON, F_PPID, F_NFDS, F_PATH, F_SYM, F_OFFSET,
-       F_NAME, F_IDENTITY, F_ARGS, F_COUNT };
+       F_NAME, F_IDENTITY, F_ARGS, F_PARENT, F_KEY, F_COUNT };
 static const struct {
     const char *key;
     mp_type type;
@@ -70,6 +73,7 @@ static const struct {
     [F_PATH] = {"path", MP_STR},         [F_SYM] = {"sym", MP_STR},
     [F_OFFSET] = {"offset", MP_INT},     [F_NAME] = {"name", MP_STR},
     [F_IDENTITY] = {"identity", MP_STR}, [F_ARGS] = {"args", MP_BYTES},
+    [F_PARENT] = {"parent_name", MP_STR}, [F_KEY] = {"authkey", MP_BYTES},
 };
 
 /* One pass over the map's entries (the server reads a record per start: no lookups by
@@ -131,6 +135,10 @@ static int read_fields(const mp_value *v, mp__launch *l)
     l->name = mp_value_get_str(f[F_NAME], NULL);
     l->identity = mp_value_get_str(f[F_IDENTITY], NULL);
     l->args = mp_value_get_bytes(f[F_ARGS], &l->args_len);
+    l->parent_name = mp_value_get_str(f[F_PARENT], NULL);
+    l->authkey = mp_value_get_bytes(f[F_KEY], &l->authkey_len);
+    if (l->authkey_len > MP_AUTHKEY_MAX)
+        return malformed("'authkey' is too long");
     return 0;
 }
 
@@ -157,6 +165,7 @@ void mp__launch_clear(mp__launch *l)
 {
     mp_value_free(l->rec);
     l->rec = NULL;
-    l->name = l->identity = l->args = NULL;
-    l->args_len = 0;
+    l->name = l->identity = l->args = l->parent_name = NULL;
+    l->authkey = NULL;
+    l->args_len = l->authkey_len = 0;
 }

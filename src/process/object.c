@@ -81,6 +81,7 @@ mp_process *mp_process_new(const mp_process_opts *opts)
         return NULL;
     }
     p->target = opts->target;
+    mp__proc_authkey_inherit(p);
     p->daemon = opts->daemon;
     p->ctx = opts->ctx;
     return p;
@@ -104,6 +105,9 @@ static int start_other(mp_process *p, mp_start_method m, char *buf, size_t len,
     l.identity = p->identity;
     l.args = buf;
     l.args_len = len;
+    l.parent_name = mp_current_process_name();
+    l.authkey = p->authkey;
+    l.authkey_len = p->authkey_len;
     fflush(stdout);
     fflush(stderr);
     if (m == MP_START_SPAWN)
@@ -196,6 +200,8 @@ bool mp_process_is_alive(mp_process *p)
         return false;
     if (p->pid == getpid())
         return true;
+    if (p->is_parent)
+        return kill(p->pid, 0) == 0 || errno == EPERM;
     if (p->owner != getpid())
         return false;
     return mp__proc_wait(p, mp__proc_poll_now()) == MP_ETIMEOUT;
@@ -283,6 +289,8 @@ int mp_process_close(mp_process *p)
 {
     if (!p)
         return mp__error(MP_EINVAL, "no process");
+    if (p->is_parent)
+        return mp__error(MP_EPROCESS, "can only close a child process");
     if (p->state == ST_STARTED && p->owner == getpid() && mp__proc_wait(p, mp__proc_poll_now()) != 0)
         return mp__error(MP_ESTATE,
                          "cannot close a process while it is still running; join() or "

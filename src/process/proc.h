@@ -57,6 +57,9 @@ typedef struct mp__launch {
     const char *identity; /* "1", "1:2", ... */
     const char *args;     /* mp_value_encode bytes */
     size_t args_len;
+    const char *parent_name; /* the parent's current_process().name */
+    const void *authkey;  /* the child's authkey (1..MP_AUTHKEY_MAX bytes) */
+    size_t authkey_len;
     mp_value *rec;        /* after unpack: the decoded record the strings point into */
 } mp__launch;
 
@@ -125,6 +128,8 @@ int mp__reply_recv(int sock, const char *what, pid_t *pid, int *pidfd);
  * registry reset, stdin -> /dev/null). */
 void mp__proc_become_child(const char *name, const char *identity, pid_t parent_pid,
                            bool daemon, mp_start_method method);
+/* ... and its parent's name and its authkey (keylen 0: keep the one it has). */
+void mp__proc_become_child_of(const char *parent_name, const void *key, size_t keylen);
 /* Decode a launch's arguments with its fds (adopted). Records the error. */
 int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_value **out);
 /* Run the target and exit with its code; never returns. */
@@ -183,6 +188,14 @@ char **mp__boot_env(const char *value, char **owned, int tracker_fd, const char 
 /* The tracker's pipe, started on first use, or -1 if it cannot run (the child then
  * starts its own on demand). */
 int mp__boot_tracker_fd(void);
+
+/* The program spawn children and the forkserver exec (exec.c). */
+const char *mp__proc_executable(void);
+#define MP__FS_PRELOAD_ENV "MULTIPROC_FS_PRELOAD"
+/* "MULTIPROC_FS_PRELOAD=a:b" for the forkserver's environment (malloc'd), or NULL when
+ * there is nothing to preload; the server side dlopen()s them (mp__fs_preload). */
+char *mp__fs_preload_env(void);
+void mp__fs_preload(void);
 
 /* For the pool module (object.c): name an unstarted process "<prefix>-<identity>". */
 int mp__process_rename(mp_process *p, const char *prefix);

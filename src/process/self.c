@@ -5,6 +5,7 @@
 #include "process/core.h"
 #include "internal/common.h"
 #include "multiproc/log.h"
+#include "util/util_internal.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -130,9 +131,48 @@ int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_
 _Noreturn void mp__proc_run(mp_target_fn fn, mp_value *args)
 {
     mp__proc_self.target = fn;
+    mp__util_child_start(); /* as Python's _bootstrap: forget finalizers, after-forkers */
     mp_log(MP_LOG_INFO, "child process calling self.run()");
     int code = fn(args);
     mp_value_free(args);
     mp_process_exit(code);
 }
 
+
+void mp__proc_become_child_of(const char *parent_name, const void *key, size_t keylen)
+{
+    char *old = mp__proc_self.parent_name;
+    mp__proc_self.parent_name = strdup(parent_name ? parent_name : "MainProcess");
+    free(old);
+    if (key && keylen > 0 && keylen <= MP_AUTHKEY_MAX) {
+        memcpy(mp__proc_self.authkey, key, keylen);
+        mp__proc_self.authkey_len = keylen;
+    }
+}
+
+/* ---- parent_process() ------------------------------------------------------------ */
+
+/* Python's _ParentProcess: a process object that is not our child. Made once. */
+mp_process *mp_parent_process(void)
+{
+    static mp_process *parent;
+    static pid_t made_in;
+    if (!mp__proc_self.is_child)
+        return NULL;
+    if (parent && made_in == getpid())
+        return parent;
+    mp_process *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->name = strdup(mp__proc_self.parent_name ? mp__proc_self.parent_name : "MainProcess");
+    p->identity = strdup("");
+    p->pid = mp__proc_self.parent_pid;
+    p->owner = 0; /* nobody's child: join, terminate and close refuse */
+    p->state = ST_STARTED;
+    p->is_parent = true;
+    p->pidfd = p->statfd = -1;
+    pthread_mutex_init(&p->wait_lock, NULL);
+    parent = p; /* a fork child's copy (made_in another pid) is simply replaced */
+    made_in = getpid();
+    return p;
+}

@@ -37,14 +37,18 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
     /* Small values are encoded on the stack, straight into the ring: no malloc. */
     unsigned char small[256];
     size_t slen;
+    if (v && v->type == MP_INT)
+        return put_tagged(q, TAG_VALUE, small, q_pack_int(v->u.i, small), timeout);
     if (v && mp__value_encode_into(v, small, sizeof small, &slen) == 0)
         return put_tagged(q, TAG_VALUE, small, slen, timeout);
     char *buf = NULL;
     size_t len = 0, nfds = 0;
-    code = mp_value_encode(v, &buf, &len, NULL, 0, &nfds);
+    int nofds[1]; /* handles without fds (manager proxies) travel; fds cannot */
+    code = mp_value_encode(v, &buf, &len, nofds, 0, &nfds);
     if (code < 0) {
-        if (code == MP_EUNSUPPORTED)
-            return mp__error(code, "a value holding handles cannot be put in a queue");
+        if (code == -E2BIG)
+            return mp__error(MP_EUNSUPPORTED, "a value holding handles with fds cannot be put "
+                                              "in a queue (only fd-less ones such as proxies)");
         return code;
     }
     code = put_tagged(q, TAG_VALUE, buf, len, timeout);
@@ -54,16 +58,28 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
 
 int mp_queue_put_nowait(mp_queue *q, const mp_value *v) { return mp_queue_put(q, v, 0); }
 
-static int empty_error(double timeout)
+int mp__q_empty_error(double timeout)
 {
     if (timeout == 0)
         return mp__error(MP_EEMPTY, "queue is empty");
     return mp__error(MP_EEMPTY, "queue still empty after %.3g s", timeout);
 }
 
-/* `local` (local_cap bytes, may be NULL) receives a small item instead of a malloc'd buffer. */
-static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
-                      void *local, size_t local_cap)
+static int too_short(size_t *len, uint64_t need, size_t cap)
+{
+    *len = need;
+    return mp__error(MP_ETOOSHORT, "the item at the head of the queue is %llu bytes, the buffer "
+                     "%zu: it stays in the queue", (unsigned long long)need, cap);
+}
+
+/* `local` (local_cap bytes, may be NULL) receives a small item instead of a malloc'd buffer.
+ * With `b`, up to b->max whole records are copied to b->dst instead (b->n of them; 0 when
+ * the item at head came through buf as usual: a stream or a record too big for b->cap).
+ * With b->max == 0, the item must fit `local`: else MP_ETOOSHORT, *len = its size, and it
+ * stays in the queue. */
+static inline __attribute__((always_inline)) int
+get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, void *local,
+         size_t local_cap, qbatch *b)
 {
     int code = mp__q_check_open(q);
     if (code < 0)
@@ -73,14 +89,34 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
     bool spun = timeout == 0;
     if ((code = mp__q_lock(q)) < 0)
         return code;
+    bool fit = b && b->max == 0; /* the item must fit `local` or stay in the queue */
     for (;;) {
         if (s->st.s_active && !s->st.s_claimed) {
+            if (fit && s->st.s_len > local_cap) {
+                code = too_short(len, s->st.s_len, local_cap);
+                break;
+            }
             code = mp__q_get_stream(q, buf, len, tag);
             if (code != 0)
                 break;
             continue;
         }
         if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active) {
+            if (fit) {
+                uint64_t rec_len;
+                ring_read(q, ld(&s->headw), &rec_len, 8);
+                if (rec_len > local_cap) {
+                    code = too_short(len, rec_len, local_cap);
+                    break;
+                }
+            }
+            long n = b && !fit ? mp__q_take_records(q, b->dst, b->cap, b->max, &b->bytes) : 0;
+            if (n != 0) {
+                code = n < 0 ? (int)n : 0;
+                if (n > 0)
+                    b->n = (size_t)n;
+                break;
+            }
             code = mp__q_take_record(q, buf, len, tag, local, local_cap);
             break;
         }
@@ -108,7 +144,20 @@ static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, doubl
         wake(&s->data_seq, more, 1); /* pass the baton if items remain */
         return 0;
     }
-    return code == MP_ETIMEOUT ? empty_error(timeout) : code;
+    return code == MP_ETIMEOUT ? mp__q_empty_error(timeout) : code;
+}
+
+int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+              void *local, size_t local_cap, qbatch *b)
+{
+    return get_core(q, buf, len, tag, timeout, local, local_cap, b);
+}
+
+/* Single items: b == NULL, so the batch branches fold away. */
+static int get_tagged(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
+                      void *local, size_t local_cap)
+{
+    return get_core(q, buf, len, tag, timeout, local, local_cap, NULL);
 }
 
 int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
@@ -119,6 +168,24 @@ int mp_queue_get_bytes(mp_queue *q, void **buf, size_t *len, double timeout)
     *buf = NULL;
     *len = 0;
     return get_tagged(q, buf, len, &tag, timeout, NULL, 0);
+}
+
+int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t bufsize, size_t *len,
+                            double timeout)
+{
+    if (!len || (!buf && bufsize))
+        return mp__error(MP_EINVAL, "mp_queue_get_bytes_into: NULL %s", len ? "buffer" : "len");
+    *len = 0;
+    void *got = NULL;
+    uint32_t tag;
+    qbatch fit = {0};
+    int code = mp__q_get(q, &got, len, &tag, timeout, buf, bufsize, &fit);
+    if (code == 0 && got != buf) { /* a streamed item that fits: copied from its buffer */
+        if (*len)
+            memcpy(buf, got, *len);
+        free(got);
+    }
+    return code;
 }
 
 int mp_queue_get(mp_queue *q, mp_value **out, double timeout)

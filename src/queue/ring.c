@@ -14,14 +14,14 @@
 #include <errno.h>
 #include <stdlib.h>
 
-static bool has_room(const struct qshared *s, uint64_t need)
+static bool has_room(const struct qshared *s, uint64_t need, uint64_t items)
 {
     if (s->st.s_active)
         return false;
     uint64_t h = ld(&s->headw), t = ld(&s->tailw), n = items_between(s, h, t);
-    if (s->maxsize && n >= s->maxsize)
+    if (s->maxsize && n + items > s->maxsize)
         return false;
-    if (n >= (~(uint64_t)0 >> s->posbits) - 1) /* the item counter's range (rings > 8 GiB) */
+    if (n + items >= (~(uint64_t)0 >> s->posbits)) /* the item counter's range (rings > 8 GiB) */
         return false;
     return need <= s->capacity - bytes_between(s, h, t);
 }
@@ -34,28 +34,18 @@ int mp__q_full_error(const mp_queue *q, double timeout)
     return mp__error(MP_EFULL, "queue still full after %.3g s", timeout);
 }
 
-int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout)
+static inline __attribute__((always_inline)) int
+wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
 {
     struct qshared *s = q->s;
-    uint64_t need = rec_size(len);
     double deadline = NAN;
-    /* A small record is assembled here and copied into the ring in one go. */
-    uint64_t small[8];
-    bool one_copy = need <= sizeof small;
-    if (one_copy) {
-        small[need / 8 - 1] = 0; /* the padding: no stale stack bytes in shared memory */
-        small[0] = len;
-        small[1] = tag;
-        if (len)
-            memcpy(small + 2, buf, len);
-    }
     bool spun = timeout == 0;
     int code = mp__q_lock(q);
     if (code < 0)
         return code;
-    while (!has_room(s, need)) {
+    while (!has_room(s, need, items)) {
         mp__q_stream_repair(s, false, false, false);
-        if (has_room(s, need))
+        if (has_room(s, need, items))
             break;
         if (!spun && !s->st.s_active) {
             spun = true;
@@ -74,7 +64,55 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
             return code == MP_ETIMEOUT ? mp__q_full_error(q, timeout) : code;
         }
     }
+    return 0;
+}
+
+int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
+{
+    return wait_room(q, need, items, timeout);
+}
+
+static inline __attribute__((always_inline)) void
+publish(mp_queue *q, uint64_t items, uint64_t need)
+{
+    struct qshared *s = q->s;
     uint64_t tail = ld(&s->tailw);
+    if (s->joinable) { /* the tail and unfinished move together: journaled */
+        qstate n = s->st;
+        n.unfinished += items;
+        mp__q_commit_tail(s, &n, advance_n(s, tail, items, need));
+    } else {
+        commit_word(&s->tailw, advance_n(s, tail, items, need));
+    }
+    uint32_t waiters = s->get_waiters;
+    if (waiters) /* a sleeper read data_seq under the lock: it must see it move */
+        bump(&s->data_seq);
+    qunlock(q);
+    wake(&s->data_seq, waiters, items < INT32_MAX ? (int)items : INT32_MAX);
+}
+
+void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)
+{
+    publish(q, items, need);
+}
+
+int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout)
+{
+    uint64_t need = rec_size(len);
+    /* A small record is assembled here and copied into the ring in one go. */
+    uint64_t small[8];
+    bool one_copy = need <= sizeof small;
+    if (one_copy) {
+        small[need / 8 - 1] = 0; /* the padding: no stale stack bytes in shared memory */
+        small[0] = len;
+        small[1] = tag;
+        if (len)
+            memcpy(small + 2, buf, len);
+    }
+    int code = wait_room(q, need, 1, timeout);
+    if (code < 0)
+        return code;
+    uint64_t tail = ld(&q->s->tailw);
     if (one_copy) {
         ring_write(q, tail, small, need);
     } else {
@@ -82,18 +120,7 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         ring_write(q, tail, hdr, Q_REC);
         ring_write(q, tail + Q_REC, buf, len);
     }
-    if (s->joinable) { /* the tail and unfinished move together: journaled */
-        qstate n = s->st;
-        n.unfinished++;
-        mp__q_commit_tail(s, &n, advance(s, tail, need));
-    } else {
-        commit_word(&s->tailw, advance(s, tail, need));
-    }
-    uint32_t waiters = s->get_waiters;
-    if (waiters) /* a sleeper read data_seq under the lock: it must see it move */
-        bump(&s->data_seq);
-    qunlock(q);
-    wake(&s->data_seq, waiters, 1);
+    publish(q, 1, need);
     return 0;
 }
 
@@ -107,7 +134,7 @@ int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void 
     if (hdr[0] > s->capacity - Q_REC)
         return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
                          (unsigned long long)(head & q->mask), (unsigned long long)hdr[0]);
-    char *p = hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
+    char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
     ring_read(q, head + Q_REC, p, hdr[0]);
@@ -124,4 +151,31 @@ int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void 
     *len = hdr[0];
     *tag = (uint32_t)hdr[1];
     return 0;
+}
+
+long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *bytes)
+{
+    struct qshared *s = q->s;
+    uint64_t head = ld(&s->headw), tail = ld(&s->tailw), pos = head, taken = 0;
+    size_t n = 0;
+    while (n < max && pos != tail) {
+        uint64_t len;
+        ring_read(q, pos, &len, 8);
+        if (len > s->capacity - Q_REC)
+            return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
+                             (unsigned long long)(pos & q->mask), (unsigned long long)len);
+        if (taken + rec_size(len) > cap)
+            break;
+        taken += rec_size(len);
+        pos = advance(s, pos, rec_size(len));
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    ring_read(q, head, dst, taken);
+    commit_word(&s->headw, pos); /* the whole batch leaves the ring at once */
+    if (s->put_waiters)
+        bump(&s->space_seq);
+    *bytes = taken;
+    return (long)n;
 }

@@ -41,6 +41,7 @@ struct mp_shared {
     shared_hdr *hdr;
     void *data;
     mp_lock *lock; /* NULL for raw */
+    bool synced;   /* a synchronized() handle: its lock is the handle's, not the segment's */
 };
 
 size_t mp_typecode_size(char t)
@@ -355,6 +356,115 @@ void mp_shared_free(mp_shared *s)
     free(s);
 }
 
+/* ---- sharedctypes.copy and synchronized ---------------------------------------------- */
+
+mp_shared *mp_shared_copy(mp_shared *s)
+{
+    if (!s) {
+        mp__error(MP_EINVAL, "NULL shared object");
+        return NULL;
+    }
+    mp_shared_opts raw = {.raw = true};
+    mp_shared *c = create((char)s->hdr->typecode, s->hdr->itemsize, s->hdr->length, NULL, &raw);
+    if (c) {
+        bool locked = lock_for_access(s);
+        memcpy(c->data, s->data, s->hdr->itemsize * s->hdr->length);
+        unlock_after_access(s, locked);
+    }
+    return c;
+}
+
+mp_shared *mp_shared_synchronized(mp_shared *s, mp_lock *lock)
+{
+    if (!s || s->lock) {
+        mp__error(MP_EINVAL, s ? "object already synchronized" : "NULL shared object");
+        return NULL;
+    }
+    int fd = dup(s->seg.fd);
+    mp__shm seg;
+    if (fd < 0 || mp__shm_attach(&seg, fd, sizeof(shared_hdr)) < 0) {
+        if (fd < 0)
+            mp__errno("synchronized: dup");
+        return NULL;
+    }
+    mp_shared *w = wrap(&seg);
+    mp_lock *l = w ? (lock ? mp__lock_ref(lock) : mp_rlock_new()) : NULL;
+    if (!l) {
+        free(w);
+        mp__shm_release(&seg);
+        return NULL;
+    }
+    w->lock = l;
+    w->synced = true;
+    return w;
+}
+
+/* ---- Array('c'): value and raw ------------------------------------------------------- */
+
+static int check_chars(const mp_shared *s)
+{
+    if (!s)
+        return mp__error(MP_EINVAL, "NULL shared object");
+    if (s->hdr->typecode != 'c')
+        return mp__error(MP_ETYPE, "value/raw are for Array('c'), not '%c'",
+                         s->hdr->typecode ? (char)s->hdr->typecode : '?');
+    return 0;
+}
+
+/* The bytes (all of them, or up to the first NUL), NUL-terminated, malloc'd. */
+static char *chars_get(mp_shared *s, bool raw, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (check_chars(s) < 0)
+        return NULL;
+    size_t n = (size_t)s->hdr->length;
+    char *out = mp__calloc(1, n + 1);
+    if (!out)
+        return NULL;
+    bool locked = lock_for_access(s);
+    memcpy(out, s->data, n);
+    unlock_after_access(s, locked);
+    if (!raw)
+        n = strnlen(out, n);
+    if (len)
+        *len = n;
+    return out;
+}
+
+char *mp_shared_chars_value(mp_shared *s, size_t *len) { return chars_get(s, false, len); }
+
+char *mp_shared_chars_raw(mp_shared *s, size_t *len) { return chars_get(s, true, len); }
+
+static int chars_set(mp_shared *s, const void *in, size_t n, bool raw)
+{
+    int r = check_chars(s);
+    if (r < 0)
+        return r;
+    if (!in && n)
+        return mp__error(MP_EINVAL, "NULL bytes");
+    if (n > s->hdr->length)
+        return mp__error(MP_ERANGE, "byte string too long (%zu bytes, array of %llu)", n,
+                         (unsigned long long)s->hdr->length);
+    bool locked = lock_for_access(s);
+    if (n)
+        memcpy(s->data, in, n);
+    if (!raw && n < s->hdr->length)
+        ((char *)s->data)[n] = '\0';
+    unlock_after_access(s, locked);
+    return 0;
+}
+
+int mp_shared_chars_set_value(mp_shared *s, const void *bytes, size_t len)
+{
+    return chars_set(s, bytes, len, false);
+}
+
+int mp_shared_chars_set_raw(mp_shared *s, const void *bytes, size_t len)
+{
+    return chars_set(s, bytes, len, true);
+}
+
 /* ---- passing to other processes ------------------------------------------------------
  * Wire: [u32 magic][u32 lock blob length][lock blob]; fds: the segment, then the
  * external lock's segment if any. */
@@ -364,7 +474,7 @@ static int shared_export(void *obj, void **data, size_t *len, int *fds, size_t *
     mp_shared *s = obj;
     void *lb = NULL;
     size_t lblen = 0, lnfds = 0;
-    if (s->hdr->lock_mode == LOCK_EXTERNAL) {
+    if (s->hdr->lock_mode == LOCK_EXTERNAL || s->synced) {
         int r = mp__lock_export(s->lock, &lb, &lblen, fds + 1, &lnfds);
         if (r < 0)
             return r;
@@ -419,8 +529,9 @@ static int shared_import(const void *data, size_t len, int *fds, size_t nfds, vo
     if (s) {
         if (h->lock_mode == LOCK_OWN)
             s->lock = mp__lock_view(&s->seg, offsetof(shared_hdr, lock));
-        else if (h->lock_mode == LOCK_EXTERNAL)
+        else if (opts.lock) /* the segment's external lock, or a synchronized() one */
             s->lock = mp__lock_ref(opts.lock);
+        s->synced = h->lock_mode == LOCK_NONE && opts.lock;
     } else if (r >= 0) {
         mp__shm_release(&seg);
         r = -ENOMEM;

@@ -327,13 +327,16 @@ int mp__lock_export(mp_lock *l, void **data, size_t *len, int *fds, size_t *nfds
 
 int mp__lock_import(const void *data, size_t len, int *fds, size_t nfds, mp_lock **out)
 {
-    struct lock_wire w;
-    if (len != sizeof w || nfds != 1) {
+    struct lock_wire w = {0, 0};
+    if (len == sizeof w)
+        memcpy(&w, data, sizeof w);
+    /* The offset comes from the peer: a misaligned one would make every access to the
+     * lock's words undefined (and its futex calls fail). */
+    if (len != sizeof w || nfds != 1 || w.off % _Alignof(mp__lock_sh) != 0) {
         for (size_t i = 0; i < nfds; i++)
             close(fds[i]);
         return mp__error(MP_EPROTO, "lock handle: bad description");
     }
-    memcpy(&w, data, sizeof w);
     mp__shm seg;
     int r = mp__shm_attach(&seg, fds[0], (size_t)w.off + sizeof(mp__lock_sh));
     if (r < 0)

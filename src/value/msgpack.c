@@ -221,6 +221,7 @@ typedef struct dec {
     size_t nfds;
     bool in_ext;  /* inside a handle payload: no nested handles */
     bool plain;   /* mp__value_decode_plain: no handles at all */
+    const mp_kind *only; /* non-NULL: the one kind of handle accepted (untrusted input) */
 } dec;
 
 static int bad(const char *what) { return mp__error(MP_EPROTO, "decoding: %s", what); }
@@ -339,6 +340,9 @@ static int import_handle(dec *d, const mp_value *desc, mp_value **out)
     if (desc->type != MP_LIST || desc->u.list.len != 3 || name->type != MP_STR ||
         data->type != MP_BYTES || idx->type != MP_LIST)
         return bad("malformed handle");
+    if (d->only && strcmp(name->u.s.data, d->only->name) != 0)
+        return mp__error(MP_EPROTO, "decoding: a '%.64s' handle is not accepted here (only '%s')",
+                         name->u.s.data, d->only->name);
     const mp_kind *k = mp_kind_find(name->u.s.data);
     if (!k)
         return mp__error(MP_ENOTFOUND, "decoding: unknown object kind '%s'", name->u.s.data);
@@ -478,7 +482,7 @@ static int decode_value(dec *d, int depth, mp_value **out)
 }
 
 static int decode(const void *buf, size_t len, int *fds, size_t nfds, bool plain,
-                  mp_value **out)
+                  const mp_kind *only, mp_value **out)
 {
     int r = 0;
     bool *used = NULL;
@@ -490,7 +494,7 @@ static int decode(const void *buf, size_t len, int *fds, size_t nfds, bool plain
         r = -ENOMEM;
     if (r == 0) {
         dec d = {.p = buf, .end = (const uint8_t *)buf + len, .fds = fds, .used = used,
-                 .nfds = nfds, .plain = plain};
+                 .nfds = nfds, .plain = plain, .only = only};
         r = decode_value(&d, 0, out);
         if (r == 0 && d.p != d.end)
             r = mp__error(MP_EPROTO, "decoding: %zu trailing bytes after the value",
@@ -523,10 +527,15 @@ int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **
 
 int mp_value_decode(const void *buf, size_t len, int *fds, size_t nfds, mp_value **out)
 {
-    return decode(buf, len, fds, nfds, false, out);
+    return decode(buf, len, fds, nfds, false, NULL, out);
 }
 
 int mp__value_decode_plain(const void *buf, size_t len, mp_value **out)
 {
-    return decode(buf, len, NULL, 0, true, out);
+    return decode(buf, len, NULL, 0, true, NULL, out);
+}
+
+int mp__value_decode_only(const void *buf, size_t len, const mp_kind *only, mp_value **out)
+{
+    return decode(buf, len, NULL, 0, false, only, out);
 }

@@ -28,6 +28,37 @@ static void putf(mp__buf *b, const char *fmt, ...)
     put(b, tmp, n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+/* ---- handles --------------------------------------------------------------------- */
+
+static struct {
+    const mp_kind *kind;
+    mp__kind_repr_fn fn;
+} kind_reprs[8];
+
+void mp__kind_set_repr(const mp_kind *kind, mp__kind_repr_fn fn)
+{
+    for (size_t i = 0; i < sizeof kind_reprs / sizeof kind_reprs[0]; i++)
+        if (!kind_reprs[i].kind || kind_reprs[i].kind == kind) {
+            kind_reprs[i].kind = kind;
+            kind_reprs[i].fn = fn;
+            return;
+        }
+}
+
+static void handle_repr(mp__buf *b, const mp_kind *kind, const void *obj)
+{
+    for (size_t i = 0; i < sizeof kind_reprs / sizeof kind_reprs[0] && kind_reprs[i].kind; i++)
+        if (kind_reprs[i].kind == kind) {
+            char tmp[160];
+            kind_reprs[i].fn(obj, tmp, sizeof tmp);
+            puts_(b, tmp);
+            return;
+        }
+    puts_(b, "<");
+    puts_(b, kind->name);
+    putf(b, " object at %p>", obj);
+}
+
 /* ---- floats --------------------------------------------------------------------- */
 
 /* Python's repr(float): the shortest digits that read back as the same double,
@@ -215,9 +246,7 @@ static void repr(mp__buf *b, const mp_value *v)
         puts_(b, "}");
         break;
     case MP_HANDLE:
-        puts_(b, "<");
-        puts_(b, v->u.h.kind->name);
-        putf(b, " object at %p>", v->u.h.obj);
+        handle_repr(b, v->u.h.kind, v->u.h.obj);
         break;
     }
 }

@@ -1,0 +1,70 @@
+// The best C/C++ peer of the queue rows: Boost.Interprocess message_queue (Debian
+// libboost-dev), the same work as bench_queue.c's queue cases, one line per case:
+//   case<TAB>unit<TAB>peer_rate
+// 8-byte items (the int itself) between fork()ed processes, np producers and nc
+// consumers on one queue. Boost's queue moves raw bytes (no values) and is not robust: a
+// process killed inside it can leave the queue locked for good. It has no batch
+// operation, so the batch row's peer is its item-at-a-time rate.
+#include <boost/interprocess/ipc/message_queue.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace bip = boost::interprocess;
+
+static double now()
+{
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double boost_ints(int np, int nc, long n)
+{
+    std::string name = "mp_bench_peer_" + std::to_string(getpid());
+    bip::message_queue::remove(name.c_str());
+    // 8 MiB of ring in mp_queue's default; Boost's slots are 8 bytes + its index.
+    bip::message_queue mq(bip::create_only, name.c_str(), 65536, sizeof(uint64_t));
+    pid_t pids[16];
+    double t0 = now();
+    for (int i = 0; i < nc; i++)
+        if ((pids[i] = fork()) == 0) {
+            bip::message_queue q(bip::open_only, name.c_str());
+            uint64_t v, sum = 0;
+            bip::message_queue::size_type got;
+            unsigned prio;
+            for (long k = 0; k < n / nc; k++) {
+                q.receive(&v, sizeof v, got, prio);
+                sum += v;
+            }
+            _exit(sum == 1); // keeps the sum alive
+        }
+    for (int i = 0; i < np; i++)
+        if ((pids[nc + i] = fork()) == 0) {
+            bip::message_queue q(bip::open_only, name.c_str());
+            for (uint64_t k = (uint64_t)i * (n / np); k < (uint64_t)(i + 1) * (n / np); k++)
+                q.send(&k, sizeof k, 0);
+            _exit(0);
+        }
+    for (int i = 0; i < np + nc; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+    }
+    double dt = now() - t0;
+    bip::message_queue::remove(name.c_str());
+    return (double)n / dt;
+}
+
+int main()
+{
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+    double one = boost_ints(1, 1, 2000000);
+    std::printf("queue_1p1c_int\titems/s\t%.1f\n", one);
+    std::printf("queue_4p4c_int\titems/s\t%.1f\n", boost_ints(4, 4, 2000000));
+    std::printf("queue_1p1c_batch64\titems/s\t%.1f\n", one);
+    return 0;
+}

@@ -1,0 +1,278 @@
+/* Queue batches (mp_queue_put_many / mp_queue_get_many): values round-trip in order and
+ * interleave with single puts and gets, across ring wrap-around; get_many returns what is
+ * there up to max and waits like mp_queue_get; a batch is put all or nothing (a full queue
+ * takes none of it); big items and streamed items come alone; JoinableQueue counts each
+ * item; bad arguments are MP_EINVAL. The kill storm is in test_fault_batch.c. */
+#include "test_util.h"
+
+#include "multiproc/queue.h"
+
+#include <sys/wait.h>
+
+static void free_all(mp_value **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mp_value_free(v[i]);
+}
+
+/* Put ints from..from+n-1 in one batch. */
+static int put_ints(mp_queue *q, long from, size_t n, double timeout)
+{
+    mp_value *v[256];
+    for (size_t i = 0; i < n; i++)
+        v[i] = mp_value_int(from + (long)i);
+    int r = mp_queue_put_many(q, (const mp_value *const *)v, n, timeout);
+    free_all(v, n);
+    return r;
+}
+
+static void test_roundtrip_in_order(void)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    mp_value *in[4] = {mp_value_int(-7), mp_value_str("héllo"), mp_value_nil(),
+                       mp_value_bytes("\0ab", 3)};
+    mp_value *single = mp_value_int(42);
+    CHECK_OK(mp_queue_put(q, single, 0));
+    CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)in, 4, 0));
+    CHECK_OK(mp_queue_put_bytes(q, "raw", 3, 0));
+    CHECK_INT(mp_queue_qsize(q), 6);
+    mp_value *out[10] = {0};
+    size_t got = 99;
+    CHECK_OK(mp_queue_get_many(q, out, 10, &got, 0));
+    CHECK_INT(got, 6);
+    if (got == 6) {
+        CHECK_STR(mpt_repr(out[0]), "42");
+        CHECK_STR(mpt_repr(out[1]), "-7");
+        CHECK_STR(mpt_repr(out[2]), "'héllo'");
+        CHECK_STR(mpt_repr(out[3]), "None");
+        CHECK_STR(mpt_repr(out[4]), "b'\\x00ab'");
+        CHECK_STR(mpt_repr(out[5]), "b'raw'");
+    }
+    free_all(out, got);
+    free_all(in, 4);
+    mp_value_free(single);
+    CHECK(mp_queue_empty(q));
+    mp_queue_free(q);
+}
+
+/* A 4 KiB ring and batches of 50 ints (24-byte records): the batches wrap the ring; single
+ * gets and get_many of odd sizes see every int once, in order. */
+static void test_wraparound(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
+    long next_put = 0, next_get = 0, bad = 0;
+    for (int round = 0; round < 200; round++) {
+        CHECK_OK(put_ints(q, next_put, 50, 0));
+        next_put += 50;
+        mp_value *one;
+        CHECK_OK(mp_queue_get(q, &one, 0));
+        bad += mp_value_get_int(one) != next_get++;
+        mp_value_free(one);
+        while (next_get < next_put) {
+            mp_value *out[13];
+            size_t got = 0;
+            CHECK_OK(mp_queue_get_many(q, out, 13, &got, 0));
+            for (size_t i = 0; i < got; i++)
+                bad += mp_value_get_int(out[i]) != next_get++;
+            free_all(out, got);
+            if (got == 0)
+                break;
+        }
+    }
+    CHECK_INT(bad, 0);
+    CHECK_INT(next_get, next_put);
+    CHECK(mp_queue_empty(q));
+    mp_queue_free(q);
+}
+
+static void test_partial_and_timeouts(void)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    mp_value *out[10];
+    size_t got = 5;
+    CHECK_ERR(mp_queue_get_many(q, out, 10, &got, 0), MP_EEMPTY);
+    CHECK_INT(got, 0);
+    double t0 = mpt_now();
+    CHECK_ERR(mp_queue_get_many(q, out, 10, &got, 0.05), MP_EEMPTY);
+    CHECK(mpt_now() - t0 >= 0.05);
+    CHECK_OK(put_ints(q, 0, 3, 0));
+    CHECK_OK(mp_queue_get_many(q, out, 10, &got, 0)); /* what is there, up to max */
+    CHECK_INT(got, 3);
+    free_all(out, got);
+    CHECK_OK(put_ints(q, 0, 30, 0));
+    CHECK_OK(mp_queue_get_many(q, out, 10, &got, -1)); /* at most max */
+    CHECK_INT(got, 10);
+    free_all(out, got);
+    CHECK_INT(mp_queue_qsize(q), 20);
+    mp_queue_free(q);
+}
+
+/* get_many blocks until a batch arrives, like mp_queue_get. */
+static void test_blocking_wakeup(void)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (mpt_wait_blocked(getppid(), 0, "futex", 10) < 0)
+            _exit(1);
+        _exit(put_ints(q, 100, 5, 10) == 0 ? 0 : 2);
+    }
+    mp_value *out[8];
+    size_t got = 0;
+    CHECK_OK(mp_queue_get_many(q, out, 8, &got, 20));
+    CHECK(got >= 1 && got <= 5);
+    CHECK_INT(got ? mp_value_get_int(out[0]) : -1, 100);
+    free_all(out, got);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mp_queue_free(q);
+}
+
+/* A batch is all or nothing: with room for 1 more item a batch of 2 puts none. */
+static void test_all_or_nothing(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.maxsize = 4});
+    CHECK_OK(put_ints(q, 0, 3, 0));
+    CHECK_ERR(put_ints(q, 3, 2, 0), MP_EFULL);
+    CHECK_INT(mp_queue_qsize(q), 3);
+    CHECK_ERR(put_ints(q, 3, 2, 0.02), MP_EFULL);
+    CHECK_INT(mp_queue_qsize(q), 3);
+    CHECK_OK(put_ints(q, 3, 1, 0));
+    CHECK(mp_queue_full(q));
+    CHECK_ERR(put_ints(q, 0, 5, 0), MP_EINVAL); /* more than maxsize: never fits */
+    mp_queue_free(q);
+
+    q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
+    CHECK_ERR(put_ints(q, 0, 200, -1), MP_EINVAL); /* 200 * 24 bytes > the ring */
+    CHECK_INT(mp_queue_qsize(q), 0);
+    mp_queue_free(q);
+}
+
+/* An item bigger than get_many's buffer comes alone; so does a streamed one. */
+static void test_big_items_come_alone(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 1 << 16});
+    char *big = malloc(20000);
+    memset(big, 'b', 20000);
+    mp_value *in[3] = {mp_value_bytes(big, 20000), mp_value_int(1), mp_value_int(2)};
+    CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)in, 3, 0));
+    mp_value *out[8];
+    size_t got = 0;
+    CHECK_OK(mp_queue_get_many(q, out, 8, &got, 0));
+    CHECK_INT(got, 1);
+    size_t len = 0;
+    CHECK(got == 1 && mp_value_get_bytes(out[0], &len) && len == 20000);
+    free_all(out, got);
+    CHECK_OK(mp_queue_get_many(q, out, 8, &got, 0));
+    CHECK_INT(got, 2);
+    free_all(out, got);
+    free_all(in, 3);
+    mp_queue_free(q);
+
+    q = mp_queue_new(&(mp_queue_opts){.capacity = 4096}); /* 20000 bytes are streamed */
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(mp_queue_put_bytes(q, big, 20000, 10) == 0 ? 0 : 1);
+    CHECK_OK(mp_queue_get_many(q, out, 8, &got, 10));
+    CHECK_INT(got, 1);
+    len = 0;
+    CHECK(got == 1 && mp_value_get_bytes(out[0], &len) && len == 20000);
+    free_all(out, got);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    free(big);
+    mp_queue_free(q);
+}
+
+static void test_joinable_counts_items(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    CHECK_OK(put_ints(q, 0, 5, 0));
+    mp_value *out[5];
+    size_t got = 0;
+    CHECK_OK(mp_queue_get_many(q, out, 5, &got, 0));
+    CHECK_INT(got, 5);
+    free_all(out, got);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(mp_queue_task_done(q));
+    CHECK_ERR(mp_queue_join(q, 0.01), MP_ETIMEOUT);
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
+    CHECK_ERR(mp_queue_task_done(q), MP_ESTATE);
+    mp_queue_free(q);
+}
+
+static void test_bad_arguments(void)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    mp_value *v[2] = {mp_value_int(1), NULL};
+    mp_value *out[2];
+    size_t got = 7;
+    CHECK_ERR(mp_queue_put_many(q, NULL, 1, 0), MP_EINVAL);
+    CHECK_ERR(mp_queue_put_many(q, (const mp_value *const *)v, 2, 0), MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "values[1] is NULL");
+    CHECK_OK(mp_queue_put_many(q, NULL, 0, 0)); /* nothing to put */
+    CHECK_INT(mp_queue_qsize(q), 0);
+    CHECK_ERR(mp_queue_get_many(q, NULL, 2, &got, 0), MP_EINVAL);
+    CHECK_INT(got, 0);
+    CHECK_ERR(mp_queue_get_many(q, out, 2, NULL, 0), MP_EINVAL);
+    CHECK_ERR(mp_queue_get_many(q, out, 0, &got, 0), MP_EINVAL);
+    CHECK_ERR(mp_queue_put_many(NULL, (const mp_value *const *)v, 1, 0), MP_EINVAL);
+    CHECK_ERR(mp_queue_get_many(NULL, out, 2, &got, 0), MP_EINVAL);
+    mp_value *h = mp_value_handle(&mp_kind_queue, q);
+    if (h) {
+        CHECK_ERR(mp_queue_put_many(q, (const mp_value *const *)&h, 1, 0), MP_EUNSUPPORTED);
+        mp_value_free(h);
+    }
+    CHECK_OK(mp_queue_close(q));
+    CHECK_ERR(mp_queue_put_many(q, (const mp_value *const *)v, 1, 0), MP_ECLOSED);
+    CHECK_ERR(mp_queue_get_many(q, out, 2, &got, 0), MP_ECLOSED);
+    mp_value_free(v[0]);
+    mp_queue_free(q);
+}
+
+/* put and put_many encode ints on a fast path of their own: the bytes must be exactly
+ * mp_value_encode's (the shortest MessagePack form) at every width boundary. */
+static void test_int_encoding_matches_codec(void)
+{
+    static const int64_t vals[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL,
+                                   4294967296LL, INT64_MAX, -1, -32, -33, -128, -129, -32768,
+                                   -32769, -2147483647LL - 1, -2147483649LL, INT64_MIN};
+    mp_queue *q = mp_queue_new(NULL);
+    int bad = 0;
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        mp_value *v = mp_value_int(vals[i]);
+        char *ref = NULL;
+        size_t rlen = 0, nfds = 0;
+        CHECK_OK(mp_value_encode(v, &ref, &rlen, NULL, 0, &nfds));
+        CHECK_OK(mp_queue_put(q, v, 0));
+        CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)&v, 1, 0));
+        for (int k = 0; k < 2; k++) {
+            void *b = NULL;
+            size_t len = 0;
+            CHECK_OK(mp_queue_get_bytes(q, &b, &len, 0));
+            bad += len != rlen || memcmp(b, ref, len) != 0;
+            mp_free(b);
+        }
+        mp_free(ref);
+        mp_value_free(v);
+    }
+    CHECK_INT(bad, 0);
+    mp_queue_free(q);
+}
+
+int main(int argc, char **argv)
+{
+    RUN_IF(argc, argv, test_roundtrip_in_order);
+    RUN_IF(argc, argv, test_wraparound);
+    RUN_IF(argc, argv, test_partial_and_timeouts);
+    RUN_IF(argc, argv, test_blocking_wakeup);
+    RUN_IF(argc, argv, test_all_or_nothing);
+    RUN_IF(argc, argv, test_big_items_come_alone);
+    RUN_IF(argc, argv, test_joinable_counts_items);
+    RUN_IF(argc, argv, test_bad_arguments);
+    RUN_IF(argc, argv, test_int_encoding_matches_codec);
+    return mpt_done();
+}
