@@ -365,6 +365,43 @@ static void test_join_dead_consumer(void)
     mp_queue_free(q);
 }
 
+/* Tasks taken by get_many are held like those taken by get: a consumer killed after
+ * get_many of 3 and one task_done leaves 2 tasks that died unfinished. */
+static void test_join_dead_consumer_get_many(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        mp_value *items[3];
+        size_t got = 0;
+        if (mp_queue_get_many(q, items, 3, &got, 10) < 0 || got != 3)
+            _exit(2);
+        for (size_t i = 0; i < got; i++)
+            mp_value_free(items[i]);
+        if (mp_queue_task_done(q) < 0 || write(p[1], "x", 1) != 1)
+            _exit(3);
+        for (;;)
+            pause(); /* killed here, holding 2 tasks */
+    }
+    close(p[1]);
+    char c;
+    CHECK_INT(read(p[0], &c, 1), 1);
+    close(p[0]);
+    kill(pid, SIGKILL);
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+    char want[96];
+    snprintf(want, sizeof want, "2 tasks died unfinished: the process that took them with get "
+             "(pid %d)", (int)pid);
+    CHECK_CONTAINS(mp_last_error(), want);
+    reap(pid);
+    mp_queue_free(q);
+}
+
 /* With dead_tasks_done, a dead consumer's tasks count as done: join returns 0. */
 static void test_join_dead_tasks_done(void)
 {
@@ -843,6 +880,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_exactly_full_ring);
     RUN_IF(argc, argv, test_joinable);
     RUN_IF(argc, argv, test_join_dead_consumer);
+    RUN_IF(argc, argv, test_join_dead_consumer_get_many);
     RUN_IF(argc, argv, test_join_dead_tasks_done);
     RUN_IF(argc, argv, test_join_consumer_exits);
     RUN_IF(argc, argv, test_join_pid_reused);

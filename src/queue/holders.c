@@ -122,7 +122,7 @@ static uint32_t own_slot(mp_queue *q, ident me, bool create)
     return create ? (q->slot = free_slot) : Q_NO_SLOT;
 }
 
-void mp__q_commit_taken(mp_queue *q, const qstate *next, uint64_t headw)
+void mp__q_commit_taken(mp_queue *q, const qstate *next, uint64_t headw, uint32_t n)
 {
     struct qshared *s = q->s;
     ident me = self();
@@ -134,7 +134,7 @@ void mp__q_commit_taken(mp_queue *q, const qstate *next, uint64_t headw)
     qholder h = s->holders[i];
     if (!h.count)
         h = (qholder){.pid = me.pid, .start = me.start};
-    h.count++;
+    h.count += n;
     mp__q_commit_all(s, next, ld(&s->tailw), headw, i, &h);
 }
 

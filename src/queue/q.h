@@ -349,9 +349,9 @@ int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeou
 int mp__q_empty_error(double timeout);
 
 /* ---- holders.c ---- */
-/* Commit a get: st becomes *next and the head headw; in a JoinableQueue the item is
- * recorded as held by the calling process, in the same commit. Under lock. */
-void mp__q_commit_taken(mp_queue *q, const qstate *next, uint64_t headw);
+/* Commit a get of n items: st becomes *next and the head headw; in a JoinableQueue the
+ * items are recorded as held by the calling process, in the same commit. Under lock. */
+void mp__q_commit_taken(mp_queue *q, const qstate *next, uint64_t headw, uint32_t n);
 /* task_done's commit: *next (unfinished already decreased) and one task fewer held, by the
  * caller if it holds one, else by a dead holder, else by any. Under lock. */
 void mp__q_commit_done(mp_queue *q, const qstate *next);
