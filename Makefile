@@ -42,7 +42,7 @@ test: build
 SOAK_SECONDS ?= 600
 soak: deps
 	@$(CMAKE) >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS) --target test_fault_queue test_fault_sync test_fault_tracker test_soak_cycles
+	@cmake --build $(BUILD) -j $(JOBS) --target test_fault_queue test_fault_sync test_fault_manager test_fault_tracker test_soak_cycles
 	@bash tests/soak.sh $(BUILD) $(SOAK_SECONDS)
 
 # The tour builds only the library and the examples, quietly (the log is shown if it fails).

@@ -8,7 +8,7 @@ set -u
 build=${1:?usage: soak.sh BUILD_DIR [SECONDS]}
 total=${2:-600}
 src=$(cd "$(dirname "$0")" && pwd)
-tests="test_fault_queue test_fault_sync test_fault_tracker test_soak_cycles"
+tests="test_fault_queue test_fault_sync test_fault_manager test_fault_tracker test_soak_cycles"
 parts=0
 for t in $tests; do
   parts=$((parts + $(grep -c 'RUN_IF(argc, argv' "$src/$t.c")))
