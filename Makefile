@@ -7,7 +7,7 @@ DOC_PKGS := doxygen
 FUZZ_PKGS := clang libclang-rt-dev
 CMAKE    := cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps docs-deps install-debs build test demo bench docs asan tsan fuzz fuzz-corpus install clean
+.PHONY: all deps docs-deps install-debs build test soak demo bench docs asan tsan fuzz fuzz-corpus install clean
 
 all: build
 
@@ -36,6 +36,14 @@ build: deps
 # entry behind, and a neighbour's live segments would look like its leaks.
 test: build
 	cd $(BUILD) && ctest --output-on-failure
+
+# The fault storms and leak cycles of `make test`, for longer: SOAK_SECONDS in all
+# (default 10 minutes), shared equally by their test functions (tests/soak.sh).
+SOAK_SECONDS ?= 600
+soak: deps
+	@$(CMAKE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target test_fault_queue test_fault_sync test_fault_tracker test_soak_cycles
+	@bash tests/soak.sh $(BUILD) $(SOAK_SECONDS)
 
 # The tour builds only the library and the examples, quietly (the log is shown if it fails).
 demo: deps

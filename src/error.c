@@ -76,6 +76,20 @@ const char *mp_last_error(void) { return last_msg; }
 
 int mp_last_error_code(void) { return last_code; }
 
+const char *mp__last_error_detail(void)
+{
+    const char *name = mp_errname(last_code), *desc = mp_strerror(last_code);
+    size_t nl = strlen(name), dl = strlen(desc);
+    const char *m = last_msg;
+    if (strncmp(m, name, nl) != 0 || strncmp(m + nl, ": ", 2) != 0 ||
+        strncmp(m + nl + 2, desc, dl) != 0)
+        return m; /* not one of ours (cleared, or restored from elsewhere) */
+    m += nl + 2 + dl;
+    if (!*m)
+        return desc;
+    return strncmp(m, ": ", 2) == 0 ? m + 2 : last_msg;
+}
+
 void mp_clear_error(void)
 {
     last_msg[0] = '\0';

@@ -283,7 +283,7 @@ static void got_reply(mp__hs *h)
         return;
     }
     h->rejected = true;
-    snprintf(h->reject_why, sizeof h->reject_why, "%s", mp_last_error());
+    snprintf(h->reject_why, sizeof h->reject_why, "%s", mp__last_error_detail());
     frame(h, FAILURE, strlen(FAILURE), NULL, 0);
 }
 

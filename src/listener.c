@@ -240,7 +240,7 @@ mp_listener *mp_listener_new(const mp_listener_opts *opts)
     if (listener_bind(l, address, opts->backlog) < 0) {
         int code = mp_last_error_code();
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         mp_listener_free(l); /* unlinks the path if we bound it */
         mp__error(code, "%s", msg);
         return NULL;
@@ -361,7 +361,7 @@ static int advance_all(mp_listener *l, mp_connection **out)
         if (r == 0)
             return mp__error(MP_ETIMEOUT, "accept on '%s': a peer did not complete the handshake "
                                           "within %.3g s", l->address, l->handshake_limit);
-        return mp__error(r, "accept on '%s': %s", l->address, mp_last_error());
+        return mp__error(r, "accept on '%s': %s", l->address, mp__last_error_detail());
     }
     return 0;
 }
@@ -494,7 +494,7 @@ static int client_connect(const char *address, const mp_client_opts *opts, mp_co
         code = mp__hs_run(fd, false, opts->authkey, opts->authkey_len, opts->digest, deadline);
     if (code < 0) {
         mp__close(fd);
-        return mp__error(code, "client to '%s': %s", address, mp_last_error());
+        return mp__error(code, "client to '%s': %s", address, mp__last_error_detail());
     }
     mp_connection *c = mp_connection_from_fd(fd, true, true);
     if (!c)

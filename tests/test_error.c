@@ -31,6 +31,25 @@ static void test_last_error_message(void)
     CHECK_STR(mp_last_error(), "MP_EEOF: end of file: the other end is closed");
 }
 
+/* The detail of the last error, for re-reporting under one's own words without the
+ * "NAME: description: " prefix twice. */
+static void test_last_error_detail(void)
+{
+    mp__error(MP_EAUTH, "digest received was %s", "wrong");
+    CHECK_STR(mp__last_error_detail(), "digest received was wrong");
+    mp__error(mp_last_error_code(), "accept on 'x': %s", mp__last_error_detail());
+    CHECK_STR(mp_last_error(), "MP_EAUTH: authentication failed: accept on 'x': digest "
+                               "received was wrong");
+    mp__error(-EPIPE, NULL); /* no detail: the description, never an empty string */
+    CHECK_STR(mp__last_error_detail(), "Broken pipe");
+    mp__error(MP_EEOF, NULL); /* a description with a colon in it */
+    CHECK_STR(mp__last_error_detail(), "end of file: the other end is closed");
+    mp__error(MP_EEOF, "reading %s", "x");
+    CHECK_STR(mp__last_error_detail(), "reading x");
+    mp_clear_error();
+    CHECK_STR(mp__last_error_detail(), "");
+}
+
 static void *other_thread(void *arg)
 {
     (void)arg;
@@ -51,6 +70,7 @@ int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_names_and_texts);
     RUN_IF(argc, argv, test_last_error_message);
+    RUN_IF(argc, argv, test_last_error_detail);
     RUN_IF(argc, argv, test_message_is_per_thread);
     return mpt_done();
 }

@@ -142,9 +142,10 @@ static void test_kill_storm_leaves_nothing(void)
     _Atomic uint64_t *progress = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(progress != MAP_FAILED);
-    int rounds = mpt_rounds(20), leaks = 0;
-    for (int r = 0; r < rounds; r++)
-        storm_round(r, progress, shm_before, &leaks);
+    int rounds = 0, leaks = 0;
+    double t0 = mpt_now();
+    for (; mpt_more_rounds(rounds, 20, t0); rounds++)
+        storm_round(rounds, progress, shm_before, &leaks);
     CHECK_INT(leaks, 0);
     CHECK_INT(mpt_count_dir("/dev/shm", "mp-"), shm_before);
     char path[160];

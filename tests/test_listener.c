@@ -161,10 +161,12 @@ static void test_wrong_key(void)
         mp_connection *c = NULL;
         CHECK_ERR(mp_listener_accept(l, 10, &c), MP_EAUTH);
         CHECK_CONTAINS(mp_last_error(), "digest received was wrong");
+        CHECK_PREFIX_ONCE(mp_last_error(), MP_EAUTH); /* re-reported, not repeated */
         CHECK(c == NULL);
         pthread_join(j.thread, NULL);
         CHECK_INT(j.result, MP_EAUTH);
         CHECK_CONTAINS(j.error, "rejected");
+        CHECK_PREFIX_ONCE(j.error, MP_EAUTH);
         /* The listener is still usable. */
         client_start(&j, mp_listener_address(l), KEY, MP_AUTH_DEFAULT);
         CHECK_OK(serve_one(l, 10));
@@ -179,8 +181,10 @@ static void test_wrong_key(void)
     client_start(&j, mp_listener_address(l), KEY, MP_AUTH_SHA256);
     mp_connection *c = NULL;
     CHECK_ERR(mp_listener_accept(l, 10, &c), MP_EAUTH);
+    CHECK_PREFIX_ONCE(mp_last_error(), MP_EAUTH);
     pthread_join(j.thread, NULL);
     CHECK_INT(j.result, MP_EAUTH);
+    CHECK_PREFIX_ONCE(j.error, MP_EAUTH);
     mp_listener_free(l);
 }
 
@@ -266,6 +270,7 @@ static void test_errors(void)
     CHECK(mp_listener_new(&o) == NULL);
     CHECK_INT(mp_last_error_code(), -EADDRINUSE);
     CHECK_CONTAINS(mp_last_error(), mp_listener_address(l));
+    CHECK_PREFIX_ONCE(mp_last_error(), -EADDRINUSE);
     char path[128];
     snprintf(path, sizeof path, "%s", mp_listener_address(l));
     CHECK(access(path, F_OK) == 0);
@@ -276,6 +281,7 @@ static void test_errors(void)
     mp_listener_free(NULL);
     CHECK_NULL_ERR(c = mp_client(path, NULL), -ENOENT);
     CHECK_CONTAINS(mp_last_error(), path);
+    CHECK_PREFIX_ONCE(mp_last_error(), -ENOENT);
     /* A TCP port nobody listens on: bound (port 0, read back) but not listening, and
      * held while we connect, so no other program can start listening there. */
     int hold = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -212,6 +212,7 @@ static void test_bad_opts(void)
     mp_manager_opts o3 = {.address = "/nonexistent-dir/x.sock"};
     CHECK(mp_manager_new(&o3) == NULL);
     CHECK_CONTAINS(mp_last_error(), "nonexistent-dir");
+    CHECK_PREFIX_ONCE(mp_last_error(), mp_last_error_code()); /* the server's, re-reported */
     CHECK(mp_manager_connect("@no-such-manager-here", "k", 1, 2) == NULL);
     CHECK_INT(mp_last_error_code(), -ECONNREFUSED);
     CHECK(mp_manager_create(NULL, "dict", NULL) == NULL);

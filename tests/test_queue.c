@@ -5,6 +5,7 @@
 #include "test_util.h"
 
 #include "multiproc/queue.h"
+#include "queue/q.h" /* the holders table, to play a recycled pid */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -285,6 +286,224 @@ static void test_joinable(void)
     waitpid(pid, &st, 0);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CHECK_ERR(mp_queue_task_done(q), MP_ESTATE);
+    mp_queue_free(q);
+}
+
+/* A child takes `take` items and marks `done` of them done, then tells the parent and
+ * either waits to be killed or (exit_normally) exits. Returns its pid, reaped or not. */
+static pid_t consumer_child(mp_queue *q, int take, int done, bool exit_normally)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        for (int i = 0; i < take; i++) {
+            void *buf;
+            size_t len;
+            if (mp_queue_get_bytes(q, &buf, &len, 10) < 0)
+                _exit(2);
+            mp_free(buf);
+        }
+        for (int i = 0; i < done; i++)
+            if (mp_queue_task_done(q) < 0)
+                _exit(3);
+        if (write(p[1], "x", 1) != 1)
+            _exit(4);
+        if (exit_normally)
+            _exit(0);
+        for (;;)
+            pause(); /* killed here, between get and task_done */
+    }
+    close(p[1]);
+    char c;
+    CHECK_INT(read(p[0], &c, 1), 1);
+    close(p[0]);
+    if (!exit_normally)
+        kill(pid, SIGKILL);
+    return pid;
+}
+
+static void reap(pid_t pid)
+{
+    int st;
+    CHECK_INT(waitpid(pid, &st, 0), pid);
+}
+
+/* A consumer killed between get and task_done: join says so instead of hanging (Python
+ * hangs), whether or not the dead consumer was reaped yet; task_done for the lost task
+ * (here: the parent redid it) lets join complete. */
+static void test_join_dead_consumer(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    pid_t pid = consumer_child(q, 3, 1, false); /* holds 2 unfinished tasks when killed */
+    double t0 = mpt_now();
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED); /* a zombie: dead, not yet reaped */
+    CHECK(mpt_now() - t0 < 2);
+    char want[96];
+    snprintf(want, sizeof want, "2 tasks died unfinished: the process that took them with get "
+             "(pid %d) exited before task_done", (int)pid);
+    CHECK_CONTAINS(mp_last_error(), want);
+    reap(pid);
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED); /* still, once reaped */
+    CHECK_CONTAINS(mp_last_error(), "2 tasks died unfinished");
+    CHECK_ERR(mp_queue_join(q, 0), MP_EWORKERDIED); /* a poll reports it too */
+    CHECK_OK(mp_queue_task_done(q)); /* the parent redid the lost tasks */
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "1 task died unfinished: the process that took it");
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_ERR(mp_queue_join(q, 0.05), MP_ETIMEOUT); /* one item still in the queue */
+    void *buf;
+    size_t len;
+    CHECK_OK(mp_queue_get_bytes(q, &buf, &len, 0));
+    mp_free(buf);
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
+    CHECK_ERR(mp_queue_task_done(q), MP_ESTATE);
+    mp_queue_free(q);
+}
+
+/* Tasks taken by get_many are held like those taken by get: a consumer killed after
+ * get_many of 3 and one task_done leaves 2 tasks that died unfinished. */
+static void test_join_dead_consumer_get_many(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        mp_value *items[3];
+        size_t got = 0;
+        if (mp_queue_get_many(q, items, 3, &got, 10) < 0 || got != 3)
+            _exit(2);
+        for (size_t i = 0; i < got; i++)
+            mp_value_free(items[i]);
+        if (mp_queue_task_done(q) < 0 || write(p[1], "x", 1) != 1)
+            _exit(3);
+        for (;;)
+            pause(); /* killed here, holding 2 tasks */
+    }
+    close(p[1]);
+    char c;
+    CHECK_INT(read(p[0], &c, 1), 1);
+    close(p[0]);
+    kill(pid, SIGKILL);
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+    char want[96];
+    snprintf(want, sizeof want, "2 tasks died unfinished: the process that took them with get "
+             "(pid %d)", (int)pid);
+    CHECK_CONTAINS(mp_last_error(), want);
+    reap(pid);
+    mp_queue_free(q);
+}
+
+/* With dead_tasks_done, a dead consumer's tasks count as done: join returns 0. */
+static void test_join_dead_tasks_done(void)
+{
+    mp_queue *q = mp_joinable_queue_new(&(mp_queue_opts){.dead_tasks_done = true});
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    pid_t pid = consumer_child(q, 3, 1, false);
+    double t0 = mpt_now();
+    CHECK_OK(mp_queue_join(q, 10));
+    CHECK(mpt_now() - t0 < 2);
+    reap(pid);
+    CHECK_ERR(mp_queue_task_done(q), MP_ESTATE); /* they were counted done */
+    /* And again for a later batch. */
+    CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    pid = consumer_child(q, 1, 0, false);
+    CHECK_OK(mp_queue_join(q, 10));
+    reap(pid);
+    mp_queue_free(q);
+}
+
+/* A consumer that marked its tasks done and exited normally does not count; one that
+ * exited normally without task_done does. */
+static void test_join_consumer_exits(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    reap(consumer_child(q, 2, 2, true));
+    CHECK_ERR(mp_queue_join(q, 0.3), MP_ETIMEOUT); /* one still queued, nobody dead */
+    CHECK_CONTAINS(mp_last_error(), "1 tasks still unfinished");
+    reap(consumer_child(q, 1, 0, true));
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "1 task died unfinished");
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
+    mp_queue_free(q);
+}
+
+/* The holder's identity is its pid AND its start time: a live consumer holding a task is
+ * not reported (join times out), but if its pid came to name another process (played here
+ * by changing the recorded start time), its task is reported died unfinished. */
+static void test_join_pid_reused(void)
+{
+    mp_queue *q = mp_joinable_queue_new(NULL);
+    CHECK_OK(mp_queue_put_bytes(q, "task", 4, -1));
+    int got[2], go[2]; /* child -> parent: it holds the task; parent -> child: exit */
+    CHECK(pipe(got) == 0 && pipe(go) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(got[0]);
+        close(go[1]);
+        void *buf;
+        size_t len;
+        if (mp_queue_get_bytes(q, &buf, &len, 10) < 0 || write(got[1], "x", 1) != 1)
+            _exit(2);
+        mp_free(buf);
+        char c;
+        _exit(read(go[0], &c, 1) == 1 ? 0 : 3); /* alive, holding the task, until told */
+    }
+    close(got[1]);
+    close(go[0]);
+    char c;
+    CHECK_INT(read(got[0], &c, 1), 1);
+    CHECK_ERR(mp_queue_join(q, 0.3), MP_ETIMEOUT); /* alive: still being worked on */
+    qholder *h = NULL;
+    for (int i = 0; i < Q_HOLDERS; i++)
+        if (q->s->holders[i].count && q->s->holders[i].pid == pid)
+            h = &q->s->holders[i];
+    CHECK(h != NULL && h->count == 1 && h->start != 0);
+    if (h) {
+        h->start++; /* the pid now names a process started at another time */
+        CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+        CHECK_CONTAINS(mp_last_error(), "1 task died unfinished");
+        h->start--;
+    }
+    CHECK_INT(write(go[1], "x", 1), 1);
+    reap(pid);
+    close(got[0]);
+    close(go[1]);
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
+    mp_queue_free(q);
+}
+
+/* An item bigger than the ring (streamed) counts as held once its get completes. */
+static void test_join_dead_consumer_streamed(void)
+{
+    mp_queue *q = mp_joinable_queue_new(&(mp_queue_opts){.capacity = 4096});
+    pid_t producer = fork();
+    if (producer == 0) {
+        static char big[20000];
+        _exit(mp_queue_put_bytes(q, big, sizeof big, 10) == 0 ? 0 : 1);
+    }
+    pid_t pid = consumer_child(q, 1, 0, false);
+    int st;
+    CHECK_INT(waitpid(producer, &st, 0), producer);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_ERR(mp_queue_join(q, 10), MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "1 task died unfinished");
+    reap(pid);
+    CHECK_OK(mp_queue_task_done(q));
+    CHECK_OK(mp_queue_join(q, 0));
     mp_queue_free(q);
 }
 
@@ -660,6 +879,12 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_wraparound);
     RUN_IF(argc, argv, test_exactly_full_ring);
     RUN_IF(argc, argv, test_joinable);
+    RUN_IF(argc, argv, test_join_dead_consumer);
+    RUN_IF(argc, argv, test_join_dead_consumer_get_many);
+    RUN_IF(argc, argv, test_join_dead_tasks_done);
+    RUN_IF(argc, argv, test_join_consumer_exits);
+    RUN_IF(argc, argv, test_join_pid_reused);
+    RUN_IF(argc, argv, test_join_dead_consumer_streamed);
     RUN_IF(argc, argv, test_blocking_wakeup);
     RUN_IF(argc, argv, test_big_items);
     RUN_IF(argc, argv, test_put_then_join);

@@ -140,6 +140,31 @@ static const char *mpt_current = "";
         }                                                                                \
     } while (0)
 
+/* How often needle occurs in hay (non-overlapping). */
+static inline int mpt_count_str(const char *hay, const char *needle)
+{
+    int n = 0;
+    size_t nl = strlen(needle);
+    for (const char *p = hay ? strstr(hay, needle) : NULL; p && nl; p = strstr(p + nl, needle))
+        n++;
+    return n;
+}
+
+/* A message carries the "NAME: description: " prefix of its code exactly once (a failure
+ * re-reported with the same code must not repeat it). */
+#define CHECK_PREFIX_ONCE(msg, code)                                                     \
+    do {                                                                                 \
+        char mpt_p[256];                                                                 \
+        snprintf(mpt_p, sizeof mpt_p, "%s: %s", mp_errname(code), mp_strerror(code));    \
+        const char *mpt_m = (msg);                                                       \
+        mpt_checks++;                                                                    \
+        if (mpt_count_str(mpt_m, mpt_p) != 1) {                                          \
+            mpt_failures++;                                                              \
+            fprintf(stderr, "%s:%d: [%s] \"%s\" not once in \"%s\"\n", __FILE__,         \
+                    __LINE__, mpt_current, mpt_p, mpt_m ? mpt_m : "(null)");             \
+        }                                                                                \
+    } while (0)
+
 static inline double mpt_now(void)
 {
     struct timespec ts;

@@ -57,6 +57,10 @@ typedef struct mp_queue_opts {
                           at most 1 TiB; a ring over 8 GiB holds at most 2^(63 - log2(capacity))
                           items at once, a put waits beyond that) */
     bool joinable;   /**< enable task_done / join (JoinableQueue) */
+    /** JoinableQueue: when a process that took tasks with get exits (or is killed) before
+     *  marking them done, join counts those tasks done instead of returning
+     *  MP_EWORKERDIED (see mp_queue_join). */
+    bool dead_tasks_done;
 } mp_queue_opts;
 
 /** A new queue (free with mp_queue_free). NULL on error (mp_last_error). */
@@ -136,11 +140,21 @@ size_t mp_queue_maxsize(const mp_queue *q);
 /**
  * JoinableQueue: mark one item taken with get as done. MP_ESTATE if called more times than
  * items were put ("task_done() called too many times") or on a non-joinable queue.
+ * The queue records which process took each unfinished item; task_done is credited to the
+ * caller's own items first, else to those of a process that is gone, else to any.
  */
 int mp_queue_task_done(mp_queue *q);
 /**
  * JoinableQueue: wait until every item put has been marked done (negative timeout: forever).
- * 0, MP_ETIMEOUT, MP_ESTATE (not joinable), MP_EINTERRUPTED.
+ * 0, MP_ETIMEOUT, MP_ESTATE (not joinable), MP_EINTERRUPTED, or MP_EWORKERDIED: a process
+ * took items with get and exited or was killed before marking them done, so they can never
+ * complete (Python's join hangs forever then). The message says how many tasks died
+ * unfinished and a pid; join notices within a quarter of a second. Each task_done called
+ * for such a task (e.g. after redoing the work) clears one, and join works again. With
+ * opts.dead_tasks_done, join counts those tasks done instead and goes on waiting for the
+ * others. A process is identified by its pid and start time, so a recycled pid is not
+ * mistaken for the dead one; at most 128 processes holding unfinished items at once are
+ * tracked.
  */
 int mp_queue_join(mp_queue *q, double timeout);
 

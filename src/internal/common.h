@@ -20,6 +20,13 @@
  * so callers can write `return mp__error(-errno, "open '%s'", path);`. Keeps errno. */
 int mp__error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The last error's message without the "NAME: description: " prefix mp__error put on it:
+ * what to pass when re-reporting a failure in one's own words,
+ *     mp__error(code, "accept on '%s': %s", address, mp__last_error_detail());
+ * so the prefix appears once. A message without a detail gives its description. The
+ * pointer is into the thread's last message: copy it before anything else may fail. */
+const char *mp__last_error_detail(void);
+
 /* -errno as a code, recorded with a detail message. */
 #define mp__errno(...) mp__error(-errno, __VA_ARGS__)
 

@@ -79,7 +79,7 @@ static int manager_main(mp_value *args)
     mp_manager_type *types = NULL;
     size_t ntypes = 0;
     if (mp__mgr_types_decode(tdesc, &types, &ntypes) < 0) {
-        report(conn, mp_last_error_code(), mp_last_error());
+        report(conn, mp_last_error_code(), mp__last_error_detail());
         return 1;
     }
     cfg.types = types;
@@ -87,7 +87,7 @@ static int manager_main(mp_value *args)
     mp_manager_server *s = mp__mgr_server_new(&cfg);
     explicit_bzero(cfg.key, sizeof cfg.key);
     if (!s) {
-        report(conn, mp_last_error_code(), mp_last_error());
+        report(conn, mp_last_error_code(), mp__last_error_detail());
         mp__mgr_types_free(types, ntypes);
         return 1;
     }
@@ -198,7 +198,7 @@ static int start_server(mp_manager *m, const mgr_config *cfg, const mp_manager_o
     mp_connection_free(r);
     if (code < 0 && m->proc) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         if (mp_process_pid(m->proc) > 0) {
             mp_process_kill(m->proc);
             mp_process_join(m->proc, -1);

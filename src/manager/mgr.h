@@ -37,7 +37,9 @@ typedef struct mgr_request {
  * any other kind before its import runs), the shape must be
  * [str, int >= 0, list]. 0 or MP_EPROTO with a message; on success req->root owned. */
 int mp__mgr_parse_request(const void *buf, size_t len, mgr_request *req);
-/* Encode a request / a reply: *buf (mp_free). Only proxies may travel (fds refused). */
+/* Encode a request / a reply: *buf (mp_free). Only proxies may travel (fds refused). A
+ * failed reply's message is the detail alone (mp__last_error_detail()): the client puts
+ * its own "NAME: description: " prefix on it. */
 int mp__mgr_encode_request(const char *method, uint64_t id, const mp_value *args, char **buf,
                            size_t *len);
 int mp__mgr_encode_reply(int code, const char *message, const mp_value *result, char **buf,

@@ -29,16 +29,6 @@ static bool may_hold_ext(const unsigned char *p, size_t len)
     return false;
 }
 
-/* The detail of a last-error message: without the "NAME: description: " prefix that
- * mp__error adds (the client adds its own). */
-static const char *detail(int code, const char *msg)
-{
-    char prefix[256];
-    snprintf(prefix, sizeof prefix, "%s: %s: ", mp_errname(code), mp_strerror(code));
-    size_t n = strlen(prefix);
-    return strncmp(msg, prefix, n) == 0 ? msg + n : msg;
-}
-
 int mp__mgr_parse_request(const void *buf, size_t len, mgr_request *req)
 {
     memset(req, 0, sizeof *req);
@@ -51,7 +41,7 @@ int mp__mgr_parse_request(const void *buf, size_t len, mgr_request *req)
     mp__mgr_in_server = was;
     if (r < 0) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", detail(r, mp_last_error()));
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         return mp__error(MP_EPROTO, "request: %s", msg);
     }
     const char *method;
@@ -107,8 +97,6 @@ int mp__mgr_encode_request(const char *method, uint64_t id, const mp_value *args
 int mp__mgr_encode_reply(int code, const char *message, const mp_value *result, char **buf,
                          size_t *len)
 {
-    if (code < 0 && message)
-        message = detail(code, message);
     mp_value *rep = code < 0 ? mp_value_pack("[i s]", code, message ? message : "")
                              : mp_value_pack("[i O]", 0, result);
     if (!rep && code >= 0 && !result)
@@ -132,7 +120,7 @@ int mp__mgr_parse_reply(const void *buf, size_t len, mp_value **result)
     mp_value *v = NULL;
     int r = mp_value_decode(buf, len, NULL, 0, &v);
     if (r < 0)
-        return mp__error(MP_EPROTO, "manager reply: %s", mp_last_error());
+        return mp__error(MP_EPROTO, "manager reply: %s", mp__last_error_detail());
     int64_t code;
     mp_value *payload;
     if (mp_value_type(v) != MP_LIST || mp_value_len(v) != 2 ||

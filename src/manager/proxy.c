@@ -321,7 +321,7 @@ static int parse_ref(const void *data, size_t len, mgr_ref *ref)
 {
     mp_value *v;
     if (mp_value_decode(data, len, NULL, 0, &v) < 0)
-        return mp__error(MP_EPROTO, "proxy: %s", mp_last_error());
+        return mp__error(MP_EPROTO, "proxy: %s", mp__last_error_detail());
     const char *addr, *type;
     const void *key;
     size_t keylen;

@@ -520,7 +520,7 @@ static int handle(mgr_conn *c, const void *buf, size_t len, char **out, size_t *
     mp_value *result = NULL;
     int r = mp__mgr_parse_request(buf, len, &req);
     if (r < 0)
-        return mp__mgr_encode_reply(r, mp_last_error(), NULL, out, outlen);
+        return mp__mgr_encode_reply(r, mp__last_error_detail(), NULL, out, outlen);
     mgr_server *s = c->srv;
     pthread_mutex_lock(&s->mu);
     if (req.has_handles)
@@ -532,9 +532,10 @@ static int handle(mgr_conn *c, const void *buf, size_t len, char **out, size_t *
         lend(c, result, 0);
     if (s->kept > 0 && req.id != 0) /* the call may have dropped a container's last proxy */
         collect(s);
-    int e = mp__mgr_encode_reply(r, r < 0 ? mp_last_error() : NULL, result, out, outlen);
+    int e = mp__mgr_encode_reply(r, r < 0 ? mp__last_error_detail() : NULL, result, out,
+                                 outlen);
     if (e < 0 && r >= 0) /* the result cannot travel: say why instead */
-        e = mp__mgr_encode_reply(e, mp_last_error(), NULL, out, outlen);
+        e = mp__mgr_encode_reply(e, mp__last_error_detail(), NULL, out, outlen);
     mp_value_free(result);
     pthread_mutex_unlock(&s->mu);
     mp_value_free(req.root);
@@ -747,7 +748,7 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
     if (!s->listener) {
         int code = mp_last_error_code();
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         mp_manager_server_free(s);
         mp__error(code, "manager: %s", msg);
         return NULL;

@@ -7,6 +7,7 @@
  * different fds, so the receiver keeps a FIFO of the fds in arrival order and a message
  * takes its `nfds` from the front once the whole message is buffered. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "pool/pool.h"
 #include "process/proc.h"
@@ -21,26 +22,15 @@
  * allocate without bound). */
 #define MSG_MAX ((uint64_t)1 << 36)
 
+/* Room for `more` bytes after dropping what was taken, when that is all of it or more
+ * than half the buffer (so a message is moved at most about once). */
 static int rx_reserve(mp__rx *rx, size_t more)
 {
-    if (rx->off && rx->off == rx->len) {
-        rx->off = rx->len = 0;
-    } else if (rx->off > rx->cap / 2) {
-        memmove(rx->buf, rx->buf + rx->off, rx->len - rx->off);
-        rx->len -= rx->off;
+    if (rx->off && (rx->off == rx->b.len || rx->off > rx->b.cap / 2)) {
+        mp__buf_consume(&rx->b, rx->off);
         rx->off = 0;
     }
-    if (rx->cap - rx->len >= more)
-        return 0;
-    size_t cap = rx->cap ? rx->cap : RX_CHUNK;
-    while (cap - rx->len < more)
-        cap *= 2;
-    char *b = realloc(rx->buf, cap);
-    if (!b)
-        return mp__error(-ENOMEM, "pool: out of memory reading results");
-    rx->buf = b;
-    rx->cap = cap;
-    return 0;
+    return mp__buf_reserve(&rx->b, more);
 }
 
 static void rx_push_fds(mp__rx *rx, const int *fds, size_t n)
@@ -64,17 +54,18 @@ int mp__rx_fill(mp__rx *rx, int sock, bool nonblock)
 {
     /* Large messages: read what the header announced in one go when we can. */
     size_t want = RX_CHUNK;
-    if (rx->len - rx->off >= sizeof(mp__msg_hdr)) {
+    if (rx->b.len - rx->off >= sizeof(mp__msg_hdr)) {
         mp__msg_hdr h;
-        memcpy(&h, rx->buf + rx->off, sizeof h);
+        memcpy(&h, rx->b.data + rx->off, sizeof h);
         size_t need = sizeof h + (h.len < MSG_MAX ? (size_t)h.len : 0);
-        if (need > rx->len - rx->off && need - (rx->len - rx->off) > want)
-            want = need - (rx->len - rx->off);
+        if (need > rx->b.len - rx->off && need - (rx->b.len - rx->off) > want)
+            want = need - (rx->b.len - rx->off);
     }
     int r = rx_reserve(rx, want);
     if (r < 0)
         return r;
-    struct iovec iov = {.iov_base = rx->buf + rx->len, .iov_len = rx->cap - rx->len};
+    /* all the room but the buffer's NUL */
+    struct iovec iov = {.iov_base = rx->b.data + rx->b.len, .iov_len = rx->b.cap - rx->b.len - 1};
     int fds[MP__POOL_MAX_FDS];
     size_t nfds = 0;
     ssize_t n = mp__recvmsg_fds(sock, &iov, 1, fds, MP__POOL_MAX_FDS, &nfds,
@@ -84,17 +75,18 @@ int mp__rx_fill(mp__rx *rx, int sock, bool nonblock)
     rx_push_fds(rx, fds, nfds);
     if (n == 0)
         return 0;
-    rx->len += (size_t)n;
+    rx->b.len += (size_t)n;
+    rx->b.data[rx->b.len] = '\0';
     return 1;
 }
 
 int mp__rx_next(mp__rx *rx, mp__msg *msg)
 {
-    size_t have = rx->len - rx->off;
+    size_t have = rx->b.len - rx->off;
     if (have < sizeof(mp__msg_hdr))
         return 0;
     mp__msg_hdr h;
-    memcpy(&h, rx->buf + rx->off, sizeof h);
+    memcpy(&h, rx->b.data + rx->off, sizeof h);
     if (h.len >= MSG_MAX || h.nfds > MP__POOL_MAX_FDS)
         return mp__error(MP_EPROTO, "pool: malformed message header (%llu bytes, %u fds)",
                          (unsigned long long)h.len, h.nfds);
@@ -107,7 +99,7 @@ int mp__rx_next(mp__rx *rx, mp__msg *msg)
     msg->body = malloc(h.len ? h.len : 1);
     if (!msg->body)
         return mp__error(-ENOMEM, "pool: out of memory reading a message");
-    memcpy(msg->body, rx->buf + rx->off + sizeof h, h.len);
+    memcpy(msg->body, rx->b.data + rx->off + sizeof h, h.len);
     rx->off += sizeof h + h.len;
     msg->nfds = h.nfds;
     if (h.nfds) { /* rx->fds is NULL until fds first arrive */
@@ -120,7 +112,7 @@ int mp__rx_next(mp__rx *rx, mp__msg *msg)
 
 void mp__rx_free(mp__rx *rx)
 {
-    free(rx->buf);
+    mp__buf_free(&rx->b);
     for (size_t i = 0; i < rx->nfds; i++)
         mp__close(rx->fds[i]);
     free(rx->fds);

@@ -313,7 +313,7 @@ static int handle_msg(mp_pool *p, worker *w, mp__msg *m)
     w->ninflight--;
     int r = take_results(c, m);
     if (r < 0) {
-        fail_chunk(c, r, mp__pool_detail(), SIZE_MAX, 0, NULL);
+        fail_chunk(c, r, mp__last_error_detail(), SIZE_MAX, 0, NULL);
         return r;
     }
     /* A chunk that came back quickly lets this worker hold more ahead. */
@@ -387,7 +387,7 @@ static void replace(mp_pool *p, size_t i)
         if (!any && !p->broken_code) {
             p->broken_code = r;
             snprintf(p->broken_msg, sizeof p->broken_msg, "pool: cannot start a worker: %s",
-                     mp__pool_detail());
+                     mp__last_error_detail());
         }
         pthread_mutex_unlock(&p->mu);
     }
@@ -568,7 +568,7 @@ static bool start_workers(mp_pool *p)
     int r = mp__pool_start_all(p);
     if (r < 0) {
         p->start_code = r;
-        snprintf(p->start_msg, sizeof p->start_msg, "%s", mp__pool_detail());
+        snprintf(p->start_msg, sizeof p->start_msg, "%s", mp__last_error_detail());
     }
     atomic_store(&p->started, r < 0 ? -1 : 1);
     mp__pool_notify();

@@ -296,7 +296,7 @@ mp_pool *mp_pool_new(const mp_pool_opts *opts)
         r = await_started(p);
     if (r < 0) {
         char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mp__pool_detail());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         if (p->thread_started)
             pthread_join(p->thread, NULL);
         destroy(p);

@@ -10,6 +10,7 @@
 #ifndef MP_POOL_POOL_H
 #define MP_POOL_POOL_H
 
+#include "internal/buf.h"
 #include "multiproc/pool.h"
 
 #include <pthread.h>
@@ -54,10 +55,11 @@ typedef struct mp__msg {
     size_t nfds;
 } mp__msg;
 
-/* Reading side of a channel: a growing byte buffer plus a FIFO of fds received. */
+/* Reading side of a channel: a growing byte buffer whose first `off` bytes were already
+ * taken (compacted lazily), plus a FIFO of fds received. */
 typedef struct mp__rx {
-    char *buf;
-    size_t len, cap, off;
+    mp__buf b;
+    size_t off;
     int *fds;
     size_t nfds, fds_cap;
 } mp__rx;
@@ -111,10 +113,6 @@ int mp__fn_locate(void (*fn)(void), char **buf, size_t *len);
 void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
 /* Resolve in the worker (cached). */
 int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used);
-
-/* This thread's last error message without its "NAME: description: " prefix (which
- * mp__error adds again when the message is raised anew); "" when it has no detail. */
-const char *mp__pool_detail(void);
 
 /* ---- the parent's pool fds (fdset.c) ----------------------------------------------- */
 /* Mark fd as the pool's (returns fd); mp__pool_fd_close unmarks and closes it. */

@@ -9,6 +9,7 @@
  * mp__pool_seq so that waiters re-check. A job is freed when the user's handle, the
  * pool's reference and (for a source-fed job) the pool's list of sources are gone. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "internal/iwait.h"
 #include "internal/value.h"
@@ -249,48 +250,29 @@ void mp__chunk_free(chunk *c)
     free(c);
 }
 
-typedef struct growbuf {
-    char *b;
-    size_t len, cap;
-} growbuf;
-
-static int grow(growbuf *g, size_t more)
-{
-    if (g->cap - g->len >= more)
-        return 0;
-    size_t cap = g->cap ? g->cap : 256;
-    while (cap - g->len < more)
-        cap *= 2;
-    char *b = realloc(g->b, cap);
-    if (!b)
-        return mp__error(-ENOMEM, "pool: out of memory encoding tasks");
-    g->b = b;
-    g->cap = cap;
-    return 0;
-}
-
 /* The chunk's arguments as one MessagePack array, item by item into one buffer (no
  * list built); MP_EUNSUPPORTED when an item holds handles. */
-static int encode_fast(growbuf *g, mp_value *const *args, size_t count)
+static int encode_fast(mp__buf *g, mp_value *const *args, size_t count)
 {
-    int r = grow(g, 5);
+    uint32_t be = __builtin_bswap32((uint32_t)count);
+    int r = mp__buf_append(g, "\xdd", 1);
+    if (r == 0)
+        r = mp__buf_append(g, &be, 4);
     if (r < 0)
         return r;
-    uint32_t be = __builtin_bswap32((uint32_t)count);
-    g->b[g->len] = (char)0xdd;
-    memcpy(g->b + g->len + 1, &be, 4);
-    g->len += 5;
     for (size_t k = 0; k < count; k++) {
         for (;;) {
             size_t n = 0;
-            r = mp__value_encode_into(args[k], g->b + g->len, g->cap - g->len, &n);
+            /* the room left, less the buffer's NUL */
+            size_t room = g->cap > g->len ? g->cap - g->len - 1 : 0;
+            r = mp__value_encode_into(args[k], g->data + g->len, room, &n);
             if (r == 0) {
                 g->len += n;
                 break;
             }
             if (r != MP_ETOOSHORT)
                 return r;
-            if ((r = grow(g, g->cap - g->len + 64)) < 0)
+            if ((r = mp__buf_reserve(g, room + 64)) < 0)
                 return r;
         }
     }
@@ -299,7 +281,7 @@ static int encode_fast(growbuf *g, mp_value *const *args, size_t count)
 
 /* With handles: one list encoded with its fds, which the chunk keeps (dup'd) so it can
  * be sent again if its worker dies before starting it. */
-static int encode_handles(growbuf *g, mp_value *const *args, size_t count, chunk *c)
+static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk *c)
 {
     mp_value *list = mp_value_list();
     int r = list ? 0 : -ENOMEM;
@@ -313,10 +295,8 @@ static int encode_handles(growbuf *g, mp_value *const *args, size_t count, chunk
         r = mp_value_encode(list, &enc, &elen, fds, MP__POOL_MAX_FDS, &nfds);
     mp_value_free(list);
     if (r == 0)
-        r = grow(g, elen);
+        r = mp__buf_append(g, enc, elen);
     if (r == 0) {
-        memcpy(g->b + g->len, enc, elen);
-        g->len += elen;
         c->fds = nfds ? malloc(nfds * sizeof(int)) : NULL;
         if (nfds && !c->fds)
             r = -ENOMEM;
@@ -342,12 +322,12 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     c->job = j;
     c->first = first;
     c->count = count;
-    growbuf g = {0};
-    int r = grow(&g, sizeof(mp__msg_hdr) + j->fnloc_len);
+    mp__buf g = {0};
+    mp__msg_hdr h = {0}; /* filled in once the length is known */
+    int r = mp__buf_append(&g, &h, sizeof h);
+    if (r == 0)
+        r = mp__buf_append(&g, j->fnloc, j->fnloc_len);
     if (r == 0) {
-        g.len = sizeof(mp__msg_hdr);
-        memcpy(g.b + g.len, j->fnloc, j->fnloc_len);
-        g.len += j->fnloc_len;
         size_t mark = g.len;
         r = encode_fast(&g, args, count);
         if (r == MP_EUNSUPPORTED) {
@@ -356,16 +336,19 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
         }
     }
     if (r < 0) {
-        free(g.b);
+        mp__buf_free(&g);
         mp__chunk_free(c);
-        mp__error(r, "pool: encoding task arguments: %s", mp__pool_detail());
+        mp__error(r, "pool: encoding task arguments: %s", mp__last_error_detail());
         return NULL;
     }
-    mp__msg_hdr h = {.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
-                     .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
-    memcpy(g.b, &h, sizeof h);
-    c->buf = g.b;
-    c->len = g.len;
+    h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
+                      .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
+    memcpy(g.data, &h, sizeof h);
+    c->buf = mp__buf_take(&g, &c->len);
+    if (!c->buf) {
+        mp__chunk_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -708,7 +691,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
         char msg[512] = "";
         if (r < 0)
             snprintf(msg, sizeof msg, "imap input failed: %s",
-                     mp_last_error_code() == r ? mp__pool_detail() : mp_strerror(r));
+                     mp_last_error_code() == r ? mp__last_error_detail() : mp_strerror(r));
         if (k) {
             chunk *c = mp__chunk_build(p, j, buf, j->read, k);
             for (size_t i = 0; i < k; i++)
@@ -716,7 +699,7 @@ void mp__job_pump_source(mp_pool *p, job *j)
             int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
             if (e < 0) {
                 mp__chunk_free(c);
-                mp__job_end_source(j, e, mp__pool_detail());
+                mp__job_end_source(j, e, mp__last_error_detail());
                 break;
             }
             j->read += k;

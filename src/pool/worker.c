@@ -96,19 +96,6 @@ int mp_task_fail(int code, const char *fmt, ...)
     return mp__error(code, "%s", buf);
 }
 
-const char *mp__pool_detail(void)
-{
-    int code = mp_last_error_code();
-    const char *m = mp_last_error();
-    const char *name = mp_errname(code), *desc = mp_strerror(code);
-    size_t nl = strlen(name), dl = strlen(desc);
-    if (strncmp(m, name, nl) != 0 || strncmp(m + nl, ": ", 2) != 0 ||
-        strncmp(m + nl + 2, desc, dl) != 0)
-        return m;
-    m += nl + 2 + dl;
-    return strncmp(m, ": ", 2) == 0 ? m + 2 : m;
-}
-
 /* ---- the worker's state ---------------------------------------------------------- */
 
 typedef struct wstate {
@@ -130,7 +117,7 @@ static uint64_t now_ns(void)
 /* "message (task f in ForkPoolWorker-1, pid 42)" */
 static char *fail_text(int code, const char *fn_name)
 {
-    const char *m = mp_last_error_code() == code ? mp__pool_detail() : "";
+    const char *m = mp_last_error_code() == code ? mp__last_error_detail() : "";
     char *s = NULL;
     int n = m[0] ? asprintf(&s, "%s (task %s in %s, pid %d)", m, fn_name,
                             mp_current_process_name(), (int)getpid())
@@ -139,30 +126,17 @@ static char *fail_text(int code, const char *fn_name)
     return n < 0 ? NULL : s;
 }
 
-typedef struct errbuf {
-    char *b;
-    size_t len, cap;
-} errbuf;
-
-static void err_add(errbuf *e, uint32_t idx, int32_t code, const char *msg)
+/* One failed task's record appended to e: u32 index, i32 code, u32 length, message. The
+ * whole record or nothing (an allocation failure drops it; the task still reads nil). */
+static void err_add(mp__buf *e, uint32_t idx, int32_t code, const char *msg)
 {
     uint32_t ml = msg ? (uint32_t)strlen(msg) : 0;
-    size_t need = 12 + ml;
-    if (e->cap - e->len < need) {
-        size_t cap = e->cap ? e->cap * 2 : 1024;
-        while (cap - e->len < need)
-            cap *= 2;
-        char *b = realloc(e->b, cap);
-        if (!b)
-            return;
-        e->b = b;
-        e->cap = cap;
-    }
-    memcpy(e->b + e->len, &idx, 4);
-    memcpy(e->b + e->len + 4, &code, 4);
-    memcpy(e->b + e->len + 8, &ml, 4);
-    memcpy(e->b + e->len + 12, msg, ml);
-    e->len += need;
+    if (e->failed || mp__buf_reserve(e, 12 + (size_t)ml) < 0)
+        return;
+    mp__buf_append(e, &idx, 4);
+    mp__buf_append(e, &code, 4);
+    mp__buf_append(e, &ml, 4);
+    mp__buf_append(e, msg, ml);
 }
 
 void mp__fn_label(const char *loc, size_t len, char *out, size_t cap)
@@ -196,7 +170,7 @@ void mp__fn_label(const char *loc, size_t len, char *out, size_t cap)
     snprintf(out, cap, "(unnamed)");
 }
 
-static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, errbuf *e)
+static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, mp__buf *e)
 {
     int fds[MP__POOL_MAX_FDS];
     size_t nfds = 0;
@@ -208,13 +182,13 @@ static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, err
         char *m = fail_text(r, "(result encoding)");
         mp_value_free(results);
         results = mp_value_list();
-        errbuf e2 = {0};
+        mp__buf e2 = {0};
         for (size_t k = 0; k < n; k++) {
             mp_value_list_append(results, mp_value_nil());
             err_add(&e2, (uint32_t)k, r, m);
         }
         free(m);
-        free(e->b);
+        mp__buf_free(e);
         *e = e2;
         nfds = 0;
         r = mp_value_encode(results, &enc, &elen, NULL, 0, NULL);
@@ -228,7 +202,7 @@ static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, err
     }
     memcpy(body, enc, elen);
     if (e->len)
-        memcpy(body + elen, e->b, e->len);
+        memcpy(body + elen, e->data, e->len);
     free(enc);
     mp__msg_hdr h = {.type = MSG_RESULT, .nfds = (uint32_t)nfds, .len = elen + e->len,
                      .id = id, .arg = elen};
@@ -347,10 +321,10 @@ static int results_add(results *rs, mp_value *v)
     return mp_value_list_append(rs->list, v);
 }
 
-static int send_encoded(wstate *ws, uint64_t id, results *rs, errbuf *e)
+static int send_encoded(wstate *ws, uint64_t id, results *rs, mp__buf *e)
 {
     size_t elen = rs->enc.len;
-    if (e->len && mp__buf_append(&rs->enc, e->b, e->len) < 0)
+    if (e->len && mp__buf_append(&rs->enc, e->data, e->len) < 0)
         return -ENOMEM;
     mp__msg_hdr h = {.type = MSG_RESULT, .len = rs->enc.len, .id = id, .arg = elen};
     int r = mp__chan_send(ws->sock, &h, rs->enc.data, NULL);
@@ -359,7 +333,7 @@ static int send_encoded(wstate *ws, uint64_t id, results *rs, errbuf *e)
 }
 
 static void run_tasks(wstate *ws, mp__msg *m, mp_task_fn fn, argsrc *a, size_t n,
-                      const char *label, results *rs, errbuf *e)
+                      const char *label, results *rs, mp__buf *e)
 {
     atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
     atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
@@ -397,7 +371,7 @@ static int run_chunk(wstate *ws, mp__msg *m)
     char label[256];
     mp__fn_label(m->body, m->h.len, label, sizeof label);
     size_t n = (size_t)m->h.arg;
-    errbuf e = {0};
+    mp__buf e = {0};
     argsrc a = {0};
     results rs = {0};
     if (r == 0)
@@ -421,7 +395,7 @@ static int run_chunk(wstate *ws, mp__msg *m)
         r = send_result(ws, m->h.id, n, rs.list, &e); /* frees the list */
     else
         r = send_encoded(ws, m->h.id, &rs, &e);
-    free(e.b);
+    mp__buf_free(&e);
     atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
     return r;
 }
@@ -472,7 +446,7 @@ static int run_array(wstate *ws, mp__msg *m)
     int r = mp__fn_resolve(m->body + sizeof t, m->h.len - sizeof t, &fnp, &used);
     if (r < 0) {
         code = r;
-        snprintf(msg, sizeof msg, "%s", mp__pool_detail());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
     } else if (!ws->arena || t.in_off + (t.first + t.count) * t.in_size > ws->arena_size ||
                t.out_off + (t.first + t.count) * t.out_size > ws->arena_size) {
         code = MP_EPROTO;

@@ -169,7 +169,7 @@ int mp__spawn_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *pid
 
 static _Noreturn void boot_fail(int sock, int code)
 {
-    mp__reply_send(sock, code, mp_last_error(), 0, -1);
+    mp__reply_send(sock, code, mp__last_error_detail(), 0, -1);
     _exit(1);
 }
 

@@ -305,7 +305,7 @@ int mp__fs_start_child(const mp__launch *l, const int *fds, size_t nfds, pid_t *
     /* EPIPE here: the server dropped the request (fork failed) or died. */
     if (r == 0 && !inline_rec && (r = mp__frame_send(ch[0], NULL, rec, reclen, fds, nfds)) < 0) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s (%s)", mp__last_error_detail(), mp_strerror(r));
         r = mp__error(MP_EPROCESS, "the forkserver did not start the child: %s", msg);
     }
     free(rec);
@@ -674,7 +674,7 @@ static void serve_request(const struct server *sv)
         if (code == 0)
             code = find_target(&l.loc, &fn);
         if (code < 0) { /* the client's start() fails with it; no child to fork */
-            mp__reply_send(fds[0], code, mp_last_error(), 0, -1);
+            mp__reply_send(fds[0], code, mp__last_error_detail(), 0, -1);
             mp__launch_clear(&l);
             close_fds(fds, nfds);
             return;

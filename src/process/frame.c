@@ -173,7 +173,7 @@ static int reply_value(int sock, const char *what, mp_value **v, int *fd, size_t
         return mp__error(MP_EPROTO, "malformed bootstrap reply from %s", what);
     if (r < 0) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         return mp__error(r, "reading the bootstrap reply of %s: %s", what, msg);
     }
     return 0;

@@ -150,7 +150,7 @@ int mp__launch_unpack(const char *buf, size_t len, mp__launch *l)
     if (r == -ENOMEM)
         return r;
     if (r < 0)
-        return malformed(mp_last_error());
+        return malformed(mp__last_error_detail());
     if (mp_value_type(v) != MP_MAP) {
         mp_value_free(v);
         return malformed("not a map");

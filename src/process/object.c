@@ -125,7 +125,7 @@ static int encode_args(const mp_process *p, char **buf, size_t *len, int *fds, s
     mp_value_free(nil);
     if (r < 0) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         return mp__error(r, "encoding the arguments of %s: %s", p->name, msg);
     }
     return 0;

@@ -122,7 +122,7 @@ int mp__proc_decode_args(const char *buf, size_t len, int *fds, size_t nfds, mp_
     int r = mp_value_decode(buf, len, fds, nfds, out);
     if (r < 0) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", mp_last_error());
+        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
         return mp__error(r, "decoding the process arguments: %s", msg);
     }
     return 0;

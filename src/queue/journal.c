@@ -3,7 +3,8 @@
  * DESIGN
  * - Any thread of any process mapping the segment takes `lock` to change the shared
  *   state. A put or get of a ring record changes one position word: a single 8-byte
- *   store commits it. Any other change is made on a local copy, written to the journal,
+ *   store commits it. Any other change (st, both position words and at most one holder
+ *   slot, mp__q_commit_all) is made on a local copy, written to the journal,
  *   flagged valid, applied, then unflagged. When a process dies holding the robust
  *   mutex, the next locker (EOWNERDEAD) rolls the journal forward if it was valid and
  *   otherwise finds the last committed state intact: nobody ever sees a torn item.
@@ -32,18 +33,36 @@ static void publish(struct qshared *s)
  * point (the kernel marks the robust mutex dead after them). Hence compiler fences and
  * relaxed stores: no CPU barrier is needed. Position-word commits (put_record,
  * take_record) are a single store; everything else goes through the journal here. */
-void mp__q_commit_tail(struct qshared *s, const qstate *next, uint64_t tailw)
+static void journal_apply(struct qshared *s)
+{
+    s->st = s->journal.st;
+    atomic_store_explicit(&s->tailw, s->journal.tailw, memory_order_relaxed);
+    atomic_store_explicit(&s->headw, s->journal.headw, memory_order_relaxed);
+    if (s->journal.slot < Q_HOLDERS)
+        s->holders[s->journal.slot] = s->journal.holder;
+}
+
+void mp__q_commit_all(struct qshared *s, const qstate *next, uint64_t tailw, uint64_t headw,
+                      uint32_t slot, const qholder *holder)
 {
     s->journal.st = *next;
     s->journal.tailw = tailw;
+    s->journal.headw = headw;
+    s->journal.slot = holder ? slot : Q_NO_SLOT;
+    if (holder)
+        s->journal.holder = *holder;
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&s->journal_valid, 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* the journal is complete before st changes */
-    s->st = *next;
-    atomic_store_explicit(&s->tailw, tailw, memory_order_relaxed);
+    journal_apply(s);
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&s->journal_valid, 0, memory_order_relaxed);
     publish(s);
+}
+
+void mp__q_commit_tail(struct qshared *s, const qstate *next, uint64_t tailw)
+{
+    mp__q_commit_all(s, next, tailw, ld(&s->headw), Q_NO_SLOT, NULL);
 }
 
 void mp__q_commit(struct qshared *s, const qstate *next)
@@ -79,10 +98,8 @@ int mp__q_lock(mp_queue *q)
     if (r == EOWNERDEAD) {
         /* The holder died: roll its journaled change forward, or keep the last commit. */
         struct qshared *s = q->s;
-        if (atomic_load_explicit(&s->journal_valid, memory_order_relaxed)) {
-            s->st = s->journal.st;
-            atomic_store_explicit(&s->tailw, s->journal.tailw, memory_order_relaxed);
-        }
+        if (atomic_load_explicit(&s->journal_valid, memory_order_relaxed))
+            journal_apply(s);
         atomic_store_explicit(&s->journal_valid, 0, memory_order_relaxed);
         publish(q->s);
         pthread_mutex_consistent(&q->s->lock);

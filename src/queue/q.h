@@ -7,6 +7,7 @@
  *   stream.c   items larger than the ring, streamed through it; repair of dead owners
  *   batch.c    put_many and get_many: many records under one lock hold and one commit
  *   joinable.c JoinableQueue: task_done and join
+ *   holders.c  JoinableQueue: which process holds each unfinished task (dead consumers)
  *
  * DESIGN
  * Who runs where: any thread of any process that maps the segment (the creator, children
@@ -19,9 +20,11 @@
  * increasing byte positions (modulo capacity), copied in and out under `lock`.
  *
  * Crash safety: `lock` protects two position words (headw, tailw: byte position and item
- * count packed in one u64 each) and a struct (qstate: JoinableQueue's count, the stream).
- * A put or get of a ring record changes one position word: a single 8-byte store commits
- * it. Any other change is made on a local copy, written to a journal, flagged valid,
+ * count packed in one u64 each), a struct (qstate: JoinableQueue's count, the stream) and
+ * JoinableQueue's table of task holders (holders.c). A put or get of a ring record in a
+ * plain queue changes one position word: a single 8-byte store commits it. Any other
+ * change (a JoinableQueue's put or get moves a position word together with its count or
+ * a holder) is made on a local copy, written to a journal, flagged valid,
  * applied, then unflagged. The ring bytes of a record are written before the commit that
  * publishes them and read before the commit that frees them. So when a process dies
  * holding the robust mutex, the next locker (EOWNERDEAD) rolls the journal forward if it
@@ -81,7 +84,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 4
+#define Q_VERSION 5
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -89,6 +92,8 @@
 #define TAG_VALUE 2u
 #define SLICE 0.25          /* longest single futex sleep: re-check for dead peers */
 #define CHUNK (1u << 20)    /* stream copy unit */
+#define Q_HOLDERS 128       /* processes tracked as holding unfinished tasks at once */
+#define Q_NO_SLOT UINT32_MAX
 
 
 /* The head and tail of the ring are "position words": the low `posbits` bits are a byte
@@ -102,10 +107,24 @@ typedef struct qstate {
     uint64_t s_gen, s_epoch, s_done_gen;
 } qstate;
 
-/* What a journaled commit changes: st and the tail word (a JoinableQueue's put moves both). */
+/* JoinableQueue: a process holding `count` tasks it took with get and has not marked
+ * done. Identified by pid and start time (clock ticks after boot, /proc/PID/stat field
+ * 22), so a recycled pid is not mistaken for the holder. count 0: a free slot. */
+typedef struct qholder {
+    uint64_t start;
+    int32_t pid;
+    uint32_t pad;
+    uint64_t count;
+} qholder;
+
+/* What a journaled commit changes: st, the position words (a JoinableQueue's put moves
+ * the tail and `unfinished` together, its get the head and a holder) and one holder slot
+ * (`slot` is Q_NO_SLOT when none changes). */
 typedef struct qjournal {
     qstate st;
-    uint64_t tailw;
+    uint64_t tailw, headw;
+    uint32_t slot, pad;
+    qholder holder;
 } qjournal;
 
 /* Laid out by cache line, because every put and get moves the lines it writes between
@@ -116,6 +135,7 @@ struct qshared {
     uint32_t magic, version;
     uint64_t capacity, maxsize;
     uint32_t joinable, posbits;
+    uint32_t dead_tasks_done; /* JoinableQueue: a dead holder's tasks count as done */
     _Alignas(64) pthread_mutex_t lock;
     _Atomic uint64_t headw, tailw; /* position words; stored under lock, read anywhere */
     uint32_t get_waiters, put_waiters; /* sleepers on data_seq / space_seq, under lock */
@@ -131,6 +151,9 @@ struct qshared {
     _Alignas(64) pthread_mutex_t wlock, rlock;
     _Atomic uint32_t data_seq, space_seq, join_seq, stream_seq; /* futex words */
     uint32_t join_waiters, stream_waiters;
+    /* JoinableQueue: who holds unfinished tasks; changed under lock, only through
+     * mp__q_commit_all (holders.c) */
+    _Alignas(64) qholder holders[Q_HOLDERS];
 };
 
 _Static_assert(sizeof(pthread_mutex_t) > 40 ||
@@ -144,6 +167,7 @@ struct mp_queue {
     unsigned char *ring;
     uint64_t mask;
     bool closed;
+    uint32_t slot; /* JoinableQueue: this process's holder slot last time (a hint) */
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
@@ -248,6 +272,9 @@ static inline size_t q_pack_int(int64_t i, unsigned char *p) { return mp__pack_i
 /* ---- journal.c ---- */
 /* Items in the queue (a stream counts as one). Under lock. */
 uint64_t mp__q_item_count(const struct qshared *s);
+/* One journaled commit of st, both position words and holders[slot] (Q_NO_SLOT: none). */
+void mp__q_commit_all(struct qshared *s, const qstate *next, uint64_t tailw, uint64_t headw,
+                      uint32_t slot, const qholder *holder);
 void mp__q_commit_tail(struct qshared *s, const qstate *next, uint64_t tailw);
 void mp__q_commit(struct qshared *s, const qstate *next);
 /* Take `lock`; a dead holder's journaled change is rolled forward. 0 or an error. */
@@ -301,6 +328,17 @@ typedef struct qbatch {
 int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
               void *local, size_t local_cap, qbatch *b);
 int mp__q_empty_error(double timeout);
+
+/* ---- holders.c ---- */
+/* Commit a get of n items: st becomes *next and the head headw; in a JoinableQueue the
+ * items are recorded as held by the calling process, in the same commit. Under lock. */
+void mp__q_commit_taken(mp_queue *q, const qstate *next, uint64_t headw, uint32_t n);
+/* task_done's commit: *next (unfinished already decreased) and one task fewer held, by the
+ * caller if it holds one, else by a dead holder, else by any. Under lock. */
+void mp__q_commit_done(mp_queue *q, const qstate *next);
+/* Tasks held by processes that are gone (*pid: one of them). With `forget`, they are
+ * counted done (removed from unfinished and from the holders). Under lock. */
+uint64_t mp__q_dead_tasks(mp_queue *q, bool forget, int *pid, unsigned *procs);
 
 /* ---- queue.c ---- */
 int mp__q_check_open(const mp_queue *q);

@@ -20,6 +20,7 @@ static mp_queue *attach(mp__shm *shm)
     q->s = shm->addr;
     q->ring = (unsigned char *)shm->addr + Q_HDR;
     q->mask = q->s->capacity - 1;
+    q->slot = Q_NO_SLOT;
     return q;
 }
 
@@ -44,6 +45,7 @@ mp_queue *mp_queue_new(const mp_queue_opts *opts)
     s->posbits = (uint32_t)__builtin_ctzll(pow2) + 1; /* positions modulo 2 * capacity */
     s->maxsize = opts->maxsize;
     s->joinable = opts->joinable;
+    s->dead_tasks_done = opts->dead_tasks_done;
     if (mp__robust_mutex_init(&s->lock) < 0 || mp__robust_mutex_init(&s->wlock) < 0 ||
         mp__robust_mutex_init(&s->rlock) < 0) {
         mp__shm_release(&shm);

@@ -139,7 +139,10 @@ int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void 
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
     ring_read(q, head + Q_REC, p, hdr[0]);
     head = advance(s, head, rec_size(hdr[0]));
-    commit_word(&s->headw, head);
+    if (s->joinable) /* the head and the caller's holder slot move together: journaled */
+        mp__q_commit_taken(q, &s->st, head, 1);
+    else
+        commit_word(&s->headw, head);
     if (head != ld(&s->tailw)) /* the next get (ours, likely) finds the next record in cache */
         __builtin_prefetch(q->ring + (head & q->mask));
     if (s->put_waiters)
@@ -170,7 +173,10 @@ long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *
     if (n == 0)
         return 0;
     ring_read(q, head, dst, taken);
-    commit_word(&s->headw, pos); /* the whole batch leaves the ring at once */
+    if (s->joinable) /* the whole batch leaves the ring at once, held by the caller */
+        mp__q_commit_taken(q, &s->st, pos, (uint32_t)n);
+    else
+        commit_word(&s->headw, pos); /* the whole batch leaves the ring at once */
     if (s->put_waiters)
         bump(&s->space_seq);
     *bytes = taken;

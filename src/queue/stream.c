@@ -195,8 +195,10 @@ static int stream_drain(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
             if (st.s_read == total) {
                 st.s_active = st.s_claimed = 0;
                 st.s_done_gen = gen;
+                mp__q_commit_taken(q, &st, ld(&s->headw), 1); /* held by us, if joinable */
+            } else {
+                mp__q_commit(s, &st);
             }
-            mp__q_commit(s, &st);
             bump(&s->stream_seq);
             mp__futex_wake(&s->stream_seq, INT32_MAX);
             if (st.s_read == total) {

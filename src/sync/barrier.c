@@ -462,7 +462,7 @@ static void resolve_action(mp_barrier *b, const struct barrier_wire *w, const ch
     if (r < 0) {
         b->action_missing = true;
         snprintf(b->missing_why, sizeof b->missing_why, "%s",
-                 loc ? mp_last_error() : "out of memory");
+                 loc ? mp__last_error_detail() : "out of memory");
     } else {
         b->action = (mp_barrier_action_fn)(void (*)(void))fn;
     }

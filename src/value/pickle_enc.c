@@ -6,6 +6,7 @@
  * which Python needs hashable) and STOP. A value tree has no shared parts, so no memo is
  * written (loads does not need one) and no FRAME (optional for readers). */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "internal/pickle.h"
 #include "internal/value.h"
@@ -13,35 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct penc {
-    unsigned char *p;
-    size_t len, cap;
-} penc;
+/* The encoder writes into an mp__buf: reserve, then write at end(e) and advance len. */
+static unsigned char *end(mp__buf *e) { return (unsigned char *)e->data + e->len; }
 
-static int enc_reserve(penc *e, size_t n)
+static int put1(mp__buf *e, unsigned char op)
 {
-    if (e->cap - e->len >= n)
-        return 0;
-    size_t cap = e->cap ? e->cap : 256;
-    while (cap - e->len < n) {
-        if (cap > SIZE_MAX / 2)
-            return mp__error(-ENOMEM, "pickle: %zu bytes", e->len + n);
-        cap *= 2;
-    }
-    unsigned char *p = realloc(e->p, cap);
-    if (!p)
-        return mp__error(-ENOMEM, "pickle: growing the buffer to %zu bytes", cap);
-    e->p = p;
-    e->cap = cap;
-    return 0;
-}
-
-static int put1(penc *e, unsigned char op)
-{
-    int r = enc_reserve(e, 1);
-    if (r == 0)
-        e->p[e->len++] = op;
-    return r;
+    return mp__buf_append(e, &op, 1);
 }
 
 static void le(unsigned char *p, uint64_t v, int n)
@@ -50,12 +28,12 @@ static void le(unsigned char *p, uint64_t v, int n)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static int put_int(penc *e, int64_t i)
+static int put_int(mp__buf *e, int64_t i)
 {
-    int r = enc_reserve(e, 10);
+    int r = mp__buf_reserve(e, 10);
     if (r < 0)
         return r;
-    unsigned char *p = e->p + e->len;
+    unsigned char *p = end(e);
     if (i >= 0 && i < 256) {
         p[0] = PK_BININT1;
         p[1] = (unsigned char)i;
@@ -85,27 +63,27 @@ static int put_int(penc *e, int64_t i)
     return 0;
 }
 
-static int put_float(penc *e, double d)
+static int put_float(mp__buf *e, double d)
 {
-    int r = enc_reserve(e, 9);
+    int r = mp__buf_reserve(e, 9);
     if (r < 0)
         return r;
     uint64_t bits;
     memcpy(&bits, &d, 8);
-    e->p[e->len] = PK_BINFLOAT;
+    end(e)[0] = PK_BINFLOAT;
     for (int k = 0; k < 8; k++)
-        e->p[e->len + 1 + k] = (unsigned char)(bits >> (56 - 8 * k));
+        end(e)[1 + k] = (unsigned char)(bits >> (56 - 8 * k));
     e->len += 9;
     return 0;
 }
 
-static int put_sized(penc *e, unsigned char op1, unsigned char op4, unsigned char op8,
+static int put_sized(mp__buf *e, unsigned char op1, unsigned char op4, unsigned char op8,
                      const char *data, size_t n)
 {
-    int r = enc_reserve(e, 9 + n);
+    int r = mp__buf_reserve(e, 9 + n);
     if (r < 0)
         return r;
-    unsigned char *p = e->p + e->len;
+    unsigned char *p = end(e);
     size_t h;
     if (n < 256) {
         p[0] = op1;
@@ -126,9 +104,9 @@ static int put_sized(penc *e, unsigned char op1, unsigned char op4, unsigned cha
     return 0;
 }
 
-static int put_value(penc *e, const mp_value *v, int depth, bool key);
+static int put_value(mp__buf *e, const mp_value *v, int depth, bool key);
 
-static int put_list(penc *e, const mp_value *v, int depth, bool key)
+static int put_list(mp__buf *e, const mp_value *v, int depth, bool key)
 {
     size_t n = v->u.list.len;
     int r = 0;
@@ -153,7 +131,7 @@ static int put_list(penc *e, const mp_value *v, int depth, bool key)
     return r;
 }
 
-static int put_map(penc *e, const mp_value *v, int depth, bool key)
+static int put_map(mp__buf *e, const mp_value *v, int depth, bool key)
 {
     if (key)
         return mp__error(MP_EUNSUPPORTED, "pickle: a map used as a map key has no Python "
@@ -172,7 +150,7 @@ static int put_map(penc *e, const mp_value *v, int depth, bool key)
     return r;
 }
 
-static int put_value(penc *e, const mp_value *v, int depth, bool key)
+static int put_value(mp__buf *e, const mp_value *v, int depth, bool key)
 {
     if (depth > MP__PICKLE_MAX_DEPTH)
         return mp__error(MP_EINVAL, "pickle: nesting deeper than %d levels",
@@ -220,21 +198,17 @@ int mp_value_pickle(const mp_value *v, int protocol, char **buf, size_t *len)
     if (protocol != 4 && protocol != 5)
         return mp__error(MP_EINVAL, "mp_value_pickle: protocol %d (4 or 5, or 0 for 4)",
                          protocol);
-    penc e = {0};
-    int r = enc_reserve(&e, 3);
-    if (r == 0) {
-        e.p[0] = PK_PROTO;
-        e.p[1] = (unsigned char)protocol;
-        e.len = 2;
+    mp__buf e = {0};
+    unsigned char proto[2] = {PK_PROTO, (unsigned char)protocol};
+    int r = mp__buf_append(&e, proto, sizeof proto);
+    if (r == 0)
         r = put_value(&e, v, 0, false);
-    }
     if (r == 0)
         r = put1(&e, PK_STOP);
     if (r < 0) {
-        free(e.p);
+        mp__buf_free(&e);
         return r;
     }
-    *buf = (char *)e.p;
-    *len = e.len;
-    return 0;
+    *buf = mp__buf_take(&e, len);
+    return *buf ? 0 : -ENOMEM;
 }
