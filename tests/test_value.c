@@ -596,8 +596,50 @@ static void test_unpack(void)
     mp_value_free(v);
 }
 
+/* Ints are encoded and decoded on a fast path of their own: at every width boundary the
+ * bytes must be MessagePack's shortest form (as msgpack-c writes it: non-negative values
+ * in the uint formats) and decode back to the same int, alone and inside a list. */
+static void test_int_widths_encode_shortest(void)
+{
+    static const struct {
+        int64_t v;
+        unsigned char tag;
+        size_t len;
+    } cases[] = {{0, 0x00, 1}, {127, 0x7f, 1}, {128, 0xcc, 2}, {255, 0xcc, 2},
+                 {256, 0xcd, 3}, {65535, 0xcd, 3}, {65536, 0xce, 5},
+                 {4294967295LL, 0xce, 5}, {4294967296LL, 0xcf, 9}, {INT64_MAX, 0xcf, 9},
+                 {-1, 0xff, 1}, {-32, 0xe0, 1}, {-33, 0xd0, 2}, {-128, 0xd0, 2},
+                 {-129, 0xd1, 3}, {-32768, 0xd1, 3}, {-32769, 0xd2, 5},
+                 {-2147483647LL - 1, 0xd2, 5}, {-2147483649LL, 0xd3, 9}, {INT64_MIN, 0xd3, 9}};
+    mp_value *list = mp_value_list();
+    int bad = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mp_value *v = mp_value_int(cases[i].v), *back = NULL;
+        char *b = NULL;
+        size_t len = 0, nfds = 0;
+        CHECK_OK(mp_value_encode(v, &b, &len, NULL, 0, &nfds));
+        bad += len != cases[i].len || (unsigned char)b[0] != cases[i].tag;
+        CHECK_OK(mp_value_decode(b, len, NULL, 0, &back));
+        bad += mp_value_get_int(back) != cases[i].v;
+        mp_value_free(back);
+        mp_free(b);
+        CHECK_OK(mp_value_list_append(list, v));
+    }
+    CHECK_INT(bad, 0);
+    char *b = NULL;
+    size_t len = 0, nfds = 0;
+    mp_value *back = NULL;
+    CHECK_OK(mp_value_encode(list, &b, &len, NULL, 0, &nfds));
+    CHECK_OK(mp_value_decode(b, len, NULL, 0, &back));
+    CHECK(mp_value_equal(back, list));
+    mp_free(b);
+    mp_value_free(back);
+    mp_value_free(list);
+}
+
 int main(int argc, char **argv)
 {
+    RUN_IF(argc, argv, test_int_widths_encode_shortest);
     RUN_IF(argc, argv, test_scalars);
     RUN_IF(argc, argv, test_lists_and_maps);
     RUN_IF(argc, argv, test_big_map);

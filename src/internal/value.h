@@ -45,6 +45,28 @@ uint64_t mp__value_hash(const mp_value *v);
 /* Python's str.isprintable() for one code point >= 0x80 (src/value/unicode.c). */
 bool mp__unicode_printable(uint32_t c);
 
+/* MessagePack of an int in its shortest form (as msgpack-c packs it: non-negative
+ * values as uint formats), written to p (9 bytes of room), without msgpack-c's packer
+ * and its error mute (a thread-local round trip each). Its length. */
+static inline size_t mp__pack_int(int64_t i, unsigned char *p)
+{
+    if (i >= -32 && i <= 127) {
+        p[0] = (unsigned char)i; /* positive or negative fixint */
+        return 1;
+    }
+    unsigned char t;
+    if (i >= 0)
+        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
+    else
+        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    unsigned n = 1u << (t & 3);
+    uint64_t u = (uint64_t)i;
+    p[0] = t;
+    for (unsigned k = 0; k < n; k++)
+        p[1 + k] = (unsigned char)(u >> (8 * (n - 1 - k)));
+    return 1 + n;
+}
+
 /* Encode v as MessagePack into buf (cap bytes) without allocating: 0 and *len,
  * MP_ETOOSHORT when it does not fit, or MP_EUNSUPPORTED for a value holding handles.
  * For hot paths that keep small items in their own memory; on failure they fall

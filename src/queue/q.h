@@ -74,6 +74,7 @@
 #include "multiproc/queue.h"
 #include "internal/common.h"
 #include "internal/shm.h"
+#include "internal/value.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -264,29 +265,9 @@ static inline double lazy_deadline(double *deadline, double timeout)
     return *deadline;
 }
 
-/* MessagePack of an int value in its shortest form (as msgpack-c packs it), written to p
- * (9 bytes of room): the queue's most common item, encoded without msgpack-c's packer and
- * its error mute (a thread-local round trip each). Its length. */
-static inline size_t q_pack_int(int64_t i, unsigned char *p)
-{
-    if (i >= -32 && i <= 127) {
-        p[0] = (unsigned char)i; /* positive or negative fixint */
-        return 1;
-    }
-    unsigned char t;
-    unsigned n;
-    if (i >= 0) {
-        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
-    } else {
-        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
-    }
-    n = 1u << ((t & 3) + 0);
-    uint64_t u = (uint64_t)i;
-    p[0] = t;
-    for (unsigned k = 0; k < n; k++)
-        p[1 + k] = (unsigned char)(u >> (8 * (n - 1 - k)));
-    return 1 + n;
-}
+/* MessagePack of an int value in its shortest form (mp__pack_int, same bytes as the
+ * codec): the queue's most common item, encoded without msgpack-c's packer. Its length. */
+static inline size_t q_pack_int(int64_t i, unsigned char *p) { return mp__pack_int(i, p); }
 
 /* ---- journal.c ---- */
 /* Items in the queue (a stream counts as one). Under lock. */

@@ -161,6 +161,10 @@ static int fixed_write(void *data, const char *buf, size_t len)
 
 int mp__value_encode_into(const mp_value *v, void *buf, size_t cap, size_t *len)
 {
+    if (v && v->type == MP_INT && cap >= 9) { /* the common item, without the packer */
+        *len = mp__pack_int(v->u.i, buf);
+        return 0;
+    }
     fixed_buf f = {.data = buf, .cap = cap};
     enc e = {0};
     msgpack_packer_init(&e.pk, &f, fixed_write);
@@ -440,6 +444,8 @@ static int decode_value(dec *d, int depth, mp_value **out)
     if (r < 0)
         return r;
     uint8_t c = *d->p++;
+    if (c <= 0x7f || (c >= 0xcc && c <= 0xd3) || c >= 0xe0)
+        return decode_scalar(d, c, out); /* ints first: the common item */
     uint64_t n;
     if (c >= 0x80 && c <= 0x8f)
         return decode_map(d, c & 0x0f, depth, out);
