@@ -1210,6 +1210,36 @@ static void test_64_clients(void)
 
 /* ---- bad arguments ---------------------------------------------------------------------------- */
 
+/* A proxy carries no fd, so a value holding one encodes without an fd array (a byte
+ * buffer is all it needs); a lock, which carries fds, still needs one. */
+static void test_proxy_encodes_without_fd_array(void)
+{
+    mp_proxy *d = mp_manager_dict(mgr, NULL);
+    mp_value *v = mp_value_pack("[h i]", &mp_kind_proxy, d, 7);
+    char *buf;
+    size_t len;
+    CHECK_OK(mp_value_encode(v, &buf, &len, NULL, 0, NULL));
+    mp_value *back = NULL;
+    CHECK_OK(mp_value_decode(buf, len, NULL, 0, &back));
+    mp_proxy *p = NULL;
+    int64_t seven = 0;
+    CHECK_OK(mp_value_unpack(back, "[h I]", &mp_kind_proxy, &p, &seven));
+    CHECK_INT(seven, 7);
+    CHECK_OK(mp_proxy_callf(p, "__setitem__", NULL, "[s i]", "k", 1));
+    CHECK_STR(prepr(d), "{'k': 1}");
+    mp_value_free(back);
+    mp_free(buf);
+    mp_value_free(v);
+    mp_proxy_free(d);
+
+    mp_lock *lock = mp_lock_new();
+    v = mp_value_pack("[h]", &mp_kind_lock, lock);
+    CHECK_ERR(mp_value_encode(v, &buf, &len, NULL, 0, NULL), MP_EUNSUPPORTED);
+    CHECK_CONTAINS(mp_last_error(), "'lock' handle (with 1 fds) but no fd array was given");
+    mp_value_free(v);
+    mp_lock_free(lock);
+}
+
 static void test_null_args(void)
 {
     double t0 = mpt_now();
@@ -1308,6 +1338,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_max_message);
     RUN_IF(argc, argv, test_silent_client);
     RUN_IF(argc, argv, test_64_clients);
+    RUN_IF(argc, argv, test_proxy_encodes_without_fd_array);
     RUN_IF(argc, argv, test_null_args);
     RUN_IF(argc, argv, test_hostile_request_decoder);
     mp_manager_free(mgr);

@@ -56,9 +56,6 @@ static int pack_handle_payload(msgpack_sbuffer *sb, const char *name, const void
 static int pack_handle(enc *e, const mp_value *v)
 {
     const mp_kind *k = v->u.h.kind;
-    if (!e->fds)
-        return mp__error(MP_EUNSUPPORTED,
-                         "value holds a '%s' handle but no fd array was given", k->name);
     void *data = NULL;
     size_t len = 0, n = 0;
     int fds[MP_KIND_MAX_FDS];
@@ -67,9 +64,14 @@ static int pack_handle(enc *e, const mp_value *v)
         free(data);
         return r;
     }
+    /* A handle without fds (a proxy) needs no fd array; one with fds does. */
     if (n > MP_KIND_MAX_FDS)
         r = mp__error(MP_EINVAL, "kind '%s' exported %zu fds (max %d)", k->name, n,
                       MP_KIND_MAX_FDS);
+    else if (n && !e->fds)
+        r = mp__error(MP_EUNSUPPORTED,
+                      "value holds a '%s' handle (with %zu fds) but no fd array was given",
+                      k->name, n);
     else if (e->nfds + n > e->max_fds)
         r = mp__error(-E2BIG, "value needs more than %zu fds", e->max_fds);
     msgpack_sbuffer sb;
@@ -79,7 +81,7 @@ static int pack_handle(enc *e, const mp_value *v)
     if (r == 0 && (msgpack_pack_ext(&e->pk, sb.size, MP__EXT_HANDLE) < 0 ||
                    msgpack_pack_ext_body(&e->pk, sb.data, sb.size) < 0))
         r = pack_failed();
-    if (r == 0) {
+    if (r == 0 && n) {
         memcpy(e->fds + e->nfds, fds, n * sizeof *fds);
         e->nfds += n;
     }
