@@ -263,7 +263,8 @@ static int send_request(int child_end, char kind, const char *rec, size_t len,
     int fds[3 + MP__PROC_MAX_FDS] = {child_end, 1, 2};
     if (nargfds > MP__PROC_MAX_FDS)
         return mp__error(-E2BIG, "%zu fds in one launch", nargfds);
-    memcpy(fds + 3, argfds, nargfds * sizeof(int));
+    if (nargfds) /* argfds may be NULL then (memcpy wants a valid pointer even for 0) */
+        memcpy(fds + 3, argfds, nargfds * sizeof(int));
     int r = send_msg(kind, rec, len, fds, 3 + nargfds), devnull = -1;
     if (r == -EBADF) {
         for (int i = 1; i < 3; i++)
