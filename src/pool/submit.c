@@ -315,7 +315,6 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
 
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count)
 {
-    (void)p;
     chunk *c = mp__calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -330,7 +329,10 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     if (r == 0) {
         size_t mark = g.len;
         r = encode_fast(&g, args, count);
-        if (r == MP_EUNSUPPORTED) {
+        if (r == MP_EUNSUPPORTED && p && p->backend)
+            r = mp__error(MP_EUNSUPPORTED, "handles (queues, locks, connections, shared "
+                          "memory) cannot travel to %s workers", p->backend->name);
+        else if (r == MP_EUNSUPPORTED) {
             g.len = mark;
             r = encode_handles(&g, args, count, c);
         }
