@@ -1,17 +1,21 @@
 /* The Pool on MPI: the backend vtable (mp_mpi_pool_backend), the ranks a pool runs on
  * and mp_mpi_pool_serve_if_worker.
  *
- * DESIGN: two ways to have ranks. Under `mpiexec -n N` every rank calls
+ * DESIGN: two groups of ranks. Under `mpiexec -n N` every rank calls
  * mp_mpi_pool_serve_if_worker, which duplicates MPI_COMM_WORLD (collective) into the
- * pools' communicator; ranks 1..N-1 serve (pool_serve.c) and rank 0 returns. One pool at
- * a time uses those ranks (a second one, while the first lives, fails with MP_ESTATE);
- * a rank that died is left out of later pools. Rank 0 tells the ranks to exit (EXIT) in
- * mp_mpi_finalize (its hook) or at exit. A program started alone (a world of one) spawns
- * its ranks per pool (MPI_Comm_spawn of /proc/self/exe, which enters main and serves
- * from mp_mpi_pool_serve_if_worker on the parent intercommunicator) and ends them when
- * the pool is freed (EXIT, then MPI_Comm_disconnect; MPI_Comm_free when one died).
- * State: g (below) is touched by the thread that creates and frees pools and by exit;
- * a pool's state by mp_pool_new / the result thread / mp_pool_free in turn. */
+ * pools' communicator; ranks 1..N-1 serve (pool_serve.c) and rank 0 returns. A program
+ * started alone (a world of one) spawns a group when its first pool needs one
+ * (MPI_Comm_spawn of /proc/self/exe, which enters main and serves from
+ * mp_mpi_pool_serve_if_worker on the parent intercommunicator) and keeps it for the
+ * next pools: it is replaced only when a pool needs more ranks or one of it died (Open
+ * MPI then ends them all). Spawning once per program, not per pool, is also what keeps
+ * clear of Open MPI 4.1's singleton spawn, which here hangs or crashes now and then
+ * when called again and again. One pool at a time uses the ranks (a second one, while
+ * the first lives, fails with MP_ESTATE); a rank that died is left out of later pools.
+ * Rank 0 tells the ranks to exit (EXIT, then takes every message up to their last) in
+ * mp_mpi_finalize (its hook) or at exit.
+ * State: g is touched by the thread that creates and frees pools and by exit; a pool's
+ * state by mp_pool_new / the result thread / mp_pool_free in turn. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "mpi/mpi_internal.h"
@@ -22,18 +26,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* The ranks pools run on: the world's ranks 1..N-1 (mpiexec), or a group this program
+ * spawned (kept between pools: one spawn per program, not one per pool). */
+typedef struct group {
+    MPI_Comm comm;
+    int size;    /* ranks in the group (world: N; spawned: the remote group's size) */
+    int first;   /* the first worker rank: 1 in the world, 0 in a spawned group */
+    bool *dead;  /* [size]: ranks that died in a pool */
+    bool spawned;
+} group;
 
 static struct {
     bool ready;     /* serve_if_worker ran on rank 0 (or a lone program) */
     bool launched;  /* world size > 1 */
-    MPI_Comm comm;  /* dup of MPI_COMM_WORLD (launched) */
-    int size;
-    bool busy;      /* a pool holds the world's ranks */
-    bool *dead;     /* ranks that died in a pool */
+    group world;    /* launched */
+    group sp;       /* started alone: the spawned group, if any */
+    bool busy;      /* a pool holds the ranks */
     unsigned gen;
-    bool exited;    /* EXIT was sent */
-} g = {.comm = MPI_COMM_NULL};
+} g = {.world = {.comm = MPI_COMM_NULL}, .sp = {.comm = MPI_COMM_NULL}};
 
 typedef struct mpi_backend {
     mp_pool_backend vt;
@@ -43,8 +56,8 @@ typedef struct mpi_backend {
 
 typedef struct mstate {
     mp__relay *relay;
-    MPI_Comm comm;
-    bool spawned;
+    group *grp;
+    int *ranks; /* worker i's rank in grp */
     int n;
 } mstate;
 
@@ -65,18 +78,74 @@ void mp__mpi_host_identity(char *buf, size_t cap)
 
 /* ---- the end of the ranks (rank 0) -------------------------------------------------- */
 
+/* Tell the group's live ranks to exit, and take every message they send up to their
+ * last (EXIT), for at most 10 s: a message left unreceived on a communicator that is
+ * let go can break Open MPI's next spawn. */
+static void exit_group(group *gr)
+{
+    int want = 0;
+    for (int r = gr->first; r < gr->size; r++)
+        if (!gr->dead[r]) {
+            MPI_Send(NULL, 0, MPI_BYTE, r, MP__MPI_TAG(T_EXIT, 0), gr->comm);
+            want++;
+        }
+    double deadline = mp__now() + 10;
+    unsigned backoff = 0;
+    while (want > 0 && mp__now() < deadline) {
+        int flag = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, gr->comm, &flag, &msg, &st) != MPI_SUCCESS)
+            break;
+        if (!flag) {
+            struct timespec ts = {0, backoff >= 10 ? 1000000L : 1000L << backoff};
+            backoff += backoff < 10;
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        backoff = 0;
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        char *buf = malloc(count > 0 ? (size_t)count : 1);
+        char dummy;
+        MPI_Mrecv(buf ? buf : &dummy, buf ? count : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        free(buf);
+        if (MP__MPI_KIND(st.MPI_TAG) == T_EXIT)
+            want--;
+    }
+}
+
+/* End a spawned group: exit, let the communicator go, wait for the processes. */
+static void retire_spawned(void)
+{
+    group *gr = &g.sp;
+    if (gr->comm == MPI_COMM_NULL)
+        return;
+    exit_group(gr);
+    bool any_dead = false;
+    for (int r = 0; r < gr->size; r++)
+        any_dead |= gr->dead[r];
+    if (any_dead)
+        MPI_Comm_free(&gr->comm);
+    else
+        MPI_Comm_disconnect(&gr->comm);
+    gr->comm = MPI_COMM_NULL;
+    free(gr->dead);
+    gr->dead = NULL;
+}
+
 static void send_exit(void)
 {
-    if (!g.launched || g.exited || g.comm == MPI_COMM_NULL)
-        return;
     int down = 0;
     MPI_Finalized(&down);
     if (down)
         return;
-    g.exited = true;
-    for (int r = 1; r < g.size; r++)
-        if (!g.dead || !g.dead[r])
-            MPI_Send(NULL, 0, MPI_BYTE, r, MP__MPI_TAG(T_EXIT, 0), g.comm);
+    retire_spawned();
+    if (g.launched && g.world.comm != MPI_COMM_NULL) {
+        exit_group(&g.world);
+        MPI_Comm_free(&g.world.comm);
+        g.world.comm = MPI_COMM_NULL;
+    }
 }
 
 static void at_exit(void)
@@ -107,19 +176,22 @@ int mp_mpi_pool_serve_if_worker(int *argc, char ***argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (size > 1) {
-        int rc = MPI_Comm_dup(MPI_COMM_WORLD, &g.comm);
+        MPI_Comm comm;
+        int rc = MPI_Comm_dup(MPI_COMM_WORLD, &comm);
         if (rc != MPI_SUCCESS)
             return mp__mpi_error(rc, "MPI_Comm_dup for the pool's ranks");
-        MPI_Comm_set_errhandler(g.comm, MPI_ERRORS_RETURN);
+        MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
         if (rank > 0) {
-            mp__mpi_serve(g.comm, 0);
-            MPI_Comm_free(&g.comm);
+            mp__mpi_serve(comm, 0);
+            MPI_Comm_free(&comm);
             mp_mpi_finalize();
             exit(0);
         }
+        g.world = (group){.comm = comm, .size = size, .first = 1,
+                          .dead = calloc((size_t)size, sizeof(bool))};
+        if (!g.world.dead)
+            return -ENOMEM;
         g.launched = true;
-        g.size = size;
-        g.dead = calloc((size_t)size, sizeof *g.dead);
     }
     g.ready = true;
     mp__mpi_finalize_hook = send_exit;
@@ -137,75 +209,70 @@ int mp_mpi_pool_launched(void)
 
 /* ---- the vtable ---------------------------------------------------------------------- */
 
-static int open_world(mstate *s, const mp_pool_opts *o, const mpi_backend *b)
+/* Workers for a pool from group gr: n of its live ranks (n 0: all of them). */
+static int take_ranks(mstate *s, group *gr, int n, const mpi_backend *b)
 {
-    if (g.busy)
-        return mp__error(MP_ESTATE, "MPI pool: the ranks of this mpiexec serve another pool "
-                                    "(one pool at a time: free it first)");
-    int *ranks = malloc((size_t)g.size * sizeof *ranks), n = 0;
+    int *ranks = malloc((size_t)gr->size * sizeof *ranks), left = 0;
     if (!ranks)
         return -ENOMEM;
-    for (int r = 1; r < g.size; r++)
-        if (!g.dead[r])
-            ranks[n++] = r;
-    if (o->processes > n || n == 0) {
+    for (int r = gr->first; r < gr->size; r++)
+        if (!gr->dead[r])
+            ranks[left++] = r;
+    if (n > left || left == 0) {
         free(ranks);
         return mp__error(MP_EINVAL, "MPI pool: %d workers asked, this mpiexec has %d worker "
                                     "rank%s left (mpiexec -n N gives N-1)",
-                         o->processes, n, n == 1 ? "" : "s");
+                         n, left, left == 1 ? "" : "s");
     }
-    if (o->processes > 0)
-        n = o->processes;
-    s->comm = g.comm;
-    s->n = n;
-    s->relay = mp__relay_new(g.comm, ranks, n, ++g.gen, b->o.heartbeat_limit);
-    free(ranks);
-    if (!s->relay)
-        return mp_last_error_code();
-    g.busy = true;
-    return n;
+    s->n = n ? n : left;
+    s->ranks = ranks;
+    s->grp = gr;
+    s->relay = mp__relay_new(gr->comm, ranks, s->n, ++g.gen, b->o.heartbeat_limit);
+    return s->relay ? s->n : mp_last_error_code();
 }
 
-static int spawn_ranks(mstate *s, const mp_pool_opts *o, const mpi_backend *b)
+/* Started alone: a spawned group of at least n live ranks (spawned now unless the last
+ * one still has them). */
+static int spawn_group(int n, const mpi_backend *b)
 {
-    int n = o->processes > 0 ? o->processes : mp_cpu_count();
+    group *gr = &g.sp;
+    /* Open MPI ends every rank of a spawned job when one dies: a group with a dead rank
+     * is replaced whole */
+    int live = 0;
+    for (int r = 0; gr->comm != MPI_COMM_NULL && r < gr->size; r++)
+        live += gr->dead[r] ? -gr->size : 1;
+    if (gr->comm != MPI_COMM_NULL && live >= n)
+        return 0;
+    retire_spawned();
     char exe[PATH_MAX];
     ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (k <= 0)
         return mp__errno("MPI pool: finding this program to spawn it");
     exe[k] = '\0';
     int *errs = calloc((size_t)n, sizeof *errs);
-    int *ranks = calloc((size_t)n, sizeof *ranks);
-    if (!errs || !ranks) {
+    bool *dead = calloc((size_t)n, sizeof *dead);
+    if (!errs || !dead) {
         free(errs);
-        free(ranks);
+        free(dead);
         return -ENOMEM;
     }
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
-    int rc = MPI_Comm_spawn(exe, MPI_ARGV_NULL, n, b->o.spawn_info, 0, MPI_COMM_SELF, &s->comm,
-                            errs);
-    int bad = rc == MPI_SUCCESS ? MPI_SUCCESS : rc;
+    MPI_Comm comm = MPI_COMM_NULL;
+    int rc = MPI_Comm_spawn(exe, MPI_ARGV_NULL, n, b->o.spawn_info, 0, MPI_COMM_SELF, &comm, errs);
+    int bad = rc;
     for (int i = 0; rc == MPI_SUCCESS && i < n; i++)
         if (errs[i] != MPI_SUCCESS)
             bad = errs[i];
     free(errs);
     if (bad != MPI_SUCCESS) {
-        free(ranks);
+        free(dead);
+        if (comm != MPI_COMM_NULL)
+            MPI_Comm_free(&comm);
         return mp__mpi_error(bad, "MPI pool: MPI_Comm_spawn of the worker ranks");
     }
-    MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
-    for (int i = 0; i < n; i++)
-        ranks[i] = i;
-    s->spawned = true;
-    s->n = n;
-    s->relay = mp__relay_new(s->comm, ranks, n, 1, b->o.heartbeat_limit);
-    free(ranks);
-    if (!s->relay) {
-        int r = mp_last_error_code();
-        MPI_Comm_free(&s->comm);
-        return r;
-    }
-    return n;
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    *gr = (group){.comm = comm, .size = n, .first = 0, .dead = dead, .spawned = true};
+    return 0;
 }
 
 static int be_open(const mp_pool_opts *o, void **state)
@@ -224,17 +291,31 @@ static int be_open(const mp_pool_opts *o, void **state)
         if (r < 0)
             return r;
     }
+    if (g.busy)
+        return mp__error(MP_ESTATE, "MPI pool: the ranks serve another pool (one pool at a "
+                                    "time: free it first)");
     if (!g.launched && b->o.no_spawn)
         return mp__error(MP_ESTATE, "MPI pool: started alone and spawning is refused "
                                     "(no_spawn): run it under mpiexec -n N");
     mstate *s = mp__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    int n = g.launched ? open_world(s, o, b) : spawn_ranks(s, o, b);
+    int n;
+    if (g.launched) {
+        n = take_ranks(s, &g.world, o->processes, b);
+    } else {
+        int want = o->processes > 0 ? o->processes : mp_cpu_count();
+        n = spawn_group(want, b);
+        if (n == 0)
+            n = take_ranks(s, &g.sp, want, b);
+    }
     if (n < 0) {
+        mp__relay_free(s->relay, NULL, NULL);
+        free(s->ranks);
         free(s);
         return n;
     }
+    g.busy = true;
     *state = s;
     return n;
 }
@@ -256,31 +337,13 @@ static void be_close(void *state)
 {
     mstate *s = state;
     bool *dead = calloc((size_t)s->n, sizeof *dead);
-    mp__relay_free(s->relay, dead);
-    bool any_dead = false;
-    for (int i = 0; i < s->n; i++)
-        any_dead |= dead && dead[i];
-    if (s->spawned) {
-        for (int i = 0; i < s->n; i++)
-            if (!dead || !dead[i])
-                MPI_Send(NULL, 0, MPI_BYTE, i, MP__MPI_TAG(T_EXIT, 0), s->comm);
-        if (any_dead)
-            MPI_Comm_free(&s->comm);
-        else
-            MPI_Comm_disconnect(&s->comm);
-    } else {
-        /* world ranks: link i was rank i+1 of the ones left; mark the dead ones */
-        int k = 0;
-        for (int r = 1; r < g.size && k < s->n; r++) {
-            if (g.dead[r])
-                continue;
-            if (dead && dead[k])
-                g.dead[r] = true;
-            k++;
-        }
-        g.busy = false;
-    }
+    mp__relay_free(s->relay, dead, NULL);
+    for (int i = 0; dead && i < s->n; i++)
+        if (dead[i])
+            s->grp->dead[s->ranks[i]] = true;
+    g.busy = false;
     free(dead);
+    free(s->ranks);
     free(s);
 }
 

@@ -40,8 +40,9 @@ mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen,
 int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int *sentinel);
 void mp__relay_stop(mp__relay *r, size_t i);
 void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, size_t hcap);
-/* Stop the thread; *dead[i] tells which ranks died (may be NULL). Frees r. */
-void mp__relay_free(mp__relay *r, bool *dead);
+/* Stop the thread; dead[i] tells which ranks died, pidfds[i] gets the pidfd of rank i
+ * when it is on this host (else -1; the caller closes them); both may be NULL. Frees r. */
+void mp__relay_free(mp__relay *r, bool *dead, int *pidfds);
 
 /* A worker rank's loop (pool_serve.c): serve pools sent by `master` on comm until EXIT. */
 void mp__mpi_serve(MPI_Comm comm, int master);

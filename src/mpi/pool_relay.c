@@ -431,7 +431,7 @@ mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen, d
     r->by_rank = mp__calloc((size_t)r->nranks, sizeof *r->by_rank);
     r->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!r->l || !r->by_rank || r->wake < 0) {
-        mp__relay_free(r, NULL);
+        mp__relay_free(r, NULL, NULL);
         mp__error(-ENOMEM, "MPI pool: cannot set up the relay");
         return NULL;
     }
@@ -448,7 +448,7 @@ mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen, d
     int e = pthread_create(&r->th, NULL, relay_main, r);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {
-        mp__relay_free(r, NULL);
+        mp__relay_free(r, NULL, NULL);
         mp__error(-e, "MPI pool: cannot start the relay thread");
         return NULL;
     }
@@ -533,7 +533,7 @@ void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, s
     pthread_mutex_unlock(&r->mu);
 }
 
-void mp__relay_free(mp__relay *r, bool *dead)
+void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
 {
     if (!r)
         return;
@@ -558,7 +558,9 @@ void mp__relay_free(mp__relay *r, bool *dead)
             mp__close(l->sock);
         if (l->sentinel >= 0)
             mp__close(l->sentinel);
-        if (l->pidfd >= 0)
+        if (pidfds)
+            pidfds[i] = l->pidfd;
+        else if (l->pidfd >= 0)
             mp__close(l->pidfd);
         mp__rx_free(&l->rx);
     }

@@ -285,6 +285,11 @@ void mp__mpi_serve(MPI_Comm comm, int master)
         if (MPI_Wait(&s.q[i].req, MPI_STATUS_IGNORE) == MPI_SUCCESS)
             free(s.q[i].buf);
     free(s.q);
+    /* The last message: the master takes every message up to this one before it lets
+     * the communicator go (a message left unreceived on a disconnected communicator
+     * can break Open MPI's next spawn). */
+    if (s.exit)
+        MPI_Send(NULL, 0, MPI_BYTE, master, MP__MPI_TAG(T_EXIT, 0), comm);
     pthread_mutex_destroy(&s.mu);
     pthread_cond_destroy(&s.cv);
 }

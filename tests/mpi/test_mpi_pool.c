@@ -76,11 +76,29 @@ int task_sleep_ms(const mp_value *arg, mp_value **out)
     return 0;
 }
 
+/* Dies (SIGKILL) on item 10, else returns its argument after a moment. */
+int task_die_on_10(const mp_value *arg, mp_value **out)
+{
+    int64_t x = mp_value_get_int(arg);
+    const char *how = getenv("MPT_DIE");
+    if (x == 10 && how && strcmp(how, "exit") == 0)
+        _exit(3);
+    if (x == 10 && how && strcmp(how, "stop") == 0)
+        raise(SIGSTOP);
+    if (x == 10)
+        raise(SIGKILL);
+    usleep(2000);
+    *out = mp_value_int(x);
+    return 0;
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
+/* Under mpiexec -n 4: 0 (every rank: 3); started alone: spawn 3. */
+static int g_spawn;
 static mp_pool *mpi_pool(int n)
 {
-    mp_pool_opts o = {.processes = n, .backend = mp_mpi_pool_backend()};
+    mp_pool_opts o = {.processes = n ? n : g_spawn ? 3 : 0, .backend = mp_mpi_pool_backend()};
     return mp_pool_new(&o);
 }
 
@@ -266,7 +284,8 @@ static void test_task_error_names_rank(void)
 static void test_initializer(void)
 {
     mp_value *ia = mp_value_int(1000);
-    mp_pool_opts o = {.backend = mp_mpi_pool_backend(), .initializer = init_set, .initargs = ia};
+    mp_pool_opts o = {.backend = mp_mpi_pool_backend(), .initializer = init_set, .initargs = ia,
+                      .processes = 3};
     mp_pool *p = mp_pool_new(&o);
     CHECK(p != NULL);
     mp_value *items = range(6), *v = NULL;
@@ -275,7 +294,8 @@ static void test_initializer(void)
     mp_value_free(v);
     end_pool(p);
     /* a failing initializer fails the creation with its code and message */
-    mp_pool_opts f = {.backend = mp_mpi_pool_backend(), .initializer = init_fail};
+    mp_pool_opts f = {.backend = mp_mpi_pool_backend(), .initializer = init_fail,
+                      .processes = 3};
     CHECK_NULL_ERR(mp_pool_new(&f), -EPERM);
     CHECK_CONTAINS(mp_last_error(), "initializer refused");
     CHECK_CONTAINS(mp_last_error(), "MPIPoolWorker-");
@@ -378,6 +398,76 @@ static void test_many_pools_no_leak(void)
     }
 }
 
+/* A rank SIGKILLed mid-map (run by test_mpi_pool_kill.sh: under `mpiexec
+ * --enable-recovery` the job goes on; under a plain mpiexec Open MPI ends it soon after,
+ * so the script checks the report printed before). */
+static void test_rank_killed(void)
+{
+    mp_pool *p = mpi_pool(0);
+    CHECK(p != NULL);
+    mp_value *items = range(60);
+    mp_pool_call_opts co = {.chunksize = 1};
+    double t0 = mpt_now();
+    mp_pool_result *r = mp_pool_map_async(p, task_die_on_10, items, &co);
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    printf("map returned after %.2f s\n", mpt_now() - t0);
+    const mp_value *got = NULL;
+    int code = mp_pool_result_get(r, 0, &got);
+    printf("map: %s: %s\n", mp_errname(code), mp_last_error());
+    fflush(stdout);
+    CHECK_INT(code, MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "MPI rank");
+    CHECK_CONTAINS(mp_last_error(), "died");
+    CHECK_CONTAINS(mp_last_error(), "task_die_on_10");
+    int ok = 0, died = 0;
+    for (size_t i = 0; i < 60; i++) {
+        const mp_value *v = NULL;
+        int c = mp_pool_result_item(r, i, &v);
+        if (c == 0 && mp_value_get_int(v) == (int64_t)i)
+            ok++;
+        else if (c == MP_EWORKERDIED)
+            died++;
+    }
+    if (g_spawn) {
+        /* Open MPI ends the other ranks of a spawned job when one dies: every task not
+         * done by then fails with MP_EWORKERDIED, none hangs */
+        CHECK(died >= 1);
+        CHECK_INT(ok + died, 60);
+        mp_pool_result_free(r);
+        mp_pool_free(p);
+        mp_value_free(items);
+        p = mpi_pool(2); /* a new pool spawns new ranks */
+        CHECK(p != NULL);
+        mp_value *v = NULL, *few = range(20);
+        CHECK_OK(mp_pool_map(p, task_square, few, 1, &v));
+        CHECK_INT(mp_value_get_int(mp_value_list_get(v, 19)), 361);
+        mp_value_free(v);
+        mp_value_free(few);
+        end_pool(p);
+        return;
+    }
+    CHECK_INT(died, 1); /* chunksize 1: the task that killed its rank, only */
+    CHECK_INT(ok, 59);
+    mp_pool_result_free(r);
+    /* the pool goes on with the ranks left */
+    mp_value *v = NULL, *few = range(20);
+    CHECK_OK(mp_pool_map(p, task_square, few, 1, &v));
+    CHECK_INT(mp_value_get_int(mp_value_list_get(v, 19)), 361);
+    mp_value_free(v);
+    end_pool(p);
+    /* a new pool leaves the dead rank out */
+    p = mpi_pool(0);
+    CHECK(p != NULL);
+    CHECK_INT(mp_pool_processes(p), 2);
+    v = NULL;
+    CHECK_OK(mp_pool_map(p, task_square, few, 0, &v));
+    CHECK_INT(mp_value_get_int(mp_value_list_get(v, 3)), 9);
+    mp_value_free(v);
+    end_pool(p);
+    mp_value_free(few);
+    mp_value_free(items);
+}
+
 int main(int argc, char **argv)
 {
     int r = mp_mpi_pool_serve_if_worker(&argc, &argv);
@@ -386,6 +476,32 @@ int main(int argc, char **argv)
         return 1;
     }
     /* only rank 0 gets here */
+    if (argc > 1 && strcmp(argv[1], "spawn") == 0) {
+        /* started alone: the first pool spawns 3 ranks (MPI_Comm_spawn), kept for the
+         * next pools; its MPI connections stay open (not a leak of ours) */
+        g_spawn = 1;
+        CHECK_INT(mp_mpi_pool_launched(), 0);
+        for (int k = 0; k < (argc > 2 && strcmp(argv[2], "loop") == 0 ? 20 : 1); k++)
+            end_pool(mpi_pool(0));
+        RUN(test_every_call_equals_local);
+        RUN(test_task_error_names_rank);
+        RUN(test_initializer);
+        RUN(test_terminate_then_new_pool);
+        if (argc > 2 && strcmp(argv[2], "rank_killed") == 0) {
+            /* no fd check: a new spawned group has new MPI connections */
+            mpt_current = "test_rank_killed";
+            test_rank_killed();
+        }
+        CHECK_OK(mp_mpi_finalize());
+        return mpt_done();
+    }
+    if (argc > 1 && strcmp(argv[1], "rank_killed") == 0) {
+        RUN(test_rank_killed);
+        printf("finalizing\n");
+        fflush(stdout);
+        CHECK_OK(mp_mpi_finalize());
+        return mpt_done();
+    }
     CHECK_INT(mp_mpi_pool_launched(), 1);
     /* a first pool opens MPI's connections to the ranks (fds kept by MPI) */
     mp_pool *warm = mpi_pool(0);
