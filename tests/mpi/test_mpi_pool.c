@@ -468,6 +468,33 @@ static void test_rank_killed(void)
     mp_value_free(items);
 }
 
+/* A rank that stops answering (SIGSTOP: its pid lives, its heartbeats stop) is declared
+ * lost after heartbeat_limit (run by test_mpi_pool_kill.sh under --enable-recovery). */
+static void test_rank_silent(void)
+{
+    mp_pool_backend *be = mp_mpi_pool_backend_new(&(mp_mpi_pool_opts){.heartbeat_limit = 1});
+    CHECK(be != NULL);
+    mp_pool_opts o = {.backend = be};
+    mp_pool *p = mp_pool_new(&o);
+    CHECK(p != NULL);
+    mp_value *items = range(30), *v = NULL;
+    double t0 = mpt_now();
+    int code = mp_pool_map(p, task_die_on_10, items, 1, &v);
+    double took = mpt_now() - t0;
+    printf("map: %s after %.2f s: %s\n", mp_errname(code), took, mp_last_error());
+    fflush(stdout);
+    CHECK_INT(code, MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "stopped answering");
+    CHECK(took >= 1 && took < 10);
+    /* the stopped rank would keep the job alive: end it (same host) */
+    const char *pid = strstr(mp_last_error(), "pid ");
+    if (pid && atoi(pid + 4) > 0)
+        kill(atoi(pid + 4), SIGKILL);
+    end_pool(p);
+    mp_mpi_pool_backend_free(be);
+    mp_value_free(items);
+}
+
 int main(int argc, char **argv)
 {
     int r = mp_mpi_pool_serve_if_worker(&argc, &argv);
@@ -492,6 +519,11 @@ int main(int argc, char **argv)
             mpt_current = "test_rank_killed";
             test_rank_killed();
         }
+        CHECK_OK(mp_mpi_finalize());
+        return mpt_done();
+    }
+    if (argc > 1 && strcmp(argv[1], "rank_silent") == 0) {
+        RUN(test_rank_silent);
         CHECK_OK(mp_mpi_finalize());
         return mpt_done();
     }
