@@ -7,6 +7,8 @@
 #   mpt_mpiexec -n 3 prog     # mpiexec on h1, one rank per host (hostfile + rsh agent)
 #   mpt_link_down h2          # cut h2's cable (its veth on the switch side goes down)
 #   mpt_pids h2               # pids of the processes on h2
+#   mpt_bg h2 out cmd...      # cmd on h2 in the background (output to out, pid in MPT_PID)
+#   mpt_wait_line out regex   # wait (bounded) until the program printed a matching line
 #   MPT_SLOTS=2 mpt_mpiexec -n 6 prog   # two ranks per host (set before the first call)
 #
 # The network: one namespace per host, "mpt<pid>-h1" ... (unique per test run), and a
@@ -41,6 +43,25 @@ mpt_ip() { echo "$MPT_NET.${1#h}"; }          # address of host h<i>
 
 # run a command on host h<i> (in its network namespace)
 mpt_on() { local h=$1; shift; ip netns exec "$(mpt_ns "$h")" "$@"; }
+
+# mpt_bg h<i> OUT cmd...: start cmd on h<i> in the background, stdout and stderr to OUT;
+# MPT_PID is the command's own pid (ip netns exec execs it), to signal or wait for
+mpt_bg() {
+    local h=$1 out=$2
+    shift 2
+    (exec ip netns exec "$(mpt_ns "$h")" "$@") >"$out" 2>&1 &
+    MPT_PID=$!
+}
+
+# mpt_wait_line FILE REGEX [SECONDS]: 0 once a line of FILE matches (grep -E), 1 after
+# SECONDS (default 20): a bounded poll of what a program printed
+mpt_wait_line() {
+    local f=$1 re=$2 n=$((${3:-20} * 100))
+    until grep -Eq "$re" "$f" 2>/dev/null; do
+        ((n-- > 0)) || { echo "no line /$re/ in $f after ${3:-20} s:" >&2; cat "$f" >&2; return 1; }
+        sleep 0.01
+    done
+}
 
 # the pids of the processes running on host h<i> (e.g. to SIGKILL a rank there)
 mpt_pids() { ip netns pids "$(mpt_ns "$1")"; }
@@ -112,19 +133,27 @@ mpt_netns_up() {
         ip -n "$ns" addr add "$MPT_NET.$i/24" dev eth0
         ip -n "$ns" link set eth0 up
     done
-    # veths come up at once; wait (bounded) until every host's eth0 says so
+    for ((i = 1; i <= n; i++)); do mpt__wait_up h$i; done
+}
+
+# veths come up at once; wait (bounded: 5 s) until host h<i>'s eth0 says so
+mpt__wait_up() {
     local tries=0
-    for ((i = 1; i <= n; i++)); do
-        until ip -n "$(mpt_ns h$i)" -br link show eth0 | grep -q ' UP '; do
-            ((tries++ < 500)) || { echo "h$i's eth0 did not come up" >&2; return 1; }
-            sleep 0.01
-        done
+    until ip -n "$(mpt_ns "$1")" -br link show eth0 | grep -q ' UP '; do
+        ((tries++ < 500)) || { echo "$1's eth0 did not come up" >&2; return 1; }
+        sleep 0.01
     done
 }
 
-# cut / restore host h<i>'s cable (the switch side of its veth)
+# cut / restore host h<i>'s cable (the switch side of its veth). Restoring also forgets
+# the neighbours (ARP) every host failed to reach meanwhile, which the kernel would
+# otherwise answer with EHOSTUNREACH for a few seconds more.
 mpt_link_down() { ip -n "$(mpt_ns sw)" link set "$1" down; }
-mpt_link_up() { ip -n "$(mpt_ns sw)" link set "$1" up; }
+mpt_link_up() {
+    local i
+    ip -n "$(mpt_ns sw)" link set "$1" up && mpt__wait_up "$1" || return 1
+    for ((i = 1; i <= MPT_NHOSTS; i++)); do ip -n "$(mpt_ns h$i)" neigh flush all; done
+}
 
 # the rsh agent and hostfile for Open MPI (written once per run)
 mpt__mpi_files() {
