@@ -41,7 +41,8 @@ pid=$(cat "/tmp/mpt$$.pid"); rm -f "/tmp/mpt$$.pid"
 sleeper=$(ip netns pids "mpt$pid-h2")
 kill -KILL "$runner"
 wait "$runner" 2>/dev/null || true
-[ "$(left "$pid")" = 3 ] || fail "a SIGKILLed run's namespaces should still be there"
+# (3 left, unless a test running meanwhile started and cleaned them already: also fine)
+case "$(left "$pid")" in 3 | 0) ;; *) fail "a SIGKILLed run's namespaces: $(ip netns list)" ;; esac
 rm -rf /tmp/mpt"$pid".*
 bash -c "source '$src'; mpt__clean_stale"
 [ "$(left "$pid")" = 0 ] || fail "stale namespaces not cleaned: $(ip netns list)"
