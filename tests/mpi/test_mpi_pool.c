@@ -92,10 +92,22 @@ int task_die_on_10(const mp_value *arg, mp_value **out)
     return 0;
 }
 
+/* The network namespace of the process running the task (a "host" of netns.sh). */
+int task_netns(const mp_value *arg, mp_value **out)
+{
+    (void)arg;
+    char ns[64] = "";
+    ssize_t k = readlink("/proc/self/ns/net", ns, sizeof ns - 1);
+    ns[k > 0 ? k : 0] = '\0';
+    *out = mp_value_str(ns);
+    return 0;
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
 /* Under mpiexec -n 4: 0 (every rank: 3); started alone: spawn 3. */
 static int g_spawn;
+static int g_expect = 3; /* workers of a default pool; 0: any */
 static mp_pool *mpi_pool(int n)
 {
     mp_pool_opts o = {.processes = n ? n : g_spawn ? 3 : 0, .backend = mp_mpi_pool_backend()};
@@ -224,7 +236,8 @@ static void test_every_call_equals_local(void)
     CHECK(p != NULL);
     if (!p)
         return;
-    CHECK_INT(mp_pool_processes(p), 3); /* mpiexec -n 4: ranks 1-3 */
+    if (g_expect)
+        CHECK_INT(mp_pool_processes(p), g_expect); /* mpiexec -n 4: ranks 1-3 */
     mp_value *got = every_call(p);
     end_pool(p);
     CHECK_INT(atomic_load(&g_callbacks), 6);
@@ -405,6 +418,7 @@ static void test_rank_killed(void)
 {
     mp_pool *p = mpi_pool(0);
     CHECK(p != NULL);
+    int n_workers = mp_pool_processes(p);
     mp_value *items = range(60);
     mp_pool_call_opts co = {.chunksize = 1};
     double t0 = mpt_now();
@@ -456,9 +470,10 @@ static void test_rank_killed(void)
     mp_value_free(v);
     end_pool(p);
     /* a new pool leaves the dead rank out */
+    int before = n_workers;
     p = mpi_pool(0);
     CHECK(p != NULL);
-    CHECK_INT(mp_pool_processes(p), 2);
+    CHECK_INT(mp_pool_processes(p), before - 1);
     v = NULL;
     CHECK_OK(mp_pool_map(p, task_square, few, 0, &v));
     CHECK_INT(mp_value_get_int(mp_value_list_get(v, 3)), 9);
@@ -495,6 +510,29 @@ static void test_rank_silent(void)
     mp_value_free(items);
 }
 
+/* Ranks on other "hosts" (test_netns_pool.sh: one rank per network namespace, TCP
+ * between them): every call equals the local pool's, and the tasks ran in the other
+ * namespaces. */
+static void test_hosts(void)
+{
+    mp_pool *p = mpi_pool(0);
+    CHECK(p != NULL);
+    int n = mp_pool_processes(p);
+    mp_value *items = range(4 * n), *v = NULL;
+    CHECK_OK(mp_pool_map(p, task_netns, items, 1, &v));
+    mp_value *mine = NULL;
+    task_netns(NULL, &mine);
+    int other = 0;
+    for (size_t i = 0; i < mp_value_len(v); i++)
+        other += !mp_value_equal(mp_value_list_get(v, i), mine);
+    printf("tasks run outside the master's namespace: %d of %zu\n", other, mp_value_len(v));
+    CHECK_INT(other, 4 * n);
+    mp_value_free(v);
+    mp_value_free(mine);
+    mp_value_free(items);
+    end_pool(p);
+}
+
 int main(int argc, char **argv)
 {
     int r = mp_mpi_pool_serve_if_worker(&argc, &argv);
@@ -522,8 +560,25 @@ int main(int argc, char **argv)
         CHECK_OK(mp_mpi_finalize());
         return mpt_done();
     }
+    if (argc > 1 && strcmp(argv[1], "hosts") == 0) {
+        RUN(test_hosts);
+        g_expect = 0; /* as many ranks as mpiexec gave */
+        RUN(test_every_call_equals_local);
+        RUN(test_task_error_names_rank);
+        CHECK_OK(mp_mpi_finalize());
+        return mpt_done();
+    }
     if (argc > 1 && strcmp(argv[1], "rank_silent") == 0) {
         RUN(test_rank_silent);
+        CHECK_OK(mp_mpi_finalize());
+        return mpt_done();
+    }
+    if (argc > 1 && strcmp(argv[1], "rank_killed_hosts") == 0) {
+        g_expect = 0; /* mpiexec -n 3 across namespaces: 2 workers */
+        mpt_current = "test_rank_killed"; /* no fd check: MPI closes its TCP link to the dead */
+        test_rank_killed();
+        printf("%s test_rank_killed\n", mpt_failures ? "FAIL" : "ok  ");
+        fflush(stdout);
         CHECK_OK(mp_mpi_finalize());
         return mpt_done();
     }
