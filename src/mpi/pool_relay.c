@@ -19,6 +19,7 @@
  * Shared state: links' state under r->mu (the result thread starts, stops and reaps
  * links); everything else belongs to the relay thread. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "mpi/mpi_internal.h"
 #include "mpi/pool_internal.h"
@@ -56,6 +57,7 @@ typedef struct rlink {
     double last_seen, dying_since;
     long out; /* TASK frames sent whose RESULT has not come back */
     mp__rx rx;
+    mp__buf back; /* frames from the rank not yet written to the socket (one write per round) */
     char how[192];
 } rlink;
 
@@ -282,6 +284,14 @@ static void got_id(mp__relay *r, rlink *l, const char *b, size_t n)
     mp_value_free(v);
 }
 
+static void flush_back(rlink *l)
+{
+    if (l->back.len)
+        write_all(l, l->back.data, l->back.len);
+    l->back.len = 0;
+}
+
+/* Every message that arrived; a rank's frames go to its socket in one write. */
 static bool from_ranks(mp__relay *r)
 {
     bool any = false;
@@ -319,8 +329,12 @@ static bool from_ranks(mp__relay *r)
                 l->st = L_SERVING;
                 pthread_mutex_unlock(&r->mu);
             }
-            write_all(l, buf, (size_t)count);
+            if (mp__buf_append(&l->back, buf, (size_t)count) < 0)
+                write_all(l, buf, (size_t)count);
+            if (l->back.len >= (1u << 20))
+                flush_back(l);
         } else if (kind == T_BYE) {
+            flush_back(l);
             pthread_mutex_lock(&r->mu);
             l->st = L_DONE;
             snprintf(l->how, sizeof l->how, "left the pool");
@@ -329,6 +343,8 @@ static bool from_ranks(mp__relay *r)
         }
         free(buf);
     }
+    for (int i = 0; i < r->n; i++)
+        flush_back(&r->l[i]);
     return any;
 }
 
@@ -476,6 +492,13 @@ int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int
         free(enc);
         return mp__errno("MPI pool: socketpair");
     }
+    /* Room for whole chunks both ways: the relay's blocking write of a large result
+     * then rarely waits for the result thread (4 MiB is Linux's usual wmem_max). */
+    int big = 4 << 20;
+    for (int k = 0; k < 2; k++) {
+        setsockopt(sv[k], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+        setsockopt(sv[k], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    }
     int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int evdup = ev >= 0 ? mp__dup_cloexec(ev, 0) : -1;
     if (evdup < 0) {
@@ -563,6 +586,7 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
         else if (l->pidfd >= 0)
             mp__close(l->pidfd);
         mp__rx_free(&l->rx);
+        mp__buf_free(&l->back);
     }
     free(r->l);
     free(r->by_rank);
