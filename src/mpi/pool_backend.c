@@ -14,8 +14,9 @@
  * the first lives, fails with MP_ESTATE); a rank that died is left out of later pools.
  * Rank 0 tells the ranks to exit (EXIT, then takes every message up to their last) in
  * mp_mpi_finalize (its hook) or at exit.
- * State: g is touched by the thread that creates and frees pools and by exit; a pool's
- * state by mp_pool_new / the result thread / mp_pool_free in turn. */
+ * State: g under g_mu (pools may be created and freed from any thread; the second of
+ * two at once gets MP_ESTATE); a pool's state by mp_pool_new / the result thread /
+ * mp_pool_free in turn. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "mpi/mpi_internal.h"
@@ -23,6 +24,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,8 @@ static struct {
     bool busy;      /* a pool holds the ranks */
     unsigned gen;
 } g = {.world = {.comm = MPI_COMM_NULL}, .sp = {.comm = MPI_COMM_NULL}};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct mpi_backend {
     mp_pool_backend vt;
@@ -140,12 +144,14 @@ static void send_exit(void)
     MPI_Finalized(&down);
     if (down)
         return;
+    pthread_mutex_lock(&g_mu);
     retire_spawned();
     if (g.launched && g.world.comm != MPI_COMM_NULL) {
         exit_group(&g.world);
         MPI_Comm_free(&g.world.comm);
         g.world.comm = MPI_COMM_NULL;
     }
+    pthread_mutex_unlock(&g_mu);
 }
 
 static void at_exit(void)
@@ -275,7 +281,17 @@ static int spawn_group(int n, const mpi_backend *b)
     return 0;
 }
 
+static int open_locked(const mp_pool_opts *o, void **state);
+
 static int be_open(const mp_pool_opts *o, void **state)
+{
+    pthread_mutex_lock(&g_mu);
+    int r = open_locked(o, state);
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+static int open_locked(const mp_pool_opts *o, void **state)
 {
     const mpi_backend *b = (const mpi_backend *)o->backend;
     if (!g.ready) {
@@ -338,10 +354,12 @@ static void be_close(void *state)
     mstate *s = state;
     bool *dead = calloc((size_t)s->n, sizeof *dead);
     mp__relay_free(s->relay, dead, NULL);
+    pthread_mutex_lock(&g_mu);
     for (int i = 0; dead && i < s->n; i++)
         if (dead[i])
             s->grp->dead[s->ranks[i]] = true;
     g.busy = false;
+    pthread_mutex_unlock(&g_mu);
     free(dead);
     free(s->ranks);
     free(s);

@@ -95,6 +95,28 @@ static void signal_sentinel(rlink *l)
 
 /* ---- sending ----------------------------------------------------------------------- */
 
+/* Buffers of sends to a rank that died: MPI may still hold them (a request freed with
+ * MPI_Request_free is not known to be done), so they are kept, reachable, for the life
+ * of the process. Small: at most the chunks in flight to ranks that died. */
+static struct orphan {
+    struct orphan *next;
+} *g_orphans;
+static pthread_mutex_t g_orphans_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void orphan(MPI_Request *req, char *buf)
+{
+    MPI_Request_free(req);
+    /* the list's link lives in a small block of its own: buf stays untouched */
+    struct orphan *o = malloc(sizeof *o + sizeof buf);
+    if (!o)
+        return; /* lost: a leak, not a fault */
+    memcpy(o + 1, &buf, sizeof buf);
+    pthread_mutex_lock(&g_orphans_mu);
+    o->next = g_orphans;
+    g_orphans = o;
+    pthread_mutex_unlock(&g_orphans_mu);
+}
+
 static void progress(mp__relay *r)
 {
     size_t k = 0;
@@ -102,8 +124,7 @@ static void progress(mp__relay *r)
         int done = 0;
         rlink *l = &r->l[r->q[i].link];
         if (l->st == L_DEAD) {
-            /* never completes: let MPI drop it; its buffer stays (MPI may still read it) */
-            MPI_Request_free(&r->q[i].req);
+            orphan(&r->q[i].req, r->q[i].buf); /* never completes */
             continue;
         }
         if (MPI_Test(&r->q[i].req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
@@ -570,7 +591,7 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
         if (l->st != L_DEAD && MPI_Wait(&r->q[k].req, MPI_STATUS_IGNORE) == MPI_SUCCESS)
             free(r->q[k].buf);
         else if (l->st == L_DEAD)
-            MPI_Request_free(&r->q[k].req);
+            orphan(&r->q[k].req, r->q[k].buf);
     }
     free(r->q);
     for (int i = 0; r->l && i < r->n; i++) {
