@@ -13,9 +13,13 @@
  * - `mpiexec -n N ./prog`: rank 0 runs main and owns the pool; ranks 1..N-1 serve tasks.
  *   They never return into the program's code: call mp_mpi_pool_serve_if_worker() first
  *   thing in main (every rank must call it: it is collective).
- * - `./prog` started alone: mp_pool_new spawns `processes` ranks (0: mp_cpu_count())
- *   running this same program (MPI_Comm_spawn); they enter main, and
- *   mp_mpi_pool_serve_if_worker() turns them into workers.
+ * - `./prog` started alone: the first mp_pool_new spawns `processes` ranks (0:
+ *   mp_cpu_count()) running this same program (MPI_Comm_spawn); they enter main, and
+ *   mp_mpi_pool_serve_if_worker() turns them into workers. They are kept for the next
+ *   pools (spawned again only when a pool needs more, or one died) and end with the
+ *   program.
+ * One pool at a time uses the ranks: a second mp_pool_new while one lives fails with
+ * MP_ESTATE.
  *
  * Python mapping: `MPIPoolExecutor(max_workers=N)` -> mp_pool_opts.processes = N with
  * this backend; `python -m mpi4py.futures prog.py` -> mpiexec with
