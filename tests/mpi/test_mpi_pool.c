@@ -7,6 +7,7 @@
 #include "internal/common.h"
 #include "test_util.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* ---- tasks (found on the ranks by object + offset: the same binary) ------------------ */
@@ -365,6 +366,38 @@ static void test_terminate_then_new_pool(void)
     mp_value_free(ms);
 }
 
+/* Tasks submitted from several threads at once. */
+static mp_pool *g_shared;
+static void *submitter(void *arg)
+{
+    intptr_t base = (intptr_t)arg;
+    int bad = 0;
+    for (int i = 0; i < 200; i++) {
+        mp_value *x = mp_value_int(base + i), *v = NULL;
+        if (mp_pool_apply(g_shared, task_square, x, &v) < 0 ||
+            mp_value_get_int(v) != (base + i) * (base + i))
+            bad++;
+        mp_value_free(v);
+        mp_value_free(x);
+    }
+    return (void *)(intptr_t)bad;
+}
+
+static void test_threads_submit(void)
+{
+    g_shared = mpi_pool(0);
+    CHECK(g_shared != NULL);
+    pthread_t th[4];
+    for (intptr_t t = 0; t < 4; t++)
+        pthread_create(&th[t], NULL, submitter, (void *)(t * 1000));
+    for (int t = 0; t < 4; t++) {
+        void *bad = NULL;
+        pthread_join(th[t], &bad);
+        CHECK_INT((intptr_t)bad, 0);
+    }
+    end_pool(g_shared);
+}
+
 static void test_refused(void)
 {
     mp_pool_opts o = {.backend = mp_mpi_pool_backend(), .maxtasksperchild = 2};
@@ -601,6 +634,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_task_error_names_rank);
     RUN_IF(argc, argv, test_initializer);
     RUN_IF(argc, argv, test_terminate_then_new_pool);
+    RUN_IF(argc, argv, test_threads_submit);
     RUN_IF(argc, argv, test_refused);
     RUN_IF(argc, argv, test_many_pools_no_leak);
     CHECK_OK(mp_mpi_finalize());
