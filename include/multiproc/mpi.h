@@ -69,9 +69,10 @@ int mp_mpi_size(MPI_Comm comm);
  *
  * Collectives are called by every rank of @p comm, as in MPI. A bad argument found on one
  * rank only (the root's list has the wrong length, a value that cannot be encoded, a user
- * reduction that fails) is reported to every rank that depends on it, each returning an
- * error (the rank at fault its own code, the others MP_EPROTO or the same code naming the
- * rank): a collective never leaves ranks waiting for a message that will not come. A
+ * reduction that fails) is reported to every rank that depends on it, which all return
+ * the same code: the rank at fault with its own message, the others with one naming it
+ * ("mp_mpi_scatter: rank 0 failed (MP_EINVAL)"). A collective never leaves ranks waiting
+ * for a message that will not come. A
  * NULL output or a root out of range is MP_EINVAL on the rank that passed it, before any
  * communication: pass the same root everywhere, as MPI requires.
  *
@@ -141,7 +142,7 @@ int mp_mpi_barrier(MPI_Comm comm);
 int mp_mpi_bcast(MPI_Comm comm, const mp_value *v, int root, mp_value **out);
 /** Rank @p root's @p list (a list of exactly size items; ignored elsewhere) is split:
  * rank i gets a copy of item i in *out. A root list of another length or type is
- * MP_EINVAL on the root and MP_EPROTO on the others. */
+ * MP_EINVAL on every rank. */
 int mp_mpi_scatter(MPI_Comm comm, const mp_value *list, int root, mp_value **out);
 /** Every rank's @p v to rank @p root, which gets a list of size items in rank order in
  * *out; the other ranks get NULL (Python's None) in *out. */
