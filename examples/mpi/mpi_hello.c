@@ -1,4 +1,4 @@
-/* Hello world from every MPI rank (the cookbook's chapter 11, mpi4py). */
+/* Hello world from every MPI rank (cookbook ch. 11). */
 /* Run as `mpiexec -n 4 ./mpi_hello`; each rank prints its rank, as the Python
  *
  *     from mpi4py import MPI

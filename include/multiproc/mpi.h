@@ -166,11 +166,14 @@ typedef enum mp_mpi_op { MP_MPI_SUM, MP_MPI_PROD, MP_MPI_MIN, MP_MPI_MAX } mp_mp
  */
 int mp_mpi_op_apply(mp_mpi_op op, const mp_value *a, const mp_value *b, mp_value **out);
 /** A user reduction: *out = a op b, a new value; return 0 or a negative code. Called on
- * the root only, in rank order: ((v0 op v1) op v2) ... so it need not commute. */
+ * the root only, on the ranks' values in rank order grouped as mpi4py groups them, a
+ * binary tree: (v0 op v1) op (v2 op v3) for four ranks, ((v0 op v1) op v2) for three. As
+ * MPI requires of an operation, it must be associative; it need not commute. */
 typedef int (*mp_mpi_reduce_fn)(const mp_value *a, const mp_value *b, mp_value **out,
                                 void *arg);
 /** Reduce every rank's @p v with @p op to rank @p root: *out is the result there, NULL
- * on the other ranks. Ranks' values are gathered to the root and folded in rank order.
+ * on the other ranks. Ranks' values are gathered to the root and folded there in rank
+ * order (grouped as mp_mpi_reduce_fn says).
  * An operation that fails (MP_ETYPE, MP_ERANGE) fails on the root. */
 int mp_mpi_reduce(MPI_Comm comm, const mp_value *v, mp_mpi_op op, int root, mp_value **out);
 /** mp_mpi_reduce with the result on every rank; a failure is returned by every rank. */

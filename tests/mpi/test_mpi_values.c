@@ -277,7 +277,7 @@ static void test_reduce_user_function(void)
     int calls = 0;
     CHECK_OK(mp_mpi_reduce_with(MPI_COMM_WORLD, v, pair_up, &calls, 0, &got));
     if (g_rank == 0) {
-        CHECK_REPR(got, "[[[0, 1], 2], 3]");
+        CHECK_REPR(got, "[[0, 1], [2, 3]]");
         CHECK_INT(calls, 3);
     } else {
         CHECK(got == NULL);
@@ -285,7 +285,7 @@ static void test_reduce_user_function(void)
     }
     mp_value_free(got);
     CHECK_OK(mp_mpi_allreduce_with(MPI_COMM_WORLD, v, pair_up, &calls, &got));
-    CHECK_REPR(got, "[[[0, 1], 2], 3]");
+    CHECK_REPR(got, "[[0, 1], [2, 3]]");
     mp_value_free(got);
     CHECK_ERR(mp_mpi_allreduce_with(MPI_COMM_WORLD, v, refuse, NULL, &got), -EDOM);
     CHECK(got == NULL);
