@@ -18,6 +18,8 @@ int mp__mpi_comm_check(MPI_Comm comm, const char *what)
         return mp__error(r, "%s: %s", what, mp__last_error_detail());
     if (comm == MPI_COMM_NULL)
         return mp__error(MP_EINVAL, "%s: the communicator is MPI_COMM_NULL", what);
+    if (!comm) /* a zeroed handle: no communicator at all (MPI might not catch it) */
+        return mp__error(MP_EINVAL, "%s: the communicator is a zeroed handle", what);
     return 0;
 }
 

@@ -523,6 +523,56 @@ static void test_cartesian(void)
     CHECK_ERR(mp_mpi_cart_coords(MPI_COMM_WORLD, 0, 2, c), MP_EMPI); /* not a grid */
 }
 
+/* Every call of the module with all-zero arguments (a zeroed communicator, NULL
+ * pointers, zero counts): an error code, never a crash, and no rank waits for another
+ * (each is refused before any communication). tests/api_sweep.py does this for the other
+ * headers, which need no MPI. */
+static void test_zero_arguments(void)
+{
+    MPI_Comm z;
+    memset(&z, 0, sizeof z);
+    MPI_Datatype zt;
+    memset(&zt, 0, sizeof zt);
+    CHECK_ERR(mp_mpi_send(z, NULL, 0, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_recv(z, 0, 0, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_sendrecv(z, NULL, 0, 0, 0, 0, NULL, NULL), MP_EINVAL);
+    CHECK_NULL_ERR(mp_mpi_isend(z, NULL, 0, 0), MP_EINVAL);
+    CHECK_NULL_ERR(mp_mpi_irecv(z, 0, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_wait(NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_test(NULL, NULL, NULL), MP_EINVAL);
+    mp_mpi_request_free(NULL);
+    CHECK_ERR(mp_mpi_barrier(z), MP_EINVAL);
+    CHECK_ERR(mp_mpi_bcast(z, NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_scatter(z, NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_gather(z, NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_allgather(z, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_alltoall(z, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_op_apply(0, NULL, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_reduce(z, NULL, 0, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_allreduce(z, NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_reduce_with(z, NULL, NULL, NULL, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_allreduce_with(z, NULL, NULL, NULL, NULL), MP_EINVAL);
+    mp_value *out = NULL;
+    CHECK_ERR(mp_mpi_reduce(z, NULL, 0, 0, &out), MP_EINVAL);
+    CHECK_ERR(mp_mpi_allreduce(z, NULL, 0, &out), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_send(z, NULL, 0, zt, 0, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_recv(z, NULL, 0, zt, 0, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_bcast(z, NULL, 0, zt, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_scatter(z, NULL, NULL, 0, zt, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_gather(z, NULL, NULL, 0, zt, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_allgather(z, NULL, NULL, 0, zt), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_alltoall(z, NULL, NULL, 0, zt), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_reduce(z, NULL, NULL, 0, zt, 0, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_array_allreduce(z, NULL, NULL, 0, zt, 0), MP_EINVAL);
+    CHECK_ERR(mp_mpi_cart_create(z, 0, NULL, NULL, false, NULL), MP_EINVAL);
+    MPI_Comm c;
+    CHECK_ERR(mp_mpi_cart_create(z, 0, NULL, NULL, false, &c), MP_EINVAL);
+    CHECK_ERR(mp_mpi_cart_coords(z, 0, 0, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_cart_shift(z, 0, 0, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_cart_shift(MPI_COMM_WORLD, 0, 0, NULL, NULL), MP_EINVAL);
+    CHECK_ERR(mp_mpi_cart_coords(MPI_COMM_WORLD, 0, 0, NULL), MP_EINVAL);
+}
+
 /* Open MPI opens its connections and shared segments on first use: one round of every
  * kind of exchange before the tests, so their fd leak checks see only the tests' own. */
 static void warm_up(void)
@@ -539,8 +589,21 @@ static void warm_up(void)
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/* Before mp_mpi_init: MP_ESTATE with a message, not a call into an MPI that is not up. */
+static void test_before_init(void)
+{
+    mp_value *v = mp_value_int(1), *got = NULL;
+    CHECK_ERR(mp_mpi_send(MPI_COMM_WORLD, v, 0, 0), MP_ESTATE);
+    CHECK_CONTAINS(mp_last_error(), "mp_mpi_send: MPI is not initialised");
+    CHECK_ERR(mp_mpi_bcast(MPI_COMM_WORLD, v, 0, &got), MP_ESTATE);
+    CHECK_NULL_ERR(mp_mpi_irecv(MPI_COMM_WORLD, 0, 0), MP_ESTATE);
+    CHECK_ERR(mp_mpi_barrier(MPI_COMM_WORLD), MP_ESTATE);
+    mp_value_free(v);
+}
+
 int main(int argc, char **argv)
 {
+    RUN_IF(argc, argv, test_before_init);
     if (mp_mpi_init(&argc, &argv) < 0) {
         fprintf(stderr, "mp_mpi_init: %s\n", mp_last_error());
         return 1;
@@ -566,6 +629,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_malformed_messages);
     RUN_IF(argc, argv, test_arrays);
     RUN_IF(argc, argv, test_cartesian);
+    RUN_IF(argc, argv, test_zero_arguments);
     CHECK_OK(mp_mpi_finalize());
     return mpt_done();
 }
