@@ -5,7 +5,9 @@
  * INT_MAX, and all skip the byte exchange together. alltoall exchanges counts with
  * MPI_Alltoall, then agrees with one MPI_Allreduce(MPI_MINLOC) on (worst code, its rank):
  * a rank only sees the counts sent to it, and must not start MPI_Alltoallv when another
- * rank will not. */
+ * rank will not. A rank that cannot allocate its count arrays (a few bytes per rank) or its
+ * receive buffer once the others are committed to the byte exchange ends the job with
+ * MPI_Abort: returning would leave the other ranks waiting in the exchange forever. */
 #include "internal/common.h"
 #include "mpi/comm_internal.h"
 #include "mpi/mpi_internal.h"

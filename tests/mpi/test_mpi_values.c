@@ -292,6 +292,32 @@ static void test_reduce_user_function(void)
     mp_value_free(v);
 }
 
+/* On a communicator of 3 ranks (MPI_Comm_split), the grouping of a tree of three:
+ * (v0 op v1) op v2, as mpi4py's; values travel on any communicator. */
+static void test_reduce_three_ranks(void)
+{
+    MPI_Comm three;
+    CHECK_INT(MPI_Comm_split(MPI_COMM_WORLD, g_rank < 3 ? 0 : MPI_UNDEFINED, g_rank, &three),
+              MPI_SUCCESS);
+    if (g_rank == 3) {
+        CHECK(three == MPI_COMM_NULL);
+        mp_value *got = NULL;
+        CHECK_ERR(mp_mpi_allreduce(three, NULL, MP_MPI_SUM, &got), MP_EINVAL);
+        return;
+    }
+    MPI_Comm_set_errhandler(three, MPI_ERRORS_RETURN);
+    mp_value *v = mp_value_int(g_rank), *got = NULL;
+    int calls = 0;
+    CHECK_OK(mp_mpi_allreduce_with(three, v, pair_up, &calls, &got));
+    CHECK_REPR(got, "[[0, 1], 2]");
+    mp_value_free(got);
+    CHECK_OK(mp_mpi_allgather(three, v, &got));
+    CHECK_REPR(got, "[0, 1, 2]");
+    mp_value_free(got);
+    mp_value_free(v);
+    MPI_Comm_free(&three);
+}
+
 static void test_op_apply(void)
 {
     struct { mp_mpi_op op; const char *a, *b, *want; } cases[] = {
@@ -623,6 +649,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_reduce_numbers);
     RUN_IF(argc, argv, test_reduce_errors_everywhere);
     RUN_IF(argc, argv, test_reduce_user_function);
+    RUN_IF(argc, argv, test_reduce_three_ranks);
     RUN_IF(argc, argv, test_op_apply);
     RUN_IF(argc, argv, test_collective_errors_reach_every_rank);
     RUN_IF(argc, argv, test_bad_arguments);
