@@ -7,7 +7,9 @@
  * every rank that would have waited on it returns that code instead of starting the byte
  * exchange. So a bad argument on one rank is an error everywhere, never a hang. The byte
  * exchange uses MPI's int counts and displacements: at most INT_MAX bytes to or from one
- * rank in all (E2BIG, decided from counts every rank involved can see). */
+ * rank in all (E2BIG, decided from counts every rank involved can see). A rank that cannot
+ * allocate the buffer for bytes the others are already committed to sending it ends the job
+ * (MPI_Abort): returning would leave them waiting in the collective forever. */
 #include "internal/common.h"
 #include "mpi/comm_internal.h"
 #include "mpi/mpi_internal.h"
@@ -69,7 +71,7 @@ int mp__mpi_bcast_or_error(MPI_Comm comm, const mp_value *v, int err, int root,
     if (head < 0) /* the root failed: it keeps its own message, the others name it */
         return rank == root ? (int)head : mp__mpi_peer_failed((int)head, root, what);
     if (rank != root && !(buf = malloc(head > 0 ? (size_t)head : 1)))
-        return mp__error(-ENOMEM, "%s: a %lld-byte value", what, (long long)head);
+        MPI_Abort(comm, 1); /* the root is committed to the byte broadcast (DESIGN) */
     rc = MPI_Bcast(buf, (int)head, MPI_BYTE, root, comm);
     if (rc == MPI_SUCCESS)
         r = mp__mpi_decode(buf, (size_t)head, root, what, out);
