@@ -425,8 +425,7 @@ static void test_bad_arguments(void)
     CHECK_ERR(mp_mpi_reduce_with(MPI_COMM_WORLD, v, NULL, NULL, 0, &got), MP_EINVAL);
     /* MPI's own refusal: MP_EMPI with MPI's message */
     CHECK_ERR(mp_mpi_send(MPI_COMM_WORLD, v, 99, 0), MP_EMPI);
-    CHECK_CONTAINS(mp_last_error(), "MPI_Send");
-    CHECK_CONTAINS(mp_last_error(), "rank");
+    CHECK_CONTAINS(mp_last_error(), "mp_mpi_send: MPI_Send: MPI_ERR_RANK: invalid rank");
     mp_value_free(v);
 }
 
