@@ -6,6 +6,8 @@
 #include "multiproc/mpi.h"
 #include "test_util.h"
 
+#include <pthread.h>
+
 static int g_rank, g_size;
 
 /* repr of a value, for comparisons (static buffer: one at a time). */
@@ -423,6 +425,16 @@ static void test_bad_arguments(void)
     CHECK_ERR(mp_mpi_gather(MPI_COMM_WORLD, v, -1, &got), MP_EINVAL);
     CHECK_ERR(mp_mpi_reduce(MPI_COMM_WORLD, v, MP_MPI_SUM, 0, NULL), MP_EINVAL);
     CHECK_ERR(mp_mpi_reduce_with(MPI_COMM_WORLD, v, NULL, NULL, 0, &got), MP_EINVAL);
+    /* a handle that owns fds cannot leave this host: refused before anything is sent */
+    mp_connection *a, *b;
+    CHECK_OK(mp_pipe(true, &a, &b));
+    mp_value *h = mp_value_pack("[h]", &mp_kind_connection, a);
+    CHECK_ERR(mp_mpi_send(MPI_COMM_WORLD, h, (g_rank + 1) % g_size, 0), MP_EUNSUPPORTED);
+    CHECK_CONTAINS(mp_last_error(), "mp_mpi_send");
+    CHECK_NULL_ERR(mp_mpi_isend(MPI_COMM_WORLD, h, (g_rank + 1) % g_size, 0), MP_EUNSUPPORTED);
+    mp_value_free(h);
+    mp_connection_free(a);
+    mp_connection_free(b);
     /* MPI's own refusal: MP_EMPI with MPI's message */
     CHECK_ERR(mp_mpi_send(MPI_COMM_WORLD, v, 99, 0), MP_EMPI);
     CHECK_CONTAINS(mp_last_error(), "mp_mpi_send: MPI_Send: MPI_ERR_RANK: invalid rank");
@@ -548,6 +560,50 @@ static void test_cartesian(void)
     CHECK_ERR(mp_mpi_cart_coords(MPI_COMM_WORLD, 0, 2, c), MP_EMPI); /* not a grid */
 }
 
+static void *serve(void *s)
+{
+    mp_manager_server_serve_forever(s);
+    return NULL;
+}
+
+/* A manager proxy is a value that carries no fd: rank 0 broadcasts a proxy of its
+ * manager's dict, every rank gets a connected proxy of its own out of it and adds 1. */
+static void test_proxy_across_ranks(void)
+{
+    mp_manager_server *srv = NULL;
+    mp_manager *m = NULL;
+    mp_proxy *d = NULL;
+    pthread_t t;
+    mp_value *v = NULL, *got = NULL;
+    if (g_rank == 0) {
+        mp_manager_opts o = {.address = "127.0.0.1:0", .authkey = "k", .authkey_len = 1};
+        CHECK_NEW(srv, mp_manager_server_new(&o));
+        pthread_create(&t, NULL, serve, srv);
+        CHECK_NEW(m, mp_manager_connect(mp_manager_server_address(srv), "k", 1, 10));
+        CHECK_NEW(d, mp_manager_dict(m, NULL));
+        v = mp_value_pack("[h]", &mp_kind_proxy, d);
+    }
+    CHECK_OK(mp_mpi_bcast(MPI_COMM_WORLD, v, 0, &got));
+    mp_proxy *mine = NULL;
+    CHECK_OK(mp_value_unpack(got, "[h]", &mp_kind_proxy, &mine));
+    mp_value *n = NULL;
+    CHECK_OK(mp_proxy_callf(mine, "add", &n, "[s i]", "hits", 1));
+    mp_value_free(n);
+    mp_value_free(got); /* releases this rank's proxy */
+    CHECK_OK(mp_mpi_barrier(MPI_COMM_WORLD));
+    if (g_rank == 0) {
+        CHECK_OK(mp_proxy_callf(d, "get", &n, "[s]", "hits"));
+        CHECK_REPR(n, "4");
+        mp_value_free(n);
+        mp_value_free(v);
+        mp_proxy_free(d);
+        CHECK_OK(mp_manager_shutdown(m));
+        mp_manager_free(m);
+        pthread_join(t, NULL);
+        mp_manager_server_free(srv);
+    }
+}
+
 /* Every call of the module with all-zero arguments (a zeroed communicator, NULL
  * pointers, zero counts): an error code, never a crash, and no rank waits for another
  * (each is refused before any communication). tests/api_sweep.py does this for the other
@@ -656,6 +712,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_arrays);
     RUN_IF(argc, argv, test_cartesian);
     RUN_IF(argc, argv, test_zero_arguments);
+    RUN_IF(argc, argv, test_proxy_across_ranks);
     CHECK_OK(mp_mpi_finalize());
     return mpt_done();
 }
