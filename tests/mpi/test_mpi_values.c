@@ -560,6 +560,48 @@ static void test_cartesian(void)
     CHECK_ERR(mp_mpi_cart_coords(MPI_COMM_WORLD, 0, 2, c), MP_EMPI); /* not a grid */
 }
 
+struct receiver {
+    int got[16], n;
+};
+
+static void *receive_three(void *arg)
+{
+    struct receiver *r = arg;
+    for (int i = 0; i < 3; i++) {
+        mp_value *v = NULL;
+        if (mp_mpi_recv(MPI_COMM_WORLD, MPI_ANY_SOURCE, 77, &v, NULL) == 0)
+            r->got[r->n++] = (int)mp_value_get_int(v);
+        mp_value_free(v);
+    }
+    return NULL;
+}
+
+/* Two threads of rank 0 receive from MPI_ANY_SOURCE at once while the others send: every
+ * value arrives whole, exactly once (the matched probe gives a message to one receive). */
+static void test_threads_receive(void)
+{
+    if (g_rank != 0) {
+        for (int i = 0; i < 2; i++) {
+            mp_value *v = mp_value_int(g_rank * 10 + i);
+            CHECK_OK(mp_mpi_send(MPI_COMM_WORLD, v, 0, 77));
+            mp_value_free(v);
+        }
+        return;
+    }
+    struct receiver r[2] = { { { 0 }, 0 }, { { 0 }, 0 } };
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, receive_three, &r[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CHECK_INT(r[0].n + r[1].n, 6);
+    int seen = 0;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < r[i].n; j++)
+            seen |= 1 << ((r[i].got[j] / 10 - 1) * 2 + r[i].got[j] % 10);
+    CHECK_INT(seen, 0x3f);
+}
+
 static void *serve(void *s)
 {
     mp_manager_server_serve_forever(s);
@@ -713,6 +755,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_cartesian);
     RUN_IF(argc, argv, test_zero_arguments);
     RUN_IF(argc, argv, test_proxy_across_ranks);
+    RUN_IF(argc, argv, test_threads_receive);
     CHECK_OK(mp_mpi_finalize());
     return mpt_done();
 }
