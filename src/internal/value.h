@@ -11,6 +11,7 @@
 
 struct mp_value {
     mp_type type;
+    uint32_t blk; /* 0, or 1 + its index in the mp__vblock that holds it (see below) */
     union {
         bool b;
         int64_t i;
@@ -80,6 +81,22 @@ int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **
 /* mp_value_decode of a value that must hold no handle (a handle is MP_EPROTO, and no
  * kind's import runs): for records read by code that must not import objects. */
 int mp__value_decode_plain(const void *buf, size_t len, mp_value **out);
+
+/* A block of scalar values (nil, bool, int, float) allocated at once, for decoding many
+ * results: one malloc instead of one per value. Each value taken from it is still freed
+ * on its own with mp_value_free, in any thread and order; the memory goes when the
+ * creator is done with the block and its last value is freed (an atomic count). */
+typedef struct mp__vblock mp__vblock;
+/* Room for up to n values (NULL when out of memory: callers fall back to single values). */
+mp__vblock *mp__vblock_new(size_t n);
+/* A zeroed value of scalar type t from the block; NULL when it is full (or b is NULL). */
+mp_value *mp__vblock_take(mp__vblock *b, mp_type t);
+/* The creator takes no more values: the unused room is given back. NULL is fine. */
+void mp__vblock_done(mp__vblock *b);
+
+/* mp__value_decode_next whose scalars come from blk while it has room. */
+int mp__value_decode_next_in(const void *buf, size_t len, mp__vblock *blk, size_t *used,
+                             mp_value **out);
 
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);

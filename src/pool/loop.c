@@ -219,7 +219,9 @@ static void requeue(mp_pool *p, chunk *first, chunk *last)
 
 /* ---- results ------------------------------------------------------------------- */
 
-static void read_errors(chunk *c, const char *b, size_t len, bool *failed)
+/* The failures after the results: each failed item's value (nil) is dropped and the
+ * item completed with its code and message. */
+static void read_errors(chunk *c, const char *b, size_t len, bool *failed, mp_value **vs)
 {
     size_t off = 0;
     while (off + 12 <= len) {
@@ -230,12 +232,80 @@ static void read_errors(chunk *c, const char *b, size_t len, bool *failed)
         memcpy(&ml, b + off + 8, 4);
         if (off + 12 + ml > len || idx >= c->count || code >= 0)
             break;
-        char *m = strndup(b + off + 12, ml);
+        off += 12 + ml;
+        if (failed[idx])
+            continue; /* named twice: the first one counts */
+        failed[idx] = true;
+        mp_value_free(vs[idx]);
+        vs[idx] = NULL;
+        char *m = strndup(b + off - ml, ml);
         mp__job_complete_item(c->job, c->first + idx, NULL, code, m ? m : "task failed");
         free(m);
-        failed[idx] = true;
-        off += 12 + ml;
     }
+}
+
+/* The count of the MessagePack array at the start of b (its header's length in *hl), or
+ * SIZE_MAX when b does not start with one. */
+static size_t array_count(const uint8_t *b, size_t len, size_t *hl)
+{
+    if (len >= 1 && b[0] >= 0x90 && b[0] <= 0x9f) {
+        *hl = 1;
+        return b[0] & 0x0fu;
+    }
+    if (len >= 3 && b[0] == 0xdc) {
+        *hl = 3;
+        return (size_t)b[1] << 8 | b[2];
+    }
+    if (len >= 5 && b[0] == 0xdd) {
+        *hl = 5;
+        return (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
+    }
+    return SIZE_MAX;
+}
+
+/* The chunk's results, decoded into vs[0, count): without fds item by item, their
+ * scalars in one block of values (one allocation for the chunk, not one per value; the
+ * block goes when its last value is freed, whoever frees it); with fds (handles) through
+ * a decoded list. On failure nothing is left in vs. */
+static int decode_results(chunk *c, mp__msg *m, size_t elen, mp_value **vs)
+{
+    if (m->nfds) {
+        mp_value *list = NULL;
+        int r = mp_value_decode(m->body, elen, m->fds, m->nfds, &list);
+        m->nfds = 0;
+        if (r < 0)
+            return r;
+        if (list->type != MP_LIST || list->u.list.len != c->count) {
+            mp_value_free(list);
+            return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
+        }
+        memcpy(vs, list->u.list.items, c->count * sizeof *vs);
+        list->u.list.len = 0; /* the values moved to vs */
+        mp_value_free(list);
+        return 0;
+    }
+    const uint8_t *b = (const uint8_t *)m->body, *end = b + elen;
+    size_t hl = 0;
+    if (array_count(b, elen, &hl) != c->count)
+        return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
+    b += hl;
+    mp__vblock *blk = mp__vblock_new(c->count);
+    int r = 0;
+    size_t k = 0;
+    for (; k < c->count && r == 0; k++) {
+        size_t used = 0;
+        r = mp__value_decode_next_in(b, (size_t)(end - b), blk, &used, &vs[k]);
+        b += used;
+    }
+    if (r == 0 && b != end)
+        r = mp__error(MP_EPROTO, "pool: trailing bytes after the results");
+    if (r < 0)
+        for (size_t i = 0; i < k; i++) {
+            mp_value_free(vs[i]);
+            vs[i] = NULL;
+        }
+    mp__vblock_done(blk);
+    return r;
 }
 
 static int take_results(chunk *c, mp__msg *m)
@@ -248,41 +318,35 @@ static int take_results(chunk *c, mp__msg *m)
         return 0;
     }
     size_t elen = (size_t)m->h.arg;
-    mp_value *list = NULL;
     if (elen > m->h.len)
         return mp__error(MP_EPROTO, "pool: bad result message");
-    int r = mp_value_decode(m->body, elen, m->fds, m->nfds, &list);
-    m->nfds = 0;
-    if (r < 0)
-        return r;
-    if (list->type != MP_LIST || list->u.list.len != c->count) {
-        mp_value_free(list);
-        return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
-    }
-    bool *failed = calloc(c->count, 1);
-    if (!failed) {
-        mp_value_free(list);
-        return -ENOMEM;
-    }
-    read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed);
     job *j = c->job;
+    /* apply/map: straight into the job's array (the map's result list to be); iterators
+     * go through a scratch array to their ring slots. */
+    mp_value **vs = j->ring ? malloc(c->count * sizeof *vs) : j->vals + c->first;
+    bool *failed = calloc(c->count, 1);
+    int r = vs && failed ? decode_results(c, m, elen, vs) : -ENOMEM;
+    if (r < 0) {
+        if (j->ring)
+            free(vs);
+        free(failed);
+        return r;
+    }
+    read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed, vs);
     size_t ok = 0;
     for (size_t k = 0; k < c->count; k++) {
         if (failed[k])
             continue;
-        mp_value *v = list->u.list.items[k];
-        list->u.list.items[k] = NULL; /* moved into the job */
-        if (j->ring) {
-            mp__job_complete_item(j, c->first + k, v, 0, NULL);
-        } else {
-            j->vals[c->first + k] = v;
+        if (j->ring)
+            mp__job_complete_item(j, c->first + k, vs[k], 0, NULL);
+        else
             ok++;
-        }
     }
     if (ok)
         mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
+    if (j->ring)
+        free(vs);
     free(failed);
-    mp_value_free(list);
     return 0;
 }
 

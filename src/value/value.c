@@ -131,6 +131,119 @@ static void block_free(void *p, size_t size)
     free(p);
 }
 
+/* ---- blocks of scalar values -------------------------------------------------------- */
+
+/* refs starts at cap + 1 (every slot, taken or not, and the creator); freeing a taken
+ * value drops one, mp__vblock_done drops the untaken slots and the creator's. */
+struct mp__vblock {
+    _Atomic size_t refs;
+    size_t cap, used;
+    size_t bytes; /* its allocation's size */
+    mp_value v[];
+};
+
+/* Freed big blocks are kept for the next ones (at most VBLOCK_CACHE_BYTES in all): fresh
+ * memory costs a page fault and the kernel's zeroing of each page, more than the
+ * decoding itself (repeated maps of a million values would otherwise fault in 48 MB
+ * every time). A block is reused for a request of at least half its size. */
+#define VBLOCK_CACHE_MIN ((size_t)64 << 10)
+#define VBLOCK_CACHE_BYTES ((size_t)64 << 20)
+#define VBLOCK_CACHE_SLOTS 16
+
+static mp__vblock *vcache[VBLOCK_CACHE_SLOTS];
+static size_t vcache_bytes;
+static pthread_mutex_t vcache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t vblock_bytes(size_t n) { return sizeof(mp__vblock) + (n ? n : 1) * sizeof(mp_value); }
+
+static mp__vblock *vblock_alloc(size_t n)
+{
+    size_t want = vblock_bytes(n);
+    mp__vblock *b = NULL;
+    if (want >= VBLOCK_CACHE_MIN) {
+        pthread_mutex_lock(&vcache_lock);
+        size_t best = VBLOCK_CACHE_SLOTS;
+        for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++) {
+            mp__vblock *c = vcache[i];
+            if (c && c->bytes >= want && c->bytes / 2 <= want &&
+                (best == VBLOCK_CACHE_SLOTS || c->bytes < vcache[best]->bytes))
+                best = i;
+        }
+        if (best < VBLOCK_CACHE_SLOTS) {
+            b = vcache[best];
+            vcache[best] = NULL;
+            vcache_bytes -= b->bytes;
+        }
+        pthread_mutex_unlock(&vcache_lock);
+        if (b)
+            return b;
+    }
+    b = malloc(want);
+    if (b)
+        b->bytes = want;
+    return b;
+}
+
+static void vblock_free(mp__vblock *b)
+{
+    if (VALUE_CACHE && b->bytes >= VBLOCK_CACHE_MIN) {
+        pthread_mutex_lock(&vcache_lock);
+        for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++)
+            if (!vcache[i] && vcache_bytes + b->bytes <= VBLOCK_CACHE_BYTES) {
+                vcache[i] = b;
+                vcache_bytes += b->bytes;
+                b = NULL;
+                break;
+            }
+        pthread_mutex_unlock(&vcache_lock);
+    }
+    free(b);
+}
+
+mp__vblock *mp__vblock_new(size_t n)
+{
+    if (n > UINT32_MAX - 1)
+        n = UINT32_MAX - 1; /* the index lives in 32 bits: later values come singly */
+    if (n > (SIZE_MAX - sizeof(mp__vblock)) / sizeof(mp_value))
+        return NULL;
+    mp__vblock *b = vblock_alloc(n);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, n + 1);
+    b->cap = n;
+    b->used = 0;
+    return b;
+}
+
+mp_value *mp__vblock_take(mp__vblock *b, mp_type t)
+{
+    if (!b || b->used == b->cap)
+        return NULL;
+    mp_value *v = &b->v[b->used++];
+    memset(v, 0, sizeof *v);
+    v->type = t;
+    v->blk = (uint32_t)b->used; /* index + 1 */
+    return v;
+}
+
+static void vblock_put(mp__vblock *b, size_t n)
+{
+    if (n && atomic_fetch_sub_explicit(&b->refs, n, memory_order_acq_rel) == n)
+        vblock_free(b);
+}
+
+void mp__vblock_done(mp__vblock *b)
+{
+    if (b)
+        vblock_put(b, b->cap - b->used + 1);
+}
+
+static void vblock_release(mp_value *v)
+{
+    mp_value *first = v - (v->blk - 1);
+    vblock_put((mp__vblock *)((char *)first - offsetof(mp__vblock, v)), 1);
+}
+
 static size_t value_size(const mp_value *v)
 {
     return v->type == MP_STR || v->type == MP_BYTES ? sizeof *v + v->u.s.len + 1 : sizeof *v;
@@ -829,7 +942,10 @@ void mp_value_free(mp_value *v)
     default:
         break;
     }
-    block_free(v, value_size(v));
+    if (v->blk)
+        vblock_release(v);
+    else
+        block_free(v, value_size(v));
 }
 
 /* ---- for the manager: removing map entries ------------------------------------------- */
