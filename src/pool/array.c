@@ -125,7 +125,7 @@ static int run_ranges(mp_pool *p, job *j, mp__array_task base, size_t n, size_t 
             first = c;
         last = c;
     }
-    int r = mp__pool_enqueue(p, first, last, false);
+    int r = mp__pool_enqueue(p, first, last, 0);
     if (r < 0) {
         while (first) {
             chunk *nx = first->next;

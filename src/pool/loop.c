@@ -62,7 +62,7 @@ static void fail_chunk(chunk *c, int code, const char *msg, size_t special, int 
 
 static bool has_work(mp_pool *p)
 {
-    if (p->pending || p->sources)
+    if (p->pending || p->sources || atomic_load(&p->submitting))
         return true;
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].ninflight)
@@ -182,8 +182,18 @@ static void assign(mp_pool *p, worker *w, chunk *c)
 
 static void dispatch(mp_pool *p)
 {
+    chunk *failed = NULL;
     pthread_mutex_lock(&p->mu);
     while (p->pending) {
+        if (p->pending->fail_code) { /* never sent: failed below, out of the lock */
+            chunk *c = p->pending;
+            p->pending = c->next;
+            if (!p->pending)
+                p->pending_tail = NULL;
+            c->next = failed;
+            failed = c;
+            continue;
+        }
         worker *best = NULL;
         for (int i = 0; i < p->processes; i++) {
             worker *w = &p->w[i];
@@ -199,6 +209,11 @@ static void dispatch(mp_pool *p)
         assign(p, best, c);
     }
     pthread_mutex_unlock(&p->mu);
+    while (failed) {
+        chunk *n = failed->next;
+        fail_chunk(failed, failed->fail_code, failed->fail_msg, SIZE_MAX, 0, NULL);
+        failed = n;
+    }
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].txn)
             flush(&p->w[i]);
@@ -430,7 +445,10 @@ static void fail_pending(mp_pool *p, int code, const char *msg)
     pthread_mutex_unlock(&p->mu);
     while (c) {
         chunk *n = c->next;
-        fail_chunk(c, code, msg, SIZE_MAX, 0, NULL);
+        if (c->fail_code)
+            fail_chunk(c, c->fail_code, c->fail_msg, SIZE_MAX, 0, NULL);
+        else
+            fail_chunk(c, code, msg, SIZE_MAX, 0, NULL);
         c = n;
     }
 }
@@ -608,6 +626,24 @@ static void pump_sources(mp_pool *p)
     }
 }
 
+/* Terminated: map calls still encoding queue the rest of their chunks (as failed ones,
+ * see mp__pool_enqueue); wait for them (they never wait on the pool) and fail what they
+ * queued, so that every item of every call ends. */
+static void finish_submissions(mp_pool *p)
+{
+    while (atomic_load(&p->submitting)) {
+        struct pollfd pf = {.fd = p->wake_fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0) {
+            uint64_t v;
+            ssize_t k = read(p->wake_fd, &v, sizeof v);
+            (void)k;
+        }
+        fail_pending(p, MP_ECLOSED, "the pool was terminated");
+    }
+    fail_pending(p, MP_ECLOSED, "the pool was terminated");
+    mp__pool_notify();
+}
+
 /* Closed and idle: let the workers go (end of file on their socket). */
 static bool wind_down(mp_pool *p)
 {
@@ -652,6 +688,7 @@ void *mp__pool_thread(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (state == 2 || !pf) {
             terminate_all(p);
+            finish_submissions(p);
             break;
         }
         pump_sources(p);
@@ -673,6 +710,7 @@ void *mp__pool_thread(void *arg)
         int r = poll(pf, n, timeout);
         if (r < 0 && errno != EINTR) {
             terminate_all(p); /* cannot wait any more: fail what is left, never hang it */
+            finish_submissions(p);
             break;
         }
         if (r <= 0)

@@ -184,10 +184,14 @@ struct chunk {
     job *job;
     size_t first, count; /* item indexes (absolute) */
     uint64_t id;
-    char *buf; /* header + body, ready to send */
+    char *buf; /* header + body, ready to send (NULL for a failed chunk) */
     size_t len;
     int *fds;
     size_t nfds;
+    /* A chunk whose arguments could not be encoded: never sent, the result thread fails
+     * its items with this code and message. */
+    int fail_code;
+    char *fail_msg;
     chunk *next;
 };
 
@@ -234,6 +238,8 @@ struct mp_pool {
     pthread_mutex_t mu; /* submission queue, state, source list */
     chunk *pending, *pending_tail; /* chunks ready to send */
     job *sources;                  /* source-fed jobs still reading */
+    _Atomic int submitting; /* map calls between their first and last enqueue (changed
+                               under mu with the queue): the pool has work to come */
     uint64_t next_id;
     int state; /* 0 running, 1 closed, 2 terminating */
     int broken_code;
@@ -276,11 +282,20 @@ void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode);
 job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring);
 void mp__job_unref(job *j);
 void mp__chunk_free(chunk *c);
-/* Enqueue chunks (a list) for sending; MP_ESTATE if the pool is not running. */
-int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal);
-/* Encode items[first, first+count) of a list (or one value) as a chunk message. */
+/* Enqueue chunks (a list) for sending; MP_ESTATE if the pool is not running. Flags:
+ * ENQ_INTERNAL (the pool's own work: accepted after close), ENQ_BEGIN (more of this call
+ * follows: p->submitting is raised), ENQ_CONT (a later part of a call that began:
+ * always accepted; on a terminated or broken pool its chunks become failed ones),
+ * ENQ_END (with ENQ_CONT: the call's last part, p->submitting is lowered). */
+enum { ENQ_INTERNAL = 1, ENQ_BEGIN = 2, ENQ_CONT = 4, ENQ_END = 8 };
+int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags);
+/* Turn c into a failed chunk (its buffer and fds released) with code and message. */
+void mp__chunk_fail(chunk *c, int code, const char *msg);
+/* Encode items[first, first+count) of a list (or one value) as a chunk message. NULL on
+ * error; with fail_ok, arguments that cannot be encoded give a failed chunk instead
+ * (fail_code, fail_msg; NULL still for out of memory). */
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first,
-                       size_t count);
+                       size_t count, bool fail_ok);
 /* Public handles: thin wrappers of a job. */
 struct mp_pool_result {
     job *j;

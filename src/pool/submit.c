@@ -247,7 +247,23 @@ void mp__chunk_free(chunk *c)
         mp__pool_fd_close(c->fds[i]);
     free(c->fds);
     free(c->buf);
+    free(c->fail_msg);
     free(c);
+}
+
+void mp__chunk_fail(chunk *c, int code, const char *msg)
+{
+    for (size_t i = 0; i < c->nfds; i++)
+        mp__pool_fd_close(c->fds[i]);
+    free(c->fds);
+    free(c->buf);
+    c->fds = NULL;
+    c->nfds = 0;
+    c->buf = NULL;
+    c->len = 0;
+    c->fail_code = code < 0 ? code : -ENOMEM;
+    free(c->fail_msg);
+    c->fail_msg = msg ? strdup(msg) : NULL; /* NULL: the code's text */
 }
 
 /* The chunk's arguments as one MessagePack array, item by item into one buffer (no
@@ -313,7 +329,8 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
     return r;
 }
 
-chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count)
+chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count,
+                       bool fail_ok)
 {
     (void)p;
     chunk *c = mp__calloc(1, sizeof *c);
@@ -337,9 +354,16 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     }
     if (r < 0) {
         mp__buf_free(&g);
-        mp__chunk_free(c);
-        mp__error(r, "pool: encoding task arguments: %s", mp__last_error_detail());
-        return NULL;
+        char msg[512];
+        snprintf(msg, sizeof msg, "pool: encoding task arguments (items %zu-%zu): %s", first,
+                 first + count - 1, mp__last_error_detail());
+        mp__error(r, "%s", msg);
+        if (r == -ENOMEM || !fail_ok) {
+            mp__chunk_free(c);
+            return NULL;
+        }
+        mp__chunk_fail(c, r, msg); /* the caller queues it: its items fail with this */
+        return c;
     }
     h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
                       .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
@@ -352,11 +376,20 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     return c;
 }
 
-int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
+int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags)
 {
+    bool internal = flags & ENQ_INTERNAL;
     pthread_mutex_lock(&p->mu);
     int r = 0;
-    if (p->state == 2 && internal)
+    if (flags & ENQ_CONT) {
+        /* Part of a call already under way: its items must end, so on a pool that can
+         * no longer run them they fail (the result thread fails them, in order). */
+        int code = p->state == 2 ? MP_ECLOSED : p->broken_code;
+        const char *msg = p->state == 2 ? "the pool was terminated" : p->broken_msg;
+        for (chunk *c = first; code && c; c = c == last ? NULL : c->next)
+            if (!c->fail_code)
+                mp__chunk_fail(c, code, msg);
+    } else if (p->state == 2 && internal)
         r = mp__error(MP_ECLOSED, "the pool was terminated");
     else if (p->state == 2 || (p->state == 1 && !internal))
         r = mp__error(MP_ESTATE, "Pool not running");
@@ -368,7 +401,8 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
     if (r == 0) {
         for (chunk *c = first; c; c = c->next) {
             c->id = ++p->next_id;
-            memcpy(c->buf + offsetof(mp__msg_hdr, id), &c->id, sizeof c->id);
+            if (c->buf)
+                memcpy(c->buf + offsetof(mp__msg_hdr, id), &c->id, sizeof c->id);
             if (c == last)
                 break;
         }
@@ -378,6 +412,12 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
         else
             p->pending = first;
         p->pending_tail = last;
+        if (flags & ENQ_BEGIN)
+            atomic_fetch_add(&p->submitting, 1);
+        if (flags & ENQ_END) {
+            atomic_fetch_sub(&p->submitting, 1);
+            wake = true; /* a closing or terminating pool waits for this */
+        }
     }
     pthread_mutex_unlock(&p->mu);
     if (r == 0 && wake)
@@ -405,39 +445,74 @@ static size_t default_chunksize(const mp_pool *p, size_t n)
     return cs ? cs : 1;
 }
 
-/* Build the chunks of items[0, n) and queue them. The job keeps the pool's ref. */
+/* Items a batch of chunks holds before it is queued (a chunk is queued alone when it is
+ * the call's first or this big). */
+#define BATCH_ITEMS 4096
+
+static void free_chunks(chunk *c)
+{
+    while (c) {
+        chunk *nx = c->next;
+        mp__chunk_free(c);
+        c = nx;
+    }
+}
+
+/* Build the chunks of items[0, n) and queue them as they are built, so the workers start
+ * on the first while the rest are encoded. A chunk whose arguments cannot be encoded is
+ * queued as a failed one: its items fail with the encoding error through the result
+ * (Python's map_async raises such errors from get), the others run. Returns an error
+ * only when nothing was queued (the pool is not running, or no memory for the first);
+ * the job keeps the pool's reference. */
 static int submit_items(mp_pool *p, job *j, mp_value *const *args, size_t n, size_t cs)
 {
     chunk *first = NULL, *last = NULL;
-    for (size_t i = 0; i < n; i += cs) {
+    size_t batch = 0;
+    bool begun = false; /* a first part was queued with ENQ_BEGIN */
+    /* Spare for running out of memory once begun: it fails every item left. */
+    chunk *spare = mp__calloc(1, sizeof *spare);
+    if (!spare)
+        return -ENOMEM;
+    for (size_t i = 0; i < n;) {
         size_t k = n - i < cs ? n - i : cs;
-        chunk *c = mp__chunk_build(p, j, args, i, k);
-        if (!c) {
+        chunk *c = mp__chunk_build(p, j, args + i, i, k, j->kind != JOB_APPLY);
+        if (!c && !begun) {
             int r = mp_last_error_code();
-            while (first) {
-                chunk *nx = first->next;
-                mp__chunk_free(first);
-                first = nx;
-            }
+            free_chunks(first);
+            mp__chunk_free(spare);
             return r ? r : -ENOMEM;
         }
-        args += k;
+        if (!c) { /* the chunk could not even be allocated: end the call here */
+            c = spare;
+            spare = NULL;
+            c->job = j;
+            c->first = i;
+            c->count = k = n - i;
+            mp__chunk_fail(c, -ENOMEM, "pool: out of memory encoding the arguments");
+        }
         if (last)
             last->next = c;
         else
             first = c;
         last = c;
-    }
-    if (!first)
-        return 0;
-    int r = mp__pool_enqueue(p, first, last, false);
-    if (r < 0)
-        while (first) {
-            chunk *nx = first->next;
-            mp__chunk_free(first);
-            first = nx;
+        batch += k;
+        i += k;
+        bool end = i == n;
+        if (!end && begun && batch < BATCH_ITEMS)
+            continue;
+        int flags = begun ? ENQ_CONT | (end ? ENQ_END : 0) : end ? 0 : ENQ_BEGIN;
+        int r = mp__pool_enqueue(p, first, last, flags);
+        if (r < 0) { /* only a first part can be refused */
+            free_chunks(first);
+            mp__chunk_free(spare);
+            return r;
         }
-    return r;
+        begun = begun || !end;
+        first = last = NULL;
+        batch = 0;
+    }
+    mp__chunk_free(spare);
+    return 0;
 }
 
 static int check_pool(mp_pool *p, void *fn)
@@ -693,10 +768,10 @@ void mp__job_pump_source(mp_pool *p, job *j)
             snprintf(msg, sizeof msg, "imap input failed: %s",
                      mp_last_error_code() == r ? mp__last_error_detail() : mp_strerror(r));
         if (k) {
-            chunk *c = mp__chunk_build(p, j, buf, j->read, k);
+            chunk *c = mp__chunk_build(p, j, buf, j->read, k, false);
             for (size_t i = 0; i < k; i++)
                 mp_value_free(buf[i]);
-            int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
+            int e = c ? mp__pool_enqueue(p, c, c, ENQ_INTERNAL) : mp_last_error_code();
             if (e < 0) {
                 mp__chunk_free(c);
                 mp__job_end_source(j, e, mp__last_error_detail());
