@@ -347,7 +347,9 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     if (r == 0) {
         size_t mark = g.len;
         r = encode_fast(&g, args, count);
-        if (r == MP_EUNSUPPORTED) {
+        if (r < 0 && r != -ENOMEM) {
+            /* Handles (which need their fds), or an error the fast probe does not
+             * describe: the general encoder, which says what is wrong. */
             g.len = mark;
             r = encode_handles(&g, args, count, c);
         }
@@ -357,12 +359,13 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
         char msg[512];
         snprintf(msg, sizeof msg, "pool: encoding task arguments (items %zu-%zu): %s", first,
                  first + count - 1, mp__last_error_detail());
-        mp__error(r, "%s", msg);
         if (r == -ENOMEM || !fail_ok) {
+            mp__error(r, "%s", msg);
             mp__chunk_free(c);
             return NULL;
         }
-        mp__chunk_fail(c, r, msg); /* the caller queues it: its items fail with this */
+        mp_clear_error(); /* not the call's error: its items fail with it */
+        mp__chunk_fail(c, r, msg);
         return c;
     }
     h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
