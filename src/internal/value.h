@@ -68,6 +68,33 @@ static inline size_t mp__pack_int(int64_t i, unsigned char *p)
     return 1 + n;
 }
 
+/* The MessagePack int at p (any int format that fits an int64), for hot paths that
+ * decode many: its length with *out set, or 0 when p holds something else (or is cut
+ * short), which the caller hands to the general decoder. */
+static inline size_t mp__unpack_int(const unsigned char *p, size_t len, int64_t *out)
+{
+    if (!len)
+        return 0;
+    unsigned char c = p[0];
+    if (c <= 0x7f || c >= 0xe0) {
+        *out = (signed char)c;
+        return 1;
+    }
+    if (c < 0xcc || c > 0xd3 || c == 0xcf) /* uint 64 may not fit: the general path */
+        return 0;
+    size_t n = (size_t)1 << (c & 3);
+    if (len < 1 + n)
+        return 0;
+    uint64_t u = 0;
+    for (size_t k = 0; k < n; k++)
+        u = u << 8 | p[1 + k];
+    if (c <= 0xce)
+        *out = (int64_t)u;
+    else
+        *out = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
+    return 1 + n;
+}
+
 /* Encode v as MessagePack into buf (cap bytes) without allocating: 0 and *len,
  * MP_ETOOSHORT when it does not fit, or MP_EUNSUPPORTED for a value holding handles.
  * For hot paths that keep small items in their own memory; on failure they fall

@@ -308,8 +308,15 @@ static int decode_results(chunk *c, mp__msg *m, size_t elen, mp_value **vs)
     int r = 0;
     size_t k = 0;
     for (; k < c->count && r == 0; k++) {
-        size_t used = 0;
-        r = mp__value_decode_next_in(b, (size_t)(end - b), blk, &used, &vs[k]);
+        int64_t x;
+        size_t used = mp__unpack_int(b, (size_t)(end - b), &x); /* ints first: the usual */
+        mp_value *v = used ? mp__vblock_take(blk, MP_INT) : NULL;
+        if (v) {
+            v->u.i = x;
+            vs[k] = v;
+        } else {
+            r = mp__value_decode_next_in(b, (size_t)(end - b), blk, &used, &vs[k]);
+        }
         b += used;
     }
     if (r == 0 && b != end)

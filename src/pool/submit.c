@@ -277,6 +277,11 @@ static int encode_fast(mp__buf *g, mp_value *const *args, size_t count)
     if (r < 0)
         return r;
     for (size_t k = 0; k < count; k++) {
+        const mp_value *v = args[k];
+        if (v->type == MP_INT && g->cap - g->len > 10) { /* the usual item */
+            g->len += mp__pack_int(v->u.i, (unsigned char *)g->data + g->len);
+            continue;
+        }
         for (;;) {
             size_t n = 0;
             /* the room left, less the buffer's NUL */
