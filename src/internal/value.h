@@ -80,10 +80,10 @@ static inline size_t mp__unpack_int(const unsigned char *p, size_t len, int64_t 
         *out = (signed char)c;
         return 1;
     }
-    if (c < 0xcc || c > 0xd3 || c == 0xcf) /* uint 64 may not fit: the general path */
+    if (c < 0xcc || c > 0xd3)
         return 0;
     size_t n = (size_t)1 << (c & 3);
-    if (len < 1 + n)
+    if (len < 1 + n || (c == 0xcf && p[1] & 0x80)) /* past INT64_MAX: the general path */
         return 0;
     uint64_t u = 0;
     for (size_t k = 0; k < n; k++)

@@ -355,19 +355,16 @@ static int take_results(chunk *c, mp__msg *m)
         return r;
     }
     read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed, vs);
-    size_t ok = 0;
-    for (size_t k = 0; k < c->count; k++) {
-        if (failed[k])
-            continue;
-        if (j->ring)
-            mp__job_complete_item(j, c->first + k, vs[k], 0, NULL);
-        else
-            ok++;
-    }
-    if (ok)
-        mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
-    if (j->ring)
+    if (j->ring) {
+        mp__job_complete_ring(j, c->first, vs, failed, c->count);
         free(vs);
+    } else {
+        size_t ok = 0;
+        for (size_t k = 0; k < c->count; k++)
+            ok += !failed[k];
+        if (ok)
+            mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
+    }
     free(failed);
     return 0;
 }

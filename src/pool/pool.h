@@ -127,7 +127,6 @@ typedef struct chunk chunk;
 
 typedef struct item {
     mp_value *v;
-    size_t index;
     char *msg;
     int code;
     _Atomic int state; /* 0 empty, 1 filled (ring slots of iterators) */
@@ -307,6 +306,10 @@ struct mp_pool_iter {
 void mp__pool_describe_exit(int code, char *buf, size_t cap);
 /* Record item idx's outcome (pool thread); completes the job when all are in. */
 void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg);
+/* Iterators: the values vs[k] of items first + k, k < count, that did not fail
+ * (skip[k] false; their failures were recorded with mp__job_complete_item). */
+void mp__job_complete_ring(job *j, size_t first, mp_value **vs, const bool *skip,
+                           size_t count);
 /* Apply/map: items [first, first+count) of vals were set (NULL where the item failed
  * and was recorded with mp__job_complete_item): count the ok ones in at once. */
 void mp__job_complete_vals(job *j, size_t ok);

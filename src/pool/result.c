@@ -136,9 +136,11 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out)
     if (!it || !out)
         return mp__error(MP_EINVAL, "pool: NULL iterator or output pointer");
     job *j = it->j;
-    int e = mp__pool_wait_until(next_ready, j, mp__deadline(timeout));
-    if (e < 0)
-        return e == MP_ETIMEOUT ? mp__error(e, "pool: no result in time") : e;
+    if (!next_ready(j)) { /* else no need to register as a waiter */
+        int e = mp__pool_wait_until(next_ready, j, mp__deadline(timeout));
+        if (e < 0)
+            return e == MP_ETIMEOUT ? mp__error(e, "pool: no result in time") : e;
+    }
     size_t c = atomic_load(&j->consumed);
     if (at_end(j, c)) {
         if (j->source_code) {
@@ -153,10 +155,15 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out)
     int code = s->code;
     if (code)
         mp__error(code, "%s", s->msg ? s->msg : "");
-    free(s->msg);
-    s->msg = NULL;
+    if (s->msg) {
+        free(s->msg);
+        s->msg = NULL;
+    }
     s->v = NULL;
     atomic_store_explicit(&s->state, 0, memory_order_release);
+    /* The source pump reads `consumed` then `stalled`, we write them in the other order:
+     * both sides need the full fence (Dekker), so this store stays sequentially
+     * consistent. */
     atomic_store(&j->consumed, c + 1);
     if (j->source && atomic_exchange(&j->stalled, 0)) {
         uint64_t one = 1;

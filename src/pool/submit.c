@@ -210,13 +210,43 @@ void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char
     else
         it = &j->items[idx % j->cap];
     it->v = v;
-    it->index = idx;
     it->code = code;
     free(it->msg);
     it->msg = code ? strdup(msg && msg[0] ? msg : mp_strerror(code)) : NULL;
     note_first(j, idx, code, msg);
     atomic_store_explicit(&it->state, 1, memory_order_release);
     atomic_fetch_add(&j->completed, 1);
+    if (job_all_in(j))
+        job_finish(j);
+}
+
+void mp__job_complete_ring(job *j, size_t first, mp_value **vs, const bool *skip,
+                           size_t count)
+{
+    size_t ok = 0;
+    bool unordered = j->kind == JOB_IMAP_UNORDERED;
+    size_t slot = unordered ? 0 : first;
+    for (size_t k = 0; k < count; k++) {
+        if (skip[k])
+            continue;
+        if (unordered) {
+            slot = atomic_fetch_add(&j->ring_filled, 1);
+        } else {
+            slot = first + k;
+        }
+        item *it = &j->items[slot % j->cap];
+        it->v = vs[k];
+        it->code = 0;
+        if (it->msg) {
+            free(it->msg);
+            it->msg = NULL;
+        }
+        atomic_store_explicit(&it->state, 1, memory_order_release);
+        ok++;
+    }
+    if (!ok)
+        return;
+    atomic_fetch_add(&j->completed, ok); /* one count for the run: it may finish the job */
     if (job_all_in(j))
         job_finish(j);
 }

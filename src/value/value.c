@@ -146,7 +146,7 @@ struct mp__vblock {
  * memory costs a page fault and the kernel's zeroing of each page, more than the
  * decoding itself (repeated maps of a million values would otherwise fault in 48 MB
  * every time). A block is reused for a request of at least half its size. */
-#define VBLOCK_CACHE_MIN ((size_t)64 << 10)
+#define VBLOCK_CACHE_MIN ((size_t)32 << 10)
 #define VBLOCK_CACHE_BYTES ((size_t)64 << 20)
 #define VBLOCK_CACHE_SLOTS 16
 
