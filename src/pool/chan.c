@@ -73,6 +73,7 @@ int mp__rx_fill(mp__rx *rx, int sock, bool nonblock)
     if (n < 0)
         return n == -EWOULDBLOCK ? -EAGAIN : (int)n;
     rx_push_fds(rx, fds, nfds);
+    rx->short_read = (size_t)n < iov.iov_len;
     if (n == 0)
         return 0;
     rx->b.len += (size_t)n;

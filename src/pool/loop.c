@@ -428,6 +428,8 @@ static void drain_msgs(mp_pool *p, worker *w)
 
 static void read_worker(mp_pool *p, worker *w)
 {
+    /* Until a read comes back short (the socket is then most likely drained: poll says
+     * if more came since), not until EAGAIN: a recvmsg saved per wake-up. */
     for (int rounds = 0; rounds < 8; rounds++) {
         int r = mp__rx_fill(&w->rx, w->sock, true);
         if (r <= 0) {
@@ -435,6 +437,8 @@ static void read_worker(mp_pool *p, worker *w)
                 w->eof = true;
             break;
         }
+        if (w->rx.short_read)
+            break;
     }
     drain_msgs(p, w);
 }
@@ -503,8 +507,9 @@ static void handle_death(mp_pool *p, size_t i)
     while (c) {
         chunk *n = c->next;
         if (c->id == running) {
-            char msg[512], tmsg[512];
-            const char *fn = c->job->fn_name ? c->job->fn_name : "task";
+            char msg[1024], tmsg[1024];
+            char fn[256];
+            mp__fn_label(c->job->fnloc, c->job->fnloc_len, fn, sizeof fn);
             snprintf(msg, sizeof msg,
                      "pool worker %s (pid %d) %s while running %s (items %zu-%zu of the call)",
                      name, (int)pid, timed ? "was killed for a time limit" : what, fn,
@@ -687,6 +692,7 @@ void *mp__pool_thread(void *arg)
         return NULL;
     struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
     for (;;) {
+        atomic_store(&p->idle, 1); /* from here on we look at the queue before poll */
         pthread_mutex_lock(&p->mu);
         int state = p->state;
         pthread_mutex_unlock(&p->mu);
@@ -712,6 +718,7 @@ void *mp__pool_thread(void *arg)
                                       .events = POLLIN};
         }
         int r = poll(pf, n, timeout);
+        atomic_store(&p->idle, 0);
         if (r < 0 && errno != EINTR) {
             terminate_all(p); /* cannot wait any more: fail what is left, never hang it */
             finish_submissions(p);

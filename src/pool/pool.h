@@ -62,6 +62,7 @@ typedef struct mp__rx {
     size_t off;
     int *fds;
     size_t nfds, fds_cap;
+    bool short_read; /* the last fill got less than it had room for: likely drained */
 } mp__rx;
 
 /* Read what the socket has (nonblocking: until EAGAIN; blocking: one read). 1 when
@@ -169,7 +170,6 @@ struct job {
     mp_value *value; /* final value of apply/map results */
     mp_pool_call_opts opts;
     double time_limit;
-    char *fn_name;   /* the task function's symbol, for messages */
     _Atomic int abandoned; /* the iterator was freed: read no more */
     _Atomic int stalled; /* the source waits for the consumer (window full) */
     int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
@@ -244,6 +244,10 @@ struct mp_pool {
     int broken_code;
     char broken_msg[512];
     int wake_fd; /* eventfd */
+    /* The result thread may be asleep (set before it last looked at the queue, cleared
+     * when poll returns): only then must a submitter wake it, else it will look at
+     * the queue again before it sleeps. Saves an eventfd write per task while busy. */
+    _Atomic int idle;
     pthread_t thread;
     bool thread_started;
     _Atomic int started; /* the result thread started the workers: 1 ok, -1 failed */

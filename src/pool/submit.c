@@ -96,7 +96,6 @@ static void job_free(job *j)
     free(j->codes);
     mp_value_free(j->value);
     free(j->fnloc);
-    free(j->fn_name);
     free(j->first_msg);
     free(j->source_msg);
     if (j->wake_fd >= 0)
@@ -458,7 +457,7 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags)
         }
     }
     pthread_mutex_unlock(&p->mu);
-    if (r == 0 && wake)
+    if (r == 0 && wake && (atomic_load(&p->idle) || (flags & ENQ_END)))
         mp__pool_wake(p);
     return r;
 }
@@ -467,13 +466,7 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags)
 
 static int prepare_fn(job *j, void (*fn)(void))
 {
-    int r = mp__fn_locate(fn, &j->fnloc, &j->fnloc_len);
-    if (r < 0)
-        return r;
-    char name[256];
-    mp__fn_label(j->fnloc, j->fnloc_len, name, sizeof name);
-    j->fn_name = strdup(name);
-    return 0;
+    return mp__fn_locate(fn, &j->fnloc, &j->fnloc_len); /* its name only when needed */
 }
 
 static size_t default_chunksize(const mp_pool *p, size_t n)
@@ -507,9 +500,10 @@ static int submit_items(mp_pool *p, job *j, mp_value *const *args, size_t n, siz
     chunk *first = NULL, *last = NULL;
     size_t batch = 0;
     bool begun = false; /* a first part was queued with ENQ_BEGIN */
-    /* Spare for running out of memory once begun: it fails every item left. */
-    chunk *spare = mp__calloc(1, sizeof *spare);
-    if (!spare)
+    /* Spare for running out of memory once begun: it fails every item left. A call of
+     * one part (apply, a small map) needs none. */
+    chunk *spare = NULL;
+    if (n > cs && !(spare = mp__calloc(1, sizeof *spare)))
         return -ENOMEM;
     for (size_t i = 0; i < n;) {
         size_t k = n - i < cs ? n - i : cs;
