@@ -354,17 +354,19 @@ static int take_results(chunk *c, mp__msg *m)
         free(failed);
         return r;
     }
+    bool ring = j->ring;
+    /* The failures first: when every item of the chunk failed, the last may finish the
+     * job and free it; the job is touched again only for items still to count. */
     read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed, vs);
-    if (j->ring) {
+    size_t ok = 0;
+    for (size_t k = 0; k < c->count; k++)
+        ok += !failed[k];
+    if (ok && ring)
         mp__job_complete_ring(j, c->first, vs, failed, c->count);
+    else if (ok)
+        mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
+    if (ring)
         free(vs);
-    } else {
-        size_t ok = 0;
-        for (size_t k = 0; k < c->count; k++)
-            ok += !failed[k];
-        if (ok)
-            mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
-    }
     free(failed);
     return 0;
 }
