@@ -28,9 +28,10 @@ struct mp_value {
             mp_value **keys, **vals; /* one block: vals == keys + cap */
             size_t len, cap;
             /* Open-addressing index (entry + 1, 0 = empty), built once a map grows
-             * past a few entries so set/get stay O(1) for large decoded maps. */
+             * past a few entries so set/get stay O(1) for large decoded maps:
+             * index[0] is the number of slots (a power of 2), the slots follow (kept
+             * out of the struct so that every value is 48 bytes, not 56). */
             size_t *index;
-            size_t index_cap;
         } map;
         struct {
             const mp_kind *kind;

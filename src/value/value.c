@@ -131,6 +131,9 @@ static void block_free(void *p, size_t size)
     free(p);
 }
 
+/* Every value is a block of this size (a decoded million-int list is 48 MB of them). */
+_Static_assert(sizeof(void *) != 8 || sizeof(mp_value) == 48, "mp_value grew past 48 bytes");
+
 /* ---- blocks of scalar values -------------------------------------------------------- */
 
 /* refs starts at cap + 1 (every slot, taken or not, and the creator); freeing a taken
@@ -220,9 +223,7 @@ mp_value *mp__vblock_take(mp__vblock *b, mp_type t)
     if (!b || b->used == b->cap)
         return NULL;
     mp_value *v = &b->v[b->used++];
-    memset(v, 0, sizeof *v);
-    v->type = t;
-    v->blk = (uint32_t)b->used; /* index + 1 */
+    *v = (mp_value){.type = t, .blk = (uint32_t)b->used}; /* blk: index + 1 */
     return v;
 }
 
@@ -386,28 +387,29 @@ int mp_value_list_append(mp_value *list, mp_value *item)
 
 #define MP__INDEX_MIN 8 /* below this many entries a linear scan is faster */
 
-static size_t map_probe(const mp_value *m, const mp_value *key, uint64_t h)
+static size_t index_cap(const mp_value *m) { return m->u.map.index ? m->u.map.index[0] : 0; }
+
+/* The index slot for key: holding its entry, or the empty one where it would go. */
+static size_t *map_probe(const mp_value *m, const mp_value *key, uint64_t h)
 {
-    size_t mask = m->u.map.index_cap - 1;
+    size_t mask = m->u.map.index[0] - 1, *slots = m->u.map.index + 1;
     for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-        size_t e = m->u.map.index[i];
+        size_t e = slots[i];
         if (e == 0 || mp_value_equal(m->u.map.keys[e - 1], key))
-            return i;
+            return &slots[i];
     }
 }
 
 static int map_reindex(mp_value *m, size_t cap)
 {
-    size_t *idx = calloc(cap, sizeof *idx);
+    size_t *idx = calloc(cap + 1, sizeof *idx);
     if (!idx)
         return mp__error(-ENOMEM, "map index of %zu slots", cap);
     free(m->u.map.index);
+    idx[0] = cap;
     m->u.map.index = idx;
-    m->u.map.index_cap = cap;
-    for (size_t e = 0; e < m->u.map.len; e++) {
-        size_t slot = map_probe(m, m->u.map.keys[e], mp__value_hash(m->u.map.keys[e]));
-        idx[slot] = e + 1;
-    }
+    for (size_t e = 0; e < m->u.map.len; e++)
+        *map_probe(m, m->u.map.keys[e], mp__value_hash(m->u.map.keys[e])) = e + 1;
     return 0;
 }
 
@@ -415,7 +417,7 @@ static int map_reindex(mp_value *m, size_t cap)
 static size_t map_find(const mp_value *m, const mp_value *key)
 {
     if (m->u.map.index) {
-        size_t e = m->u.map.index[map_probe(m, key, mp__value_hash(key))];
+        size_t e = *map_probe(m, key, mp__value_hash(key));
         return e ? e - 1 : (size_t)-1;
     }
     for (size_t e = 0; e < m->u.map.len; e++)
@@ -455,7 +457,7 @@ static int map_append(mp_value *m, mp_value *key, mp_value *val)
     if (m->u.map.len < MP__INDEX_MIN)
         return 0;
     /* Keep the index at most half full. */
-    if (m->u.map.len * 2 > m->u.map.index_cap) {
+    if (m->u.map.len * 2 > index_cap(m)) {
         size_t cap = 16;
         while (cap < m->u.map.len * 4)
             cap *= 2;
@@ -465,7 +467,7 @@ static int map_append(mp_value *m, mp_value *key, mp_value *val)
         }
         return 0;
     }
-    m->u.map.index[map_probe(m, key, mp__value_hash(key))] = n + 1;
+    *map_probe(m, key, mp__value_hash(key)) = n + 1;
     return 0;
 }
 
@@ -982,11 +984,9 @@ int mp__value_map_remove(mp_value *m, size_t e, mp_value **key, mp_value **val)
         if (m->u.map.len < MP__INDEX_MIN) {
             free(m->u.map.index);
             m->u.map.index = NULL;
-            m->u.map.index_cap = 0;
-        } else if (map_reindex(m, m->u.map.index_cap) < 0) {
+        } else if (map_reindex(m, index_cap(m)) < 0) {
             free(m->u.map.index); /* fall back to linear search */
             m->u.map.index = NULL;
-            m->u.map.index_cap = 0;
         }
     }
     return 0;
