@@ -11,6 +11,14 @@
  * its slot names the chunk it was running: that chunk's tasks fail with MP_EWORKERDIED
  * (MP_ETIMEOUT for the task that overran its limit), the chunks behind it go back to
  * the front of the queue, a new worker takes the position.
+ * Results: a chunk's values are decoded straight into the job (a map's result list to
+ * be) or its iterator ring, their scalars from one block of values per chunk
+ * (mp__vblock: one allocation, not one per value; the values are freed by the user's
+ * thread, where this thread's per-thread value cache could never get them back).
+ * Failed chunks (arguments that could not be encoded) are failed here, never sent.
+ * Wake-ups: p->idle is set before the queue is looked at and cleared when poll
+ * returns, so submitters write the eventfd only when this thread may sleep; a worker's
+ * socket is read until a short read, not until EAGAIN.
  * Shared state: p->pending, p->sources, p->state under p->mu (never held across user
  * code or syscalls that wait); workers (w[]) belong to this thread alone. */
 #define _GNU_SOURCE

@@ -3,8 +3,9 @@
  * DESIGN: the result thread publishes with release stores (an item's state, a job's
  * done flag) and then bumps mp__pool_seq; readers here load with acquire and sleep on
  * mp__pool_seq (mp__pool_wait_until: a futex wait that runs pending deferred signal
- * handlers when a signal interrupts it). An iterator is used by one thread at a time:
- * it alone advances `consumed`. */
+ * handlers when a signal interrupts it); a reader whose item is already there does not
+ * register as a waiter at all. An iterator is used by one thread at a time: it alone
+ * advances `consumed`, and next hands over the ring slot's value (no copy). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "pool/pool.h"

@@ -1,8 +1,14 @@
 /* Submitting work: jobs (one per call), chunks (one message each), completion.
  *
- * DESIGN: a submitting thread (any thread) encodes its chunks itself, then appends
- * them to p->pending under p->mu and wakes the result thread; chunk ids are given
- * under the same lock. Completion (mp__job_complete_item, job_finish) runs on the
+ * DESIGN: a submitting thread (any thread) encodes its chunks itself and appends them
+ * to p->pending under p->mu as it goes (the first chunk alone, then batches), so the
+ * workers start on the first chunk while the rest are encoded; chunk ids are given
+ * under the same lock. Between its first and last part a call counts in p->submitting,
+ * so a closing pool does not wind down and a terminated one waits to fail the rest.
+ * The result thread is woken (eventfd) only when it may be asleep (p->idle); else it
+ * looks at the queue again before it sleeps. A chunk whose arguments cannot be encoded
+ * is queued as a failed chunk (fail_code): the result thread fails its items, so the
+ * error reaches the caller through the result, as Python's map_async does. Completion (mp__job_complete_item, job_finish) runs on the
  * result thread alone: it writes an item (apply/map: into the job's array of values,
  * which becomes the map's result list, failures apart; iterators: a ring slot), then
  * publishes it (the slot's state, the job's done flag: release stores), then bumps

@@ -4,7 +4,8 @@
  * socket in order and answers each chunk with one RESULT message, in the order the
  * chunks came, sent as soon as the chunk ends (a result held back would die with the
  * worker if a later task crashed it). A chunk streams: each argument is decoded when
- * its task starts and each result encoded and freed when it ends. Before a chunk starts it writes the chunk's id (and, with a time limit,
+ * its task starts (an int into a scratch value lent to the task: no allocation) and each
+ * result encoded and freed when it ends. Before a chunk starts it writes the chunk's id (and, with a time limit,
  * the index and start time of each task) into its slot in the shared slots mapping, so
  * the parent knows exactly what it was running if it dies. End of file on the socket
  * (the parent closed its end, or died) makes it exit 0; so does reaching

@@ -2,9 +2,12 @@
  * copy and free. Encoding lives in msgpack.c, format strings in pack.c,
  * Python-style printing in repr.c.
  *
- * DESIGN: values are plain trees owned by one thread at a time; the only shared
- * state is the kind registry (a fixed array under a mutex, filled by library
- * constructors before main and read by decode in any thread). */
+ * DESIGN: values are plain trees owned by one thread at a time; the shared state is
+ * the kind registry (a fixed array under a mutex, filled by library constructors
+ * before main and read by decode in any thread) and the value blocks: an mp__vblock
+ * holds many scalar values in one allocation, each freed on its own in any thread (an
+ * atomic count per block; the last free releases it), with a small cache of freed big
+ * blocks under a mutex. */
 #define _GNU_SOURCE
 #include "internal/value.h"
 #include "internal/common.h"
