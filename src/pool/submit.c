@@ -87,7 +87,9 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
 
 static void job_free(job *j)
 {
-    for (size_t i = 0; j->items && i < (j->cap ? j->cap : 1); i++) {
+    /* Every item taken: next emptied each slot, nothing is left to free in the ring. */
+    bool all_taken = j->items && !j->source && atomic_load(&j->consumed) == j->n;
+    for (size_t i = 0; j->items && !all_taken && i < (j->cap ? j->cap : 1); i++) {
         if (atomic_load(&j->items[i].state) == 1)
             mp_value_free(j->items[i].v);
         free(j->items[i].msg);
