@@ -6,8 +6,8 @@
  * the kind registry (a fixed array under a mutex, filled by library constructors
  * before main and read by decode in any thread) and the value blocks: an mp__vblock
  * holds many scalar values in one allocation, each freed on its own in any thread (an
- * atomic count per block; the last free releases it), with a small cache of freed big
- * blocks under a mutex. */
+ * atomic count per block; the last free releases it), with a small lock-free cache of
+ * freed big blocks. */
 #define _GNU_SOURCE
 #include "internal/value.h"
 #include "internal/common.h"
@@ -156,35 +156,42 @@ struct mp__vblock {
 #define VBLOCK_CACHE_BYTES ((size_t)64 << 20)
 #define VBLOCK_CACHE_SLOTS 16
 
-static mp__vblock *vcache[VBLOCK_CACHE_SLOTS];
-static size_t vcache_bytes;
-static pthread_mutex_t vcache_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Lock-free (a slot is taken by exchange, filled by compare-and-swap), so a forked
+ * child never finds it locked. */
+static mp__vblock *_Atomic vcache[VBLOCK_CACHE_SLOTS];
+static _Atomic size_t vcache_bytes;
 
 static size_t vblock_bytes(size_t n) { return sizeof(mp__vblock) + (n ? n : 1) * sizeof(mp_value); }
+
+/* Give b to the cache (false: full, the caller frees it). */
+static bool vcache_put(mp__vblock *b)
+{
+    if (atomic_fetch_add(&vcache_bytes, b->bytes) + b->bytes <= VBLOCK_CACHE_BYTES)
+        for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++) {
+            mp__vblock *expect = NULL;
+            if (atomic_compare_exchange_strong(&vcache[i], &expect, b))
+                return true;
+        }
+    atomic_fetch_sub(&vcache_bytes, b->bytes);
+    return false;
+}
 
 static mp__vblock *vblock_alloc(size_t n)
 {
     size_t want = vblock_bytes(n);
-    mp__vblock *b = NULL;
-    if (want >= VBLOCK_CACHE_MIN) {
-        pthread_mutex_lock(&vcache_lock);
-        size_t best = VBLOCK_CACHE_SLOTS;
-        for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++) {
-            mp__vblock *c = vcache[i];
-            if (c && c->bytes >= want && c->bytes / 2 <= want &&
-                (best == VBLOCK_CACHE_SLOTS || c->bytes < vcache[best]->bytes))
-                best = i;
-        }
-        if (best < VBLOCK_CACHE_SLOTS) {
-            b = vcache[best];
-            vcache[best] = NULL;
-            vcache_bytes -= b->bytes;
-        }
-        pthread_mutex_unlock(&vcache_lock);
-        if (b)
-            return b;
+    for (size_t i = 0; want >= VBLOCK_CACHE_MIN && i < VBLOCK_CACHE_SLOTS; i++) {
+        if (!atomic_load_explicit(&vcache[i], memory_order_relaxed))
+            continue;
+        mp__vblock *c = atomic_exchange(&vcache[i], NULL); /* ours from here on */
+        if (!c)
+            continue;
+        atomic_fetch_sub(&vcache_bytes, c->bytes);
+        if (c->bytes >= want && c->bytes / 2 <= want)
+            return c;
+        if (!vcache_put(c)) /* not this one: back it goes */
+            free(c);
     }
-    b = malloc(want);
+    mp__vblock *b = malloc(want);
     if (b)
         b->bytes = want;
     return b;
@@ -192,17 +199,8 @@ static mp__vblock *vblock_alloc(size_t n)
 
 static void vblock_free(mp__vblock *b)
 {
-    if (VALUE_CACHE && b->bytes >= VBLOCK_CACHE_MIN) {
-        pthread_mutex_lock(&vcache_lock);
-        for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++)
-            if (!vcache[i] && vcache_bytes + b->bytes <= VBLOCK_CACHE_BYTES) {
-                vcache[i] = b;
-                vcache_bytes += b->bytes;
-                b = NULL;
-                break;
-            }
-        pthread_mutex_unlock(&vcache_lock);
-    }
+    if (VALUE_CACHE && b->bytes >= VBLOCK_CACHE_MIN && vcache_put(b))
+        return;
     free(b);
 }
 
