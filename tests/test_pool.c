@@ -1354,6 +1354,48 @@ static void test_map_result_blocks(void)
     mp_value_free(in);
 }
 
+/* A pool terminated while a map is still encoding its chunks (from a callback, on the
+ * result thread): the map's later chunks fail with MP_ECLOSED, get returns, nothing
+ * hangs; every item ends with its result or MP_ECLOSED. */
+static void terminate_cb(const mp_value *result, void *userdata)
+{
+    (void)result;
+    mp_pool_terminate(userdata);
+}
+
+static void test_terminate_while_encoding(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *in = range_list(200000), *one = mp_value_int(1);
+    mp_pool_result *a = mp_pool_apply_async(
+        p, task_square, one, &(mp_pool_call_opts){.callback = terminate_cb, .userdata = p});
+    mp_clear_error();
+    mp_pool_result *r = mp_pool_map_async(p, task_square, in, &(mp_pool_call_opts){.chunksize = 1});
+    if (!r) { /* terminated before the first chunk was queued */
+        CHECK_INT(mp_last_error_code(), MP_ESTATE);
+    } else {
+        const mp_value *v = NULL;
+        int rc = mp_pool_result_get(r, 60, &v);
+        CHECK(rc == 0 || rc == MP_ECLOSED);
+        size_t ok = 0, closed = 0;
+        for (size_t i = 0; i < 200000; i++) {
+            int e = mp_pool_result_item(r, i, &v);
+            if (e == 0 && mp_value_get_int(v) == (int64_t)(i * i))
+                ok++;
+            else if (e == MP_ECLOSED)
+                closed++;
+        }
+        CHECK_INT(ok + closed, 200000);
+        mp_pool_result_free(r);
+    }
+    CHECK_OK(mp_pool_result_wait(a, 30));
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_result_free(a);
+    mp_pool_free(p);
+    mp_value_free(one);
+    mp_value_free(in);
+}
+
 int main(int argc, char **argv)
 {
     mp_forkserver_ensure_running();
@@ -1383,5 +1425,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_bad_args);
     RUN_IF(argc, argv, test_unencodable_item);
     RUN_IF(argc, argv, test_map_result_blocks);
+    RUN_IF(argc, argv, test_terminate_while_encoding);
     return mpt_done();
 }
