@@ -1363,6 +1363,12 @@ static void terminate_cb(const mp_value *result, void *userdata)
     mp_pool_terminate(userdata);
 }
 
+static void close_cb(const mp_value *result, void *userdata)
+{
+    (void)result;
+    mp_pool_close(userdata);
+}
+
 static void test_terminate_while_encoding(void)
 {
     mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
@@ -1389,6 +1395,24 @@ static void test_terminate_while_encoding(void)
         mp_pool_result_free(r);
     }
     CHECK_OK(mp_pool_result_wait(a, 30));
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_result_free(a);
+    mp_pool_free(p);
+
+    /* Closed instead: a call already under way still runs to the end. */
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    a = mp_pool_apply_async(p, task_square, one,
+                            &(mp_pool_call_opts){.callback = close_cb, .userdata = p});
+    mp_clear_error();
+    r = mp_pool_map_async(p, task_square, in, &(mp_pool_call_opts){.chunksize = 1});
+    if (!r) {
+        CHECK_INT(mp_last_error_code(), MP_ESTATE);
+    } else {
+        const mp_value *v = NULL;
+        CHECK_OK(mp_pool_result_get(r, 60, &v));
+        CHECK_INT(mp_value_get_int(mp_value_list_get(v, 199999)), (int64_t)199999 * 199999);
+        mp_pool_result_free(r);
+    }
     CHECK_OK(mp_pool_join(p, 30));
     mp_pool_result_free(a);
     mp_pool_free(p);
