@@ -174,9 +174,6 @@ struct job {
     _Atomic int stalled; /* the source waits for the consumer (window full) */
     int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
     job *next_src;   /* pool's list of source-fed jobs */
-    /* typed path */
-    int array_code;
-    char array_msg[512];
 };
 
 struct chunk {
