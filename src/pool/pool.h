@@ -47,7 +47,8 @@ typedef struct mp__msg_hdr {
 
 #define MP__POOL_MAX_FDS 128
 
-/* A received message: body malloc'd (owned), fds adopted. */
+/* A received message: fds adopted; the body lies in the channel's reading buffer, valid
+ * until that is filled again (mp__rx_fill) or freed. */
 typedef struct mp__msg {
     mp__msg_hdr h;
     char *body;
