@@ -315,6 +315,8 @@ static int encode_fast(mp__buf *g, mp_value *const *args, size_t count)
         return r;
     for (size_t k = 0; k < count; k++) {
         const mp_value *v = args[k];
+        if (k + 16 < count) /* the items are scattered in memory: ask for them early */
+            __builtin_prefetch(args[k + 16]);
         if (v->type == MP_INT && g->cap - g->len > 10) { /* the usual item */
             g->len += mp__pack_int(v->u.i, (unsigned char *)g->data + g->len);
             continue;
