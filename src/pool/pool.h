@@ -127,11 +127,14 @@ void mp__pool_fd_close_inherited(int keep1, int keep2);
 typedef struct job job;
 typedef struct chunk chunk;
 
+/* A ring slot of an iterator (16 bytes: a million-item imap has a million of them). */
 typedef struct item {
-    mp_value *v;
-    char *msg;
+    union {
+        mp_value *v; /* code 0: the value (NULL: nil) */
+        char *msg;   /* code < 0: the failure's message */
+    } u;
     int code;
-    _Atomic int state; /* 0 empty, 1 filled (ring slots of iterators) */
+    _Atomic int state; /* 0 empty (u NULL, code 0), 1 filled */
 } item;
 
 enum job_kind { JOB_APPLY, JOB_MAP, JOB_IMAP, JOB_IMAP_UNORDERED, JOB_ARRAY };

@@ -152,15 +152,14 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out)
         return 0;
     }
     item *s = &j->items[c % j->cap];
-    mp_value *v = s->v;
     int code = s->code;
-    if (code)
-        mp__error(code, "%s", s->msg ? s->msg : "");
-    if (s->msg) {
-        free(s->msg);
-        s->msg = NULL;
+    mp_value *v = code ? NULL : s->u.v;
+    if (code) {
+        mp__error(code, "%s", s->u.msg ? s->u.msg : mp_strerror(code));
+        free(s->u.msg);
     }
-    s->v = NULL;
+    s->u.v = NULL;
+    s->code = 0;
     atomic_store_explicit(&s->state, 0, memory_order_release);
     /* The source pump reads `consumed` then `stalled`, we write them in the other order:
      * both sides need the full fence (Dekker), so this store stays sequentially

@@ -124,9 +124,11 @@ static void job_free(job *j)
     /* Every item taken: next emptied each slot, nothing is left to free in the ring. */
     bool all_taken = j->items && !j->source && atomic_load(&j->consumed) == j->n;
     for (size_t i = 0; j->items && !all_taken && i < (j->cap ? j->cap : 1); i++) {
-        if (atomic_load(&j->items[i].state) == 1)
-            mp_value_free(j->items[i].v);
-        free(j->items[i].msg);
+        item *it = &j->items[i];
+        if (atomic_load(&it->state) == 1 && it->code)
+            free(it->u.msg);
+        else if (atomic_load(&it->state) == 1)
+            mp_value_free(it->u.v);
     }
     ring_free(j->items, j->cap ? j->cap : 1);
     for (size_t i = 0; j->vals && i < j->n; i++)
@@ -250,10 +252,13 @@ void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char
         it = &j->items[atomic_fetch_add(&j->ring_filled, 1) % j->cap];
     else
         it = &j->items[idx % j->cap];
-    it->v = v;
     it->code = code;
-    free(it->msg);
-    it->msg = code ? strdup(msg && msg[0] ? msg : mp_strerror(code)) : NULL;
+    if (code) {
+        mp_value_free(v);
+        it->u.msg = strdup(msg && msg[0] ? msg : mp_strerror(code)); /* NULL: the code's */
+    } else {
+        it->u.v = v;
+    }
     note_first(j, idx, code, msg);
     atomic_store_explicit(&it->state, 1, memory_order_release);
     atomic_fetch_add(&j->completed, 1);
@@ -276,12 +281,7 @@ void mp__job_complete_ring(job *j, size_t first, mp_value **vs, const bool *skip
             slot = first + k;
         }
         item *it = &j->items[slot % j->cap];
-        it->v = vs[k];
-        it->code = 0;
-        if (it->msg) {
-            free(it->msg);
-            it->msg = NULL;
-        }
+        it->u.v = vs[k]; /* the slot is empty: code 0 */
         atomic_store_explicit(&it->state, 1, memory_order_release);
         ok++;
     }
