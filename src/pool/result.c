@@ -162,9 +162,12 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out)
     s->code = 0;
     atomic_store_explicit(&s->state, 0, memory_order_release);
     /* The source pump reads `consumed` then `stalled`, we write them in the other order:
-     * both sides need the full fence (Dekker), so this store stays sequentially
-     * consistent. */
-    atomic_store(&j->consumed, c + 1);
+     * both sides need the full fence (Dekker), so that store is sequentially consistent;
+     * without a source, a release store is enough. */
+    if (j->source)
+        atomic_store(&j->consumed, c + 1);
+    else
+        atomic_store_explicit(&j->consumed, c + 1, memory_order_release);
     if (j->source && atomic_exchange(&j->stalled, 0)) {
         uint64_t one = 1;
         ssize_t w = write(j->wake_fd, &one, sizeof one);
