@@ -84,7 +84,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 5
+#define Q_VERSION 6
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -137,8 +137,18 @@ struct qshared {
     uint32_t joinable, posbits;
     uint32_t dead_tasks_done; /* JoinableQueue: a dead holder's tasks count as done */
     _Alignas(64) pthread_mutex_t lock;
-    _Atomic uint64_t headw, tailw; /* position words; stored under lock, read anywhere */
-    uint32_t get_waiters, put_waiters; /* sleepers on data_seq / space_seq, under lock */
+    /* Producers' line: the tail moves under lock. head_seen is the producers' last view of
+     * headw (under lock): a put checks its room against it and reads headw, the consumers'
+     * line, only when that view says the ring is full. */
+    _Atomic uint64_t tailw;
+    uint64_t head_seen;
+    /* Consumers' line. In a plain queue the head moves by compare-and-swap, with or
+     * without lock (take.c); in a JoinableQueue, under lock through the journal. */
+    _Alignas(64) _Atomic uint64_t headw;
+    /* Sleepers on data_seq / space_seq, counted under lock (atomically: a plain queue's
+     * consumers read put_waiters without it). Written only around sleeps, so both sides
+     * keep this line shared. */
+    _Alignas(64) uint32_t get_waiters, put_waiters;
     /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
      * lock_spin watches, in the queue's own words rather than the mutex's private
      * fields. Its own line: spinners reading it do not steal the holder's line. A holder
@@ -157,8 +167,8 @@ struct qshared {
 };
 
 _Static_assert(sizeof(pthread_mutex_t) > 40 ||
-                   offsetof(struct qshared, put_waiters) + 4 - offsetof(struct qshared, lock) <= 64,
-               "the lock and the position words share one cache line");
+                   offsetof(struct qshared, head_seen) + 8 - offsetof(struct qshared, lock) <= 64,
+               "the lock, the tail and the producers' view of the head share one cache line");
 _Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
 
 struct mp_queue {
@@ -168,6 +178,9 @@ struct mp_queue {
     uint64_t mask;
     bool closed;
     uint32_t slot; /* JoinableQueue: this process's holder slot last time (a hint) */
+    /* A plain queue's consumers in this process: their last view of tailw (take.c), so a
+     * get reads the producers' line only when the items it knew of are gone. */
+    _Atomic uint64_t tail_seen;
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
@@ -209,8 +222,7 @@ static inline uint64_t advance(const struct qshared *s, uint64_t w, uint64_t byt
 /* Publish a position word once the ring bytes it covers are written (put) or read (get). */
 static inline void commit_word(_Atomic uint64_t *w, uint64_t value)
 {
-    atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(w, value, memory_order_relaxed);
+    atomic_store_explicit(w, value, memory_order_release); /* a plain store on x86 */
 }
 
 static inline void cpu_relax(void)
@@ -286,8 +298,12 @@ bool mp__q_owner_gone(pthread_mutex_t *m);
 
 /* ---- wait.c ---- */
 /* Sleep on seq (unlocking meanwhile) for at most one slice or until the deadline.
- * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. */
-int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double deadline);
+ * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. With `watch`, returns 0
+ * without sleeping when *watch no longer equals `seen` once the sleeper is counted: the
+ * word a lock-free peer moves before it reads the count (a producer waiting for room
+ * watches headw). */
+int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double deadline,
+               const _Atomic uint64_t *watch, uint64_t seen);
 /* Spin a little (unlocked) hoping the counter moves away from `value`. */
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value);
 
@@ -310,13 +326,25 @@ int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout);
  * and wakes consumers. */
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need);
 int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
-/* Take the record at head. Under lock; count > 0 and no stream. */
+/* JoinableQueue (a plain queue takes in take.c): take the record at head. Under lock;
+ * count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                       size_t local_cap);
-/* Take up to `max` whole records at head whose bytes fit `cap`: copied to `dst` as they
+/* JoinableQueue: take up to `max` whole records at head whose bytes fit `cap`: copied to `dst` as they
  * lie in the ring, then one commit of the head. Under lock; count > 0 and no stream. The
  * number taken (0 when the first record alone exceeds cap), or an error. */
 long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *bytes);
+
+/* ---- take.c ---- */
+struct qbatch;
+#define Q_BIG 2 /* mp__q_take: the record at head is larger than the caller's buffer */
+/* A plain queue's get without the lock: copy the record(s) at head, then move headw by
+ * compare-and-swap. Into `local` (local_cap bytes), or malloc'd when `alloc` and it does
+ * not fit; with b (b->max > 0) up to b->max whole records fitting b->cap go to b->dst.
+ * 1 taken, 0 empty, Q_BIG (*len: the size of the item at head, which stays), or an
+ * error. Also called under lock: the head never moves by a plain store. */
+int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
+               size_t local_cap, bool alloc, struct qbatch *b);
 
 /* ---- putget.c ---- */
 /* Where a get_many copies the records it takes (see mp__q_get). */
