@@ -149,7 +149,7 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
             continue;
         }
         code = timeout == 0 ? MP_ETIMEOUT
-                            : mp__q_wait(q, &s->data_seq, &s->get_waiters,
+                            : mp__q_wait(q, &s->data_seq, &s->get_waiters, &s->get_woken,
                                     lazy_deadline(&deadline, timeout), NULL, 0);
         if (code < 0)
             break;
@@ -218,7 +218,11 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
-    if (tag == TAG_VALUE) {
+    int64_t i;
+    if (tag == TAG_VALUE && q_unpack_int(buf, len, &i)) { /* the common item, directly */
+        *out = mp_value_int(i);
+        code = *out ? 0 : -ENOMEM;
+    } else if (tag == TAG_VALUE) {
         code = mp_value_decode(buf, len, NULL, 0, out);
     } else {
         *out = mp_value_bytes(buf, len);

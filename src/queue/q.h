@@ -146,9 +146,12 @@ struct qshared {
      * without lock (take.c); in a JoinableQueue, under lock through the journal. */
     _Alignas(64) _Atomic uint64_t headw;
     /* Sleepers on data_seq / space_seq, counted under lock (atomically: a plain queue's
-     * consumers read put_waiters without it). Written only around sleeps, so both sides
-     * keep this line shared. */
+     * consumers read put_waiters without it). *_woken: 1 once a waker woke every sleeper
+     * counted, cleared by each new sleeper: later wakers skip the futex call until then
+     * (one wake-up per sleep, not one per item). Written only around sleeps and wakes,
+     * so both sides keep this line shared. */
     _Alignas(64) uint32_t get_waiters, put_waiters;
+    uint32_t get_woken, put_woken;
     /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
      * lock_spin watches, in the queue's own words rather than the mutex's private
      * fields. Its own line: spinners reading it do not steal the holder's line. A holder
@@ -281,6 +284,34 @@ static inline double lazy_deadline(double *deadline, double timeout)
  * codec): the queue's most common item, encoded without msgpack-c's packer. Its length. */
 static inline size_t q_pack_int(int64_t i, unsigned char *p) { return mp__pack_int(i, p); }
 
+/* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
+ * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
+ * through the codec, which builds the same value from an int but costs a few calls more. */
+static inline bool q_unpack_int(const unsigned char *p, size_t n, int64_t *i)
+{
+    if (n == 1 && (p[0] <= 0x7f || p[0] >= 0xe0)) {
+        *i = (int8_t)p[0];
+        return true;
+    }
+    if (n < 2 || p[0] < 0xcc || p[0] > 0xd3)
+        return false;
+    unsigned len = 1u << (p[0] & 3);
+    if (n != 1 + len)
+        return false;
+    uint64_t u = 0;
+    for (unsigned k = 0; k < len; k++)
+        u = u << 8 | p[1 + k];
+    if (p[0] <= 0xcf) { /* uint 8..64 */
+        if (u > INT64_MAX)
+            return false;
+        *i = (int64_t)u;
+    } else { /* int 8..64: sign-extend */
+        unsigned shift = 64 - 8 * len;
+        *i = (int64_t)(u << shift) >> shift;
+    }
+    return true;
+}
+
 /* ---- journal.c ---- */
 /* Items in the queue (a stream counts as one). Under lock. */
 uint64_t mp__q_item_count(const struct qshared *s);
@@ -301,9 +332,9 @@ bool mp__q_owner_gone(pthread_mutex_t *m);
  * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. With `watch`, returns 0
  * without sleeping when *watch no longer equals `seen` once the sleeper is counted: the
  * word a lock-free peer moves before it reads the count (a producer waiting for room
- * watches headw). */
-int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double deadline,
-               const _Atomic uint64_t *watch, uint64_t seen);
+ * watches headw). `woken` (may be NULL) is cleared once the sleeper is counted. */
+int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *woken,
+               double deadline, const _Atomic uint64_t *watch, uint64_t seen);
 /* Spin a little (unlocked) hoping the counter moves away from `value`. */
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value);
 

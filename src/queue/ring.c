@@ -69,7 +69,7 @@ wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
             continue;
         }
         code = timeout == 0 ? MP_ETIMEOUT
-                            : mp__q_wait(q, &s->space_seq, &s->put_waiters,
+                            : mp__q_wait(q, &s->space_seq, &s->put_waiters, &s->put_woken,
                                     lazy_deadline(&deadline, timeout), &s->headw,
                                     s->head_seen);
         if (code < 0) {
@@ -97,11 +97,15 @@ publish(mp_queue *q, uint64_t items, uint64_t need)
     } else {
         commit_word(&s->tailw, advance_n(s, tail, items, need));
     }
-    uint32_t waiters = s->get_waiters;
-    if (waiters) /* a sleeper read data_seq under the lock: it must see it move */
+    /* Sleepers counted and not yet woken (one futex call per sleep, not per item). A
+     * sleeper read data_seq under the lock: it must see it move. */
+    uint32_t waiters = s->get_waiters && !s->get_woken ? s->get_waiters : 0;
+    if (waiters) {
+        s->get_woken = 1;
         bump(&s->data_seq);
+    }
     qunlock(q);
-    wake(&s->data_seq, waiters, items < INT32_MAX ? (int)items : INT32_MAX);
+    wake(&s->data_seq, waiters, items < waiters ? (int)items : (int)waiters);
 }
 
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)

@@ -15,9 +15,14 @@
  * - Crash: a consumer killed before its swap took nothing (the item stays for the next
  *   one); after it, the item went with it, as when a consumer is killed just after a
  *   locked get returned. It holds no lock, so it leaves nothing to repair.
- * - Waking: a producer waiting for room counts itself in put_waiters (an atomic add) and
- *   then re-reads headw before it sleeps (wait.c's watch); a consumer swaps the head and
- *   then reads put_waiters. Both are sequentially consistent, so one sees the other.
+ * - Waking: a producer waiting for room counts itself in put_waiters (an atomic add),
+ *   clears put_woken and then re-reads headw before it sleeps (wait.c's watch); a
+ *   consumer swaps the head and then reads put_waiters and put_woken. All sequentially
+ *   consistent, so either the producer sees the new head and does not sleep, or the
+ *   consumer sees it counted and not yet woken, sets put_woken and wakes every sleeper.
+ *   A consumer that finds put_woken set skips the futex call: a sleeper counted after
+ *   that wake cleared it first, so such a consumer's swap came before the sleeper's
+ *   re-read of the head.
  * - The head's position word carries an item count modulo 2^(64 - posbits) (40 bits for
  *   the default 8 MiB ring): a swap could only be fooled by a head that went all the way
  *   round that count while one consumer was between its read and its swap.
@@ -33,10 +38,13 @@ static inline uint64_t acq(const _Atomic uint64_t *w)
     return atomic_load_explicit(w, memory_order_acquire);
 }
 
-/* Producers waiting for room: the swap that freed it was a full barrier before this read. */
+/* Producers waiting for room: the swap that freed it was a full barrier before these
+ * reads. Only the first taker after a producer went to sleep calls the futex. */
 static inline void wake_putters(struct qshared *s)
 {
-    if (__atomic_load_n(&s->put_waiters, __ATOMIC_SEQ_CST)) {
+    if (__atomic_load_n(&s->put_waiters, __ATOMIC_SEQ_CST) &&
+        !__atomic_load_n(&s->put_woken, __ATOMIC_SEQ_CST) &&
+        !__atomic_exchange_n(&s->put_woken, 1, __ATOMIC_SEQ_CST)) {
         bump(&s->space_seq);
         mp__futex_wake(&s->space_seq, INT32_MAX);
     }

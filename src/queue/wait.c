@@ -18,13 +18,15 @@
 /* Sleep on seq (unlocking meanwhile) for at most one slice or until the deadline.
  * Returns 0 (re-check), MP_ETIMEOUT when the deadline passed, MP_EINTERRUPTED, or a lock
  * error. The lock is held again on return (except on a lock error). */
-int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double deadline,
-               const _Atomic uint64_t *watch, uint64_t watched)
+int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *woken,
+               double deadline, const _Atomic uint64_t *watch, uint64_t watched)
 {
     if (deadline >= 0 && mp__now() >= deadline)
         return MP_ETIMEOUT;
     uint32_t seen = atomic_load(seq);
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST); /* a full barrier before the re-read */
+    if (woken) /* we are not woken yet: the next waker must call the futex */
+        __atomic_store_n(woken, 0, __ATOMIC_SEQ_CST);
     if (watch && atomic_load(watch) != watched) { /* a lock-free peer moved it meanwhile */
         __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
         return 0;
@@ -47,14 +49,18 @@ int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double dea
 /* Spin a little (unlocked) hoping the counter moves away from `value`: a sleep + wake costs
  * microseconds, a consumer that keeps up with its producer should not pay it, nor a
  * producer that is ahead of its consumer (a full ring) pay a sleep per item. */
+#include <stdlib.h>
+static int knob(const char *n, int d) { const char *e = getenv(n); return e ? atoi(e) : d; }
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value)
 {
-    for (int i = 0; i < 400; i++) {
+    static int spins = -1, yields;
+    if (spins < 0) { spins = knob("QSPIN", 400); yields = knob("QYIELD", 4); }
+    for (int i = 0; i < spins; i++) {
         if (atomic_load_explicit(c, memory_order_relaxed) != value)
             return;
         cpu_relax();
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < yields; i++) {
         if (atomic_load_explicit(c, memory_order_relaxed) != value)
             return;
         sched_yield();
