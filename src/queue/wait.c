@@ -49,18 +49,14 @@ int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *
 /* Spin a little (unlocked) hoping the counter moves away from `value`: a sleep + wake costs
  * microseconds, a consumer that keeps up with its producer should not pay it, nor a
  * producer that is ahead of its consumer (a full ring) pay a sleep per item. */
-#include <stdlib.h>
-static int knob(const char *n, int d) { const char *e = getenv(n); return e ? atoi(e) : d; }
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value)
 {
-    static int spins = -1, yields;
-    if (spins < 0) { spins = knob("QSPIN", 400); yields = knob("QYIELD", 4); }
-    for (int i = 0; i < spins; i++) {
+    for (int i = 0; i < 400; i++) {
         if (atomic_load_explicit(c, memory_order_relaxed) != value)
             return;
         cpu_relax();
     }
-    for (int i = 0; i < yields; i++) {
+    for (int i = 0; i < 4; i++) {
         if (atomic_load_explicit(c, memory_order_relaxed) != value)
             return;
         sched_yield();
