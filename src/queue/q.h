@@ -181,9 +181,11 @@ struct mp_queue {
     uint64_t mask;
     bool closed;
     uint32_t slot; /* JoinableQueue: this process's holder slot last time (a hint) */
-    /* A plain queue's consumers in this process: their last view of tailw (take.c), so a
-     * get reads the producers' line only when the items it knew of are gone. */
-    _Atomic uint64_t tail_seen;
+    /* A plain queue's consumers in this process: their last view of tailw and the head it
+     * is good for (take.c), so a get reads the producers' line only when the items it
+     * knew of are gone or another process moved the head. */
+    _Atomic uint64_t tail_seen, head_mine;
+    uint64_t tail_cache_max; /* 0: no such view (rings > 8 MiB, see take.c) */
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }

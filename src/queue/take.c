@@ -23,9 +23,19 @@
  *   A consumer that finds put_woken set skips the futex call: a sleeper counted after
  *   that wake cleared it first, so such a consumer's swap came before the sleeper's
  *   re-read of the head.
- * - The head's position word carries an item count modulo 2^(64 - posbits) (40 bits for
- *   the default 8 MiB ring): a swap could only be fooled by a head that went all the way
- *   round that count while one consumer was between its read and its swap.
+ * - The tail view: a process keeps the last tail it read (tail_seen) and the head it was
+ *   good for (head_mine: the head then, or where its own last take left it). While the
+ *   head is still there and the view shows items past it, those items are committed (the
+ *   tail only moves forward), so a get does not read the producers' line; once another
+ *   process moved the head, or the items it showed are gone, it reads tailw afresh. The
+ *   two words are stored tail first and read head first, and the view must show at most
+ *   capacity / 16 items: threads of one process racing on them can only cost a re-read.
+ * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
+ *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
+ *   word that came back to the very value it had, after a multiple of 2^40 items taken
+ *   while this consumer was between its read and its swap (or idle). The view is used
+ *   only where the count has 40 bits or more (rings up to 8 MiB); bigger rings read tailw
+ *   on every get.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
@@ -95,6 +105,7 @@ static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
     ring_read(q, *h, b->dst, taken);
     if (!swap_head(s, h, pos))
         return 0;
+    atomic_store_explicit(&q->head_mine, pos, memory_order_relaxed);
     b->n = n;
     b->bytes = taken;
     return 1;
@@ -131,6 +142,7 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
             free(p);
         return 0;
     }
+    atomic_store_explicit(&q->head_mine, next, memory_order_relaxed);
     if (next != atomic_load_explicit(&q->tail_seen, memory_order_relaxed))
         __builtin_prefetch(q->ring + (next & q->mask)); /* the next get finds it in cache */
     *buf = p;
@@ -139,16 +151,20 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     return 1;
 }
 
-/* A tail at or after h: this process's last view of it while that still shows items past
- * h, else a fresh read. */
+/* A tail at or after h: this process's last view of it while the head is still where
+ * this process last saw or left it (so nobody else took the items it showed) and it
+ * shows items past h; else a fresh read. */
 static inline uint64_t tail_view(mp_queue *q, uint64_t h)
 {
     struct qshared *s = q->s;
-    uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
-    if (n == 0 || n > s->capacity / Q_REC) {
-        t = acq(&s->tailw);
-        atomic_store_explicit(&q->tail_seen, t, memory_order_release);
+    if (atomic_load_explicit(&q->head_mine, memory_order_acquire) == h) {
+        uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
+        if (n && n <= q->tail_cache_max)
+            return t;
     }
+    uint64_t t = acq(&s->tailw);
+    atomic_store_explicit(&q->tail_seen, t, memory_order_release); /* before its head */
+    atomic_store_explicit(&q->head_mine, h, memory_order_release);
     return t;
 }
 
