@@ -149,8 +149,8 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
             continue;
         }
         code = timeout == 0 ? MP_ETIMEOUT
-                            : mp__q_wait(q, &s->data_seq, &s->get_waiters, &s->get_woken,
-                                    lazy_deadline(&deadline, timeout), NULL, 0);
+                            : mp__q_wait(q, &s->data_seq, &s->get_waiters, NULL,
+                                    &s->get_pending, lazy_deadline(&deadline, timeout), NULL, 0);
         if (code < 0)
             break;
     }

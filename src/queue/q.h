@@ -146,12 +146,14 @@ struct qshared {
      * without lock (take.c); in a JoinableQueue, under lock through the journal. */
     _Alignas(64) _Atomic uint64_t headw;
     /* Sleepers on data_seq / space_seq, counted under lock (atomically: a plain queue's
-     * consumers read put_waiters without it). *_woken: 1 once a waker woke every sleeper
-     * counted, cleared by each new sleeper: later wakers skip the futex call until then
-     * (one wake-up per sleep, not one per item). Written only around sleeps and wakes,
-     * so both sides keep this line shared. */
+     * consumers read put_waiters without it). So that a waker calls the futex once per
+     * sleep rather than once per item until the sleeper runs: get_pending counts the
+     * sleepers woken and not yet back (under lock; each returning sleeper takes one off,
+     * so it can only fall short, which costs a spare wake); put_woken is 1 once a taker
+     * woke every producer counted, cleared by each new sleeper. Written only around
+     * sleeps and wakes, so both sides keep this line shared. */
     _Alignas(64) uint32_t get_waiters, put_waiters;
-    uint32_t get_woken, put_woken;
+    uint32_t get_pending, put_woken;
     /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
      * lock_spin watches, in the queue's own words rather than the mutex's private
      * fields. Its own line: spinners reading it do not steal the holder's line. A holder
@@ -334,9 +336,11 @@ bool mp__q_owner_gone(pthread_mutex_t *m);
  * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. With `watch`, returns 0
  * without sleeping when *watch no longer equals `seen` once the sleeper is counted: the
  * word a lock-free peer moves before it reads the count (a producer waiting for room
- * watches headw). `woken` (may be NULL) is cleared once the sleeper is counted. */
+ * watches headw). `woken` (may be NULL) is cleared once the sleeper is counted; `pending`
+ * (may be NULL) loses one on return, if not 0. */
 int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *woken,
-               double deadline, const _Atomic uint64_t *watch, uint64_t seen);
+               uint32_t *pending, double deadline, const _Atomic uint64_t *watch,
+               uint64_t seen);
 /* Spin a little (unlocked) hoping the counter moves away from `value`. */
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value);
 

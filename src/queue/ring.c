@@ -69,7 +69,7 @@ wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
             continue;
         }
         code = timeout == 0 ? MP_ETIMEOUT
-                            : mp__q_wait(q, &s->space_seq, &s->put_waiters, &s->put_woken,
+                            : mp__q_wait(q, &s->space_seq, &s->put_waiters, &s->put_woken, NULL,
                                     lazy_deadline(&deadline, timeout), &s->headw,
                                     s->head_seen);
         if (code < 0) {
@@ -97,15 +97,16 @@ publish(mp_queue *q, uint64_t items, uint64_t need)
     } else {
         commit_word(&s->tailw, advance_n(s, tail, items, need));
     }
-    /* Sleepers counted and not yet woken (one futex call per sleep, not per item). A
-     * sleeper read data_seq under the lock: it must see it move. */
-    uint32_t waiters = s->get_waiters && !s->get_woken ? s->get_waiters : 0;
-    if (waiters) {
-        s->get_woken = 1;
+    /* Sleepers counted and not yet woken, one per item (one futex call per sleep, not
+     * per item). A sleeper read data_seq under the lock: it must see it move. */
+    uint32_t idle = s->get_waiters > s->get_pending ? s->get_waiters - s->get_pending : 0;
+    uint32_t n = items < idle ? (uint32_t)items : idle;
+    if (n) {
+        s->get_pending += n;
         bump(&s->data_seq);
     }
     qunlock(q);
-    wake(&s->data_seq, waiters, items < waiters ? (int)items : (int)waiters);
+    wake(&s->data_seq, n, (int)n);
 }
 
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)

@@ -83,7 +83,7 @@ static int stream_start(mp_queue *q, uint32_t tag, size_t len, double deadline, 
             break;
         code = timeout == 0 ? MP_ETIMEOUT
                             : mp__q_wait(q, &s->space_seq, &s->put_waiters, &s->put_woken,
-                                         deadline, &s->headw, head);
+                                         NULL, deadline, &s->headw, head);
         if (code < 0) {
             qunlock(q);
             return code == MP_ETIMEOUT ? mp__q_full_error(q, timeout) : code;
@@ -137,7 +137,7 @@ static int stream_feed(mp_queue *q, const unsigned char *buf, size_t len, double
             wake(&s->stream_seq, s->stream_waiters, INT32_MAX);
             continue;
         }
-        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, NULL, deadline, NULL, 0);
+        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, NULL, NULL, deadline, NULL, 0);
         if (code == MP_ETIMEOUT || code == MP_EINTERRUPTED) {
             if (s->st.s_done_gen >= gen)
                 return 0;
@@ -217,7 +217,7 @@ static int stream_drain(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
             continue;
         }
         /* No deadline once claimed: the stream is ours and its producer waits for us. */
-        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, NULL, -1, NULL, 0);
+        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, NULL, NULL, -1, NULL, 0);
         if (code < 0) {
             free(p);
             return code;

@@ -19,7 +19,8 @@
  * Returns 0 (re-check), MP_ETIMEOUT when the deadline passed, MP_EINTERRUPTED, or a lock
  * error. The lock is held again on return (except on a lock error). */
 int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *woken,
-               double deadline, const _Atomic uint64_t *watch, uint64_t watched)
+               uint32_t *pending, double deadline, const _Atomic uint64_t *watch,
+               uint64_t watched)
 {
     if (deadline >= 0 && mp__now() >= deadline)
         return MP_ETIMEOUT;
@@ -39,6 +40,8 @@ int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *
         return code;
     if (__atomic_load_n(waiters, __ATOMIC_RELAXED))
         __atomic_fetch_sub(waiters, 1, __ATOMIC_RELAXED);
+    if (pending && *pending) /* woken or not: one fewer on its way back */
+        (*pending)--;
     if (r == MP_EINTERRUPTED)
         return mp__error(r, "queue wait interrupted by a signal");
     if (deadline >= 0 && mp__now() >= deadline)
