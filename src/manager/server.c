@@ -27,6 +27,7 @@
 #include "internal/sigutil.h"
 #include "internal/value.h"
 #include "manager/mgr.h"
+#include "manager/shmchan.h"
 #include "multiproc/process.h"
 
 #include <errno.h>
@@ -59,6 +60,8 @@ struct mgr_conn {
     size_t nrefs, cap;
     uint64_t *lent; /* references taken for proxies in the last reply (see lend) */
     size_t nlent, lentcap;
+    mgr_chan chan;      /* the shared-memory channel of a local client (shmchan.c) */
+    int chan_fds[3];    /* set up by a "shm" request: to send after its reply */
     mgr_conn *prev, *next;
 };
 
@@ -431,6 +434,21 @@ static int server_incref(mgr_conn *c, const mp_value *args, mp_value **result)
     return *result ? 0 : mp_last_error_code();
 }
 
+/* A local client asks for the shared-memory channel: made here, its fds sent after the
+ * reply (conn_main); the reply tells the slot size. */
+static int server_shm(mgr_conn *c, mp_value **result)
+{
+    if (c->chan.shm || c->chan_fds[0] >= 0)
+        return mp__error(MP_ESTATE, "shm: this connection has its channel already");
+    if (!mp__mgr_chan_local(c->fd))
+        return mp__error(MP_EUNSUPPORTED, "shm: only for a local (Unix socket) client");
+    int r = mp__mgr_chan_create(&c->chan, c->chan_fds);
+    if (r < 0)
+        return r;
+    *result = mp_value_int((int64_t)mp__mgr_chan_slot());
+    return *result ? 0 : mp_last_error_code();
+}
+
 static int server_method(mgr_conn *c, const char *method, const mp_value *args,
                          mp_value **result, bool *stop)
 {
@@ -448,6 +466,8 @@ static int server_method(mgr_conn *c, const char *method, const mp_value *args,
         *result = mp_value_int((int64_t)c->srv->cfg.max_message);
         return *result ? 0 : mp_last_error_code();
     }
+    if (strcmp(method, "shm") == 0)
+        return server_shm(c, result);
     if (strcmp(method, "shutdown") == 0) {
         *stop = true;
         return 0;
@@ -559,6 +579,9 @@ static void conn_end(mgr_conn *c)
     pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->mu);
     mp_connection_free(c->conn);
+    mp__mgr_chan_close(&c->chan);
+    if (c->chan_fds[0] >= 0)
+        mp__close(c->chan_fds[0]);
     free(c->refs);
     free(c->lent);
     free(c);
@@ -572,6 +595,27 @@ static void request_stop(mgr_server *s)
     }
 }
 
+/* Send the channel's fds after the reply to "shm"; a failure leaves the socket path. */
+static void pass_chan(mgr_conn *c)
+{
+    if (c->chan_fds[0] < 0)
+        return;
+    if (mp__mgr_chan_send_fds(c->fd, c->chan_fds) < 0)
+        mp__mgr_chan_close(&c->chan);
+    mp__close(c->chan_fds[0]); /* the segment: mapped; the eventfds are the channel's */
+    c->chan_fds[0] = -1;
+}
+
+/* The next request: from the channel's slot once there is one, else the socket. */
+static int next_request(mgr_conn *c, void **buf, size_t *len, bool *from_slot)
+{
+    *from_slot = false;
+    size_t max = c->srv->cfg.max_message;
+    if (c->chan.shm)
+        return mp__mgr_chan_next(&c->chan, c->conn, max, buf, len, from_slot);
+    return mp_connection_recv_bytes(c->conn, max, buf, len);
+}
+
 static void *conn_main(void *arg)
 {
     mgr_conn *c = arg;
@@ -582,7 +626,8 @@ static void *conn_main(void *arg)
     while (r == 0) {
         void *buf;
         size_t len;
-        if (mp_connection_recv_bytes(c->conn, s->cfg.max_message, &buf, &len) < 0)
+        bool slot;
+        if (next_request(c, &buf, &len, &slot) < 0)
             break;
         char *out = NULL;
         size_t outlen = 0;
@@ -590,8 +635,11 @@ static void *conn_main(void *arg)
         r = handle(c, buf, len, &out, &outlen, &stop);
         mp_free(buf);
         if (r == 0)
-            r = mp_connection_send_bytes(c->conn, out, 0, outlen);
+            r = slot ? mp__mgr_chan_reply(&c->chan, c->conn, out, outlen)
+                     : mp_connection_send_bytes(c->conn, out, 0, outlen);
         mp_free(out);
+        if (r == 0)
+            pass_chan(c);
         if (stop)
             request_stop(s);
     }
@@ -618,6 +666,8 @@ static void accept_one(mgr_server *s)
     c->srv = s;
     c->conn = conn;
     c->fd = fd;
+    c->chan = (mgr_chan)MGR_CHAN_NONE;
+    c->chan_fds[0] = c->chan_fds[1] = c->chan_fds[2] = -1;
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
