@@ -473,8 +473,11 @@ static int server_method(mgr_conn *c, const char *method, const mp_value *args,
         return 0;
     }
     if (strcmp(method, "debug_info") == 0) {
-        *result = mp_value_pack("{s:I s:i}", "objects", (int64_t)c->srv->nobjs, "connections",
-                                c->srv->nconns);
+        int chans = 0;
+        for (mgr_conn *k = c->srv->conns; k; k = k->next)
+            chans += k->chan.shm != NULL;
+        *result = mp_value_pack("{s:I s:i s:i}", "objects", (int64_t)c->srv->nobjs,
+                                "connections", c->srv->nconns, "channels", chans);
         return *result ? 0 : mp_last_error_code();
     }
     return mp__error(MP_EUNSUPPORTED, "the manager has no method '%s'", method);
