@@ -142,6 +142,8 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts);
 /* MP_EINVAL (with a message) for options no manager can start with. */
 int mp__mgr_check_opts(const mp_manager_opts *opts);
 mp_manager_server *mp__mgr_server_new(const mgr_config *cfg);
+/* The control socket of a server process (adopted): a byte or EOF on it stops serving. */
+void mp__mgr_server_set_ctl(mp_manager_server *s, int fd);
 
 /* ---- registered types across exec --------------------------------------------------- */
 /* Describe types as a value ([[name, create, destroy, repr, [[mname, fn]...]]...],

@@ -15,8 +15,9 @@
  *   or closed) drops all of its own and releases the locks it held. An object whose
  *   count reaches zero is freed, unless a live object's contents hold a proxy to it
  *   (nested proxies): then a mark pass from the referenced objects decides.
- * - Stopping: a "shutdown" request, mp_manager_server_stop or the watched parent's end
- *   wakes the accept loop through a pipe / pidfd; it shuts every connection's socket
+ * - Stopping: a "shutdown" request, mp_manager_server_stop, the watched parent's end
+ *   or a byte (or EOF) on the starting process's control socket wakes the accept loop
+ *   through a pipe / pidfd / that socket; it shuts every connection's socket
  *   down (their reads return EOF), wakes every parked wait, waits for the connection
  *   threads to finish and frees the objects.
  * Lock order: mu only (the handshake and socket I/O run without it).
@@ -81,6 +82,7 @@ struct mp_manager_server {
     size_t kept; /* objects no connection references, alive only through a container */
     int stop_r, stop_w;
     int watch; /* pidfd of the process whose end stops the server (-1: none) */
+    int ctl;   /* the starting process's control socket: a byte or EOF stops (-1: none) */
 };
 
 /* ---- objects ------------------------------------------------------------------------- */
@@ -764,6 +766,7 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
     s->cfg = *cfg;
     s->stop_r = s->stop_w = -1;
     s->watch = -1;
+    s->ctl = -1;
     /* Opened now, while the starting process waits for our report: opened later (in
      * serve_forever), a parent that returned and exited at once would be gone already
      * and the server would serve forever (seen in test_api_sweep under load). */
@@ -819,6 +822,8 @@ mp_manager_server *mp_manager_server_new(const mp_manager_opts *opts)
     return mp__mgr_server_new(&cfg);
 }
 
+void mp__mgr_server_set_ctl(mp_manager_server *s, int fd) { s->ctl = fd; }
+
 const char *mp_manager_server_address(const mp_manager_server *s)
 {
     return s ? s->cfg.address : "";
@@ -869,18 +874,18 @@ int mp_manager_server_serve_forever(mp_manager_server *s)
 {
     if (!s || !s->listener)
         return mp__error(MP_EINVAL, "mp_manager_server_serve_forever: no server");
-    int watch = s->watch;
-    int code = 0;
+    int watch = s->watch, code = 0;
     for (;;) {
-        struct pollfd p[3] = {{mp_listener_fileno(s->listener), POLLIN, 0},
+        struct pollfd p[4] = {{mp_listener_fileno(s->listener), POLLIN, 0},
                               {s->stop_r, POLLIN, 0},
-                              {watch, POLLIN, 0}};
-        int n = mp__iwait_poll(p, watch >= 0 ? 3 : 2, -1);
+                              {watch, POLLIN, 0},
+                              {s->ctl, POLLIN, 0}};
+        int n = mp__iwait_poll(p, 4, -1); /* negative fds are ignored */
         if (n < 0) {
             code = n == MP_EINTERRUPTED ? n : mp__error(n, "manager: poll");
             break;
         }
-        if (p[1].revents || (watch >= 0 && p[2].revents))
+        if (p[1].revents || p[2].revents || p[3].revents)
             break;
         if (p[0].revents & POLLIN)
             accept_one(s);
@@ -906,6 +911,8 @@ void mp_manager_server_free(mp_manager_server *s)
     }
     if (s->watch >= 0)
         mp__close(s->watch);
+    if (s->ctl >= 0)
+        mp__close(s->ctl);
     if (s->stop_r >= 0) {
         mp__close(s->stop_r);
         mp__close(s->stop_w);
