@@ -7,6 +7,7 @@
  *                Queue, JoinableQueue (blocking methods park on the object's condvar)
  *   usertypes.c  registered types: their functions as (object, offset) across exec
  *   proxy.c      the client side: proxies, the "proxy" kind
+ *   shmchan.c    the shared-memory request channel of local connections
  *   manager.c    starting the server process, connecting, shutting down
  */
 #ifndef MP_MANAGER_MGR_H

@@ -7,7 +7,10 @@
  * connects and takes a reference of its own, except inside a server thread, where a
  * proxy stored in a container is only a reference (mp__mgr_in_server). A server that
  * dies closes the socket: the blocked or next call gets MP_EEOF. A call interrupted by
- * a signal handler leaves its reply pending; the next call reads and drops it first. */
+ * a signal handler leaves its reply pending; the next call reads and drops it first.
+ * On a local (Unix socket) connection the proxy's second call asks for the
+ * shared-memory channel (shmchan.c) and later calls go through its slot when they fit;
+ * the socket stays open, so a server's death is still noticed at once. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"

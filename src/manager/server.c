@@ -3,8 +3,11 @@
  * DESIGN
  * - Threads: the thread calling serve_forever accepts (raw accept4 on the listener's
  *   fd: the HMAC handshake runs on the new connection's own thread, bounded by
- *   handshake_limit when set, so a silent client never holds the accept path). Each connection gets a detached
- *   thread that reads a request, dispatches it and writes the reply, one at a time.
+ *   handshake_limit when set, so a silent client never holds the accept path). Each
+ *   connection gets a detached thread that reads a request, dispatches it and writes
+ *   the reply, one at a time: from and to the socket, or, once a local client asked for
+ *   it ("shm"), through the connection's shared-memory slot (shmchan.c), the socket
+ *   still watched for the client's end.
  * - Shared state: the object table, every object and every connection's reference
  *   list are guarded by one server mutex `mu`, held while a method runs. A blocking
  *   method (Lock.acquire, Queue.get, Event.wait, ...) parks on its object's condvar,

@@ -35,6 +35,7 @@
 #include "internal/iwait.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -66,10 +67,13 @@ struct mgr_shm {
 
 static double spin_time(void)
 {
-    static double t = -1;
-    if (t < 0)
-        t = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? SPIN : 0;
-    return t;
+    static _Atomic long cpus; /* 0: not asked yet */
+    long n = atomic_load_explicit(&cpus, memory_order_relaxed);
+    if (n == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        atomic_store_explicit(&cpus, n, memory_order_relaxed);
+    }
+    return n > 1 ? SPIN : 0;
 }
 
 /* Spin until *w is one of the wanted states (a bitmask of 1 << state): the state, or -1
