@@ -8,6 +8,7 @@
 
 #include "multiproc/manager.h"
 #include "multiproc/pool.h"
+#include "multiproc/signals.h"
 
 #include "manager/mgr.h"
 
@@ -454,11 +455,13 @@ typedef struct caller {
     int rc;
     char result[256];
     pthread_t t;
+    _Atomic pid_t tid;
 } caller;
 
 static void *caller_main(void *arg)
 {
     caller *c = arg;
+    c->tid = gettid();
     mp_value *res = NULL;
     c->rc = mp_proxy_call(c->p, c->method, c->args, &res);
     snprintf(c->result, sizeof c->result, "%s", c->rc < 0 ? mp_errname(c->rc) : "");
@@ -1133,6 +1136,63 @@ static void test_client_killed_mid_shm_request(void)
     CHECK_INT(wait_objects(mgr, 0), 0);
 }
 
+/* A signal handler that asks the blocking call to stop. */
+static int stop_handler(int sig, void *arg)
+{
+    (void)sig;
+    (void)arg;
+    return 1;
+}
+
+typedef struct kicker {
+    pthread_t target;
+    pid_t tid;
+    int rc;
+} kicker;
+
+/* Send SIGUSR1 to the target thread once it sleeps in poll. */
+static void *kicker_main(void *arg)
+{
+    kicker *k = arg;
+    k->rc = mpt_wait_blocked(getpid(), k->tid, "poll", 10);
+    pthread_kill(k->target, SIGUSR1);
+    return NULL;
+}
+
+/* A call through the slot interrupted by a handler returns MP_EINTERRUPTED; its reply,
+ * still on its way, is dropped by the next call (which gets its own). */
+static void test_interrupted_shm_call(void)
+{
+    mp_proxy *q = mp_manager_queue(mgr, 0), *q2 = mp_proxy_dup(q);
+    CHECK_STR(callr(q, "qsize", NULL), "0");
+    CHECK_STR(callr(q, "qsize", NULL), "0"); /* the channel is set up: the get goes by the slot */
+    CHECK_OK(mp_signal_set_handler(SIGUSR1, stop_handler, NULL));
+    kicker k = {.target = pthread_self(), .tid = gettid()};
+    pthread_t t;
+    pthread_create(&t, NULL, kicker_main, &k);
+    CHECK_ERR(mp_proxy_callf(q, "get", NULL, NULL), MP_EINTERRUPTED);
+    pthread_join(t, NULL);
+    CHECK_INT(k.rc, 0);
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    /* The next call waits for the interrupted get's reply and drops it before it sends
+     * its own request (else it would take that reply for its own, and its request
+     * written over the slot while the get is parked would be lost). */
+    caller w;
+    caller_start(&w, q, "qsize", NULL);
+    while (w.tid == 0)
+        sched_yield();
+    CHECK_OK(mpt_wait_blocked(getpid(), w.tid, "poll", 10));
+    CHECK_STR(callr(q2, "put", "[s]", "a"), "None"); /* the interrupted get takes it */
+    caller_join(&w);
+    CHECK_INT(w.rc, 0);
+    CHECK_STR(w.result, "0"); /* not 'a' */
+    CHECK_STR(callr(q2, "put", "[s]", "b"), "None");
+    CHECK_STR(callr(q, "get", NULL), "'b'");
+    CHECK_STR(callr(q, "qsize", NULL), "0");
+    mp_proxy_free(q2);
+    mp_proxy_free(q);
+}
+
 /* A child that starts a manager, reports the server's pid and dies at once without
  * shutting it down. */
 static int child_start_and_die(mp_value *args)
@@ -1495,6 +1555,7 @@ static void test_hostile_request_decoder(void)
 int main(int argc, char **argv)
 {
     CHECK_OK(mp_forkserver_ensure_running()); /* holds an fd for the program's life */
+    CHECK(mp_signal_wakeup_fd() >= 0); /* the handlers' wake-up pipe, also for life */
     mgr = mp_manager_new(NULL);
     CHECK(mgr != NULL);
     RUN_IF(argc, argv, test_start_shutdown);
@@ -1520,6 +1581,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_shm_channel);
     RUN_IF(argc, argv, test_server_dies_in_shm_call);
     RUN_IF(argc, argv, test_client_killed_mid_shm_request);
+    RUN_IF(argc, argv, test_interrupted_shm_call);
     RUN_IF(argc, argv, test_hostile_requests);
     RUN_IF(argc, argv, test_max_message);
     RUN_IF(argc, argv, test_silent_client);
