@@ -10,11 +10,16 @@
 #include "multiproc/pool.h"
 #include "multiproc/signals.h"
 
+#include "internal/fdpass.h"
 #include "manager/mgr.h"
+#include "manager/shmchan.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
 
 static const char *const methods[] = {"fork", "spawn", "forkserver"};
 
@@ -1193,6 +1198,59 @@ static void test_interrupted_shm_call(void)
     mp_proxy_free(q);
 }
 
+/* A client that scribbles on its channel: the segment cannot be resized under the
+ * server, and a request length past the slot closes that client's connection while the
+ * server keeps serving the others. */
+static void test_hostile_shm_client(void)
+{
+    mp_proxy *d = mp_manager_dict(mgr, NULL);
+    CHECK_STR(callr(d, "__setitem__", "[i i]", 1, 1), "None");
+    size_t klen;
+    const void *key = mp_manager_authkey(mgr, &klen);
+    mp_client_opts co = {.authkey = key, .authkey_len = klen};
+    mp_connection *c = mp_client(mp_manager_address(mgr), &co);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    mp_value *req = mp_value_pack("[s i []]", "shm", 0), *rep = NULL;
+    char *buf;
+    size_t len;
+    CHECK_OK(mp_value_encode(req, &buf, &len, NULL, 0, NULL));
+    mp_value_free(req);
+    CHECK_OK(mp_connection_send_bytes(c, buf, 0, len));
+    mp_free(buf);
+    CHECK_OK(mp_connection_recv(c, &rep));
+    CHECK_STR(mpt_repr(rep), "[0, 65280]");
+    mp_value_free(rep);
+    char b;
+    struct iovec iov = {&b, 1};
+    int fds[3] = {-1, -1, -1};
+    size_t nfds = 0;
+    CHECK_INT(mp__recvmsg_fds(mp_connection_fileno(c), &iov, 1, fds, 3, &nfds, 0, NULL), 1);
+    CHECK_INT(nfds, 3);
+    if (nfds == 3) {
+        CHECK(ftruncate(fds[0], 4096) < 0 && errno == EPERM); /* sealed */
+        struct mgr_shm *m =
+            mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+        CHECK(m != MAP_FAILED);
+        if (m != MAP_FAILED) {
+            m->len = 0xffffffffu;
+            atomic_store(&m->state, 1);
+            uint64_t one = 1;
+            CHECK_INT(write(fds[1], &one, sizeof one), 8);
+            void *r;
+            CHECK_ERR(mp_connection_recv_bytes(c, 0, &r, &len), MP_EEOF); /* closed */
+            munmap(m, sizeof *m);
+        }
+    }
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    mp_connection_free(c);
+    CHECK_STR(callr(d, "__getitem__", "[i]", 1), "1"); /* the others are still served */
+    CHECK_STR(callr(d, "__len__", NULL), "1");
+    mp_proxy_free(d);
+}
+
 /* A child that starts a manager, reports the server's pid and dies at once without
  * shutting it down. */
 static int child_start_and_die(mp_value *args)
@@ -1582,6 +1640,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_server_dies_in_shm_call);
     RUN_IF(argc, argv, test_client_killed_mid_shm_request);
     RUN_IF(argc, argv, test_interrupted_shm_call);
+    RUN_IF(argc, argv, test_hostile_shm_client);
     RUN_IF(argc, argv, test_hostile_requests);
     RUN_IF(argc, argv, test_max_message);
     RUN_IF(argc, argv, test_silent_client);

@@ -3,8 +3,8 @@
  *
  * DESIGN
  * - Set-up: on a Unix-socket connection the client asks "shm"; the server thread makes
- *   a sealed memfd (a header and one slot of SLOT bytes, sealed against shrinking so a
- *   client cannot make the server fault) and two eventfds (one wakes the server thread,
+ *   a sealed memfd (a header and one slot of MGR_CHAN_SLOT bytes, sealed against
+ *   shrinking so a client cannot make the server fault) and two eventfds (one wakes the server thread,
  *   one the client), replies, then sends the three fds with SCM_RIGHTS on the socket.
  *   TCP connections never ask; a client that fails to map keeps using the socket.
  * - A call: the client copies the encoded request into the slot, sets state REQ, and
@@ -49,21 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SLOT (64 * 1024 - 256)
 #define SPIN 100e-6
 
 enum { ST_IDLE = 0, ST_REQ = 1, ST_REP = 2, ST_REP_SOCK = 3 };
-
-struct mgr_shm {
-    _Atomic uint32_t state;
-    uint32_t len;
-    char pad1[56];
-    _Atomic uint32_t srv_sleeping;
-    char pad2[60];
-    _Atomic uint32_t cli_sleeping;
-    char pad3[60];
-    unsigned char data[SLOT];
-};
 
 static double spin_time(void)
 {
@@ -132,7 +120,7 @@ void mp__mgr_chan_close(mgr_chan *ch)
     ch->efd_wait = ch->efd_wake = -1;
 }
 
-size_t mp__mgr_chan_slot(void) { return SLOT; }
+size_t mp__mgr_chan_slot(void) { return MGR_CHAN_SLOT; }
 
 bool mp__mgr_chan_local(int sock)
 {
@@ -266,7 +254,7 @@ static int wait_state(mgr_chan *ch, int sock, _Atomic uint32_t *sleeping, unsign
 
 int mp__mgr_chan_send(mgr_chan *ch, const void *req, size_t len)
 {
-    if (len > SLOT)
+    if (len > MGR_CHAN_SLOT)
         return 1;
     struct mgr_shm *m = ch->shm;
     memcpy(m->data, req, len);
@@ -291,7 +279,7 @@ int mp__mgr_chan_await(mgr_chan *ch, mp_connection *c, void **rep, size_t *len)
         return mp_connection_recv_bytes(c, 0, rep, len);
     }
     size_t n = m->len;
-    if (n > SLOT)
+    if (n > MGR_CHAN_SLOT)
         return mp__error(MP_EPROTO, "manager channel: a reply of %zu bytes", n);
     void *b = malloc(n ? n : 1);
     if (!b)
@@ -319,7 +307,7 @@ int mp__mgr_chan_next(mgr_chan *ch, mp_connection *c, size_t max, void **buf, si
     }
     *from_slot = true;
     size_t n = m->len; /* read once: the client may change it */
-    if (n > SLOT || (max && n > max))
+    if (n > MGR_CHAN_SLOT || (max && n > max))
         return mp__error(MP_EPROTO, "manager channel: a request of %zu bytes", n);
     void *b = malloc(n ? n : 1);
     if (!b)
@@ -334,7 +322,7 @@ int mp__mgr_chan_reply(mgr_chan *ch, mp_connection *c, const void *rep, size_t l
 {
     struct mgr_shm *m = ch->shm;
     uint32_t st = ST_REP;
-    if (len > SLOT) {
+    if (len > MGR_CHAN_SLOT) {
         int r = mp_connection_send_bytes(c, rep, 0, len);
         if (r < 0)
             return r;

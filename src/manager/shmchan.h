@@ -7,7 +7,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct mgr_shm;
+#include <stdint.h>
+
+#define MGR_CHAN_SLOT (64 * 1024 - 256)
+
+/* The shared segment: written by both sides, trusted by neither (shmchan.c). */
+struct mgr_shm {
+    _Atomic uint32_t state; /* idle 0, request 1, reply 2, reply on the socket 3 */
+    uint32_t len;
+    char pad1[56];
+    _Atomic uint32_t srv_sleeping;
+    char pad2[60];
+    _Atomic uint32_t cli_sleeping;
+    char pad3[60];
+    unsigned char data[MGR_CHAN_SLOT];
+};
 
 typedef struct mgr_chan {
     struct mgr_shm *shm; /* NULL: no channel, the socket carries everything */
