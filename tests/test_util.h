@@ -230,28 +230,24 @@ static inline const char *mpt_status_line(const char *field, char *out, size_t n
     return out;
 }
 
-/* This process's "SigIgn:\t<hex>\n" line as a spawned child inherits it: without signal
- * 33 (glibc's internal SIGSETXID) when ThreadSanitizer's runtime set it ignored in this
- * process only (the child never keeps that), with it when it came from our own parent
- * (GNU make ignores 32 and 33 in its recipes, so under `make test` every process has it
- * ignored and a spawned child keeps it). */
-static inline const char *mpt_sigign_line(char *out, size_t n)
+/* The ignored-signal set in a /proc/<pid>/status text ("SigIgn:\t<hex>"), without
+ * signal 33 (glibc's internal SIGSETXID): whether a process has it ignored depends on
+ * who started it (GNU make starts its commands with 32 and 33 ignored; ThreadSanitizer's
+ * runtime ignores 33 in the parent only), not on the library. ~0 if there is none. */
+static inline unsigned long long mpt_sigign_in(const char *status)
 {
-    char line[128], path[64];
-    unsigned long long mask = 0, parent = 0;
-    if (sscanf(mpt_status_line("SigIgn", line, sizeof line), "SigIgn: %llx", &mask) != 1)
-        mask = 0;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)getppid());
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "SigIgn: %llx", &parent) == 1)
-            break;
-    if (f)
-        fclose(f);
-    if (!(parent & (1ULL << 32)))
-        mask &= ~(1ULL << 32);
-    snprintf(out, n, "SigIgn:\t%016llx\n", mask);
-    return out;
+    const char *p = status ? strstr(status, "SigIgn:") : NULL;
+    unsigned long long mask = 0;
+    if (!p || sscanf(p, "SigIgn: %llx", &mask) != 1)
+        return ~0ULL;
+    return mask & ~(1ULL << 32);
+}
+
+/* This process's ignored-signal set, as mpt_sigign_in reads it. */
+static inline unsigned long long mpt_sigign(void)
+{
+    char line[128];
+    return mpt_sigign_in(mpt_status_line("SigIgn", line, sizeof line));
 }
 
 /* ---- waiting for what can be observed (never sleep to synchronise) ----------------
