@@ -137,7 +137,7 @@ __attribute__((constructor(150))) static void rf_start(void)
     mp__rf_on = !forced && my_head() != NULL;
 }
 
-bool mp__mp__rf_on(void) { return mp__rf_on; }
+bool mp__rf_fast(void) { return mp__rf_on; }
 
 void mp__rf_use_pthread(bool on) { mp__rf_on = !on && my_head() != NULL; }
 
