@@ -127,15 +127,18 @@ static inline void mp__rf_dequeue(mp__rfutex *l)
 static inline int mp__rf_take(mp__rfutex *l, uint32_t v, uint32_t waiters)
 {
     struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
-    if (h)
+    void *was = NULL;
+    if (h) {
+        was = h->list_op_pending; /* a waiting lock_slow's own entry (rfutex.c) */
         mp__rf_pending(h, mp__rf_entry(l));
+    }
     bool ok = atomic_compare_exchange_strong_explicit(
         &l->f.word, &v, (uint32_t)mp__rf_self.tid | waiters, memory_order_acquire,
         memory_order_relaxed);
     if (h) {
         if (ok)
             mp__rf_enqueue(h, l);
-        mp__rf_pending(h, NULL);
+        mp__rf_pending(h, was);
     }
     if (!ok)
         return -EBUSY;
@@ -157,7 +160,9 @@ static inline void mp__rf_unlock(mp__rfutex *l)
         return;
     }
     struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
+    void *was = NULL;
     if (h) {
+        was = h->list_op_pending;
         mp__rf_pending(h, mp__rf_entry(l));
         mp__rf_dequeue(l);
     }
@@ -165,7 +170,7 @@ static inline void mp__rf_unlock(mp__rfutex *l)
     if (__builtin_expect(v & MP__RF_WAITERS, 0))
         mp__rf_unlock_slow(l); /* wakes one */
     if (h)
-        mp__rf_pending(h, NULL);
+        mp__rf_pending(h, was);
 }
 
 #endif

@@ -34,13 +34,15 @@
  *   glibc's speed, lock waits in 0.1 s slices for signals). A thread whose own check
  *   fails (no list registered: a raw clone) uses the futex lock unregistered: its death
  *   while holding a lock is not recovered.
- * - list_op_pending: set to our entry before the CAS that takes the lock and cleared
- *   after the entry is linked; set before unlinking on unlock and cleared after the
+ * - list_op_pending: set to our entry before the CAS that takes the lock and put back
+ *   after the entry is linked; set before unlinking on unlock and put back after the
  *   exchange and wake. So a death between the CAS and the insertion, or between the
  *   unlink and the exchange, is recovered too (the kernel handles the pending entry
  *   like a listed one); one after the exchange makes the kernel wake a waiter (the word
- *   has no owner), so no wake-up is lost. It is set only around the CAS itself, not
- *   during the sleep: a signal handler run by the wait may take other locks.
+ *   has no owner), so no wake-up is lost. A waiter keeps it on its lock for its whole
+ *   wait (glibc does the same): a waiter killed after a wake-up was meant for it makes
+ *   the kernel wake another. "Put back", not cleared: a signal handler run during that
+ *   wait may take and release other locks, and must leave the waiter's entry in place.
  * - Waits: with `signals` (mp_lock_acquire) the wait is the library's interruptible
  *   futex wait (iwait.c: futex_waitv on the word and the signal sequence), so a handler
  *   runs as soon as a signal arrives. Without (the queue, barrier and condition
@@ -197,7 +199,7 @@ static int give_up(mp__rfutex *l, int code)
     return code;
 }
 
-static int lock_slow(mp__rfutex *l, double deadline, bool signals)
+static int lock_wait(mp__rfutex *l, double deadline, bool signals)
 {
     int32_t me = mp__rf_tid();
     for (int i = 0; i < RF_SPINS; i++) {
@@ -231,6 +233,22 @@ static int lock_slow(mp__rfutex *l, double deadline, bool signals)
         if (r < 0)
             return give_up(l, r);
     }
+}
+
+/* The whole wait runs with list_op_pending on our entry (take() restores it after its
+ * own use, and so does any lock a signal handler takes meanwhile): a waiter killed after a
+ * wake-up was meant for it, before it took the lock, makes the kernel wake another
+ * (the word has no owner then), so the wake-up is not lost with it. */
+static int lock_slow(mp__rfutex *l, double deadline, bool signals)
+{
+    struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
+    void *was = h ? h->list_op_pending : NULL;
+    if (h)
+        mp__rf_pending(h, mp__rf_entry(l));
+    int r = lock_wait(l, deadline, signals);
+    if (h)
+        mp__rf_pending(h, was);
+    return r;
 }
 
 int mp__rf_lock(mp__rfutex *l, double deadline, bool signals)
