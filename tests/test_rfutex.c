@@ -336,7 +336,7 @@ static void die_at(mp__rfutex *l, int point, int tell)
         _exit(1);
     if (point == 1)
         raise(SIGKILL);
-    mp__rf_enqueue(h, l);
+    mp__rf_enqueue(h, l, h->list);
     if (point == 2)
         raise(SIGKILL);
     mp__rf_pending(h, NULL);
@@ -398,13 +398,14 @@ static void test_death_at_each_point(void)
 static void test_shares_glibc_list(void)
 {
     char *m = shared_map(4096);
-    pthread_mutex_t *g1 = (pthread_mutex_t *)m, *g2 = g1 + 1;
+    pthread_mutex_t *g1 = (pthread_mutex_t *)m, *g2 = g1 + 1, *g3 = g1 + 2;
     mp__rfutex *r1 = (mp__rfutex *)(m + 1024), *r2 = r1 + 1, *r3 = r1 + 2;
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    CHECK(pthread_mutex_init(g1, &a) == 0 && pthread_mutex_init(g2, &a) == 0);
+    CHECK(pthread_mutex_init(g1, &a) == 0 && pthread_mutex_init(g2, &a) == 0 &&
+          pthread_mutex_init(g3, &a) == 0);
     pthread_mutexattr_destroy(&a);
     CHECK_INT(mp__rf_init(r1) | mp__rf_init(r2) | mp__rf_init(r3), 0);
     int p[2];
@@ -417,12 +418,12 @@ static void test_shares_glibc_list(void)
                   mp__rf_lock(r3, -1, false) == 0;
         pthread_mutex_unlock(g1); /* the oldest glibc entry */
         mp__rf_unlock(r2);        /* one of ours in the middle */
-        ok = ok && pthread_mutex_lock(g1) == 0; /* relinked at the head */
+        ok = ok && pthread_mutex_lock(g3) == 0; /* linked at the head, before ours */
         mp__rf_unlock(r3);                       /* ours, next to glibc's */
         if (write(p[1], ok ? "y" : "n", 1) != 1)
             _exit(1);
         for (;;)
-            pause(); /* holding g1, r1, g2 */
+            pause(); /* holding r1, g2, g3 */
     }
     close(p[1]);
     char c = 0;
@@ -430,15 +431,17 @@ static void test_shares_glibc_list(void)
     close(p[0]);
     kill(pid, SIGKILL);
     reap(pid, SIGKILL);
-    CHECK_INT(pthread_mutex_trylock(g1), EOWNERDEAD);
+    CHECK_INT(pthread_mutex_trylock(g1), 0);
     CHECK_INT(pthread_mutex_trylock(g2), EOWNERDEAD);
+    CHECK_INT(pthread_mutex_trylock(g3), EOWNERDEAD);
     CHECK_INT(mp__rf_trylock(r1), MP_EOWNERDEAD);
     CHECK_INT(mp__rf_trylock(r2), 0);
     CHECK_INT(mp__rf_trylock(r3), 0);
-    pthread_mutex_consistent(g1);
     pthread_mutex_consistent(g2);
+    pthread_mutex_consistent(g3);
     pthread_mutex_unlock(g1);
     pthread_mutex_unlock(g2);
+    pthread_mutex_unlock(g3);
     mp__rf_unlock(r1);
     mp__rf_unlock(r2);
     mp__rf_unlock(r3);

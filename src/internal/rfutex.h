@@ -102,9 +102,10 @@ static inline void mp__rf_pending(struct mp__rf_head *h, void *entry)
     atomic_signal_fence(memory_order_seq_cst);
 }
 
-static inline void mp__rf_enqueue(struct mp__rf_head *h, mp__rfutex *l)
+/* Link l at the head of the list, whose first entry is `first` (h->list, read by the
+ * caller before its CAS: a load after a locked instruction waits for it). */
+static inline void mp__rf_enqueue(struct mp__rf_head *h, mp__rfutex *l, void *first)
 {
-    void *first = h->list;
     *mp__rf_prev_field(first) = mp__rf_entry(l);
     l->f.next = first;
     l->f.prev = h;
@@ -127,9 +128,10 @@ static inline void mp__rf_dequeue(mp__rfutex *l)
 static inline int mp__rf_take(mp__rfutex *l, uint32_t v, uint32_t waiters)
 {
     struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
-    void *was = NULL;
+    void *was = NULL, *first = NULL;
     if (h) {
         was = h->list_op_pending; /* a waiting lock_slow's own entry (rfutex.c) */
+        first = h->list;
         mp__rf_pending(h, mp__rf_entry(l));
     }
     bool ok = atomic_compare_exchange_strong_explicit(
@@ -137,7 +139,7 @@ static inline int mp__rf_take(mp__rfutex *l, uint32_t v, uint32_t waiters)
         memory_order_relaxed);
     if (h) {
         if (ok)
-            mp__rf_enqueue(h, l);
+            mp__rf_enqueue(h, l, first);
         mp__rf_pending(h, was);
     }
     if (!ok)
