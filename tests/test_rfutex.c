@@ -392,6 +392,55 @@ static void test_death_at_each_point(void)
     }
 }
 
+/* A waiter keeps list_op_pending on the lock it waits for, for its whole sleep: if it is
+ * killed after a wake-up meant for it, the kernel finds the lock free with that entry
+ * pending and wakes another waiter (a kill storm lost such wake-ups). After the lock is
+ * taken the previous value is back. Seen from the main thread on a waiting thread. */
+struct pend_arg {
+    mp__rfutex *l;
+    bool signals;
+    _Atomic(struct mp__rf_head *) head;
+    _Atomic int tid, result;
+};
+
+static void *pend_waiter(void *arg)
+{
+    struct pend_arg *a = arg;
+    mp__rf_tid();
+    atomic_store(&a->tid, (int)syscall(SYS_gettid));
+    atomic_store(&a->head, (struct mp__rf_head *)mp__rf_self.head);
+    int r = mp__rf_lock(a->l, mpt_now() + 30, a->signals);
+    struct mp__rf_head *h = mp__rf_self.head;
+    if (r == 0 && h->list_op_pending != NULL)
+        r = 99;
+    mp__rf_unlock(a->l);
+    if (r == 0 && h->list_op_pending != NULL)
+        r = 98;
+    atomic_store(&a->result, r);
+    return NULL;
+}
+
+static void test_waiter_keeps_pending(void)
+{
+    if (!mp__rf_fast())
+        return;
+    for (int signals = 0; signals < 2; signals++) {
+        struct pend_arg a = {.l = new_lock(), .signals = signals};
+        CHECK_INT(mp__rf_lock(a.l, -1, false), 0);
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, pend_waiter, &a) == 0);
+        while (!atomic_load(&a.tid))
+            sched_yield();
+        CHECK_INT(mpt_wait_blocked(getpid(), atomic_load(&a.tid), "futex", 20), 0);
+        struct mp__rf_head *h = atomic_load(&a.head);
+        CHECK(h && h->list_op_pending == (void *)mp__rf_entry(a.l));
+        mp__rf_unlock(a.l);
+        pthread_join(t, NULL);
+        CHECK_INT(atomic_load(&a.result), 0);
+        free_lock(a.l);
+    }
+}
+
 /* Our entries share glibc's robust list with its own robust mutexes: held interleaved and
  * released out of order, then the holder dies: every one still held is recovered (ours
  * MP_EOWNERDEAD, glibc's EOWNERDEAD), the released ones are free. */
@@ -491,6 +540,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_fork_cycles);
     RUN_IF(argc, argv, test_timeout);
     RUN_IF(argc, argv, test_death_at_each_point);
+    RUN_IF(argc, argv, test_waiter_keeps_pending);
     RUN_IF(argc, argv, test_shares_glibc_list);
     mp_signal_wakeup_fd(); /* opened once, outside the leak checks */
     RUN_IF(argc, argv, test_killed_holder_wakes_waiter_with_handler);
