@@ -49,10 +49,17 @@
  *   re-acquire, which hold their locks for a few instructions), a plain FUTEX_WAIT.
  *   Waits are shared futex ops (not private): the kernel's death wake is a shared wake.
  * - Shared state: the 40-byte union only. Per thread: its tid and robust head (TLS).
- * - Cost (RelWithDebInfo, 2 shared cores, Dec 2026; make bench, 3 runs each, ratios in
- *   one run): lock_uncontended (mp_lock_acquire + release) was 0.47-0.55x a plain
- *   process-shared pthread mutex with glibc's robust mutex, and is SEE_README with this
- *   lock; the queue rows in README.md. The fallback costs what it did before.
+ * - Cost (RelWithDebInfo, 2 cores shared with other builds at load average 9-15, Dec
+ *   2026). mp_lock_acquire + mp_lock_release uncontended, best of 400 x 20k: 7.0-7.1 ns,
+ *   a plain process-shared pthread mutex 5.4-5.7 ns (0.76-0.80x); with glibc's robust
+ *   mutex it was 11.4-12.7 ns (0.45-0.50x). bench/run.py sync, lock_uncontended vs the
+ *   plain mutex per run: 0.74x, 1.00x, 0.39x (median 0.74x; before 0.39x, 0.45x, 0.51x).
+ *   What is left over the plain mutex: list_op_pending set and put back around the CAS
+ *   and the exchange, and linking/unlinking the entry (a few stores to lines the thread
+ *   already owns). bench/run.py queue per run, vs Boost's message_queue: queue_1p1c_int
+ *   0.45x, 0.70x, 0.43x (before 0.77x, 0.37x, 0.19x), queue_4p4c_int 0.27x, 0.49x, 0.48x
+ *   (before 0.61x, 0.38x, 0.42x): within this machine's noise (README.md). The fallback
+ *   costs what glibc's robust mutex cost before.
  */
 #define _GNU_SOURCE
 #include "internal/rfutex.h"
