@@ -29,8 +29,7 @@ typedef union mp__rfutex {
 /* Per-thread state (initial-exec TLS: a plain %fs-relative load in the shared library). */
 typedef struct mp__rf_thread {
     int32_t tid; /* 0 until first use; reset in fork children */
-    int32_t registered; /* the thread's robust list can take our entries */
-    void *head; /* the thread's struct robust_list_head, when registered */
+    void *head;  /* the thread's struct robust_list_head if it can take our entries */
 } mp__rf_thread;
 extern _Thread_local mp__rf_thread mp__rf_self __attribute__((tls_model("initial-exec")));
 void mp__rf_thread_init(void);

@@ -133,7 +133,6 @@ void mp__rf_thread_init(void)
 {
     mp__rf_self.tid = (int32_t)syscall(SYS_gettid);
     mp__rf_self.head = my_head();
-    mp__rf_self.registered = mp__rf_self.head != NULL;
 }
 
 static void rf_child(void) { mp__rf_self.tid = 0; } /* glibc resets the child's list */
