@@ -41,8 +41,16 @@
  *   like a listed one); one after the exchange makes the kernel wake a waiter (the word
  *   has no owner), so no wake-up is lost. A waiter keeps it on its lock for its whole
  *   wait (glibc does the same): a waiter killed after a wake-up was meant for it makes
- *   the kernel wake another. "Put back", not cleared: a signal handler run during that
- *   wait may take and release other locks, and must leave the waiter's entry in place.
+ *   the kernel wake another if the lock is still free. "Put back", not cleared: a signal
+ *   handler run during that wait may take and release other locks, and must leave the
+ *   waiter's entry in place.
+ * - One hole is left by the protocol (glibc's robust mutex has it too): a waiter killed
+ *   after its wake-up, while a newcomer took the free lock on the fast path (0 -> tid,
+ *   which drops FUTEX_WAITERS), leaves the other sleepers with nobody to wake them: the
+ *   newcomer's unlock sees no FUTEX_WAITERS, and the kernel, finding the word owned,
+ *   wakes nobody. So sleeps last at most RF_RECHECK (0.2 s): a sleeper then looks again
+ *   and sets FUTEX_WAITERS anew. Only that case ever waits for a recheck (the kill storms
+ *   of tests/test_fault_*.c hung without it); a recheck costs a waiter one wake-up.
  * - Waits: with `signals` (mp_lock_acquire) the wait is the library's interruptible
  *   futex wait (iwait.c: futex_waitv on the word and the signal sequence), so a handler
  *   runs as soon as a signal arrives. Without (the queue, barrier and condition
@@ -84,6 +92,7 @@ _Static_assert(RF_WAITERS == FUTEX_WAITERS && RF_DIED == FUTEX_OWNER_DIED &&
 _Static_assert(sizeof(struct mp__rf_head) == sizeof(struct robust_list_head), "the kernel's head");
 #define RF_SPINS 100
 #define RF_SLICE 0.1 /* the fallback's longest sleep before running signal handlers */
+#define RF_RECHECK 0.2 /* the futex lock's longest sleep before looking again */
 
 _Thread_local mp__rf_thread mp__rf_self __attribute__((tls_model("initial-exec")));
 
@@ -234,8 +243,12 @@ static int lock_wait(mp__rfutex *l, double deadline, bool signals)
                                                    memory_order_relaxed, memory_order_relaxed))
             continue;
         v |= RF_WAITERS;
-        int r = signals ? mp__iwait_futex(&l->f.word, v, deadline)
-                        : wait_plain(&l->f.word, v, deadline);
+        double end = mp__now() + RF_RECHECK;
+        bool last = deadline >= 0 && deadline <= end;
+        int r = signals ? mp__iwait_futex(&l->f.word, v, last ? deadline : end)
+                        : wait_plain(&l->f.word, v, last ? deadline : end);
+        if (r == MP_ETIMEOUT && !last)
+            continue; /* a recheck: FUTEX_WAITERS is set again if it was lost */
         if (r < 0)
             return give_up(l, r);
     }
