@@ -11,6 +11,7 @@
 #include "internal/common.h"
 #include "internal/rfutex.h"
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -449,6 +450,81 @@ static void test_waiter_keeps_pending(void)
     }
 }
 
+/* The hole the protocol leaves: a waiter killed after its wake-up, while a newcomer takes
+ * the free lock on the fast path (dropping FUTEX_WAITERS), leaves the other sleepers with
+ * nobody to wake them. Here: W1 (a child waiting as lock_slow does) sleeps first, then our
+ * thread W2; we release, which wakes W1 only; we take the lock again on the fast path, kill
+ * W1 and release (no FUTEX_WAITERS: no wake). W2 must still get the lock (its recheck)
+ * long before its 10 s limit. */
+struct late_arg {
+    mp__rfutex *l;
+    _Atomic int tid, result;
+    double took;
+};
+
+static void *late_waiter(void *arg)
+{
+    struct late_arg *a = arg;
+    atomic_store(&a->tid, (int)syscall(SYS_gettid));
+    double t0 = mpt_now();
+    int r = mp__rf_lock(a->l, mpt_now() + 10, false);
+    a->took = mpt_now() - t0;
+    if (r == 0)
+        mp__rf_unlock(a->l);
+    atomic_store(&a->result, r);
+    return NULL;
+}
+
+static void sim_waiter(mp__rfutex *l, int tell)
+{
+    mp__rf_tid();
+    struct mp__rf_head *h = mp__rf_self.head;
+    mp__rf_pending(h, mp__rf_entry(l));
+    uint32_t v = atomic_load(&l->f.word);
+    while (!(v & MP__RF_WAITERS) && !atomic_compare_exchange_weak(&l->f.word, &v, v | MP__RF_WAITERS))
+        ;
+    syscall(SYS_futex, &l->f.word, FUTEX_WAIT, v | MP__RF_WAITERS, NULL, NULL, 0);
+    if (write(tell, "w", 1) != 1)
+        _exit(1);
+    for (;;)
+        pause(); /* woken, not yet taking the lock: killed here */
+}
+
+static void test_killed_after_wakeup_newcomer(void)
+{
+    if (!mp__rf_fast())
+        return;
+    struct late_arg a = {.l = new_lock()};
+    CHECK_INT(mp__rf_lock(a.l, -1, false), 0);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t w1 = fork();
+    if (w1 == 0) {
+        close(p[0]);
+        sim_waiter(a.l, p[1]);
+    }
+    close(p[1]);
+    CHECK_INT(mpt_wait_blocked(w1, 0, "futex", 20), 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, late_waiter, &a) == 0);
+    while (!atomic_load(&a.tid))
+        sched_yield();
+    CHECK_INT(mpt_wait_blocked(getpid(), atomic_load(&a.tid), "futex", 20), 0);
+    mp__rf_unlock(a.l); /* wakes W1, the first sleeper */
+    char c = 0;
+    CHECK(read(p[0], &c, 1) == 1 && c == 'w');
+    int mine = mp__rf_trylock(a.l); /* the newcomer: 0 -> our tid, FUTEX_WAITERS gone */
+    kill(w1, SIGKILL);
+    reap(w1, SIGKILL);
+    if (mine == 0)
+        mp__rf_unlock(a.l); /* sees no FUTEX_WAITERS: wakes nobody */
+    pthread_join(t, NULL);
+    CHECK_INT(atomic_load(&a.result), 0);
+    CHECK(a.took < 5);
+    close(p[0]);
+    free_lock(a.l);
+}
+
 /* Our entries share glibc's robust list with its own robust mutexes: held interleaved and
  * released out of order, then the holder dies: every one still held is recovered (ours
  * MP_EOWNERDEAD, glibc's EOWNERDEAD), the released ones are free. */
@@ -549,6 +625,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_timeout);
     RUN_IF(argc, argv, test_death_at_each_point);
     RUN_IF(argc, argv, test_waiter_keeps_pending);
+    RUN_IF(argc, argv, test_killed_after_wakeup_newcomer);
     RUN_IF(argc, argv, test_shares_glibc_list);
     mp_signal_wakeup_fd(); /* opened once, outside the leak checks */
     RUN_IF(argc, argv, test_killed_holder_wakes_waiter_with_handler);

@@ -314,13 +314,13 @@ static int fb_result(mp__rfutex *l, int r)
 static int fb_trylock(mp__rfutex *l) { return fb_result(l, pthread_mutex_trylock(&l->m)); }
 
 /* pthread lock calls never return EINTR and their word cannot join a futex_waitv, so a
- * wait with `signals` runs the handlers between slices of RF_SLICE. The slice end is a
+ * wait with `signals` runs the handlers between slices of RF_SLICE. Every wait is sliced:
+ * glibc's robust mutex has the same hole as ours (a woken waiter killed while a newcomer
+ * takes the lock), and a new timedlock call sets FUTEX_WAITERS again. The slice end is a
  * CLOCK_REALTIME time (pthread_mutex_timedlock; clocklock is not intercepted by the
  * sanitizers): a clock jump stretches or shortens one slice, the deadline is monotonic. */
 static int fb_lock(mp__rfutex *l, double deadline, bool signals)
 {
-    if (!signals && deadline < 0)
-        return fb_result(l, pthread_mutex_lock(&l->m));
     for (;;) {
         if (signals) {
             int code = mp__signal_dispatch_pending();
