@@ -11,6 +11,10 @@
 
 struct mp_value {
     mp_type type;
+    /* A list's items or a map's keys/vals block came from the per-thread block cache
+     * (small containers, see value.c), not malloc: grown and freed through value.c only.
+     * Code that installs its own malloc'd array leaves this false. */
+    bool cached_items;
     union {
         bool b;
         int64_t i;
@@ -83,6 +87,14 @@ int mp__value_decode_plain(const void *buf, size_t len, mp_value **out);
 
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);
+
+/* Room for at least `need` items in a list (growing to twice its capacity or more), for
+ * decoders that fill items[] directly. 0 or -ENOMEM (recorded). */
+int mp__value_list_reserve(mp_value *list, size_t need);
+
+/* Append an entry to a map without looking for an equal key (the caller knows there is
+ * none). The map owns key and val on success; on failure (-ENOMEM) the caller still does. */
+int mp__value_map_add(mp_value *m, mp_value *key, mp_value *val);
 
 /* Map entry removal (for the manager's dicts): the entry index of a key or -1, and
  * removing entry e (key/val handed over, or freed when NULL). */

@@ -22,6 +22,7 @@
 #include "internal/pickle.h"
 #include "internal/value.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,12 @@ typedef struct slot {
     mp_value *v;
     unsigned depth; /* levels of containers in v (0 for a scalar) */
 } slot;
+
+/* The stack, marks and memo start in the decoder itself (on the C stack): a small
+ * pickle allocates nothing but its values. */
+#define STACK0 128
+#define MARKS0 32
+#define MEMO0 128
 
 typedef struct pdec {
     const unsigned char *p, *end;
@@ -39,23 +46,35 @@ typedef struct pdec {
     size_t nmarks, mcap;
     mp_value **memo;
     size_t memo_cap, memo_n;
+    size_t memo_hi; /* memo[0..memo_hi) are set or NULL; the rest is uninitialised */
     mp_value **grave;
     size_t ngrave, gcap;
     const mp_value **copied; /* containers a GET or DUP copied (open-addressing set) */
     size_t ncopied, ccap;
     size_t budget; /* bytes shared references may still expand to */
+    slot stack0[STACK0];
+    size_t marks0[MARKS0];
+    mp_value *memo0[MEMO0];
 } pdec;
 
 static int bad(const char *what) { return mp__error(MP_EPROTO, "pickle: %s", what); }
 
-static int grow_array(void **arr, size_t *cap, size_t need, size_t size)
+/* Grow *arr (inline0: its initial array inside the decoder, never freed) to hold `need`. */
+static int grow_array(void **arr, size_t *cap, size_t need, size_t size, void *inline0)
 {
     if (need <= *cap)
         return 0;
     size_t ncap = *cap ? *cap : 16;
     while (ncap < need)
         ncap *= 2;
-    void *p = realloc(*arr, ncap * size);
+    void *p;
+    if (*arr == inline0 && inline0) {
+        p = malloc(ncap * size);
+        if (p)
+            memcpy(p, *arr, *cap * size);
+    } else {
+        p = realloc(*arr, ncap * size);
+    }
     if (!p)
         return mp__error(-ENOMEM, "pickle: %zu stack entries", ncap);
     *arr = p;
@@ -97,15 +116,23 @@ static int rd_len(pdec *d, int n, size_t *len)
 
 static size_t fence(const pdec *d) { return d->nmarks ? d->marks[d->nmarks - 1] : 0; }
 
-static int push(pdec *d, mp_value *v, unsigned depth)
+static __attribute__((noinline)) int push_grow(pdec *d, mp_value *v, unsigned depth)
 {
     if (!v)
         return mp_last_error_code();
-    int r = grow_array((void **)&d->stack, &d->scap, d->sp + 1, sizeof *d->stack);
+    int r = grow_array((void **)&d->stack, &d->scap, d->sp + 1, sizeof *d->stack, d->stack0);
     if (r < 0) {
         mp_value_free(v);
         return r;
     }
+    d->stack[d->sp++] = (slot){v, depth};
+    return 0;
+}
+
+static inline int push(pdec *d, mp_value *v, unsigned depth)
+{
+    if (!v || d->sp == d->scap)
+        return push_grow(d, v, depth);
     d->stack[d->sp++] = (slot){v, depth};
     return 0;
 }
@@ -117,7 +144,7 @@ static slot *top(pdec *d) { return d->sp > fence(d) ? &d->stack[d->sp - 1] : NUL
 
 static int bury(pdec *d, mp_value *v)
 {
-    int r = grow_array((void **)&d->grave, &d->gcap, d->ngrave + 1, sizeof *d->grave);
+    int r = grow_array((void **)&d->grave, &d->gcap, d->ngrave + 1, sizeof *d->grave, NULL);
     if (r < 0) {
         mp_value_free(v); /* out of memory: decoding fails, the memo is not read again */
         return r;
@@ -262,9 +289,13 @@ static int op_binfloat(pdec *d)
 static int op_buffer(pdec *d, int lenbytes, mp_type type)
 {
     size_t n = 0;
-    int r = rd_len(d, lenbytes, &n);
-    if (r < 0)
-        return r;
+    if (lenbytes == 1 && d->p < d->end && *d->p < d->end - d->p) {
+        n = *d->p++; /* the short forms, inline */
+    } else {
+        int r = rd_len(d, lenbytes, &n);
+        if (r < 0)
+            return r;
+    }
     const char *s = (const char *)d->p;
     d->p += n;
     if (type == MP_STR) {
@@ -285,16 +316,12 @@ static int collect(pdec *d, size_t from)
         return mp_last_error_code();
     size_t n = d->sp - from;
     slot t = {l, 1};
-    int r = 0;
-    if (n) {
-        l->u.list.items = malloc(n * sizeof *l->u.list.items);
-        if (!l->u.list.items)
-            r = mp__error(-ENOMEM, "pickle: a tuple of %zu items", n);
-        else
-            l->u.list.cap = n;
-    }
-    for (size_t i = 0; i < n && r == 0; i++)
-        r = deepen(&t, d->stack[from + i].depth);
+    int r = mp__value_list_reserve(l, n);
+    unsigned sub = 0;
+    for (size_t i = 0; i < n; i++)
+        sub = d->stack[from + i].depth > sub ? d->stack[from + i].depth : sub;
+    if (r == 0)
+        r = deepen(&t, sub);
     if (r < 0) {
         mp_value_free(l);
         return r;
@@ -334,21 +361,18 @@ static int append_from(pdec *d, size_t from, const char *op)
         return underflow();
     slot *t = &d->stack[from - 1];
     int r = check_target(d, t, MP_LIST, op);
-    for (size_t i = from; i < d->sp && r == 0; i++)
-        r = deepen(t, d->stack[i].depth);
+    unsigned sub = 0;
+    for (size_t i = from; i < d->sp; i++)
+        sub = d->stack[i].depth > sub ? d->stack[i].depth : sub;
+    if (r == 0 && d->sp > from)
+        r = deepen(t, sub);
     if (r == 0 && d->sp > from) {
         mp_value *l = t->v;
         size_t n = d->sp - from;
-        if (l->u.list.cap - l->u.list.len < n) {
-            size_t cap = l->u.list.len + n;
-            if (cap < l->u.list.cap * 2)
-                cap = l->u.list.cap * 2;
-            mp_value **items = realloc(l->u.list.items, cap * sizeof *items);
-            if (!items)
-                return mp__error(-ENOMEM, "pickle: a list of %zu items", cap);
-            l->u.list.items = items;
-            l->u.list.cap = cap;
-        }
+        /* the count is known here: one allocation of the list's size (or a doubling) */
+        r = mp__value_list_reserve(l, l->u.list.len + n);
+        if (r < 0)
+            return r;
         for (size_t i = 0; i < n; i++)
             l->u.list.items[l->u.list.len + i] = d->stack[from + i].v;
         l->u.list.len += n;
@@ -375,8 +399,14 @@ static int op_appends(pdec *d, const char *op)
 static int map_put(pdec *d, mp_value *map, mp_value *key, mp_value *val)
 {
     long e = mp__value_map_index(map, key);
-    if (e < 0)
-        return mp_value_map_set(map, key, val);
+    if (e < 0) {
+        int r = mp__value_map_add(map, key, val);
+        if (r < 0) {
+            mp_value_free(key);
+            mp_value_free(val);
+        }
+        return r;
+    }
     mp_value *old = map->u.map.vals[e];
     map->u.map.vals[e] = val;
     int r = bury(d, old);
@@ -392,8 +422,11 @@ static int setitems_from(pdec *d, size_t from, const char *op)
         return mp__error(MP_EPROTO, "pickle: %s with an odd number of items", op);
     slot *t = &d->stack[from - 1];
     int r = check_target(d, t, MP_MAP, op);
-    for (size_t i = from; i < d->sp && r == 0; i++)
-        r = deepen(t, d->stack[i].depth);
+    unsigned sub = 0;
+    for (size_t i = from; i < d->sp; i++)
+        sub = d->stack[i].depth > sub ? d->stack[i].depth : sub;
+    if (r == 0 && d->sp > from)
+        r = deepen(t, sub);
     size_t i = from;
     for (; i < d->sp && r == 0; i += 2) {
         r = map_put(d, t->v, d->stack[i].v, d->stack[i + 1].v);
@@ -466,12 +499,14 @@ static int memo_put(pdec *d, uint64_t idx)
     if (idx > d->input_len)
         return mp__error(MP_EPROTO, "pickle: memo index %llu (a %zu-byte pickle has fewer)",
                          (unsigned long long)idx, d->input_len);
-    if (idx >= d->memo_cap) {
-        size_t old = d->memo_cap;
-        int r = grow_array((void **)&d->memo, &d->memo_cap, (size_t)idx + 1, sizeof *d->memo);
+    if (idx >= d->memo_hi) {
+        int r = grow_array((void **)&d->memo, &d->memo_cap, (size_t)idx + 1, sizeof *d->memo,
+                           d->memo0);
         if (r < 0)
             return r;
-        memset(d->memo + old, 0, (d->memo_cap - old) * sizeof *d->memo);
+        /* Python's indices are dense: usually nothing between memo_hi and idx */
+        memset(d->memo + d->memo_hi, 0, ((size_t)idx + 1 - d->memo_hi) * sizeof *d->memo);
+        d->memo_hi = (size_t)idx + 1;
     }
     if (!d->memo[idx])
         d->memo_n++;
@@ -525,7 +560,7 @@ static int push_copy(pdec *d, const mp_value *v)
 
 static int memo_get(pdec *d, uint64_t idx)
 {
-    if (idx >= d->memo_cap || !d->memo[idx])
+    if (idx >= d->memo_hi || !d->memo[idx])
         return mp__error(MP_EPROTO, "pickle: memo index %llu was never stored",
                          (unsigned long long)idx);
     return push_copy(d, d->memo[idx]);
@@ -609,7 +644,8 @@ static int op_misc(pdec *d, unsigned char op)
     size_t m = 0;
     switch (op) {
     case PK_MARK: {
-        int r = grow_array((void **)&d->marks, &d->mcap, d->nmarks + 1, sizeof *d->marks);
+        int r = grow_array((void **)&d->marks, &d->mcap, d->nmarks + 1, sizeof *d->marks,
+                           d->marks0);
         if (r == 0)
             d->marks[d->nmarks++] = d->sp;
         return r;
@@ -713,9 +749,12 @@ static void pdec_free(pdec *d)
         mp_value_free(d->stack[i].v);
     for (size_t i = 0; i < d->ngrave; i++)
         mp_value_free(d->grave[i]);
-    free(d->stack);
-    free(d->marks);
-    free(d->memo);
+    if (d->stack != d->stack0)
+        free(d->stack);
+    if (d->marks != d->marks0)
+        free(d->marks);
+    if (d->memo != d->memo0)
+        free(d->memo);
     free(d->grave);
     free(d->copied);
 }
@@ -750,18 +789,19 @@ int mp_value_unpickle(const void *buf, size_t len, mp_value **out)
         return mp__error(MP_EINVAL, "mp_value_unpickle: NULL buffer of %zu bytes", len);
     if (len == 0)
         return bad("empty input");
-    pdec d = {.p = buf, .end = (const unsigned char *)buf + len, .input_len = len};
+    pdec d; /* not an initialiser: the inline arrays stay uninitialised */
+    memset(&d, 0, offsetof(pdec, stack0));
+    d.p = buf;
+    d.end = (const unsigned char *)buf + len;
+    d.input_len = len;
     d.budget = ((size_t)16 << 20) + (len < SIZE_MAX / 32 ? 16 * len : SIZE_MAX / 2);
-    /* One allocation each for the stack and the memo, sized from the input (each push or
-     * memo entry takes at least one byte of it), instead of several small doublings. */
-    size_t guess = len / 4 + 16 < 1024 ? len / 4 + 16 : 1024;
-    int r = grow_array((void **)&d.stack, &d.scap, guess, sizeof *d.stack);
-    if (r == 0)
-        r = grow_array((void **)&d.memo, &d.memo_cap, guess, sizeof *d.memo);
-    if (r == 0) {
-        memset(d.memo, 0, d.memo_cap * sizeof *d.memo);
-        r = run(&d, out);
-    }
+    d.stack = d.stack0;
+    d.scap = STACK0;
+    d.marks = d.marks0;
+    d.mcap = MARKS0;
+    d.memo = d.memo0;
+    d.memo_cap = MEMO0;
+    int r = run(&d, out);
     pdec_free(&d);
     return r;
 }

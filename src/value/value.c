@@ -56,12 +56,15 @@ const mp_kind *mp_kind_find(const char *name)
 /* ---- value blocks ---------------------------------------------------------------- */
 
 /* Decoding a message builds many small values and freeing it releases them all: a
- * per-thread cache of fixed-size blocks (a value, or a str/bytes value with its text when
- * both fit) makes that allocation a pointer pop instead of a trip through malloc. At most
- * VALUE_CACHE_MAX blocks (32 KiB) are kept per thread, freed when the thread exits.
- * Under AddressSanitizer the cache is off, so every value is its own malloc and
- * use-after-free is still caught. */
+ * per-thread cache of fixed-size blocks in two sizes makes that allocation a pointer pop
+ * instead of a trip through malloc. A block holds a value, a str/bytes value with its
+ * text when both fit (up to 79 bytes of text), or the item storage of a small container
+ * (a list of up to 16 items, a map of up to 8 entries; marked cached_items). At most
+ * VALUE_CACHE_MAX blocks of each size (96 KiB in all) are kept per thread, freed when the
+ * thread exits. Under AddressSanitizer the cache is off, so every block is its own
+ * malloc and use-after-free is still caught. */
 #define VALUE_BLOCK 64
+#define VALUE_BLOCK_LARGE 128
 #define VALUE_CACHE_MAX 512
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -80,8 +83,8 @@ typedef struct value_block {
 } value_block;
 
 #define VALUE_TLS __thread __attribute__((tls_model("initial-exec")))
-static VALUE_TLS value_block *block_cache;
-static VALUE_TLS unsigned block_count;
+static VALUE_TLS value_block *block_cache[2];
+static VALUE_TLS unsigned block_count[2];
 static VALUE_TLS bool block_registered;
 static pthread_key_t block_key;
 static pthread_once_t block_once = PTHREAD_ONCE_INIT;
@@ -89,43 +92,53 @@ static pthread_once_t block_once = PTHREAD_ONCE_INIT;
 static void block_drain(void *unused)
 {
     (void)unused;
-    while (block_cache) {
-        value_block *b = block_cache;
-        block_cache = b->next;
-        free(b);
+    for (int c = 0; c < 2; c++) {
+        while (block_cache[c]) {
+            value_block *b = block_cache[c];
+            block_cache[c] = b->next;
+            free(b);
+        }
+        block_count[c] = 0;
     }
-    block_count = 0;
     block_registered = false; /* a value freed by a later destructor registers again */
 }
 
 static void block_key_init(void) { pthread_key_create(&block_key, block_drain); }
 
-/* Memory for a value of `size` bytes (NULL on failure, nothing recorded). */
+/* Memory for `size` bytes (NULL on failure, nothing recorded). */
 static void *block_alloc(size_t size)
 {
-    if (size > VALUE_BLOCK)
+    if (size > VALUE_BLOCK_LARGE)
         return malloc(size);
-    if (VALUE_CACHE && block_cache) {
-        value_block *b = block_cache;
-        block_cache = b->next;
-        block_count--;
+    int c = size > VALUE_BLOCK;
+    if (VALUE_CACHE && block_cache[c]) {
+        value_block *b = block_cache[c];
+        block_cache[c] = b->next;
+        block_count[c]--;
         return b;
     }
-    return malloc(VALUE_BLOCK);
+    return malloc(c ? VALUE_BLOCK_LARGE : VALUE_BLOCK);
 }
 
-static void block_free(void *p, size_t size)
+/* So the thread's exit frees its cache. */
+static __attribute__((noinline, cold)) void block_register(void)
 {
-    if (VALUE_CACHE && size <= VALUE_BLOCK && block_count < VALUE_CACHE_MAX) {
-        if (!block_registered) { /* so the thread's exit frees its cache */
-            pthread_once(&block_once, block_key_init);
-            pthread_setspecific(block_key, (void *)1);
-            block_registered = true;
-        }
+    pthread_once(&block_once, block_key_init);
+    pthread_setspecific(block_key, (void *)1);
+    block_registered = true;
+}
+
+/* Give back memory from block_alloc(size). */
+static inline void block_free(void *p, size_t size)
+{
+    int c = size > VALUE_BLOCK;
+    if (VALUE_CACHE && size <= VALUE_BLOCK_LARGE && block_count[c] < VALUE_CACHE_MAX) {
+        if (!block_registered)
+            block_register();
         value_block *b = p;
-        b->next = block_cache;
-        block_cache = b;
-        block_count++;
+        b->next = block_cache[c];
+        block_cache[c] = b;
+        block_count[c]++;
         return;
     }
     free(p);
@@ -134,6 +147,34 @@ static void block_free(void *p, size_t size)
 static size_t value_size(const mp_value *v)
 {
     return v->type == MP_STR || v->type == MP_BYTES ? sizeof *v + v->u.s.len + 1 : sizeof *v;
+}
+
+static void items_free(void *p, size_t bytes, bool cached)
+{
+    if (cached)
+        block_free(p, bytes);
+    else
+        free(p);
+}
+
+/* Item storage of a container: `bytes` of it, from the block cache when small (then
+ * *cached is set) or malloc. realloc semantics: the first `used` bytes of `old` (an
+ * allocation of old_bytes, cached or not per *cached; NULL when old_bytes is 0) move
+ * over and it is released; NULL on failure with `old` untouched. */
+static void *items_realloc(void *old, size_t old_bytes, size_t used, size_t bytes,
+                           bool *cached)
+{
+    if (!*cached && (bytes > VALUE_BLOCK_LARGE || !VALUE_CACHE))
+        return realloc(old, bytes);
+    void *p = bytes <= VALUE_BLOCK_LARGE ? block_alloc(bytes) : malloc(bytes);
+    if (!p)
+        return NULL;
+    if (used)
+        memcpy(p, old, used);
+    if (old)
+        items_free(old, old_bytes, *cached);
+    *cached = bytes <= VALUE_BLOCK_LARGE;
+    return p;
 }
 
 /* ---- construction --------------------------------------------------------------- */
@@ -235,21 +276,28 @@ mp_value *mp_value_handle(const mp_kind *kind, void *obj)
 
 /* ---- lists ---------------------------------------------------------------------- */
 
-/* Grow an array of pointers to hold at least `need` items. */
-static int grow(mp_value ***arr, size_t *cap, size_t need)
+/* Grow a list to hold at least `need` items: to `need` exactly when that is at least
+ * twice the capacity (a decoder that knows its count), else by doubling. */
+static int list_grow(mp_value *l, size_t need)
 {
-    if (need <= *cap)
+    size_t cap = l->u.list.cap;
+    if (need <= cap)
         return 0;
-    size_t ncap = *cap ? *cap * 2 : 4;
-    while (ncap < need)
-        ncap *= 2;
-    mp_value **p = realloc(*arr, ncap * sizeof *p);
+    size_t ncap = cap ? cap * 2 : 4;
+    if (ncap < need)
+        ncap = need;
+    if (ncap > SIZE_MAX / sizeof(mp_value *))
+        return mp__error(-ENOMEM, "growing a list to %zu items", need);
+    mp_value **p = items_realloc(l->u.list.items, cap * sizeof *p, l->u.list.len * sizeof *p,
+                                 ncap * sizeof *p, &l->cached_items);
     if (!p)
-        return mp__error(-ENOMEM, "growing a container to %zu items", ncap);
-    *arr = p;
-    *cap = ncap;
+        return mp__error(-ENOMEM, "growing a list to %zu items", ncap);
+    l->u.list.items = p;
+    l->u.list.cap = ncap;
     return 0;
 }
+
+int mp__value_list_reserve(mp_value *list, size_t need) { return list_grow(list, need); }
 
 int mp_value_list_append(mp_value *list, mp_value *item)
 {
@@ -260,7 +308,7 @@ int mp_value_list_append(mp_value *list, mp_value *item)
         return mp__error(MP_ETYPE, "list append: target is %s, not a list",
                          list ? mp_type_name(list->type) : "NULL");
     }
-    int r = grow(&list->u.list.items, &list->u.list.cap, list->u.list.len + 1);
+    int r = list_grow(list, list->u.list.len + 1);
     if (r < 0) {
         mp_value_free(item);
         return r;
@@ -273,12 +321,22 @@ int mp_value_list_append(mp_value *list, mp_value *item)
 
 #define MP__INDEX_MIN 8 /* below this many entries a linear scan is faster */
 
+/* mp_value_equal(k, key), with the common case of str (or bytes) keys done inline: such
+ * a key equals only a key of its own type with the same bytes. */
+static inline bool key_equal(const mp_value *k, const mp_value *key)
+{
+    if (key->type == MP_STR || key->type == MP_BYTES)
+        return k->type == key->type && k->u.s.len == key->u.s.len &&
+               memcmp(k->u.s.data, key->u.s.data, key->u.s.len) == 0;
+    return mp_value_equal(k, key);
+}
+
 static size_t map_probe(const mp_value *m, const mp_value *key, uint64_t h)
 {
     size_t mask = m->u.map.index_cap - 1;
     for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
         size_t e = m->u.map.index[i];
-        if (e == 0 || mp_value_equal(m->u.map.keys[e - 1], key))
+        if (e == 0 || key_equal(m->u.map.keys[e - 1], key))
             return i;
     }
 }
@@ -306,7 +364,7 @@ static size_t map_find(const mp_value *m, const mp_value *key)
         return e ? e - 1 : (size_t)-1;
     }
     for (size_t e = 0; e < m->u.map.len; e++)
-        if (mp_value_equal(m->u.map.keys[e], key))
+        if (key_equal(m->u.map.keys[e], key))
             return e;
     return (size_t)-1;
 }
@@ -320,7 +378,12 @@ static int map_grow(mp_value *m, size_t need)
     size_t ncap = cap ? cap * 2 : 4;
     while (ncap < need)
         ncap *= 2;
-    mp_value **block = realloc(m->u.map.keys, 2 * ncap * sizeof *block);
+    if (ncap > SIZE_MAX / (2 * sizeof(mp_value *)))
+        return mp__error(-ENOMEM, "growing a map to %zu entries", need);
+    /* the keys move over with the block; the vals are moved up to their new place */
+    mp_value **block = items_realloc(m->u.map.keys, 2 * cap * sizeof *block,
+                                     (cap + m->u.map.len) * sizeof *block,
+                                     2 * ncap * sizeof *block, &m->cached_items);
     if (!block)
         return mp__error(-ENOMEM, "growing a map to %zu entries", ncap);
     memmove(block + ncap, block + cap, m->u.map.len * sizeof *block);
@@ -354,6 +417,11 @@ static int map_append(mp_value *m, mp_value *key, mp_value *val)
     }
     m->u.map.index[map_probe(m, key, mp__value_hash(key))] = n + 1;
     return 0;
+}
+
+int mp__value_map_add(mp_value *m, mp_value *key, mp_value *val)
+{
+    return map_append(m, key, val);
 }
 
 int mp_value_map_set(mp_value *map, mp_value *key, mp_value *val)
@@ -801,6 +869,15 @@ mp_value *mp_value_copy(const mp_value *v)
     }
 }
 
+/* An item of a container: scalars (most items) are released here without a call. */
+static inline void free_item(mp_value *x)
+{
+    if (x && x->type < MP_LIST)
+        block_free(x, value_size(x)); /* str and bytes hold their bytes in the block */
+    else
+        mp_value_free(x);
+}
+
 void mp_value_free(mp_value *v)
 {
     if (!v)
@@ -811,15 +888,17 @@ void mp_value_free(mp_value *v)
         break; /* the bytes are part of the value's own allocation */
     case MP_LIST:
         for (size_t i = 0; i < v->u.list.len; i++)
-            mp_value_free(v->u.list.items[i]);
-        free(v->u.list.items);
+            free_item(v->u.list.items[i]);
+        if (v->u.list.items)
+            items_free(v->u.list.items, v->u.list.cap * sizeof(mp_value *), v->cached_items);
         break;
     case MP_MAP:
         for (size_t i = 0; i < v->u.map.len; i++) {
-            mp_value_free(v->u.map.keys[i]);
-            mp_value_free(v->u.map.vals[i]);
+            free_item(v->u.map.keys[i]);
+            free_item(v->u.map.vals[i]);
         }
-        free(v->u.map.keys); /* vals share the block */
+        if (v->u.map.keys) /* vals share the block */
+            items_free(v->u.map.keys, 2 * v->u.map.cap * sizeof(mp_value *), v->cached_items);
         free(v->u.map.index);
         break;
     case MP_HANDLE:
