@@ -22,6 +22,7 @@
 #include "internal/pickle.h"
 #include "internal/value.h"
 
+#include <endian.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,14 +262,16 @@ static int op_long(pdec *d, int lenbytes)
     return push(d, mp_value_int((int64_t)u), 0);
 }
 
-static int op_binint(pdec *d, int n)
+static inline int op_binint(pdec *d, int n)
 {
-    int r = need(d, (size_t)n);
-    if (r < 0)
-        return r;
-    uint64_t u = rd_le(d->p, n);
+    if (d->end - d->p < n)
+        return bad("truncated input");
+    const unsigned char *p = d->p;
     d->p += n;
-    int64_t i = n == 4 ? (int64_t)(int32_t)(uint32_t)u : (int64_t)u;
+    int64_t i = n == 1   ? p[0]
+                : n == 2 ? p[0] | p[1] << 8
+                         : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                                     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
     return push(d, mp_value_int(i), 0);
 }
 
@@ -277,9 +280,9 @@ static int op_binfloat(pdec *d)
     int r = need(d, 8);
     if (r < 0)
         return r;
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; i++)
-        bits = (bits << 8) | d->p[i];
+    uint64_t bits;
+    memcpy(&bits, d->p, 8);
+    bits = be64toh(bits);
     d->p += 8;
     double x;
     memcpy(&x, &bits, 8);

@@ -186,8 +186,7 @@ mp_value *mp__value_new(mp_type t)
         mp__error(-ENOMEM, "allocating a value");
         return NULL;
     }
-    memset(v, 0, sizeof *v);
-    v->type = t;
+    *v = (mp_value){.type = t}; /* stores, not a memset call */
     return v;
 }
 
@@ -233,8 +232,7 @@ static mp_value *new_buffer(mp_type t, const void *data, size_t len)
         mp__error(-ENOMEM, "allocating %zu bytes", len + 1);
         return NULL;
     }
-    memset(v, 0, sizeof *v);
-    v->type = t;
+    *v = (mp_value){.type = t};
     v->u.s.data = (char *)(v + 1);
     if (len)
         memcpy(v->u.s.data, data, len);
@@ -869,13 +867,47 @@ mp_value *mp_value_copy(const mp_value *v)
     }
 }
 
-/* An item of a container: scalars (most items) are released here without a call. */
-static inline void free_item(mp_value *x)
+/* The items of a container: scalars (most items) are chained up locally and handed to
+ * the block cache in one go (no per-item cache bookkeeping); containers and handles go
+ * through mp_value_free. */
+static void free_items(mp_value **items, size_t n)
 {
-    if (x && x->type < MP_LIST)
-        block_free(x, value_size(x)); /* str and bytes hold their bytes in the block */
-    else
-        mp_value_free(x);
+    value_block *head[2] = {NULL, NULL}, *tail[2] = {NULL, NULL};
+    unsigned count[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        mp_value *x = items[i];
+        if (!x || x->type >= MP_LIST) {
+            mp_value_free(x);
+            continue;
+        }
+        size_t size = value_size(x); /* str and bytes hold their bytes in the block */
+        if (!VALUE_CACHE || size > VALUE_BLOCK_LARGE) {
+            free(x);
+            continue;
+        }
+        int c = size > VALUE_BLOCK;
+        value_block *b = (value_block *)x;
+        b->next = head[c];
+        head[c] = b;
+        if (!tail[c])
+            tail[c] = b;
+        count[c]++;
+    }
+    for (int c = 0; c < 2; c++) {
+        while (head[c] && block_count[c] + count[c] > VALUE_CACHE_MAX) { /* cache full */
+            value_block *b = head[c];
+            head[c] = b->next;
+            count[c]--;
+            free(b);
+        }
+        if (!head[c])
+            continue;
+        if (!block_registered)
+            block_register();
+        tail[c]->next = block_cache[c];
+        block_cache[c] = head[c];
+        block_count[c] += count[c];
+    }
 }
 
 void mp_value_free(mp_value *v)
@@ -887,16 +919,13 @@ void mp_value_free(mp_value *v)
     case MP_BYTES:
         break; /* the bytes are part of the value's own allocation */
     case MP_LIST:
-        for (size_t i = 0; i < v->u.list.len; i++)
-            free_item(v->u.list.items[i]);
+        free_items(v->u.list.items, v->u.list.len);
         if (v->u.list.items)
             items_free(v->u.list.items, v->u.list.cap * sizeof(mp_value *), v->cached_items);
         break;
     case MP_MAP:
-        for (size_t i = 0; i < v->u.map.len; i++) {
-            free_item(v->u.map.keys[i]);
-            free_item(v->u.map.vals[i]);
-        }
+        free_items(v->u.map.keys, v->u.map.len);
+        free_items(v->u.map.vals, v->u.map.len);
         if (v->u.map.keys) /* vals share the block */
             items_free(v->u.map.keys, 2 * v->u.map.cap * sizeof(mp_value *), v->cached_items);
         free(v->u.map.index);
