@@ -236,6 +236,31 @@ static int deepen(slot *t, unsigned item_depth)
 
 /* ---- scalars ------------------------------------------------------------------------ */
 
+/* Scalars built inline from the block cache (value.c's constructors without a call). */
+static inline mp_value *new_int(int64_t i)
+{
+    mp_value *v = mp__value_new_scalar(MP_INT);
+    if (v)
+        v->u.i = i;
+    return v;
+}
+
+static inline mp_value *new_float(double x)
+{
+    mp_value *v = mp__value_new_scalar(MP_FLOAT);
+    if (v)
+        v->u.d = x;
+    return v;
+}
+
+static inline mp_value *new_bool(bool b)
+{
+    mp_value *v = mp__value_new_scalar(MP_BOOL);
+    if (v)
+        v->u.b = b;
+    return v;
+}
+
 static int op_long(pdec *d, int lenbytes)
 {
     size_t n = 0;
@@ -272,7 +297,7 @@ static inline int op_binint(pdec *d, int n)
                 : n == 2 ? p[0] | p[1] << 8
                          : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
                                      (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-    return push(d, mp_value_int(i), 0);
+    return push(d, new_int(i), 0);
 }
 
 static int op_binfloat(pdec *d)
@@ -286,7 +311,7 @@ static int op_binfloat(pdec *d)
     d->p += 8;
     double x;
     memcpy(&x, &bits, 8);
-    return push(d, mp_value_float(x), 0);
+    return push(d, new_float(x), 0);
 }
 
 static int op_buffer(pdec *d, int lenbytes, mp_type type)
@@ -302,11 +327,11 @@ static int op_buffer(pdec *d, int lenbytes, mp_type type)
     const char *s = (const char *)d->p;
     d->p += n;
     if (type == MP_STR) {
-        if (!mp__utf8_valid(s, n))
+        if (!mp__utf8_valid_inline(s, n))
             return bad("a str that is not valid UTF-8");
-        return push(d, mp_value_strn(s, n), 0);
+        return push(d, mp__value_new_buffer(MP_STR, s, n), 0);
     }
-    return push(d, mp_value_bytes(s, n), 0);
+    return push(d, mp__value_new_buffer(MP_BYTES, s, n), 0);
 }
 
 /* ---- containers ----------------------------------------------------------------------- */
@@ -697,9 +722,9 @@ static int op_misc(pdec *d, unsigned char op)
 static int step(pdec *d, unsigned char op)
 {
     switch (op) {
-    case PK_NONE: return push(d, mp_value_nil(), 0);
-    case PK_NEWTRUE: return push(d, mp_value_bool(true), 0);
-    case PK_NEWFALSE: return push(d, mp_value_bool(false), 0);
+    case PK_NONE: return push(d, mp__value_new_scalar(MP_NIL), 0);
+    case PK_NEWTRUE: return push(d, new_bool(true), 0);
+    case PK_NEWFALSE: return push(d, new_bool(false), 0);
     case PK_BININT: return op_binint(d, 4);
     case PK_BININT1: return op_binint(d, 1);
     case PK_BININT2: return op_binint(d, 2);
@@ -721,8 +746,8 @@ static int step(pdec *d, unsigned char op)
     case PK_BYTEARRAY8: return op_buffer(d, 8, MP_BYTES);
     case PK_EMPTY_LIST:
     case PK_EMPTY_SET:
-    case PK_EMPTY_TUPLE: return push(d, mp_value_list(), 1);
-    case PK_EMPTY_DICT: return push(d, mp_value_map(), 1);
+    case PK_EMPTY_TUPLE: return push(d, mp__value_new_scalar(MP_LIST), 1);
+    case PK_EMPTY_DICT: return push(d, mp__value_new_scalar(MP_MAP), 1);
     case PK_TUPLE1: return op_tuple_n(d, 1);
     case PK_TUPLE2: return op_tuple_n(d, 2);
     case PK_TUPLE3: return op_tuple_n(d, 3);

@@ -150,19 +150,6 @@ static int put_sized(wbuf *e, unsigned char op1, unsigned char op4, unsigned cha
 
 static int put_value(wbuf *e, const mp_value *v, int depth, bool key);
 
-/* Whether a str can go to Python: short ASCII (most keys and names) without a call. */
-static inline bool str_ok(const char *s, size_t n)
-{
-    if (n <= 32) {
-        unsigned char acc = 0;
-        for (size_t i = 0; i < n; i++)
-            acc |= (unsigned char)s[i];
-        if (acc < 0x80)
-            return true;
-    }
-    return mp__utf8_valid(s, n);
-}
-
 /* A scalar, written in the container loops without a recursive call: 0, a negative code,
  * or 1 when v is not a scalar (a container or a handle: put_value's job). */
 static inline int put_scalar(wbuf *e, const mp_value *v)
@@ -177,7 +164,7 @@ static inline int put_scalar(wbuf *e, const mp_value *v)
     case MP_FLOAT:
         return put_float(e, v->u.d);
     case MP_STR:
-        if (!str_ok(v->u.s.data, v->u.s.len))
+        if (!mp__utf8_valid_inline(v->u.s.data, v->u.s.len))
             return mp__error(MP_EINVAL, "pickle: a str that is not UTF-8 (Python could not "
                                         "read it back; send it as bytes)");
         return put_sized(e, PK_SHORT_BINUNICODE, PK_BINUNICODE, PK_BINUNICODE8, v->u.s.data,

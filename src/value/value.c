@@ -63,8 +63,8 @@ const mp_kind *mp_kind_find(const char *name)
  * VALUE_CACHE_MAX blocks of each size (96 KiB in all) are kept per thread, freed when the
  * thread exits. Under AddressSanitizer the cache is off, so every block is its own
  * malloc and use-after-free is still caught. */
-#define VALUE_BLOCK 64
-#define VALUE_BLOCK_LARGE 128
+#define VALUE_BLOCK MP__VALUE_BLOCK
+#define VALUE_BLOCK_LARGE MP__VALUE_BLOCK_LARGE
 #define VALUE_CACHE_MAX 512
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -78,13 +78,13 @@ const mp_kind *mp_kind_find(const char *name)
 #define VALUE_CACHE 1
 #endif
 
-typedef struct value_block {
-    struct value_block *next;
-} value_block;
+typedef mp__value_block value_block;
 
 #define VALUE_TLS __thread __attribute__((tls_model("initial-exec")))
-static VALUE_TLS value_block *block_cache[2];
-static VALUE_TLS unsigned block_count[2];
+VALUE_TLS value_block *mp__block_cache[2];
+VALUE_TLS unsigned mp__block_count[2];
+#define block_cache mp__block_cache
+#define block_count mp__block_count
 static VALUE_TLS bool block_registered;
 static pthread_key_t block_key;
 static pthread_once_t block_once = PTHREAD_ONCE_INIT;
@@ -105,19 +105,24 @@ static void block_drain(void *unused)
 
 static void block_key_init(void) { pthread_key_create(&block_key, block_drain); }
 
-/* Memory for `size` bytes (NULL on failure, nothing recorded). */
-static void *block_alloc(size_t size)
+static __attribute__((noinline)) void *block_malloc(size_t size)
 {
-    if (size > VALUE_BLOCK_LARGE)
-        return malloc(size);
+    return malloc(size > VALUE_BLOCK_LARGE ? size
+                  : size > VALUE_BLOCK     ? VALUE_BLOCK_LARGE
+                                           : VALUE_BLOCK);
+}
+
+/* Memory for `size` bytes (NULL on failure, nothing recorded). */
+static inline void *block_alloc(size_t size)
+{
     int c = size > VALUE_BLOCK;
-    if (VALUE_CACHE && block_cache[c]) {
+    if (VALUE_CACHE && size <= VALUE_BLOCK_LARGE && block_cache[c]) {
         value_block *b = block_cache[c];
         block_cache[c] = b->next;
         block_count[c]--;
         return b;
     }
-    return malloc(c ? VALUE_BLOCK_LARGE : VALUE_BLOCK);
+    return block_malloc(size);
 }
 
 /* So the thread's exit frees its cache. */
@@ -867,47 +872,64 @@ mp_value *mp_value_copy(const mp_value *v)
     }
 }
 
+/* Hand a chain of n blocks of class c (head..tail) to the block cache, freeing what
+ * does not fit. */
+static void cache_splice(int c, value_block *head, value_block *tail, unsigned n)
+{
+    while (head && block_count[c] + n > VALUE_CACHE_MAX) { /* cache full */
+        value_block *b = head;
+        head = b->next;
+        n--;
+        free(b);
+    }
+    if (!head)
+        return;
+    if (!block_registered)
+        block_register();
+    tail->next = block_cache[c];
+    block_cache[c] = head;
+    block_count[c] += n;
+}
+
 /* The items of a container: scalars (most items) are chained up locally and handed to
  * the block cache in one go (no per-item cache bookkeeping); containers and handles go
  * through mp_value_free. */
 static void free_items(mp_value **items, size_t n)
 {
-    value_block *head[2] = {NULL, NULL}, *tail[2] = {NULL, NULL};
-    unsigned count[2] = {0, 0};
+    value_block *h0 = NULL, *t0 = NULL, *h1 = NULL, *t1 = NULL;
+    unsigned n0 = 0, n1 = 0;
     for (size_t i = 0; i < n; i++) {
         mp_value *x = items[i];
         if (!x || x->type >= MP_LIST) {
             mp_value_free(x);
             continue;
         }
-        size_t size = value_size(x); /* str and bytes hold their bytes in the block */
-        if (!VALUE_CACHE || size > VALUE_BLOCK_LARGE) {
-            free(x);
-            continue;
-        }
-        int c = size > VALUE_BLOCK;
         value_block *b = (value_block *)x;
-        b->next = head[c];
-        head[c] = b;
-        if (!tail[c])
-            tail[c] = b;
-        count[c]++;
-    }
-    for (int c = 0; c < 2; c++) {
-        while (head[c] && block_count[c] + count[c] > VALUE_CACHE_MAX) { /* cache full */
-            value_block *b = head[c];
-            head[c] = b->next;
-            count[c]--;
-            free(b);
+        if (x->type < MP_STR || sizeof *x + x->u.s.len + 1 <= VALUE_BLOCK) {
+            b->next = h0;
+            h0 = b;
+            t0 = t0 ? t0 : b;
+            n0++;
+        } else if (sizeof *x + x->u.s.len + 1 <= VALUE_BLOCK_LARGE) {
+            b->next = h1; /* str and bytes hold their bytes in the block */
+            h1 = b;
+            t1 = t1 ? t1 : b;
+            n1++;
+        } else {
+            free(x);
         }
-        if (!head[c])
-            continue;
-        if (!block_registered)
-            block_register();
-        tail[c]->next = block_cache[c];
-        block_cache[c] = head[c];
-        block_count[c] += count[c];
     }
+    if (!VALUE_CACHE) {
+        for (value_block *b = h0, *nx; b; b = nx)
+            nx = b->next, free(b);
+        for (value_block *b = h1, *nx; b; b = nx)
+            nx = b->next, free(b);
+        return;
+    }
+    if (h0)
+        cache_splice(0, h0, t0, n0);
+    if (h1)
+        cache_splice(1, h1, t1, n1);
 }
 
 void mp_value_free(mp_value *v)
