@@ -4,7 +4,10 @@
  * BINFLOAT, SHORT_BINUNICODE/BINUNICODE/BINUNICODE8, SHORT_BINBYTES/BINBYTES/BINBYTES8,
  * EMPTY_LIST + APPENDS, EMPTY_DICT + SETITEMS, tuples (only for lists used as dict keys,
  * which Python needs hashable) and STOP. A value tree has no shared parts, so no memo is
- * written (loads does not need one) and no FRAME (optional for readers). */
+ * written (loads does not need one; Python memoizes to share objects, which a tree cannot
+ * have) and no FRAME (optional for readers). Writing goes to a 2 KiB buffer on the stack
+ * first (a small value costs one malloc, of the result), scalars are written inline by
+ * the container loops. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/pickle.h"
