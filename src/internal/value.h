@@ -109,6 +109,7 @@ static inline mp_value *mp__value_new_scalar(mp_type t)
         return mp__value_new(t);
     mp__block_cache[0] = b->next;
     mp__block_count[0]--;
+    __builtin_prefetch(b->next, 1); /* the next pop's block: its link is read then */
     mp_value *v = (mp_value *)b;
     *v = (mp_value){.type = t};
     return v;
@@ -125,6 +126,7 @@ static inline mp_value *mp__value_new_buffer(mp_type t, const char *data, size_t
         return t == MP_STR ? mp_value_strn(data, len) : mp_value_bytes(data, len);
     mp__block_cache[c] = b->next;
     mp__block_count[c]--;
+    __builtin_prefetch(b->next, 1);
     mp_value *v = (mp_value *)b;
     *v = (mp_value){.type = t};
     v->u.s.data = (char *)(v + 1);
