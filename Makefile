@@ -2,7 +2,7 @@
 # Debian packages they need first (we are root; apt-get only runs when one is missing).
 BUILD    ?= build
 JOBS     ?= $(shell nproc)
-DEB_PKGS := cmake make gcc pkg-config libmsgpack-dev libssl-dev python3
+DEB_PKGS := cmake make gcc pkg-config libmsgpack-dev libssl-dev python3 libopenmpi-dev openmpi-bin
 DOC_PKGS := doxygen
 FUZZ_PKGS := clang libclang-rt-dev
 CMAKE    := cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -53,7 +53,7 @@ demo: deps
 	@bash examples/demo.sh $(BUILD)/examples examples
 
 # The peer column needs a C++ compiler and Boost.Interprocess (header-only).
-BENCH_PKGS := g++ libboost-dev
+BENCH_PKGS := g++ libboost-dev python3-mpi4py
 bench:
 	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS) $(BENCH_PKGS)"
 	@$(CMAKE) >/dev/null

@@ -23,6 +23,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* ASan's allocator refuses (and reports) an allocation above its maximum. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "max_allocation_size_mb=2048"; }
+#elif defined(__SANITIZE_THREAD__)
+/* TSan replaces malloc itself, and calls it while starting, before an instrumented
+ * replacement of ours could run (it crashed there): its allocator enforces the limit. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) { return "max_allocation_size_mb=2048"; }
 #else
 /* glibc's allocator behind a size check (glibc lets a program replace malloc). */
 void *__libc_malloc(size_t n);

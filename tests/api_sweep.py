@@ -7,6 +7,7 @@ that crashed or hung. Bad input must give an error code, never a crash.
 Usage: api_sweep.py INCLUDE_DIR > sweep.c
 """
 import glob
+import os
 import re
 import sys
 
@@ -20,6 +21,10 @@ PROTO = re.compile(r"^\s*([A-Za-z_][\w \*]*?[\s\*])(mp_\w+)\s*\(([^;{]*?)\)\s*"
 
 def prototypes(include_dir):
     for header in sorted(glob.glob(f"{include_dir}/multiproc/*.h")):
+        # The MPI module's headers (mpi*.h) belong to libmultiproc_mpi and need MPI
+        # started; their bad-argument cases are tested under mpiexec in tests/mpi/.
+        if os.path.basename(header).startswith("mpi"):
+            continue
         text = re.sub(r"/\*.*?\*/", "", open(header).read(), flags=re.S)
         text = re.sub(r"//.*", "", text)
         for m in PROTO.finditer(text):

@@ -53,22 +53,31 @@ def exported(lib):
     return {line.split()[-1] for line in out.splitlines() if line.split()}
 
 
-def main():
-    src, build = sys.argv[1], sys.argv[2]
-    want = set()
-    for h in sorted(glob.glob(os.path.join(src, "include", "multiproc", "*.h"))):
-        want |= declared(h)
-    lib = os.path.join(build, "libmultiproc.so")
+def check(lib, want):
     have = {s for s in exported(lib) if not s.startswith("_")}  # _init/_fini/_edata...
     ok = True
     for s in sorted(have - want):
-        print(f"exported but not declared in a public header: {s}")
+        print(f"{os.path.basename(lib)}: exported but not declared in a public header: {s}")
         ok = False
     for s in sorted(want - have):
-        print(f"declared in a public header but not exported: {s}")
+        print(f"{os.path.basename(lib)}: declared in a public header but not exported: {s}")
         ok = False
-    print(f"exports: {len(have)} symbols, {len(want)} declared: {'OK' if ok else 'MISMATCH'}")
-    return 0 if ok and want else 1
+    print(f"{os.path.basename(lib)}: {len(have)} symbols, {len(want)} declared: "
+          f"{'OK' if ok else 'MISMATCH'}")
+    return ok and bool(want)
+
+
+def main():
+    """libmultiproc.so: the headers but mpi*.h; libmultiproc_mpi.so (when built): all."""
+    src, build = sys.argv[1], sys.argv[2]
+    base, mpi = set(), set()
+    for h in sorted(glob.glob(os.path.join(src, "include", "multiproc", "*.h"))):
+        (mpi if os.path.basename(h).startswith("mpi") else base).update(declared(h))
+    ok = check(os.path.join(build, "libmultiproc.so"), base)
+    mpilib = os.path.join(build, "libmultiproc_mpi.so")
+    if os.path.exists(mpilib):
+        ok = check(mpilib, base | mpi) and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

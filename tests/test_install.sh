@@ -56,3 +56,25 @@ cmake --build "$tmp/consumer/build" >/dev/null
 out=$("$tmp/consumer/build/consumer")
 [ "$out" = "$expected" ] || { echo "find_package consumer printed: $out"; exit 1; }
 echo "install: pkg-config and find_package consumers OK"
+
+# 3. the MPI library (when built): a pkg-config consumer running as one MPI rank
+if [ -f "$libdir/pkgconfig/multiproc_mpi.pc" ]; then
+  cat >"$tmp/consumer/mpi.c" <<'C'
+#include <multiproc.h>
+#include <multiproc/mpi.h>
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    if (mp_mpi_init(&argc, &argv) < 0) {
+        printf("%s\n", mp_last_error());
+        return 1;
+    }
+    printf("rank %d of %d\n", mp_mpi_rank(MPI_COMM_WORLD), mp_mpi_size(MPI_COMM_WORLD));
+    return mp_mpi_finalize() < 0;
+}
+C
+  cc $san -o "$tmp/consumer/mpi" "$tmp/consumer/mpi.c" $(pkg-config --cflags --libs multiproc_mpi)
+  out=$("$tmp/consumer/mpi")
+  [ "$out" = "rank 0 of 1" ] || { echo "multiproc_mpi consumer printed: $out"; exit 1; }
+  echo "install: multiproc_mpi pkg-config consumer OK"
+fi

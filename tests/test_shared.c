@@ -7,6 +7,7 @@
 #include "multiproc/sync.h"
 
 #include <stdatomic.h>
+#include <sys/mman.h>
 
 static const char *const methods[] = {"fork", "spawn", "forkserver"};
 #define FOR_EACH_METHOD(m) for (const char *const *m = methods; m < methods + 3; m++)
@@ -635,6 +636,78 @@ static void test_sl_python(void)
     CHECK_NULL_ERR(mp_sl_create(&bi, 1, NULL, NULL), MP_ERANGE);
 }
 
+/* A handle whose segment header lies about its size is refused (MP_EPROTO), never
+ * trusted: a length whose product with itemsize wraps around to a small number passed
+ * the old check, and every later access read past the segment. */
+static void corrupt_and_import(mp_shared *a, size_t field_off, uint64_t bad, const char *what)
+{
+    void *data = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[MP_KIND_MAX_FDS];
+    CHECK_OK(mp_kind_shared.export_obj(a, &data, &len, fds, &nfds));
+    int fd = dup(fds[0]);
+    char *hdr = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(hdr != MAP_FAILED);
+    uint64_t saved;
+    memcpy(&saved, hdr + field_off, 8);
+    memcpy(hdr + field_off, &bad, 8);
+    void *obj = NULL;
+    int r = mp_kind_shared.import_obj(data, len, &fd, 1, &obj);
+    if (r != MP_EPROTO)
+        fprintf(stderr, "  corrupt %s: import gave %d\n", what, r);
+    CHECK_ERR(r, MP_EPROTO);
+    CHECK_CONTAINS(mp_last_error(), "not a shared object segment");
+    CHECK(obj == NULL);
+    if (obj)
+        mp_shared_free(obj);
+    memcpy(hdr + field_off, &saved, 8);
+    munmap(hdr, 4096);
+    free(data);
+}
+
+static void test_import_checks_header(void)
+{
+    mp_shared *a;
+    CHECK_NEW(a, mp_shared_array_new('q', 4, NULL, NULL));
+    if (!a)
+        return;
+    /* the header (src/shared/shared.c): the 64-byte lock line, then magic and typecode
+     * (u32 each), itemsize, length and data_off (u64 each) */
+    size_t itemoff = 72, lenoff = 80, offoff = 88;
+    {
+        void *data = NULL;
+        size_t len = 0, nfds = 0;
+        int fds[MP_KIND_MAX_FDS];
+        CHECK_OK(mp_kind_shared.export_obj(a, &data, &len, fds, &nfds));
+        uint64_t *h = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds[0], 0);
+        CHECK(h != MAP_FAILED);
+        CHECK_INT(h[itemoff / 8], 8); /* the layout this test assumes */
+        CHECK_INT(h[lenoff / 8], 4);
+        munmap(h, 4096);
+        free(data);
+    }
+    corrupt_and_import(a, lenoff, (UINT64_MAX / 8) + 2, "length (wraps)");
+    corrupt_and_import(a, lenoff, 1u << 20, "length (too long)");
+    corrupt_and_import(a, itemoff, 0, "itemsize 0");
+    corrupt_and_import(a, offoff, 1u << 30, "data offset past the end");
+    corrupt_and_import(a, offoff, 8, "data offset inside the header");
+    /* the untouched handle still imports, and reads what was written */
+    CHECK_OK(mp_shared_set_int(a, 3, 77));
+    void *data = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[MP_KIND_MAX_FDS];
+    CHECK_OK(mp_kind_shared.export_obj(a, &data, &len, fds, &nfds));
+    int fd = dup(fds[0]);
+    void *obj = NULL;
+    CHECK_OK(mp_kind_shared.import_obj(data, len, &fd, 1, &obj));
+    if (obj) {
+        CHECK_INT(mp_shared_get_int(obj, 3), 77);
+        mp_shared_free(obj);
+    }
+    free(data);
+    mp_shared_free(a);
+}
+
 int main(int argc, char **argv)
 {
     /* The tracker pipe stays open for the whole run: open it before the leak checks. */
@@ -654,5 +727,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_sl_basic);
     RUN_IF(argc, argv, test_sl_in_children);
     RUN_IF(argc, argv, test_sl_python);
+    RUN_IF(argc, argv, test_import_checks_header);
     return mpt_done();
 }

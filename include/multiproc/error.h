@@ -72,7 +72,8 @@ MP_API_BEGIN
     X(MP_EUNSUPPORTED, -10018, "not supported")                                    \
     X(MP_EINVAL, -10019, "invalid argument")                                       \
     X(MP_ENOTOWNER, -10020, "not the owner of the lock")                           \
-    X(MP_ERANGE, -10021, "value out of range")
+    X(MP_ERANGE, -10021, "value out of range")                                     \
+    X(MP_EMPI, -10022, "an MPI call failed")
 
 /** Library error codes (all negative). */
 enum mp_error {

@@ -144,6 +144,15 @@ typedef struct mp_manager_opts {
     double handshake_limit; /**< seconds a client has to authenticate; 0: 20 s;
                                  MP_NO_LIMIT: none */
     int max_connections;   /**< 0: 1024; later connections are closed at once */
+    /** Seconds a peer across TCP may stay silent (its host down, the link cut: no
+     * answer to keepalive probes, data unacknowledged) before its connection ends;
+     * 0: 30 s; MP_NO_LIMIT: none (the OS's defaults: a call waiting on a silent peer
+     * may wait forever). The server uses it on its end of every TCP connection and
+     * tells its clients, whose proxies use it on theirs: a call blocked on an
+     * unreachable server then fails with MP_EEOF within about peer_limit + peer_limit/6
+     * seconds, and the server drops an unreachable client (releasing its locks) as
+     * it drops a dead one. Unix sockets need no limit (a dead peer's end closes). */
+    double peer_limit;
 } mp_manager_opts;
 
 /**

@@ -49,11 +49,11 @@ static int config_from_args(const mp_value *args, mgr_config *cfg, const mp_valu
     const void *key;
     size_t keylen;
     int64_t maxmsg, maxconn, watch;
-    double hs;
+    double hs, peer;
     void *handle = NULL;
     memset(cfg, 0, sizeof *cfg);
-    if (mp_value_unpack(args, "[s y# I f I I h o]", &addr, &key, &keylen, &maxmsg, &hs, &maxconn,
-                        &watch, &mp_kind_connection, &handle, types) < 0)
+    if (mp_value_unpack(args, "[s y# I f f I I h o]", &addr, &key, &keylen, &maxmsg, &hs, &peer,
+                        &maxconn, &watch, &mp_kind_connection, &handle, types) < 0)
         return mp_last_error_code();
     *conn = handle;
     if (keylen > sizeof cfg->key || strlen(addr) >= sizeof cfg->address)
@@ -63,6 +63,7 @@ static int config_from_args(const mp_value *args, mgr_config *cfg, const mp_valu
     cfg->keylen = keylen;
     cfg->max_message = (size_t)maxmsg;
     cfg->handshake_limit = hs;
+    cfg->peer_limit = peer;
     cfg->max_connections = (int)maxconn;
     cfg->watch_pid = (pid_t)watch;
     return 0;
@@ -127,8 +128,9 @@ static mp_value *start_args(const mgr_config *cfg, mp_connection *w, const mp_ma
     } else if (!(types = mp_value_nil())) {
         return NULL;
     }
-    mp_value *inner = mp_value_pack("[s y# I f I I h o]", cfg->address, cfg->key, cfg->keylen,
+    mp_value *inner = mp_value_pack("[s y# I f f I I h o]", cfg->address, cfg->key, cfg->keylen,
                                     (int64_t)cfg->max_message, cfg->handshake_limit,
+                                    cfg->peer_limit,
                                     (int64_t)cfg->max_connections, (int64_t)getpid(),
                                     &mp_kind_connection, w, types);
     return inner ? mp_value_pack("[o]", inner) : NULL;
@@ -240,12 +242,12 @@ mp_manager *mp_manager_connect(const char *address, const void *authkey, size_t 
     mp_connection *c;
     int r = mp__mgr_connect(address, authkey, authkey_len, time_limit, &c);
     if (r == 0) {
-        mp_value *max = NULL;
-        r = mp__mgr_roundtrip(c, address, 0, "ping", 0, NULL, &max);
+        mp_value *lim = NULL;
+        double peer = 0;
+        r = mp__mgr_roundtrip(c, address, 0, "ping", 0, NULL, &lim);
         mp_connection_free(c);
-        if (mp_value_get_int(max) > 0)
-            m->max_message = (size_t)mp_value_get_int(max);
-        mp_value_free(max);
+        mp__mgr_reply_limits(lim, &m->max_message, &peer);
+        mp_value_free(lim);
     }
     if (r < 0) {
         free(m);
@@ -328,10 +330,15 @@ mp_proxy *mp_manager_create(mp_manager *m, const char *type, const mp_value *arg
     int r = cargs ? mp__mgr_roundtrip(c, m->address, m->max_message, "create", 0, cargs, &res)
                   : mp_last_error_code();
     mp_value_free(cargs);
-    int64_t id, token, max;
-    if (r == 0 && mp_value_unpack(res, "[I I I]", &id, &token, &max) < 0)
+    int64_t id = 0, token = 0, max = 0;
+    double peer = MGR_PEER_LIMIT_DEFAULT;
+    if (r == 0 && (mp_value_len(res) == 4 /* an older server's has no peer limit */
+                       ? mp_value_unpack(res, "[I I I f]", &id, &token, &max, &peer)
+                       : mp_value_unpack(res, "[I I I]", &id, &token, &max)) < 0)
         r = mp__error(MP_EPROTO, "create: bad reply");
     mp_value_free(res);
+    if (r == 0)
+        mp__mgr_peer_limit_apply(mp_connection_fileno(c), peer);
     if (r < 0) {
         mp_connection_free(c);
         return NULL;

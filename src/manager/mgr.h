@@ -7,6 +7,7 @@
  *                Queue, JoinableQueue (blocking methods park on the object's condvar)
  *   usertypes.c  registered types: their functions as (object, offset) across exec
  *   proxy.c      the client side: proxies, the "proxy" kind
+ *   liveness.c   TCP keepalive / user timeout: a silent peer ends a connection in bounded time
  *   manager.c    starting the server process, connecting, shutting down
  */
 #ifndef MP_MANAGER_MGR_H
@@ -22,6 +23,7 @@
 #define MGR_MAX_KEY 256
 #define MGR_MAX_TYPES 64
 #define MGR_ADDR_LEN 128
+#define MGR_PEER_LIMIT_DEFAULT 30.0 /* seconds: mp_manager_opts.peer_limit 0 */
 
 /* ---- protocol ----------------------------------------------------------------------- */
 
@@ -133,6 +135,7 @@ typedef struct mgr_config {
     size_t max_message;
     double handshake_limit;
     int max_connections;
+    double peer_limit; /* seconds (> 0) or MP_NO_LIMIT: both ends of a TCP connection */
     const mp_manager_type *types;
     size_t ntypes;
     pid_t watch_pid; /* stop when this process ends (0: never) */
@@ -142,6 +145,19 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts);
 /* MP_EINVAL (with a message) for options no manager can start with. */
 int mp__mgr_check_opts(const mp_manager_opts *opts);
 mp_manager_server *mp__mgr_server_new(const mgr_config *cfg);
+
+/* ---- a silent peer (liveness.c) ---------------------------------------------------- */
+
+/* On a TCP socket: keepalive probes and TCP_USER_TIMEOUT so that a peer that stays
+ * silent for about limit seconds ends the connection (a blocked read fails with
+ * ETIMEDOUT); limit < 0 turns both off. Nothing for other sockets. Best effort: 0 or
+ * an -errno, the last error untouched (callers go on without it). */
+int mp__mgr_peer_limit_apply(int fd, double limit);
+/* The option's value in seconds: 0 -> MGR_PEER_LIMIT_DEFAULT, negative -> MP_NO_LIMIT. */
+double mp__mgr_peer_limit(double opt);
+/* A server's limits from a ping / incref reply: an int (max_message, from an older
+ * server) or [max_message, peer_limit]. *peer is left alone when the reply has none. */
+void mp__mgr_reply_limits(const mp_value *v, size_t *max, double *peer);
 
 /* ---- registered types across exec --------------------------------------------------- */
 /* Describe types as a value ([[name, create, destroy, repr, [[mname, fn]...]]...],

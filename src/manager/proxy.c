@@ -31,7 +31,11 @@ int mp__mgr_connect(const char *address, const void *key, size_t keylen, double 
 {
     mp_client_opts co = {.authkey = key, .authkey_len = keylen, .time_limit = limit};
     *out = mp_client(address, &co);
-    return *out ? 0 : mp_last_error_code();
+    if (!*out)
+        return mp_last_error_code();
+    /* until the server tells its own limit (liveness.c) */
+    mp__mgr_peer_limit_apply(mp_connection_fileno(*out), MGR_PEER_LIMIT_DEFAULT);
+    return 0;
 }
 
 static int gone(const char *address, int code)
@@ -48,11 +52,27 @@ int mp__mgr_reconnect(const char *address, const void *key, size_t keylen, doubl
     return r;
 }
 
+/* A connection TCP gave up on: the peer stayed silent past the peer limit (liveness.c)
+ * or its host or network is unreachable. */
+static bool unreachable(int code)
+{
+    return code == -ETIMEDOUT || code == -EHOSTUNREACH || code == -ENETUNREACH ||
+           code == -EHOSTDOWN || code == -ENETDOWN;
+}
+
+static int lost(const char *address, int code)
+{
+    if (unreachable(code))
+        return mp__error(MP_EEOF, "the manager at '%s' is unreachable (%s)", address,
+                         mp_strerror(code));
+    return gone(address, code);
+}
+
 static int recv_reply(mp_connection *c, const char *address, void **buf, size_t *len)
 {
     int r = mp_connection_recv_bytes(c, 0, buf, len);
-    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
-        return gone(address, r);
+    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED || unreachable(r))
+        return lost(address, r);
     return r;
 }
 
@@ -72,8 +92,8 @@ int mp__mgr_roundtrip(mp_connection *c, const char *address, size_t max, const c
     }
     r = mp_connection_send_bytes(c, buf, 0, len);
     mp_free(buf);
-    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED)
-        return gone(address, r);
+    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED || unreachable(r))
+        return lost(address, r);
     if (r < 0)
         return r;
     void *rep;
@@ -113,16 +133,19 @@ static int proxy_connect(mp_proxy *p)
     if (r < 0)
         return r;
     mp_value *args = mp_value_pack("[I I]", (int64_t)p->ref.id, (int64_t)p->ref.token);
-    mp_value *max = NULL;
-    r = args ? mp__mgr_roundtrip(c, p->ref.address, 0, "incref", 0, args, &max)
+    mp_value *lim = NULL;
+    r = args ? mp__mgr_roundtrip(c, p->ref.address, 0, "incref", 0, args, &lim)
              : mp_last_error_code();
     mp_value_free(args);
     if (r < 0) {
         mp_connection_free(c);
         return r;
     }
-    p->max_message = mp_value_get_int(max) > 0 ? (size_t)mp_value_get_int(max) : 0;
-    mp_value_free(max);
+    double peer = MGR_PEER_LIMIT_DEFAULT;
+    p->max_message = 0;
+    mp__mgr_reply_limits(lim, &p->max_message, &peer);
+    mp_value_free(lim);
+    mp__mgr_peer_limit_apply(mp_connection_fileno(c), peer);
     p->conn = c;
     p->conn_err = 0;
     return 0;

@@ -410,9 +410,16 @@ static int server_create(mgr_conn *c, const mp_value *args, mp_value **result)
         collect(c->srv);
         return mp_last_error_code();
     }
-    *result = mp_value_pack("[I I I]", (int64_t)o->id, (int64_t)c->srv->token,
-                            (int64_t)c->srv->cfg.max_message);
+    *result = mp_value_pack("[I I I f]", (int64_t)o->id, (int64_t)c->srv->token,
+                            (int64_t)c->srv->cfg.max_message, c->srv->cfg.peer_limit);
     return *result ? 0 : mp_last_error_code();
+}
+
+/* What a client needs to know of the server: [max_message, peer_limit] (the reply to
+ * ping and incref; create's reply carries them after the object's id and token). */
+static mp_value *limits(const mgr_server *s)
+{
+    return mp_value_pack("[I f]", (int64_t)s->cfg.max_message, s->cfg.peer_limit);
 }
 
 static int server_incref(mgr_conn *c, const mp_value *args, mp_value **result)
@@ -427,7 +434,7 @@ static int server_incref(mgr_conn *c, const mp_value *args, mp_value **result)
                          (long long)id);
     if (ref_add(c, o) < 0)
         return mp_last_error_code();
-    *result = mp_value_int((int64_t)c->srv->cfg.max_message);
+    *result = limits(c->srv);
     return *result ? 0 : mp_last_error_code();
 }
 
@@ -444,8 +451,8 @@ static int server_method(mgr_conn *c, const char *method, const mp_value *args,
             return mp__error(MP_ETYPE, "decref: expected [object id]");
         return ref_drop(c, (uint64_t)id);
     }
-    if (strcmp(method, "ping") == 0) { /* the reply tells the largest request taken */
-        *result = mp_value_int((int64_t)c->srv->cfg.max_message);
+    if (strcmp(method, "ping") == 0) { /* the reply tells the server's limits */
+        *result = limits(c->srv);
         return *result ? 0 : mp_last_error_code();
     }
     if (strcmp(method, "shutdown") == 0) {
@@ -605,6 +612,7 @@ static void accept_one(mgr_server *s)
     if (fd < 0)
         return; /* EAGAIN (another wake-up took it), ECONNABORTED, EMFILE: keep serving */
     mp__set_nonblock(fd, false);
+    mp__mgr_peer_limit_apply(fd, s->cfg.peer_limit); /* best effort: TCP only */
     pthread_mutex_lock(&s->mu);
     bool full = s->nconns >= s->cfg.max_connections || s->stopping;
     pthread_mutex_unlock(&s->mu);
@@ -668,6 +676,7 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts)
     cfg->max_message = opts->max_message ? opts->max_message : (size_t)64 << 20;
     cfg->handshake_limit = opts->handshake_limit; /* 0: the listener's default; < 0: none */
     cfg->max_connections = opts->max_connections > 0 ? opts->max_connections : 1024;
+    cfg->peer_limit = mp__mgr_peer_limit(opts->peer_limit);
     cfg->types = opts->types;
     cfg->ntypes = opts->ntypes;
 }
@@ -679,7 +688,8 @@ int mp__mgr_check_opts(const mp_manager_opts *opts)
     if (opts->authkey && opts->authkey_len > MGR_MAX_KEY)
         return mp__error(MP_EINVAL, "manager: authkey of %zu bytes (at most %d)",
                          opts->authkey_len, MGR_MAX_KEY);
-    if (mp__limit_check(opts->handshake_limit, "manager: handshake_limit") < 0)
+    if (mp__limit_check(opts->handshake_limit, "manager: handshake_limit") < 0 ||
+        mp__limit_check(opts->peer_limit, "manager: peer_limit") < 0)
         return mp_last_error_code();
     if (opts->address && strlen(opts->address) >= MGR_ADDR_LEN)
         return mp__error(MP_EINVAL, "manager: address too long");

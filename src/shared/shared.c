@@ -10,6 +10,7 @@
 #include "sync/sync_internal.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -503,6 +504,19 @@ static int import_fail(int *fds, size_t nfds, const char *why)
     return mp__error(MP_EPROTO, "shared object handle: %s", why);
 }
 
+/* The segment came from another process: its header must describe data that lies
+ * inside the segment, checked without an overflow (a hostile length times itemsize
+ * can wrap around to a small number), and a lock mode we know. */
+static bool header_fits(const shared_hdr *h, size_t size)
+{
+    if (h->magic != SHARED_MAGIC || h->itemsize == 0 || h->length == 0 ||
+        h->lock_mode > LOCK_EXTERNAL || h->data_off > size)
+        return false;
+    if (h->data_off == offsetof(shared_hdr, small)) /* up to 8 bytes inside the header */
+        return h->length <= sizeof h->small / h->itemsize;
+    return h->data_off >= sizeof(shared_hdr) && h->length <= (size - h->data_off) / h->itemsize;
+}
+
 static int shared_import(const void *data, size_t len, int *fds, size_t nfds, void **obj)
 {
     uint32_t hdr[2] = {0, 0};
@@ -521,7 +535,7 @@ static int shared_import(const void *data, size_t len, int *fds, size_t nfds, vo
     mp__shm seg;
     int r = mp__shm_attach(&seg, fds[0], sizeof(shared_hdr));
     shared_hdr *h = r < 0 ? NULL : seg.addr;
-    if (h && (h->magic != SHARED_MAGIC || h->data_off + h->itemsize * h->length > seg.size)) {
+    if (h && !header_fits(h, seg.size)) {
         mp__shm_release(&seg);
         r = mp__error(MP_EPROTO, "shared object handle: not a shared object segment");
     }

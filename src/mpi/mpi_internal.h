@@ -1,0 +1,12 @@
+/* Private parts of the MPI module (src/mpi/), shared by its files. */
+#ifndef MP_MPI_INTERNAL_H
+#define MP_MPI_INTERNAL_H
+
+#include <mpi.h>
+
+/* Record an MPI failure: MP_EMPI with "what: MPI's message". Returns MP_EMPI. */
+int mp__mpi_error(int rc, const char *what);
+/* 0 when MPI is initialised and not finalized, else MP_ESTATE with a message. */
+int mp__mpi_check_ready(void);
+
+#endif
