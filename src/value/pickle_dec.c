@@ -793,11 +793,105 @@ static void pdec_free(pdec *d)
     free(d->copied);
 }
 
+/* The common scalar opcodes, with the input position and stack pointer in locals (not
+ * reloaded from *d after every store): 0 and *handled, a code, or 0 and !*handled for
+ * step(). Their checks are step()'s. */
+static inline int fast_op(pdec *d, unsigned char op, const unsigned char **pp, size_t *spp,
+                          bool *handled)
+{
+    const unsigned char *p = *pp;
+    size_t left = (size_t)(d->end - p);
+    mp_value *v;
+    unsigned depth = 0;
+    switch (op) {
+    case PK_NONE:
+        v = mp__value_new_scalar(MP_NIL);
+        break;
+    case PK_NEWTRUE:
+    case PK_NEWFALSE:
+        v = new_bool(op == PK_NEWTRUE);
+        break;
+    case PK_BININT1:
+        if (left < 1)
+            return bad("truncated input");
+        v = new_int(p[0]);
+        p += 1;
+        break;
+    case PK_BININT2:
+        if (left < 2)
+            return bad("truncated input");
+        v = new_int(p[0] | p[1] << 8);
+        p += 2;
+        break;
+    case PK_BININT:
+        if (left < 4)
+            return bad("truncated input");
+        v = new_int((int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                              (uint32_t)p[3] << 24));
+        p += 4;
+        break;
+    case PK_BINFLOAT: {
+        if (left < 8)
+            return bad("truncated input");
+        uint64_t bits;
+        memcpy(&bits, p, 8);
+        bits = be64toh(bits);
+        double x;
+        memcpy(&x, &bits, 8);
+        v = new_float(x);
+        p += 8;
+        break;
+    }
+    case PK_SHORT_BINUNICODE:
+    case PK_SHORT_BINBYTES: {
+        if (left < 1 || p[0] > left - 1) {
+            *handled = false; /* step() words the error */
+            return 0;
+        }
+        size_t n = p[0];
+        const char *str = (const char *)p + 1;
+        p += 1 + n;
+        if (op == PK_SHORT_BINUNICODE && !mp__utf8_valid_inline(str, n))
+            return bad("a str that is not valid UTF-8");
+        v = mp__value_new_buffer(op == PK_SHORT_BINUNICODE ? MP_STR : MP_BYTES, str, n);
+        break;
+    }
+    case PK_EMPTY_LIST:
+    case PK_EMPTY_TUPLE:
+    case PK_EMPTY_SET:
+        v = mp__value_new_scalar(MP_LIST);
+        depth = 1;
+        break;
+    case PK_EMPTY_DICT:
+        v = mp__value_new_scalar(MP_MAP);
+        depth = 1;
+        break;
+    default:
+        *handled = false;
+        return 0;
+    }
+    *handled = true;
+    *pp = p;
+    if (!v || *spp == d->scap) {
+        d->sp = *spp;
+        int r = push_grow(d, v, depth);
+        *spp = d->sp;
+        return r;
+    }
+    d->stack[(*spp)++] = (slot){v, depth};
+    return 0;
+}
+
 static int run(pdec *d, mp_value **out)
 {
-    while (d->p < d->end) {
-        unsigned char op = *d->p++;
+    const unsigned char *p = d->p;
+    size_t sp = d->sp;
+    int r = 0;
+    while (p < d->end) {
+        unsigned char op = *p++;
         if (op == PK_STOP) {
+            d->p = p;
+            d->sp = sp;
             if (d->p != d->end)
                 return mp__error(MP_EPROTO, "pickle: %zu bytes after STOP",
                                  (size_t)(d->end - d->p));
@@ -807,11 +901,21 @@ static int run(pdec *d, mp_value **out)
             *out = d->stack[--d->sp].v;
             return 0;
         }
-        int r = step(d, op);
+        bool handled = false;
+        r = fast_op(d, op, &p, &sp, &handled);
+        if (!handled && r == 0) {
+            d->p = p;
+            d->sp = sp;
+            r = step(d, op);
+            p = d->p;
+            sp = d->sp;
+        }
         if (r < 0)
-            return r;
+            break;
     }
-    return bad("truncated input (no STOP)");
+    d->p = p;
+    d->sp = sp; /* what is on the stack is freed by pdec_free */
+    return r < 0 ? r : bad("truncated input (no STOP)");
 }
 
 int mp_value_unpickle(const void *buf, size_t len, mp_value **out)
