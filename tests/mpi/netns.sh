@@ -29,6 +29,10 @@
 # namespace of that name with `ip netns exec <host> sh -c "<command>"`. The daemons and
 # the ranks talk TCP over 10.231.1.0/24 only (oob_tcp_if_include, btl_tcp_if_include,
 # btl tcp,self). No mount namespace: the binary is the same file in every host.
+# rtc_hwloc_vmhole none: each daemon otherwise maps hwloc's topology into a "hole" of its
+# address space for its ranks to share, and orted segfaulted in hwloc_shmem_topology_write
+# in about 1 run in 6 here (a hole found free and then taken); the ranks read the topology
+# themselves instead.
 
 MPT_NET=10.231.1
 MPT_NS_PREFIX="mpt$$"
@@ -161,9 +165,14 @@ mpt__mpi_files() {
     cat >"$MPT_TMP/rsh-agent" <<'EOF'
 #!/bin/sh
 # Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name.
+# Each host gets its own TMPDIR (Open MPI's session directories): all the hosts share one
+# /tmp and one hostname, and two daemons creating the same session directory at once
+# failed ("mkdir ... File exists", about 1 run in 6).
 host=$1
 shift
-exec ip netns exec "$host" /bin/sh -c "$*"
+dir=$(dirname "$0")/tmp-$host
+mkdir -p "$dir"
+exec ip netns exec "$host" env TMPDIR="$dir" /bin/sh -c "$*"
 EOF
     chmod +x "$MPT_TMP/rsh-agent"
     local i
@@ -182,6 +191,6 @@ mpt_mpiexec() {
         --mca plm_rsh_agent "$MPT_TMP/rsh-agent" \
         --mca oob_tcp_if_include "$MPT_NET.0/24" \
         --mca btl tcp,self --mca btl_tcp_if_include "$MPT_NET.0/24" \
-        --mca pml ob1 \
+        --mca pml ob1 --mca rtc_hwloc_vmhole none \
         "$@"
 }
