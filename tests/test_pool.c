@@ -447,6 +447,25 @@ static void test_imap(void)
         }
     }
     mp_pool_iter_free(it); /* 95 results left unread */
+
+    /* Unordered, a failure in the middle of a chunk: the others fill the ring's slots
+     * in a row, the failure takes one of its own, none is left empty. */
+    it = mp_pool_imap_unordered(p, task_fail_on_3, in, 10);
+    int64_t total = 0;
+    int fails = 0;
+    for (i = 0; i < 200 && (r = mp_pool_iter_next(it, 30, &v)) != 0; i++) {
+        if (r == 1) {
+            total += mp_value_get_int(v);
+            mp_value_free(v);
+        } else {
+            CHECK_INT(r, MP_EINVAL);
+            fails++;
+        }
+    }
+    CHECK_INT(i, 100);
+    CHECK_INT(fails, 1);
+    CHECK_INT(total, 4950 - 3);
+    mp_pool_iter_free(it);
     mp_value_free(in);
     mp_pool_free(p);
 }

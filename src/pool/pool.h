@@ -158,6 +158,7 @@ struct job {
     bool ring;
     /* iterators */
     _Atomic size_t consumed;    /* items returned by next */
+    size_t take_slot;           /* consumed % cap, kept by next (no division per item) */
     _Atomic size_t ring_filled; /* unordered: next slot to fill */
     _Atomic int source_done;    /* the source ended (n final) */
     int source_code;

@@ -317,13 +317,16 @@ void mp__job_complete_ring(job *j, size_t first, mp_value **vs, const bool *skip
         return;
     /* unordered: the run's slots are reserved at once, filled in turn */
     bool unordered = j->kind == JOB_IMAP_UNORDERED;
-    size_t slot = unordered ? atomic_fetch_add(&j->ring_filled, ok) : first;
+    size_t slot = (unordered ? atomic_fetch_add(&j->ring_filled, ok) : first) % j->cap;
     for (size_t k = 0; k < count; k++) {
-        if (skip[k])
-            continue;
-        item *it = &j->items[(unordered ? slot++ : first + k) % j->cap];
-        it->u.v = vs[k]; /* the slot is empty: code 0 */
-        atomic_store_explicit(&it->state, 1, memory_order_release);
+        if (!skip[k]) {
+            item *it = &j->items[slot];
+            it->u.v = vs[k]; /* the slot is empty: code 0 */
+            atomic_store_explicit(&it->state, 1, memory_order_release);
+        }
+        /* ordered: item first + k's slot; unordered: the next one reserved */
+        if ((!unordered || !skip[k]) && ++slot == j->cap)
+            slot = 0; /* no division per item */
     }
     atomic_fetch_add(&j->completed, ok); /* one count for the run: it may finish the job */
     if (job_all_in(j))
