@@ -447,8 +447,80 @@ static void test_imap(void)
         }
     }
     mp_pool_iter_free(it); /* 95 results left unread */
+
+    /* Unordered, a failure in the middle of a chunk: the others fill the ring's slots
+     * in a row, the failure takes one of its own, none is left empty. */
+    it = mp_pool_imap_unordered(p, task_fail_on_3, in, 10);
+    int64_t total = 0;
+    int fails = 0;
+    for (i = 0; i < 200 && (r = mp_pool_iter_next(it, 30, &v)) != 0; i++) {
+        if (r == 1) {
+            total += mp_value_get_int(v);
+            mp_value_free(v);
+        } else {
+            CHECK_INT(r, MP_EINVAL);
+            fails++;
+        }
+    }
+    CHECK_INT(i, 100);
+    CHECK_INT(fails, 1);
+    CHECK_INT(total, 4950 - 3);
+    mp_pool_iter_free(it);
     mp_value_free(in);
     mp_pool_free(p);
+}
+
+/* Iterators big enough for a ring mapping of their own (over 1 MiB of slots): a fully
+ * consumed one is kept for the next and must read as empty there; one freed with items
+ * unread must not be kept. Ordered and unordered, across pools. */
+enum { BIG_RING = 70000 };
+
+/* fn is task_square or task_double: a stale slot of an earlier iterator shows. */
+static void check_big_imap(mp_pool *p, const mp_value *in, bool unordered, mp_task_fn fn)
+{
+    mp_pool_iter *it = unordered ? mp_pool_imap_unordered(p, fn, in, 1000)
+                                 : mp_pool_imap(p, fn, in, 1000);
+    unsigned char *seen = calloc(BIG_RING, 1);
+    mp_value *v = NULL;
+    int i = 0, r, bad = 0;
+    while ((r = mp_pool_iter_next(it, 60, &v)) == 1) {
+        int64_t x = mp_value_get_int(v);
+        int64_t root = fn == task_square ? (int64_t)__builtin_sqrt((double)x) : x / 2;
+        bad += (fn == task_square ? root * root : 2 * root) != x || root >= BIG_RING || seen[root]++ ||
+               (!unordered && root != i);
+        mp_value_free(v);
+        i++;
+    }
+    CHECK_INT(r, 0);
+    CHECK_INT(i, BIG_RING);
+    CHECK_INT(bad, 0);
+    free(seen);
+    mp_pool_iter_free(it);
+}
+
+static void test_imap_big_ring_reuse(void)
+{
+    mp_value *in = range_list(BIG_RING);
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    check_big_imap(p, in, false, task_square); /* its ring is kept */
+    check_big_imap(p, in, true, task_double);  /* reuses it, keeps it again */
+    /* Freed with results unread: its ring (the kept one) is not all empty. */
+    mp_pool_iter *it = mp_pool_imap(p, task_square, in, 1000);
+    mp_value *v = NULL;
+    for (int i = 0; i < 10; i++) {
+        CHECK_INT(mp_pool_iter_next(it, 60, &v), 1);
+        CHECK_INT(mp_value_get_int(v), (int64_t)i * i);
+        mp_value_free(v);
+    }
+    mp_pool_iter_free(it);
+    mp_pool_close(p);
+    CHECK_INT(mp_pool_join(p, 60), 0); /* every result in: that job is freed */
+    mp_pool_free(p);
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    check_big_imap(p, in, false, task_double);
+    check_big_imap(p, in, true, task_double);
+    mp_pool_free(p);
+    mp_value_free(in);
 }
 
 typedef struct counter_src {
@@ -1432,6 +1504,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_callbacks_and_wait_any);
     RUN_IF(argc, argv, test_imap);
     RUN_IF(argc, argv, test_imap_source_bounded);
+    RUN_IF(argc, argv, test_imap_big_ring_reuse);
     RUN_IF(argc, argv, test_close_join_terminate);
     RUN_IF(argc, argv, test_maxtasksperchild);
     RUN_IF(argc, argv, test_default_chunksize);

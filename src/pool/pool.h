@@ -153,6 +153,7 @@ struct job {
     size_t n;             /* items (for a source: known when it ends) */
     _Atomic size_t completed;
     item *items;          /* iterators: a ring of cap items */
+    size_t ring_map;      /* the ring's mapping's size (0: from the heap) */
     /* apply, map, map_array: item i's value (the map's result list takes this array
      * over), and its failure, if any (codes/msgs allocated at the first failure) */
     mp_value **vals;
@@ -162,6 +163,7 @@ struct job {
     bool ring;
     /* iterators */
     _Atomic size_t consumed;    /* items returned by next */
+    size_t take_slot;           /* consumed % cap, kept by next (no division per item) */
     _Atomic size_t ring_filled; /* unordered: next slot to fill */
     _Atomic int source_done;    /* the source ended (n final) */
     int source_code;

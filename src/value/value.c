@@ -169,10 +169,12 @@ struct mp__vblock {
 /* Freed big blocks are kept for the next ones (at most VBLOCK_CACHE_BYTES in all): fresh
  * memory costs a page fault and the kernel's zeroing of each page, more than the
  * decoding itself (repeated maps of a million values would otherwise fault in 48 MB
- * every time). A block is reused for a request of at least half its size. */
+ * every time). A block is reused for a request of at least half its size. 64 slots: an
+ * imap's consumer that lags behind the result thread holds dozens of chunks' blocks at
+ * once, and with 16 the rest were freed and new ones faulted in again. */
 #define VBLOCK_CACHE_MIN ((size_t)32 << 10)
 #define VBLOCK_CACHE_BYTES ((size_t)64 << 20)
-#define VBLOCK_CACHE_SLOTS 16
+#define VBLOCK_CACHE_SLOTS 64
 
 /* Lock-free (a slot is taken by exchange, filled by compare-and-swap), so a forked
  * child never finds it locked. */
@@ -187,6 +189,8 @@ static bool vcache_put(mp__vblock *b)
     if (atomic_fetch_add(&vcache_bytes, b->bytes) + b->bytes <= VBLOCK_CACHE_BYTES)
         for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++) {
             mp__vblock *expect = NULL;
+            if (atomic_load_explicit(&vcache[i], memory_order_relaxed))
+                continue; /* full: no locked instruction for it */
             if (atomic_compare_exchange_strong(&vcache[i], &expect, b))
                 return true;
         }
