@@ -7,6 +7,7 @@
 #   mpt_mpiexec -n 3 prog     # mpiexec on h1, one rank per host (hostfile + rsh agent)
 #   mpt_link_down h2          # cut h2's cable (its veth on the switch side goes down)
 #   mpt_pids h2               # pids of the processes on h2
+#   mpt_kill_all              # SIGKILL everything running on the hosts
 #   mpt_bg h2 out cmd...      # cmd on h2 in the background (output to out, pid in MPT_PID)
 #   mpt_wait_line out regex   # wait (bounded) until the program printed a matching line
 #   MPT_SLOTS=2 mpt_mpiexec -n 6 prog   # two ranks per host (set before the first call)
@@ -26,7 +27,8 @@
 # Open MPI across the namespaces: mpiexec runs on h1; the hostfile names the hosts
 # "mpt<pid>-h1" ... and the rsh agent (a script written to the temp dir, passed as
 # --mca plm_rsh_agent) receives "<host> <command...>" and runs the command in the
-# namespace of that name with `ip netns exec <host> sh -c "<command>"`. The daemons and
+# namespace of that name with `ip netns exec <host> sh -c "<command>"`, in a UTS
+# namespace whose hostname is <host> (so the hosts' names differ, as real hosts' do). The daemons and
 # the ranks talk TCP over 10.231.1.0/24 only (oob_tcp_if_include, btl_tcp_if_include,
 # btl tcp,self). No mount namespace: the binary is the same file in every host.
 
@@ -65,6 +67,16 @@ mpt_wait_line() {
 
 # the pids of the processes running on host h<i> (e.g. to SIGKILL a rank there)
 mpt_pids() { ip netns pids "$(mpt_ns "$1")"; }
+
+# SIGKILL (by pid) every process running on the hosts: a job that cannot end by itself
+mpt_kill_all() {
+    local i pids
+    for ((i = 1; i <= MPT_NHOSTS; i++)); do
+        pids=$(mpt_pids h$i 2>/dev/null || true)
+        # shellcheck disable=SC2086
+        [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+    done
+}
 
 # kill (SIGKILL, by pid) what runs in namespace $1, then delete it
 mpt__ns_del() {
@@ -160,10 +172,13 @@ mpt__mpi_files() {
     [ -f "$MPT_TMP/hostfile" ] && return 0
     cat >"$MPT_TMP/rsh-agent" <<'EOF'
 #!/bin/sh
-# Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name.
+# Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name. The
+# command runs in that network namespace, in a UTS namespace of its own whose hostname
+# is the host's name (as on a real host: gethostname() tells the hosts apart).
 host=$1
 shift
-exec ip netns exec "$host" /bin/sh -c "$*"
+exec ip netns exec "$host" unshare --uts /bin/sh -c \
+    'echo "$0" >/proc/sys/kernel/hostname && exec /bin/sh -c "$1"' "$host" "$*"
 EOF
     chmod +x "$MPT_TMP/rsh-agent"
     local i
@@ -174,10 +189,13 @@ EOF
 }
 
 # mpt_mpiexec ARGS...: mpiexec on h1 over the hosts' network (ranks by slot: h1, h2, ...),
-# ended by SIGTERM (then SIGKILL) after MPT_TIMEOUT seconds (default 60: 124 = timed out)
+# ended by SIGTERM (then SIGKILL) after MPT_TIMEOUT seconds (default 60: 124 = timed out).
+# mpiexec and every rank see their host's name as hostname (a UTS namespace each).
 mpt_mpiexec() {
     mpt__mpi_files
-    mpt_on h1 timeout -k 5 "${MPT_TIMEOUT:-60}" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    mpt_on h1 unshare --uts /bin/sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' \
+        "$(mpt_ns h1)" timeout -k 5 "${MPT_TIMEOUT:-60}" \
+        env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
         mpiexec --hostfile "$MPT_TMP/hostfile" \
         --mca plm_rsh_agent "$MPT_TMP/rsh-agent" \
         --mca oob_tcp_if_include "$MPT_NET.0/24" \
