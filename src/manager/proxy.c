@@ -7,7 +7,12 @@
  * connects and takes a reference of its own, except inside a server thread, where a
  * proxy stored in a container is only a reference (mp__mgr_in_server). A server that
  * dies closes the socket: the blocked or next call gets MP_EEOF. A call interrupted by
- * a signal handler leaves its reply pending; the next call reads and drops it first. */
+ * a signal handler leaves its reply pending; the next call reads and drops it first.
+ * A proxy in a reply (a nested proxy read out of a container) carries the address its
+ * storer used, which may mean nothing here ("127.0.0.1:50000" stored by a client on the
+ * server's host, "0.0.0.0:50000" by the server's own): when it belongs to the server
+ * that sent the reply (the same token), it takes the address this proxy reached that
+ * server by (reply_via, set on the calling thread while the reply is decoded). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
@@ -17,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The proxy whose reply is being decoded on this thread (see the DESIGN note). */
+static _Thread_local const mgr_ref *reply_via;
 
 struct mp_proxy {
     mgr_ref ref;
@@ -191,8 +199,11 @@ int mp_proxy_call(mp_proxy *p, const char *method, const mp_value *args, mp_valu
     if (r < 0)
         return r;
     mp_value *res = NULL;
+    const mgr_ref *was = reply_via;
+    reply_via = &p->ref;
     r = mp__mgr_roundtrip(p->conn, p->ref.address, p->max_message, method, p->ref.id, args,
                           &res);
+    reply_via = was;
     if (r == MP_EINTERRUPTED)
         p->pending = true;
     if (result)
@@ -376,6 +387,8 @@ static int proxy_import(const void *data, size_t len, int *fds, size_t nfds, voi
     int r = parse_ref(data, len, &ref);
     if (r < 0)
         return r;
+    if (reply_via && ref.token == reply_via->token) /* the replying server's own object */
+        memcpy(ref.address, reply_via->address, sizeof ref.address);
     mp_proxy *p = proxy_alloc(&ref);
     if (!p)
         return mp_last_error_code();

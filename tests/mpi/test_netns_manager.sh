@@ -12,7 +12,9 @@
 #      the link is back, h3 connects again;
 #   4. the server SIGKILLed while clients on h2 and h3 wait: both calls fail with MP_EEOF
 #      at once, and a new connection is refused;
-#   5. a second server shut down by a remote client: its waiting clients get MP_EEOF.
+#   5. a second server shut down by a remote client: its waiting clients get MP_EEOF;
+#   6. a server on 0.0.0.0 whose objects were stored in root by a client on its own host
+#      (through 127.0.0.1): clients on h2 and h3 use those nested proxies.
 set -euo pipefail
 source "${MP_SOURCE_DIR:?run through ctest}/tests/mpi/netns.sh"
 H="${MP_TEST_BINDIR:?}/helper_mgr_net"
@@ -134,4 +136,19 @@ wait $s2
 grep -q '^stopped 0' "$T/serve2.out" || fail "serve_forever did not return 0"
 [ "$(field "$T/s2.out" result 2)" = MP_EEOF ] || fail "a client waiting on a server shut down"
 echo "ok 5: a remote shutdown ends serve_forever; its waiting client gets MP_EEOF"
+
+# ---- 6. nested proxies stored under an address that means nothing elsewhere --------------
+# The server listens on every interface; the objects in root were stored by a client on
+# the server's host that reached it by 127.0.0.1: a client on h2 reading them out of root
+# reaches them by the address it used for root itself.
+mpt_bg h1 "$T/serve3.out" "$H" serve "0.0.0.0:50001" "$KEY" 0 10.231.1.1:50001 127.0.0.1:50001
+server=$MPT_PID
+mpt_wait_line "$T/serve3.out" '^serving' || fail "the third server did not start"
+ROOT=$(field "$T/serve3.out" root 2)
+mpt_on h2 "$H" work 10.231.1.1:50001 "$KEY" "$ROOT" 1 5 100 >"$T/w6.out" 2>&1 ||
+    fail "nested proxies stored by 127.0.0.1, used from h2"
+mpt_on h3 "$H" check 10.231.1.1:50001 "$KEY" "$ROOT" 1 5 100 >"$T/check6.out" || fail "values (6)"
+mpt_on h3 "$H" shutdown 10.231.1.1:50001 "$KEY"
+mpt_wait_line "$T/serve3.out" '^stopped' 5 || fail "the third server did not stop"
+echo "ok 6: proxies stored by a client on 127.0.0.1 work from h2 and h3 ($(cat "$T/check6.out"))"
 echo PASS
