@@ -11,6 +11,7 @@
 #   mpt_bg h2 out cmd...      # cmd on h2 in the background (output to out, pid in MPT_PID)
 #   mpt_wait_line out regex   # wait (bounded) until the program printed a matching line
 #   MPT_SLOTS=2 mpt_mpiexec -n 6 prog   # two ranks per host (set before the first call)
+#   MPT_HOSTNAMES=1 mpt_mpiexec ...      # each host with its own hostname (idem)
 #
 # The network: one namespace per host, "mpt<pid>-h1" ... (unique per test run), and a
 # switch namespace "mpt<pid>-sw" holding a bridge; each host has a veth "eth0" whose peer
@@ -27,8 +28,9 @@
 # Open MPI across the namespaces: mpiexec runs on h1; the hostfile names the hosts
 # "mpt<pid>-h1" ... and the rsh agent (a script written to the temp dir, passed as
 # --mca plm_rsh_agent) receives "<host> <command...>" and runs the command in the
-# namespace of that name with `ip netns exec <host> sh -c "<command>"`, in a UTS
-# namespace whose hostname is <host> (so the hosts' names differ, as real hosts' do). The daemons and
+# namespace of that name with `ip netns exec <host> sh -c "<command>"` (with
+# MPT_HOSTNAMES=1, in a UTS namespace whose hostname is <host>: the hosts' names then
+# differ, as real hosts' do). The daemons and
 # the ranks talk TCP over 10.231.1.0/24 only (oob_tcp_if_include, btl_tcp_if_include,
 # btl tcp,self). No mount namespace: the binary is the same file in every host.
 
@@ -170,7 +172,8 @@ mpt_link_up() {
 # the rsh agent and hostfile for Open MPI (written once per run)
 mpt__mpi_files() {
     [ -f "$MPT_TMP/hostfile" ] && return 0
-    cat >"$MPT_TMP/rsh-agent" <<'EOF'
+    if [ -n "${MPT_HOSTNAMES:-}" ]; then
+        cat >"$MPT_TMP/rsh-agent" <<'EOF'
 #!/bin/sh
 # Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name. The
 # command runs in that network namespace, in a UTS namespace of its own whose hostname
@@ -180,6 +183,15 @@ shift
 exec ip netns exec "$host" unshare --uts /bin/sh -c \
     'echo "$0" >/proc/sys/kernel/hostname && exec /bin/sh -c "$1"' "$host" "$*"
 EOF
+    else
+        cat >"$MPT_TMP/rsh-agent" <<'EOF'
+#!/bin/sh
+# Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name.
+host=$1
+shift
+exec ip netns exec "$host" /bin/sh -c "$*"
+EOF
+    fi
     chmod +x "$MPT_TMP/rsh-agent"
     local i
     : >"$MPT_TMP/hostfile"
@@ -190,11 +202,15 @@ EOF
 
 # mpt_mpiexec ARGS...: mpiexec on h1 over the hosts' network (ranks by slot: h1, h2, ...),
 # ended by SIGTERM (then SIGKILL) after MPT_TIMEOUT seconds (default 60: 124 = timed out).
-# mpiexec and every rank see their host's name as hostname (a UTS namespace each).
+# With MPT_HOSTNAMES=1 (set before the first call), mpiexec and every rank see their
+# host's name as hostname (a UTS namespace each), as on real hosts; by default every
+# "host" has the machine's hostname.
 mpt_mpiexec() {
     mpt__mpi_files
-    mpt_on h1 unshare --uts /bin/sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' \
-        "$(mpt_ns h1)" timeout -k 5 "${MPT_TIMEOUT:-60}" \
+    local uts=()
+    [ -z "${MPT_HOSTNAMES:-}" ] ||
+        uts=(unshare --uts /bin/sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' "$(mpt_ns h1)")
+    mpt_on h1 "${uts[@]}" timeout -k 5 "${MPT_TIMEOUT:-60}" \
         env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
         mpiexec --hostfile "$MPT_TMP/hostfile" \
         --mca plm_rsh_agent "$MPT_TMP/rsh-agent" \
