@@ -20,6 +20,8 @@
  *   wait ADDR KEY ROOT           e.wait() with no timeout: "waiting", then
  *                      "result <code name> <seconds> <message>" and the same for a later
  *                      call ("again ...")
+ *   later ADDR KEY ROOT          connects e's proxy, prints "ready", reads a line from stdin,
+ *                      then calls e.is_set(): "result ..."
  *   hold ADDR KEY ROOT           k.acquire(), "holding", then q.get() (blocks)
  *   acquire ADDR KEY ROOT LIMIT  k.acquire(True, LIMIT): "acquired <seconds>" or "result ..."
  *   set ADDR KEY ROOT            e.set() (clear: e.clear())
@@ -266,6 +268,23 @@ static int wait_event(mp_proxy *root)
     return 0;
 }
 
+static int later(mp_proxy *root)
+{
+    mp_value *he = NULL;
+    mp_proxy *e = item(root, "e", &he);
+    if (mp_proxy_callf(e, "is_set", NULL, NULL) < 0)
+        die("is_set");
+    printf("ready\n");
+    fflush(stdout);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin))
+        return 2;
+    double t0 = now();
+    result("result", mp_proxy_callf(e, "is_set", NULL, NULL), t0);
+    mp_value_free(he);
+    return 0;
+}
+
 static int hold(mp_proxy *root)
 {
     mp_value *hk = NULL, *hq = NULL;
@@ -341,6 +360,8 @@ int main(int argc, char **argv)
         rc = check(root, atoi(argv[5]), atoi(argv[6]), atoi(argv[7]));
     else if (strcmp(mode, "wait") == 0)
         rc = wait_event(root);
+    else if (strcmp(mode, "later") == 0)
+        rc = later(root);
     else if (strcmp(mode, "hold") == 0)
         rc = hold(root);
     else if (strcmp(mode, "acquire") == 0 && argc >= 6)
