@@ -6,7 +6,8 @@ has a main) or a run of statements that is a program once put inside main. Both 
 compiled against the built library (a statement run gets the prelude below: the
 library's umbrella header and the usual libc headers; a whole program includes its own) with warnings as errors and run from an empty
 directory: each must exit 0 within its time limit, and LeakSanitizer (when this build
-allows it) fails one that leaks. A block that is not C (a shell line, CMake) uses another
+allows it) fails one that leaks. A program that includes multiproc/mpi.h is built with
+Open MPI's flags against libmultiproc_mpi and runs as `mpiexec -n 4` (mpi_setup). A block that is not C (a shell line, CMake) uses another
 fence (```sh, ```cmake) and is not checked here.
 
 Usage: docs_check.py SOURCE_DIR BUILD_DIR
@@ -63,21 +64,51 @@ def sanitizer_flags(build):
         {"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"}
 
 
+def mpi_setup(src, text, env):
+    """A program that includes multiproc/mpi.h is an MPI program: it is compiled with
+    Open MPI's flags, linked with libmultiproc_mpi, and run as `mpiexec -n 4` with what
+    the MPI tests pass Open MPI (root, oversubscription; under ASan, tests/mpi/lsan.supp).
+    Returns (extra compile args, library args, command prefix, env); None for an MPI
+    program when Open MPI's mpicc is not installed (it is then skipped)."""
+    if "multiproc/mpi.h" not in text:
+        return [], ["-lmultiproc"], [], env
+    try:
+        comp = subprocess.run(["mpicc", "--showme:compile"], capture_output=True, text=True,
+                              check=True).stdout.split()
+        link = subprocess.run(["mpicc", "--showme:link"], capture_output=True, text=True,
+                              check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    env = {**env, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+    if "ASAN_OPTIONS" in env:
+        env.update({"LSAN_OPTIONS": f"suppressions={src}/tests/mpi/lsan.supp:"
+                                    "fast_unwind_on_malloc=0:print_suppressions=0",
+                    "OMPI_MCA_mca_base_component_disable_dlclose": "1",
+                    "PMIX_MCA_mca_base_component_disable_dlclose": "1"})
+    return comp, ["-lmultiproc_mpi", *link], ["mpiexec", "-n", "4"], env
+
+
 def check(src, build, md, line, text, flags, env):
     name = f"{os.path.relpath(md, src)}:{line}"
+    mpi = mpi_setup(src, text, env)
+    if mpi is None:
+        print(f"skip {name}: an MPI program, and mpicc is not installed", flush=True)
+        return None
+    comp, libs, run, env = mpi
     with tempfile.TemporaryDirectory() as tmp:
         c = os.path.join(tmp, "doc.c")
         open(c, "w").write(program(text))
         exe = os.path.join(tmp, "doc")
         cc = ["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
               "-Wno-unused-variable", "-Wno-unused-but-set-variable", *flags,
-              f"-I{src}/include", c, "-o", exe, f"-L{build}", f"-Wl,-rpath,{build}",
-              "-lmultiproc", "-lm"]
+              f"-I{src}/include", *comp, c, "-o", exe, f"-L{build}", f"-Wl,-rpath,{build}",
+              *libs, "-lm"]
         r = subprocess.run(cc, capture_output=True, text=True)
         if r.returncode != 0:
             return f"{name}: does not compile:\n{r.stderr}"
         try:
-            r = subprocess.run([exe], cwd=tmp, capture_output=True, text=True, timeout=60,
+            r = subprocess.run([*run, exe], cwd=tmp, capture_output=True, text=True, timeout=60,
                                stdin=subprocess.DEVNULL, env={**os.environ, **env})
         except subprocess.TimeoutExpired:
             return f"{name}: still running after 60 s"

@@ -292,7 +292,7 @@ static void test_signal_dispositions(void)
     /* SIGUSR2 = bit 11 (0x800); cat installs no handler. The child keeps the ignored
      * set of the parent (SIGPIPE, bit 12, and whatever the suite's runner ignores). */
     char ign[128], want[256];
-    mpt_status_line("SigIgn", ign, sizeof ign);
+    mpt_sigign_line(ign, sizeof ign);
     CHECK_CONTAINS(ign, "1000\n");
     snprintf(want, sizeof want, "SigBlk:\t0000000000000800\n%sSigCgt:\t0000000000000000\n", ign);
     const char *st = spawn_output(&r, &rc);

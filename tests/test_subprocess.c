@@ -399,7 +399,7 @@ static void test_restore_signals(void)
     o.keep_signals = true;
     CHECK_OK(mp_run(ARGV("cat", "/proc/self/status"), &o, &r));
     char ign[128]; /* ours: SIGPIPE (bit 12) and whatever the suite's runner ignores */
-    mpt_status_line("SigIgn", ign, sizeof ign);
+    mpt_sigign_line(ign, sizeof ign);
     CHECK_CONTAINS(ign, "1000\n");
     CHECK_CONTAINS(r.out, ign);
     mp_run_result_free(&r);

@@ -230,6 +230,19 @@ static inline const char *mpt_status_line(const char *field, char *out, size_t n
     return out;
 }
 
+/* This process's "SigIgn:\t<hex>\n" line as a spawned child inherits it: without signal
+ * 33 (glibc's internal SIGSETXID), which ThreadSanitizer's runtime sets to ignored in
+ * the parent and the child never keeps. */
+static inline const char *mpt_sigign_line(char *out, size_t n)
+{
+    char line[128];
+    unsigned long long mask = 0;
+    if (sscanf(mpt_status_line("SigIgn", line, sizeof line), "SigIgn: %llx", &mask) != 1)
+        mask = 0;
+    snprintf(out, n, "SigIgn:\t%016llx\n", mask & ~(1ULL << 32));
+    return out;
+}
+
 /* ---- waiting for what can be observed (never sleep to synchronise) ----------------
  * A task is "blocked" when the kernel has it asleep ('S' or 'D' in
  * /proc/PID/task/TID/stat) in a wait whose wchan contains `in` ("futex" for the
