@@ -12,7 +12,10 @@
  *                     to PIPE_BUF make a pipe the raw MPMC queue of the kernel).
  *   queue_1mib_items  1 MiB writes/reads through a pipe (the kernel's copy path).
  * Our queue cases put and get mp_value ints (what Python's Queue.put(int) does) and 1 MiB
- * bytes items. Processes are plain fork() children. */
+ * bytes items. Processes are plain fork() children, not pinned to CPUs (as in the peer).
+ * Every column of every row is the median of RUNS short runs, ours and the floor's
+ * interleaved, because on a shared machine a single run of a cross-process queue moves by
+ * a factor of several (two processes may share a core or not). */
 #define _GNU_SOURCE
 #include "multiproc/connection.h"
 #include "multiproc/queue.h"
@@ -20,6 +23,7 @@
 
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,16 +337,53 @@ static double mib_items_floor(int n)
     return (double)n * (double)sz / 1e6 / dt;
 }
 
+#define RUNS 5
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v)
+{
+    qsort(v, RUNS, sizeof *v, cmp_double);
+    return v[RUNS / 2];
+}
+
+enum { PINGPONG, Q1P1C, Q4P4C, QBATCH64, MIB, NCASES };
+
+/* One run of a case: ours (floor false) or the floor's. */
+static double run_case(int c, bool floor)
+{
+    switch (c) {
+    case PINGPONG:
+        return floor ? pingpong_raw(5000) : pingpong_mp(5000);
+    case Q1P1C:
+        return floor ? spsc_floor(10000000) : queue_ints_mp(1, 1, 1000000);
+    case Q4P4C:
+        return floor ? pipe_mpmc_floor(4, 4, 200000) : queue_ints_mp(4, 4, 1000000);
+    case QBATCH64:
+        return floor ? spsc_floor(10000000) : queue_batch_mp(2000000, 64);
+    default:
+        return floor ? mib_items_floor(500) : mib_items_mp(500);
+    }
+}
+
 int main(void)
 {
+    static const char *const names[NCASES][2] = {
+        {"pipe_pingpong_8b", "ops/s"}, {"queue_1p1c_int", "items/s"},
+        {"queue_4p4c_int", "items/s"}, {"queue_1p1c_batch64", "items/s"},
+        {"queue_1mib_items", "MB/s"}};
     setvbuf(stdout, NULL, _IOLBF, 0);
-    printf("pipe_pingpong_8b\tops/s\t%.1f\t%.1f\n", pingpong_mp(20000), pingpong_raw(20000));
-    printf("queue_1p1c_int\titems/s\t%.1f\t%.1f\n", queue_ints_mp(1, 1, 2000000),
-           spsc_floor(20000000));
-    printf("queue_4p4c_int\titems/s\t%.1f\t%.1f\n", queue_ints_mp(4, 4, 2000000),
-           pipe_mpmc_floor(4, 4, 400000));
-    printf("queue_1p1c_batch64\titems/s\t%.1f\t%.1f\n", queue_batch_mp(4000000, 64),
-           spsc_floor(20000000));
-    printf("queue_1mib_items\tMB/s\t%.1f\t%.1f\n", mib_items_mp(2000), mib_items_floor(2000));
+    for (int c = 0; c < NCASES; c++) {
+        double mp[RUNS], fl[RUNS];
+        for (int r = 0; r < RUNS; r++) {
+            mp[r] = run_case(c, false);
+            fl[r] = run_case(c, true);
+        }
+        printf("%s\t%s\t%.1f\t%.1f\n", names[c][0], names[c][1], median(mp), median(fl));
+    }
     return 0;
 }

@@ -8,12 +8,18 @@
 
 #include "multiproc/manager.h"
 #include "multiproc/pool.h"
+#include "multiproc/signals.h"
 
+#include "internal/fdpass.h"
 #include "manager/mgr.h"
+#include "manager/shmchan.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
 
 static const char *const methods[] = {"fork", "spawn", "forkserver"};
 
@@ -454,11 +460,13 @@ typedef struct caller {
     int rc;
     char result[256];
     pthread_t t;
+    _Atomic pid_t tid;
 } caller;
 
 static void *caller_main(void *arg)
 {
     caller *c = arg;
+    c->tid = gettid();
     mp_value *res = NULL;
     c->rc = mp_proxy_call(c->p, c->method, c->args, &res);
     snprintf(c->result, sizeof c->result, "%s", c->rc < 0 ? mp_errname(c->rc) : "");
@@ -950,6 +958,299 @@ static void test_client_dies(void)
     CHECK_INT(wait_objects(mgr, 0), 0);
 }
 
+/* ---- the shared-memory channel of local clients -------------------------------------- */
+
+/* How many connections of the server use the shared-memory channel. */
+static int server_channels(mp_manager *m)
+{
+    size_t klen;
+    const void *key = mp_manager_authkey(m, &klen);
+    mp_client_opts co = {.authkey = key, .authkey_len = klen};
+    mp_connection *c = mp_client(mp_manager_address(m), &co);
+    if (!c)
+        return -1;
+    mp_value *req = mp_value_pack("[s i []]", "debug_info", 0), *rep = NULL;
+    char *buf;
+    size_t len;
+    int r = mp_value_encode(req, &buf, &len, NULL, 0, NULL);
+    mp_value_free(req);
+    if (r == 0)
+        r = mp_connection_send_bytes(c, buf, 0, len);
+    mp_free(buf);
+    if (r == 0)
+        r = mp_connection_recv(c, &rep);
+    int n = -1;
+    const mp_value *map = r == 0 ? mp_value_list_get(rep, 1) : NULL;
+    for (size_t i = 0; map && i < mp_value_len(map); i++)
+        if (strcmp(mp_value_get_str(mp_value_map_key(map, i), NULL), "channels") == 0)
+            n = (int)mp_value_get_int(mp_value_map_val(map, i));
+    mp_value_free(rep);
+    mp_connection_free(c);
+    return n;
+}
+
+static void test_shm_channel(void)
+{
+    mp_manager *m = mp_manager_new(NULL);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    mp_proxy *d = mp_manager_dict(m, NULL);
+    CHECK_STR(callr(d, "__setitem__", "[i i]", 1, 2), "None"); /* the first call: socket */
+    CHECK_INT(server_channels(m), 0);
+    CHECK_STR(callr(d, "__getitem__", "[i]", 1), "2"); /* the second asks for the channel */
+    CHECK_INT(server_channels(m), 1);
+    CHECK_STR(callr(d, "__contains__", "[i]", 1), "True");
+    /* A request larger than the slot goes on the socket; so does a reply larger than
+     * the slot to a small request; small calls go on through the slot afterwards. */
+    size_t n = 200000;
+    char *big = malloc(n + 1);
+    memset(big, 'x', n);
+    big[n] = 0;
+    CHECK_OK(mp_proxy_callf(d, "__setitem__", NULL, "[s s]", "big", big));
+    mp_value *v = NULL;
+    CHECK_OK(mp_proxy_callf(d, "__getitem__", &v, "[s]", "big"));
+    size_t got = 0;
+    CHECK(mp_value_get_str(v, &got) && got == n);
+    mp_value_free(v);
+    free(big);
+    CHECK_STR(callr(d, "__len__", NULL), "2");
+    CHECK_OK(mp_proxy_callf(d, "pop", NULL, "[s]", "big"));
+    CHECK_STR(callr(d, "get", "[s]", "big"), "None");
+    CHECK_STR(callr(d, "__len__", NULL), "1");
+    CHECK_INT(server_channels(m), 1);
+    mp_proxy_free(d);
+    mp_manager_free(m);
+    /* A TCP client never asks for one. */
+    mp_manager_opts o = {.address = "127.0.0.1:0"};
+    m = mp_manager_new(&o);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    d = mp_manager_dict(m, NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK_STR(callr(d, "__setitem__", "[i i]", i, i), "None");
+    CHECK_STR(prepr(d), "{0: 0, 1: 1, 2: 2}");
+    CHECK_INT(server_channels(m), 0);
+    mp_proxy_free(d);
+    mp_manager_free(m);
+}
+
+typedef struct shm_caller {
+    mp_proxy *p;
+    _Atomic pid_t tid;
+    int rc;
+    char msg[256];
+    pthread_t t;
+} shm_caller;
+
+static void *shm_caller_main(void *arg)
+{
+    shm_caller *c = arg;
+    c->tid = gettid();
+    c->rc = mp_proxy_callf(c->p, "wait", NULL, NULL);
+    snprintf(c->msg, sizeof c->msg, "%s", mp_last_error());
+    return NULL;
+}
+
+/* The server is SIGKILLed while a client sleeps in a call through the shared-memory
+ * channel (and another spins or sleeps between calls): both fail at once with
+ * MP_EEOF, later calls too. */
+static void test_server_dies_in_shm_call(void)
+{
+    mp_manager *m = mp_manager_new(NULL);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    mp_proxy *ev = mp_manager_event(m), *ev2 = mp_proxy_dup(ev);
+    CHECK_STR(callr(ev2, "is_set", NULL), "False"); /* ev2's next call goes by the slot */
+    shm_caller w = {.p = ev2};
+    pthread_create(&w.t, NULL, shm_caller_main, &w);
+    while (w.tid == 0)
+        sched_yield();
+    CHECK_OK(mpt_wait_blocked(getpid(), w.tid, "poll", 10));
+    CHECK_INT(server_channels(m), 1);
+    CHECK_STR(callr(ev, "is_set", NULL), "False");
+    CHECK_STR(callr(ev, "is_set", NULL), "False");
+    CHECK_INT(server_channels(m), 2);
+    double t0 = mpt_now();
+    CHECK_OK(kill(mp_manager_pid(m), SIGKILL));
+    pthread_join(w.t, NULL);
+    CHECK_INT(w.rc, MP_EEOF);
+    CHECK_CONTAINS(w.msg, "is gone");
+    CHECK(mpt_now() - t0 < 2);
+    CHECK_ERR(mp_proxy_callf(ev, "set", NULL, NULL), MP_EEOF);
+    CHECK_CONTAINS(mp_last_error(), "is gone");
+    CHECK_ERR(mp_proxy_callf(ev2, "set", NULL, NULL), MP_EEOF);
+    mp_proxy_free(ev2);
+    mp_proxy_free(ev);
+    mp_manager_free(m);
+}
+
+/* A child that takes the lock (by the slot), makes a dict of its own and hammers the
+ * shared dict through the slot until it is killed, mid-request more often than not. */
+static int child_hammer(mp_value *args)
+{
+    mp_proxy *lock = NULL, *d = NULL;
+    const char *addr;
+    const void *key;
+    size_t klen;
+    if (mp_value_unpack(args, "[h h s y#]", &mp_kind_proxy, &lock, &mp_kind_proxy, &d, &addr,
+                        &key, &klen) < 0)
+        return 2;
+    mp_manager *m = mp_manager_connect(addr, key, klen, 5);
+    mp_proxy *mine = m ? mp_manager_dict(m, NULL) : NULL;
+    if (!mine || mp_proxy_callf(lock, "locked", NULL, NULL) < 0 || mp_proxy_acquire(lock, 5) < 0)
+        return 3;
+    for (int64_t i = 0;; i++)
+        if (mp_proxy_callf(d, "__setitem__", NULL, "[s I]", "n", i) < 0 ||
+            mp_proxy_callf(d, "get", NULL, "[s]", "n") < 0)
+            return 4;
+}
+
+static void test_client_killed_mid_shm_request(void)
+{
+    CHECK_INT(wait_objects(mgr, 0), 0);
+    mp_proxy *lock = mp_manager_lock(mgr), *d = mp_manager_dict(mgr, NULL);
+    size_t klen;
+    const void *key = mp_manager_authkey(mgr, &klen);
+    mp_value *args = mp_value_pack("[h h s y#]", &mp_kind_proxy, lock, &mp_kind_proxy, d,
+                                   mp_manager_address(mgr), key, klen);
+    mp_process_opts o = {.target = child_hammer, .args = args};
+    mp_process *p = mp_process_new(&o);
+    mp_value_free(args);
+    CHECK_OK(mp_process_start(p));
+    CHECK(wait_for_repr(lock, "<locked"));
+    CHECK_INT(wait_objects(mgr, 3), 3);
+    CHECK(wait_for_repr(d, "{'n': "));
+    CHECK(server_channels(mgr) >= 2); /* the child's lock and dict proxies */
+    CHECK_OK(mp_process_kill(p));
+    CHECK_OK(mp_process_join(p, 10));
+    int code = 0;
+    CHECK_OK(mp_process_exitcode(p, &code));
+    CHECK_INT(code, -SIGKILL);
+    mp_process_free(p);
+    /* The server goes on serving; the dead client's lock, dict and connections are gone. */
+    CHECK_OK(mp_proxy_acquire(lock, 5));
+    CHECK_INT(wait_objects(mgr, 2), 2);
+    CHECK_STR(callr(d, "__setitem__", "[s i]", "n", -1), "None");
+    CHECK_STR(prepr(d), "{'n': -1}");
+    CHECK_OK(mp_proxy_release(lock));
+    mp_proxy_free(lock);
+    mp_proxy_free(d);
+    CHECK_INT(wait_objects(mgr, 0), 0);
+}
+
+/* A signal handler that asks the blocking call to stop. */
+static int stop_handler(int sig, void *arg)
+{
+    (void)sig;
+    (void)arg;
+    return 1;
+}
+
+typedef struct kicker {
+    pthread_t target;
+    pid_t tid;
+    int rc;
+} kicker;
+
+/* Send SIGUSR1 to the target thread once it sleeps in poll. */
+static void *kicker_main(void *arg)
+{
+    kicker *k = arg;
+    k->rc = mpt_wait_blocked(getpid(), k->tid, "poll", 10);
+    pthread_kill(k->target, SIGUSR1);
+    return NULL;
+}
+
+/* A call through the slot interrupted by a handler returns MP_EINTERRUPTED; its reply,
+ * still on its way, is dropped by the next call (which gets its own). */
+static void test_interrupted_shm_call(void)
+{
+    mp_proxy *q = mp_manager_queue(mgr, 0), *q2 = mp_proxy_dup(q);
+    CHECK_STR(callr(q, "qsize", NULL), "0");
+    CHECK_STR(callr(q, "qsize", NULL), "0"); /* the channel is set up: the get goes by the slot */
+    CHECK_OK(mp_signal_set_handler(SIGUSR1, stop_handler, NULL));
+    kicker k = {.target = pthread_self(), .tid = gettid()};
+    pthread_t t;
+    pthread_create(&t, NULL, kicker_main, &k);
+    CHECK_ERR(mp_proxy_callf(q, "get", NULL, NULL), MP_EINTERRUPTED);
+    pthread_join(t, NULL);
+    CHECK_INT(k.rc, 0);
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    /* The next call waits for the interrupted get's reply and drops it before it sends
+     * its own request (else it would take that reply for its own, and its request
+     * written over the slot while the get is parked would be lost). */
+    caller w;
+    caller_start(&w, q, "qsize", NULL);
+    while (w.tid == 0)
+        sched_yield();
+    CHECK_OK(mpt_wait_blocked(getpid(), w.tid, "poll", 10));
+    CHECK_STR(callr(q2, "put", "[s]", "a"), "None"); /* the interrupted get takes it */
+    caller_join(&w);
+    CHECK_INT(w.rc, 0);
+    CHECK_STR(w.result, "0"); /* not 'a' */
+    CHECK_STR(callr(q2, "put", "[s]", "b"), "None");
+    CHECK_STR(callr(q, "get", NULL), "'b'");
+    CHECK_STR(callr(q, "qsize", NULL), "0");
+    mp_proxy_free(q2);
+    mp_proxy_free(q);
+}
+
+/* A client that scribbles on its channel: the segment cannot be resized under the
+ * server, and a request length past the slot closes that client's connection while the
+ * server keeps serving the others. */
+static void test_hostile_shm_client(void)
+{
+    mp_proxy *d = mp_manager_dict(mgr, NULL);
+    CHECK_STR(callr(d, "__setitem__", "[i i]", 1, 1), "None");
+    size_t klen;
+    const void *key = mp_manager_authkey(mgr, &klen);
+    mp_client_opts co = {.authkey = key, .authkey_len = klen};
+    mp_connection *c = mp_client(mp_manager_address(mgr), &co);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    mp_value *req = mp_value_pack("[s i []]", "shm", 0), *rep = NULL;
+    char *buf;
+    size_t len;
+    CHECK_OK(mp_value_encode(req, &buf, &len, NULL, 0, NULL));
+    mp_value_free(req);
+    CHECK_OK(mp_connection_send_bytes(c, buf, 0, len));
+    mp_free(buf);
+    CHECK_OK(mp_connection_recv(c, &rep));
+    CHECK_STR(mpt_repr(rep), "[0, 65280]");
+    mp_value_free(rep);
+    char b;
+    struct iovec iov = {&b, 1};
+    int fds[3] = {-1, -1, -1};
+    size_t nfds = 0;
+    CHECK_INT(mp__recvmsg_fds(mp_connection_fileno(c), &iov, 1, fds, 3, &nfds, 0, NULL), 1);
+    CHECK_INT(nfds, 3);
+    if (nfds == 3) {
+        CHECK(ftruncate(fds[0], 4096) < 0 && errno == EPERM); /* sealed */
+        struct mgr_shm *m =
+            mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+        CHECK(m != MAP_FAILED);
+        if (m != MAP_FAILED) {
+            m->len = 0xffffffffu;
+            atomic_store(&m->state, 1);
+            uint64_t one = 1;
+            CHECK_INT(write(fds[1], &one, sizeof one), 8);
+            void *r;
+            CHECK_ERR(mp_connection_recv_bytes(c, 0, &r, &len), MP_EEOF); /* closed */
+            munmap(m, sizeof *m);
+        }
+    }
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    mp_connection_free(c);
+    CHECK_STR(callr(d, "__getitem__", "[i]", 1), "1"); /* the others are still served */
+    CHECK_STR(callr(d, "__len__", NULL), "1");
+    mp_proxy_free(d);
+}
+
 /* A child that starts a manager, reports the server's pid and dies at once without
  * shutting it down. */
 static int child_start_and_die(mp_value *args)
@@ -1312,6 +1613,7 @@ static void test_hostile_request_decoder(void)
 int main(int argc, char **argv)
 {
     CHECK_OK(mp_forkserver_ensure_running()); /* holds an fd for the program's life */
+    CHECK(mp_signal_wakeup_fd() >= 0); /* the handlers' wake-up pipe, also for life */
     mgr = mp_manager_new(NULL);
     CHECK(mgr != NULL);
     RUN_IF(argc, argv, test_start_shutdown);
@@ -1334,6 +1636,11 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_server_dies);
     RUN_IF(argc, argv, test_client_dies);
     RUN_IF(argc, argv, test_starter_dies);
+    RUN_IF(argc, argv, test_shm_channel);
+    RUN_IF(argc, argv, test_server_dies_in_shm_call);
+    RUN_IF(argc, argv, test_client_killed_mid_shm_request);
+    RUN_IF(argc, argv, test_interrupted_shm_call);
+    RUN_IF(argc, argv, test_hostile_shm_client);
     RUN_IF(argc, argv, test_hostile_requests);
     RUN_IF(argc, argv, test_max_message);
     RUN_IF(argc, argv, test_silent_client);

@@ -1236,6 +1236,190 @@ static void test_bad_args(void)
     mp_pool_free(p);
 }
 
+/* An argument that cannot be encoded (nested deeper than MessagePack allows here) does
+ * not fail the call: map_async returns, its chunk's items fail through the result with
+ * the encoding error (Python's map_async raises such errors from get), the others run.
+ * The chunks are queued as they are encoded, so earlier ones may already be running. */
+static mp_value *too_deep(void)
+{
+    mp_value *v = mp_value_int(1);
+    for (int i = 0; i < 600; i++) {
+        mp_value *l = mp_value_list();
+        mp_value_list_append(l, v);
+        v = l;
+    }
+    return v;
+}
+
+static void test_unencodable_item(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *in = mp_value_list();
+    for (int i = 0; i < 6; i++)
+        mp_value_list_append(in, i == 2 ? too_deep() : mp_value_int(i));
+    mp_pool_result *r = NULL;
+    CHECK_NEW(r, mp_pool_map_async(p, task_square, in, &(mp_pool_call_opts){.chunksize = 1}));
+    const mp_value *v = NULL;
+    CHECK_ERR(mp_pool_result_get(r, 30, &v), MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "encoding task arguments (items 2-2)");
+    CHECK_CONTAINS(mp_last_error(), "deeper");
+    CHECK_INT(mp_pool_result_successful(r), 0);
+    for (int i = 0; i < 6; i++) {
+        if (i == 2) {
+            CHECK_ERR(mp_pool_result_item(r, 2, &v), MP_EINVAL);
+            continue;
+        }
+        CHECK_OK(mp_pool_result_item(r, (size_t)i, &v));
+        CHECK_INT(mp_value_get_int(v), i * i);
+    }
+    mp_pool_result_free(r);
+    /* Chunks of 2: items 2 and 3 share the bad chunk. */
+    CHECK_NEW(r, mp_pool_map_async(p, task_square, in, &(mp_pool_call_opts){.chunksize = 2}));
+    CHECK_ERR(mp_pool_result_wait(r, 30) == 0 ? mp_pool_result_item(r, 3, &v) : -1, MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "items 2-3");
+    CHECK_OK(mp_pool_result_item(r, 4, &v));
+    CHECK_INT(mp_value_get_int(v), 16);
+    mp_pool_result_free(r);
+    /* The synchronous map returns the code; imap gives it for that item alone. */
+    mp_value *out = NULL;
+    CHECK_ERR(mp_pool_map(p, task_square, in, 1, &out), MP_EINVAL);
+    CHECK(out == NULL);
+    mp_pool_iter *it = NULL;
+    CHECK_NEW(it, mp_pool_imap(p, task_square, in, 1));
+    for (int i = 0; i < 6; i++) {
+        mp_value *x = NULL;
+        if (i == 2) {
+            CHECK_ERR(mp_pool_iter_next(it, 30, &x), MP_EINVAL);
+            continue;
+        }
+        CHECK_INT(mp_pool_iter_next(it, 30, &x), 1);
+        CHECK_INT(mp_value_get_int(x), i * i);
+        mp_value_free(x);
+    }
+    mp_value *x = NULL;
+    CHECK_INT(mp_pool_iter_next(it, 30, &x), 0);
+    mp_pool_iter_free(it);
+    /* apply_async still encodes before it returns: the error comes from the call. */
+    mp_value *deep = too_deep();
+    CHECK_NULL_ERR(mp_pool_apply_async(p, task_square, deep, NULL), MP_EINVAL);
+    mp_value_free(deep);
+    mp_value_free(in);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+}
+
+/* Results decoded into blocks of values: every item right across chunk borders, items
+ * freed on their own and the list freed in another thread after the pool is gone
+ * (under ASan: no leak, no double free). */
+static void *free_value(void *arg)
+{
+    mp_value_free(arg);
+    return NULL;
+}
+
+static void test_map_result_blocks(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *in = range_list(20000), *out = NULL;
+    CHECK_OK(mp_pool_map(p, task_square, in, 0, &out));
+    mp_pool_result *r = NULL;
+    CHECK_NEW(r, mp_pool_map_async(p, task_fail_on_3, in, &(mp_pool_call_opts){.chunksize = 7}));
+    mp_pool_iter *it = NULL;
+    CHECK_NEW(it, mp_pool_imap(p, task_square, in, 1000));
+    mp_value *kept[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++)
+        CHECK_INT(mp_pool_iter_next(it, 30, &kept[i]), 1);
+    mp_pool_iter_free(it); /* the rest of its chunks complete and are dropped */
+    CHECK_ERR(mp_pool_result_wait(r, 30) == 0 ? mp_pool_result_successful(r) - 1 : 0, -1);
+    const mp_value *v = NULL;
+    CHECK_OK(mp_pool_result_item(r, 19999, &v));
+    CHECK_INT(mp_value_get_int(v), 19999);
+    CHECK_ERR(mp_pool_result_item(r, 3, &v), MP_EINVAL);
+    mp_pool_close(p);
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_free(p);
+    int bad = 0;
+    for (int i = 0; i < 20000; i++)
+        bad += mp_value_get_int(mp_value_list_get(out, (size_t)i)) != (int64_t)i * i;
+    CHECK_INT(bad, 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(mp_value_get_int(kept[i]), i * i);
+        mp_value_free(kept[i]);
+    }
+    pthread_t t;
+    CHECK_INT(pthread_create(&t, NULL, free_value, out), 0);
+    pthread_join(t, NULL);
+    mp_pool_result_free(r);
+    mp_value_free(in);
+}
+
+/* A pool terminated while a map is still encoding its chunks (from a callback, on the
+ * result thread): the map's later chunks fail with MP_ECLOSED, get returns, nothing
+ * hangs; every item ends with its result or MP_ECLOSED. */
+static void terminate_cb(const mp_value *result, void *userdata)
+{
+    (void)result;
+    mp_pool_terminate(userdata);
+}
+
+static void close_cb(const mp_value *result, void *userdata)
+{
+    (void)result;
+    mp_pool_close(userdata);
+}
+
+static void test_terminate_while_encoding(void)
+{
+    mp_pool *p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    mp_value *in = range_list(200000), *one = mp_value_int(1);
+    mp_pool_result *a = mp_pool_apply_async(
+        p, task_square, one, &(mp_pool_call_opts){.callback = terminate_cb, .userdata = p});
+    mp_clear_error();
+    mp_pool_result *r = mp_pool_map_async(p, task_square, in, &(mp_pool_call_opts){.chunksize = 1});
+    if (!r) { /* terminated before the first chunk was queued */
+        CHECK_INT(mp_last_error_code(), MP_ESTATE);
+    } else {
+        const mp_value *v = NULL;
+        int rc = mp_pool_result_get(r, 60, &v);
+        CHECK(rc == 0 || rc == MP_ECLOSED);
+        size_t ok = 0, closed = 0;
+        for (size_t i = 0; i < 200000; i++) {
+            int e = mp_pool_result_item(r, i, &v);
+            if (e == 0 && mp_value_get_int(v) == (int64_t)(i * i))
+                ok++;
+            else if (e == MP_ECLOSED)
+                closed++;
+        }
+        CHECK_INT(ok + closed, 200000);
+        mp_pool_result_free(r);
+    }
+    CHECK_OK(mp_pool_result_wait(a, 30));
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_result_free(a);
+    mp_pool_free(p);
+
+    /* Closed instead: a call already under way still runs to the end. */
+    p = mp_pool_new(&(mp_pool_opts){.processes = 2});
+    a = mp_pool_apply_async(p, task_square, one,
+                            &(mp_pool_call_opts){.callback = close_cb, .userdata = p});
+    mp_clear_error();
+    r = mp_pool_map_async(p, task_square, in, &(mp_pool_call_opts){.chunksize = 1});
+    if (!r) {
+        CHECK_INT(mp_last_error_code(), MP_ESTATE);
+    } else {
+        const mp_value *v = NULL;
+        CHECK_OK(mp_pool_result_get(r, 60, &v));
+        CHECK_INT(mp_value_get_int(mp_value_list_get(v, 199999)), (int64_t)199999 * 199999);
+        mp_pool_result_free(r);
+    }
+    CHECK_OK(mp_pool_join(p, 30));
+    mp_pool_result_free(a);
+    mp_pool_free(p);
+    mp_value_free(one);
+    mp_value_free(in);
+}
+
 int main(int argc, char **argv)
 {
     mp_forkserver_ensure_running();
@@ -1263,5 +1447,8 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_handles_in_arguments);
     RUN_IF(argc, argv, test_map_array);
     RUN_IF(argc, argv, test_bad_args);
+    RUN_IF(argc, argv, test_unencodable_item);
+    RUN_IF(argc, argv, test_map_result_blocks);
+    RUN_IF(argc, argv, test_terminate_while_encoding);
     return mpt_done();
 }

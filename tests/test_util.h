@@ -230,17 +230,24 @@ static inline const char *mpt_status_line(const char *field, char *out, size_t n
     return out;
 }
 
-/* This process's "SigIgn:\t<hex>\n" line as a spawned child inherits it: without signal
- * 33 (glibc's internal SIGSETXID), which ThreadSanitizer's runtime sets to ignored in
- * the parent and the child never keeps. */
-static inline const char *mpt_sigign_line(char *out, size_t n)
+/* The ignored-signal set in a /proc/<pid>/status text ("SigIgn:\t<hex>"), without
+ * signal 33 (glibc's internal SIGSETXID): whether a process has it ignored depends on
+ * who started it (GNU make starts its commands with 32 and 33 ignored; ThreadSanitizer's
+ * runtime ignores 33 in the parent only), not on the library. ~0 if there is none. */
+static inline unsigned long long mpt_sigign_in(const char *status)
+{
+    const char *p = status ? strstr(status, "SigIgn:") : NULL;
+    unsigned long long mask = 0;
+    if (!p || sscanf(p, "SigIgn: %llx", &mask) != 1)
+        return ~0ULL;
+    return mask & ~(1ULL << 32);
+}
+
+/* This process's ignored-signal set, as mpt_sigign_in reads it. */
+static inline unsigned long long mpt_sigign(void)
 {
     char line[128];
-    unsigned long long mask = 0;
-    if (sscanf(mpt_status_line("SigIgn", line, sizeof line), "SigIgn: %llx", &mask) != 1)
-        mask = 0;
-    snprintf(out, n, "SigIgn:\t%016llx\n", mask & ~(1ULL << 32));
-    return out;
+    return mpt_sigign_in(mpt_status_line("SigIgn", line, sizeof line));
 }
 
 /* ---- waiting for what can be observed (never sleep to synchronise) ----------------

@@ -1,8 +1,10 @@
 /* Values: construction, containers, Python-identical repr, comparison, copy, kinds,
  * MessagePack encode/decode with handles and fds, format strings, and a fuzz test. */
 #include "test_util.h"
+#include "internal/value.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <math.h>
 
 /* ---- a tiny kind for the tests: one end of a pipe plus a tag ---------------------- */
@@ -637,6 +639,65 @@ static void test_int_widths_encode_shortest(void)
     mp_value_free(list);
 }
 
+/* Values from a block (mp__vblock, how the pool decodes a chunk's results): each is
+ * freed on its own, in any order and thread; the block goes with the last one (ASan
+ * runs of this test catch a leak or a double free). */
+static void *free_odd(void *arg)
+{
+    mp_value **vs = arg;
+    for (int i = 1; i < 1000; i += 2)
+        mp_value_free(vs[i]);
+    return NULL;
+}
+
+static void test_value_blocks(void)
+{
+    /* [0, -1, 2, -3, ...] as 1000 ints, then a nested list, a string and a float. */
+    mp_value *list = mp_value_list();
+    for (int i = 0; i < 1000; i++)
+        mp_value_list_append(list, mp_value_int(i % 2 ? -i : i * 100000));
+    mp_value_list_append(list, mp_value_pack("[i [n b] s f]", 7, true, "seven", 7.5));
+    char *enc = NULL;
+    size_t len = 0;
+    CHECK_OK(mp_value_encode(list, &enc, &len, NULL, 0, NULL));
+    /* A block with room for 1000: the last item's scalars come singly. */
+    mp__vblock *b = mp__vblock_new(1000);
+    CHECK(b != NULL);
+    mp_value *vs[1001];
+    const char *p = enc + 3, *end = enc + len; /* past the array 16 header */
+    for (int i = 0; i < 1001; i++) {
+        size_t used = 0;
+        CHECK_OK(mp__value_decode_next_in(p, (size_t)(end - p), b, &used, &vs[i]));
+        p += used;
+    }
+    CHECK(p == end);
+    mp__vblock_done(b);
+    for (int i = 0; i < 1000; i++)
+        CHECK_INT(mp_value_get_int(vs[i]), i % 2 ? -i : i * 100000);
+    CHECK_STR(mpt_repr(vs[1000]), "[7, [None, True], 'seven', 7.5]");
+    mp_value *copy = mp_value_copy(vs[10]);
+    pthread_t t;
+    CHECK_INT(pthread_create(&t, NULL, free_odd, vs), 0);
+    for (int i = 998; i >= 0; i -= 2)
+        mp_value_free(vs[i]);
+    pthread_join(t, NULL);
+    CHECK_INT(mp_value_get_int(copy), 1000000);
+    mp_value_free(copy);
+    mp_value_free(vs[1000]);
+    /* A block whose creator is done before any value is freed, and one never used. */
+    b = mp__vblock_new(4);
+    mp_value *a = mp__vblock_take(b, MP_INT), *z = mp__vblock_take(b, MP_FLOAT);
+    CHECK(a && z && mp_value_type(a) == MP_INT && mp_value_type(z) == MP_FLOAT);
+    mp__vblock_done(b);
+    mp_value_free(z);
+    mp_value_free(a);
+    mp__vblock_done(mp__vblock_new(8));
+    mp__vblock_done(NULL);
+    CHECK(mp__vblock_take(NULL, MP_INT) == NULL);
+    free(enc);
+    mp_value_free(list);
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_int_widths_encode_shortest);
@@ -654,5 +715,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_fuzz);
     RUN_IF(argc, argv, test_pack);
     RUN_IF(argc, argv, test_unpack);
+    RUN_IF(argc, argv, test_value_blocks);
     return mpt_done();
 }

@@ -137,7 +137,15 @@ mp_pool_result *mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *a
 int mp_pool_map(mp_pool *p, mp_task_fn fn, const mp_value *items, size_t chunksize,
                 mp_value **out);
 /** map without waiting: the result's value is the list of results. The input is
- * encoded before the call returns. */
+ * encoded before the call returns, chunk by chunk, each chunk queued as soon as it is
+ * encoded (the workers start on the first while the rest are encoded). An item that
+ * cannot be encoded (nested too deep, a handle that cannot be exported, more than 128
+ * fds in a chunk) does not fail the call: the items of its chunk fail with that code
+ * and a message naming them ("pool: encoding task arguments (items 2-3): ..."), given
+ * by mp_pool_result_get / mp_pool_result_item as Python's map_async raises such errors
+ * from get(); the other chunks run. The same holds for map, starmap and the imap
+ * calls (next returns the code for each such item); apply_async refuses such an
+ * argument itself (NULL). */
 mp_pool_result *mp_pool_map_async(mp_pool *p, mp_task_fn fn, const mp_value *items,
                                   const mp_pool_call_opts *opts);
 /** map where each item is an argument list (MP_ETYPE otherwise); fn gets the list. */

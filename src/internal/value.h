@@ -11,6 +11,7 @@
 
 struct mp_value {
     mp_type type;
+    uint32_t blk; /* 0, or 1 + its index in the mp__vblock that holds it (see below) */
     union {
         bool b;
         int64_t i;
@@ -27,9 +28,10 @@ struct mp_value {
             mp_value **keys, **vals; /* one block: vals == keys + cap */
             size_t len, cap;
             /* Open-addressing index (entry + 1, 0 = empty), built once a map grows
-             * past a few entries so set/get stay O(1) for large decoded maps. */
+             * past a few entries so set/get stay O(1) for large decoded maps:
+             * index[0] is the number of slots (a power of 2), the slots follow (kept
+             * out of the struct so that every value is 48 bytes, not 56). */
             size_t *index;
-            size_t index_cap;
         } map;
         struct {
             const mp_kind *kind;
@@ -67,6 +69,33 @@ static inline size_t mp__pack_int(int64_t i, unsigned char *p)
     return 1 + n;
 }
 
+/* The MessagePack int at p (any int format that fits an int64), for hot paths that
+ * decode many: its length with *out set, or 0 when p holds something else (or is cut
+ * short), which the caller hands to the general decoder. */
+static inline size_t mp__unpack_int(const unsigned char *p, size_t len, int64_t *out)
+{
+    if (!len)
+        return 0;
+    unsigned char c = p[0];
+    if (c <= 0x7f || c >= 0xe0) {
+        *out = (signed char)c;
+        return 1;
+    }
+    if (c < 0xcc || c > 0xd3)
+        return 0;
+    size_t n = (size_t)1 << (c & 3);
+    if (len < 1 + n || (c == 0xcf && p[1] & 0x80)) /* past INT64_MAX: the general path */
+        return 0;
+    uint64_t u = 0;
+    for (size_t k = 0; k < n; k++)
+        u = u << 8 | p[1 + k];
+    if (c <= 0xce)
+        *out = (int64_t)u;
+    else
+        *out = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
+    return 1 + n;
+}
+
 /* Encode v as MessagePack into buf (cap bytes) without allocating: 0 and *len,
  * MP_ETOOSHORT when it does not fit, or MP_EUNSUPPORTED for a value holding handles.
  * For hot paths that keep small items in their own memory; on failure they fall
@@ -80,6 +109,22 @@ int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **
 /* mp_value_decode of a value that must hold no handle (a handle is MP_EPROTO, and no
  * kind's import runs): for records read by code that must not import objects. */
 int mp__value_decode_plain(const void *buf, size_t len, mp_value **out);
+
+/* A block of scalar values (nil, bool, int, float) allocated at once, for decoding many
+ * results: one malloc instead of one per value. Each value taken from it is still freed
+ * on its own with mp_value_free, in any thread and order; the memory goes when the
+ * creator is done with the block and its last value is freed (an atomic count). */
+typedef struct mp__vblock mp__vblock;
+/* Room for up to n values (NULL when out of memory: callers fall back to single values). */
+mp__vblock *mp__vblock_new(size_t n);
+/* A zeroed value of scalar type t from the block; NULL when it is full (or b is NULL). */
+mp_value *mp__vblock_take(mp__vblock *b, mp_type t);
+/* The creator takes no more values: the unused room is given back. NULL is fine. */
+void mp__vblock_done(mp__vblock *b);
+
+/* mp__value_decode_next whose scalars come from blk while it has room. */
+int mp__value_decode_next_in(const void *buf, size_t len, mp__vblock *blk, size_t *used,
+                             mp_value **out);
 
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);

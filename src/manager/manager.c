@@ -5,7 +5,9 @@
  * registered types as code locations) and reports [0, address] or [code, message] on a
  * one-way pipe; the parent waits for that report, so the manager is listening when
  * mp_manager_new returns. The server watches the starting process's pidfd and stops
- * when it ends. Each proxy opens its own connection; the manager handle itself keeps
+ * when it ends. The report pipe is a socket pair that stays open as a control socket:
+ * mp_manager_shutdown stops its own server with one byte there (no connection and
+ * handshake to make on the way out). Each proxy opens its own connection; the manager handle itself keeps
  * none, so a manager object is only an address, a key and maybe a process. */
 #define _GNU_SOURCE
 #include "internal/common.h"
@@ -17,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct mp_manager {
@@ -24,6 +28,7 @@ struct mp_manager {
     unsigned char key[MGR_MAX_KEY];
     size_t keylen;
     mp_process *proc; /* NULL for a connected manager */
+    mp_connection *ctl; /* our end of the server process's control socket (or NULL) */
     size_t max_message; /* the server's (0: unknown) */
     bool shut;
 };
@@ -94,6 +99,11 @@ static int manager_main(mp_value *args)
     }
     mp_log(MP_LOG_INFO, "manager serving at '%s'", mp_manager_server_address(s));
     report(conn, 0, mp_manager_server_address(s));
+    /* The report socket stays open as the control socket: a byte from the starting
+     * process (mp_manager_shutdown) stops the server without a connection. */
+    int ctl = fcntl(mp_connection_fileno(conn), F_DUPFD_CLOEXEC, 3);
+    if (ctl >= 0)
+        mp__mgr_server_set_ctl(s, ctl);
     mp_connection_close(conn);
     int r = mp_manager_server_serve_forever(s);
     mp_manager_server_free(s);
@@ -174,7 +184,7 @@ static int start_server(mp_manager *m, const mgr_config *cfg, const mp_manager_o
 {
     static atomic_int counter;
     mp_connection *r, *w;
-    int code = mp_pipe(false, &r, &w);
+    int code = mp_pipe(true, &r, &w);
     if (code < 0)
         return code;
     mp_value *args = start_args(cfg, w, opts);
@@ -197,7 +207,10 @@ static int start_server(mp_manager *m, const mgr_config *cfg, const mp_manager_o
     mp_connection_free(w);
     if (code == 0)
         code = await_report(r, m->proc, m->address, sizeof m->address);
-    mp_connection_free(r);
+    if (code == 0)
+        m->ctl = r;
+    else
+        mp_connection_free(r);
     if (code < 0 && m->proc) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
@@ -277,10 +290,14 @@ int mp_manager_shutdown(mp_manager *m)
     m->shut = true;
     if (m->proc)
         mp_log(MP_LOG_INFO, "sending shutdown message to manager");
-    mp_connection *c;
-    if (mp__mgr_connect(m->address, m->key, m->keylen, 5.0, &c) == 0) {
-        mp__mgr_roundtrip(c, m->address, 0, "shutdown", 0, NULL, NULL);
-        mp_connection_free(c);
+    /* Our own server process stops on a byte on its control socket (no connection, no
+     * handshake); any other manager on a "shutdown" request. */
+    if (!m->ctl || send(mp_connection_fileno(m->ctl), "s", 1, MSG_NOSIGNAL) != 1) {
+        mp_connection *c;
+        if (mp__mgr_connect(m->address, m->key, m->keylen, 5.0, &c) == 0) {
+            mp__mgr_roundtrip(c, m->address, 0, "shutdown", 0, NULL, NULL);
+            mp_connection_free(c);
+        }
     }
     if (m->proc) {
         if (mp_process_join(m->proc, 5.0) == MP_ETIMEOUT) {
@@ -291,6 +308,8 @@ int mp_manager_shutdown(mp_manager *m)
             }
         }
     }
+    mp_connection_free(m->ctl);
+    m->ctl = NULL;
     return 0;
 }
 

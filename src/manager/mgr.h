@@ -7,6 +7,7 @@
  *                Queue, JoinableQueue (blocking methods park on the object's condvar)
  *   usertypes.c  registered types: their functions as (object, offset) across exec
  *   proxy.c      the client side: proxies, the "proxy" kind
+ *   shmchan.c    the shared-memory request channel of local connections
  *   liveness.c   TCP keepalive / user timeout: a silent peer ends a connection in bounded time
  *   manager.c    starting the server process, connecting, shutting down
  */
@@ -145,6 +146,8 @@ void mp__mgr_config_defaults(mgr_config *cfg, const mp_manager_opts *opts);
 /* MP_EINVAL (with a message) for options no manager can start with. */
 int mp__mgr_check_opts(const mp_manager_opts *opts);
 mp_manager_server *mp__mgr_server_new(const mgr_config *cfg);
+/* The control socket of a server process (adopted): a byte or EOF on it stops serving. */
+void mp__mgr_server_set_ctl(mp_manager_server *s, int fd);
 
 /* ---- a silent peer (liveness.c) ---------------------------------------------------- */
 

@@ -8,6 +8,9 @@
  * proxy stored in a container is only a reference (mp__mgr_in_server). A server that
  * dies closes the socket: the blocked or next call gets MP_EEOF. A call interrupted by
  * a signal handler leaves its reply pending; the next call reads and drops it first.
+ * On a local (Unix socket) connection the proxy's second call asks for the
+ * shared-memory channel (shmchan.c) and later calls go through its slot when they fit;
+ * the socket stays open, so a server's death is still noticed at once.
  * A proxy in a reply (a nested proxy read out of a container) carries the address its
  * storer used, which may mean nothing here ("127.0.0.1:50000" stored by a client on the
  * server's host, "0.0.0.0:50000" by the server's own): when it belongs to the server
@@ -17,6 +20,7 @@
 #include "internal/common.h"
 #include "internal/value.h"
 #include "manager/mgr.h"
+#include "manager/shmchan.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +36,11 @@ struct mp_proxy {
     int conn_err;        /* why conn is NULL in a client (0: server-side reference) */
     size_t max_message;  /* the server's largest request (0: unknown) */
     bool pending;        /* an interrupted call's reply is still on its way */
+    bool pending_slot;   /* ... in the channel's slot */
+    bool pending_fds;    /* ... followed by the channel's fds (an interrupted set-up) */
+    mgr_chan chan;       /* shared-memory channel of a local connection (shmchan.c) */
+    bool chan_tried;
+    unsigned long ncalls;
 };
 
 int mp__mgr_connect(const char *address, const void *key, size_t keylen, double limit,
@@ -84,40 +93,103 @@ static int recv_reply(mp_connection *c, const char *address, void **buf, size_t 
     return r;
 }
 
+/* Encode a request, refusing one over the server's max (0: unknown). */
+static int encode_checked(const char *method, uint64_t id, const mp_value *args, size_t max,
+                          char **buf, size_t *len)
+{
+    int r = mp__mgr_encode_request(method, id, args, buf, len);
+    if (r < 0)
+        return r;
+    if (max && *len > max) {
+        mp_free(*buf);
+        return mp__error(-EMSGSIZE, "%s: a request of %zu bytes is over the manager's "
+                                    "max_message of %zu bytes (not sent)",
+                         method, *len, max);
+    }
+    return 0;
+}
+
+static int send_request(mp_connection *c, const char *address, const char *buf, size_t len)
+{
+    int r = mp_connection_send_bytes(c, buf, 0, len);
+    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED || unreachable(r))
+        return lost(address, r);
+    return r;
+}
+
+static int finish(void *rep, size_t len, mp_value **result)
+{
+    int r = mp__mgr_parse_reply(rep, len, result);
+    mp_free(rep);
+    return r;
+}
+
 int mp__mgr_roundtrip(mp_connection *c, const char *address, size_t max, const char *method,
                       uint64_t id, const mp_value *args, mp_value **result)
 {
     char *buf;
     size_t len;
-    int r = mp__mgr_encode_request(method, id, args, &buf, &len);
+    int r = encode_checked(method, id, args, max, &buf, &len);
     if (r < 0)
         return r;
-    if (max && len > max) {
-        mp_free(buf);
-        return mp__error(-EMSGSIZE, "%s: a request of %zu bytes is over the manager's "
-                                    "max_message of %zu bytes (not sent)",
-                         method, len, max);
-    }
-    r = mp_connection_send_bytes(c, buf, 0, len);
+    r = send_request(c, address, buf, len);
     mp_free(buf);
-    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED || unreachable(r))
-        return lost(address, r);
     if (r < 0)
         return r;
     void *rep;
     r = recv_reply(c, address, &rep, &len);
+    return r < 0 ? r : finish(rep, len, result);
+}
+
+/* Wait for the reply to a request put in the channel's slot. */
+static int chan_reply(mp_proxy *p, void **rep, size_t *len)
+{
+    int r = mp__mgr_chan_await(&p->chan, p->conn, rep, len);
+    if (r == MP_EEOF || r == -ECONNRESET || r == -EPIPE || r == MP_ECLOSED || unreachable(r))
+        return lost(p->ref.address, r);
+    if (r < 0 && r != MP_EINTERRUPTED && mp_last_error_code() != r)
+        return mp__error(r, "manager channel: waiting for the reply");
+    return r;
+}
+
+/* One call through the proxy: the slot when the request fits, else the socket. */
+static int proxy_roundtrip(mp_proxy *p, const char *method, const mp_value *args,
+                           mp_value **result)
+{
+    if (!p->chan.shm) {
+        int r = mp__mgr_roundtrip(p->conn, p->ref.address, p->max_message, method, p->ref.id,
+                                  args, result);
+        if (r == MP_EINTERRUPTED)
+            p->pending = true;
+        return r;
+    }
+    char *buf;
+    size_t len;
+    int r = encode_checked(method, p->ref.id, args, p->max_message, &buf, &len);
     if (r < 0)
         return r;
-    r = mp__mgr_parse_reply(rep, len, result);
-    mp_free(rep);
-    return r;
+    bool slot = mp__mgr_chan_send(&p->chan, buf, len) == 0;
+    if (!slot)
+        r = send_request(p->conn, p->ref.address, buf, len);
+    mp_free(buf);
+    if (r < 0)
+        return r;
+    void *rep;
+    r = slot ? chan_reply(p, &rep, &len) : recv_reply(p->conn, p->ref.address, &rep, &len);
+    if (r == MP_EINTERRUPTED) {
+        p->pending = true;
+        p->pending_slot = slot;
+    }
+    return r < 0 ? r : finish(rep, len, result);
 }
 
 static mp_proxy *proxy_alloc(const mgr_ref *ref)
 {
     mp_proxy *p = mp__calloc(1, sizeof *p);
-    if (p)
+    if (p) {
         p->ref = *ref;
+        p->chan = (mgr_chan)MGR_CHAN_NONE;
+    }
     return p;
 }
 
@@ -178,11 +250,40 @@ static int drain_pending(mp_proxy *p)
         return 0;
     void *buf;
     size_t len;
-    int r = recv_reply(p->conn, p->ref.address, &buf, &len);
+    int r = p->pending_slot ? chan_reply(p, &buf, &len)
+                            : recv_reply(p->conn, p->ref.address, &buf, &len);
     if (r < 0)
         return r;
     mp_free(buf);
-    p->pending = false;
+    p->pending = p->pending_slot = false;
+    if (p->pending_fds) {
+        p->pending_fds = false;
+        if (mp__mgr_chan_recv(&p->chan, mp_connection_fileno(p->conn)) < 0)
+            p->chan = (mgr_chan)MGR_CHAN_NONE; /* the socket carries everything */
+    }
+    return 0;
+}
+
+/* A proxy's second call on a local connection asks for the shared-memory channel (a
+ * proxy used once pays nothing for it). Any failure but the server's end leaves the
+ * socket path. */
+static int chan_setup(mp_proxy *p)
+{
+    p->chan_tried = true;
+    int fd = mp_connection_fileno(p->conn);
+    if (getenv("MP_MANAGER_NO_SHM") || !mp__mgr_chan_local(fd))
+        return 0;
+    mp_value *res = NULL;
+    int r = mp__mgr_roundtrip(p->conn, p->ref.address, 0, "shm", 0, NULL, &res);
+    mp_value_free(res);
+    if (r == MP_EINTERRUPTED) {
+        p->pending = p->pending_fds = true;
+        return r;
+    }
+    if (r == MP_EEOF)
+        return r;
+    if (r == 0 && mp__mgr_chan_recv(&p->chan, fd) < 0)
+        p->chan = (mgr_chan)MGR_CHAN_NONE;
     return 0;
 }
 
@@ -198,14 +299,13 @@ int mp_proxy_call(mp_proxy *p, const char *method, const mp_value *args, mp_valu
     r = drain_pending(p);
     if (r < 0)
         return r;
+    if (!p->chan_tried && p->ncalls++ >= 1 && (r = chan_setup(p)) < 0)
+        return r;
     mp_value *res = NULL;
     const mgr_ref *was = reply_via;
     reply_via = &p->ref;
-    r = mp__mgr_roundtrip(p->conn, p->ref.address, p->max_message, method, p->ref.id, args,
-                          &res);
+    r = proxy_roundtrip(p, method, args, &res);
     reply_via = was;
-    if (r == MP_EINTERRUPTED)
-        p->pending = true;
     if (result)
         *result = res;
     else
@@ -272,6 +372,7 @@ void mp_proxy_free(mp_proxy *p)
 {
     if (!p)
         return;
+    mp__mgr_chan_close(&p->chan);
     mp_connection_free(p->conn); /* the server drops this connection's references */
     explicit_bzero(p->ref.key, sizeof p->ref.key);
     free(p);

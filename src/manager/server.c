@@ -3,8 +3,11 @@
  * DESIGN
  * - Threads: the thread calling serve_forever accepts (raw accept4 on the listener's
  *   fd: the HMAC handshake runs on the new connection's own thread, bounded by
- *   handshake_limit when set, so a silent client never holds the accept path). Each connection gets a detached
- *   thread that reads a request, dispatches it and writes the reply, one at a time.
+ *   handshake_limit when set, so a silent client never holds the accept path). Each
+ *   connection gets a detached thread that reads a request, dispatches it and writes
+ *   the reply, one at a time: from and to the socket, or, once a local client asked for
+ *   it ("shm"), through the connection's shared-memory slot (shmchan.c), the socket
+ *   still watched for the client's end.
  * - Shared state: the object table, every object and every connection's reference
  *   list are guarded by one server mutex `mu`, held while a method runs. A blocking
  *   method (Lock.acquire, Queue.get, Event.wait, ...) parks on its object's condvar,
@@ -15,8 +18,9 @@
  *   or closed) drops all of its own and releases the locks it held. An object whose
  *   count reaches zero is freed, unless a live object's contents hold a proxy to it
  *   (nested proxies): then a mark pass from the referenced objects decides.
- * - Stopping: a "shutdown" request, mp_manager_server_stop or the watched parent's end
- *   wakes the accept loop through a pipe / pidfd; it shuts every connection's socket
+ * - Stopping: a "shutdown" request, mp_manager_server_stop, the watched parent's end
+ *   or a byte (or EOF) on the starting process's control socket wakes the accept loop
+ *   through a pipe / pidfd / that socket; it shuts every connection's socket
  *   down (their reads return EOF), wakes every parked wait, waits for the connection
  *   threads to finish and frees the objects.
  * Lock order: mu only (the handshake and socket I/O run without it).
@@ -27,6 +31,7 @@
 #include "internal/sigutil.h"
 #include "internal/value.h"
 #include "manager/mgr.h"
+#include "manager/shmchan.h"
 #include "multiproc/process.h"
 
 #include <errno.h>
@@ -59,6 +64,8 @@ struct mgr_conn {
     size_t nrefs, cap;
     uint64_t *lent; /* references taken for proxies in the last reply (see lend) */
     size_t nlent, lentcap;
+    mgr_chan chan;      /* the shared-memory channel of a local client (shmchan.c) */
+    int chan_fds[3];    /* set up by a "shm" request: to send after its reply */
     mgr_conn *prev, *next;
 };
 
@@ -78,6 +85,7 @@ struct mp_manager_server {
     size_t kept; /* objects no connection references, alive only through a container */
     int stop_r, stop_w;
     int watch; /* pidfd of the process whose end stops the server (-1: none) */
+    int ctl;   /* the starting process's control socket: a byte or EOF stops (-1: none) */
 };
 
 /* ---- objects ------------------------------------------------------------------------- */
@@ -438,6 +446,21 @@ static int server_incref(mgr_conn *c, const mp_value *args, mp_value **result)
     return *result ? 0 : mp_last_error_code();
 }
 
+/* A local client asks for the shared-memory channel: made here, its fds sent after the
+ * reply (conn_main); the reply tells the slot size. */
+static int server_shm(mgr_conn *c, mp_value **result)
+{
+    if (c->chan.shm || c->chan_fds[0] >= 0)
+        return mp__error(MP_ESTATE, "shm: this connection has its channel already");
+    if (!mp__mgr_chan_local(c->fd))
+        return mp__error(MP_EUNSUPPORTED, "shm: only for a local (Unix socket) client");
+    int r = mp__mgr_chan_create(&c->chan, c->chan_fds);
+    if (r < 0)
+        return r;
+    *result = mp_value_int((int64_t)mp__mgr_chan_slot());
+    return *result ? 0 : mp_last_error_code();
+}
+
 static int server_method(mgr_conn *c, const char *method, const mp_value *args,
                          mp_value **result, bool *stop)
 {
@@ -455,13 +478,18 @@ static int server_method(mgr_conn *c, const char *method, const mp_value *args,
         *result = limits(c->srv);
         return *result ? 0 : mp_last_error_code();
     }
+    if (strcmp(method, "shm") == 0)
+        return server_shm(c, result);
     if (strcmp(method, "shutdown") == 0) {
         *stop = true;
         return 0;
     }
     if (strcmp(method, "debug_info") == 0) {
-        *result = mp_value_pack("{s:I s:i}", "objects", (int64_t)c->srv->nobjs, "connections",
-                                c->srv->nconns);
+        int chans = 0;
+        for (mgr_conn *k = c->srv->conns; k; k = k->next)
+            chans += k->chan.shm != NULL;
+        *result = mp_value_pack("{s:I s:i s:i}", "objects", (int64_t)c->srv->nobjs,
+                                "connections", c->srv->nconns, "channels", chans);
         return *result ? 0 : mp_last_error_code();
     }
     return mp__error(MP_EUNSUPPORTED, "the manager has no method '%s'", method);
@@ -566,6 +594,9 @@ static void conn_end(mgr_conn *c)
     pthread_cond_broadcast(&s->idle);
     pthread_mutex_unlock(&s->mu);
     mp_connection_free(c->conn);
+    mp__mgr_chan_close(&c->chan);
+    if (c->chan_fds[0] >= 0)
+        mp__close(c->chan_fds[0]);
     free(c->refs);
     free(c->lent);
     free(c);
@@ -579,6 +610,27 @@ static void request_stop(mgr_server *s)
     }
 }
 
+/* Send the channel's fds after the reply to "shm"; a failure leaves the socket path. */
+static void pass_chan(mgr_conn *c)
+{
+    if (c->chan_fds[0] < 0)
+        return;
+    if (mp__mgr_chan_send_fds(c->fd, c->chan_fds) < 0)
+        mp__mgr_chan_close(&c->chan);
+    mp__close(c->chan_fds[0]); /* the segment: mapped; the eventfds are the channel's */
+    c->chan_fds[0] = -1;
+}
+
+/* The next request: from the channel's slot once there is one, else the socket. */
+static int next_request(mgr_conn *c, void **buf, size_t *len, bool *from_slot)
+{
+    *from_slot = false;
+    size_t max = c->srv->cfg.max_message;
+    if (c->chan.shm)
+        return mp__mgr_chan_next(&c->chan, c->conn, max, buf, len, from_slot);
+    return mp_connection_recv_bytes(c->conn, max, buf, len);
+}
+
 static void *conn_main(void *arg)
 {
     mgr_conn *c = arg;
@@ -589,7 +641,8 @@ static void *conn_main(void *arg)
     while (r == 0) {
         void *buf;
         size_t len;
-        if (mp_connection_recv_bytes(c->conn, s->cfg.max_message, &buf, &len) < 0)
+        bool slot;
+        if (next_request(c, &buf, &len, &slot) < 0)
             break;
         char *out = NULL;
         size_t outlen = 0;
@@ -597,8 +650,11 @@ static void *conn_main(void *arg)
         r = handle(c, buf, len, &out, &outlen, &stop);
         mp_free(buf);
         if (r == 0)
-            r = mp_connection_send_bytes(c->conn, out, 0, outlen);
+            r = slot ? mp__mgr_chan_reply(&c->chan, c->conn, out, outlen)
+                     : mp_connection_send_bytes(c->conn, out, 0, outlen);
         mp_free(out);
+        if (r == 0)
+            pass_chan(c);
         if (stop)
             request_stop(s);
     }
@@ -626,6 +682,8 @@ static void accept_one(mgr_server *s)
     c->srv = s;
     c->conn = conn;
     c->fd = fd;
+    c->chan = (mgr_chan)MGR_CHAN_NONE;
+    c->chan_fds[0] = c->chan_fds[1] = c->chan_fds[2] = -1;
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -721,6 +779,7 @@ mp_manager_server *mp__mgr_server_new(const mgr_config *cfg)
     s->cfg = *cfg;
     s->stop_r = s->stop_w = -1;
     s->watch = -1;
+    s->ctl = -1;
     /* Opened now, while the starting process waits for our report: opened later (in
      * serve_forever), a parent that returned and exited at once would be gone already
      * and the server would serve forever (seen in test_api_sweep under load). */
@@ -776,6 +835,8 @@ mp_manager_server *mp_manager_server_new(const mp_manager_opts *opts)
     return mp__mgr_server_new(&cfg);
 }
 
+void mp__mgr_server_set_ctl(mp_manager_server *s, int fd) { s->ctl = fd; }
+
 const char *mp_manager_server_address(const mp_manager_server *s)
 {
     return s ? s->cfg.address : "";
@@ -826,18 +887,18 @@ int mp_manager_server_serve_forever(mp_manager_server *s)
 {
     if (!s || !s->listener)
         return mp__error(MP_EINVAL, "mp_manager_server_serve_forever: no server");
-    int watch = s->watch;
-    int code = 0;
+    int watch = s->watch, code = 0;
     for (;;) {
-        struct pollfd p[3] = {{mp_listener_fileno(s->listener), POLLIN, 0},
+        struct pollfd p[4] = {{mp_listener_fileno(s->listener), POLLIN, 0},
                               {s->stop_r, POLLIN, 0},
-                              {watch, POLLIN, 0}};
-        int n = mp__iwait_poll(p, watch >= 0 ? 3 : 2, -1);
+                              {watch, POLLIN, 0},
+                              {s->ctl, POLLIN, 0}};
+        int n = mp__iwait_poll(p, 4, -1); /* negative fds are ignored */
         if (n < 0) {
             code = n == MP_EINTERRUPTED ? n : mp__error(n, "manager: poll");
             break;
         }
-        if (p[1].revents || (watch >= 0 && p[2].revents))
+        if (p[1].revents || p[2].revents || p[3].revents)
             break;
         if (p[0].revents & POLLIN)
             accept_one(s);
@@ -863,6 +924,8 @@ void mp_manager_server_free(mp_manager_server *s)
     }
     if (s->watch >= 0)
         mp__close(s->watch);
+    if (s->ctl >= 0)
+        mp__close(s->ctl);
     if (s->stop_r >= 0) {
         mp__close(s->stop_r);
         mp__close(s->stop_w);

@@ -125,7 +125,7 @@ static int run_ranges(mp_pool *p, job *j, mp__array_task base, size_t n, size_t 
             first = c;
         last = c;
     }
-    int r = mp__pool_enqueue(p, first, last, false);
+    int r = mp__pool_enqueue(p, first, last, 0);
     if (r < 0) {
         while (first) {
             chunk *nx = first->next;
@@ -164,9 +164,6 @@ int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size
     if (r == 0)
         r = mp__fn_locate((void (*)(void))(void *)fn, &j->fnloc, &j->fnloc_len);
     if (r == 0) {
-        char name[256];
-        mp__fn_label(j->fnloc, j->fnloc_len, name, sizeof name);
-        j->fn_name = strdup(name);
         j->time_limit = p->time_limit;
         memcpy(p->arena, in, n * in_size);
         mp__array_task base = {.in_off = 0, .out_off = in_bytes, .in_size = in_size,

@@ -5,7 +5,9 @@
  * blocking and used by the worker's one thread. fds sent with a message ride with its
  * first byte; the kernel never merges a read across two sendmsg calls that carry
  * different fds, so the receiver keeps a FIFO of the fds in arrival order and a message
- * takes its `nfds` from the front once the whole message is buffered. */
+ * takes its `nfds` from the front once the whole message is buffered. A message's body
+ * is read where it lies in the buffer (no copy: a map's result message is megabytes),
+ * so each reader handles a message before it fills the buffer again. */
 #define _GNU_SOURCE
 #include "internal/buf.h"
 #include "internal/common.h"
@@ -73,6 +75,7 @@ int mp__rx_fill(mp__rx *rx, int sock, bool nonblock)
     if (n < 0)
         return n == -EWOULDBLOCK ? -EAGAIN : (int)n;
     rx_push_fds(rx, fds, nfds);
+    rx->short_read = (size_t)n < iov.iov_len;
     if (n == 0)
         return 0;
     rx->b.len += (size_t)n;
@@ -96,10 +99,7 @@ int mp__rx_next(mp__rx *rx, mp__msg *msg)
         return mp__error(MP_EPROTO, "pool: a message announced %u fds, %zu arrived", h.nfds,
                          rx->nfds);
     msg->h = h;
-    msg->body = malloc(h.len ? h.len : 1);
-    if (!msg->body)
-        return mp__error(-ENOMEM, "pool: out of memory reading a message");
-    memcpy(msg->body, rx->b.data + rx->off + sizeof h, h.len);
+    msg->body = rx->b.data + rx->off + sizeof h; /* borrowed: see mp__msg */
     rx->off += sizeof h + h.len;
     msg->nfds = h.nfds;
     if (h.nfds) { /* rx->fds is NULL until fds first arrive */
@@ -121,8 +121,7 @@ void mp__rx_free(mp__rx *rx)
 
 void mp__msg_clear(mp__msg *msg)
 {
-    free(msg->body);
-    msg->body = NULL;
+    msg->body = NULL; /* the reading buffer's */
     for (size_t i = 0; i < msg->nfds; i++)
         if (msg->fds[i] >= 0)
             mp__close(msg->fds[i]);

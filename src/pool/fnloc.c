@@ -105,6 +105,22 @@ static int parse(const char *buf, size_t len, mp__target_loc *loc, size_t *used)
 
 int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used)
 {
+    /* The cache first, by the location's bytes (their length from the two lengths):
+     * a worker running many small tasks of one function parses nothing. */
+    uint16_t pl, sl;
+    if (len >= 4) {
+        memcpy(&pl, buf, 2);
+        if (len >= 4u + pl) {
+            memcpy(&sl, buf + 2 + pl, 2);
+            size_t n = 12u + pl + sl;
+            for (unsigned i = 0; n <= len && i < CACHE; i++)
+                if (wcache[i].buf && wcache[i].len == n && memcmp(wcache[i].buf, buf, n) == 0) {
+                    *fn = wcache[i].fn;
+                    *used = n;
+                    return 0;
+                }
+        }
+    }
     mp__target_loc *loc = malloc(sizeof *loc);
     if (!loc)
         return mp__error(-ENOMEM, "pool: out of memory");
@@ -113,12 +129,6 @@ int mp__fn_resolve(const char *buf, size_t len, void (**fn)(void), size_t *used)
         free(loc);
         return mp__error(MP_EPROTO, "pool: malformed task function location");
     }
-    for (unsigned i = 0; i < CACHE; i++)
-        if (wcache[i].buf && wcache[i].len == *used && memcmp(wcache[i].buf, buf, *used) == 0) {
-            *fn = wcache[i].fn;
-            free(loc);
-            return 0;
-        }
     mp_target_fn t = NULL;
     r = mp__target_resolve(loc, &t);
     free(loc);

@@ -11,6 +11,14 @@
  * its slot names the chunk it was running: that chunk's tasks fail with MP_EWORKERDIED
  * (MP_ETIMEOUT for the task that overran its limit), the chunks behind it go back to
  * the front of the queue, a new worker takes the position.
+ * Results: a chunk's values are decoded straight into the job (a map's result list to
+ * be) or its iterator ring, their scalars from one block of values per chunk
+ * (mp__vblock: one allocation, not one per value; the values are freed by the user's
+ * thread, where this thread's per-thread value cache could never get them back).
+ * Failed chunks (arguments that could not be encoded) are failed here, never sent.
+ * Wake-ups: p->idle is set before the queue is looked at and cleared when poll
+ * returns, so submitters write the eventfd only when this thread may sleep; a worker's
+ * socket is read until a short read, not until EAGAIN.
  * Shared state: p->pending, p->sources, p->state under p->mu (never held across user
  * code or syscalls that wait); workers (w[]) belong to this thread alone. */
 #define _GNU_SOURCE
@@ -62,7 +70,7 @@ static void fail_chunk(chunk *c, int code, const char *msg, size_t special, int 
 
 static bool has_work(mp_pool *p)
 {
-    if (p->pending || p->sources)
+    if (p->pending || p->sources || atomic_load(&p->submitting))
         return true;
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].ninflight)
@@ -182,8 +190,18 @@ static void assign(mp_pool *p, worker *w, chunk *c)
 
 static void dispatch(mp_pool *p)
 {
+    chunk *failed = NULL;
     pthread_mutex_lock(&p->mu);
     while (p->pending) {
+        if (p->pending->fail_code) { /* never sent: failed below, out of the lock */
+            chunk *c = p->pending;
+            p->pending = c->next;
+            if (!p->pending)
+                p->pending_tail = NULL;
+            c->next = failed;
+            failed = c;
+            continue;
+        }
         worker *best = NULL;
         for (int i = 0; i < p->processes; i++) {
             worker *w = &p->w[i];
@@ -199,6 +217,11 @@ static void dispatch(mp_pool *p)
         assign(p, best, c);
     }
     pthread_mutex_unlock(&p->mu);
+    while (failed) {
+        chunk *n = failed->next;
+        fail_chunk(failed, failed->fail_code, failed->fail_msg, SIZE_MAX, 0, NULL);
+        failed = n;
+    }
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].txn)
             flush(&p->w[i]);
@@ -219,7 +242,9 @@ static void requeue(mp_pool *p, chunk *first, chunk *last)
 
 /* ---- results ------------------------------------------------------------------- */
 
-static void read_errors(chunk *c, const char *b, size_t len, bool *failed)
+/* The failures after the results: each failed item's value (nil) is dropped and the
+ * item completed with its code and message. */
+static void read_errors(chunk *c, const char *b, size_t len, bool *failed, mp_value **vs)
 {
     size_t off = 0;
     while (off + 12 <= len) {
@@ -230,12 +255,87 @@ static void read_errors(chunk *c, const char *b, size_t len, bool *failed)
         memcpy(&ml, b + off + 8, 4);
         if (off + 12 + ml > len || idx >= c->count || code >= 0)
             break;
-        char *m = strndup(b + off + 12, ml);
+        off += 12 + ml;
+        if (failed[idx])
+            continue; /* named twice: the first one counts */
+        failed[idx] = true;
+        mp_value_free(vs[idx]);
+        vs[idx] = NULL;
+        char *m = strndup(b + off - ml, ml);
         mp__job_complete_item(c->job, c->first + idx, NULL, code, m ? m : "task failed");
         free(m);
-        failed[idx] = true;
-        off += 12 + ml;
     }
+}
+
+/* The count of the MessagePack array at the start of b (its header's length in *hl), or
+ * SIZE_MAX when b does not start with one. */
+static size_t array_count(const uint8_t *b, size_t len, size_t *hl)
+{
+    if (len >= 1 && b[0] >= 0x90 && b[0] <= 0x9f) {
+        *hl = 1;
+        return b[0] & 0x0fu;
+    }
+    if (len >= 3 && b[0] == 0xdc) {
+        *hl = 3;
+        return (size_t)b[1] << 8 | b[2];
+    }
+    if (len >= 5 && b[0] == 0xdd) {
+        *hl = 5;
+        return (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
+    }
+    return SIZE_MAX;
+}
+
+/* The chunk's results, decoded into vs[0, count): without fds item by item, their
+ * scalars in one block of values (one allocation for the chunk, not one per value; the
+ * block goes when its last value is freed, whoever frees it); with fds (handles) through
+ * a decoded list. On failure nothing is left in vs. */
+static int decode_results(chunk *c, mp__msg *m, size_t elen, mp_value **vs)
+{
+    if (m->nfds) {
+        mp_value *list = NULL;
+        int r = mp_value_decode(m->body, elen, m->fds, m->nfds, &list);
+        m->nfds = 0;
+        if (r < 0)
+            return r;
+        if (list->type != MP_LIST || list->u.list.len != c->count) {
+            mp_value_free(list);
+            return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
+        }
+        memcpy(vs, list->u.list.items, c->count * sizeof *vs);
+        list->u.list.len = 0; /* the values moved to vs */
+        mp_value_free(list);
+        return 0;
+    }
+    const uint8_t *b = (const uint8_t *)m->body, *end = b + elen;
+    size_t hl = 0;
+    if (array_count(b, elen, &hl) != c->count)
+        return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
+    b += hl;
+    mp__vblock *blk = mp__vblock_new(c->count);
+    int r = 0;
+    size_t k = 0;
+    for (; k < c->count && r == 0; k++) {
+        int64_t x;
+        size_t used = mp__unpack_int(b, (size_t)(end - b), &x); /* ints first: the usual */
+        mp_value *v = used ? mp__vblock_take(blk, MP_INT) : NULL;
+        if (v) {
+            v->u.i = x;
+            vs[k] = v;
+        } else {
+            r = mp__value_decode_next_in(b, (size_t)(end - b), blk, &used, &vs[k]);
+        }
+        b += used;
+    }
+    if (r == 0 && b != end)
+        r = mp__error(MP_EPROTO, "pool: trailing bytes after the results");
+    if (r < 0)
+        for (size_t i = 0; i < k; i++) {
+            mp_value_free(vs[i]);
+            vs[i] = NULL;
+        }
+    mp__vblock_done(blk);
+    return r;
 }
 
 static int take_results(chunk *c, mp__msg *m)
@@ -248,41 +348,34 @@ static int take_results(chunk *c, mp__msg *m)
         return 0;
     }
     size_t elen = (size_t)m->h.arg;
-    mp_value *list = NULL;
     if (elen > m->h.len)
         return mp__error(MP_EPROTO, "pool: bad result message");
-    int r = mp_value_decode(m->body, elen, m->fds, m->nfds, &list);
-    m->nfds = 0;
-    if (r < 0)
-        return r;
-    if (list->type != MP_LIST || list->u.list.len != c->count) {
-        mp_value_free(list);
-        return mp__error(MP_EPROTO, "pool: a result of the wrong shape");
-    }
-    bool *failed = calloc(c->count, 1);
-    if (!failed) {
-        mp_value_free(list);
-        return -ENOMEM;
-    }
-    read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed);
     job *j = c->job;
-    size_t ok = 0;
-    for (size_t k = 0; k < c->count; k++) {
-        if (failed[k])
-            continue;
-        mp_value *v = list->u.list.items[k];
-        list->u.list.items[k] = NULL; /* moved into the job */
-        if (j->ring) {
-            mp__job_complete_item(j, c->first + k, v, 0, NULL);
-        } else {
-            j->vals[c->first + k] = v;
-            ok++;
-        }
+    /* apply/map: straight into the job's array (the map's result list to be); iterators
+     * go through a scratch array to their ring slots. */
+    mp_value **vs = j->ring ? malloc(c->count * sizeof *vs) : j->vals + c->first;
+    bool *failed = calloc(c->count, 1);
+    int r = vs && failed ? decode_results(c, m, elen, vs) : -ENOMEM;
+    if (r < 0) {
+        if (j->ring)
+            free(vs);
+        free(failed);
+        return r;
     }
-    if (ok)
+    bool ring = j->ring;
+    /* The failures first: when every item of the chunk failed, the last may finish the
+     * job and free it; the job is touched again only for items still to count. */
+    read_errors(c, m->body + elen, (size_t)m->h.len - elen, failed, vs);
+    size_t ok = 0;
+    for (size_t k = 0; k < c->count; k++)
+        ok += !failed[k];
+    if (ok && ring)
+        mp__job_complete_ring(j, c->first, vs, failed, c->count);
+    else if (ok)
         mp__job_complete_vals(j, ok); /* one count for the chunk: it may finish the job */
+    if (ring)
+        free(vs);
     free(failed);
-    mp_value_free(list);
     return 0;
 }
 
@@ -345,6 +438,8 @@ static void drain_msgs(mp_pool *p, worker *w)
 
 static void read_worker(mp_pool *p, worker *w)
 {
+    /* Until a read comes back short (the socket is then most likely drained: poll says
+     * if more came since), not until EAGAIN: a recvmsg saved per wake-up. */
     for (int rounds = 0; rounds < 8; rounds++) {
         int r = mp__rx_fill(&w->rx, w->sock, true);
         if (r <= 0) {
@@ -352,6 +447,8 @@ static void read_worker(mp_pool *p, worker *w)
                 w->eof = true;
             break;
         }
+        if (w->rx.short_read)
+            break;
     }
     drain_msgs(p, w);
 }
@@ -366,7 +463,10 @@ static void fail_pending(mp_pool *p, int code, const char *msg)
     pthread_mutex_unlock(&p->mu);
     while (c) {
         chunk *n = c->next;
-        fail_chunk(c, code, msg, SIZE_MAX, 0, NULL);
+        if (c->fail_code)
+            fail_chunk(c, c->fail_code, c->fail_msg, SIZE_MAX, 0, NULL);
+        else
+            fail_chunk(c, code, msg, SIZE_MAX, 0, NULL);
         c = n;
     }
 }
@@ -417,8 +517,9 @@ static void handle_death(mp_pool *p, size_t i)
     while (c) {
         chunk *n = c->next;
         if (c->id == running) {
-            char msg[512], tmsg[512];
-            const char *fn = c->job->fn_name ? c->job->fn_name : "task";
+            char msg[1024], tmsg[1024];
+            char fn[256];
+            mp__fn_label(c->job->fnloc, c->job->fnloc_len, fn, sizeof fn);
             snprintf(msg, sizeof msg,
                      "pool worker %s (pid %d) %s while running %s (items %zu-%zu of the call)",
                      name, (int)pid, timed ? "was killed for a time limit" : what, fn,
@@ -544,6 +645,24 @@ static void pump_sources(mp_pool *p)
     }
 }
 
+/* Terminated: map calls still encoding queue the rest of their chunks (as failed ones,
+ * see mp__pool_enqueue); wait for them (they never wait on the pool) and fail what they
+ * queued, so that every item of every call ends. */
+static void finish_submissions(mp_pool *p)
+{
+    while (atomic_load(&p->submitting)) {
+        struct pollfd pf = {.fd = p->wake_fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0) {
+            uint64_t v;
+            ssize_t k = read(p->wake_fd, &v, sizeof v);
+            (void)k;
+        }
+        fail_pending(p, MP_ECLOSED, "the pool was terminated");
+    }
+    fail_pending(p, MP_ECLOSED, "the pool was terminated");
+    mp__pool_notify();
+}
+
 /* Closed and idle: let the workers go (end of file on their socket). */
 static bool wind_down(mp_pool *p)
 {
@@ -583,11 +702,13 @@ void *mp__pool_thread(void *arg)
         return NULL;
     struct pollfd *pf = calloc(1 + 2 * (size_t)p->processes, sizeof *pf);
     for (;;) {
+        atomic_store(&p->idle, 1); /* from here on we look at the queue before poll */
         pthread_mutex_lock(&p->mu);
         int state = p->state;
         pthread_mutex_unlock(&p->mu);
         if (state == 2 || !pf) {
             terminate_all(p);
+            finish_submissions(p);
             break;
         }
         pump_sources(p);
@@ -607,8 +728,10 @@ void *mp__pool_thread(void *arg)
                                       .events = POLLIN};
         }
         int r = poll(pf, n, timeout);
+        atomic_store(&p->idle, 0);
         if (r < 0 && errno != EINTR) {
             terminate_all(p); /* cannot wait any more: fail what is left, never hang it */
+            finish_submissions(p);
             break;
         }
         if (r <= 0)

@@ -47,7 +47,8 @@ typedef struct mp__msg_hdr {
 
 #define MP__POOL_MAX_FDS 128
 
-/* A received message: body malloc'd (owned), fds adopted. */
+/* A received message: fds adopted; the body lies in the channel's reading buffer, valid
+ * until that is filled again (mp__rx_fill) or freed. */
 typedef struct mp__msg {
     mp__msg_hdr h;
     char *body;
@@ -62,6 +63,7 @@ typedef struct mp__rx {
     size_t off;
     int *fds;
     size_t nfds, fds_cap;
+    bool short_read; /* the last fill got less than it had room for: likely drained */
 } mp__rx;
 
 /* Read what the socket has (nonblocking: until EAGAIN; blocking: one read). 1 when
@@ -125,12 +127,14 @@ void mp__pool_fd_close_inherited(int keep1, int keep2);
 typedef struct job job;
 typedef struct chunk chunk;
 
+/* A ring slot of an iterator (16 bytes: a million-item imap has a million of them). */
 typedef struct item {
-    mp_value *v;
-    size_t index;
-    char *msg;
+    union {
+        mp_value *v; /* code 0: the value (NULL: nil) */
+        char *msg;   /* code < 0: the failure's message */
+    } u;
     int code;
-    _Atomic int state; /* 0 empty, 1 filled (ring slots of iterators) */
+    _Atomic int state; /* 0 empty (u NULL, code 0), 1 filled */
 } item;
 
 enum job_kind { JOB_APPLY, JOB_MAP, JOB_IMAP, JOB_IMAP_UNORDERED, JOB_ARRAY };
@@ -170,24 +174,24 @@ struct job {
     mp_value *value; /* final value of apply/map results */
     mp_pool_call_opts opts;
     double time_limit;
-    char *fn_name;   /* the task function's symbol, for messages */
     _Atomic int abandoned; /* the iterator was freed: read no more */
     _Atomic int stalled; /* the source waits for the consumer (window full) */
     int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
     job *next_src;   /* pool's list of source-fed jobs */
-    /* typed path */
-    int array_code;
-    char array_msg[512];
 };
 
 struct chunk {
     job *job;
     size_t first, count; /* item indexes (absolute) */
     uint64_t id;
-    char *buf; /* header + body, ready to send */
+    char *buf; /* header + body, ready to send (NULL for a failed chunk) */
     size_t len;
     int *fds;
     size_t nfds;
+    /* A chunk whose arguments could not be encoded: never sent, the result thread fails
+     * its items with this code and message. */
+    int fail_code;
+    char *fail_msg;
     chunk *next;
 };
 
@@ -234,11 +238,17 @@ struct mp_pool {
     pthread_mutex_t mu; /* submission queue, state, source list */
     chunk *pending, *pending_tail; /* chunks ready to send */
     job *sources;                  /* source-fed jobs still reading */
+    _Atomic int submitting; /* map calls between their first and last enqueue (changed
+                               under mu with the queue): the pool has work to come */
     uint64_t next_id;
     int state; /* 0 running, 1 closed, 2 terminating */
     int broken_code;
     char broken_msg[512];
     int wake_fd; /* eventfd */
+    /* The result thread may be asleep (set before it last looked at the queue, cleared
+     * when poll returns): only then must a submitter wake it, else it will look at
+     * the queue again before it sleeps. Saves an eventfd write per task while busy. */
+    _Atomic int idle;
     pthread_t thread;
     bool thread_started;
     _Atomic int started; /* the result thread started the workers: 1 ok, -1 failed */
@@ -276,11 +286,20 @@ void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode);
 job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring);
 void mp__job_unref(job *j);
 void mp__chunk_free(chunk *c);
-/* Enqueue chunks (a list) for sending; MP_ESTATE if the pool is not running. */
-int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal);
-/* Encode items[first, first+count) of a list (or one value) as a chunk message. */
+/* Enqueue chunks (a list) for sending; MP_ESTATE if the pool is not running. Flags:
+ * ENQ_INTERNAL (the pool's own work: accepted after close), ENQ_BEGIN (more of this call
+ * follows: p->submitting is raised), ENQ_CONT (a later part of a call that began:
+ * always accepted; on a terminated or broken pool its chunks become failed ones),
+ * ENQ_END (with ENQ_CONT: the call's last part, p->submitting is lowered). */
+enum { ENQ_INTERNAL = 1, ENQ_BEGIN = 2, ENQ_CONT = 4, ENQ_END = 8 };
+int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags);
+/* Turn c into a failed chunk (its buffer and fds released) with code and message. */
+void mp__chunk_fail(chunk *c, int code, const char *msg);
+/* Encode items[first, first+count) of a list (or one value) as a chunk message. NULL on
+ * error; with fail_ok, arguments that cannot be encoded give a failed chunk instead
+ * (fail_code, fail_msg; NULL still for out of memory). */
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first,
-                       size_t count);
+                       size_t count, bool fail_ok);
 /* Public handles: thin wrappers of a job. */
 struct mp_pool_result {
     job *j;
@@ -292,6 +311,10 @@ struct mp_pool_iter {
 void mp__pool_describe_exit(int code, char *buf, size_t cap);
 /* Record item idx's outcome (pool thread); completes the job when all are in. */
 void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char *msg);
+/* Iterators: the values vs[k] of items first + k, k < count, that did not fail
+ * (skip[k] false; their failures were recorded with mp__job_complete_item). */
+void mp__job_complete_ring(job *j, size_t first, mp_value **vs, const bool *skip,
+                           size_t count);
 /* Apply/map: items [first, first+count) of vals were set (NULL where the item failed
  * and was recorded with mp__job_complete_item): count the ok ones in at once. */
 void mp__job_complete_vals(job *j, size_t ok);

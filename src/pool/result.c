@@ -3,8 +3,9 @@
  * DESIGN: the result thread publishes with release stores (an item's state, a job's
  * done flag) and then bumps mp__pool_seq; readers here load with acquire and sleep on
  * mp__pool_seq (mp__pool_wait_until: a futex wait that runs pending deferred signal
- * handlers when a signal interrupts it). An iterator is used by one thread at a time:
- * it alone advances `consumed`. */
+ * handlers when a signal interrupts it); a reader whose item is already there does not
+ * register as a waiter at all. An iterator is used by one thread at a time: it alone
+ * advances `consumed`, and next hands over the ring slot's value (no copy). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "pool/pool.h"
@@ -136,9 +137,11 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out)
     if (!it || !out)
         return mp__error(MP_EINVAL, "pool: NULL iterator or output pointer");
     job *j = it->j;
-    int e = mp__pool_wait_until(next_ready, j, mp__deadline(timeout));
-    if (e < 0)
-        return e == MP_ETIMEOUT ? mp__error(e, "pool: no result in time") : e;
+    if (!next_ready(j)) { /* else no need to register as a waiter */
+        int e = mp__pool_wait_until(next_ready, j, mp__deadline(timeout));
+        if (e < 0)
+            return e == MP_ETIMEOUT ? mp__error(e, "pool: no result in time") : e;
+    }
     size_t c = atomic_load(&j->consumed);
     if (at_end(j, c)) {
         if (j->source_code) {
@@ -149,15 +152,22 @@ int mp_pool_iter_next(mp_pool_iter *it, double timeout, mp_value **out)
         return 0;
     }
     item *s = &j->items[c % j->cap];
-    mp_value *v = s->v;
     int code = s->code;
-    if (code)
-        mp__error(code, "%s", s->msg ? s->msg : "");
-    free(s->msg);
-    s->msg = NULL;
-    s->v = NULL;
+    mp_value *v = code ? NULL : s->u.v;
+    if (code) {
+        mp__error(code, "%s", s->u.msg ? s->u.msg : mp_strerror(code));
+        free(s->u.msg);
+    }
+    s->u.v = NULL;
+    s->code = 0;
     atomic_store_explicit(&s->state, 0, memory_order_release);
-    atomic_store(&j->consumed, c + 1);
+    /* The source pump reads `consumed` then `stalled`, we write them in the other order:
+     * both sides need the full fence (Dekker), so that store is sequentially consistent;
+     * without a source, a release store is enough. */
+    if (j->source)
+        atomic_store(&j->consumed, c + 1);
+    else
+        atomic_store_explicit(&j->consumed, c + 1, memory_order_release);
     if (j->source && atomic_exchange(&j->stalled, 0)) {
         uint64_t one = 1;
         ssize_t w = write(j->wake_fd, &one, sizeof one);

@@ -1,8 +1,14 @@
 /* Submitting work: jobs (one per call), chunks (one message each), completion.
  *
- * DESIGN: a submitting thread (any thread) encodes its chunks itself, then appends
- * them to p->pending under p->mu and wakes the result thread; chunk ids are given
- * under the same lock. Completion (mp__job_complete_item, job_finish) runs on the
+ * DESIGN: a submitting thread (any thread) encodes its chunks itself and appends them
+ * to p->pending under p->mu as it goes (the first chunk alone, then batches), so the
+ * workers start on the first chunk while the rest are encoded; chunk ids are given
+ * under the same lock. Between its first and last part a call counts in p->submitting,
+ * so a closing pool does not wind down and a terminated one waits to fail the rest.
+ * The result thread is woken (eventfd) only when it may be asleep (p->idle); else it
+ * looks at the queue again before it sleeps. A chunk whose arguments cannot be encoded
+ * is queued as a failed chunk (fail_code): the result thread fails its items, so the
+ * error reaches the caller through the result, as Python's map_async does. Completion (mp__job_complete_item, job_finish) runs on the
  * result thread alone: it writes an item (apply/map: into the job's array of values,
  * which becomes the map's result list, failures apart; iterators: a ring slot), then
  * publishes it (the slot's state, the job's done flag: release stores), then bumps
@@ -20,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* ---- waiting (all pools share one futex word) ------------------------------------ */
@@ -56,13 +63,46 @@ int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline)
 
 /* ---- jobs -------------------------------------------------------------------------- */
 
+/* An iterator's ring: a big one is a mapping of its own, zero when first touched and
+ * returned whole when freed (from the heap, calloc would clear it by hand and a
+ * trimmed heap fault it in again for every call: an imap of a million items spent a
+ * fifth of its time there). */
+#define RING_MAP_MIN ((size_t)1 << 20)
+
+static size_t ring_bytes(size_t cap) { return cap * sizeof(item); }
+
+static item *ring_alloc(size_t cap)
+{
+    if (cap > SIZE_MAX / sizeof(item)) {
+        mp__error(-ENOMEM, "pool: a ring of %zu items", cap);
+        return NULL;
+    }
+    if (ring_bytes(cap) < RING_MAP_MIN)
+        return mp__calloc(cap, sizeof(item));
+    void *m = mmap(NULL, ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (m == MAP_FAILED) {
+        mp__errno("pool: mapping a ring of %zu items", cap);
+        return NULL;
+    }
+    return m;
+}
+
+static void ring_free(item *r, size_t cap)
+{
+    if (r && ring_bytes(cap) >= RING_MAP_MIN)
+        munmap(r, ring_bytes(cap));
+    else
+        free(r);
+}
+
 job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring)
 {
     job *j = mp__calloc(1, sizeof *j);
     if (!j)
         return NULL;
     if (ring)
-        j->items = mp__calloc(cap ? cap : 1, sizeof *j->items);
+        j->items = ring_alloc(cap ? cap : 1);
     else
         j->vals = mp__calloc(n ? n : 1, sizeof *j->vals);
     if (!j->items && !j->vals) {
@@ -81,12 +121,16 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
 
 static void job_free(job *j)
 {
-    for (size_t i = 0; j->items && i < (j->cap ? j->cap : 1); i++) {
-        if (atomic_load(&j->items[i].state) == 1)
-            mp_value_free(j->items[i].v);
-        free(j->items[i].msg);
+    /* Every item taken: next emptied each slot, nothing is left to free in the ring. */
+    bool all_taken = j->items && !j->source && atomic_load(&j->consumed) == j->n;
+    for (size_t i = 0; j->items && !all_taken && i < (j->cap ? j->cap : 1); i++) {
+        item *it = &j->items[i];
+        if (atomic_load(&it->state) == 1 && it->code)
+            free(it->u.msg);
+        else if (atomic_load(&it->state) == 1)
+            mp_value_free(it->u.v);
     }
-    free(j->items);
+    ring_free(j->items, j->cap ? j->cap : 1);
     for (size_t i = 0; j->vals && i < j->n; i++)
         mp_value_free(j->vals[i]);
     free(j->vals);
@@ -96,7 +140,6 @@ static void job_free(job *j)
     free(j->codes);
     mp_value_free(j->value);
     free(j->fnloc);
-    free(j->fn_name);
     free(j->first_msg);
     free(j->source_msg);
     if (j->wake_fd >= 0)
@@ -209,14 +252,42 @@ void mp__job_complete_item(job *j, size_t idx, mp_value *v, int code, const char
         it = &j->items[atomic_fetch_add(&j->ring_filled, 1) % j->cap];
     else
         it = &j->items[idx % j->cap];
-    it->v = v;
-    it->index = idx;
     it->code = code;
-    free(it->msg);
-    it->msg = code ? strdup(msg && msg[0] ? msg : mp_strerror(code)) : NULL;
+    if (code) {
+        mp_value_free(v);
+        it->u.msg = strdup(msg && msg[0] ? msg : mp_strerror(code)); /* NULL: the code's */
+    } else {
+        it->u.v = v;
+    }
     note_first(j, idx, code, msg);
     atomic_store_explicit(&it->state, 1, memory_order_release);
     atomic_fetch_add(&j->completed, 1);
+    if (job_all_in(j))
+        job_finish(j);
+}
+
+void mp__job_complete_ring(job *j, size_t first, mp_value **vs, const bool *skip,
+                           size_t count)
+{
+    size_t ok = 0;
+    bool unordered = j->kind == JOB_IMAP_UNORDERED;
+    size_t slot = unordered ? 0 : first;
+    for (size_t k = 0; k < count; k++) {
+        if (skip[k])
+            continue;
+        if (unordered) {
+            slot = atomic_fetch_add(&j->ring_filled, 1);
+        } else {
+            slot = first + k;
+        }
+        item *it = &j->items[slot % j->cap];
+        it->u.v = vs[k]; /* the slot is empty: code 0 */
+        atomic_store_explicit(&it->state, 1, memory_order_release);
+        ok++;
+    }
+    if (!ok)
+        return;
+    atomic_fetch_add(&j->completed, ok); /* one count for the run: it may finish the job */
     if (job_all_in(j))
         job_finish(j);
 }
@@ -247,7 +318,23 @@ void mp__chunk_free(chunk *c)
         mp__pool_fd_close(c->fds[i]);
     free(c->fds);
     free(c->buf);
+    free(c->fail_msg);
     free(c);
+}
+
+void mp__chunk_fail(chunk *c, int code, const char *msg)
+{
+    for (size_t i = 0; i < c->nfds; i++)
+        mp__pool_fd_close(c->fds[i]);
+    free(c->fds);
+    free(c->buf);
+    c->fds = NULL;
+    c->nfds = 0;
+    c->buf = NULL;
+    c->len = 0;
+    c->fail_code = code < 0 ? code : -ENOMEM;
+    free(c->fail_msg);
+    c->fail_msg = msg ? strdup(msg) : NULL; /* NULL: the code's text */
 }
 
 /* The chunk's arguments as one MessagePack array, item by item into one buffer (no
@@ -261,6 +348,13 @@ static int encode_fast(mp__buf *g, mp_value *const *args, size_t count)
     if (r < 0)
         return r;
     for (size_t k = 0; k < count; k++) {
+        const mp_value *v = args[k];
+        if (k + 16 < count) /* the items are scattered in memory: ask for them early */
+            __builtin_prefetch(args[k + 16]);
+        if (v->type == MP_INT && g->cap - g->len > 10) { /* the usual item */
+            g->len += mp__pack_int(v->u.i, (unsigned char *)g->data + g->len);
+            continue;
+        }
         for (;;) {
             size_t n = 0;
             /* the room left, less the buffer's NUL */
@@ -313,7 +407,8 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
     return r;
 }
 
-chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count)
+chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count,
+                       bool fail_ok)
 {
     (void)p;
     chunk *c = mp__calloc(1, sizeof *c);
@@ -330,16 +425,26 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     if (r == 0) {
         size_t mark = g.len;
         r = encode_fast(&g, args, count);
-        if (r == MP_EUNSUPPORTED) {
+        if (r < 0 && r != -ENOMEM) {
+            /* Handles (which need their fds), or an error the fast probe does not
+             * describe: the general encoder, which says what is wrong. */
             g.len = mark;
             r = encode_handles(&g, args, count, c);
         }
     }
     if (r < 0) {
         mp__buf_free(&g);
-        mp__chunk_free(c);
-        mp__error(r, "pool: encoding task arguments: %s", mp__last_error_detail());
-        return NULL;
+        char msg[512];
+        snprintf(msg, sizeof msg, "pool: encoding task arguments (items %zu-%zu): %s", first,
+                 first + count - 1, mp__last_error_detail());
+        if (r == -ENOMEM || !fail_ok) {
+            mp__error(r, "%s", msg);
+            mp__chunk_free(c);
+            return NULL;
+        }
+        mp_clear_error(); /* not the call's error: its items fail with it */
+        mp__chunk_fail(c, r, msg);
+        return c;
     }
     h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
                       .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
@@ -352,11 +457,20 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     return c;
 }
 
-int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
+int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags)
 {
+    bool internal = flags & ENQ_INTERNAL;
     pthread_mutex_lock(&p->mu);
     int r = 0;
-    if (p->state == 2 && internal)
+    if (flags & ENQ_CONT) {
+        /* Part of a call already under way: its items must end, so on a pool that can
+         * no longer run them they fail (the result thread fails them, in order). */
+        int code = p->state == 2 ? MP_ECLOSED : p->broken_code;
+        const char *msg = p->state == 2 ? "the pool was terminated" : p->broken_msg;
+        for (chunk *c = first; code && c; c = c == last ? NULL : c->next)
+            if (!c->fail_code)
+                mp__chunk_fail(c, code, msg);
+    } else if (p->state == 2 && internal)
         r = mp__error(MP_ECLOSED, "the pool was terminated");
     else if (p->state == 2 || (p->state == 1 && !internal))
         r = mp__error(MP_ESTATE, "Pool not running");
@@ -368,7 +482,8 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
     if (r == 0) {
         for (chunk *c = first; c; c = c->next) {
             c->id = ++p->next_id;
-            memcpy(c->buf + offsetof(mp__msg_hdr, id), &c->id, sizeof c->id);
+            if (c->buf)
+                memcpy(c->buf + offsetof(mp__msg_hdr, id), &c->id, sizeof c->id);
             if (c == last)
                 break;
         }
@@ -378,9 +493,15 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
         else
             p->pending = first;
         p->pending_tail = last;
+        if (flags & ENQ_BEGIN)
+            atomic_fetch_add(&p->submitting, 1);
+        if (flags & ENQ_END) {
+            atomic_fetch_sub(&p->submitting, 1);
+            wake = true; /* a closing or terminating pool waits for this */
+        }
     }
     pthread_mutex_unlock(&p->mu);
-    if (r == 0 && wake)
+    if (r == 0 && wake && (atomic_load(&p->idle) || (flags & ENQ_END)))
         mp__pool_wake(p);
     return r;
 }
@@ -389,13 +510,7 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, bool internal)
 
 static int prepare_fn(job *j, void (*fn)(void))
 {
-    int r = mp__fn_locate(fn, &j->fnloc, &j->fnloc_len);
-    if (r < 0)
-        return r;
-    char name[256];
-    mp__fn_label(j->fnloc, j->fnloc_len, name, sizeof name);
-    j->fn_name = strdup(name);
-    return 0;
+    return mp__fn_locate(fn, &j->fnloc, &j->fnloc_len); /* its name only when needed */
 }
 
 static size_t default_chunksize(const mp_pool *p, size_t n)
@@ -405,39 +520,75 @@ static size_t default_chunksize(const mp_pool *p, size_t n)
     return cs ? cs : 1;
 }
 
-/* Build the chunks of items[0, n) and queue them. The job keeps the pool's ref. */
+/* Items a batch of chunks holds before it is queued (a chunk is queued alone when it is
+ * the call's first or this big). */
+#define BATCH_ITEMS 4096
+
+static void free_chunks(chunk *c)
+{
+    while (c) {
+        chunk *nx = c->next;
+        mp__chunk_free(c);
+        c = nx;
+    }
+}
+
+/* Build the chunks of items[0, n) and queue them as they are built, so the workers start
+ * on the first while the rest are encoded. A chunk whose arguments cannot be encoded is
+ * queued as a failed one: its items fail with the encoding error through the result
+ * (Python's map_async raises such errors from get), the others run. Returns an error
+ * only when nothing was queued (the pool is not running, or no memory for the first);
+ * the job keeps the pool's reference. */
 static int submit_items(mp_pool *p, job *j, mp_value *const *args, size_t n, size_t cs)
 {
     chunk *first = NULL, *last = NULL;
-    for (size_t i = 0; i < n; i += cs) {
+    size_t batch = 0;
+    bool begun = false; /* a first part was queued with ENQ_BEGIN */
+    /* Spare for running out of memory once begun: it fails every item left. A call of
+     * one part (apply, a small map) needs none. */
+    chunk *spare = NULL;
+    if (n > cs && !(spare = mp__calloc(1, sizeof *spare)))
+        return -ENOMEM;
+    for (size_t i = 0; i < n;) {
         size_t k = n - i < cs ? n - i : cs;
-        chunk *c = mp__chunk_build(p, j, args, i, k);
-        if (!c) {
+        chunk *c = mp__chunk_build(p, j, args + i, i, k, j->kind != JOB_APPLY);
+        if (!c && !begun) {
             int r = mp_last_error_code();
-            while (first) {
-                chunk *nx = first->next;
-                mp__chunk_free(first);
-                first = nx;
-            }
+            free_chunks(first);
+            mp__chunk_free(spare);
             return r ? r : -ENOMEM;
         }
-        args += k;
+        if (!c) { /* the chunk could not even be allocated: end the call here */
+            c = spare;
+            spare = NULL;
+            c->job = j;
+            c->first = i;
+            c->count = k = n - i;
+            mp__chunk_fail(c, -ENOMEM, "pool: out of memory encoding the arguments");
+        }
         if (last)
             last->next = c;
         else
             first = c;
         last = c;
-    }
-    if (!first)
-        return 0;
-    int r = mp__pool_enqueue(p, first, last, false);
-    if (r < 0)
-        while (first) {
-            chunk *nx = first->next;
-            mp__chunk_free(first);
-            first = nx;
+        batch += k;
+        i += k;
+        bool end = i == n;
+        if (!end && begun && batch < BATCH_ITEMS)
+            continue;
+        int flags = begun ? ENQ_CONT | (end ? ENQ_END : 0) : end ? 0 : ENQ_BEGIN;
+        int r = mp__pool_enqueue(p, first, last, flags);
+        if (r < 0) { /* only a first part can be refused */
+            free_chunks(first);
+            mp__chunk_free(spare);
+            return r;
         }
-    return r;
+        begun = begun || !end;
+        first = last = NULL;
+        batch = 0;
+    }
+    mp__chunk_free(spare);
+    return 0;
 }
 
 static int check_pool(mp_pool *p, void *fn)
@@ -693,10 +844,10 @@ void mp__job_pump_source(mp_pool *p, job *j)
             snprintf(msg, sizeof msg, "imap input failed: %s",
                      mp_last_error_code() == r ? mp__last_error_detail() : mp_strerror(r));
         if (k) {
-            chunk *c = mp__chunk_build(p, j, buf, j->read, k);
+            chunk *c = mp__chunk_build(p, j, buf, j->read, k, false);
             for (size_t i = 0; i < k; i++)
                 mp_value_free(buf[i]);
-            int e = c ? mp__pool_enqueue(p, c, c, true) : mp_last_error_code();
+            int e = c ? mp__pool_enqueue(p, c, c, ENQ_INTERNAL) : mp_last_error_code();
             if (e < 0) {
                 mp__chunk_free(c);
                 mp__job_end_source(j, e, mp__last_error_detail());

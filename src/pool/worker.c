@@ -4,7 +4,8 @@
  * socket in order and answers each chunk with one RESULT message, in the order the
  * chunks came, sent as soon as the chunk ends (a result held back would die with the
  * worker if a later task crashed it). A chunk streams: each argument is decoded when
- * its task starts and each result encoded and freed when it ends. Before a chunk starts it writes the chunk's id (and, with a time limit,
+ * its task starts (an int into a scratch value lent to the task: no allocation) and each
+ * result encoded and freed when it ends. Before a chunk starts it writes the chunk's id (and, with a time limit,
  * the index and start time of each task) into its slot in the shared slots mapping, so
  * the parent knows exactly what it was running if it dies. End of file on the socket
  * (the parent closed its end, or died) makes it exit 0; so does reaching
@@ -220,6 +221,7 @@ static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, mp_
 typedef struct argsrc {
     mp_value *list;
     const char *p, *end;
+    mp_value scratch; /* an int argument, lent to the task without an allocation */
 } argsrc;
 
 static int args_open(argsrc *a, mp__msg *m, size_t used, size_t n)
@@ -257,7 +259,15 @@ static int args_next(argsrc *a, size_t k, mp_value **arg, bool *owned)
         *owned = false;
         return 0;
     }
-    size_t used = 0;
+    int64_t x;
+    size_t used = mp__unpack_int((const unsigned char *)a->p, (size_t)(a->end - a->p), &x);
+    if (used) {
+        a->scratch = (mp_value){.type = MP_INT, .u.i = x};
+        a->p += used;
+        *arg = &a->scratch;
+        *owned = false;
+        return 0;
+    }
     int r = mp__value_decode_next(a->p, (size_t)(a->end - a->p), &used, arg);
     if (r < 0)
         return r;
@@ -293,6 +303,12 @@ static int results_to_list(results *rs)
 
 static int results_add(results *rs, mp_value *v)
 {
+    if (!rs->list && v->type == MP_INT && rs->enc.cap - rs->enc.len > 10) { /* the usual */
+        rs->enc.len += mp__pack_int(v->u.i, (unsigned char *)rs->enc.data + rs->enc.len);
+        rs->count++;
+        mp_value_free(v);
+        return 0;
+    }
     while (!rs->list) {
         size_t n = 0;
         int r = mp__buf_reserve(&rs->enc, 64);

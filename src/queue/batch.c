@@ -129,6 +129,11 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
 /* Decode one record's payload into a value. */
 static int decode_item(const void *p, size_t len, uint32_t tag, mp_value **out)
 {
+    int64_t i;
+    if (tag == TAG_VALUE && q_unpack_int(p, len, &i)) { /* the common item, directly */
+        *out = mp_value_int(i);
+        return *out ? 0 : -ENOMEM;
+    }
     if (tag == TAG_VALUE)
         return mp_value_decode(p, len, NULL, 0, out);
     *out = mp_value_bytes(p, len);

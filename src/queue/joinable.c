@@ -86,7 +86,7 @@ int mp_queue_join(mp_queue *q, double timeout)
             break;
         if (s->st.unfinished == 0)
             break;
-        code = timeout == 0 ? MP_ETIMEOUT : mp__q_wait(q, &s->join_seq, &s->join_waiters, deadline);
+        code = timeout == 0 ? MP_ETIMEOUT : mp__q_wait(q, &s->join_seq, &s->join_waiters, NULL, NULL, deadline, NULL, 0);
         if (code < 0) {
             if (code == MP_ETIMEOUT)
                 code = mp__error(code, "%llu tasks still unfinished after %.3g s",

@@ -37,7 +37,8 @@ static void journal_apply(struct qshared *s)
 {
     s->st = s->journal.st;
     atomic_store_explicit(&s->tailw, s->journal.tailw, memory_order_relaxed);
-    atomic_store_explicit(&s->headw, s->journal.headw, memory_order_relaxed);
+    if (s->joinable) /* a plain queue's head moves only by consumers' swaps (take.c) */
+        atomic_store_explicit(&s->headw, s->journal.headw, memory_order_relaxed);
     if (s->journal.slot < Q_HOLDERS)
         s->holders[s->journal.slot] = s->journal.holder;
 }

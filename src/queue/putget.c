@@ -87,9 +87,20 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
     struct qshared *s = q->s;
     double deadline = NAN;
     bool spun = timeout == 0;
+    bool fit = b && b->max == 0; /* the item must fit `local` or stay in the queue */
+    bool plain = !s->joinable;   /* consumers take without the lock (take.c) */
+    if (plain) {
+        code = mp__q_take(q, buf, len, tag, local, local_cap, !fit, b);
+        if (code == 0 && !spun && !atomic_load_explicit(&s->active_pub, memory_order_relaxed)) {
+            spun = true; /* empty: spin (unlocked) on the tail before taking the lock */
+            mp__q_spin_while(&s->tailw, atomic_load_explicit(&q->tail_seen, memory_order_relaxed));
+            code = mp__q_take(q, buf, len, tag, local, local_cap, !fit, b);
+        }
+        if (code != 0)
+            return code == Q_BIG ? too_short(len, *len, local_cap) : code < 0 ? code : 0;
+    }
     if ((code = mp__q_lock(q)) < 0)
         return code;
-    bool fit = b && b->max == 0; /* the item must fit `local` or stay in the queue */
     for (;;) {
         if (s->st.s_active && !s->st.s_claimed) {
             if (fit && s->st.s_len > local_cap) {
@@ -100,6 +111,13 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
             if (code != 0)
                 break;
             continue;
+        }
+        if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active && plain) {
+            code = mp__q_take(q, buf, len, tag, local, local_cap, !fit, b);
+            if (code == 0) /* another consumer took it first */
+                continue;
+            code = code == Q_BIG ? too_short(len, *len, local_cap) : code < 0 ? code : 0;
+            break;
         }
         if (ld(&s->headw) != ld(&s->tailw) && !s->st.s_active) {
             if (fit) {
@@ -131,12 +149,12 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
             continue;
         }
         code = timeout == 0 ? MP_ETIMEOUT
-                            : mp__q_wait(q, &s->data_seq, &s->get_waiters,
-                                    lazy_deadline(&deadline, timeout));
+                            : mp__q_wait(q, &s->data_seq, &s->get_waiters, NULL,
+                                    &s->get_pending, lazy_deadline(&deadline, timeout), NULL, 0);
         if (code < 0)
             break;
     }
-    uint32_t put_waiters = s->put_waiters;
+    uint32_t put_waiters = plain ? 0 : s->put_waiters; /* mp__q_take woke them */
     uint32_t more = ld(&s->headw) != ld(&s->tailw) && s->get_waiters;
     qunlock(q);
     if (code >= 0) {
@@ -200,7 +218,11 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
-    if (tag == TAG_VALUE) {
+    int64_t i;
+    if (tag == TAG_VALUE && q_unpack_int(buf, len, &i)) { /* the common item, directly */
+        *out = mp_value_int(i);
+        code = *out ? 0 : -ENOMEM;
+    } else if (tag == TAG_VALUE) {
         code = mp_value_decode(buf, len, NULL, 0, out);
     } else {
         *out = mp_value_bytes(buf, len);

@@ -5,6 +5,7 @@
  *   journal.c  the robust lock and the crash-safe commits (position words, journal)
  *   wait.c     sleeping on the futex words; brief spinning first
  *   stream.c   items larger than the ring, streamed through it; repair of dead owners
+ *   take.c     a plain queue's get: records taken without the lock, by compare-and-swap
  *   batch.c    put_many and get_many: many records under one lock hold and one commit
  *   joinable.c JoinableQueue: task_done and join
  *   holders.c  JoinableQueue: which process holds each unfinished task (dead consumers)
@@ -19,18 +20,27 @@
  * Items are records [u64 len][u32 tag][u32 pad][payload, padded to 8] at monotonically
  * increasing byte positions (modulo capacity), copied in and out under `lock`.
  *
- * Crash safety: `lock` protects two position words (headw, tailw: byte position and item
- * count packed in one u64 each), a struct (qstate: JoinableQueue's count, the stream) and
- * JoinableQueue's table of task holders (holders.c). A put or get of a ring record in a
- * plain queue changes one position word: a single 8-byte store commits it. Any other
- * change (a JoinableQueue's put or get moves a position word together with its count or
- * a holder) is made on a local copy, written to a journal, flagged valid,
- * applied, then unflagged. The ring bytes of a record are written before the commit that
- * publishes them and read before the commit that frees them. So when a process dies
- * holding the robust mutex, the next locker (EOWNERDEAD) rolls the journal forward if it
- * was valid and otherwise finds the last committed state intact: a half-written put is
- * simply not there, a half-done get leaves the item for the next consumer. Nobody ever
- * sees a torn item.
+ * Crash safety: `lock` protects the tail position word (tailw: byte position and item
+ * count packed in one u64), a struct (qstate: JoinableQueue's count, the stream) and
+ * JoinableQueue's table of task holders (holders.c); in a JoinableQueue it protects the
+ * head word (headw) too. A put of a ring record in a plain queue changes one position
+ * word: a single 8-byte store commits it. Any other change under the lock (a
+ * JoinableQueue's put or get moves a position word together with its count or a holder)
+ * is made on a local copy, written to a journal, flagged valid, applied, then unflagged.
+ * The ring bytes of a record are written before the commit that publishes them and read
+ * before the commit that frees them. So when a process dies holding the robust mutex, the
+ * next locker (EOWNERDEAD) rolls the journal forward if it was valid and otherwise finds
+ * the last committed state intact: a half-written put is simply not there, a half-done
+ * get leaves the item for the next consumer. Nobody ever sees a torn item.
+ * A plain queue's consumers take records without the lock (take.c): copy the record out,
+ * then one compare-and-swap of headw commits the get; a failed swap (another consumer was
+ * first) throws the copy away. The head of a plain queue therefore never moves by a plain
+ * store nor through the journal (journal_apply leaves it alone), even under the lock. A
+ * consumer killed before its swap took nothing; after it, the item went with it, exactly
+ * as a consumer killed just after a locked get returned; it holds no lock, so it leaves
+ * nothing to repair. What a killed process can leave behind is thus unchanged (the kill
+ * storms in test_fault_queue.c check it). Producers check room against head_seen, a value
+ * headw had, so a head moving under them only means more room than they think.
  *
  * Large items: a record that does not fit the ring is streamed. The producer takes `wlock`
  * (held for its whole put), waits for an empty ring, publishes a stream item, and copies
@@ -43,29 +53,44 @@
  * still has the whole item), so no consumer receives a torn item and no item is lost.
  * Waits are futex waits in 250 ms slices, so these checks also run when nobody wakes us.
  *
- * Speed: the lock and the position words share one cache line, so a small put or get
- * moves that line and the ring's between CPUs and nothing else; no CPU barrier besides the
- * lock's own atomics. Waiters count themselves (get_waiters, put_waiters) under the lock,
- * so when nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall.
- * A consumer facing an empty ring, or a producer facing a full one, spins briefly on the
- * other side's position word before sleeping.
+ * Speed: producers and consumers each have their own cache line: the lock, tailw and
+ * head_seen (producers) and headw (consumers); the waiter counts sit on a third, written
+ * only around sleeps. A put reads the consumers' line only when head_seen says the ring is
+ * full; a get reads the producers' line only when its process's view of the tail
+ * (tail_seen, take.c) shows no items left. So in a steady stream a put moves the lock's
+ * line between producers and a get moves headw's between consumers, and one side's line
+ * goes to the other only about once per batch of items in flight, besides the ring bytes
+ * themselves. Waiters count themselves (get_waiters, put_waiters) under the lock, so when
+ * nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall; when
+ * someone sleeps, wakers skip the futex call for sleepers already woken (get_pending,
+ * put_woken) instead of calling it on every item until the sleeper runs. A consumer
+ * facing an empty ring spins briefly on tailw, without the lock, before taking it to
+ * sleep; a producer facing a full one spins on headw.
  * Batches (batch.c) put many records with one copy and one tail store, and take them with
  * one copy and one head store: lock, commit and wake-up are paid once per batch.
- * Where the time per item goes (perf record -g, 1 producer + 1 consumer process, 4M
- * MessagePack ints, 2 shared cores, Dec 2026). Item at a time: the robust mutex ~20%
- * (pthread_mutex_trylock and __pthread_mutex_unlock_full: glibc's robust path registers
- * every lock on the thread's robust list and cannot spin), the value churn ~15%
- * (mp_value_int/mp_value_free/decode; malloc and free themselves are <1%: the value
- * module's per-thread cache serves them, so small values already move without malloc),
- * memcpy of the record ~7%, the thread-local reads of that cache and of the error mute
- * (__tls_get_addr: the library is PIC, global-dynamic TLS) ~4.5%, the rest is the queue's
- * own bookkeeping spread thin. In batches of 64: the lock falls to ~2%, and the values are
- * most of what remains: mp_value_free 11%, mp_value_int 9%, decoding 13%, __tls_get_addr
- * 5%, encoding (with its error mute) ~12%, memcpy ~10%. The next steps are thus a lighter
- * robust lock (single items) and decoding into caller-owned storage (batches). Done since:
- * int values are packed by q_pack_int (same bytes as the codec) instead of msgpack-c's
- * packer and its thread-local error mute: a put of an int went from ~42 to ~30 ns (one
- * process, best of 15 x 100k); mp_queue_get_bytes_into takes an item with no allocation.
+ * Where the time per item goes (perf record -g; ints as MessagePack values; 2 cores
+ * shared with other work, Dec 2026). A first profile (1 producer + 1 consumer process,
+ * 4M ints) blamed the robust mutex ~20%, the value churn ~15% (mp_value_int/free/decode;
+ * malloc and free <1%: the value module's per-thread cache serves them), memcpy ~7% and
+ * __tls_get_addr ~4.5%. Since then: ints are packed by q_pack_int instead of msgpack-c's
+ * packer and its thread-local error mute (a put of an int ~42 -> ~30 ns, one process),
+ * the value cache is initial-exec TLS (__tls_get_addr is gone from the profiles), and
+ * mp_queue_get_bytes_into takes an item with no allocation. A second profile, with the
+ * two processes on different cores (8M ints), put 65% of the time in the lock alone:
+ * mp__q_lock's spin on `held` 25%, pthread_mutex_trylock 22%, __pthread_mutex_unlock_full
+ * 18%, i.e. the consumer and the producer fighting over one lock and its line on every
+ * item; values ~10%, memcpy 1.5%. Hence take.c: consumers take without the lock, and the
+ * two sides' words moved apart. In the same run after that, the lock's three functions
+ * are ~15% (the producer's own, uncontended in 1p1c) and the rest is the work itself:
+ * mp__q_take 10%, put_record 10%, the get wrapper 10%, value int/free/decode ~20%,
+ * memcpy 3%. One process, best of 30 x 100k: a put of an int ~30 ns (unchanged: most of
+ * it is the robust lock, being replaced by a lighter one), a get ~36 -> ~23 ns (no lock,
+ * and q_unpack_int builds an int item's value without the codec's generic decoder).
+ * Sleeping was the other cost: a consumer asleep made every later put call futex_wake
+ * until it ran (now once per sleep). With both processes pinned to one core the profile
+ * is the same user-space work and the rest is scheduling. What remains per item is the
+ * robust lock on the put side, the values themselves (mp_value_int + free on each side:
+ * the API's unit) and the ring bytes' cache line crossing cores.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
@@ -84,7 +109,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 5
+#define Q_VERSION 6
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -137,8 +162,23 @@ struct qshared {
     uint32_t joinable, posbits;
     uint32_t dead_tasks_done; /* JoinableQueue: a dead holder's tasks count as done */
     _Alignas(64) pthread_mutex_t lock;
-    _Atomic uint64_t headw, tailw; /* position words; stored under lock, read anywhere */
-    uint32_t get_waiters, put_waiters; /* sleepers on data_seq / space_seq, under lock */
+    /* Producers' line: the tail moves under lock. head_seen is the producers' last view of
+     * headw (under lock): a put checks its room against it and reads headw, the consumers'
+     * line, only when that view says the ring is full. */
+    _Atomic uint64_t tailw;
+    uint64_t head_seen;
+    /* Consumers' line. In a plain queue the head moves by compare-and-swap, with or
+     * without lock (take.c); in a JoinableQueue, under lock through the journal. */
+    _Alignas(64) _Atomic uint64_t headw;
+    /* Sleepers on data_seq / space_seq, counted under lock (atomically: a plain queue's
+     * consumers read put_waiters without it). So that a waker calls the futex once per
+     * sleep rather than once per item until the sleeper runs: get_pending counts the
+     * sleepers woken and not yet back (under lock; each returning sleeper takes one off,
+     * so it can only fall short, which costs a spare wake); put_woken is 1 once a taker
+     * woke every producer counted, cleared by each new sleeper. Written only around
+     * sleeps and wakes, so both sides keep this line shared. */
+    _Alignas(64) uint32_t get_waiters, put_waiters;
+    uint32_t get_pending, put_woken;
     /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
      * lock_spin watches, in the queue's own words rather than the mutex's private
      * fields. Its own line: spinners reading it do not steal the holder's line. A holder
@@ -157,8 +197,8 @@ struct qshared {
 };
 
 _Static_assert(sizeof(pthread_mutex_t) > 40 ||
-                   offsetof(struct qshared, put_waiters) + 4 - offsetof(struct qshared, lock) <= 64,
-               "the lock and the position words share one cache line");
+                   offsetof(struct qshared, head_seen) + 8 - offsetof(struct qshared, lock) <= 64,
+               "the lock, the tail and the producers' view of the head share one cache line");
 _Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
 
 struct mp_queue {
@@ -168,6 +208,11 @@ struct mp_queue {
     uint64_t mask;
     bool closed;
     uint32_t slot; /* JoinableQueue: this process's holder slot last time (a hint) */
+    /* A plain queue's consumers in this process: their last view of tailw and the head it
+     * is good for (take.c), so a get reads the producers' line only when the items it
+     * knew of are gone or another process moved the head. */
+    _Atomic uint64_t tail_seen, head_mine;
+    uint64_t tail_cache_max; /* 0: no such view (rings > 8 MiB, see take.c) */
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
@@ -209,8 +254,7 @@ static inline uint64_t advance(const struct qshared *s, uint64_t w, uint64_t byt
 /* Publish a position word once the ring bytes it covers are written (put) or read (get). */
 static inline void commit_word(_Atomic uint64_t *w, uint64_t value)
 {
-    atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(w, value, memory_order_relaxed);
+    atomic_store_explicit(w, value, memory_order_release); /* a plain store on x86 */
 }
 
 static inline void cpu_relax(void)
@@ -269,6 +313,34 @@ static inline double lazy_deadline(double *deadline, double timeout)
  * codec): the queue's most common item, encoded without msgpack-c's packer. Its length. */
 static inline size_t q_pack_int(int64_t i, unsigned char *p) { return mp__pack_int(i, p); }
 
+/* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
+ * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
+ * through the codec, which builds the same value from an int but costs a few calls more. */
+static inline bool q_unpack_int(const unsigned char *p, size_t n, int64_t *i)
+{
+    if (n == 1 && (p[0] <= 0x7f || p[0] >= 0xe0)) {
+        *i = (int8_t)p[0];
+        return true;
+    }
+    if (n < 2 || p[0] < 0xcc || p[0] > 0xd3)
+        return false;
+    unsigned len = 1u << (p[0] & 3);
+    if (n != 1 + len)
+        return false;
+    uint64_t u = 0;
+    for (unsigned k = 0; k < len; k++)
+        u = u << 8 | p[1 + k];
+    if (p[0] <= 0xcf) { /* uint 8..64 */
+        if (u > INT64_MAX)
+            return false;
+        *i = (int64_t)u;
+    } else { /* int 8..64: sign-extend */
+        unsigned shift = 64 - 8 * len;
+        *i = (int64_t)(u << shift) >> shift;
+    }
+    return true;
+}
+
 /* ---- journal.c ---- */
 /* Items in the queue (a stream counts as one). Under lock. */
 uint64_t mp__q_item_count(const struct qshared *s);
@@ -286,8 +358,14 @@ bool mp__q_owner_gone(pthread_mutex_t *m);
 
 /* ---- wait.c ---- */
 /* Sleep on seq (unlocking meanwhile) for at most one slice or until the deadline.
- * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. */
-int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, double deadline);
+ * 0 (re-check), MP_ETIMEOUT, MP_EINTERRUPTED, or a lock error. With `watch`, returns 0
+ * without sleeping when *watch no longer equals `seen` once the sleeper is counted: the
+ * word a lock-free peer moves before it reads the count (a producer waiting for room
+ * watches headw). `woken` (may be NULL) is cleared once the sleeper is counted; `pending`
+ * (may be NULL) loses one on return, if not 0. */
+int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *woken,
+               uint32_t *pending, double deadline, const _Atomic uint64_t *watch,
+               uint64_t seen);
 /* Spin a little (unlocked) hoping the counter moves away from `value`. */
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value);
 
@@ -310,13 +388,25 @@ int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout);
  * and wakes consumers. */
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need);
 int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
-/* Take the record at head. Under lock; count > 0 and no stream. */
+/* JoinableQueue (a plain queue takes in take.c): take the record at head. Under lock;
+ * count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                       size_t local_cap);
-/* Take up to `max` whole records at head whose bytes fit `cap`: copied to `dst` as they
+/* JoinableQueue: take up to `max` whole records at head whose bytes fit `cap`: copied to `dst` as they
  * lie in the ring, then one commit of the head. Under lock; count > 0 and no stream. The
  * number taken (0 when the first record alone exceeds cap), or an error. */
 long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *bytes);
+
+/* ---- take.c ---- */
+struct qbatch;
+#define Q_BIG 2 /* mp__q_take: the record at head is larger than the caller's buffer */
+/* A plain queue's get without the lock: copy the record(s) at head, then move headw by
+ * compare-and-swap. Into `local` (local_cap bytes), or malloc'd when `alloc` and it does
+ * not fit; with b (b->max > 0) up to b->max whole records fitting b->cap go to b->dst.
+ * 1 taken, 0 empty, Q_BIG (*len: the size of the item at head, which stays), or an
+ * error. Also called under lock: the head never moves by a plain store. */
+int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
+               size_t local_cap, bool alloc, struct qbatch *b);
 
 /* ---- putget.c ---- */
 /* Where a get_many copies the records it takes (see mp__q_get). */

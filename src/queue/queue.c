@@ -21,6 +21,10 @@ static mp_queue *attach(mp__shm *shm)
     q->ring = (unsigned char *)shm->addr + Q_HDR;
     q->mask = q->s->capacity - 1;
     q->slot = Q_NO_SLOT;
+    /* The consumers' view of the tail (take.c): only where the head's item count has 40
+     * bits or more, so a stale view cannot pass for a fresh one. */
+    if (64 - q->s->posbits >= 40)
+        q->tail_cache_max = q->s->capacity / Q_REC;
     return q;
 }
 

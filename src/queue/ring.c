@@ -14,16 +14,28 @@
 #include <errno.h>
 #include <stdlib.h>
 
-static bool has_room(const struct qshared *s, uint64_t need, uint64_t items)
+static bool fits(const struct qshared *s, uint64_t h, uint64_t t, uint64_t need,
+                 uint64_t items)
 {
-    if (s->st.s_active)
-        return false;
-    uint64_t h = ld(&s->headw), t = ld(&s->tailw), n = items_between(s, h, t);
+    uint64_t n = items_between(s, h, t);
     if (s->maxsize && n + items > s->maxsize)
         return false;
     if (n + items >= (~(uint64_t)0 >> s->posbits)) /* the item counter's range (rings > 8 GiB) */
         return false;
     return need <= s->capacity - bytes_between(s, h, t);
+}
+
+/* Under lock. Against head_seen first (the producers' line): headw (the consumers') is
+ * read only when that view shows no room. head_seen is always a value headw had, at most
+ * one ring behind the tail (every tail move passes this check), so the room it shows is
+ * there. On false, head_seen is the head that decided it: what a waiter watches. */
+static bool has_room(struct qshared *s, uint64_t need, uint64_t items)
+{
+    uint64_t t = ld(&s->tailw);
+    if (!s->st.s_active && fits(s, s->head_seen, t, need, items))
+        return true;
+    s->head_seen = atomic_load_explicit(&s->headw, memory_order_acquire);
+    return !s->st.s_active && fits(s, s->head_seen, t, need, items);
 }
 
 int mp__q_full_error(const mp_queue *q, double timeout)
@@ -57,8 +69,9 @@ wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
             continue;
         }
         code = timeout == 0 ? MP_ETIMEOUT
-                            : mp__q_wait(q, &s->space_seq, &s->put_waiters,
-                                    lazy_deadline(&deadline, timeout));
+                            : mp__q_wait(q, &s->space_seq, &s->put_waiters, &s->put_woken, NULL,
+                                    lazy_deadline(&deadline, timeout), &s->headw,
+                                    s->head_seen);
         if (code < 0) {
             qunlock(q);
             return code == MP_ETIMEOUT ? mp__q_full_error(q, timeout) : code;
@@ -84,11 +97,16 @@ publish(mp_queue *q, uint64_t items, uint64_t need)
     } else {
         commit_word(&s->tailw, advance_n(s, tail, items, need));
     }
-    uint32_t waiters = s->get_waiters;
-    if (waiters) /* a sleeper read data_seq under the lock: it must see it move */
+    /* Sleepers counted and not yet woken, one per item (one futex call per sleep, not
+     * per item). A sleeper read data_seq under the lock: it must see it move. */
+    uint32_t idle = s->get_waiters > s->get_pending ? s->get_waiters - s->get_pending : 0;
+    uint32_t n = items < idle ? (uint32_t)items : idle;
+    if (n) {
+        s->get_pending += n;
         bump(&s->data_seq);
+    }
     qunlock(q);
-    wake(&s->data_seq, waiters, items < INT32_MAX ? (int)items : INT32_MAX);
+    wake(&s->data_seq, n, (int)n);
 }
 
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need)
@@ -124,7 +142,7 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
     return 0;
 }
 
-/* Take the record at head. Under lock; count > 0 and no stream. */
+/* JoinableQueue: take the record at head. Under lock; count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                        size_t local_cap)
 {
@@ -139,10 +157,7 @@ int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void 
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
     ring_read(q, head + Q_REC, p, hdr[0]);
     head = advance(s, head, rec_size(hdr[0]));
-    if (s->joinable) /* the head and the caller's holder slot move together: journaled */
-        mp__q_commit_taken(q, &s->st, head, 1);
-    else
-        commit_word(&s->headw, head);
+    mp__q_commit_taken(q, &s->st, head, 1); /* the head and the caller's holder slot */
     if (head != ld(&s->tailw)) /* the next get (ours, likely) finds the next record in cache */
         __builtin_prefetch(q->ring + (head & q->mask));
     if (s->put_waiters)
@@ -173,10 +188,7 @@ long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *
     if (n == 0)
         return 0;
     ring_read(q, head, dst, taken);
-    if (s->joinable) /* the whole batch leaves the ring at once, held by the caller */
-        mp__q_commit_taken(q, &s->st, pos, (uint32_t)n);
-    else
-        commit_word(&s->headw, pos); /* the whole batch leaves the ring at once */
+    mp__q_commit_taken(q, &s->st, pos, (uint32_t)n); /* the whole batch, held by the caller */
     if (s->put_waiters)
         bump(&s->space_seq);
     *bytes = taken;

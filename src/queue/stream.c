@@ -78,9 +78,12 @@ static int stream_start(mp_queue *q, uint32_t tag, size_t len, double deadline, 
     for (;;) {
         if (s->st.s_active) /* we hold wlock: an active stream is a dead producer's */
             mp__q_stream_abort(s);
-        if (ld(&s->headw) == ld(&s->tailw) && !s->st.s_active) /* empty */
+        uint64_t head = ld(&s->headw);
+        if (head == ld(&s->tailw) && !s->st.s_active) /* empty */
             break;
-        code = timeout == 0 ? MP_ETIMEOUT : mp__q_wait(q, &s->space_seq, &s->put_waiters, deadline);
+        code = timeout == 0 ? MP_ETIMEOUT
+                            : mp__q_wait(q, &s->space_seq, &s->put_waiters, &s->put_woken,
+                                         NULL, deadline, &s->headw, head);
         if (code < 0) {
             qunlock(q);
             return code == MP_ETIMEOUT ? mp__q_full_error(q, timeout) : code;
@@ -134,7 +137,7 @@ static int stream_feed(mp_queue *q, const unsigned char *buf, size_t len, double
             wake(&s->stream_seq, s->stream_waiters, INT32_MAX);
             continue;
         }
-        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, deadline);
+        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, NULL, NULL, deadline, NULL, 0);
         if (code == MP_ETIMEOUT || code == MP_EINTERRUPTED) {
             if (s->st.s_done_gen >= gen)
                 return 0;
@@ -214,7 +217,7 @@ static int stream_drain(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
             continue;
         }
         /* No deadline once claimed: the stream is ours and its producer waits for us. */
-        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, -1);
+        int code = mp__q_wait(q, &s->stream_seq, &s->stream_waiters, NULL, NULL, -1, NULL, 0);
         if (code < 0) {
             free(p);
             return code;

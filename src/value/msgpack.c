@@ -228,6 +228,7 @@ typedef struct dec {
     bool in_ext;  /* inside a handle payload: no nested handles */
     bool plain;   /* mp__value_decode_plain: no handles at all */
     const mp_kind *only; /* non-NULL: the one kind of handle accepted (untrusted input) */
+    mp__vblock *blk;     /* non-NULL: scalars come from this block while it has room */
 } dec;
 
 static int bad(const char *what) { return mp__error(MP_EPROTO, "decoding: %s", what); }
@@ -394,16 +395,32 @@ static int decode_ext(dec *d, uint64_t len, int type, int depth, mp_value **out)
     return r;
 }
 
+/* A scalar value: from the decode's block when it has room, else on its own. */
+static mp_value *scalar(dec *d, mp_type t)
+{
+    mp_value *v = d->blk ? mp__vblock_take(d->blk, t) : NULL;
+    return v ? v : mp__value_new(t);
+}
+
+static mp_value *scalar_int(dec *d, int64_t i)
+{
+    mp_value *v = scalar(d, MP_INT);
+    if (v)
+        v->u.i = i;
+    return v;
+}
+
 static int decode_scalar(dec *d, uint8_t c, mp_value **out)
 {
     uint64_t u;
     int r;
     if (c <= 0x7f || c >= 0xe0) {
-        *out = mp_value_int((int8_t)c);
+        *out = scalar_int(d, (int8_t)c);
     } else if (c == 0xc0) {
-        *out = mp_value_nil();
+        *out = scalar(d, MP_NIL);
     } else if (c == 0xc2 || c == 0xc3) {
-        *out = mp_value_bool(c == 0xc3);
+        if ((*out = scalar(d, MP_BOOL)))
+            (*out)->u.b = c == 0xc3;
     } else if (c == 0xca || c == 0xcb) {
         if ((r = take_uint(d, c == 0xca ? 4 : 8, &u)) < 0)
             return r;
@@ -416,21 +433,22 @@ static int decode_scalar(dec *d, uint8_t c, mp_value **out)
         } else {
             memcpy(&x, &u, sizeof x);
         }
-        *out = mp_value_float(x);
+        if ((*out = scalar(d, MP_FLOAT)))
+            (*out)->u.d = x;
     } else if (c >= 0xcc && c <= 0xcf) {
         if ((r = take_uint(d, (size_t)1 << (c - 0xcc), &u)) < 0)
             return r;
         if (u > INT64_MAX)
             return mp__error(MP_ERANGE, "decoding: integer %llu is out of range",
                              (unsigned long long)u);
-        *out = mp_value_int((int64_t)u);
+        *out = scalar_int(d, (int64_t)u);
     } else if (c >= 0xd0 && c <= 0xd3) {
         size_t n = (size_t)1 << (c - 0xd0);
         if ((r = take_uint(d, n, &u)) < 0)
             return r;
         /* two's complement of n bytes (GCC converts out-of-range values modulo 2^n) */
         int64_t s = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
-        *out = mp_value_int(s);
+        *out = scalar_int(d, s);
     } else {
         return bad("invalid type byte");
     }
@@ -522,7 +540,13 @@ static int decode(const void *buf, size_t len, int *fds, size_t nfds, bool plain
 
 int mp__value_decode_next(const void *buf, size_t len, size_t *used, mp_value **out)
 {
-    dec d = {.p = buf, .end = (const uint8_t *)buf + len};
+    return mp__value_decode_next_in(buf, len, NULL, used, out);
+}
+
+int mp__value_decode_next_in(const void *buf, size_t len, mp__vblock *blk, size_t *used,
+                             mp_value **out)
+{
+    dec d = {.p = buf, .end = (const uint8_t *)buf + len, .blk = blk};
     int r = decode_value(&d, 0, out);
     if (r < 0) {
         mp_value_free(*out);

@@ -2,9 +2,12 @@
  * copy and free. Encoding lives in msgpack.c, format strings in pack.c,
  * Python-style printing in repr.c.
  *
- * DESIGN: values are plain trees owned by one thread at a time; the only shared
- * state is the kind registry (a fixed array under a mutex, filled by library
- * constructors before main and read by decode in any thread). */
+ * DESIGN: values are plain trees owned by one thread at a time; the shared state is
+ * the kind registry (a fixed array under a mutex, filled by library constructors
+ * before main and read by decode in any thread) and the value blocks: an mp__vblock
+ * holds many scalar values in one allocation, each freed on its own in any thread (an
+ * atomic count per block; the last free releases it), with a small lock-free cache of
+ * freed big blocks. */
 #define _GNU_SOURCE
 #include "internal/value.h"
 #include "internal/common.h"
@@ -129,6 +132,118 @@ static void block_free(void *p, size_t size)
         return;
     }
     free(p);
+}
+
+/* Every value is a block of this size (a decoded million-int list is 48 MB of them). */
+_Static_assert(sizeof(void *) != 8 || sizeof(mp_value) == 48, "mp_value grew past 48 bytes");
+
+/* ---- blocks of scalar values -------------------------------------------------------- */
+
+/* refs starts at cap + 1 (every slot, taken or not, and the creator); freeing a taken
+ * value drops one, mp__vblock_done drops the untaken slots and the creator's. */
+struct mp__vblock {
+    _Atomic size_t refs;
+    size_t cap, used;
+    size_t bytes; /* its allocation's size */
+    mp_value v[];
+};
+
+/* Freed big blocks are kept for the next ones (at most VBLOCK_CACHE_BYTES in all): fresh
+ * memory costs a page fault and the kernel's zeroing of each page, more than the
+ * decoding itself (repeated maps of a million values would otherwise fault in 48 MB
+ * every time). A block is reused for a request of at least half its size. */
+#define VBLOCK_CACHE_MIN ((size_t)32 << 10)
+#define VBLOCK_CACHE_BYTES ((size_t)64 << 20)
+#define VBLOCK_CACHE_SLOTS 16
+
+/* Lock-free (a slot is taken by exchange, filled by compare-and-swap), so a forked
+ * child never finds it locked. */
+static mp__vblock *_Atomic vcache[VBLOCK_CACHE_SLOTS];
+static _Atomic size_t vcache_bytes;
+
+static size_t vblock_bytes(size_t n) { return sizeof(mp__vblock) + (n ? n : 1) * sizeof(mp_value); }
+
+/* Give b to the cache (false: full, the caller frees it). */
+static bool vcache_put(mp__vblock *b)
+{
+    if (atomic_fetch_add(&vcache_bytes, b->bytes) + b->bytes <= VBLOCK_CACHE_BYTES)
+        for (size_t i = 0; i < VBLOCK_CACHE_SLOTS; i++) {
+            mp__vblock *expect = NULL;
+            if (atomic_compare_exchange_strong(&vcache[i], &expect, b))
+                return true;
+        }
+    atomic_fetch_sub(&vcache_bytes, b->bytes);
+    return false;
+}
+
+static mp__vblock *vblock_alloc(size_t n)
+{
+    size_t want = vblock_bytes(n);
+    for (size_t i = 0; want >= VBLOCK_CACHE_MIN && i < VBLOCK_CACHE_SLOTS; i++) {
+        if (!atomic_load_explicit(&vcache[i], memory_order_relaxed))
+            continue;
+        mp__vblock *c = atomic_exchange(&vcache[i], NULL); /* ours from here on */
+        if (!c)
+            continue;
+        atomic_fetch_sub(&vcache_bytes, c->bytes);
+        if (c->bytes >= want && c->bytes / 2 <= want)
+            return c;
+        if (!vcache_put(c)) /* not this one: back it goes */
+            free(c);
+    }
+    mp__vblock *b = malloc(want);
+    if (b)
+        b->bytes = want;
+    return b;
+}
+
+static void vblock_free(mp__vblock *b)
+{
+    if (VALUE_CACHE && b->bytes >= VBLOCK_CACHE_MIN && vcache_put(b))
+        return;
+    free(b);
+}
+
+mp__vblock *mp__vblock_new(size_t n)
+{
+    if (n > UINT32_MAX - 1)
+        n = UINT32_MAX - 1; /* the index lives in 32 bits: later values come singly */
+    if (n > (SIZE_MAX - sizeof(mp__vblock)) / sizeof(mp_value))
+        return NULL;
+    mp__vblock *b = vblock_alloc(n);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, n + 1);
+    b->cap = n;
+    b->used = 0;
+    return b;
+}
+
+mp_value *mp__vblock_take(mp__vblock *b, mp_type t)
+{
+    if (!b || b->used == b->cap)
+        return NULL;
+    mp_value *v = &b->v[b->used++];
+    *v = (mp_value){.type = t, .blk = (uint32_t)b->used}; /* blk: index + 1 */
+    return v;
+}
+
+static void vblock_put(mp__vblock *b, size_t n)
+{
+    if (n && atomic_fetch_sub_explicit(&b->refs, n, memory_order_acq_rel) == n)
+        vblock_free(b);
+}
+
+void mp__vblock_done(mp__vblock *b)
+{
+    if (b)
+        vblock_put(b, b->cap - b->used + 1);
+}
+
+static void vblock_release(mp_value *v)
+{
+    mp_value *first = v - (v->blk - 1);
+    vblock_put((mp__vblock *)((char *)first - offsetof(mp__vblock, v)), 1);
 }
 
 static size_t value_size(const mp_value *v)
@@ -273,28 +388,29 @@ int mp_value_list_append(mp_value *list, mp_value *item)
 
 #define MP__INDEX_MIN 8 /* below this many entries a linear scan is faster */
 
-static size_t map_probe(const mp_value *m, const mp_value *key, uint64_t h)
+static size_t index_cap(const mp_value *m) { return m->u.map.index ? m->u.map.index[0] : 0; }
+
+/* The index slot for key: holding its entry, or the empty one where it would go. */
+static size_t *map_probe(const mp_value *m, const mp_value *key, uint64_t h)
 {
-    size_t mask = m->u.map.index_cap - 1;
+    size_t mask = m->u.map.index[0] - 1, *slots = m->u.map.index + 1;
     for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-        size_t e = m->u.map.index[i];
+        size_t e = slots[i];
         if (e == 0 || mp_value_equal(m->u.map.keys[e - 1], key))
-            return i;
+            return &slots[i];
     }
 }
 
 static int map_reindex(mp_value *m, size_t cap)
 {
-    size_t *idx = calloc(cap, sizeof *idx);
+    size_t *idx = calloc(cap + 1, sizeof *idx);
     if (!idx)
         return mp__error(-ENOMEM, "map index of %zu slots", cap);
     free(m->u.map.index);
+    idx[0] = cap;
     m->u.map.index = idx;
-    m->u.map.index_cap = cap;
-    for (size_t e = 0; e < m->u.map.len; e++) {
-        size_t slot = map_probe(m, m->u.map.keys[e], mp__value_hash(m->u.map.keys[e]));
-        idx[slot] = e + 1;
-    }
+    for (size_t e = 0; e < m->u.map.len; e++)
+        *map_probe(m, m->u.map.keys[e], mp__value_hash(m->u.map.keys[e])) = e + 1;
     return 0;
 }
 
@@ -302,7 +418,7 @@ static int map_reindex(mp_value *m, size_t cap)
 static size_t map_find(const mp_value *m, const mp_value *key)
 {
     if (m->u.map.index) {
-        size_t e = m->u.map.index[map_probe(m, key, mp__value_hash(key))];
+        size_t e = *map_probe(m, key, mp__value_hash(key));
         return e ? e - 1 : (size_t)-1;
     }
     for (size_t e = 0; e < m->u.map.len; e++)
@@ -342,7 +458,7 @@ static int map_append(mp_value *m, mp_value *key, mp_value *val)
     if (m->u.map.len < MP__INDEX_MIN)
         return 0;
     /* Keep the index at most half full. */
-    if (m->u.map.len * 2 > m->u.map.index_cap) {
+    if (m->u.map.len * 2 > index_cap(m)) {
         size_t cap = 16;
         while (cap < m->u.map.len * 4)
             cap *= 2;
@@ -352,7 +468,7 @@ static int map_append(mp_value *m, mp_value *key, mp_value *val)
         }
         return 0;
     }
-    m->u.map.index[map_probe(m, key, mp__value_hash(key))] = n + 1;
+    *map_probe(m, key, mp__value_hash(key)) = n + 1;
     return 0;
 }
 
@@ -829,7 +945,10 @@ void mp_value_free(mp_value *v)
     default:
         break;
     }
-    block_free(v, value_size(v));
+    if (v->blk)
+        vblock_release(v);
+    else
+        block_free(v, value_size(v));
 }
 
 /* ---- for the manager: removing map entries ------------------------------------------- */
@@ -866,11 +985,9 @@ int mp__value_map_remove(mp_value *m, size_t e, mp_value **key, mp_value **val)
         if (m->u.map.len < MP__INDEX_MIN) {
             free(m->u.map.index);
             m->u.map.index = NULL;
-            m->u.map.index_cap = 0;
-        } else if (map_reindex(m, m->u.map.index_cap) < 0) {
+        } else if (map_reindex(m, index_cap(m)) < 0) {
             free(m->u.map.index); /* fall back to linear search */
             m->u.map.index = NULL;
-            m->u.map.index_cap = 0;
         }
     }
     return 0;

@@ -1,0 +1,189 @@
+/* Queue gets without the lock: a plain queue's consumers take records by compare-and-swap.
+ *
+ * DESIGN
+ * - In a plain queue (not a JoinableQueue) the head word moves only by compare-and-swap,
+ *   never by a plain store, whether the consumer holds `lock` or not: it reads the head,
+ *   copies the record(s) there out of the ring, then swaps the head past them. A swap
+ *   that fails (another consumer took them first) discards the copy, which may be torn,
+ *   and tries again at the new head. A swap that succeeds proves the head did not move
+ *   while we copied, so no producer could reuse those bytes: the copy is whole. A length
+ *   read from a moving head may be garbage: it is believed only once the head is seen
+ *   unmoved after reading it.
+ * - Producers write ring bytes only between the tail and head_seen + capacity (ring.c);
+ *   head_seen is a value headw had. The tail is stored with release after the ring bytes
+ *   and read with acquire here, so a record below the tail read here is whole.
+ * - Crash: a consumer killed before its swap took nothing (the item stays for the next
+ *   one); after it, the item went with it, as when a consumer is killed just after a
+ *   locked get returned. It holds no lock, so it leaves nothing to repair.
+ * - Waking: a producer waiting for room counts itself in put_waiters (an atomic add),
+ *   clears put_woken and then re-reads headw before it sleeps (wait.c's watch); a
+ *   consumer swaps the head and then reads put_waiters and put_woken. All sequentially
+ *   consistent, so either the producer sees the new head and does not sleep, or the
+ *   consumer sees it counted and not yet woken, sets put_woken and wakes every sleeper.
+ *   A consumer that finds put_woken set skips the futex call: a sleeper counted after
+ *   that wake cleared it first, so such a consumer's swap came before the sleeper's
+ *   re-read of the head.
+ * - The tail view: a process keeps the last tail it read (tail_seen) and the head it was
+ *   good for (head_mine: the head then, or where its own last take left it). While the
+ *   head is still there and the view shows items past it, those items are committed (the
+ *   tail only moves forward), so a get does not read the producers' line; once another
+ *   process moved the head, or the items it showed are gone, it reads tailw afresh. The
+ *   two words are stored tail first and read head first, and the view must show at most
+ *   capacity / 16 items: threads of one process racing on them can only cost a re-read.
+ * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
+ *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
+ *   word that came back to the very value it had, after a multiple of 2^40 items taken
+ *   while this consumer was between its read and its swap (or idle). The view is used
+ *   only where the count has 40 bits or more (rings up to 8 MiB); bigger rings read tailw
+ *   on every get.
+ */
+#define _GNU_SOURCE
+#include "queue/q.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static inline uint64_t acq(const _Atomic uint64_t *w)
+{
+    return atomic_load_explicit(w, memory_order_acquire);
+}
+
+/* Producers waiting for room: the swap that freed it was a full barrier before these
+ * reads. Only the first taker after a producer went to sleep calls the futex. */
+static inline void wake_putters(struct qshared *s)
+{
+    if (__atomic_load_n(&s->put_waiters, __ATOMIC_SEQ_CST) &&
+        !__atomic_load_n(&s->put_woken, __ATOMIC_SEQ_CST) &&
+        !__atomic_exchange_n(&s->put_woken, 1, __ATOMIC_SEQ_CST)) {
+        bump(&s->space_seq);
+        mp__futex_wake(&s->space_seq, INT32_MAX);
+    }
+}
+
+static inline bool swap_head(struct qshared *s, uint64_t *h, uint64_t next)
+{
+    return atomic_compare_exchange_weak_explicit(&s->headw, h, next, memory_order_seq_cst,
+                                                 memory_order_acquire);
+}
+
+/* The length of the record at h, checked: 1 when it is sane, 0 when the head moved (*h
+ * is then the new head), or MP_EPROTO for a corrupt record at a head that stayed. */
+static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
+{
+    struct qshared *s = q->s;
+    ring_read(q, pos, len, 8);
+    if (*len <= s->capacity - Q_REC)
+        return 1;
+    uint64_t now = acq(&s->headw);
+    if (now != *h) {
+        *h = now;
+        return 0;
+    }
+    return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
+                     (unsigned long long)(pos & q->mask), (unsigned long long)*len);
+}
+
+/* Up to b->max whole records at h that fit b->cap (b->n of them). 1 taken, 0 when the
+ * head moved (*h updated), Q_BIG when the first alone does not fit, or an error. */
+static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
+{
+    struct qshared *s = q->s;
+    uint64_t pos = *h, taken = 0, len;
+    size_t n = 0;
+    while (n < b->max && pos != t) {
+        int r = record_len(q, h, pos, &len);
+        if (r <= 0)
+            return r;
+        if (taken + rec_size(len) > b->cap)
+            break;
+        taken += rec_size(len);
+        pos = advance(s, pos, rec_size(len));
+        n++;
+    }
+    if (n == 0)
+        return Q_BIG;
+    ring_read(q, *h, b->dst, taken);
+    if (!swap_head(s, h, pos))
+        return 0;
+    atomic_store_explicit(&q->head_mine, pos, memory_order_relaxed);
+    b->n = n;
+    b->bytes = taken;
+    return 1;
+}
+
+/* The record at h, into local or malloc'd (when alloc). 1 taken, 0 the head moved, Q_BIG,
+ * or an error. */
+static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t *tag,
+                    void *local, size_t local_cap, bool alloc)
+{
+    struct qshared *s = q->s;
+    uint64_t hdr[2];
+    int r = record_len(q, h, *h, &hdr[0]);
+    if (r <= 0)
+        return r;
+    if (hdr[0] > local_cap && !alloc) {
+        uint64_t now = acq(&s->headw);
+        if (now != *h) {
+            *h = now;
+            return 0;
+        }
+        *len = hdr[0];
+        return Q_BIG;
+    }
+    ring_read(q, *h + 8, &hdr[1], 8);
+    char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
+    if (!p)
+        return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
+    if (hdr[0])
+        ring_read(q, *h + Q_REC, p, hdr[0]);
+    uint64_t next = advance(s, *h, rec_size(hdr[0]));
+    if (!swap_head(s, h, next)) {
+        if (p != local)
+            free(p);
+        return 0;
+    }
+    atomic_store_explicit(&q->head_mine, next, memory_order_relaxed);
+    if (next != atomic_load_explicit(&q->tail_seen, memory_order_relaxed))
+        __builtin_prefetch(q->ring + (next & q->mask)); /* the next get finds it in cache */
+    *buf = p;
+    *len = hdr[0];
+    *tag = (uint32_t)hdr[1];
+    return 1;
+}
+
+/* A tail at or after h: this process's last view of it while the head is still where
+ * this process last saw or left it (so nobody else took the items it showed) and it
+ * shows items past h; else a fresh read. */
+static inline uint64_t tail_view(mp_queue *q, uint64_t h)
+{
+    struct qshared *s = q->s;
+    if (atomic_load_explicit(&q->head_mine, memory_order_acquire) == h) {
+        uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
+        if (n && n <= q->tail_cache_max)
+            return t;
+    }
+    uint64_t t = acq(&s->tailw);
+    atomic_store_explicit(&q->tail_seen, t, memory_order_release); /* before its head */
+    atomic_store_explicit(&q->head_mine, h, memory_order_release);
+    return t;
+}
+
+int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
+               size_t local_cap, bool alloc, struct qbatch *b)
+{
+    struct qshared *s = q->s;
+    uint64_t h = acq(&s->headw);
+    for (;;) {
+        uint64_t t = tail_view(q, h);
+        if (t == h)
+            return 0;
+        int r = b && b->max ? take_many(q, &h, t, b) : Q_BIG;
+        if (r == Q_BIG) /* single items, or a record too big for the batch buffer */
+            r = take_one(q, &h, buf, len, tag, local, local_cap, alloc);
+        if (r == 0) /* the head moved: try again at the new one */
+            continue;
+        if (r == 1)
+            wake_putters(s);
+        return r;
+    }
+}
