@@ -223,19 +223,6 @@ int mp__futex_wake(_Atomic uint32_t *addr, int n)
     return r < 0 ? -errno : (int)r;
 }
 
-/* ---- shared-memory mutexes -------------------------------------------------------- */
-
-int mp__robust_mutex_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int r = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return r != 0 ? mp__error(-r, "pthread_mutex_init (robust, process-shared)") : 0;
-}
-
 /* ---- signals ------------------------------------------------------------------ */
 
 /* The signals module defines the real one; without it nothing is ever pending. */

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
 /* ---- handlers ------------------------------------------------------------------- */
@@ -488,6 +489,74 @@ static void test_other_thread_takes_the_signal(void)
     CHECK_OK(mp_signal_set_default(SIGUSR1));
 }
 
+/* ---- prompt handling ------------------------------------------------------------ */
+
+/* A signal during a futex sleep is handled at once, not when some slice ends: ROUNDS
+ * signals, each sent (by a child) as soon as the call sleeps again after the previous
+ * handler ran, and the time from each send to its handler, summed, stays far below what
+ * sleeping in 0.1 s slices would give (0.05 s per signal on average: a lock acquire did
+ * that while it slept inside glibc's mutex). The handler lets the call go on, except the
+ * last, which stops it. */
+enum { ROUNDS = 8 };
+struct prompt {
+    _Atomic int handled;
+    double sent[ROUNDS], ran[ROUNDS];
+};
+static struct prompt *pr;
+
+static int prompt_handler(int signum, void *arg)
+{
+    (void)signum;
+    (void)arg;
+    int k = atomic_load(&pr->handled);
+    if (k < ROUNDS)
+        pr->ran[k] = mpt_now();
+    atomic_store(&pr->handled, k + 1);
+    return k + 1 >= ROUNDS;
+}
+
+static void test_futex_waits_handle_promptly(void)
+{
+    pr = mmap(NULL, sizeof *pr, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(pr != MAP_FAILED);
+    FOR_EACH_BLOCKER(b)
+    {
+        if (strcmp(b->wchan, "futex") != 0)
+            continue;
+        b->setup();
+        memset(pr, 0, sizeof *pr);
+        CHECK_OK(mp_signal_set_handler(SIGUSR1, prompt_handler, NULL));
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (int k = 0; k < ROUNDS; k++) {
+                double end = mpt_now() + 20;
+                while (atomic_load(&pr->handled) < k && mpt_now() < end)
+                    sched_yield();
+                if (mpt_wait_blocked(parent, 0, "futex", 20) != 0)
+                    _exit(1);
+                pr->sent[k] = mpt_now();
+                kill(parent, SIGUSR1);
+            }
+            _exit(0);
+        }
+        int r = b->call(30);
+        double late = 0;
+        for (int k = 0; k < ROUNDS; k++)
+            late += pr->ran[k] - pr->sent[k];
+        if (late >= 0.2)
+            fprintf(stderr, "  %s: %d signals handled %.3f s after they were sent\n", b->name,
+                    ROUNDS, late);
+        CHECK_INT(r, MP_EINTERRUPTED);
+        CHECK_INT(atomic_load(&pr->handled), ROUNDS);
+        CHECK(late < 0.2);
+        reap_signaller(pid);
+        b->teardown();
+    }
+    CHECK_OK(mp_signal_set_default(SIGUSR1));
+    munmap(pr, sizeof *pr);
+}
+
 /* ---- 12 SIGTERMs ----------------------------------------------------------------- */
 
 static int ack_fd = -1;
@@ -565,6 +634,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_no_signal);
     RUN_IF(argc, argv, test_recv_handler_resumes);
     RUN_IF(argc, argv, test_other_thread_takes_the_signal);
+    RUN_IF(argc, argv, test_futex_waits_handle_promptly);
     RUN_IF(argc, argv, test_twelve_sigterms);
     return mpt_done();
 }

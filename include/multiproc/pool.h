@@ -84,6 +84,11 @@ int mp_task_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2
 /** A pool (opaque). */
 typedef struct mp_pool mp_pool;
 
+/** Where a pool's workers run (opaque). NULL: local processes started with the pool's
+ * context. libmultiproc_mpi's mp_mpi_pool_backend() runs them as MPI ranks
+ * (multiproc/mpi_pool.h): the same calls and task functions, other limits. */
+typedef struct mp_pool_backend mp_pool_backend;
+
 /** Options; all-zero (or NULL) means the defaults. */
 typedef struct mp_pool_opts {
     int processes;               /**< workers; 0: mp_cpu_count() */
@@ -94,6 +99,10 @@ typedef struct mp_pool_opts {
                                       many tasks (chunks) */
     mp_context *ctx;             /**< NULL: the default context */
     double task_time_limit;      /**< seconds a task may run; 0 or MP_NO_LIMIT: no limit */
+    /** NULL: local worker processes; else where the workers run (e.g.
+     * mp_mpi_pool_backend() of libmultiproc_mpi). A backend may refuse options it cannot
+     * honour (MP_EUNSUPPORTED): the MPI one refuses maxtasksperchild and task_time_limit. */
+    const mp_pool_backend *backend;
 } mp_pool_opts;
 
 /**

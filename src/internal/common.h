@@ -111,11 +111,8 @@ void mp__realtime_after(double secs, struct timespec *ts);
  * signal handlers and is woken by signals. */
 int mp__futex_wake(_Atomic uint32_t *addr, int n); /* wake up to n waiters */
 
-/* ---- shared-memory mutexes -------------------------------------------------------- */
-
-/* Initialise a process-shared robust mutex (in shared memory: a dead holder's
- * successor gets EOWNERDEAD instead of hanging). 0 or a negative code. */
-int mp__robust_mutex_init(pthread_mutex_t *m);
+/* Locks in shared memory (a dead holder's successor gets MP_EOWNERDEAD instead of
+ * hanging): internal/rfutex.h. */
 
 /* ---- signals ------------------------------------------------------------------ */
 

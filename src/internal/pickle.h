@@ -5,6 +5,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Nesting limit of a value, as MessagePack's. */
 #define MP__PICKLE_MAX_DEPTH 512
@@ -37,5 +39,24 @@ enum {
 /* Whether s[0..n) is UTF-8 as Python's pickle writes it: well-formed, except that
  * surrogate code points (U+D800..U+DFFF, 'surrogatepass') are allowed. */
 bool mp__utf8_valid(const char *s, size_t n);
+
+/* mp__utf8_valid with short ASCII text (most keys and names) checked inline. */
+static inline bool mp__utf8_valid_inline(const char *s, size_t n)
+{
+    if (n <= 64) {
+        uint64_t acc = 0;
+        size_t i = 0;
+        for (; n - i >= 8; i += 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            acc |= w;
+        }
+        for (; i < n; i++)
+            acc |= (unsigned char)s[i];
+        if (!(acc & 0x8080808080808080ull))
+            return true;
+    }
+    return mp__utf8_valid(s, n);
+}
 
 #endif

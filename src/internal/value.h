@@ -8,10 +8,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct mp_value {
     mp_type type;
-    uint32_t blk; /* 0, or 1 + its index in the mp__vblock that holds it (see below) */
+    /* blk: 0, or 1 + its index in the mp__vblock that holds it (see below).
+     * cached_items: a list's items or a map's keys/vals block came from the per-thread
+     * block cache (small containers, see value.c), not malloc: grown and freed through
+     * value.c only. Code that installs its own malloc'd array leaves it 0. */
+    uint32_t blk : 31;
+    uint32_t cached_items : 1;
     union {
         bool b;
         int64_t i;
@@ -128,6 +134,61 @@ int mp__value_decode_next_in(const void *buf, size_t len, mp__vblock *blk, size_
 
 /* Allocate a zeroed value of type t (NULL + -ENOMEM recorded). */
 mp_value *mp__value_new(mp_type t);
+
+/* The per-thread block cache of value.c (its 64-byte class [0] and 128-byte class [1]),
+ * so a decoder can take a scalar's block inline: mp__value_new_scalar. */
+typedef struct mp__value_block {
+    struct mp__value_block *next;
+} mp__value_block;
+extern __thread __attribute__((tls_model("initial-exec"))) mp__value_block *mp__block_cache[2];
+extern __thread __attribute__((tls_model("initial-exec"))) unsigned mp__block_count[2];
+
+#define MP__VALUE_BLOCK 64        /* class [0] */
+#define MP__VALUE_BLOCK_LARGE 128 /* class [1] */
+
+/* mp__value_new for any type but str and bytes (a 64-byte block), popping the cache
+ * inline. The cache stays empty under AddressSanitizer, so this is then malloc. */
+static inline mp_value *mp__value_new_scalar(mp_type t)
+{
+    mp__value_block *b = mp__block_cache[0];
+    if (!b)
+        return mp__value_new(t);
+    mp__block_cache[0] = b->next;
+    mp__block_count[0]--;
+    __builtin_prefetch(b->next, 1); /* the next pop's block: its link is read then */
+    mp_value *v = (mp_value *)b;
+    *v = (mp_value){.type = t};
+    return v;
+}
+
+/* mp_value_strn (t MP_STR) or mp_value_bytes (MP_BYTES) of data that is not NULL, the
+ * block popped inline when the value and its bytes fit one. */
+static inline mp_value *mp__value_new_buffer(mp_type t, const char *data, size_t len)
+{
+    size_t size = sizeof(mp_value) + len + 1;
+    int c = size > MP__VALUE_BLOCK;
+    mp__value_block *b = size <= MP__VALUE_BLOCK_LARGE ? mp__block_cache[c] : NULL;
+    if (!b)
+        return t == MP_STR ? mp_value_strn(data, len) : mp_value_bytes(data, len);
+    mp__block_cache[c] = b->next;
+    mp__block_count[c]--;
+    __builtin_prefetch(b->next, 1);
+    mp_value *v = (mp_value *)b;
+    *v = (mp_value){.type = t};
+    v->u.s.data = (char *)(v + 1);
+    v->u.s.len = len;
+    memcpy(v->u.s.data, data, len);
+    v->u.s.data[len] = '\0';
+    return v;
+}
+
+/* Room for at least `need` items in a list (growing to twice its capacity or more), for
+ * decoders that fill items[] directly. 0 or -ENOMEM (recorded). */
+int mp__value_list_reserve(mp_value *list, size_t need);
+
+/* Append an entry to a map without looking for an equal key (the caller knows there is
+ * none). The map owns key and val on success; on failure (-ENOMEM) the caller still does. */
+int mp__value_map_add(mp_value *m, mp_value *key, mp_value *val);
 
 /* Map entry removal (for the manager's dicts): the entry index of a key or -1, and
  * removing entry e (key/val handed over, or freed when NULL). */

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 static bool g_we_initialised;
+void (*mp__mpi_finalize_hook)(void);
 
 int mp__mpi_error(int rc, const char *what)
 {
@@ -58,6 +59,8 @@ int mp_mpi_finalize(void)
     MPI_Finalized(&down);
     if (!g_we_initialised || down)
         return 0;
+    if (mp__mpi_finalize_hook)
+        mp__mpi_finalize_hook();
     int rc = MPI_Finalize();
     return rc == MPI_SUCCESS ? 0 : mp__mpi_error(rc, "MPI_Finalize");
 }

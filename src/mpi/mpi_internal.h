@@ -8,5 +8,8 @@
 int mp__mpi_error(int rc, const char *what);
 /* 0 when MPI is initialised and not finalized, else MP_ESTATE with a message. */
 int mp__mpi_check_ready(void);
+/* Run by mp_mpi_finalize before MPI_Finalize (the Pool on MPI sets it: its ranks must
+ * be told to leave first, MPI_Finalize waits for them). NULL: none. */
+extern void (*mp__mpi_finalize_hook)(void);
 
 #endif

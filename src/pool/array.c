@@ -148,6 +148,9 @@ int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size
     if (!p || !fn || (n && (!in || !out || !in_size || !out_size)))
         return mp__error(MP_EINVAL, "pool_map_array: NULL pool, function or buffers, or a "
                                     "zero element size");
+    if (p->backend)
+        return mp__error(MP_EUNSUPPORTED, "pool_map_array: the shared arena cannot reach %s "
+                                          "workers (use mp_pool_map)", p->backend->name);
     if (n == 0)
         return 0;
     if (in_size > SIZE_MAX / n || out_size > SIZE_MAX / n)

@@ -173,3 +173,14 @@ int mp__chan_send_some(int sock, const void *buf, size_t total, size_t *off, con
     }
     return 1;
 }
+
+int mp__rx_push(mp__rx *rx, const void *data, size_t n)
+{
+    int r = rx_reserve(rx, n);
+    if (r < 0)
+        return r;
+    memcpy(rx->b.data + rx->b.len, data, n);
+    rx->b.len += n;
+    rx->b.data[rx->b.len] = '\0';
+    return 0;
+}

@@ -142,7 +142,7 @@ static void drop_control(worker *w)
 
 static bool eligible(const mp_pool *p, const worker *w)
 {
-    return w->proc && w->sock >= 0 && !w->exiting && !w->killed_for_timeout &&
+    return mp__worker_live(w) && w->sock >= 0 && !w->exiting && !w->killed_for_timeout &&
            w->ninflight < window_of(w) && w->txn + 1 < MP__ARRAY_LEN(w->txq) &&
            (!p->maxtasks || w->assigned < p->maxtasks);
 }
@@ -428,7 +428,7 @@ static void drain_msgs(mp_pool *p, worker *w)
         int r = got < 0 ? got : handle_msg(p, w, &m);
         mp__msg_clear(&m);
         if (r < 0) {
-            mp_process_kill(w->proc);
+            mp__worker_kill(p, (size_t)(w - p->w));
             w->eof = true;
             break;
         }
@@ -483,7 +483,7 @@ static void replace(mp_pool *p, size_t i)
         pthread_mutex_lock(&p->mu);
         bool any = false;
         for (int k = 0; k < p->processes; k++)
-            any |= p->w[k].proc != NULL;
+            any |= mp__worker_live(&p->w[k]);
         if (!any && !p->broken_code) {
             p->broken_code = r;
             snprintf(p->broken_msg, sizeof p->broken_msg, "pool: cannot start a worker: %s",
@@ -499,10 +499,11 @@ static void handle_death(mp_pool *p, size_t i)
     while (mp__rx_fill(&w->rx, w->sock, true) == 1)
         drain_msgs(p, w);
     drain_msgs(p, w);
-    uint64_t running = atomic_load_explicit(&p->slots[i].chunk, memory_order_acquire);
-    char name[128], what[96];
-    snprintf(name, sizeof name, "%s", mp_process_name(w->proc));
-    pid_t pid = w->pid;
+    /* A remote worker has no slot we can read: it runs its chunks in order, so the one
+     * at the head of its queue is the one it was running (or had just finished). */
+    uint64_t running = w->remote ? (w->inflight ? w->inflight->id : 0)
+                                 : atomic_load_explicit(&p->slots[i].chunk, memory_order_acquire);
+    char who[160], what[160];
     bool timed = w->killed_for_timeout;
     size_t titem = w->timed_item;
     double tlimit = w->timed_limit;
@@ -510,9 +511,7 @@ static void handle_death(mp_pool *p, size_t i)
     drop_control(w);
     w->inflight = w->inflight_tail = NULL;
     w->ninflight = w->txn = 0;
-    int code;
-    mp__pool_reap_worker(p, i, &code);
-    mp__pool_describe_exit(code, what, sizeof what);
+    mp__pool_reap_describe(p, i, who, sizeof who, what, sizeof what);
     chunk *back = NULL, *back_tail = NULL;
     while (c) {
         chunk *n = c->next;
@@ -521,13 +520,13 @@ static void handle_death(mp_pool *p, size_t i)
             char fn[256];
             mp__fn_label(c->job->fnloc, c->job->fnloc_len, fn, sizeof fn);
             snprintf(msg, sizeof msg,
-                     "pool worker %s (pid %d) %s while running %s (items %zu-%zu of the call)",
-                     name, (int)pid, timed ? "was killed for a time limit" : what, fn,
+                     "pool worker %s %s while running %s (items %zu-%zu of the call)",
+                     who, timed ? "was killed for a time limit" : what, fn,
                      c->first, c->first + c->count - 1);
             snprintf(tmsg, sizeof tmsg,
-                     "task %s (item %zu) exceeded its time limit of %g s: worker %s (pid %d) "
+                     "task %s (item %zu) exceeded its time limit of %g s: worker %s "
                      "was killed and replaced",
-                     fn, c->first + titem, tlimit, name, (int)pid);
+                     fn, c->first + titem, tlimit, who);
             fail_chunk(c, MP_EWORKERDIED, msg, timed ? titem : SIZE_MAX, MP_ETIMEOUT, tmsg);
         } else {
             c->next = NULL;
@@ -567,7 +566,7 @@ static int check_limits(mp_pool *p)
                 w->killed_for_timeout = true;
                 w->timed_item = (size_t)item;
                 w->timed_limit = c->job->time_limit;
-                mp_process_kill(w->proc);
+                mp__worker_kill(p, (size_t)i);
                 continue;
             }
             left = start + limit - now;
@@ -584,11 +583,10 @@ static int check_limits(mp_pool *p)
 static void terminate_all(mp_pool *p)
 {
     for (int i = 0; i < p->processes; i++)
-        if (p->w[i].proc)
-            mp_process_terminate(p->w[i].proc);
+        mp__worker_terminate(p, (size_t)i);
     for (int i = 0; i < p->processes; i++) {
         worker *w = &p->w[i];
-        if (!w->proc && w->sock < 0)
+        if (!mp__worker_live(w) && w->sock < 0)
             continue;
         chunk *c = w->inflight;
         drop_control(w);
@@ -669,7 +667,7 @@ static bool wind_down(mp_pool *p)
     bool alive = false;
     for (int i = 0; i < p->processes; i++) {
         worker *w = &p->w[i];
-        if (!w->proc)
+        if (!mp__worker_live(w))
             continue;
         alive = true;
         if (!w->shut) {
@@ -720,11 +718,11 @@ void *mp__pool_thread(void *arg)
         pf[n++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
         for (int i = 0; i < p->processes; i++) {
             worker *w = &p->w[i];
-            bool live = w->proc != NULL;
+            bool live = mp__worker_live(w);
             pf[n++] = (struct pollfd){
                 .fd = live && !w->eof ? w->sock : -1,
                 .events = (short)(POLLIN | (w->txn ? POLLOUT : 0))};
-            pf[n++] = (struct pollfd){.fd = live ? mp_process_sentinel(w->proc) : -1,
+            pf[n++] = (struct pollfd){.fd = live ? mp__worker_sentinel(w) : -1,
                                       .events = POLLIN};
         }
         int r = poll(pf, n, timeout);
@@ -744,7 +742,7 @@ void *mp__pool_thread(void *arg)
         for (int i = 0; i < p->processes; i++) {
             worker *w = &p->w[i];
             short rs = pf[1 + 2 * i].revents, ds = pf[2 + 2 * i].revents;
-            if (!w->proc)
+            if (!mp__worker_live(w))
                 continue;
             if (rs & (POLLIN | POLLHUP | POLLERR))
                 read_worker(p, w);

@@ -36,6 +36,8 @@ static const char *worker_prefix(mp_context *ctx)
 
 int mp__pool_start_worker(mp_pool *p, size_t i)
 {
+    if (p->backend)
+        return mp__pool_start_remote(p, i);
     worker *w = &p->w[i];
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -89,6 +91,14 @@ void mp__pool_reap_worker(mp_pool *p, size_t i, int *exitcode)
     }
     if (w->sock >= 0)
         mp__pool_fd_close(w->sock);
+    if (w->remote) {
+        if (w->sentinel >= 0)
+            mp__pool_fd_close(w->sentinel);
+        w->sentinel = -1;
+        w->remote = false;
+        w->gone = true;
+        *exitcode = 0;
+    }
     mp__rx_free(&w->rx);
     w->proc = NULL;
     w->sock = -1;
@@ -138,7 +148,7 @@ static int await_ready(mp_pool *p, size_t i)
             return r;
         }
         struct pollfd pf[3] = {{.fd = w->sock, .events = POLLIN},
-                               {.fd = mp_process_sentinel(w->proc), .events = POLLIN},
+                               {.fd = mp__worker_sentinel(w), .events = POLLIN},
                                {.fd = p->wake_fd, .events = POLLIN}};
         int pr = poll(pf, 3, -1);
         if (pr < 0 && errno == EINTR)
@@ -153,16 +163,9 @@ static int await_ready(mp_pool *p, size_t i)
             continue;
         }
         /* Gone before READY: no initializer message came. */
-        int code;
-        char what[64];
-        const char *name = mp_process_name(w->proc);
-        char nm[128];
-        snprintf(nm, sizeof nm, "%s", name ? name : "?");
-        pid_t pid = w->pid;
-        mp__pool_reap_worker(p, i, &code);
-        mp__pool_describe_exit(code, what, sizeof what);
-        return mp__error(MP_EWORKERDIED, "pool worker %s (pid %d) %s while starting", nm,
-                         (int)pid, what);
+        char who[160], what[160];
+        mp__pool_reap_describe(p, i, who, sizeof who, what, sizeof what);
+        return mp__error(MP_EWORKERDIED, "pool worker %s %s while starting", who, what);
     }
 }
 
@@ -179,17 +182,22 @@ int mp__pool_start_all(mp_pool *p)
 static int setup(mp_pool *p, const mp_pool_opts *o)
 {
     p->processes = o->processes > 0 ? o->processes : mp_cpu_count();
+    p->slots_fd = p->wake_fd = p->arena_fd = -1;
     p->initializer = o->initializer;
     p->maxtasks = o->maxtasksperchild;
     p->ctx = o->ctx;
     p->prefix = worker_prefix(o->ctx);
     p->time_limit = o->task_time_limit > 0 ? o->task_time_limit : 0; /* <0, 0: none */
-    p->slots_fd = p->wake_fd = p->arena_fd = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->array_mu, NULL);
     if (isnan(o->task_time_limit) || o->processes < 0)
         return mp__error(MP_EINVAL, "pool: processes must not be negative, task_time_limit "
                                     "not NaN");
+    if (o->backend) {
+        int r = mp__pool_open_backend(p, o);
+        if (r < 0)
+            return r;
+    }
     if (o->initializer) {
         int r = mp__fn_locate((void (*)(void))(void *)o->initializer, &p->initloc,
                               &p->initloc_len);
@@ -201,7 +209,7 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
     if (!p->initargs || !p->w)
         return -ENOMEM;
     for (int i = 0; i < p->processes; i++)
-        p->w[i].sock = -1;
+        p->w[i].sock = p->w[i].sentinel = -1;
     size_t sz = (size_t)p->processes * sizeof(mp__slot);
     p->slots_fd = mp__pool_fd_track(memfd_create("multiproc-pool-slots", MFD_CLOEXEC));
     if (p->slots_fd < 0 || ftruncate(p->slots_fd, (off_t)sz) < 0)
@@ -220,12 +228,13 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
 static void destroy(mp_pool *p)
 {
     for (int i = 0; p->w && i < p->processes; i++)
-        if (p->w[i].proc || p->w[i].sock >= 0) {
+        if (mp__worker_live(&p->w[i]) || p->w[i].sock >= 0) {
             int code;
-            if (p->w[i].proc)
-                mp_process_kill(p->w[i].proc);
+            mp__worker_kill(p, (size_t)i);
             mp__pool_reap_worker(p, (size_t)i, &code);
         }
+    if (p->backend)
+        p->backend->close(p->be_state);
     chunk *c = p->pending;
     while (c) {
         chunk *n = c->next;

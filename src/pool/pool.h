@@ -6,7 +6,12 @@
  *   src/pool/submit.c  apply/map/starmap/imap: jobs and chunks
  *   src/pool/result.c  waiting on results and iterators
  *   src/pool/array.c   mp_pool_map_array through the shared arena
- *   src/pool/fdset.c   the parent's pool fds, which a forked worker closes */
+ *   src/pool/fdset.c   the parent's pool fds, which a forked worker closes
+ *   src/pool/backend.c workers that are not local processes (a backend's vtable)
+ * A backend (src/mpi/pool*.c for MPI ranks) gives each worker position a stream socket
+ * carrying these same framed messages and a sentinel fd; the loop cannot tell the
+ * difference, except that it has no slot to read (the chunk at the head of a remote
+ * worker's queue is the one it was running) and cannot replace a remote worker. */
 #ifndef MP_POOL_POOL_H
 #define MP_POOL_POOL_H
 
@@ -195,9 +200,51 @@ struct chunk {
     chunk *next;
 };
 
+/* ---- backends: workers that are not local processes ------------------------------ */
+/* The vtable a backend library fills (public name: mp_pool_backend). Calls come from
+ * mp_pool_new's thread (open), the result thread (start, stop, reap) and the thread that
+ * frees the pool (close). */
+struct mp_pool_backend {
+    const char *name;   /* "mpi": for messages */
+    const char *prefix; /* worker names, "MPIPoolWorker" */
+    /* Check the options and prepare: the number of workers (o->processes 0: the
+     * backend's default) or a negative code with the message recorded. */
+    int (*open)(const mp_pool_opts *o, void **state);
+    /* Start worker i with boot = [position, init location (bytes or nil), initargs]:
+     * *sock is the parent's end of a stream socket (the framed messages above; READY or
+     * INIT_FAIL first), *sentinel an fd that becomes readable once the worker is gone
+     * (or has left after the end of file on its socket). Both are the pool's to close. */
+    int (*start)(void *state, size_t i, const mp_value *boot, int *sock, int *sentinel);
+    /* Terminate: the worker must drop the work it holds (a task already running on
+     * it may finish; its result is discarded). */
+    void (*stop)(void *state, size_t i);
+    /* Worker i is gone: who it was ("MPI rank 2 (pid 42 on vm)") and how it ended
+     * ("exited", "died: ...", "stopped answering for 10 s"), for messages. */
+    void (*reap)(void *state, size_t i, char *who, size_t wcap, char *how, size_t hcap);
+    /* Free the state, after every worker was reaped. */
+    void (*close)(void *state);
+};
+
+/* Worker main loop pieces shared with a backend's serving side (worker.c): a worker
+ * whose messages go out through `send` instead of a socket. */
+typedef int (*mp__wsend_fn)(void *ctx, const mp__msg_hdr *h, const void *body, const int *fds);
+typedef struct mp__wserve mp__wserve;
+mp__wserve *mp__wserve_new(mp__wsend_fn send, void *ctx);
+/* Run the initializer (loc: bytes or nil) and send READY or INIT_FAIL: 0 or its code. */
+int mp__wserve_init(mp__wserve *ws, const mp_value *loc, const mp_value *initargs);
+/* Handle one message (a TASK: run it, send its RESULT). 0 or a negative code (the
+ * worker should stop). */
+int mp__wserve_msg(mp__wserve *ws, mp__msg *m);
+void mp__wserve_free(mp__wserve *ws);
+/* Append received bytes to a channel's reading side (a backend's byte stream). */
+int mp__rx_push(mp__rx *rx, const void *data, size_t n);
+
 /* One worker position. */
 typedef struct worker {
     mp_process *proc;
+    bool remote;  /* a live backend worker: no proc; sentinel below */
+    bool gone;    /* a backend worker that was reaped (never started again) */
+    int sentinel; /* a backend worker's sentinel fd (-1 when none) */
     int sock; /* parent's end, nonblocking; -1 when none */
     pid_t pid;
     bool ready;
@@ -263,7 +310,23 @@ struct mp_pool {
     size_t arena_size;
     uint64_t arena_gen; /* bumped (under mu) when the arena is replaced */
     pthread_mutex_t array_mu; /* one map_array at a time */
+
+    const mp_pool_backend *backend; /* NULL: local processes */
+    void *be_state;
 };
+
+/* Worker i's liveness, sentinel, termination (local process or a backend's worker). */
+static inline bool mp__worker_live(const worker *w) { return w->proc || w->remote; }
+int mp__worker_sentinel(const worker *w);
+void mp__worker_kill(mp_pool *p, size_t i);
+void mp__worker_terminate(mp_pool *p, size_t i);
+/* mp_pool_new with opts->backend: check the options, open it (backend.c). */
+int mp__pool_open_backend(mp_pool *p, const mp_pool_opts *o);
+/* Start a backend's worker at position i (it is never replaced: a second start fails). */
+int mp__pool_start_remote(mp_pool *p, size_t i);
+/* Reap worker i, describing it ("ForkPoolWorker-1 (pid 42)") and how it ended. */
+void mp__pool_reap_describe(mp_pool *p, size_t i, char *who, size_t wcap, char *how,
+                            size_t hcap);
 
 /* Every completion bumps this and wakes its waiters (futex; shared by all pools). */
 extern _Atomic uint32_t mp__pool_seq;

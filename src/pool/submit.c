@@ -410,7 +410,6 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count,
                        bool fail_ok)
 {
-    (void)p;
     chunk *c = mp__calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -430,6 +429,9 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
              * describe: the general encoder, which says what is wrong. */
             g.len = mark;
             r = encode_handles(&g, args, count, c);
+            if (r == 0 && c->nfds && p && p->backend) /* fds stay on this host */
+                r = mp__error(MP_EUNSUPPORTED, "handles (queues, locks, connections, shared "
+                              "memory) cannot travel to %s workers", p->backend->name);
         }
     }
     if (r < 0) {

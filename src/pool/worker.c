@@ -101,12 +101,22 @@ int mp_task_fail(int code, const char *fmt, ...)
 
 typedef struct wstate {
     int sock;
+    mp__wsend_fn send; /* NULL: mp__chan_send on sock */
+    void *send_ctx;
+    mp__slot own_slot; /* a backend's worker: nobody reads its slot */
     mp__slot *slot;
     bool timed; /* a time limit exists: publish each task's start */
     mp__rx rx;
     char *arena;
     size_t arena_size;
 } wstate;
+
+static int ws_send(wstate *ws, const mp__msg_hdr *h, const void *body, const int *fds)
+{
+    if (ws->send)
+        return ws->send(ws->send_ctx, h, body, fds);
+    return mp__chan_send(ws->sock, h, body, fds);
+}
 
 static uint64_t now_ns(void)
 {
@@ -207,7 +217,7 @@ static int send_result(wstate *ws, uint64_t id, size_t n, mp_value *results, mp_
     free(enc);
     mp__msg_hdr h = {.type = MSG_RESULT, .nfds = (uint32_t)nfds, .len = elen + e->len,
                      .id = id, .arg = elen};
-    r = mp__chan_send(ws->sock, &h, body, fds);
+    r = ws_send(ws, &h, body, fds);
     free(body);
     mp_value_free(results);
     return r;
@@ -343,7 +353,7 @@ static int send_encoded(wstate *ws, uint64_t id, results *rs, mp__buf *e)
     if (e->len && mp__buf_append(&rs->enc, e->data, e->len) < 0)
         return -ENOMEM;
     mp__msg_hdr h = {.type = MSG_RESULT, .len = rs->enc.len, .id = id, .arg = elen};
-    int r = mp__chan_send(ws->sock, &h, rs->enc.data, NULL);
+    int r = ws_send(ws, &h, rs->enc.data, NULL);
     mp__buf_free(&rs->enc);
     return r;
 }
@@ -489,7 +499,7 @@ static int run_array(wstate *ws, mp__msg *m)
     }
     mp__msg_hdr h = {.type = MSG_RESULT, .len = strlen(msg), .id = m->h.id,
                      .arg = (uint64_t)(int64_t)code};
-    r = mp__chan_send(ws->sock, &h, msg, NULL);
+    r = ws_send(ws, &h, msg, NULL);
     atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
     return r;
 }
@@ -517,7 +527,7 @@ static int run_init(wstate *ws, const mp_value *loc, const mp_value *initargs)
     if (r == 0) {
         uint32_t pid = (uint32_t)getpid();
         mp__msg_hdr h = {.type = MSG_READY, .len = sizeof pid};
-        return mp__chan_send(ws->sock, &h, &pid, NULL);
+        return ws_send(ws, &h, &pid, NULL);
     }
     char *t = fail_text(r, label);
     int32_t code = r;
@@ -527,7 +537,7 @@ static int run_init(wstate *ws, const mp_value *loc, const mp_value *initargs)
         memcpy(body, &code, 4);
         memcpy(body + 4, t, tl);
         mp__msg_hdr h = {.type = MSG_INIT_FAIL, .len = 4 + tl};
-        mp__chan_send(ws->sock, &h, body, NULL);
+        ws_send(ws, &h, body, NULL);
     }
     free(body);
     free(t);
@@ -593,4 +603,43 @@ int mp__pool_worker_main(mp_value *args)
     }
     mp__rx_free(&ws.rx);
     return r < 0 ? 2 : 0;
+}
+
+/* ---- a backend's worker: the same loop pieces, messages through a send function ---- */
+
+struct mp__wserve {
+    wstate ws;
+};
+
+mp__wserve *mp__wserve_new(mp__wsend_fn send, void *ctx)
+{
+    mp__wserve *w = mp__calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->ws.sock = -1;
+    w->ws.send = send;
+    w->ws.send_ctx = ctx;
+    w->ws.slot = &w->ws.own_slot;
+    return w;
+}
+
+int mp__wserve_init(mp__wserve *w, const mp_value *loc, const mp_value *initargs)
+{
+    return run_init(&w->ws, loc, initargs);
+}
+
+int mp__wserve_msg(mp__wserve *w, mp__msg *m)
+{
+    uint32_t type = MSG_TYPE(m->h.type);
+    if (type == MSG_TASK)
+        return run_chunk(&w->ws, m);
+    return mp__error(MP_EPROTO, "pool: message %u cannot reach a %s worker", type, "remote");
+}
+
+void mp__wserve_free(mp__wserve *w)
+{
+    if (!w)
+        return;
+    mp__rx_free(&w->ws.rx);
+    free(w);
 }

@@ -75,61 +75,56 @@ void mp__q_commit(struct qshared *s, const qstate *next)
  * more than the ~100 ns a put or get holds it. Try a little before sleeping. Spinning
  * reads `held` (a plain load keeps the line shared): a failed trylock is a compare-and-
  * swap, which takes the line away from the holder that is about to write to it. */
-static int lock_spin(pthread_mutex_t *m, _Atomic uint32_t *held)
+static int lock_spin(mp__rfutex *m, _Atomic uint32_t *held)
 {
-    int r = pthread_mutex_trylock(m);
-    if (r != EBUSY)
+    int r = mp__rf_trylock(m);
+    if (r != -EBUSY)
         return r;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
         if (atomic_load_explicit(held, memory_order_relaxed))
             continue;
-        r = pthread_mutex_trylock(m);
-        if (r != EBUSY)
+        r = mp__rf_trylock(m);
+        if (r != -EBUSY)
             return r;
     }
-    return pthread_mutex_lock(m);
+    return mp__rf_lock(m, -1, false);
 }
 
 int mp__q_lock(mp_queue *q)
 {
     int r = lock_spin(&q->s->lock, &q->s->held);
-    if (r == 0 || r == EOWNERDEAD)
+    if (r == 0 || r == MP_EOWNERDEAD)
         atomic_store_explicit(&q->s->held, 1, memory_order_relaxed);
-    if (r == EOWNERDEAD) {
+    if (r == MP_EOWNERDEAD) {
         /* The holder died: roll its journaled change forward, or keep the last commit. */
         struct qshared *s = q->s;
         if (atomic_load_explicit(&s->journal_valid, memory_order_relaxed))
             journal_apply(s);
         atomic_store_explicit(&s->journal_valid, 0, memory_order_relaxed);
         publish(q->s);
-        pthread_mutex_consistent(&q->s->lock);
         return 0;
     }
-    return r ? mp__error(-r, "queue lock") : 0;
+    return r ? mp__error(r, "queue lock") : 0;
 }
 
 /* Lock a stream mutex (wlock/rlock); a dead previous owner is fine: the stream state is
  * repaired under `lock` by whoever notices (see stream_repair). */
-int mp__q_lock_owner(pthread_mutex_t *m)
+int mp__q_lock_owner(mp__rfutex *m)
 {
-    int r = pthread_mutex_lock(m);
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(m);
+    int r = mp__rf_lock(m, -1, false);
+    if (r == MP_EOWNERDEAD)
         r = 0;
-    }
-    return r ? mp__error(-r, "queue stream lock") : 0;
+    return r ? mp__error(r, "queue stream lock") : 0;
 }
 
 /* Whether the owner of m is gone (trylock succeeded or found it dead). Leaves m unlocked. */
-bool mp__q_owner_gone(pthread_mutex_t *m)
+bool mp__q_owner_gone(mp__rfutex *m)
 {
-    int r = pthread_mutex_trylock(m);
-    if (r == EBUSY)
+    int r = mp__rf_trylock(m);
+    if (r == -EBUSY)
         return false;
-    if (r == EOWNERDEAD)
-        pthread_mutex_consistent(m);
-    if (r == 0 || r == EOWNERDEAD)
-        pthread_mutex_unlock(m);
+    if (r == 0 || r == MP_EOWNERDEAD)
+        mp__rf_unlock(m);
     return true;
 }

@@ -98,6 +98,7 @@
 
 #include "multiproc/queue.h"
 #include "internal/common.h"
+#include "internal/rfutex.h"
 #include "internal/shm.h"
 #include "internal/value.h"
 
@@ -161,7 +162,7 @@ struct qshared {
     uint64_t capacity, maxsize;
     uint32_t joinable, posbits;
     uint32_t dead_tasks_done; /* JoinableQueue: a dead holder's tasks count as done */
-    _Alignas(64) pthread_mutex_t lock;
+    _Alignas(64) mp__rfutex lock;
     /* Producers' line: the tail moves under lock. head_seen is the producers' last view of
      * headw (under lock): a put checks its room against it and reads headw, the consumers'
      * line, only when that view says the ring is full. */
@@ -188,7 +189,7 @@ struct qshared {
     qjournal journal;
     _Atomic uint32_t journal_valid;
     _Atomic uint32_t active_pub;  /* st.s_active, readable without the lock */
-    _Alignas(64) pthread_mutex_t wlock, rlock;
+    _Alignas(64) mp__rfutex wlock, rlock;
     _Atomic uint32_t data_seq, space_seq, join_seq, stream_seq; /* futex words */
     uint32_t join_waiters, stream_waiters;
     /* JoinableQueue: who holds unfinished tasks; changed under lock, only through
@@ -196,7 +197,7 @@ struct qshared {
     _Alignas(64) qholder holders[Q_HOLDERS];
 };
 
-_Static_assert(sizeof(pthread_mutex_t) > 40 ||
+_Static_assert(sizeof(mp__rfutex) > 40 ||
                    offsetof(struct qshared, head_seen) + 8 - offsetof(struct qshared, lock) <= 64,
                "the lock, the tail and the producers' view of the head share one cache line");
 _Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
@@ -267,7 +268,7 @@ static inline void cpu_relax(void)
 static inline void qunlock(mp_queue *q)
 {
     atomic_store_explicit(&q->s->held, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&q->s->lock);
+    mp__rf_unlock(&q->s->lock);
 }
 
 static inline void wake(_Atomic uint32_t *seq, uint32_t waiters, int n)
@@ -352,9 +353,9 @@ void mp__q_commit(struct qshared *s, const qstate *next);
 /* Take `lock`; a dead holder's journaled change is rolled forward. 0 or an error. */
 int mp__q_lock(mp_queue *q);
 /* Lock a stream mutex (wlock/rlock); a dead previous owner is fine. */
-int mp__q_lock_owner(pthread_mutex_t *m);
+int mp__q_lock_owner(mp__rfutex *m);
 /* Whether the owner of m is gone (trylock succeeded or found it dead). Leaves m unlocked. */
-bool mp__q_owner_gone(pthread_mutex_t *m);
+bool mp__q_owner_gone(mp__rfutex *m);
 
 /* ---- wait.c ---- */
 /* Sleep on seq (unlocking meanwhile) for at most one slice or until the deadline.

@@ -50,8 +50,8 @@ mp_queue *mp_queue_new(const mp_queue_opts *opts)
     s->maxsize = opts->maxsize;
     s->joinable = opts->joinable;
     s->dead_tasks_done = opts->dead_tasks_done;
-    if (mp__robust_mutex_init(&s->lock) < 0 || mp__robust_mutex_init(&s->wlock) < 0 ||
-        mp__robust_mutex_init(&s->rlock) < 0) {
+    if (mp__rf_init(&s->lock) < 0 || mp__rf_init(&s->wlock) < 0 ||
+        mp__rf_init(&s->rlock) < 0) {
         mp__shm_release(&shm);
         return NULL;
     }

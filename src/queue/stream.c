@@ -161,7 +161,7 @@ int mp__q_put_stream(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         if (code != -ENOTRECOVERABLE)
             qunlock(q);
     }
-    pthread_mutex_unlock(&q->s->wlock);
+    mp__rf_unlock(&q->s->wlock);
     return code;
 }
 
@@ -238,13 +238,13 @@ int mp__q_get_stream(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
     }
     code = mp__q_lock(q);
     if (code < 0) {
-        pthread_mutex_unlock(&s->rlock);
+        mp__rf_unlock(&s->rlock);
         return code;
     }
     if (s->st.s_active && s->st.s_claimed) /* we hold rlock: that claimer is dead */
         mp__q_stream_unclaim(s);
     if (!s->st.s_active) {
-        pthread_mutex_unlock(&s->rlock);
+        mp__rf_unlock(&s->rlock);
         return 0;
     }
     qstate n = s->st;
@@ -253,6 +253,6 @@ int mp__q_get_stream(mp_queue *q, void **buf, size_t *len, uint32_t *tag)
     bump(&s->stream_seq);
     mp__futex_wake(&s->stream_seq, INT32_MAX);
     code = stream_drain(q, buf, len, tag);
-    pthread_mutex_unlock(&s->rlock);
+    mp__rf_unlock(&s->rlock);
     return code;
 }

@@ -1,6 +1,6 @@
 /* Barrier across processes.
  *
- * DESIGN: a shared segment holds a robust process-shared mutex `m` guarding the state
+ * DESIGN: a shared segment holds a robust lock `m` (internal/rfutex.h) guarding the state
  * (count, generation, broken flag, the pids of the parties waiting in this generation
  * and a table of participant pids), and a futex word `seq` bumped on every release,
  * break and reset. A waiter sleeps on `seq` in slices of MP__SYNC_SLICE; after each
@@ -15,7 +15,7 @@
  * to every later round.
  * The action runs in the last party to arrive, with `m` held (as Python holds the
  * condition's lock); if that process dies inside it, the next process to take `m`
- * gets EOWNERDEAD and breaks the barrier.
+ * gets MP_EOWNERDEAD and breaks the barrier.
  * Lock order: `m` only; the process-local handle list lock is never held with `m`.
  */
 #define _GNU_SOURCE
@@ -40,7 +40,7 @@ typedef struct participant {
 typedef struct barrier_sh {
     _Atomic uint32_t seq;
     uint32_t magic;
-    pthread_mutex_t m;
+    mp__rfutex m;
     uint32_t parties;
     uint32_t count;  /* arrived in the current generation */
     uint32_t gen;
@@ -121,13 +121,11 @@ static void break_locked(barrier_sh *sh, const char *why)
 /* Take m; a process that died holding it (e.g. inside the action) breaks the barrier. */
 static void lock_state(barrier_sh *sh)
 {
-    if (pthread_mutex_lock(&sh->m) == EOWNERDEAD) {
-        pthread_mutex_consistent(&sh->m);
+    if (mp__rf_lock(&sh->m, -1, false) == MP_EOWNERDEAD)
         break_locked(sh, "a party died inside the barrier");
-    }
 }
 
-static void unlock_state(barrier_sh *sh) { pthread_mutex_unlock(&sh->m); }
+static void unlock_state(barrier_sh *sh) { mp__rf_unlock(&sh->m); }
 
 static void register_locked(mp_barrier *b)
 {
@@ -191,7 +189,7 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts)
     if (mp__sync_seg_create(&seg, sizeof(barrier_sh), "mp-barrier") < 0)
         return NULL;
     barrier_sh *sh = seg.addr;
-    if (mp__robust_mutex_init(&sh->m) < 0) {
+    if (mp__rf_init(&sh->m) < 0) {
         mp__shm_release(&seg);
         return NULL;
     }

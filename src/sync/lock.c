@@ -1,17 +1,15 @@
 /* Lock and RLock across processes.
  *
- * DESIGN: the lock is a process-shared *robust* pthread mutex in an anonymous shared
- * segment (internal/shm.h). Robustness is the kernel's robust-futex protocol: glibc
- * keeps a per-thread list of held robust mutexes registered with set_robust_list; when
- * a thread dies the kernel marks each held mutex FUTEX_OWNER_DIED and wakes a waiter,
- * whose lock call then returns EOWNERDEAD. We make the mutex consistent at once and
- * report MP_EOWNERDEAD to the new holder, which repairs the protected state.
- * Shared: the mutex, the holder's tid (`owner`) and the RLock depth, both written only
- * by the holder. The uncontended path is one trylock (a CAS) and a store.
- * Blocking acquires run the deferred signal handlers before each sleep and wait in
- * slices of MP__SYNC_SLICE, so a signal that arrives while one sleeps is handled (and
- * may interrupt the wait) when the slice ends: pthread lock calls never return EINTR,
- * and the mutex word is glibc's, so it cannot join a futex_waitv (internal/iwait.h).
+ * DESIGN: the lock is the library's robust lock (internal/rfutex.h, src/sync/rfutex.c: a
+ * futex word holding the owner's tid, on the kernel's robust list) in an anonymous shared
+ * segment (internal/shm.h). When its holder dies the kernel marks the word and wakes a
+ * waiter, whose acquire gets MP_EOWNERDEAD: the lock is consistent at once and the new
+ * holder repairs the protected state.
+ * Shared: the lock, the holder's tid (`owner`) and the RLock depth, both written only
+ * by the holder. The uncontended path is one CAS and a store; release one exchange.
+ * A blocking acquire is the lock's futex wait with signals (iwait.c): deferred handlers
+ * run before it sleeps, and a signal that arrives while it sleeps wakes it at once.
+ * (With the fallback, a robust pthread mutex, it sleeps in slices of 0.1 s instead.)
  * Lock order: a lock is a leaf; nothing else is taken while acquiring it.
  */
 #define _GNU_SOURCE
@@ -22,29 +20,11 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- helpers shared by the sync files ---------------------------------------------- */
 
-/* initial-exec: a plain %fs-relative load even in the shared library (the default
- * model would call __tls_get_addr on every lock operation). */
-static _Thread_local int32_t tls_tid __attribute__((tls_model("initial-exec")));
-
-static void reset_tid_in_child(void) { tls_tid = 0; }
-
-__attribute__((constructor(150))) static void sync_tid_init(void)
-{
-    pthread_atfork(NULL, NULL, reset_tid_in_child);
-}
-
-int32_t mp__sync_tid(void)
-{
-    if (__builtin_expect(tls_tid == 0, 0))
-        tls_tid = (int32_t)syscall(SYS_gettid);
-    return tls_tid;
-}
+int32_t mp__sync_tid(void) { return mp__rf_tid(); }
 
 int mp__sync_wait_slice(_Atomic uint32_t *word, uint32_t expected, double deadline)
 {
@@ -92,7 +72,7 @@ int mp__sync_blob(const void *src, size_t len, void **data, size_t *out_len)
 
 int mp__lock_sh_init(mp__lock_sh *sh, bool recursive)
 {
-    int r = mp__robust_mutex_init(&sh->m);
+    int r = mp__rf_init(&sh->m);
     if (r < 0)
         return r;
     atomic_store_explicit(&sh->owner, 0, memory_order_relaxed);
@@ -169,7 +149,6 @@ static inline void giving_up(mp__lock_sh *sh)
 
 static int took_dead(mp__lock_sh *sh)
 {
-    pthread_mutex_consistent(&sh->m);
     took(sh, 1);
     return mp__error(MP_EOWNERDEAD, "the previous holder of the lock died holding it");
 }
@@ -186,47 +165,27 @@ static int self_deadlock(double deadline)
     return mp__error(MP_ETIMEOUT, "Lock is held by this thread");
 }
 
-/* An absolute CLOCK_REALTIME time `secs` from now. pthread_mutex_timedlock is used
- * rather than clocklock(CLOCK_MONOTONIC) because sanitizers intercept it; a clock
- * jump can only stretch or shorten one slice, the deadline itself is monotonic. */
-static const struct timespec *slice_end(double secs)
-{
-    static _Thread_local struct timespec ts;
-    mp__realtime_after(secs, &ts);
-    return &ts;
-}
-
 static int lock_slow(mp__lock_sh *sh, int r, double timeout)
 {
-    if (r == EOWNERDEAD)
+    if (r == MP_EOWNERDEAD)
         return took_dead(sh);
-    if (r != EBUSY)
-        return mp__error(-r, "pthread_mutex_trylock");
     double deadline = mp__deadline(timeout);
     if (owner_of(sh) == mp__sync_tid())
         return self_deadlock(deadline);
     if (timeout == 0)
         return mp__error(MP_ETIMEOUT, "lock is held (tid %d)", (int)owner_of(sh));
-    for (;;) {
-        /* Before every sleep. pthread lock calls never return EINTR, so a signal
-         * during a slice is handled when the slice ends (at most MP__SYNC_SLICE). */
-        int code = mp__signal_dispatch_pending();
-        if (code < 0)
-            return code;
-        double left = mp__left(deadline);
-        bool last = deadline >= 0 && left <= MP__SYNC_SLICE;
-        r = pthread_mutex_timedlock(&sh->m, slice_end(last ? left : MP__SYNC_SLICE));
-        if (r == 0) {
-            took(sh, 1);
-            return 0;
-        }
-        if (r == EOWNERDEAD)
-            return took_dead(sh);
-        if (r != ETIMEDOUT)
-            return mp__error(-r, "pthread_mutex_timedlock");
-        if (last)
-            return mp__error(MP_ETIMEOUT, "timed out waiting for the lock");
+    r = mp__rf_lock(&sh->m, deadline, true);
+    if (r == 0) {
+        took(sh, 1);
+        return 0;
     }
+    if (r == MP_EOWNERDEAD)
+        return took_dead(sh);
+    if (r == MP_ETIMEOUT)
+        return mp__error(MP_ETIMEOUT, "timed out waiting for the lock");
+    if (r == MP_EINTERRUPTED)
+        return r; /* the message names the signal */
+    return mp__error(r, "waiting for the lock");
 }
 
 int mp_lock_acquire(mp_lock *l, double timeout)
@@ -238,7 +197,7 @@ int mp_lock_acquire(mp_lock *l, double timeout)
         sh->depth++;
         return 0;
     }
-    int r = pthread_mutex_trylock(&sh->m);
+    int r = mp__rf_trylock(&sh->m);
     if (__builtin_expect(r == 0, 1)) {
         took(sh, 1);
         return 0;
@@ -267,10 +226,8 @@ int mp_lock_release(mp_lock *l)
     if (sh->recursive && --sh->depth > 0)
         return 0;
     giving_up(sh);
-    int r = pthread_mutex_unlock(&sh->m);
-    if (__builtin_expect(r == 0, 1))
-        return 0;
-    return mp__error(-r, "pthread_mutex_unlock");
+    mp__rf_unlock(&sh->m);
+    return 0;
 }
 
 uint32_t mp__lock_release_all(mp_lock *l)
@@ -278,15 +235,15 @@ uint32_t mp__lock_release_all(mp_lock *l)
     mp__lock_sh *sh = l->sh;
     uint32_t depth = sh->depth;
     giving_up(sh);
-    pthread_mutex_unlock(&sh->m);
+    mp__rf_unlock(&sh->m);
     return depth;
 }
 
 int mp__lock_reacquire(mp_lock *l, uint32_t depth)
 {
     mp__lock_sh *sh = l->sh;
-    int r = pthread_mutex_lock(&sh->m);
-    int code = r == EOWNERDEAD ? took_dead(sh) : 0;
+    int r = mp__rf_lock(&sh->m, -1, false);
+    int code = r == MP_EOWNERDEAD ? took_dead(sh) : 0;
     took(sh, depth ? depth : 1);
     return code;
 }

@@ -4,6 +4,7 @@
 #define MP_SYNC_INTERNAL_H
 
 #include "internal/common.h"
+#include "internal/rfutex.h"
 #include "internal/shm.h"
 #include "multiproc/sync.h"
 
@@ -17,7 +18,7 @@
 
 /* The shared part of a Lock/RLock. */
 typedef struct mp__lock_sh {
-    pthread_mutex_t m;        /* process-shared, robust */
+    mp__rfutex m;             /* the robust lock (internal/rfutex.h) */
     _Atomic int32_t owner;    /* the holder's tid, 0 when free: set by the holder after
                                * taking m, cleared before releasing it (our own word, not
                                * the mutex's private fields); a dead holder's tid stays
@@ -30,8 +31,8 @@ typedef struct mp__lock_sh {
 #define MP__LOCK_MAGIC 0x4c4f434bu /* "LOCK" */
 
 /* A process-local handle. Several users in one process (a Condition, a Value)
- * share one handle through `refs`, so the mutex is always locked and unlocked through
- * the same mapping (glibc's robust list records the mapped address). */
+ * share one handle through `refs`, so the lock is always locked and unlocked through
+ * the same mapping (the thread's robust list records the mapped address). */
 struct mp_lock {
     _Atomic int refs;
     mp__shm seg;      /* mapping holding sh; unmapped on the last free if owns_seg */

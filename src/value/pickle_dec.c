@@ -16,12 +16,20 @@
  * recursive structure (Python's pickler only refers back to a container under
  * construction when it contains itself): refused, since a tree cannot hold it.
  * Values dropped by POP or replaced in a dict may still be in the memo, so they are kept
- * (the "grave") until decoding ends. */
+ * (the "grave") until decoding ends.
+ *
+ * Speed: the stack, marks and memo start in arrays inside the decoder (no allocation for
+ * a small pickle; the memo is zeroed only up to its highest index, which Python keeps
+ * dense); scalars and short str/bytes take their block from value.c's per-thread cache
+ * inline; a container's storage is sized from the item count its APPENDS/SETITEMS/TUPLE
+ * brings, in one allocation (the block cache for small ones). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/pickle.h"
 #include "internal/value.h"
 
+#include <endian.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +37,12 @@ typedef struct slot {
     mp_value *v;
     unsigned depth; /* levels of containers in v (0 for a scalar) */
 } slot;
+
+/* The stack, marks and memo start in the decoder itself (on the C stack): a small
+ * pickle allocates nothing but its values. */
+#define STACK0 128
+#define MARKS0 32
+#define MEMO0 128
 
 typedef struct pdec {
     const unsigned char *p, *end;
@@ -39,23 +53,35 @@ typedef struct pdec {
     size_t nmarks, mcap;
     mp_value **memo;
     size_t memo_cap, memo_n;
+    size_t memo_hi; /* memo[0..memo_hi) are set or NULL; the rest is uninitialised */
     mp_value **grave;
     size_t ngrave, gcap;
     const mp_value **copied; /* containers a GET or DUP copied (open-addressing set) */
     size_t ncopied, ccap;
     size_t budget; /* bytes shared references may still expand to */
+    slot stack0[STACK0];
+    size_t marks0[MARKS0];
+    mp_value *memo0[MEMO0];
 } pdec;
 
 static int bad(const char *what) { return mp__error(MP_EPROTO, "pickle: %s", what); }
 
-static int grow_array(void **arr, size_t *cap, size_t need, size_t size)
+/* Grow *arr (inline0: its initial array inside the decoder, never freed) to hold `need`. */
+static int grow_array(void **arr, size_t *cap, size_t need, size_t size, void *inline0)
 {
     if (need <= *cap)
         return 0;
     size_t ncap = *cap ? *cap : 16;
     while (ncap < need)
         ncap *= 2;
-    void *p = realloc(*arr, ncap * size);
+    void *p;
+    if (*arr == inline0 && inline0) {
+        p = malloc(ncap * size);
+        if (p)
+            memcpy(p, *arr, *cap * size);
+    } else {
+        p = realloc(*arr, ncap * size);
+    }
     if (!p)
         return mp__error(-ENOMEM, "pickle: %zu stack entries", ncap);
     *arr = p;
@@ -97,15 +123,23 @@ static int rd_len(pdec *d, int n, size_t *len)
 
 static size_t fence(const pdec *d) { return d->nmarks ? d->marks[d->nmarks - 1] : 0; }
 
-static int push(pdec *d, mp_value *v, unsigned depth)
+static __attribute__((noinline)) int push_grow(pdec *d, mp_value *v, unsigned depth)
 {
     if (!v)
         return mp_last_error_code();
-    int r = grow_array((void **)&d->stack, &d->scap, d->sp + 1, sizeof *d->stack);
+    int r = grow_array((void **)&d->stack, &d->scap, d->sp + 1, sizeof *d->stack, d->stack0);
     if (r < 0) {
         mp_value_free(v);
         return r;
     }
+    d->stack[d->sp++] = (slot){v, depth};
+    return 0;
+}
+
+static inline int push(pdec *d, mp_value *v, unsigned depth)
+{
+    if (!v || d->sp == d->scap)
+        return push_grow(d, v, depth);
     d->stack[d->sp++] = (slot){v, depth};
     return 0;
 }
@@ -117,7 +151,7 @@ static slot *top(pdec *d) { return d->sp > fence(d) ? &d->stack[d->sp - 1] : NUL
 
 static int bury(pdec *d, mp_value *v)
 {
-    int r = grow_array((void **)&d->grave, &d->gcap, d->ngrave + 1, sizeof *d->grave);
+    int r = grow_array((void **)&d->grave, &d->gcap, d->ngrave + 1, sizeof *d->grave, NULL);
     if (r < 0) {
         mp_value_free(v); /* out of memory: decoding fails, the memo is not read again */
         return r;
@@ -208,6 +242,31 @@ static int deepen(slot *t, unsigned item_depth)
 
 /* ---- scalars ------------------------------------------------------------------------ */
 
+/* Scalars built inline from the block cache (value.c's constructors without a call). */
+static inline mp_value *new_int(int64_t i)
+{
+    mp_value *v = mp__value_new_scalar(MP_INT);
+    if (v)
+        v->u.i = i;
+    return v;
+}
+
+static inline mp_value *new_float(double x)
+{
+    mp_value *v = mp__value_new_scalar(MP_FLOAT);
+    if (v)
+        v->u.d = x;
+    return v;
+}
+
+static inline mp_value *new_bool(bool b)
+{
+    mp_value *v = mp__value_new_scalar(MP_BOOL);
+    if (v)
+        v->u.b = b;
+    return v;
+}
+
 static int op_long(pdec *d, int lenbytes)
 {
     size_t n = 0;
@@ -234,15 +293,17 @@ static int op_long(pdec *d, int lenbytes)
     return push(d, mp_value_int((int64_t)u), 0);
 }
 
-static int op_binint(pdec *d, int n)
+static inline int op_binint(pdec *d, int n)
 {
-    int r = need(d, (size_t)n);
-    if (r < 0)
-        return r;
-    uint64_t u = rd_le(d->p, n);
+    if (d->end - d->p < n)
+        return bad("truncated input");
+    const unsigned char *p = d->p;
     d->p += n;
-    int64_t i = n == 4 ? (int64_t)(int32_t)(uint32_t)u : (int64_t)u;
-    return push(d, mp_value_int(i), 0);
+    int64_t i = n == 1   ? p[0]
+                : n == 2 ? p[0] | p[1] << 8
+                         : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                                     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    return push(d, new_int(i), 0);
 }
 
 static int op_binfloat(pdec *d)
@@ -250,29 +311,33 @@ static int op_binfloat(pdec *d)
     int r = need(d, 8);
     if (r < 0)
         return r;
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; i++)
-        bits = (bits << 8) | d->p[i];
+    uint64_t bits;
+    memcpy(&bits, d->p, 8);
+    bits = be64toh(bits);
     d->p += 8;
     double x;
     memcpy(&x, &bits, 8);
-    return push(d, mp_value_float(x), 0);
+    return push(d, new_float(x), 0);
 }
 
 static int op_buffer(pdec *d, int lenbytes, mp_type type)
 {
     size_t n = 0;
-    int r = rd_len(d, lenbytes, &n);
-    if (r < 0)
-        return r;
+    if (lenbytes == 1 && d->p < d->end && *d->p < d->end - d->p) {
+        n = *d->p++; /* the short forms, inline */
+    } else {
+        int r = rd_len(d, lenbytes, &n);
+        if (r < 0)
+            return r;
+    }
     const char *s = (const char *)d->p;
     d->p += n;
     if (type == MP_STR) {
-        if (!mp__utf8_valid(s, n))
+        if (!mp__utf8_valid_inline(s, n))
             return bad("a str that is not valid UTF-8");
-        return push(d, mp_value_strn(s, n), 0);
+        return push(d, mp__value_new_buffer(MP_STR, s, n), 0);
     }
-    return push(d, mp_value_bytes(s, n), 0);
+    return push(d, mp__value_new_buffer(MP_BYTES, s, n), 0);
 }
 
 /* ---- containers ----------------------------------------------------------------------- */
@@ -285,16 +350,12 @@ static int collect(pdec *d, size_t from)
         return mp_last_error_code();
     size_t n = d->sp - from;
     slot t = {l, 1};
-    int r = 0;
-    if (n) {
-        l->u.list.items = malloc(n * sizeof *l->u.list.items);
-        if (!l->u.list.items)
-            r = mp__error(-ENOMEM, "pickle: a tuple of %zu items", n);
-        else
-            l->u.list.cap = n;
-    }
-    for (size_t i = 0; i < n && r == 0; i++)
-        r = deepen(&t, d->stack[from + i].depth);
+    int r = mp__value_list_reserve(l, n);
+    unsigned sub = 0;
+    for (size_t i = 0; i < n; i++)
+        sub = d->stack[from + i].depth > sub ? d->stack[from + i].depth : sub;
+    if (r == 0)
+        r = deepen(&t, sub);
     if (r < 0) {
         mp_value_free(l);
         return r;
@@ -334,21 +395,18 @@ static int append_from(pdec *d, size_t from, const char *op)
         return underflow();
     slot *t = &d->stack[from - 1];
     int r = check_target(d, t, MP_LIST, op);
-    for (size_t i = from; i < d->sp && r == 0; i++)
-        r = deepen(t, d->stack[i].depth);
+    unsigned sub = 0;
+    for (size_t i = from; i < d->sp; i++)
+        sub = d->stack[i].depth > sub ? d->stack[i].depth : sub;
+    if (r == 0 && d->sp > from)
+        r = deepen(t, sub);
     if (r == 0 && d->sp > from) {
         mp_value *l = t->v;
         size_t n = d->sp - from;
-        if (l->u.list.cap - l->u.list.len < n) {
-            size_t cap = l->u.list.len + n;
-            if (cap < l->u.list.cap * 2)
-                cap = l->u.list.cap * 2;
-            mp_value **items = realloc(l->u.list.items, cap * sizeof *items);
-            if (!items)
-                return mp__error(-ENOMEM, "pickle: a list of %zu items", cap);
-            l->u.list.items = items;
-            l->u.list.cap = cap;
-        }
+        /* the count is known here: one allocation of the list's size (or a doubling) */
+        r = mp__value_list_reserve(l, l->u.list.len + n);
+        if (r < 0)
+            return r;
         for (size_t i = 0; i < n; i++)
             l->u.list.items[l->u.list.len + i] = d->stack[from + i].v;
         l->u.list.len += n;
@@ -375,8 +433,14 @@ static int op_appends(pdec *d, const char *op)
 static int map_put(pdec *d, mp_value *map, mp_value *key, mp_value *val)
 {
     long e = mp__value_map_index(map, key);
-    if (e < 0)
-        return mp_value_map_set(map, key, val);
+    if (e < 0) {
+        int r = mp__value_map_add(map, key, val);
+        if (r < 0) {
+            mp_value_free(key);
+            mp_value_free(val);
+        }
+        return r;
+    }
     mp_value *old = map->u.map.vals[e];
     map->u.map.vals[e] = val;
     int r = bury(d, old);
@@ -392,8 +456,11 @@ static int setitems_from(pdec *d, size_t from, const char *op)
         return mp__error(MP_EPROTO, "pickle: %s with an odd number of items", op);
     slot *t = &d->stack[from - 1];
     int r = check_target(d, t, MP_MAP, op);
-    for (size_t i = from; i < d->sp && r == 0; i++)
-        r = deepen(t, d->stack[i].depth);
+    unsigned sub = 0;
+    for (size_t i = from; i < d->sp; i++)
+        sub = d->stack[i].depth > sub ? d->stack[i].depth : sub;
+    if (r == 0 && d->sp > from)
+        r = deepen(t, sub);
     size_t i = from;
     for (; i < d->sp && r == 0; i += 2) {
         r = map_put(d, t->v, d->stack[i].v, d->stack[i + 1].v);
@@ -466,12 +533,14 @@ static int memo_put(pdec *d, uint64_t idx)
     if (idx > d->input_len)
         return mp__error(MP_EPROTO, "pickle: memo index %llu (a %zu-byte pickle has fewer)",
                          (unsigned long long)idx, d->input_len);
-    if (idx >= d->memo_cap) {
-        size_t old = d->memo_cap;
-        int r = grow_array((void **)&d->memo, &d->memo_cap, (size_t)idx + 1, sizeof *d->memo);
+    if (idx >= d->memo_hi) {
+        int r = grow_array((void **)&d->memo, &d->memo_cap, (size_t)idx + 1, sizeof *d->memo,
+                           d->memo0);
         if (r < 0)
             return r;
-        memset(d->memo + old, 0, (d->memo_cap - old) * sizeof *d->memo);
+        /* Python's indices are dense: usually nothing between memo_hi and idx */
+        memset(d->memo + d->memo_hi, 0, ((size_t)idx + 1 - d->memo_hi) * sizeof *d->memo);
+        d->memo_hi = (size_t)idx + 1;
     }
     if (!d->memo[idx])
         d->memo_n++;
@@ -525,7 +594,7 @@ static int push_copy(pdec *d, const mp_value *v)
 
 static int memo_get(pdec *d, uint64_t idx)
 {
-    if (idx >= d->memo_cap || !d->memo[idx])
+    if (idx >= d->memo_hi || !d->memo[idx])
         return mp__error(MP_EPROTO, "pickle: memo index %llu was never stored",
                          (unsigned long long)idx);
     return push_copy(d, d->memo[idx]);
@@ -609,7 +678,8 @@ static int op_misc(pdec *d, unsigned char op)
     size_t m = 0;
     switch (op) {
     case PK_MARK: {
-        int r = grow_array((void **)&d->marks, &d->mcap, d->nmarks + 1, sizeof *d->marks);
+        int r = grow_array((void **)&d->marks, &d->mcap, d->nmarks + 1, sizeof *d->marks,
+                           d->marks0);
         if (r == 0)
             d->marks[d->nmarks++] = d->sp;
         return r;
@@ -658,9 +728,9 @@ static int op_misc(pdec *d, unsigned char op)
 static int step(pdec *d, unsigned char op)
 {
     switch (op) {
-    case PK_NONE: return push(d, mp_value_nil(), 0);
-    case PK_NEWTRUE: return push(d, mp_value_bool(true), 0);
-    case PK_NEWFALSE: return push(d, mp_value_bool(false), 0);
+    case PK_NONE: return push(d, mp__value_new_scalar(MP_NIL), 0);
+    case PK_NEWTRUE: return push(d, new_bool(true), 0);
+    case PK_NEWFALSE: return push(d, new_bool(false), 0);
     case PK_BININT: return op_binint(d, 4);
     case PK_BININT1: return op_binint(d, 1);
     case PK_BININT2: return op_binint(d, 2);
@@ -682,8 +752,8 @@ static int step(pdec *d, unsigned char op)
     case PK_BYTEARRAY8: return op_buffer(d, 8, MP_BYTES);
     case PK_EMPTY_LIST:
     case PK_EMPTY_SET:
-    case PK_EMPTY_TUPLE: return push(d, mp_value_list(), 1);
-    case PK_EMPTY_DICT: return push(d, mp_value_map(), 1);
+    case PK_EMPTY_TUPLE: return push(d, mp__value_new_scalar(MP_LIST), 1);
+    case PK_EMPTY_DICT: return push(d, mp__value_new_scalar(MP_MAP), 1);
     case PK_TUPLE1: return op_tuple_n(d, 1);
     case PK_TUPLE2: return op_tuple_n(d, 2);
     case PK_TUPLE3: return op_tuple_n(d, 3);
@@ -713,18 +783,115 @@ static void pdec_free(pdec *d)
         mp_value_free(d->stack[i].v);
     for (size_t i = 0; i < d->ngrave; i++)
         mp_value_free(d->grave[i]);
-    free(d->stack);
-    free(d->marks);
-    free(d->memo);
+    if (d->stack != d->stack0)
+        free(d->stack);
+    if (d->marks != d->marks0)
+        free(d->marks);
+    if (d->memo != d->memo0)
+        free(d->memo);
     free(d->grave);
     free(d->copied);
 }
 
+/* The common scalar opcodes, with the input position and stack pointer in locals (not
+ * reloaded from *d after every store): 0 and *handled, a code, or 0 and !*handled for
+ * step(). Their checks are step()'s. */
+static inline int fast_op(pdec *d, unsigned char op, const unsigned char **pp, size_t *spp,
+                          bool *handled)
+{
+    const unsigned char *p = *pp;
+    size_t left = (size_t)(d->end - p);
+    mp_value *v;
+    unsigned depth = 0;
+    switch (op) {
+    case PK_NONE:
+        v = mp__value_new_scalar(MP_NIL);
+        break;
+    case PK_NEWTRUE:
+    case PK_NEWFALSE:
+        v = new_bool(op == PK_NEWTRUE);
+        break;
+    case PK_BININT1:
+        if (left < 1)
+            return bad("truncated input");
+        v = new_int(p[0]);
+        p += 1;
+        break;
+    case PK_BININT2:
+        if (left < 2)
+            return bad("truncated input");
+        v = new_int(p[0] | p[1] << 8);
+        p += 2;
+        break;
+    case PK_BININT:
+        if (left < 4)
+            return bad("truncated input");
+        v = new_int((int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                              (uint32_t)p[3] << 24));
+        p += 4;
+        break;
+    case PK_BINFLOAT: {
+        if (left < 8)
+            return bad("truncated input");
+        uint64_t bits;
+        memcpy(&bits, p, 8);
+        bits = be64toh(bits);
+        double x;
+        memcpy(&x, &bits, 8);
+        v = new_float(x);
+        p += 8;
+        break;
+    }
+    case PK_SHORT_BINUNICODE:
+    case PK_SHORT_BINBYTES: {
+        if (left < 1 || p[0] > left - 1) {
+            *handled = false; /* step() words the error */
+            return 0;
+        }
+        size_t n = p[0];
+        const char *str = (const char *)p + 1;
+        p += 1 + n;
+        if (op == PK_SHORT_BINUNICODE && !mp__utf8_valid_inline(str, n))
+            return bad("a str that is not valid UTF-8");
+        v = mp__value_new_buffer(op == PK_SHORT_BINUNICODE ? MP_STR : MP_BYTES, str, n);
+        break;
+    }
+    case PK_EMPTY_LIST:
+    case PK_EMPTY_TUPLE:
+    case PK_EMPTY_SET:
+        v = mp__value_new_scalar(MP_LIST);
+        depth = 1;
+        break;
+    case PK_EMPTY_DICT:
+        v = mp__value_new_scalar(MP_MAP);
+        depth = 1;
+        break;
+    default:
+        *handled = false;
+        return 0;
+    }
+    *handled = true;
+    *pp = p;
+    if (!v || *spp == d->scap) {
+        d->sp = *spp;
+        int r = push_grow(d, v, depth);
+        *spp = d->sp;
+        return r;
+    }
+    d->stack[(*spp)++] = (slot){v, depth};
+    return 0;
+}
+
 static int run(pdec *d, mp_value **out)
 {
-    while (d->p < d->end) {
-        unsigned char op = *d->p++;
+    const unsigned char *p = d->p;
+    size_t sp = d->sp;
+    int r = 0;
+    while (p < d->end) {
+        unsigned char op = *p++;
         if (op == PK_STOP) {
+            d->p = p;
+            d->sp = sp;
             if (d->p != d->end)
                 return mp__error(MP_EPROTO, "pickle: %zu bytes after STOP",
                                  (size_t)(d->end - d->p));
@@ -734,11 +901,21 @@ static int run(pdec *d, mp_value **out)
             *out = d->stack[--d->sp].v;
             return 0;
         }
-        int r = step(d, op);
+        bool handled = false;
+        r = fast_op(d, op, &p, &sp, &handled);
+        if (!handled && r == 0) {
+            d->p = p;
+            d->sp = sp;
+            r = step(d, op);
+            p = d->p;
+            sp = d->sp;
+        }
         if (r < 0)
-            return r;
+            break;
     }
-    return bad("truncated input (no STOP)");
+    d->p = p;
+    d->sp = sp; /* what is on the stack is freed by pdec_free */
+    return r < 0 ? r : bad("truncated input (no STOP)");
 }
 
 int mp_value_unpickle(const void *buf, size_t len, mp_value **out)
@@ -750,18 +927,19 @@ int mp_value_unpickle(const void *buf, size_t len, mp_value **out)
         return mp__error(MP_EINVAL, "mp_value_unpickle: NULL buffer of %zu bytes", len);
     if (len == 0)
         return bad("empty input");
-    pdec d = {.p = buf, .end = (const unsigned char *)buf + len, .input_len = len};
+    pdec d; /* not an initialiser: the inline arrays stay uninitialised */
+    memset(&d, 0, offsetof(pdec, stack0));
+    d.p = buf;
+    d.end = (const unsigned char *)buf + len;
+    d.input_len = len;
     d.budget = ((size_t)16 << 20) + (len < SIZE_MAX / 32 ? 16 * len : SIZE_MAX / 2);
-    /* One allocation each for the stack and the memo, sized from the input (each push or
-     * memo entry takes at least one byte of it), instead of several small doublings. */
-    size_t guess = len / 4 + 16 < 1024 ? len / 4 + 16 : 1024;
-    int r = grow_array((void **)&d.stack, &d.scap, guess, sizeof *d.stack);
-    if (r == 0)
-        r = grow_array((void **)&d.memo, &d.memo_cap, guess, sizeof *d.memo);
-    if (r == 0) {
-        memset(d.memo, 0, d.memo_cap * sizeof *d.memo);
-        r = run(&d, out);
-    }
+    d.stack = d.stack0;
+    d.scap = STACK0;
+    d.marks = d.marks0;
+    d.mcap = MARKS0;
+    d.memo = d.memo0;
+    d.memo_cap = MEMO0;
+    int r = run(&d, out);
     pdec_free(&d);
     return r;
 }

@@ -6,11 +6,20 @@
 #include <stdint.h>
 #include <string.h>
 
-/* An ASCII run is skipped eight bytes at a time. */
+/* An ASCII run is skipped eight bytes at a time (short text byte by byte): most str
+ * are ASCII and never reach the decoding loop. */
 bool mp__utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ull)
+            break;
+    }
+    while (i < n && p[i] < 0x80)
+        i++;
     while (i < n) {
         if (n - i >= 8) {
             uint64_t w;

@@ -59,12 +59,15 @@ const mp_kind *mp_kind_find(const char *name)
 /* ---- value blocks ---------------------------------------------------------------- */
 
 /* Decoding a message builds many small values and freeing it releases them all: a
- * per-thread cache of fixed-size blocks (a value, or a str/bytes value with its text when
- * both fit) makes that allocation a pointer pop instead of a trip through malloc. At most
- * VALUE_CACHE_MAX blocks (32 KiB) are kept per thread, freed when the thread exits.
- * Under AddressSanitizer the cache is off, so every value is its own malloc and
- * use-after-free is still caught. */
-#define VALUE_BLOCK 64
+ * per-thread cache of fixed-size blocks in two sizes makes that allocation a pointer pop
+ * instead of a trip through malloc. A block holds a value, a str/bytes value with its
+ * text when both fit (up to 79 bytes of text), or the item storage of a small container
+ * (a list of up to 16 items, a map of up to 8 entries; marked cached_items). At most
+ * VALUE_CACHE_MAX blocks of each size (96 KiB in all) are kept per thread, freed when the
+ * thread exits. Under AddressSanitizer the cache is off, so every block is its own
+ * malloc and use-after-free is still caught. */
+#define VALUE_BLOCK MP__VALUE_BLOCK
+#define VALUE_BLOCK_LARGE MP__VALUE_BLOCK_LARGE
 #define VALUE_CACHE_MAX 512
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -78,13 +81,13 @@ const mp_kind *mp_kind_find(const char *name)
 #define VALUE_CACHE 1
 #endif
 
-typedef struct value_block {
-    struct value_block *next;
-} value_block;
+typedef mp__value_block value_block;
 
 #define VALUE_TLS __thread __attribute__((tls_model("initial-exec")))
-static VALUE_TLS value_block *block_cache;
-static VALUE_TLS unsigned block_count;
+VALUE_TLS value_block *mp__block_cache[2];
+VALUE_TLS unsigned mp__block_count[2];
+#define block_cache mp__block_cache
+#define block_count mp__block_count
 static VALUE_TLS bool block_registered;
 static pthread_key_t block_key;
 static pthread_once_t block_once = PTHREAD_ONCE_INIT;
@@ -92,43 +95,58 @@ static pthread_once_t block_once = PTHREAD_ONCE_INIT;
 static void block_drain(void *unused)
 {
     (void)unused;
-    while (block_cache) {
-        value_block *b = block_cache;
-        block_cache = b->next;
-        free(b);
+    for (int c = 0; c < 2; c++) {
+        while (block_cache[c]) {
+            value_block *b = block_cache[c];
+            block_cache[c] = b->next;
+            free(b);
+        }
+        block_count[c] = 0;
     }
-    block_count = 0;
     block_registered = false; /* a value freed by a later destructor registers again */
 }
 
 static void block_key_init(void) { pthread_key_create(&block_key, block_drain); }
 
-/* Memory for a value of `size` bytes (NULL on failure, nothing recorded). */
-static void *block_alloc(size_t size)
+static __attribute__((noinline)) void *block_malloc(size_t size)
 {
-    if (size > VALUE_BLOCK)
-        return malloc(size);
-    if (VALUE_CACHE && block_cache) {
-        value_block *b = block_cache;
-        block_cache = b->next;
-        block_count--;
-        return b;
-    }
-    return malloc(VALUE_BLOCK);
+    return malloc(size > VALUE_BLOCK_LARGE ? size
+                  : size > VALUE_BLOCK     ? VALUE_BLOCK_LARGE
+                                           : VALUE_BLOCK);
 }
 
-static void block_free(void *p, size_t size)
+/* Memory for `size` bytes (NULL on failure, nothing recorded). */
+static inline void *block_alloc(size_t size)
 {
-    if (VALUE_CACHE && size <= VALUE_BLOCK && block_count < VALUE_CACHE_MAX) {
-        if (!block_registered) { /* so the thread's exit frees its cache */
-            pthread_once(&block_once, block_key_init);
-            pthread_setspecific(block_key, (void *)1);
-            block_registered = true;
-        }
+    int c = size > VALUE_BLOCK;
+    if (VALUE_CACHE && size <= VALUE_BLOCK_LARGE && block_cache[c]) {
+        value_block *b = block_cache[c];
+        block_cache[c] = b->next;
+        block_count[c]--;
+        return b;
+    }
+    return block_malloc(size);
+}
+
+/* So the thread's exit frees its cache. */
+static __attribute__((noinline, cold)) void block_register(void)
+{
+    pthread_once(&block_once, block_key_init);
+    pthread_setspecific(block_key, (void *)1);
+    block_registered = true;
+}
+
+/* Give back memory from block_alloc(size). */
+static inline void block_free(void *p, size_t size)
+{
+    int c = size > VALUE_BLOCK;
+    if (VALUE_CACHE && size <= VALUE_BLOCK_LARGE && block_count[c] < VALUE_CACHE_MAX) {
+        if (!block_registered)
+            block_register();
         value_block *b = p;
-        b->next = block_cache;
-        block_cache = b;
-        block_count++;
+        b->next = block_cache[c];
+        block_cache[c] = b;
+        block_count[c]++;
         return;
     }
     free(p);
@@ -206,8 +224,8 @@ static void vblock_free(mp__vblock *b)
 
 mp__vblock *mp__vblock_new(size_t n)
 {
-    if (n > UINT32_MAX - 1)
-        n = UINT32_MAX - 1; /* the index lives in 32 bits: later values come singly */
+    if (n > ((size_t)1 << 31) - 2)
+        n = ((size_t)1 << 31) - 2; /* the index lives in 31 bits: later values come singly */
     if (n > (SIZE_MAX - sizeof(mp__vblock)) / sizeof(mp_value))
         return NULL;
     mp__vblock *b = vblock_alloc(n);
@@ -251,6 +269,35 @@ static size_t value_size(const mp_value *v)
     return v->type == MP_STR || v->type == MP_BYTES ? sizeof *v + v->u.s.len + 1 : sizeof *v;
 }
 
+static void items_free(void *p, size_t bytes, bool cached)
+{
+    if (cached)
+        block_free(p, bytes);
+    else
+        free(p);
+}
+
+/* Item storage of a container: `bytes` of it, from the block cache when small (then
+ * owner->cached_items is set) or malloc. realloc semantics: the first `used` bytes of
+ * `old` (an allocation of old_bytes, cached or not per owner->cached_items) move over
+ * and it is released; NULL on failure with `old` untouched. */
+static void *items_realloc(void *old, size_t old_bytes, size_t used, size_t bytes,
+                           mp_value *owner)
+{
+    bool cached = owner->cached_items;
+    if (!cached && (bytes > VALUE_BLOCK_LARGE || !VALUE_CACHE))
+        return realloc(old, bytes);
+    void *p = bytes <= VALUE_BLOCK_LARGE ? block_alloc(bytes) : malloc(bytes);
+    if (!p)
+        return NULL;
+    if (used)
+        memcpy(p, old, used);
+    if (old)
+        items_free(old, old_bytes, cached);
+    owner->cached_items = bytes <= VALUE_BLOCK_LARGE;
+    return p;
+}
+
 /* ---- construction --------------------------------------------------------------- */
 
 mp_value *mp__value_new(mp_type t)
@@ -260,8 +307,7 @@ mp_value *mp__value_new(mp_type t)
         mp__error(-ENOMEM, "allocating a value");
         return NULL;
     }
-    memset(v, 0, sizeof *v);
-    v->type = t;
+    *v = (mp_value){.type = t}; /* stores, not a memset call */
     return v;
 }
 
@@ -307,8 +353,7 @@ static mp_value *new_buffer(mp_type t, const void *data, size_t len)
         mp__error(-ENOMEM, "allocating %zu bytes", len + 1);
         return NULL;
     }
-    memset(v, 0, sizeof *v);
-    v->type = t;
+    *v = (mp_value){.type = t};
     v->u.s.data = (char *)(v + 1);
     if (len)
         memcpy(v->u.s.data, data, len);
@@ -350,21 +395,28 @@ mp_value *mp_value_handle(const mp_kind *kind, void *obj)
 
 /* ---- lists ---------------------------------------------------------------------- */
 
-/* Grow an array of pointers to hold at least `need` items. */
-static int grow(mp_value ***arr, size_t *cap, size_t need)
+/* Grow a list to hold at least `need` items: to `need` exactly when that is at least
+ * twice the capacity (a decoder that knows its count), else by doubling. */
+static int list_grow(mp_value *l, size_t need)
 {
-    if (need <= *cap)
+    size_t cap = l->u.list.cap;
+    if (need <= cap)
         return 0;
-    size_t ncap = *cap ? *cap * 2 : 4;
-    while (ncap < need)
-        ncap *= 2;
-    mp_value **p = realloc(*arr, ncap * sizeof *p);
+    size_t ncap = cap ? cap * 2 : 4;
+    if (ncap < need)
+        ncap = need;
+    if (ncap > SIZE_MAX / sizeof(mp_value *))
+        return mp__error(-ENOMEM, "growing a list to %zu items", need);
+    mp_value **p = items_realloc(l->u.list.items, cap * sizeof *p, l->u.list.len * sizeof *p,
+                                 ncap * sizeof *p, l);
     if (!p)
-        return mp__error(-ENOMEM, "growing a container to %zu items", ncap);
-    *arr = p;
-    *cap = ncap;
+        return mp__error(-ENOMEM, "growing a list to %zu items", ncap);
+    l->u.list.items = p;
+    l->u.list.cap = ncap;
     return 0;
 }
+
+int mp__value_list_reserve(mp_value *list, size_t need) { return list_grow(list, need); }
 
 int mp_value_list_append(mp_value *list, mp_value *item)
 {
@@ -375,7 +427,7 @@ int mp_value_list_append(mp_value *list, mp_value *item)
         return mp__error(MP_ETYPE, "list append: target is %s, not a list",
                          list ? mp_type_name(list->type) : "NULL");
     }
-    int r = grow(&list->u.list.items, &list->u.list.cap, list->u.list.len + 1);
+    int r = list_grow(list, list->u.list.len + 1);
     if (r < 0) {
         mp_value_free(item);
         return r;
@@ -388,6 +440,16 @@ int mp_value_list_append(mp_value *list, mp_value *item)
 
 #define MP__INDEX_MIN 8 /* below this many entries a linear scan is faster */
 
+/* mp_value_equal(k, key), with the common case of str (or bytes) keys done inline: such
+ * a key equals only a key of its own type with the same bytes. */
+static inline bool key_equal(const mp_value *k, const mp_value *key)
+{
+    if (key->type == MP_STR || key->type == MP_BYTES)
+        return k->type == key->type && k->u.s.len == key->u.s.len &&
+               memcmp(k->u.s.data, key->u.s.data, key->u.s.len) == 0;
+    return mp_value_equal(k, key);
+}
+
 static size_t index_cap(const mp_value *m) { return m->u.map.index ? m->u.map.index[0] : 0; }
 
 /* The index slot for key: holding its entry, or the empty one where it would go. */
@@ -396,7 +458,7 @@ static size_t *map_probe(const mp_value *m, const mp_value *key, uint64_t h)
     size_t mask = m->u.map.index[0] - 1, *slots = m->u.map.index + 1;
     for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
         size_t e = slots[i];
-        if (e == 0 || mp_value_equal(m->u.map.keys[e - 1], key))
+        if (e == 0 || key_equal(m->u.map.keys[e - 1], key))
             return &slots[i];
     }
 }
@@ -422,7 +484,7 @@ static size_t map_find(const mp_value *m, const mp_value *key)
         return e ? e - 1 : (size_t)-1;
     }
     for (size_t e = 0; e < m->u.map.len; e++)
-        if (mp_value_equal(m->u.map.keys[e], key))
+        if (key_equal(m->u.map.keys[e], key))
             return e;
     return (size_t)-1;
 }
@@ -436,7 +498,12 @@ static int map_grow(mp_value *m, size_t need)
     size_t ncap = cap ? cap * 2 : 4;
     while (ncap < need)
         ncap *= 2;
-    mp_value **block = realloc(m->u.map.keys, 2 * ncap * sizeof *block);
+    if (ncap > SIZE_MAX / (2 * sizeof(mp_value *)))
+        return mp__error(-ENOMEM, "growing a map to %zu entries", need);
+    /* the keys move over with the block; the vals are moved up to their new place */
+    mp_value **block = items_realloc(m->u.map.keys, 2 * cap * sizeof *block,
+                                     (cap + m->u.map.len) * sizeof *block,
+                                     2 * ncap * sizeof *block, m);
     if (!block)
         return mp__error(-ENOMEM, "growing a map to %zu entries", ncap);
     memmove(block + ncap, block + cap, m->u.map.len * sizeof *block);
@@ -470,6 +537,11 @@ static int map_append(mp_value *m, mp_value *key, mp_value *val)
     }
     *map_probe(m, key, mp__value_hash(key)) = n + 1;
     return 0;
+}
+
+int mp__value_map_add(mp_value *m, mp_value *key, mp_value *val)
+{
+    return map_append(m, key, val);
 }
 
 int mp_value_map_set(mp_value *map, mp_value *key, mp_value *val)
@@ -917,6 +989,66 @@ mp_value *mp_value_copy(const mp_value *v)
     }
 }
 
+/* Hand a chain of n blocks of class c (head..tail) to the block cache, freeing what
+ * does not fit. */
+static void cache_splice(int c, value_block *head, value_block *tail, unsigned n)
+{
+    while (head && block_count[c] + n > VALUE_CACHE_MAX) { /* cache full */
+        value_block *b = head;
+        head = b->next;
+        n--;
+        free(b);
+    }
+    if (!head)
+        return;
+    if (!block_registered)
+        block_register();
+    tail->next = block_cache[c];
+    block_cache[c] = head;
+    block_count[c] += n;
+}
+
+/* The items of a container: scalars (most items) are chained up locally and handed to
+ * the block cache in one go (no per-item cache bookkeeping); containers and handles go
+ * through mp_value_free. */
+static void free_items(mp_value **items, size_t n)
+{
+    value_block *h0 = NULL, *t0 = NULL, *h1 = NULL, *t1 = NULL;
+    unsigned n0 = 0, n1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        mp_value *x = items[i];
+        if (!x || x->type >= MP_LIST || x->blk) { /* blk: released to its mp__vblock */
+            mp_value_free(x);
+            continue;
+        }
+        value_block *b = (value_block *)x;
+        if (x->type < MP_STR || sizeof *x + x->u.s.len + 1 <= VALUE_BLOCK) {
+            b->next = h0;
+            h0 = b;
+            t0 = t0 ? t0 : b;
+            n0++;
+        } else if (sizeof *x + x->u.s.len + 1 <= VALUE_BLOCK_LARGE) {
+            b->next = h1; /* str and bytes hold their bytes in the block */
+            h1 = b;
+            t1 = t1 ? t1 : b;
+            n1++;
+        } else {
+            free(x);
+        }
+    }
+    if (!VALUE_CACHE) {
+        for (value_block *b = h0, *nx; b; b = nx)
+            nx = b->next, free(b);
+        for (value_block *b = h1, *nx; b; b = nx)
+            nx = b->next, free(b);
+        return;
+    }
+    if (h0)
+        cache_splice(0, h0, t0, n0);
+    if (h1)
+        cache_splice(1, h1, t1, n1);
+}
+
 void mp_value_free(mp_value *v)
 {
     if (!v)
@@ -926,16 +1058,15 @@ void mp_value_free(mp_value *v)
     case MP_BYTES:
         break; /* the bytes are part of the value's own allocation */
     case MP_LIST:
-        for (size_t i = 0; i < v->u.list.len; i++)
-            mp_value_free(v->u.list.items[i]);
-        free(v->u.list.items);
+        free_items(v->u.list.items, v->u.list.len);
+        if (v->u.list.items)
+            items_free(v->u.list.items, v->u.list.cap * sizeof(mp_value *), v->cached_items);
         break;
     case MP_MAP:
-        for (size_t i = 0; i < v->u.map.len; i++) {
-            mp_value_free(v->u.map.keys[i]);
-            mp_value_free(v->u.map.vals[i]);
-        }
-        free(v->u.map.keys); /* vals share the block */
+        free_items(v->u.map.keys, v->u.map.len);
+        free_items(v->u.map.vals, v->u.map.len);
+        if (v->u.map.keys) /* vals share the block */
+            items_free(v->u.map.keys, 2 * v->u.map.cap * sizeof(mp_value *), v->cached_items);
         free(v->u.map.index);
         break;
     case MP_HANDLE:

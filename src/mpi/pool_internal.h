@@ -1,0 +1,50 @@
+/* Private contract of the Pool on MPI (src/mpi/pool*.c):
+ *   pool_backend.c  the backend vtable, the world's ranks (mpiexec) or spawned ones
+ *   pool_relay.c    the master's relay thread: pool sockets <-> MPI messages
+ *   pool_serve.c    a worker rank: mp_mpi_pool_serve_if_worker and its serving loop
+ *
+ * Messages on the pool's communicator (a dup of MPI_COMM_WORLD under mpiexec, the
+ * intercommunicator of a spawn), tag = kind | generation << 4 (a pool's generation, so a
+ * late message of a pool that ended is never taken by the next one):
+ *   HELLO m->r  MessagePack [generation, position, init location|nil, initargs, hb s]
+ *   ID    r->m  [pid, host, boot id + pid namespace]: may it be watched with a pidfd
+ *   DATA  both  the local pool's framed messages (src/pool/pool.h), several per message
+ *   BYE   m->r  the pool is done with the rank (no more DATA); the rank answers BYE
+ *   STOP  m->r  terminate: drop the queued chunks; no answer
+ *   HB    r->m  heartbeat, every MP__MPI_HB seconds while the rank serves a pool
+ *   EXIT  m->r  (generation 0) leave: the rank finalizes MPI and exits */
+#ifndef MP_MPI_POOL_INTERNAL_H
+#define MP_MPI_POOL_INTERNAL_H
+
+#include "multiproc/mpi_pool.h"
+#include "pool/pool.h"
+
+#include <mpi.h>
+#include <stdbool.h>
+
+enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT };
+#define MP__MPI_TAG(kind, gen) ((int)((kind) | ((unsigned)(gen) & 0xfffffu) << 4))
+#define MP__MPI_KIND(tag) ((tag) & 0xf)
+#define MP__MPI_GEN(tag) ((unsigned)(tag) >> 4)
+#define MP__MPI_HB 0.2
+
+/* This host's identity for pidfd watching: "boot_id pid-namespace". */
+void mp__mpi_host_identity(char *buf, size_t cap);
+
+/* The relay of one pool (pool_relay.c). */
+typedef struct mp__relay mp__relay;
+/* Start the relay thread for n workers on comm, ranks[i] being worker i's rank. */
+mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen,
+                         double hb_limit);
+/* Worker i: send HELLO with boot; *sock and *sentinel are the pool's ends. */
+int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int *sentinel);
+void mp__relay_stop(mp__relay *r, size_t i);
+void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, size_t hcap);
+/* Stop the thread; dead[i] tells which ranks died, pidfds[i] gets the pidfd of rank i
+ * when it is on this host (else -1; the caller closes them); both may be NULL. Frees r. */
+void mp__relay_free(mp__relay *r, bool *dead, int *pidfds);
+
+/* A worker rank's loop (pool_serve.c): serve pools sent by `master` on comm until EXIT. */
+void mp__mpi_serve(MPI_Comm comm, int master);
+
+#endif

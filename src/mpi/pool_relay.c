@@ -1,0 +1,618 @@
+/* The master's relay of a Pool on MPI: the pool's result thread talks to each worker
+ * rank through a local socket (the local pool's framed messages, unchanged); this thread
+ * carries those bytes to and from the ranks as MPI messages and watches the ranks.
+ *
+ * DESIGN: one thread per pool. Its loop: ppoll over a wake eventfd, the relay's end of
+ * each rank's socket and the pidfd of each rank on this host, with a timeout that is 0
+ * after any activity and backs off (1 us doubling to 1 ms) while chunks are out, and 50
+ * ms when nothing is out (then only the socket or the wake fd can bring work); then
+ * every MPI message that arrived (MPI_Improbe/MPI_Mrecv on ANY_SOURCE), then the sends in
+ * flight (MPI_Isend, tested: never a blocking send, so a rank that is itself sending a
+ * large result cannot deadlock with us), then the failure detector. Whole frames read
+ * from a socket are sent as one message (a batch); a rank's messages are written to its
+ * socket with a blocking write (the result thread always reads). A rank is declared
+ * dead when its pidfd fires (after a short grace in which its last messages are still
+ * taken, so results it sent before dying are not lost), or when nothing came from it for
+ * hb_limit seconds while it held work or was starting; then its sentinel eventfd is
+ * written, one line goes to stderr (under a plain mpiexec Open MPI ends the job soon
+ * after), and the pool's loop fails the chunk it was running.
+ * Shared state: links' state under r->mu (the result thread starts, stops and reaps
+ * links); everything else belongs to the relay thread. */
+#define _GNU_SOURCE
+#include "internal/buf.h"
+#include "internal/common.h"
+#include "mpi/mpi_internal.h"
+#include "mpi/pool_internal.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DYING_GRACE 0.05 /* s: messages of a rank whose pid ended are still taken */
+
+enum lstate { L_FREE, L_STARTING, L_SERVING, L_BYE, L_DONE, L_DEAD };
+
+typedef struct pend {
+    MPI_Request req;
+    char *buf;
+    int link;
+} pend;
+
+typedef struct rlink {
+    int rank;
+    enum lstate st;
+    int sock;     /* the relay's end; -1 when closed */
+    int sentinel; /* eventfd we write; the pool holds a dup */
+    int pidfd;
+    pid_t pid;
+    char host[128];
+    bool eof, stop_req, reaped;
+    double last_seen, dying_since;
+    long out; /* TASK frames sent whose RESULT has not come back */
+    mp__rx rx;
+    mp__buf back; /* frames from the rank not yet written to the socket (one write per round) */
+    char how[192];
+} rlink;
+
+struct mp__relay {
+    MPI_Comm comm;
+    unsigned gen;
+    double hb_limit;
+    int n;
+    rlink *l;
+    int *by_rank; /* rank -> rlink index (-1) */
+    int nranks;
+    int wake;     /* eventfd */
+    pthread_mutex_t mu;
+    pthread_t th;
+    bool th_started;
+    _Atomic int quit;
+    pend *q;
+    size_t nq, capq;
+    char ident[256];
+};
+
+static void wake(mp__relay *r)
+{
+    uint64_t one = 1;
+    ssize_t w = write(r->wake, &one, sizeof one);
+    (void)w;
+}
+
+static void signal_sentinel(rlink *l)
+{
+    uint64_t one = 1;
+    ssize_t w = write(l->sentinel, &one, sizeof one);
+    (void)w;
+}
+
+/* ---- sending ----------------------------------------------------------------------- */
+
+/* Buffers of sends to a rank that died: MPI may still hold them (a request freed with
+ * MPI_Request_free is not known to be done), so they are kept, reachable, for the life
+ * of the process. Small: at most the chunks in flight to ranks that died. */
+static struct orphan {
+    struct orphan *next;
+} *g_orphans;
+static pthread_mutex_t g_orphans_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void orphan(MPI_Request *req, char *buf)
+{
+    MPI_Request_free(req);
+    /* the list's link lives in a small block of its own: buf stays untouched */
+    struct orphan *o = malloc(sizeof *o + sizeof buf);
+    if (!o)
+        return; /* lost: a leak, not a fault */
+    memcpy(o + 1, &buf, sizeof buf);
+    pthread_mutex_lock(&g_orphans_mu);
+    o->next = g_orphans;
+    g_orphans = o;
+    pthread_mutex_unlock(&g_orphans_mu);
+}
+
+static void progress(mp__relay *r)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->nq; i++) {
+        int done = 0;
+        rlink *l = &r->l[r->q[i].link];
+        if (l->st == L_DEAD) {
+            orphan(&r->q[i].req, r->q[i].buf); /* never completes */
+            continue;
+        }
+        if (MPI_Test(&r->q[i].req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            done = 1;
+        if (done)
+            free(r->q[i].buf);
+        else
+            r->q[k++] = r->q[i];
+    }
+    r->nq = k;
+}
+
+/* Send buf (adopted) to rlink i's rank. */
+static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
+{
+    if (r->nq == r->capq) {
+        size_t cap = r->capq ? 2 * r->capq : 32;
+        pend *q = realloc(r->q, cap * sizeof *q);
+        if (!q) {
+            free(buf);
+            return -ENOMEM;
+        }
+        r->q = q;
+        r->capq = cap;
+    }
+    int rc = MPI_Isend(buf, (int)len, MPI_BYTE, r->l[i].rank, MP__MPI_TAG(kind, r->gen), r->comm,
+                       &r->q[r->nq].req);
+    if (rc != MPI_SUCCESS) {
+        free(buf);
+        return mp__mpi_error(rc, "MPI_Isend to a pool rank");
+    }
+    r->q[r->nq].buf = buf;
+    r->q[r->nq++].link = i;
+    return 0;
+}
+
+/* ---- deaths ------------------------------------------------------------------------- */
+
+static void declare_dead(mp__relay *r, int i, const char *how)
+{
+    rlink *l = &r->l[i];
+    pthread_mutex_lock(&r->mu);
+    if (l->st == L_DEAD || l->st == L_DONE || l->st == L_FREE) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    l->st = L_DEAD;
+    snprintf(l->how, sizeof l->how, "%s", how);
+    pthread_mutex_unlock(&r->mu);
+    if (l->out > 0 || !l->reaped)
+        fprintf(stderr,
+                "multiproc: MPI pool: worker rank %d (pid %d on %s) %s; the tasks it was "
+                "running fail with MP_EWORKERDIED\n",
+                l->rank, (int)l->pid, l->host, how);
+    signal_sentinel(l);
+}
+
+static void watch(mp__relay *r)
+{
+    double now = mp__now();
+    for (int i = 0; i < r->n; i++) {
+        rlink *l = &r->l[i];
+        if (l->st != L_STARTING && l->st != L_SERVING && l->st != L_BYE)
+            continue;
+        if (l->dying_since > 0 && now - l->dying_since > DYING_GRACE) {
+            declare_dead(r, i, "died (its process ended)");
+            continue;
+        }
+        bool waiting = l->st != L_SERVING || l->out > 0;
+        if (r->hb_limit > 0 && waiting && now - l->last_seen > r->hb_limit) {
+            char how[128];
+            snprintf(how, sizeof how, "stopped answering (nothing heard for %g s)", r->hb_limit);
+            declare_dead(r, i, how);
+        }
+    }
+}
+
+/* ---- from the pool (sockets) to the ranks ------------------------------------------ */
+
+/* The length of the whole frames at the start of rx (and how many are TASKs). */
+static size_t whole_frames(const mp__rx *rx, long *tasks)
+{
+    size_t off = rx->off, end = rx->b.len;
+    while (end - off >= sizeof(mp__msg_hdr)) {
+        mp__msg_hdr h;
+        memcpy(&h, rx->b.data + off, sizeof h);
+        if (end - off - sizeof h < h.len)
+            break;
+        if (MSG_TYPE(h.type) == MSG_TASK)
+            (*tasks)++;
+        off += sizeof h + (size_t)h.len;
+    }
+    return off - rx->off;
+}
+
+static bool from_pool(mp__relay *r, int i)
+{
+    rlink *l = &r->l[i];
+    bool any = false;
+    for (int rounds = 0; rounds < 16; rounds++) {
+        int f = mp__rx_fill(&l->rx, l->sock, true);
+        if (f == 0 || (f < 0 && f != -EAGAIN)) {
+            l->eof = true;
+            break;
+        }
+        if (f == -EAGAIN)
+            break;
+        any = true;
+    }
+    long tasks = 0;
+    size_t n = whole_frames(&l->rx, &tasks);
+    if (n && l->st != L_DEAD && l->st != L_DONE) {
+        char *buf = malloc(n);
+        if (buf) {
+            memcpy(buf, l->rx.b.data + l->rx.off, n);
+            if (send_to(r, i, T_DATA, buf, n) == 0)
+                l->out += tasks;
+        }
+    }
+    l->rx.off += n;
+    if (l->eof && l->st == L_SERVING) {
+        /* the pool closed its side: it is done with this rank */
+        char *b = malloc(1);
+        if (b && send_to(r, i, T_BYE, b, 0) == 0) {
+            pthread_mutex_lock(&r->mu);
+            l->st = L_BYE;
+            pthread_mutex_unlock(&r->mu);
+            l->last_seen = mp__now();
+        }
+    }
+    return any;
+}
+
+/* ---- from the ranks to the pool ---------------------------------------------------- */
+
+static void write_all(rlink *l, const char *b, size_t n)
+{
+    while (n && l->sock >= 0) {
+        ssize_t w = send(l->sock, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* the pool closed its end: nobody wants these */
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static long count_results(const char *b, size_t n)
+{
+    long k = 0;
+    size_t off = 0;
+    while (n - off >= sizeof(mp__msg_hdr)) {
+        mp__msg_hdr h;
+        memcpy(&h, b + off, sizeof h);
+        if (MSG_TYPE(h.type) == MSG_RESULT)
+            k++;
+        if (n - off - sizeof h < h.len)
+            break;
+        off += sizeof h + (size_t)h.len;
+    }
+    return k;
+}
+
+static void got_id(mp__relay *r, rlink *l, const char *b, size_t n)
+{
+    mp_value *v = NULL;
+    int pid = 0;
+    const char *host = NULL, *ident = NULL;
+    if (mp_value_decode(b, n, NULL, 0, &v) < 0 || mp_value_unpack(v, "[i s s]", &pid, &host, &ident) < 0) {
+        mp_value_free(v);
+        return;
+    }
+    l->pid = pid;
+    snprintf(l->host, sizeof l->host, "%s", host);
+    if (strcmp(ident, r->ident) == 0 && l->pidfd < 0)
+        l->pidfd = mp__pidfd_open(pid); /* same kernel, same pid namespace */
+    mp_value_free(v);
+}
+
+static void flush_back(rlink *l)
+{
+    if (l->back.len)
+        write_all(l, l->back.data, l->back.len);
+    l->back.len = 0;
+}
+
+/* Every message that arrived; a rank's frames go to its socket in one write. */
+static bool from_ranks(mp__relay *r)
+{
+    bool any = false;
+    for (int k = 0; k < 256; k++) {
+        int flag = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, r->comm, &flag, &msg, &st) != MPI_SUCCESS ||
+            !flag)
+            break;
+        any = true;
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        char *buf = malloc(count ? (size_t)count : 1);
+        char dummy;
+        MPI_Mrecv(buf ? buf : &dummy, buf ? count : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        int src = st.MPI_SOURCE, kind = MP__MPI_KIND(st.MPI_TAG);
+        int i = src >= 0 && src < r->nranks ? r->by_rank[src] : -1;
+        if (!buf || i < 0 || (MP__MPI_GEN(st.MPI_TAG) != r->gen && kind != T_HB)) {
+            free(buf);
+            continue; /* another pool's, or a late one */
+        }
+        rlink *l = &r->l[i];
+        l->last_seen = mp__now();
+        if (l->st == L_DEAD || l->st == L_FREE) {
+            free(buf);
+            continue;
+        }
+        if (kind == T_ID) {
+            got_id(r, l, buf, (size_t)count);
+        } else if (kind == T_DATA) {
+            l->out -= count_results(buf, (size_t)count);
+            if (l->st == L_STARTING) {
+                pthread_mutex_lock(&r->mu);
+                l->st = L_SERVING;
+                pthread_mutex_unlock(&r->mu);
+            }
+            if (mp__buf_append(&l->back, buf, (size_t)count) < 0)
+                write_all(l, buf, (size_t)count);
+            if (l->back.len >= (1u << 20))
+                flush_back(l);
+        } else if (kind == T_BYE) {
+            flush_back(l);
+            pthread_mutex_lock(&r->mu);
+            l->st = L_DONE;
+            snprintf(l->how, sizeof l->how, "left the pool");
+            pthread_mutex_unlock(&r->mu);
+            signal_sentinel(l);
+        }
+        free(buf);
+    }
+    for (int i = 0; i < r->n; i++)
+        flush_back(&r->l[i]);
+    return any;
+}
+
+/* ---- the thread ------------------------------------------------------------------- */
+
+static void handle_stops(mp__relay *r)
+{
+    for (int i = 0; i < r->n; i++) {
+        rlink *l = &r->l[i];
+        pthread_mutex_lock(&r->mu);
+        bool stop = l->stop_req && (l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE);
+        if (stop) {
+            l->stop_req = false;
+            l->st = L_DONE;
+            snprintf(l->how, sizeof l->how, "was stopped (terminate)");
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (stop) {
+            char *b = malloc(1);
+            if (b)
+                send_to(r, i, T_STOP, b, 0);
+            signal_sentinel(l);
+        }
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    mp__relay *r = arg;
+    struct pollfd *pf = calloc(1 + 2 * (size_t)r->n, sizeof *pf);
+    int *who = calloc(1 + 2 * (size_t)r->n, sizeof *who);
+    unsigned backoff = 0;
+    while (pf && who && !atomic_load(&r->quit)) {
+        size_t np = 0;
+        bool busy = false;
+        pf[np] = (struct pollfd){.fd = r->wake, .events = POLLIN};
+        who[np++] = -1;
+        pthread_mutex_lock(&r->mu);
+        for (int i = 0; i < r->n; i++) {
+            rlink *l = &r->l[i];
+            bool live = l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE;
+            busy |= live && (l->st != L_SERVING || l->out > 0);
+            if (l->sock >= 0 && !l->eof && l->st != L_FREE) {
+                pf[np] = (struct pollfd){.fd = l->sock, .events = POLLIN};
+                who[np++] = i;
+            }
+            if (live && l->pidfd >= 0 && l->dying_since == 0) {
+                pf[np] = (struct pollfd){.fd = l->pidfd, .events = POLLIN};
+                who[np++] = -2 - i;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        long ns = !busy ? 50000000L : backoff >= 10 ? 1000000L : backoff ? 1000L << backoff : 0;
+        struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+        int pr = ppoll(pf, np, &ts, NULL);
+        bool act = false;
+        for (size_t k = 0; pr > 0 && k < np; k++) {
+            if (!pf[k].revents)
+                continue;
+            if (who[k] == -1) {
+                uint64_t v;
+                ssize_t rd = read(r->wake, &v, sizeof v);
+                (void)rd;
+            } else if (who[k] >= 0) {
+                act |= from_pool(r, who[k]);
+            } else {
+                r->l[-2 - who[k]].dying_since = mp__now();
+            }
+        }
+        handle_stops(r);
+        act |= from_ranks(r);
+        progress(r);
+        watch(r);
+        backoff = act ? 0 : backoff < 10 ? backoff + 1 : backoff;
+    }
+    free(pf);
+    free(who);
+    return NULL;
+}
+
+/* ---- the pool's side ---------------------------------------------------------------- */
+
+mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen, double hb_limit)
+{
+    mp__relay *r = mp__calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->comm = comm;
+    r->gen = gen;
+    r->hb_limit = hb_limit;
+    r->n = n;
+    r->wake = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    mp__mpi_host_identity(r->ident, sizeof r->ident);
+    int maxrank = 0;
+    for (int i = 0; i < n; i++)
+        maxrank = ranks[i] > maxrank ? ranks[i] : maxrank;
+    r->nranks = maxrank + 1;
+    r->l = mp__calloc((size_t)n, sizeof *r->l);
+    r->by_rank = mp__calloc((size_t)r->nranks, sizeof *r->by_rank);
+    r->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!r->l || !r->by_rank || r->wake < 0) {
+        mp__relay_free(r, NULL, NULL);
+        mp__error(-ENOMEM, "MPI pool: cannot set up the relay");
+        return NULL;
+    }
+    for (int i = 0; i < r->nranks; i++)
+        r->by_rank[i] = -1;
+    for (int i = 0; i < n; i++) {
+        r->l[i] = (rlink){.rank = ranks[i], .sock = -1, .sentinel = -1, .pidfd = -1};
+        snprintf(r->l[i].host, sizeof r->l[i].host, "?");
+        r->by_rank[ranks[i]] = i;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int e = pthread_create(&r->th, NULL, relay_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) {
+        mp__relay_free(r, NULL, NULL);
+        mp__error(-e, "MPI pool: cannot start the relay thread");
+        return NULL;
+    }
+    r->th_started = true;
+    return r;
+}
+
+int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int *sentinel)
+{
+    rlink *l = &r->l[i];
+    mp_value *loc = NULL, *initargs = NULL;
+    int pos = 0;
+    if (mp_value_unpack(boot, "[i o o]", &pos, &loc, &initargs) < 0)
+        return mp_last_error_code();
+    mp_value *hello = mp_value_pack("[I i O O f]", (int64_t)r->gen, pos, loc, initargs,
+                                    MP__MPI_HB);
+    char *enc = NULL;
+    size_t len = 0;
+    int rc = hello ? mp_value_encode(hello, &enc, &len, NULL, 0, NULL) : mp_last_error_code();
+    mp_value_free(hello);
+    if (rc < 0)
+        return rc;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        free(enc);
+        return mp__errno("MPI pool: socketpair");
+    }
+    /* Room for whole chunks both ways: the relay's blocking write of a large result
+     * then rarely waits for the result thread (4 MiB is Linux's usual wmem_max). */
+    int big = 4 << 20;
+    for (int k = 0; k < 2; k++) {
+        setsockopt(sv[k], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+        setsockopt(sv[k], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    }
+    int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int evdup = ev >= 0 ? mp__dup_cloexec(ev, 0) : -1;
+    if (evdup < 0) {
+        free(enc);
+        mp__close(sv[0]);
+        mp__close(sv[1]);
+        if (ev >= 0)
+            mp__close(ev);
+        return mp__errno("MPI pool: eventfd");
+    }
+    /* The HELLO goes from this thread (MPI_THREAD_MULTIPLE); the rank answers the relay. */
+    rc = MPI_Send(enc, (int)len, MPI_BYTE, l->rank, MP__MPI_TAG(T_HELLO, r->gen), r->comm);
+    free(enc);
+    if (rc != MPI_SUCCESS) {
+        mp__close(sv[0]);
+        mp__close(sv[1]);
+        mp__close(ev);
+        mp__close(evdup);
+        return mp__mpi_error(rc, "MPI pool: greeting a rank");
+    }
+    pthread_mutex_lock(&r->mu);
+    l->sock = sv[1];
+    l->sentinel = ev;
+    l->eof = false;
+    l->out = 0;
+    l->last_seen = mp__now();
+    l->st = L_STARTING;
+    pthread_mutex_unlock(&r->mu);
+    wake(r);
+    *sock = sv[0];
+    *sentinel = evdup;
+    return 0;
+}
+
+void mp__relay_stop(mp__relay *r, size_t i)
+{
+    pthread_mutex_lock(&r->mu);
+    r->l[i].stop_req = true;
+    pthread_mutex_unlock(&r->mu);
+    wake(r);
+}
+
+void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, size_t hcap)
+{
+    rlink *l = &r->l[i];
+    pthread_mutex_lock(&r->mu);
+    l->reaped = true;
+    if (l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE) {
+        l->st = L_DONE; /* the pool let go of it (its creation failed, or a protocol error) */
+        snprintf(l->how, sizeof l->how, "was let go");
+    }
+    snprintf(who, wcap, "MPIPoolWorker-%zu (MPI rank %d, pid %d on %s)", i + 1, l->rank,
+             (int)l->pid, l->host);
+    snprintf(how, hcap, "%s", l->how[0] ? l->how : "ended");
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
+{
+    if (!r)
+        return;
+    if (r->th_started) {
+        atomic_store(&r->quit, 1);
+        wake(r);
+        pthread_join(r->th, NULL);
+    }
+    for (size_t k = 0; k < r->nq; k++) {
+        rlink *l = &r->l[r->q[k].link];
+        if (l->st != L_DEAD && MPI_Wait(&r->q[k].req, MPI_STATUS_IGNORE) == MPI_SUCCESS)
+            free(r->q[k].buf);
+        else if (l->st == L_DEAD)
+            orphan(&r->q[k].req, r->q[k].buf);
+    }
+    free(r->q);
+    for (int i = 0; r->l && i < r->n; i++) {
+        rlink *l = &r->l[i];
+        if (dead)
+            dead[i] = l->st == L_DEAD;
+        if (l->sock >= 0)
+            mp__close(l->sock);
+        if (l->sentinel >= 0)
+            mp__close(l->sentinel);
+        if (pidfds)
+            pidfds[i] = l->pidfd;
+        else if (l->pidfd >= 0)
+            mp__close(l->pidfd);
+        mp__rx_free(&l->rx);
+        mp__buf_free(&l->back);
+    }
+    free(r->l);
+    free(r->by_rank);
+    if (r->wake >= 0)
+        mp__close(r->wake);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
