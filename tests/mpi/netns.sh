@@ -172,26 +172,25 @@ mpt_link_up() {
 # the rsh agent and hostfile for Open MPI (written once per run)
 mpt__mpi_files() {
     [ -f "$MPT_TMP/hostfile" ] && return 0
-    if [ -n "${MPT_HOSTNAMES:-}" ]; then
-        cat >"$MPT_TMP/rsh-agent" <<'EOF'
+    # Each host gets a /tmp of its own for Open MPI's session directories (as real hosts
+    # have): in one shared /tmp, daemons of hosts with the same hostname race to create
+    # the same /tmp/ompi.<hostname>.<uid>/jf.<job> ("File exists": orte_init fails).
+    local uts=""
+    [ -z "${MPT_HOSTNAMES:-}" ] ||
+        uts='unshare --uts /bin/sh -c '"'"'echo "$0" >/proc/sys/kernel/hostname && exec "$@"'"'"' "$host"'
+    cat >"$MPT_TMP/rsh-agent" <<EOF
 #!/bin/sh
 # Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name. The
-# command runs in that network namespace, in a UTS namespace of its own whose hostname
-# is the host's name (as on a real host: gethostname() tells the hosts apart).
-host=$1
+# command runs in that network namespace with its own tmpdir base$([ -z "$uts" ] || echo ",
+# in a UTS namespace of its own whose hostname is the host's name (as on a real host:
+# gethostname() tells the hosts apart)").
+host=\$1
 shift
-exec ip netns exec "$host" unshare --uts /bin/sh -c \
-    'echo "$0" >/proc/sys/kernel/hostname && exec /bin/sh -c "$1"' "$host" "$*"
+mkdir -p "$MPT_TMP/tmp-\$host"
+OMPI_MCA_orte_tmpdir_base="$MPT_TMP/tmp-\$host"
+export OMPI_MCA_orte_tmpdir_base
+exec ip netns exec "\$host" $uts /bin/sh -c "\$*"
 EOF
-    else
-        cat >"$MPT_TMP/rsh-agent" <<'EOF'
-#!/bin/sh
-# Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name.
-host=$1
-shift
-exec ip netns exec "$host" /bin/sh -c "$*"
-EOF
-    fi
     chmod +x "$MPT_TMP/rsh-agent"
     local i
     : >"$MPT_TMP/hostfile"
