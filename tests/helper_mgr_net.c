@@ -1,11 +1,16 @@
 /* A manager server and its clients on different "hosts" (network namespaces), for
  * tests/mpi/test_netns_manager.sh. One program, one mode per role:
  *
- *   serve ADDR KEY [PEER_LIMIT]  a standalone server (serve_forever on a thread); the main
- *                      thread connects to it as a client and creates the shared objects:
- *                      root = {'d': dict, 'l': list holding a dict (nested), 'e': Event,
- *                      'q': Queue, 'k': Lock}; prints "root <hex>" (root's proxy, encoded)
- *                      and "serving"; when a client shuts the server down, "stopped".
+ *   serve ADDR KEY [PEER_LIMIT [PUB LOCAL]]  a standalone server listening at ADDR
+ *                      (serve_forever on a thread); the main thread connects to it as a
+ *                      client and creates the shared objects: root = {'d': dict, 'l': list
+ *                      holding a dict (nested), 'e': Event, 'q': Queue, 'k': Lock}; prints
+ *                      "root <hex>" (root's proxy, encoded) and "serving"; when a client
+ *                      shuts the server down, "stopped". Root is made through a connection
+ *                      to PUB, the objects in it through one to LOCAL (both default to the
+ *                      server's address): with ADDR 0.0.0.0:port, PUB the address others
+ *                      reach and LOCAL 127.0.0.1:port, the nested proxies carry an address
+ *                      that means nothing on other hosts.
  *   work ADDR KEY ROOT ID N TOKENS   N rounds of atomic updates through nested proxies:
  *                      d.add('count', 1), a compare-and-set loop on d['cas'], the inner
  *                      dict's add('hits', 1), l.append, d.setdefault('first', ID), and
@@ -15,6 +20,8 @@
  *   wait ADDR KEY ROOT           e.wait() with no timeout: "waiting", then
  *                      "result <code name> <seconds> <message>" and the same for a later
  *                      call ("again ...")
+ *   later ADDR KEY ROOT          connects e's proxy, prints "ready", reads a line from stdin,
+ *                      then calls e.is_set(): "result ..."
  *   hold ADDR KEY ROOT           k.acquire(), "holding", then q.get() (blocks)
  *   acquire ADDR KEY ROOT LIMIT  k.acquire(True, LIMIT): "acquired <seconds>" or "result ..."
  *   set ADDR KEY ROOT            e.set() (clear: e.clear())
@@ -111,7 +118,8 @@ static void *serve_thread(void *s)
     return (void *)(intptr_t)r;
 }
 
-static int serve(const char *addr, const char *key, double peer_limit)
+static int serve(const char *addr, const char *key, double peer_limit, const char *pub,
+                 const char *local)
 {
     mp_manager_opts o = {.address = addr,
                          .authkey = key,
@@ -122,7 +130,8 @@ static int serve(const char *addr, const char *key, double peer_limit)
         die("server");
     pthread_t t;
     pthread_create(&t, NULL, serve_thread, s);
-    mp_manager *m = connect_to(mp_manager_server_address(s), key);
+    mp_manager *m = connect_to(local ? local : mp_manager_server_address(s), key);
+    mp_manager *mpub = connect_to(pub ? pub : mp_manager_server_address(s), key);
     mp_value *init = mp_value_pack("{s:i s:i}", "count", 0, "cas", 0);
     for (int i = 0; i < 100; i++) {
         char k[16];
@@ -135,7 +144,7 @@ static int serve(const char *addr, const char *key, double peer_limit)
     mp_proxy *inner = mp_manager_dict(m, init), *e = mp_manager_event(m);
     mp_proxy *q = mp_manager_queue(m, 0), *k = mp_manager_lock(m);
     mp_value_free(init);
-    mp_proxy *root = mp_manager_dict(m, NULL);
+    mp_proxy *root = mp_manager_dict(mpub, NULL);
     if (!d || !l || !inner || !e || !q || !k || !root ||
         mp_proxy_callf(l, "append", NULL, "[h]", &mp_kind_proxy, inner) < 0 ||
         mp_proxy_callf(root, "update", NULL, "[{s:h s:h s:h s:h s:h}]", "d", &mp_kind_proxy, d,
@@ -155,6 +164,7 @@ static int serve(const char *addr, const char *key, double peer_limit)
     mp_proxy *all[] = {d, l, inner, e, q, k, root};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         mp_proxy_free(all[i]);
+    mp_manager_free(mpub);
     mp_manager_free(m);
     mp_manager_server_free(s);
     return 0;
@@ -258,6 +268,23 @@ static int wait_event(mp_proxy *root)
     return 0;
 }
 
+static int later(mp_proxy *root)
+{
+    mp_value *he = NULL;
+    mp_proxy *e = item(root, "e", &he);
+    if (mp_proxy_callf(e, "is_set", NULL, NULL) < 0)
+        die("is_set");
+    printf("ready\n");
+    fflush(stdout);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin))
+        return 2;
+    double t0 = now();
+    result("result", mp_proxy_callf(e, "is_set", NULL, NULL), t0);
+    mp_value_free(he);
+    return 0;
+}
+
 static int hold(mp_proxy *root)
 {
     mp_value *hk = NULL, *hq = NULL;
@@ -303,7 +330,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *mode = argc > 1 ? argv[1] : "";
     if (strcmp(mode, "serve") == 0 && argc >= 4)
-        return serve(argv[2], argv[3], argc > 4 ? atof(argv[4]) : 0);
+        return serve(argv[2], argv[3], argc > 4 ? atof(argv[4]) : 0, argc > 6 ? argv[5] : NULL,
+                     argc > 6 ? argv[6] : NULL);
     if (strcmp(mode, "badkey") == 0 && argc >= 3) {
         double t0 = now();
         mp_manager *m = mp_manager_connect(argv[2], "not the key", 11, 10);
@@ -332,6 +360,8 @@ int main(int argc, char **argv)
         rc = check(root, atoi(argv[5]), atoi(argv[6]), atoi(argv[7]));
     else if (strcmp(mode, "wait") == 0)
         rc = wait_event(root);
+    else if (strcmp(mode, "later") == 0)
+        rc = later(root);
     else if (strcmp(mode, "hold") == 0)
         rc = hold(root);
     else if (strcmp(mode, "acquire") == 0 && argc >= 6)

@@ -10,7 +10,12 @@
  * a signal handler leaves its reply pending; the next call reads and drops it first.
  * On a local (Unix socket) connection the proxy's second call asks for the
  * shared-memory channel (shmchan.c) and later calls go through its slot when they fit;
- * the socket stays open, so a server's death is still noticed at once. */
+ * the socket stays open, so a server's death is still noticed at once.
+ * A proxy in a reply (a nested proxy read out of a container) carries the address its
+ * storer used, which may mean nothing here ("127.0.0.1:50000" stored by a client on the
+ * server's host, "0.0.0.0:50000" by the server's own): when it belongs to the server
+ * that sent the reply (the same token), it takes the address this proxy reached that
+ * server by (reply_via, set on the calling thread while the reply is decoded). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
@@ -21,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The proxy whose reply is being decoded on this thread (see the DESIGN note). */
+static _Thread_local const mgr_ref *reply_via;
 
 struct mp_proxy {
     mgr_ref ref;
@@ -294,7 +302,10 @@ int mp_proxy_call(mp_proxy *p, const char *method, const mp_value *args, mp_valu
     if (!p->chan_tried && p->ncalls++ >= 1 && (r = chan_setup(p)) < 0)
         return r;
     mp_value *res = NULL;
+    const mgr_ref *was = reply_via;
+    reply_via = &p->ref;
     r = proxy_roundtrip(p, method, args, &res);
+    reply_via = was;
     if (result)
         *result = res;
     else
@@ -477,6 +488,8 @@ static int proxy_import(const void *data, size_t len, int *fds, size_t nfds, voi
     int r = parse_ref(data, len, &ref);
     if (r < 0)
         return r;
+    if (reply_via && ref.token == reply_via->token) /* the replying server's own object */
+        memcpy(ref.address, reply_via->address, sizeof ref.address);
     mp_proxy *p = proxy_alloc(&ref);
     if (!p)
         return mp_last_error_code();

@@ -7,9 +7,11 @@
 #   mpt_mpiexec -n 3 prog     # mpiexec on h1, one rank per host (hostfile + rsh agent)
 #   mpt_link_down h2          # cut h2's cable (its veth on the switch side goes down)
 #   mpt_pids h2               # pids of the processes on h2
+#   mpt_kill_all              # SIGKILL everything running on the hosts
 #   mpt_bg h2 out cmd...      # cmd on h2 in the background (output to out, pid in MPT_PID)
 #   mpt_wait_line out regex   # wait (bounded) until the program printed a matching line
 #   MPT_SLOTS=2 mpt_mpiexec -n 6 prog   # two ranks per host (set before the first call)
+#   MPT_HOSTNAMES=1 mpt_mpiexec ...      # each host with its own hostname (idem)
 #
 # The network: one namespace per host, "mpt<pid>-h1" ... (unique per test run), and a
 # switch namespace "mpt<pid>-sw" holding a bridge; each host has a veth "eth0" whose peer
@@ -26,7 +28,9 @@
 # Open MPI across the namespaces: mpiexec runs on h1; the hostfile names the hosts
 # "mpt<pid>-h1" ... and the rsh agent (a script written to the temp dir, passed as
 # --mca plm_rsh_agent) receives "<host> <command...>" and runs the command in the
-# namespace of that name with `ip netns exec <host> sh -c "<command>"`. The daemons and
+# namespace of that name with `ip netns exec <host> sh -c "<command>"` (with
+# MPT_HOSTNAMES=1, in a UTS namespace whose hostname is <host>: the hosts' names then
+# differ, as real hosts' do). The daemons and
 # the ranks talk TCP over 10.231.1.0/24 only (oob_tcp_if_include, btl_tcp_if_include,
 # btl tcp,self). No mount namespace: the binary is the same file in every host.
 # rtc_hwloc_vmhole none: each daemon otherwise maps hwloc's topology into a "hole" of its
@@ -69,6 +73,16 @@ mpt_wait_line() {
 
 # the pids of the processes running on host h<i> (e.g. to SIGKILL a rank there)
 mpt_pids() { ip netns pids "$(mpt_ns "$1")"; }
+
+# SIGKILL (by pid) every process running on the hosts: a job that cannot end by itself
+mpt_kill_all() {
+    local i pids
+    for ((i = 1; i <= MPT_NHOSTS; i++)); do
+        pids=$(mpt_pids h$i 2>/dev/null || true)
+        # shellcheck disable=SC2086
+        [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+    done
+}
 
 # kill (SIGKILL, by pid) what runs in namespace $1, then delete it
 mpt__ns_del() {
@@ -162,17 +176,24 @@ mpt_link_up() {
 # the rsh agent and hostfile for Open MPI (written once per run)
 mpt__mpi_files() {
     [ -f "$MPT_TMP/hostfile" ] && return 0
-    cat >"$MPT_TMP/rsh-agent" <<'EOF'
+    # Each host gets a /tmp of its own for Open MPI's session directories (as real hosts
+    # have): in one shared /tmp, daemons of hosts with the same hostname race to create
+    # the same /tmp/ompi.<hostname>.<uid>/jf.<job> ("File exists": orte_init fails).
+    local uts=""
+    [ -z "${MPT_HOSTNAMES:-}" ] ||
+        uts='unshare --uts /bin/sh -c '"'"'echo "$0" >/proc/sys/kernel/hostname && exec "$@"'"'"' "$host"'
+    cat >"$MPT_TMP/rsh-agent" <<EOF
 #!/bin/sh
-# Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name.
-# Each host gets its own TMPDIR (Open MPI's session directories): all the hosts share one
-# /tmp and one hostname, and two daemons creating the same session directory at once
-# failed ("mkdir ... File exists", about 1 run in 6).
-host=$1
+# Open MPI's plm_rsh_agent: "<host> <command...>"; the host is a namespace's name. The
+# command runs in that network namespace with its own tmpdir base$([ -z "$uts" ] || echo ",
+# in a UTS namespace of its own whose hostname is the host's name (as on a real host:
+# gethostname() tells the hosts apart)").
+host=\$1
 shift
-dir=$(dirname "$0")/tmp-$host
-mkdir -p "$dir"
-exec ip netns exec "$host" env TMPDIR="$dir" /bin/sh -c "$*"
+mkdir -p "$MPT_TMP/tmp-\$host"
+OMPI_MCA_orte_tmpdir_base="$MPT_TMP/tmp-\$host"
+export OMPI_MCA_orte_tmpdir_base
+exec ip netns exec "\$host" $uts /bin/sh -c "\$*"
 EOF
     chmod +x "$MPT_TMP/rsh-agent"
     local i
@@ -183,10 +204,17 @@ EOF
 }
 
 # mpt_mpiexec ARGS...: mpiexec on h1 over the hosts' network (ranks by slot: h1, h2, ...),
-# ended by SIGTERM (then SIGKILL) after MPT_TIMEOUT seconds (default 60: 124 = timed out)
+# ended by SIGTERM (then SIGKILL) after MPT_TIMEOUT seconds (default 60: 124 = timed out).
+# With MPT_HOSTNAMES=1 (set before the first call), mpiexec and every rank see their
+# host's name as hostname (a UTS namespace each), as on real hosts; by default every
+# "host" has the machine's hostname.
 mpt_mpiexec() {
     mpt__mpi_files
-    mpt_on h1 timeout -k 5 "${MPT_TIMEOUT:-60}" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    local uts=()
+    [ -z "${MPT_HOSTNAMES:-}" ] ||
+        uts=(unshare --uts /bin/sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' "$(mpt_ns h1)")
+    mpt_on h1 "${uts[@]}" timeout -k 5 "${MPT_TIMEOUT:-60}" \
+        env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
         mpiexec --hostfile "$MPT_TMP/hostfile" \
         --mca plm_rsh_agent "$MPT_TMP/rsh-agent" \
         --mca oob_tcp_if_include "$MPT_NET.0/24" \

@@ -7,12 +7,14 @@
 #   2. a client SIGKILLed while it holds a lock and waits in Queue.get, and one killed in
 #      the middle of its updates: the server goes on serving the others, the lock is free;
 #   3. a link cut (h3's cable) while h3's clients wait: the server frees h3's lock and
-#      h3's waiting call fails with MP_EEOF ("unreachable") within the peer limit (2 s
-#      here), later calls at once; a cut shorter than the limit breaks nothing; after
+#      h3's waiting calls fail with MP_EEOF ("unreachable") within the peer limit (2 s
+#      here), later calls at once; a call made into the cut link fails as soon; a cut shorter than the limit breaks nothing; after
 #      the link is back, h3 connects again;
 #   4. the server SIGKILLed while clients on h2 and h3 wait: both calls fail with MP_EEOF
 #      at once, and a new connection is refused;
-#   5. a second server shut down by a remote client: its waiting clients get MP_EEOF.
+#   5. a second server shut down by a remote client: its waiting clients get MP_EEOF;
+#   6. a server on 0.0.0.0 whose objects were stored in root by a client on its own host
+#      (through 127.0.0.1): clients on h2 and h3 use those nested proxies.
 set -euo pipefail
 source "${MP_SOURCE_DIR:?run through ctest}/tests/mpi/netns.sh"
 H="${MP_TEST_BINDIR:?}/helper_mgr_net"
@@ -73,20 +75,30 @@ wait $short
 mpt_on h3 "$H" clear "$A" "$KEY" "$ROOT"
 echo "ok 3a: a 0.3 s outage survived"
 
-# the cut: on h3 one client holds the lock and waits in q.get, another waits for the event
+# the cut: on h3 one client holds the lock and waits in q.get, another waits for the event,
+# a third has a connected proxy and makes its call after the cut (its request is never
+# acknowledged: TCP_USER_TIMEOUT ends it)
 mpt_bg h3 "$T/hold3.out" "$H" hold "$A" "$KEY" "$ROOT"; hold3=$MPT_PID
 mpt_bg h3 "$T/wait3.out" "$H" wait "$A" "$KEY" "$ROOT"; wait3=$MPT_PID
-mpt_wait_line "$T/hold3.out" '^holding' && mpt_wait_line "$T/wait3.out" '^waiting' || fail "h3's clients"
+mkfifo "$T/go"
+(exec ip netns exec "$(mpt_ns h3)" "$H" later "$A" "$KEY" "$ROOT" <"$T/go" >"$T/later3.out" 2>&1) &
+later3=$!
+exec 7>"$T/go"
+mpt_wait_line "$T/hold3.out" '^holding' && mpt_wait_line "$T/wait3.out" '^waiting' &&
+    mpt_wait_line "$T/later3.out" '^ready' || fail "h3's clients"
 t0=$(date +%s.%N)
 mpt_link_down h3
+echo go >&7 # the third client's call, into the cut link
+exec 7>&-
 # the server drops h3's connections once h3 is silent for the limit: the lock is free
 # (every wait below is bounded: without the peer limit these calls wait forever)
 mpt_on h2 "$H" acquire "$A" "$KEY" "$ROOT" $((LIMIT * 3)) >"$T/acq3.out"
 grep -q '^acquired' "$T/acq3.out" || fail "the lock of an unreachable client was not released"
-mpt_wait_line "$T/wait3.out" '^again' $((LIMIT * 3)) && mpt_wait_line "$T/hold3.out" '^result' 2 ||
-    fail "h3's calls still wait $((LIMIT * 3)) s after the cut"
+mpt_wait_line "$T/wait3.out" '^again' $((LIMIT * 3)) && mpt_wait_line "$T/hold3.out" '^result' 2 &&
+    mpt_wait_line "$T/later3.out" '^result' 2 || fail "h3's calls still wait $((LIMIT * 3)) s after the cut"
 t1=$(date +%s.%N)
-wait $wait3 $hold3 || fail "h3's clients"
+wait $wait3 $hold3 $later3 || fail "h3's clients"
+[ "$(field "$T/later3.out" result 2)" = MP_EEOF ] || fail "a call made after the cut did not fail with MP_EEOF"
 [ "$(field "$T/wait3.out" result 2)" = MP_EEOF ] || fail "h3's wait did not fail with MP_EEOF"
 grep -q "^result MP_EEOF .*unreachable" "$T/wait3.out" || fail "the message does not say unreachable"
 [ "$(field "$T/wait3.out" again 2)" = MP_EEOF ] && lt "$(field "$T/wait3.out" again 3)" 0.5 ||
@@ -98,7 +110,7 @@ lt "$cut" $((LIMIT * 3)) || fail "h3's calls ended $cut s after the cut (limit $
 mpt_link_up h3
 mpt_on h3 "$H" acquire "$A" "$KEY" "$ROOT" 5 >"$T/acq4.out" || true
 grep -q "^acquired" "$T/acq4.out" || fail "h3 cannot use the manager after the link is back"
-echo "ok 3b: link cut: lock freed in $(field "$T/acq3.out" acquired 2) s, h3's calls failed $cut s after the cut"
+echo "ok 3b: link cut: lock freed in $(field "$T/acq3.out" acquired 2) s, h3's waiting calls failed $cut s after the cut, a call made after it in $(field "$T/later3.out" result 3) s"
 
 # ---- 4. the server killed while clients wait ----------------------------------------------
 mpt_bg h2 "$T/k2.out" "$H" wait "$A" "$KEY" "$ROOT"; k2=$MPT_PID
@@ -134,4 +146,19 @@ wait $s2
 grep -q '^stopped 0' "$T/serve2.out" || fail "serve_forever did not return 0"
 [ "$(field "$T/s2.out" result 2)" = MP_EEOF ] || fail "a client waiting on a server shut down"
 echo "ok 5: a remote shutdown ends serve_forever; its waiting client gets MP_EEOF"
+
+# ---- 6. nested proxies stored under an address that means nothing elsewhere --------------
+# The server listens on every interface; the objects in root were stored by a client on
+# the server's host that reached it by 127.0.0.1: a client on h2 reading them out of root
+# reaches them by the address it used for root itself.
+mpt_bg h1 "$T/serve3.out" "$H" serve "0.0.0.0:50001" "$KEY" 0 10.231.1.1:50001 127.0.0.1:50001
+server=$MPT_PID
+mpt_wait_line "$T/serve3.out" '^serving' || fail "the third server did not start"
+ROOT=$(field "$T/serve3.out" root 2)
+mpt_on h2 "$H" work 10.231.1.1:50001 "$KEY" "$ROOT" 1 5 100 >"$T/w6.out" 2>&1 ||
+    fail "nested proxies stored by 127.0.0.1, used from h2"
+mpt_on h3 "$H" check 10.231.1.1:50001 "$KEY" "$ROOT" 1 5 100 >"$T/check6.out" || fail "values (6)"
+mpt_on h3 "$H" shutdown 10.231.1.1:50001 "$KEY"
+mpt_wait_line "$T/serve3.out" '^stopped' 5 || fail "the third server did not stop"
+echo "ok 6: proxies stored by a client on 127.0.0.1 work from h2 and h3 ($(cat "$T/check6.out"))"
 echo PASS
