@@ -33,17 +33,9 @@ int mp_mpi_barrier(MPI_Comm comm)
 static int coll_check(MPI_Comm comm, int root, mp_value **out, int *rank, int *size,
                       const char *what)
 {
-    if (!out)
-        return mp__error(MP_EINVAL, "%s: NULL output", what);
-    *out = NULL;
-    int r = mp__mpi_comm_check(comm, what);
+    int r = mp__mpi_comm_shape(comm, out, rank, size, what);
     if (r < 0)
         return r;
-    int rc = MPI_Comm_rank(comm, rank);
-    if (rc == MPI_SUCCESS)
-        rc = MPI_Comm_size(comm, size);
-    if (rc != MPI_SUCCESS)
-        return mp__mpi_error(rc, what);
     if (root < -1 || root >= *size)
         return mp__error(MP_EINVAL, "%s: root %d is not a rank of a communicator of size %d",
                          what, root, *size);

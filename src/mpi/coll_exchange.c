@@ -17,20 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int comm_shape(MPI_Comm comm, mp_value **out, int *rank, int *size, const char *what)
-{
-    if (!out)
-        return mp__error(MP_EINVAL, "%s: NULL output", what);
-    *out = NULL;
-    int r = mp__mpi_comm_check(comm, what);
-    if (r < 0)
-        return r;
-    int rc = MPI_Comm_rank(comm, rank);
-    if (rc == MPI_SUCCESS)
-        rc = MPI_Comm_size(comm, size);
-    return rc == MPI_SUCCESS ? 0 : mp__mpi_error(rc, what);
-}
-
 /* Decode @p size pieces of @p buf (from ranks 0..size-1) into a new list. */
 static int decode_list(const char *buf, int size, const int *counts, const int *displs,
                        mp_value **out, const char *what)
@@ -72,7 +58,7 @@ int mp__mpi_gather(MPI_Comm comm, const mp_value *v, int root, mp_value **out,
                    const char *what)
 {
     int rank, size;
-    int r = comm_shape(comm, out, &rank, &size, what);
+    int r = mp__mpi_comm_shape(comm, out, &rank, &size, what);
     if (r < 0)
         return r;
     if (root < -1 || root >= size)
@@ -137,7 +123,7 @@ int mp_mpi_alltoall(MPI_Comm comm, const mp_value *list, mp_value **out)
 {
     const char *what = "mp_mpi_alltoall";
     int rank, size;
-    int r = comm_shape(comm, out, &rank, &size, what);
+    int r = mp__mpi_comm_shape(comm, out, &rank, &size, what);
     if (r < 0)
         return r;
     size_t n = (size_t)size;

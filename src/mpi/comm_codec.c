@@ -23,6 +23,20 @@ int mp__mpi_comm_check(MPI_Comm comm, const char *what)
     return 0;
 }
 
+int mp__mpi_comm_shape(MPI_Comm comm, mp_value **out, int *rank, int *size, const char *what)
+{
+    if (!out)
+        return mp__error(MP_EINVAL, "%s: NULL output", what);
+    *out = NULL;
+    int r = mp__mpi_comm_check(comm, what);
+    if (r < 0)
+        return r;
+    int rc = MPI_Comm_rank(comm, rank);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Comm_size(comm, size);
+    return rc == MPI_SUCCESS ? 0 : mp__mpi_error(rc, what);
+}
+
 int mp__mpi_encode(const mp_value *v, char **buf, int *len, const char *what)
 {
     *buf = NULL;

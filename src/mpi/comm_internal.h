@@ -9,6 +9,9 @@
 
 /* MPI is up, @p comm is not MPI_COMM_NULL: 0, or MP_ESTATE / MP_EINVAL naming @p what. */
 int mp__mpi_comm_check(MPI_Comm comm, const char *what);
+/* mp__mpi_comm_check, then *out = NULL (out must not be NULL: MP_EINVAL) and this
+ * process's rank and the size of comm. Returns 0 or the error. */
+int mp__mpi_comm_shape(MPI_Comm comm, mp_value **out, int *rank, int *size, const char *what);
 /* Encode @p v for a message: *buf (mp_free; non-NULL even when empty) and *len <= INT_MAX.
  * 0, MP_EINVAL (NULL value), E2BIG or the encoder's code, each naming @p what. */
 int mp__mpi_encode(const mp_value *v, char **buf, int *len, const char *what);
