@@ -3,10 +3,12 @@
 #include "test_util.h"
 #include "multiproc/sync.h"
 #include "sync/sync_internal.h"
+#include "internal/procid.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
@@ -763,6 +765,42 @@ static void test_barrier_party_dies_before_arriving(void)
     mp_barrier_free(b);
 }
 
+/* A participant whose pid now names another live process (the pid was reused after it
+ * died) is a dead party: parties are named by pid + start time. Simulated on the
+ * creator's own record: its start time is changed, so its pid stands for a process that
+ * is gone while a live one (this test) has it. On the old code (pid only) the wait
+ * slept to its timeout. */
+static void test_barrier_reused_pid_is_dead(void)
+{
+    mp_barrier_opts o = {.parties = 2};
+    mp_barrier *b = mp_barrier_new(&o);
+    void *data = NULL;
+    size_t len = 0, nfds = 0;
+    int fds[MP_KIND_MAX_FDS];
+    CHECK_OK(mp_kind_barrier.export_obj(b, &data, &len, fds, &nfds));
+    struct stat st;
+    CHECK(fstat(fds[0], &st) == 0);
+    char *seg = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    CHECK(seg != MAP_FAILED);
+    /* our participant record: {pid, handles 1, start} */
+    mp__procid me = mp__procid_self();
+    struct { int32_t pid; uint32_t handles; uint64_t start; } rec = {me.pid, 1, me.start};
+    char *at = memmem(seg, (size_t)st.st_size, &rec, sizeof rec);
+    CHECK(at != NULL && me.start != 0);
+    if (at) {
+        uint64_t other = me.start + 1;
+        memcpy(at + 8, &other, 8);
+        double t0 = mpt_now();
+        CHECK_ERR(mp_barrier_wait(b, 10), MP_EBROKEN);
+        CHECK(mpt_now() - t0 < 3);
+        CHECK_CONTAINS(mp_last_error(), "died");
+        memcpy(at + 8, &me.start, 8); /* so free finds its own record */
+    }
+    munmap(seg, (size_t)st.st_size);
+    free(data);
+    mp_barrier_free(b);
+}
+
 static int barrier_wait_once(void *p) { return mp_barrier_wait(p, 10) >= 0 ? 0 : 1; }
 
 /* Fork children using the inherited handle and leaving with _exit are not mistaken for
@@ -892,6 +930,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_barrier_action_fails);
     RUN_IF(argc, argv, test_barrier_party_dies_while_waiting);
     RUN_IF(argc, argv, test_barrier_party_dies_before_arriving);
+    RUN_IF(argc, argv, test_barrier_reused_pid_is_dead);
     RUN_IF(argc, argv, test_barrier_fork_children_in_sequence);
     RUN_IF(argc, argv, test_kinds_roundtrip);
     RUN_IF(argc, argv, test_lock_handle_misaligned);

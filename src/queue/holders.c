@@ -11,7 +11,7 @@
  *   leaves either the item in the queue (not taken) or the item taken AND recorded as
  *   its own: never a task nobody is known to hold.
  * - Who a process is: its pid and its start time (clock ticks after boot, field 22 of
- *   /proc/PID/stat). A pid alone is not enough: once the consumer is dead and reaped, the
+ *   /proc/PID/stat; internal/procid.h, shared with the Barrier). A pid alone is not enough: once the consumer is dead and reaped, the
  *   kernel may give its pid to an unrelated process, which would then look like the
  *   holder forever (join would hang, the bug this file exists to fix). A pidfd would be
  *   exact, but it cannot be kept where every joiner sees it: an fd belongs to one
@@ -36,6 +36,7 @@
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
+#include "internal/procid.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -43,64 +44,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-typedef struct ident {
-    int32_t pid;
-    uint64_t start;
-} ident;
+typedef mp__procid ident;
 
-/* pid's start time and state from /proc/PID/stat: 0, or -errno (ENOENT: gone). */
-static int proc_stat(int32_t pid, uint64_t *start, char *state)
-{
-    char path[48], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = mp__fopen_read(path);
-    if (!f)
-        return -errno;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *s = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
-    if (!s || s[1] != ' ')
-        return -EPROTO;
-    *state = s[2];
-    int field = 2;
-    for (; *s; s++)
-        if (*s == ' ' && ++field == 22) {
-            *start = strtoull(s + 1, NULL, 10);
-            return 0;
-        }
-    return -EPROTO;
-}
-
-/* The calling process, computed once per process (a fork child has a new pid). */
-static ident self(void)
-{
-    static _Thread_local ident me;
-    int32_t pid = (int32_t)getpid();
-    if (me.pid != pid) {
-        uint64_t start = 0;
-        char state;
-        if (proc_stat(pid, &start, &state) < 0)
-            start = 0;
-        me.pid = pid;
-        me.start = start;
-    }
-    return me;
-}
+static ident self(void) { return mp__procid_self(); }
 
 static bool same(const qholder *h, ident id) { return h->pid == id.pid && h->start == id.start; }
 
-static bool holder_dead(const qholder *h)
-{
-    uint64_t start = 0;
-    char state = 0;
-    int r = proc_stat(h->pid, &start, &state);
-    if (r == -ENOENT || r == -ESRCH)
-        return true;
-    if (r < 0 || h->start == 0) /* no /proc: the pid is all we know */
-        return kill(h->pid, 0) < 0 && errno == ESRCH;
-    return state == 'Z' || state == 'X' || start != h->start;
-}
+static bool holder_dead(const qholder *h) { return mp__procid_dead(h->pid, h->start); }
 
 /* The caller's slot (with its identity filled in), or Q_NO_SLOT if every slot is taken. */
 static uint32_t own_slot(mp_queue *q, ident me, bool create)

@@ -1,8 +1,9 @@
 /* Barrier across processes.
  *
  * DESIGN: a shared segment holds a robust lock `m` (internal/rfutex.h) guarding the state
- * (count, generation, broken flag, the pids of the parties waiting in this generation
- * and a table of participant pids), and a futex word `seq` bumped on every release,
+ * (count, generation, broken flag, the parties waiting in this generation and a table
+ * of participants, each named by pid + start time so a reused pid is not taken for a
+ * live party: internal/procid.h), and a futex word `seq` bumped on every release,
  * break and reset. A waiter sleeps on `seq` in slices of MP__SYNC_SLICE; after each
  * slice it takes `m` and checks, in order: did its generation end (released, or
  * broken by a reset)? is the barrier broken? did its own timeout pass? did a waiting
@@ -21,6 +22,7 @@
 #define _GNU_SOURCE
 #include "sync/sync_internal.h"
 #include "process/proc.h" /* mp__target_locate/resolve: how functions travel */
+#include "internal/procid.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,7 @@
 typedef struct participant {
     pid_t pid;
     uint32_t handles; /* handles this process holds */
+    uint64_t start;   /* its start time: with pid, who it is (internal/procid.h) */
 } participant;
 
 typedef struct barrier_sh {
@@ -49,7 +52,7 @@ typedef struct barrier_sh {
     double default_timeout;
     char why[128];             /* why it broke, for mp_last_error() */
     participant part[MAX_PARTICIPANTS];
-    pid_t waiting[MAX_PARTIES];
+    mp__procid waiting[MAX_PARTIES]; /* pid + start time: a reused pid is not a party */
 } barrier_sh;
 
 struct mp_barrier {
@@ -127,38 +130,44 @@ static void lock_state(barrier_sh *sh)
 
 static void unlock_state(barrier_sh *sh) { mp__rf_unlock(&sh->m); }
 
+static bool is_me(const participant *p, mp__procid me)
+{
+    return p->pid == me.pid && p->start == me.start;
+}
+
 static void register_locked(mp_barrier *b)
 {
-    pid_t me = getpid();
-    if (b->registered == me)
+    mp__procid me = mp__procid_self();
+    if (b->registered == me.pid)
         return;
     barrier_sh *sh = b->sh;
     participant *free_slot = NULL;
     for (int i = 0; i < MAX_PARTICIPANTS; i++) {
-        if (sh->part[i].pid == me) {
+        if (is_me(&sh->part[i], me)) {
             sh->part[i].handles++;
-            b->registered = me;
+            b->registered = me.pid;
             return;
         }
         if (!free_slot && sh->part[i].pid == 0)
             free_slot = &sh->part[i];
     }
     if (free_slot) { /* a full table only means deaths beyond it go unnoticed */
-        free_slot->pid = me;
+        free_slot->pid = me.pid;
+        free_slot->start = me.start;
         free_slot->handles = 1;
-        b->registered = me;
+        b->registered = me.pid;
     }
 }
 
 static void unregister(mp_barrier *b)
 {
-    pid_t me = getpid();
-    if (b->registered != me)
+    mp__procid me = mp__procid_self();
+    if (b->registered != me.pid)
         return;
     barrier_sh *sh = b->sh;
     lock_state(sh);
     for (int i = 0; i < MAX_PARTICIPANTS; i++)
-        if (sh->part[i].pid == me && --sh->part[i].handles == 0)
+        if (is_me(&sh->part[i], me) && --sh->part[i].handles == 0)
             sh->part[i].pid = 0;
     unlock_state(sh);
     b->registered = 0;
@@ -243,13 +252,15 @@ static int release_locked(mp_barrier *b, int index)
 /* A dead party among those waiting, or a dead registered participant, or 0. */
 static pid_t find_dead_locked(barrier_sh *sh)
 {
-    pid_t me = getpid();
-    for (uint32_t i = 0; i < sh->count && i < MAX_PARTIES; i++)
-        if (sh->waiting[i] != me && mp__pid_dead(sh->waiting[i]))
-            return sh->waiting[i];
+    mp__procid me = mp__procid_self();
+    for (uint32_t i = 0; i < sh->count && i < MAX_PARTIES; i++) {
+        mp__procid w = sh->waiting[i];
+        if (!mp__procid_same(w, me) && mp__procid_dead(w.pid, w.start))
+            return w.pid;
+    }
     for (int i = 0; i < MAX_PARTICIPANTS; i++) {
         pid_t p = sh->part[i].pid;
-        if (p && p != me && mp__pid_dead(p)) {
+        if (p && !is_me(&sh->part[i], me) && mp__procid_dead(p, sh->part[i].start)) {
             sh->part[i].pid = 0; /* report each death once */
             return p;
         }
@@ -304,7 +315,7 @@ int mp_barrier_wait(mp_barrier *b, double timeout)
         return r;
     }
     int index = (int)sh->count++;
-    sh->waiting[index] = getpid();
+    sh->waiting[index] = mp__procid_self();
     if (sh->count == sh->parties) {
         int r = release_locked(b, index);
         unlock_state(sh);

@@ -39,19 +39,6 @@ int mp__sync_wait_slice(_Atomic uint32_t *word, uint32_t expected, double deadli
     return r;
 }
 
-bool mp__pid_dead(pid_t pid)
-{
-    if (pid <= 0)
-        return false;
-    int fd = mp__pidfd_open(pid);
-    if (fd < 0)
-        return fd == -ESRCH;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r = poll(&p, 1, 0); /* a pidfd is readable once the process exited (zombie too) */
-    close(fd);
-    return r > 0;
-}
-
 int mp__sync_seg_create(mp__shm *seg, size_t size, const char *tag)
 {
     return mp__shm_create(seg, size, tag);

@@ -68,9 +68,6 @@ int32_t mp__sync_tid(void);
  * MP_EINTERRUPTED. */
 int mp__sync_wait_slice(_Atomic uint32_t *word, uint32_t expected, double deadline);
 
-/* True if the process pid has exited (gone or a zombie). */
-bool mp__pid_dead(pid_t pid);
-
 /* Create a segment for one object of `size` bytes. */
 int mp__sync_seg_create(mp__shm *seg, size_t size, const char *tag);
 
