@@ -70,7 +70,10 @@ static void fail_chunk(chunk *c, int code, const char *msg, size_t special, int 
 
 static bool has_work(mp_pool *p)
 {
-    if (p->pending || p->sources || atomic_load(&p->submitting))
+    pthread_mutex_lock(&p->mu); /* submitters append to pending and sources under mu */
+    bool queued = p->pending || p->sources;
+    pthread_mutex_unlock(&p->mu);
+    if (queued || atomic_load(&p->submitting))
         return true;
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].ninflight)
@@ -475,8 +478,9 @@ static void replace(mp_pool *p, size_t i)
 {
     pthread_mutex_lock(&p->mu);
     bool want = !p->broken_code && p->state == 0;
+    bool closing = !p->broken_code && p->state == 1;
     pthread_mutex_unlock(&p->mu);
-    if (!want && !(p->state == 1 && has_work(p) && !p->broken_code))
+    if (!want && !(closing && has_work(p)))
         return;
     int r = mp__pool_start_worker(p, i);
     if (r < 0) {
