@@ -187,14 +187,17 @@ static void watch(mp__relay *r)
     double now = mp__now();
     for (int i = 0; i < r->n; i++) {
         rlink *l = &r->l[i];
-        if (l->st != L_STARTING && l->st != L_SERVING && l->st != L_BYE)
-            continue;
-        if (l->dying_since > 0 && now - l->dying_since > DYING_GRACE) {
-            declare_dead(r, i, "died (its process ended)");
-            continue;
-        }
+        /* The pool's thread sets a link up (mp__relay_start) under mu: read it under mu. */
+        pthread_mutex_lock(&r->mu);
+        bool live = l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE;
+        bool dying = live && l->dying_since > 0 && now - l->dying_since > DYING_GRACE;
         bool waiting = l->st != L_SERVING || l->out > 0;
-        if (r->hb_limit > 0 && waiting && now - l->last_seen > r->hb_limit) {
+        bool silent = live && !dying && r->hb_limit > 0 && waiting &&
+                      now - l->last_seen > r->hb_limit;
+        pthread_mutex_unlock(&r->mu);
+        if (dying) {
+            declare_dead(r, i, "died (its process ended)");
+        } else if (silent) {
             char how[128];
             snprintf(how, sizeof how, "stopped answering (nothing heard for %g s)", r->hb_limit);
             declare_dead(r, i, how);
