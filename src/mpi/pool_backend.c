@@ -344,6 +344,11 @@ static int be_start(void *state, size_t i, const mp_value *boot, int *sock, int 
 
 static void be_stop(void *state, size_t i) { mp__relay_stop(((mstate *)state)->relay, i); }
 
+static size_t be_held(void *state, size_t i)
+{
+    return mp__relay_held(((mstate *)state)->relay, i);
+}
+
 static void be_reap(void *state, size_t i, char *who, size_t wcap, char *how, size_t hcap)
 {
     mp__relay_reap(((mstate *)state)->relay, i, who, wcap, how, hcap);
@@ -372,6 +377,7 @@ static const mpi_backend default_backend = {
            .start = be_start,
            .stop = be_stop,
            .reap = be_reap,
+           .held = be_held,
            .close = be_close},
     .o = {.heartbeat_limit = 10.0, .spawn_info = MPI_INFO_NULL},
 };

@@ -8,7 +8,12 @@
  * late message of a pool that ended is never taken by the next one):
  *   HELLO m->r  MessagePack [generation, position, init location|nil, initargs, hb s]
  *   ID    r->m  [pid, host, boot id + pid namespace]: may it be watched with a pidfd
- *   DATA  both  the local pool's framed messages (src/pool/pool.h), several per message
+ *   DATA  both  the local pool's framed messages (src/pool/pool.h), several per message;
+ *               m->r: a batch, whose results the rank sends one message per frame
+ *   DATAC m->r  a coalesced batch (the rank's tasks are quick): the rank may hold the
+ *               results of its frames and send them together (at the batch's end, or at
+ *               64 KiB, or once the first waited 1 ms), so a rank that dies in it fails
+ *               every task of it not answered yet (mp__relay_held)
  *   BYE   m->r  the pool is done with the rank (no more DATA); the rank answers BYE
  *   STOP  m->r  terminate: drop the queued chunks; no answer
  *   HB    r->m  heartbeat, every MP__MPI_HB seconds while the rank serves a pool
@@ -22,7 +27,7 @@
 #include <mpi.h>
 #include <stdbool.h>
 
-enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT };
+enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT, T_DATAC };
 #define MP__MPI_TAG(kind, gen) ((int)((kind) | ((unsigned)(gen) & 0xfffffu) << 4))
 #define MP__MPI_KIND(tag) ((tag) & 0xf)
 #define MP__MPI_GEN(tag) ((unsigned)(tag) >> 4)
@@ -39,6 +44,9 @@ mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen,
 /* Worker i: send HELLO with boot; *sock and *sentinel are the pool's ends. */
 int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int *sentinel);
 void mp__relay_stop(mp__relay *r, size_t i);
+/* Worker i died: how many of the oldest chunks sent to it it may have run without their
+ * results coming back (the rest of a coalesced batch; else 1: the one it was running). */
+size_t mp__relay_held(mp__relay *r, size_t i);
 void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, size_t hcap);
 /* Stop the thread; dead[i] tells which ranks died, pidfds[i] gets the pidfd of rank i
  * when it is on this host (else -1; the caller closes them); both may be NULL. Frees r. */

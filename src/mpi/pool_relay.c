@@ -24,6 +24,7 @@
 #include "mpi/mpi_internal.h"
 #include "mpi/pool_internal.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #define DYING_GRACE 0.05 /* s: messages of a rank whose pid ended are still taken */
+#define BATCH_TASKS 64    /* tasks at most in a coalesced batch */
 
 enum lstate { L_FREE, L_STARTING, L_SERVING, L_BYE, L_DONE, L_DEAD };
 
@@ -44,6 +46,12 @@ typedef struct pend {
     char *buf;
     int link;
 } pend;
+
+/* A batch sent to a rank: its tasks whose results have not come back yet. */
+typedef struct batch {
+    long left;
+    bool coal; /* coalesced (T_DATAC): the rank sends its results together */
+} batch;
 
 typedef struct rlink {
     int rank;
@@ -56,6 +64,10 @@ typedef struct rlink {
     bool eof, stop_req, reaped;
     double last_seen, dying_since;
     long out; /* TASK frames sent whose RESULT has not come back */
+    /* the batches in flight, oldest first (under mu: mp__relay_held reads them) */
+    batch *bq;
+    size_t bq_head, bq_n, bq_cap;
+    bool quick; /* the rank's last chunk was quick (it says so): coalesce its batches */
     mp__rx rx;
     mp__buf back; /* frames from the rank not yet written to the socket (one write per round) */
     char how[192];
@@ -161,6 +173,47 @@ static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
     return 0;
 }
 
+/* ---- batches in flight ------------------------------------------------------------ */
+
+static void batch_push(mp__relay *r, rlink *l, long tasks, bool coal)
+{
+    if (tasks <= 0)
+        return;
+    pthread_mutex_lock(&r->mu);
+    if (l->bq_head + l->bq_n == l->bq_cap && l->bq_head) {
+        memmove(l->bq, l->bq + l->bq_head, l->bq_n * sizeof *l->bq);
+        l->bq_head = 0;
+    }
+    if (l->bq_head + l->bq_n == l->bq_cap) {
+        size_t cap = l->bq_cap ? 2 * l->bq_cap : 16;
+        batch *q = realloc(l->bq, cap * sizeof *q);
+        if (q) {
+            l->bq = q;
+            l->bq_cap = cap;
+        }
+    }
+    if (l->bq_head + l->bq_n < l->bq_cap)
+        l->bq[l->bq_head + l->bq_n++] = (batch){.left = tasks, .coal = coal};
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* k results came back: they answer the oldest batches' tasks, in order. */
+static void batch_answered(mp__relay *r, rlink *l, long k)
+{
+    pthread_mutex_lock(&r->mu);
+    while (k > 0 && l->bq_n) {
+        batch *b = &l->bq[l->bq_head];
+        long t = k < b->left ? k : b->left;
+        b->left -= t;
+        k -= t;
+        if (b->left == 0) {
+            l->bq_head++;
+            l->bq_n--;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* ---- deaths ------------------------------------------------------------------------- */
 
 static void declare_dead(mp__relay *r, int i, const char *how)
@@ -207,20 +260,48 @@ static void watch(mp__relay *r)
 
 /* ---- from the pool (sockets) to the ranks ------------------------------------------ */
 
-/* The length of the whole frames at the start of rx (and how many are TASKs). */
-static size_t whole_frames(const mp__rx *rx, long *tasks)
+/* The length of the whole frames at the start of rx, up to max tasks (and how many are
+ * tasks: frames that a result answers). */
+static size_t whole_frames(const mp__rx *rx, long max, long *tasks)
 {
     size_t off = rx->off, end = rx->b.len;
-    while (end - off >= sizeof(mp__msg_hdr)) {
+    while (end - off >= sizeof(mp__msg_hdr) && *tasks < max) {
         mp__msg_hdr h;
         memcpy(&h, rx->b.data + off, sizeof h);
         if (end - off - sizeof h < h.len)
             break;
-        if (MSG_TYPE(h.type) == MSG_TASK)
+        if (MSG_TYPE(h.type) == MSG_TASK || MSG_TYPE(h.type) == MSG_ARRAY)
             (*tasks)++;
         off += sizeof h + (size_t)h.len;
     }
     return off - rx->off;
+}
+
+/* Send the whole frames read from the pool's socket: one message (T_DATA), or, when the
+ * rank's tasks are quick, batches of up to BATCH_TASKS tasks (T_DATAC) whose results the
+ * rank sends back together. */
+static void to_rank(mp__relay *r, int i)
+{
+    rlink *l = &r->l[i];
+    bool quick = l->quick;
+    while (l->rx.off < l->rx.b.len) {
+        long tasks = 0;
+        size_t n = whole_frames(&l->rx, quick ? BATCH_TASKS : LONG_MAX, &tasks);
+        if (!n)
+            return;
+        bool coal = quick && tasks > 1;
+        if (l->st != L_DEAD && l->st != L_DONE) {
+            char *buf = malloc(n);
+            if (buf) {
+                memcpy(buf, l->rx.b.data + l->rx.off, n);
+                if (send_to(r, i, coal ? T_DATAC : T_DATA, buf, n) == 0) {
+                    l->out += tasks;
+                    batch_push(r, l, tasks, coal);
+                }
+            }
+        }
+        l->rx.off += n;
+    }
 }
 
 static bool from_pool(mp__relay *r, int i)
@@ -237,17 +318,7 @@ static bool from_pool(mp__relay *r, int i)
             break;
         any = true;
     }
-    long tasks = 0;
-    size_t n = whole_frames(&l->rx, &tasks);
-    if (n && l->st != L_DEAD && l->st != L_DONE) {
-        char *buf = malloc(n);
-        if (buf) {
-            memcpy(buf, l->rx.b.data + l->rx.off, n);
-            if (send_to(r, i, T_DATA, buf, n) == 0)
-                l->out += tasks;
-        }
-    }
-    l->rx.off += n;
+    to_rank(r, i);
     if (l->eof && l->st == L_SERVING) {
         /* the pool closed its side: it is done with this rank */
         char *b = malloc(1);
@@ -346,8 +417,13 @@ static bool from_ranks(mp__relay *r)
         }
         if (kind == T_ID) {
             got_id(r, l, buf, (size_t)count);
-        } else if (kind == T_DATA) {
-            l->out -= count_results(buf, (size_t)count);
+        } else if (kind == T_DATA || kind == T_DATAC) {
+            long k = count_results(buf, (size_t)count);
+            if (k > 0) {
+                l->out -= k;
+                l->quick = kind == T_DATAC;
+                batch_answered(r, l, k);
+            }
             if (l->st == L_STARTING) {
                 pthread_mutex_lock(&r->mu);
                 l->st = L_SERVING;
@@ -548,6 +624,8 @@ int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int
     l->sentinel = ev;
     l->eof = false;
     l->out = 0;
+    l->bq_head = l->bq_n = 0;
+    l->quick = false;
     l->last_seen = mp__now();
     l->st = L_STARTING;
     pthread_mutex_unlock(&r->mu);
@@ -578,6 +656,15 @@ void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, s
              (int)l->pid, l->host);
     snprintf(how, hcap, "%s", l->how[0] ? l->how : "ended");
     pthread_mutex_unlock(&r->mu);
+}
+
+size_t mp__relay_held(mp__relay *r, size_t i)
+{
+    rlink *l = &r->l[i];
+    pthread_mutex_lock(&r->mu);
+    size_t n = l->bq_n && l->bq[l->bq_head].coal ? (size_t)l->bq[l->bq_head].left : 1;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
@@ -611,6 +698,7 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
             mp__close(l->pidfd);
         mp__rx_free(&l->rx);
         mp__buf_free(&l->back);
+        free(l->bq);
     }
     free(r->l);
     free(r->by_rank);

@@ -11,6 +11,7 @@
  * MP__MPI_HB s while a pool is served (the master's failure detector for other hosts).
  * Messages of another pool generation than the one being served are dropped. */
 #define _GNU_SOURCE
+#include "internal/buf.h"
 #include "internal/common.h"
 #include "internal/value.h"
 #include "mpi/mpi_internal.h"
@@ -29,6 +30,16 @@ typedef struct pend {
     char *buf;
 } pend;
 
+#define HOLD_BYTES 65536 /* results held back in a coalesced batch: at most this much */
+#define HOLD_AGE 0.001   /* s: or the first of them this old (looked at between tasks) */
+#define QUICK_CHUNK 100e-6 /* s: a chunk that ran this fast asks for coalesced batches */
+
+/* A batch (one DATA or DATAC message): its frames not run yet. */
+typedef struct sbatch {
+    size_t left;
+    bool coal;
+} sbatch;
+
 typedef struct srv {
     MPI_Comm comm;
     int master;
@@ -38,6 +49,12 @@ typedef struct srv {
     pend *q;
     size_t nq, capq;
     bool exit;
+    /* the batches received, oldest first, and the results held back (DATAC) */
+    sbatch *bq;
+    size_t bq_head, bq_n, bq_cap;
+    mp__buf out;
+    double out_since;
+    bool quick; /* the last chunk ran in under QUICK_CHUNK */
     /* heartbeat thread */
     pthread_t hb;
     pthread_mutex_t mu;
@@ -92,24 +109,91 @@ static int isend(srv *s, char *buf, size_t len, int kind)
     return 0;
 }
 
-/* mp__wserve's send: one frame, one message (sent at once: a result held back would
- * die with the rank). */
+/* Send the results held, in one message. */
+static int flush_out(srv *s)
+{
+    if (!s->out.len)
+        return 0;
+    size_t len = 0;
+    char *buf = mp__buf_take(&s->out, &len);
+    if (!buf)
+        return mp_last_error_code();
+    int r = isend(s, buf, len, s->quick ? T_DATAC : T_DATA);
+    progress(s);
+    return r;
+}
+
+/* mp__wserve's send: the frame joins the results held; run_one sends them when the
+ * batch allows no more holding (a plain DATA batch: at once, since a result held back
+ * would die with the rank and the master fails only the chunk it was running). */
 static int send_frame(void *ctx, const mp__msg_hdr *h, const void *body, const int *fds)
 {
     srv *s = ctx;
     (void)fds; /* a result holding handles cannot leave the host: decoding fails there */
-    size_t len = sizeof *h + (size_t)h->len;
-    char *buf = malloc(len ? len : 1);
-    if (!buf)
-        return -ENOMEM;
     mp__msg_hdr hh = *h;
     hh.nfds = 0;
-    memcpy(buf, &hh, sizeof hh);
-    if (h->len)
-        memcpy(buf + sizeof hh, body, (size_t)h->len);
-    int r = isend(s, buf, len, T_DATA);
-    progress(s);
-    return r;
+    if (!s->out.len)
+        s->out_since = mp__now();
+    if (mp__buf_append(&s->out, &hh, sizeof hh) < 0 ||
+        (h->len && mp__buf_append(&s->out, body, (size_t)h->len) < 0)) {
+        mp__buf_free(&s->out); /* its frames are lost: the master sees a protocol error */
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* A batch arrived with nframes frames. */
+static void batch_in(srv *s, size_t nframes, bool coal)
+{
+    if (s->bq_head + s->bq_n == s->bq_cap && s->bq_head) {
+        memmove(s->bq, s->bq + s->bq_head, s->bq_n * sizeof *s->bq);
+        s->bq_head = 0;
+    }
+    if (s->bq_head + s->bq_n == s->bq_cap) {
+        size_t cap = s->bq_cap ? 2 * s->bq_cap : 16;
+        sbatch *q = realloc(s->bq, cap * sizeof *q);
+        if (!q)
+            coal = false; /* not tracked: its results go out one by one */
+        else {
+            s->bq = q;
+            s->bq_cap = cap;
+        }
+    }
+    if (coal && nframes > 1 && s->bq_head + s->bq_n < s->bq_cap)
+        s->bq[s->bq_head + s->bq_n++] = (sbatch){.left = nframes, .coal = true};
+    else if (s->bq_head + s->bq_n < s->bq_cap)
+        s->bq[s->bq_head + s->bq_n++] = (sbatch){.left = nframes, .coal = false};
+}
+
+/* A frame was run: send the results held unless its batch is coalesced, goes on, and
+ * what is held is small and young. */
+static void frame_done(srv *s, double now)
+{
+    bool hold = false;
+    if (s->bq_n) {
+        sbatch *b = &s->bq[s->bq_head];
+        hold = b->coal && b->left > 1;
+        if (--b->left == 0) {
+            s->bq_head++;
+            s->bq_n--;
+        }
+    }
+    if (!hold || s->out.len >= HOLD_BYTES || now - s->out_since >= HOLD_AGE)
+        flush_out(s);
+}
+
+static size_t count_frames(const char *b, size_t n)
+{
+    size_t k = 0, off = 0;
+    while (n - off >= sizeof(mp__msg_hdr)) {
+        mp__msg_hdr h;
+        memcpy(&h, b + off, sizeof h);
+        k++;
+        if (n - off - sizeof h < h.len)
+            break;
+        off += sizeof h + (size_t)h.len;
+    }
+    return k;
 }
 
 /* ---- heartbeats ------------------------------------------------------------------ */
@@ -149,6 +233,8 @@ static void hb_set(srv *s, bool on, unsigned gen)
 
 static void end_pool(srv *s)
 {
+    mp__buf_free(&s->out);
+    s->bq_head = s->bq_n = 0;
     mp__wserve_free(s->ws);
     s->ws = NULL;
     mp__rx_free(&s->rx);
@@ -195,6 +281,7 @@ static void hello(srv *s, const char *buf, size_t len)
     if (s->ws && mp__wserve_init(s->ws, loc, initargs) < 0) {
         /* INIT_FAIL was sent; the master's pool fails its creation and ends us */
     }
+    flush_out(s); /* READY or INIT_FAIL */
     mp_value_free(v);
 }
 
@@ -219,8 +306,9 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
         hello(s, buf, (size_t)count);
     } else if (gen != s->gen || !s->ws) {
         /* a late message of a pool we no longer serve */
-    } else if (kind == T_DATA) {
-        mp__rx_push(&s->rx, buf, (size_t)count);
+    } else if (kind == T_DATA || kind == T_DATAC) {
+        if (mp__rx_push(&s->rx, buf, (size_t)count) == 0)
+            batch_in(s, count_frames(buf, (size_t)count), kind == T_DATAC);
     } else if (kind == T_STOP) {
         end_pool(s);
     } else if (kind == T_BYE) {
@@ -245,8 +333,12 @@ static bool run_one(srv *s)
     int got = mp__rx_next(&s->rx, &m);
     if (got <= 0)
         return false;
+    double t0 = mp__now();
     mp__wserve_msg(s->ws, &m);
     mp__msg_clear(&m);
+    double t1 = mp__now();
+    s->quick = t1 - t0 < QUICK_CHUNK;
+    frame_done(s, t1);
     return true;
 }
 
@@ -285,6 +377,7 @@ void mp__mpi_serve(MPI_Comm comm, int master)
         if (MPI_Wait(&s.q[i].req, MPI_STATUS_IGNORE) == MPI_SUCCESS)
             free(s.q[i].buf);
     free(s.q);
+    free(s.bq);
     /* The last message: the master takes every message up to this one before it lets
      * the communicator go (a message left unreceived on a disconnected communicator
      * can break Open MPI's next spawn). */

@@ -39,10 +39,12 @@
 
 
 /* Chunks a worker may hold ahead: enough that it never waits for the parent between
- * short chunks, few enough that long tasks spread over the workers. */
+ * short chunks, few enough that long tasks spread over the workers. A remote worker
+ * (MPI) is farther away: more, so that several batches are on their way to it while it
+ * runs one. */
 static size_t window_of(const worker *w)
 {
-    return w->fast ? 32 : 2;
+    return !w->fast ? 2 : w->remote ? 256 : 32;
 }
 
 void mp__pool_wake(mp_pool *p)
@@ -504,9 +506,13 @@ static void handle_death(mp_pool *p, size_t i)
         drain_msgs(p, w);
     drain_msgs(p, w);
     /* A remote worker has no slot we can read: it runs its chunks in order, so the one
-     * at the head of its queue is the one it was running (or had just finished). */
-    uint64_t running = w->remote ? (w->inflight ? w->inflight->id : 0)
+     * at the head of its queue is the one it was running (or had just finished); or the
+     * backend says how many at the head it may have run (a batch whose results it held
+     * back): those fail, none runs twice. */
+    uint64_t running = w->remote ? 0
                                  : atomic_load_explicit(&p->slots[i].chunk, memory_order_acquire);
+    bool remote = w->remote; /* reaping clears w */
+    size_t held = remote && p->backend->held ? p->backend->held(p->be_state, i) : 1;
     char who[160], what[160];
     bool timed = w->killed_for_timeout;
     size_t titem = w->timed_item;
@@ -517,16 +523,22 @@ static void handle_death(mp_pool *p, size_t i)
     w->ninflight = w->txn = 0;
     mp__pool_reap_describe(p, i, who, sizeof who, what, sizeof what);
     chunk *back = NULL, *back_tail = NULL;
-    while (c) {
+    for (size_t k = 0; c; k++) {
         chunk *n = c->next;
-        if (c->id == running) {
+        if (remote ? k < held : c->id == running) {
             char msg[1024], tmsg[1024];
             char fn[256];
             mp__fn_label(c->job->fnloc, c->job->fnloc_len, fn, sizeof fn);
-            snprintf(msg, sizeof msg,
-                     "pool worker %s %s while running %s (items %zu-%zu of the call)",
-                     who, timed ? "was killed for a time limit" : what, fn,
-                     c->first, c->first + c->count - 1);
+            if (held > 1)
+                snprintf(msg, sizeof msg,
+                         "pool worker %s %s while running a batch of %zu chunks that held %s "
+                         "(items %zu-%zu of the call)",
+                         who, what, held, fn, c->first, c->first + c->count - 1);
+            else
+                snprintf(msg, sizeof msg,
+                         "pool worker %s %s while running %s (items %zu-%zu of the call)",
+                         who, timed ? "was killed for a time limit" : what, fn,
+                         c->first, c->first + c->count - 1);
             snprintf(tmsg, sizeof tmsg,
                      "task %s (item %zu) exceeded its time limit of %g s: worker %s "
                      "was killed and replaced",

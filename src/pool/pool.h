@@ -223,6 +223,10 @@ struct mp_pool_backend {
     /* Worker i is gone: who it was ("MPI rank 2 (pid 42 on vm)") and how it ended
      * ("exited", "died: ...", "stopped answering for 10 s"), for messages. */
     void (*reap)(void *state, size_t i, char *who, size_t wcap, char *how, size_t hcap);
+    /* Worker i is gone: how many of the oldest chunks it held may have run without their
+     * results coming back (they fail; the others go to other workers). NULL: 1, the one
+     * at the head, which it was running. */
+    size_t (*held)(void *state, size_t i);
     /* Free the state, after every worker was reaped. */
     void (*close)(void *state);
 };
