@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 #include <pthread.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 
 /* ---- tasks (found on the ranks by object + offset: the same binary) ------------------ */
@@ -89,6 +90,31 @@ int task_die_on_10(const mp_value *arg, mp_value **out)
     if (x == 10)
         raise(SIGKILL);
     usleep(2000);
+    *out = mp_value_int(x);
+    return 0;
+}
+
+/* arg [x, log path, k]: appends "x\n" to the log (every run of a task leaves a line),
+ * dies (SIGKILL) when x == k, else returns x at once (a quick task: its rank gets
+ * coalesced batches). */
+int task_log_die(const mp_value *arg, mp_value **out)
+{
+    int x = 0, k = 0;
+    const char *path = NULL;
+    int r = mp_value_unpack(arg, "[i s i]", &x, &path, &k);
+    if (r < 0)
+        return r;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0)
+        return mp_task_fail(-errno, "cannot open the log");
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d\n", x);
+    ssize_t w = write(fd, line, (size_t)n);
+    close(fd);
+    if (w != n)
+        return mp_task_fail(-EIO, "cannot write the log");
+    if (x == k)
+        raise(SIGKILL);
     *out = mp_value_int(x);
     return 0;
 }
@@ -516,6 +542,74 @@ static void test_rank_killed(void)
     mp_value_free(items);
 }
 
+/* A rank killed in a coalesced batch (quick tasks: the rank holds their results and
+ * sends them together; run by test_mpi_pool_modes.sh under mpiexec --enable-recovery):
+ * the tasks of that batch not answered yet fail with MP_EWORKERDIED, at most a batch
+ * (64), and only those: every other item has its value; and no task runs twice (the
+ * held ones are not sent to another rank), as the log of every run shows. */
+static void test_batch_killed(void)
+{
+    enum { N = 4000, K = 3000 };
+    char path[] = "/tmp/mpt_batch_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    mp_value *items = mp_value_list();
+    for (int i = 0; i < N; i++)
+        mp_value_list_append(items, mp_value_pack("[i s i]", i, path, K));
+    mp_pool *p = mpi_pool(0);
+    CHECK(p != NULL);
+    mp_pool_call_opts co = {.chunksize = 1};
+    mp_pool_result *r = mp_pool_map_async(p, task_log_die, items, &co);
+    CHECK_OK(mp_pool_result_wait(r, 30));
+    const mp_value *got = NULL;
+    int code = mp_pool_result_get(r, 0, &got);
+    printf("map: %s: %s\n", mp_errname(code), mp_last_error());
+    CHECK_INT(code, MP_EWORKERDIED);
+    CHECK_CONTAINS(mp_last_error(), "MPI rank");
+    CHECK_CONTAINS(mp_last_error(), "died");
+    static int runs[N];
+    memset(runs, 0, sizeof runs);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    int x, twice = 0;
+    while (f && fscanf(f, "%d", &x) == 1)
+        if (x >= 0 && x < N)
+            twice += runs[x]++ > 0;
+    if (f)
+        fclose(f);
+    unlink(path);
+    int ok = 0, died = 0, wrong = 0;
+    for (int i = 0; i < N; i++) {
+        const mp_value *v = NULL;
+        int c = mp_pool_result_item(r, (size_t)i, &v);
+        if (c == 0 && mp_value_get_int(v) == i && runs[i] == 1)
+            ok++;
+        else if (c == MP_EWORKERDIED)
+            died++;
+        else
+            wrong++;
+    }
+    const mp_value *v = NULL;
+    printf("batch_killed: %d ok, %d failed with MP_EWORKERDIED, %d run twice\n", ok, died,
+           twice);
+    fflush(stdout);
+    CHECK_INT(mp_pool_result_item(r, K, &v), MP_EWORKERDIED);
+    CHECK_INT(twice, 0);
+    CHECK_INT(wrong, 0);
+    CHECK(died >= 1 && died <= 64);
+    CHECK_INT(ok + died, N);
+    mp_pool_result_free(r);
+    /* the pool goes on with the ranks left */
+    mp_value *few = range(20), *sq = NULL;
+    CHECK_OK(mp_pool_map(p, task_square, few, 1, &sq));
+    CHECK_INT(mp_value_get_int(mp_value_list_get(sq, 19)), 361);
+    mp_value_free(sq);
+    mp_value_free(few);
+    end_pool(p);
+    mp_value_free(items);
+}
+
 /* A rank that stops answering (SIGSTOP: its pid lives, its heartbeats stop) is declared
  * lost after heartbeat_limit (run by test_mpi_pool_kill.sh under --enable-recovery). */
 static void test_rank_silent(void)
@@ -628,6 +722,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "rank_killed") == 0) {
         RUN(test_rank_killed);
+        return done_after_death();
+    }
+    if (argc > 1 && strcmp(argv[1], "batch_killed") == 0) {
+        RUN(test_batch_killed);
         return done_after_death();
     }
     CHECK_INT(mp_mpi_pool_launched(), 1);

@@ -5,6 +5,7 @@
 #   rank within a bounded time; under `mpiexec --enable-recovery` the job and the pool go
 #   on with the ranks left; under a plain mpiexec Open MPI ends the job, and the master
 #   has reported the failure before it does (not a hang);
+# - a rank killed in a coalesced batch of quick tasks: that batch fails, nothing runs twice;
 # - a rank that stops answering (SIGSTOP): declared lost after the heartbeat limit;
 # - in spawn mode, a rank killed: the map returns, a new pool spawns new ranks.
 set -uo pipefail
@@ -55,6 +56,11 @@ timeout 120 "$MPIEXEC" -n 4 "$BIN" rank_killed >"$out" 2>&1
 st=$?
 check killed_plain any $st "multiproc: MPI pool: worker rank" "map: MP_EWORKERDIED" "died (its process ended) while running task_die_on_10"
 [ $(( $(date +%s) - t0 )) -lt 60 ] || { echo "FAIL killed_plain: took too long"; fail=1; }
+
+# A rank killed in a coalesced batch (quick tasks): the rest of that batch fails, no
+# task runs twice, every other item has its value.
+timeout 40 "$MPIEXEC" --enable-recovery -n 4 "$BIN" batch_killed >"$out" 2>&1
+check batch_killed fin $? "map: MP_EWORKERDIED" "ok   test_batch_killed" "0 failed"
 
 MPT_DIE=stop timeout 40 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_silent >"$out" 2>&1
 check silent_heartbeat fin $? "stopped answering (nothing heard for 1 s)" "ok   test_rank_silent" "0 failed"
