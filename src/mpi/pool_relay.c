@@ -38,12 +38,13 @@
 
 #define DYING_GRACE 0.05 /* s: messages of a rank whose pid ended are still taken */
 #define BATCH_TASKS 64    /* tasks at most in a coalesced batch */
+#define STEAL_BYTES 65536 /* frames this large go to MPI in the buffer they were read in */
 
 enum lstate { L_FREE, L_STARTING, L_SERVING, L_BYE, L_DONE, L_DEAD };
 
 typedef struct pend {
     MPI_Request req;
-    char *buf;
+    char *buf; /* the block to free once sent */
     int link;
 } pend;
 
@@ -149,8 +150,8 @@ static void progress(mp__relay *r)
     r->nq = k;
 }
 
-/* Send buf (adopted) to rlink i's rank. */
-static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
+/* Send len bytes at data, in the block buf (adopted), to rlink i's rank. */
+static int send_at(mp__relay *r, int i, int kind, char *buf, const char *data, size_t len)
 {
     if (r->nq == r->capq) {
         size_t cap = r->capq ? 2 * r->capq : 32;
@@ -162,8 +163,8 @@ static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
         r->q = q;
         r->capq = cap;
     }
-    int rc = MPI_Isend(buf, (int)len, MPI_BYTE, r->l[i].rank, MP__MPI_TAG(kind, r->gen), r->comm,
-                       &r->q[r->nq].req);
+    int rc = MPI_Isend(data, (int)len, MPI_BYTE, r->l[i].rank, MP__MPI_TAG(kind, r->gen),
+                       r->comm, &r->q[r->nq].req);
     if (rc != MPI_SUCCESS) {
         free(buf);
         return mp__mpi_error(rc, "MPI_Isend to a pool rank");
@@ -171,6 +172,11 @@ static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
     r->q[r->nq].buf = buf;
     r->q[r->nq++].link = i;
     return 0;
+}
+
+static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
+{
+    return send_at(r, i, kind, buf, buf, len);
 }
 
 /* ---- batches in flight ------------------------------------------------------------ */
@@ -290,17 +296,31 @@ static void to_rank(mp__relay *r, int i)
         if (!n)
             return;
         bool coal = quick && tasks > 1;
-        if (l->st != L_DEAD && l->st != L_DONE) {
+        if (l->st == L_DEAD || l->st == L_DONE) {
+            l->rx.off += n;
+            continue;
+        }
+        int kind = coal ? T_DATAC : T_DATA, rc = -ENOMEM;
+        if (n >= STEAL_BYTES && l->rx.off + n == l->rx.b.len) {
+            /* all that was read, and large (a map's chunks): the reading buffer itself
+             * goes, rather than a copy; the next read takes a new one */
+            char *base = l->rx.b.data;
+            size_t off = l->rx.off;
+            memset(&l->rx.b, 0, sizeof l->rx.b);
+            l->rx.off = 0;
+            rc = send_at(r, i, kind, base, base + off, n);
+        } else {
             char *buf = malloc(n);
             if (buf) {
                 memcpy(buf, l->rx.b.data + l->rx.off, n);
-                if (send_to(r, i, coal ? T_DATAC : T_DATA, buf, n) == 0) {
-                    l->out += tasks;
-                    batch_push(r, l, tasks, coal);
-                }
+                rc = send_to(r, i, kind, buf, n);
             }
+            l->rx.off += n;
         }
-        l->rx.off += n;
+        if (rc == 0) {
+            l->out += tasks;
+            batch_push(r, l, tasks, coal);
+        }
     }
 }
 
@@ -429,8 +449,12 @@ static bool from_ranks(mp__relay *r)
                 l->st = L_SERVING;
                 pthread_mutex_unlock(&r->mu);
             }
-            if (mp__buf_append(&l->back, buf, (size_t)count) < 0)
+            if (count >= STEAL_BYTES) {
+                flush_back(l); /* large (a map's results): written as they are, in order */
                 write_all(l, buf, (size_t)count);
+            } else if (mp__buf_append(&l->back, buf, (size_t)count) < 0) {
+                write_all(l, buf, (size_t)count);
+            }
             if (l->back.len >= (1u << 20))
                 flush_back(l);
         } else if (kind == T_BYE) {

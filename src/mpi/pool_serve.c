@@ -134,7 +134,7 @@ static int send_frame(void *ctx, const mp__msg_hdr *h, const void *body, const i
     hh.nfds = 0;
     if (!s->out.len)
         s->out_since = mp__now();
-    if (mp__buf_append(&s->out, &hh, sizeof hh) < 0 ||
+    if (mp__buf_reserve(&s->out, sizeof hh + (size_t)h->len) < 0 || mp__buf_append(&s->out, &hh, sizeof hh) < 0 ||
         (h->len && mp__buf_append(&s->out, body, (size_t)h->len) < 0)) {
         mp__buf_free(&s->out); /* its frames are lost: the master sees a protocol error */
         return -ENOMEM;
@@ -293,6 +293,16 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
     MPI_Get_count(st, MPI_BYTE, &count);
     int kind = MP__MPI_KIND(st->MPI_TAG);
     unsigned gen = MP__MPI_GEN(st->MPI_TAG);
+    if ((kind == T_DATA || kind == T_DATAC) && gen == s->gen && s->ws && count > 0) {
+        /* frames: received straight into the byte stream they join */
+        char *tail = mp__rx_tail(&s->rx, (size_t)count);
+        if (tail) {
+            MPI_Mrecv(tail, count, MPI_BYTE, msg, MPI_STATUS_IGNORE);
+            batch_in(s, count_frames(tail, (size_t)count), kind == T_DATAC);
+            mp__rx_commit(&s->rx, (size_t)count);
+            return;
+        }
+    }
     char *buf = malloc(count ? (size_t)count : 1);
     if (!buf) {
         char dummy;

@@ -174,6 +174,17 @@ int mp__chan_send_some(int sock, const void *buf, size_t total, size_t *off, con
     return 1;
 }
 
+char *mp__rx_tail(mp__rx *rx, size_t n)
+{
+    return rx_reserve(rx, n) < 0 ? NULL : rx->b.data + rx->b.len;
+}
+
+void mp__rx_commit(mp__rx *rx, size_t n)
+{
+    rx->b.len += n;
+    rx->b.data[rx->b.len] = '\0';
+}
+
 int mp__rx_push(mp__rx *rx, const void *data, size_t n)
 {
     int r = rx_reserve(rx, n);

@@ -244,6 +244,10 @@ int mp__wserve_msg(mp__wserve *ws, mp__msg *m);
 void mp__wserve_free(mp__wserve *ws);
 /* Append received bytes to a channel's reading side (a backend's byte stream). */
 int mp__rx_push(mp__rx *rx, const void *data, size_t n);
+/* Or receive them in place: room for n more bytes at the end (NULL: -ENOMEM recorded),
+ * then mp__rx_commit(rx, n) once they are written there. */
+char *mp__rx_tail(mp__rx *rx, size_t n);
+void mp__rx_commit(mp__rx *rx, size_t n);
 
 /* One worker position. */
 typedef struct worker {
