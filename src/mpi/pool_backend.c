@@ -80,6 +80,21 @@ void mp__mpi_host_identity(char *buf, size_t cap)
     snprintf(buf, cap, "%s %s", boot, ns);
 }
 
+int mp__mpi_testsome(MPI_Request *scratch, int *idx, size_t n, MPI_Request *first,
+                     size_t stride)
+{
+    char *p = (char *)first;
+    for (size_t i = 0; i < n; i++)
+        memcpy(&scratch[i], p + i * stride, sizeof *scratch);
+    int outc = 0;
+    int rc = MPI_Testsome((int)n, scratch, &outc, idx, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        memcpy(p + i * stride, &scratch[i], sizeof *scratch);
+    return 0;
+}
+
 /* ---- the end of the ranks (rank 0) -------------------------------------------------- */
 
 /* Tell the group's live ranks to exit, and take every message they send up to their

@@ -33,6 +33,12 @@ enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT, T_DATAC };
 #define MP__MPI_GEN(tag) ((unsigned)(tag) >> 4)
 #define MP__MPI_HB 0.2
 
+/* MPI_Testsome over n requests lying `stride` bytes apart from *first (scratch and idx:
+ * n slots each); a completed request is set to MPI_REQUEST_NULL in place. 0, or -1 when
+ * MPI failed (the peer is gone: treat every send as done). */
+int mp__mpi_testsome(MPI_Request *scratch, int *idx, size_t n, MPI_Request *first,
+                     size_t stride);
+
 /* This host's identity for pidfd watching: "boot_id pid-namespace". */
 void mp__mpi_host_identity(char *buf, size_t cap);
 

@@ -88,6 +88,8 @@ struct mp__relay {
     bool th_started;
     _Atomic int quit;
     pend *q;
+    MPI_Request *rq; /* scratch for progress, capq long */
+    int *ri;
     size_t nq, capq;
     char ident[256];
 };
@@ -130,19 +132,25 @@ static void orphan(MPI_Request *req, char *buf)
     pthread_mutex_unlock(&g_orphans_mu);
 }
 
+/* Complete what we can of the sends in flight (one MPI_Testsome: each MPI call that
+ * finds nothing to do may yield the processor when Open MPI runs oversubscribed). */
 static void progress(mp__relay *r)
 {
     size_t k = 0;
     for (size_t i = 0; i < r->nq; i++) {
-        int done = 0;
         rlink *l = &r->l[r->q[i].link];
-        if (l->st == L_DEAD) {
+        if (l->st == L_DEAD)
             orphan(&r->q[i].req, r->q[i].buf); /* never completes */
-            continue;
-        }
-        if (MPI_Test(&r->q[i].req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            done = 1;
-        if (done)
+        else
+            r->q[k++] = r->q[i];
+    }
+    r->nq = k;
+    if (!k)
+        return;
+    bool failed = mp__mpi_testsome(r->rq, r->ri, r->nq, &r->q[0].req, sizeof *r->q) < 0;
+    k = 0;
+    for (size_t i = 0; i < r->nq; i++) {
+        if (failed || r->q[i].req == MPI_REQUEST_NULL)
             free(r->q[i].buf);
         else
             r->q[k++] = r->q[i];
@@ -156,11 +164,17 @@ static int send_at(mp__relay *r, int i, int kind, char *buf, const char *data, s
     if (r->nq == r->capq) {
         size_t cap = r->capq ? 2 * r->capq : 32;
         pend *q = realloc(r->q, cap * sizeof *q);
-        if (!q) {
+        MPI_Request *rq = q ? realloc(r->rq, cap * sizeof *rq) : NULL;
+        int *ri = rq ? realloc(r->ri, cap * sizeof *ri) : NULL;
+        if (q)
+            r->q = q;
+        if (rq)
+            r->rq = rq;
+        if (!ri) {
             free(buf);
             return -ENOMEM;
         }
-        r->q = q;
+        r->ri = ri;
         r->capq = cap;
     }
     int rc = MPI_Isend(data, (int)len, MPI_BYTE, r->l[i].rank, MP__MPI_TAG(kind, r->gen),
@@ -708,6 +722,8 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
             orphan(&r->q[k].req, r->q[k].buf);
     }
     free(r->q);
+    free(r->rq);
+    free(r->ri);
     for (int i = 0; r->l && i < r->n; i++) {
         rlink *l = &r->l[i];
         if (dead)

@@ -33,6 +33,8 @@ typedef struct pend {
 #define HOLD_BYTES 65536 /* results held back in a coalesced batch: at most this much */
 #define HOLD_AGE 0.001   /* s: or the first of them this old (looked at between tasks) */
 #define QUICK_CHUNK 100e-6 /* s: a chunk that ran this fast asks for coalesced batches */
+#define BURST_FRAMES 64    /* frames run between two probes for messages, at most, */
+#define BURST_TIME 200e-6  /* s: or until this long has passed */
 
 /* A batch (one DATA or DATAC message): its frames not run yet. */
 typedef struct sbatch {
@@ -47,6 +49,8 @@ typedef struct srv {
     mp__wserve *ws;
     mp__rx rx;
     pend *q;
+    MPI_Request *rq; /* scratch for progress, capq long */
+    int *ri;
     size_t nq, capq;
     bool exit;
     /* the batches received, oldest first, and the results held back (DATAC) */
@@ -71,16 +75,17 @@ static void idle_wait(unsigned *backoff)
     nanosleep(&ts, NULL);
 }
 
-/* Complete what we can of the sends in flight. */
+/* Complete what we can of the sends in flight: one MPI_Testsome (each MPI call that
+ * finds nothing to do may yield the processor when Open MPI runs oversubscribed). */
 static void progress(srv *s)
 {
+    if (!s->nq)
+        return;
+    bool failed = mp__mpi_testsome(s->rq, s->ri, s->nq, &s->q[0].req, sizeof *s->q) < 0;
     size_t k = 0;
     for (size_t i = 0; i < s->nq; i++) {
-        int done = 0;
-        if (MPI_Test(&s->q[i].req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            done = 1; /* the master is gone: nothing to wait for */
-        if (done)
-            free(s->q[i].buf);
+        if (failed || s->q[i].req == MPI_REQUEST_NULL)
+            free(s->q[i].buf); /* sent, or the master is gone: nothing to wait for */
         else
             s->q[k++] = s->q[i];
     }
@@ -92,11 +97,17 @@ static int isend(srv *s, char *buf, size_t len, int kind)
     if (s->nq == s->capq) {
         size_t cap = s->capq ? 2 * s->capq : 16;
         pend *q = realloc(s->q, cap * sizeof *q);
-        if (!q) {
+        MPI_Request *rq = q ? realloc(s->rq, cap * sizeof *rq) : NULL;
+        int *ri = rq ? realloc(s->ri, cap * sizeof *ri) : NULL;
+        if (q)
+            s->q = q;
+        if (rq)
+            s->rq = rq;
+        if (!ri) {
             free(buf);
             return -ENOMEM;
         }
-        s->q = q;
+        s->ri = ri;
         s->capq = cap;
     }
     int rc = MPI_Isend(buf, (int)len, MPI_BYTE, s->master, MP__MPI_TAG(kind, s->gen), s->comm,
@@ -123,7 +134,7 @@ static int flush_out(srv *s)
     return r;
 }
 
-/* mp__wserve's send: the frame joins the results held; run_one sends them when the
+/* mp__wserve's send: the frame joins the results held; frame_done sends them when the
  * batch allows no more holding (a plain DATA batch: at once, since a result held back
  * would die with the rank and the master fails only the chunk it was running). */
 static int send_frame(void *ctx, const mp__msg_hdr *h, const void *body, const int *fds)
@@ -334,21 +345,23 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
     free(buf);
 }
 
-/* Run the next whole frame, if one is buffered: true when one ran. */
-static bool run_one(srv *s)
+/* Run the whole frames buffered, a burst of them (each probe for messages that finds
+ * none may yield the processor: not one per quick task): true when one ran. */
+static bool run_some(srv *s)
 {
-    if (!s->ws)
-        return false;
-    mp__msg m = {0};
-    int got = mp__rx_next(&s->rx, &m);
-    if (got <= 0)
-        return false;
-    double t0 = mp__now();
-    mp__wserve_msg(s->ws, &m);
-    mp__msg_clear(&m);
-    double t1 = mp__now();
-    s->quick = t1 - t0 < QUICK_CHUNK;
-    frame_done(s, t1);
+    double start = 0, t1 = 0;
+    for (int k = 0; k < BURST_FRAMES && s->ws && t1 - start < BURST_TIME; k++) {
+        mp__msg m = {0};
+        if (mp__rx_next(&s->rx, &m) <= 0)
+            return k > 0;
+        double t0 = mp__now();
+        start = k ? start : t0;
+        mp__wserve_msg(s->ws, &m);
+        mp__msg_clear(&m);
+        t1 = mp__now();
+        s->quick = t1 - t0 < QUICK_CHUNK;
+        frame_done(s, t1);
+    }
     return true;
 }
 
@@ -370,7 +383,7 @@ void mp__mpi_serve(MPI_Comm comm, int master)
         if (flag) {
             take(&s, &msg, &st);
             backoff = 0;
-        } else if (run_one(&s)) {
+        } else if (run_some(&s)) {
             backoff = 0;
         } else {
             idle_wait(&backoff);
@@ -387,6 +400,8 @@ void mp__mpi_serve(MPI_Comm comm, int master)
         if (MPI_Wait(&s.q[i].req, MPI_STATUS_IGNORE) == MPI_SUCCESS)
             free(s.q[i].buf);
     free(s.q);
+    free(s.rq);
+    free(s.ri);
     free(s.bq);
     /* The last message: the master takes every message up to this one before it lets
      * the communicator go (a message left unreceived on a disconnected communicator
