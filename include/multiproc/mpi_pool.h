@@ -27,14 +27,17 @@
  *
  * What travels: the task function's location, the arguments and results as mp_values
  * (MessagePack), chunked as the local pool chunks them (a chunk is one MPI message; runs
- * of small chunks are batched into one). Handles to library objects (queues, locks,
+ * of small chunks are batched into one, and while a rank's chunks run in under 100 us it
+ * sends their results back together, up to 64 at a time). Handles to library objects (queues, locks,
  * shared memory: fds) cannot travel (MP_EUNSUPPORTED), nor can mp_pool_map_array's shared
  * arena; maxtasksperchild and task_time_limit are refused (MP_EUNSUPPORTED).
  *
  * Failures (see docs/distributed.md): a task's failure reaches the caller as its code
  * with the worker's message, which names the worker, its MPI rank, host and pid. A rank
  * that dies fails the chunk it was running with MP_EWORKERDIED (naming the rank, pid and
- * host); chunks it held but had not started go to the other ranks; a rank is never
+ * host), or, running a coalesced batch of quick chunks, the chunks of that batch it had
+ * not answered (up to 64: their results may have died with it); chunks it held but had
+ * not started go to the other ranks; no task is run twice; a rank is never
  * replaced; when every rank is gone the remaining tasks fail with MP_EWORKERDIED. A
  * death is seen at once on the master's host (a pidfd) and, on other hosts, when the rank
  * has been silent for heartbeat_limit seconds. Under a plain `mpiexec` Open MPI 4.1 then

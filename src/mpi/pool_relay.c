@@ -7,17 +7,27 @@
  * after any activity and backs off (1 us doubling to 1 ms) while chunks are out, and 50
  * ms when nothing is out (then only the socket or the wake fd can bring work); then
  * every MPI message that arrived (MPI_Improbe/MPI_Mrecv on ANY_SOURCE), then the sends in
- * flight (MPI_Isend, tested: never a blocking send, so a rank that is itself sending a
- * large result cannot deadlock with us), then the failure detector. Whole frames read
- * from a socket are sent as one message (a batch); a rank's messages are written to its
- * socket with a blocking write (the result thread always reads). A rank is declared
+ * flight (MPI_Isend, tested with one MPI_Testsome: never a blocking send, so a rank that
+ * is itself sending a large result cannot deadlock with us), then the failure detector.
+ * Whole frames read from a socket go as one message (a batch, DATA), or, while the rank
+ * says its chunks are quick (it tags its results DATAC when the last chunk ran in under
+ * 100 us), as coalesced batches of at most 64 tasks (DATAC) whose results the rank may
+ * hold and send together. Each link keeps the batches in flight (tasks not answered
+ * yet, coalesced or not): when the rank dies, mp__relay_held tells the pool's loop how
+ * many chunks at the head of its queue fail (the rest of a coalesced batch, whose
+ * results may have died with it; else the one chunk it was running), so no task is run
+ * twice. Large reads (64 KiB+) are sent in the buffer they were read in, and large
+ * messages from a rank written to the socket as they are (no copies of a map's chunks).
+ * A rank's messages are written to its socket with a blocking write (the result thread
+ * always reads). A rank is declared
  * dead when its pidfd fires (after a short grace in which its last messages are still
  * taken, so results it sent before dying are not lost), or when nothing came from it for
  * hb_limit seconds while it held work or was starting; then its sentinel eventfd is
  * written, one line goes to stderr (under a plain mpiexec Open MPI ends the job soon
- * after), and the pool's loop fails the chunk it was running.
- * Shared state: links' state under r->mu (the result thread starts, stops and reaps
- * links); everything else belongs to the relay thread. */
+ * after), and the pool's loop fails the chunks it held (mp__relay_held).
+ * Shared state: links' state and batches in flight under r->mu (the result thread
+ * starts, stops and reaps links, and asks for the count held); everything else belongs
+ * to the relay thread. */
 #define _GNU_SOURCE
 #include "internal/buf.h"
 #include "internal/common.h"

@@ -1,13 +1,21 @@
 /* A worker rank of the Pool on MPI: mp_mpi_pool_serve_if_worker and the serving loop.
  *
  * DESIGN: the rank's main thread serves one pool at a time: HELLO (run the initializer,
- * answer ID and READY), then DATA (frames appended to one byte stream, each TASK run by
- * the local pool's worker code, mp__wserve_msg, and its RESULT sent at once), until BYE
- * or STOP; then it waits for the next HELLO, until EXIT. It never blocks in MPI: every
- * wait is MPI_Improbe with a backoff (1 us doubling to 1 ms) so an idle rank does not
- * spin a core, and results go out with MPI_Isend, completed later, so two ranks'
- * large messages never wait on each other. Messages that arrive while a task runs are
- * taken at the next probe, between chunks. A second thread sends a heartbeat every
+ * answer ID and READY), then DATA or DATAC batches (frames received straight into one
+ * byte stream, each TASK run by the local pool's worker code, mp__wserve_msg), until BYE
+ * or STOP; then it waits for the next HELLO, until EXIT. A RESULT of a DATA batch is
+ * sent at once (the master fails only the chunk a dead rank was running); the results of
+ * a DATAC batch (quick chunks: the master fails all of it that is not answered when the
+ * rank dies) are held and sent together at the batch's end, at 64 KiB, or once the
+ * first is 1 ms old (looked at between chunks). Each result message says whether the
+ * last chunk was quick (DATAC) or not (DATA): the master coalesces the next batches or
+ * stops. It never blocks in MPI: every wait is MPI_Improbe with a backoff (1 us
+ * doubling to 1 ms) so an idle rank does not spin a core, and results go out with
+ * MPI_Isend, completed later (MPI_Testsome), so two ranks' large messages never wait on
+ * each other. Buffered frames run in bursts (64, or 200 us) between probes: under
+ * oversubscription Open MPI yields the processor in every call that finds nothing, not
+ * to be paid per quick task. Messages that arrive while a task runs are taken at the
+ * next probe, between chunks (a STOP after a burst). A second thread sends a heartbeat every
  * MP__MPI_HB s while a pool is served (the master's failure detector for other hosts).
  * Messages of another pool generation than the one being served are dropped. */
 #define _GNU_SOURCE

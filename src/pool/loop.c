@@ -5,12 +5,14 @@
  * terminate, an iterator that freed window space), each worker's socket and each
  * worker's sentinel (its pidfd; the status connection under forkserver). Chunks are
  * pushed to a chosen worker (the least loaded; at most `window` chunks ahead; queued
- * runs of them go out in one sendmsg), so the parent always knows which chunks a worker
- * holds, in the order it runs them. A worker's
- * death: first every result it sent is read (the socket keeps them after it died), then
- * its slot names the chunk it was running: that chunk's tasks fail with MP_EWORKERDIED
- * (MP_ETIMEOUT for the task that overran its limit), the chunks behind it go back to
- * the front of the queue, a new worker takes the position.
+ * runs of them go out in one sendmsg; a remote worker that returns chunks quickly may
+ * hold 256, so that several batches are on their way to it), so the parent always
+ * knows which chunks a worker holds, in the order it runs them. A worker's death: first
+ * every result it sent is read (the socket keeps them after it died), then its slot
+ * names the chunk it was running (a remote worker's backend says how many chunks at the
+ * head of its queue it held: 1, or the rest of a coalesced batch): those tasks fail
+ * with MP_EWORKERDIED (MP_ETIMEOUT for the task that overran its limit), the chunks
+ * behind go back to the front of the queue, a new worker takes the position.
  * Results: a chunk's values are decoded straight into the job (a map's result list to
  * be) or its iterator ring, their scalars from one block of values per chunk
  * (mp__vblock: one allocation, not one per value; the values are freed by the user's
