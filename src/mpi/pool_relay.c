@@ -4,7 +4,7 @@
  *
  * DESIGN: one thread per pool. Its loop: ppoll over a wake eventfd, the relay's end of
  * each rank's socket and the pidfd of each rank on this host, with a timeout that is 0
- * after any activity and backs off (1 us doubling to 1 ms) while chunks are out, and 50
+ * after any activity and backs off (2 us doubling to 256 us) while chunks are out, and 50
  * ms when nothing is out (then only the socket or the wake fd can bring work); then
  * every MPI message that arrived (MPI_Improbe/MPI_Mrecv on ANY_SOURCE), then the sends in
  * flight (MPI_Isend, tested with one MPI_Testsome: never a blocking send, so a rank that
@@ -545,7 +545,9 @@ static void *relay_main(void *arg)
             }
         }
         pthread_mutex_unlock(&r->mu);
-        long ns = !busy ? 50000000L : backoff >= 10 ? 1000000L : backoff ? 1000L << backoff : 0;
+        /* chunks out: 0 after activity, then 2 us doubling to 256 us (a result waits for
+         * our next look: that is its latency); nothing out: the fds bring work */
+        long ns = !busy ? 50000000L : backoff ? 1000L << backoff : 0;
         struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
         int pr = ppoll(pf, np, &ts, NULL);
         bool act = false;
@@ -566,7 +568,7 @@ static void *relay_main(void *arg)
         act |= from_ranks(r);
         progress(r);
         watch(r);
-        backoff = act ? 0 : backoff < 10 ? backoff + 1 : backoff;
+        backoff = act ? 0 : backoff < 8 ? backoff + 1 : backoff;
     }
     free(pf);
     free(who);

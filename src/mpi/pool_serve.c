@@ -10,7 +10,8 @@
  * first is 1 ms old (looked at between chunks). Each result message says whether the
  * last chunk was quick (DATAC) or not (DATA): the master coalesces the next batches or
  * stops. It never blocks in MPI: every wait is MPI_Improbe with a backoff (1 us
- * doubling to 1 ms) so an idle rank does not spin a core, and results go out with
+ * doubling to 256 us, to 1 ms after 0.1 s without work) so an idle rank does not spin
+ * a core, and results go out with
  * MPI_Isend, completed later (MPI_Testsome), so two ranks' large messages never wait on
  * each other. Buffered frames run in bursts (64, or 200 us) between probes: under
  * oversubscription Open MPI yields the processor in every call that finds nothing, not
@@ -74,10 +75,14 @@ typedef struct srv {
     bool hb_on, hb_quit;
 } srv;
 
-static void idle_wait(unsigned *backoff)
+/* Wait before the next probe: 1 us doubling to 256 us within 0.1 s of the last message
+ * or chunk (a map's next chunks come soon), then to 1 ms. */
+static void idle_wait(unsigned *backoff, double since)
 {
-    long ns = *backoff >= 10 ? 1000000L : 1000L << *backoff;
-    if (*backoff < 10)
+    unsigned cap = mp__now() - since < 0.1 ? 8 : 10;
+    *backoff = *backoff > cap ? cap : *backoff;
+    long ns = 1000L << *backoff;
+    if (*backoff < cap)
         (*backoff)++;
     struct timespec ts = {0, ns};
     nanosleep(&ts, NULL);
@@ -381,6 +386,7 @@ void mp__mpi_serve(MPI_Comm comm, int master)
     pthread_cond_init(&s.cv, NULL);
     bool hb = pthread_create(&s.hb, NULL, hb_main, &s) == 0;
     unsigned backoff = 0;
+    double active = mp__now(); /* the last message or chunk */
     while (!s.exit) {
         progress(&s);
         int flag = 0;
@@ -388,13 +394,15 @@ void mp__mpi_serve(MPI_Comm comm, int master)
         MPI_Status st;
         if (MPI_Improbe(master, MPI_ANY_TAG, comm, &flag, &msg, &st) != MPI_SUCCESS)
             break; /* the master is unreachable */
-        if (flag) {
-            take(&s, &msg, &st);
+        if (flag || run_some(&s)) {
+            if (flag)
+                take(&s, &msg, &st);
             backoff = 0;
-        } else if (run_some(&s)) {
-            backoff = 0;
+            active = 0;
         } else {
-            idle_wait(&backoff);
+            if (active == 0)
+                active = mp__now();
+            idle_wait(&backoff, active);
         }
     }
     end_pool(&s);
