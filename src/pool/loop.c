@@ -5,8 +5,8 @@
  * terminate, an iterator that freed window space), each worker's socket and each
  * worker's sentinel (its pidfd; the status connection under forkserver). Chunks are
  * pushed to a chosen worker (the least loaded; at most `window` chunks ahead; queued
- * runs of them go out in one sendmsg; a remote worker that returns chunks quickly may
- * hold 256, so that several batches are on their way to it), so the parent always
+ * runs of them go out in one sendmsg; a remote worker holds more: 4, or 256 when it
+ * returns chunks quickly, so that several batches are on their way to it), so the parent always
  * knows which chunks a worker holds, in the order it runs them. A worker's death: first
  * every result it sent is read (the socket keeps them after it died), then its slot
  * names the chunk it was running (a remote worker's backend says how many chunks at the
@@ -42,11 +42,12 @@
 
 /* Chunks a worker may hold ahead: enough that it never waits for the parent between
  * short chunks, few enough that long tasks spread over the workers. A remote worker
- * (MPI) is farther away: more, so that several batches are on their way to it while it
- * runs one. */
+ * (MPI) is farther away: more (4, or 256 when its chunks come back quickly), so that
+ * the next chunks are on their way to it while it runs one and the parent decodes the
+ * last one's results. */
 static size_t window_of(const worker *w)
 {
-    return !w->fast ? 2 : w->remote ? 256 : 32;
+    return !w->fast ? (w->remote ? 4 : 2) : w->remote ? 256 : 32;
 }
 
 void mp__pool_wake(mp_pool *p)
