@@ -174,12 +174,13 @@ int mp__rf_trylock_slow(mp__rfutex *l)
     return -EBUSY;
 }
 
-void mp__rf_unlock_slow(mp__rfutex *l)
+void mp__rf_unlock_slow(mp__rfutex *l) { pthread_mutex_unlock(&l->m); }
+
+void mp__rf_unlock_wake(mp__rfutex *l, struct mp__rf_head *h, void *was)
 {
-    if (mp__rf_on)
-        mp__futex_wake(&l->f.word, 1);
-    else
-        pthread_mutex_unlock(&l->m);
+    mp__futex_wake(&l->f.word, 1);
+    if (h)
+        mp__rf_pending(h, was);
 }
 
 /* ---- waiting ----------------------------------------------------------------------- */
