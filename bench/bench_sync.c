@@ -217,7 +217,7 @@ int main(void)
     double mp, fl;
     /* Runs of ~1 ms (shorter than a time slice), many of them: on a loaded machine a
      * run of 10M (~60 ms) is always shared with others and measures the load. */
-    BEST_ALTERNATED(100, mp, lock_mp(200000), fl, lock_floor(200000));
+    BEST_ALTERNATED(200, mp, lock_mp(200000), fl, lock_floor(200000));
     printf("lock_uncontended\tops/s\t%.0f\t%.0f\n", mp, fl);
     fflush(stdout);
     BEST_ALTERNATED(5, mp, counter_mp(2000000), fl, counter_floor(2000000));

@@ -75,9 +75,9 @@
  *   its own `owner` and `depth` stores, checked `recursive` twice, re-read the tid, and
  *   saved registers for calls on both paths) they cost 6.96-7.0 ns (0.81-0.82x): the
  *   lock.c layer, not the robust list, was what the plain mutex did not pay. In
- *   bench_sync (best of 100 alternated runs of 200k, load average 6-9) lock_uncontended
- *   was 0.88-0.99x the plain mutex per run (README.md has the runs). The earlier glibc
- *   robust mutex cost 11.4-12.7 ns (0.45-0.50x); the fallback still costs that.
+ *   bench_sync (best of 200 alternated runs of 200k, load average 7-9) lock_uncontended
+ *   was 0.92-0.95x the plain mutex in 10 runs (before the trim: 0.65-0.81x). The earlier
+ *   glibc robust mutex cost 11.4-12.7 ns (0.45-0.50x); the fallback still costs that.
  */
 #define _GNU_SOURCE
 #include "internal/rfutex.h"
