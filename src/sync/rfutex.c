@@ -78,6 +78,10 @@
  *   bench_sync (best of 200 alternated runs of 200k, load average 7-9) lock_uncontended
  *   was 0.92-0.95x the plain mutex in 10 runs (before the trim: 0.65-0.81x). The earlier
  *   glibc robust mutex cost 11.4-12.7 ns (0.45-0.50x); the fallback still costs that.
+ *   The queues' rows with the futex lock against glibc's robust mutex: README.md. The
+ *   trim left them as they were: bench_queue on the library before and after it, 8
+ *   alternated pairs at load average 7-9, queue_1p1c_int 3.1-8.2 M/s after, 3.6-11.0
+ *   before, the pair's second run the faster in 14 of 16 (order, not library).
  */
 #define _GNU_SOURCE
 #include "internal/rfutex.h"
