@@ -9,7 +9,9 @@
  * large messages never wait on each other. Messages that arrive while a task runs are
  * taken at the next probe, between chunks. A second thread sends a heartbeat every
  * MP__MPI_HB s while a pool is served (the master's failure detector for other hosts).
- * Messages of another pool generation than the one being served are dropped. */
+ * Messages of another pool generation than the one being served are dropped. An EXIT
+ * that says a rank was lost (under --enable-recovery) makes the rank leave without
+ * MPI_Finalize, which would wait for the lost rank (pool_end.c). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
@@ -37,7 +39,7 @@ typedef struct srv {
     mp__rx rx;
     pend *q;
     size_t nq, capq;
-    bool exit;
+    bool exit, leave; /* leave: without MPI_Finalize (a rank was lost) */
     /* heartbeat thread */
     pthread_t hb;
     pthread_mutex_t mu;
@@ -215,6 +217,7 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
     MPI_Mrecv(buf, count, MPI_BYTE, msg, MPI_STATUS_IGNORE);
     if (kind == T_EXIT) {
         s->exit = true;
+        s->leave = count > 0 && buf[0] == 1;
     } else if (kind == T_HELLO) {
         hello(s, buf, (size_t)count);
     } else if (gen != s->gen || !s->ws) {
@@ -250,7 +253,7 @@ static bool run_one(srv *s)
     return true;
 }
 
-void mp__mpi_serve(MPI_Comm comm, int master)
+int mp__mpi_serve(MPI_Comm comm, int master)
 {
     srv s = {.comm = comm, .master = master};
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
@@ -287,9 +290,13 @@ void mp__mpi_serve(MPI_Comm comm, int master)
     free(s.q);
     /* The last message: the master takes every message up to this one before it lets
      * the communicator go (a message left unreceived on a disconnected communicator
-     * can break Open MPI's next spawn). */
-    if (s.exit)
+     * can break Open MPI's next spawn). Leaving, the rank exits right after: a
+     * synchronous send is known to have reached the master. */
+    if (s.exit && s.leave)
+        MPI_Ssend(NULL, 0, MPI_BYTE, master, MP__MPI_TAG(T_EXIT, 0), comm);
+    else if (s.exit)
         MPI_Send(NULL, 0, MPI_BYTE, master, MP__MPI_TAG(T_EXIT, 0), comm);
     pthread_mutex_destroy(&s.mu);
     pthread_cond_destroy(&s.cv);
+    return s.exit && s.leave;
 }
