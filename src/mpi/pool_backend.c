@@ -84,14 +84,14 @@ void mp__mpi_host_identity(char *buf, size_t cap)
 
 /* ---- the end of the ranks (rank 0) -------------------------------------------------- */
 
-/* Tell the group's live ranks to exit (leave: without MPI_Finalize), and take every
- * message they send up to their last (EXIT): a message left unreceived on a
- * communicator that is let go can break Open MPI's next spawn. A rank that neither
- * answers nor sends anything (a busy rank's heartbeats go on) for the heartbeat limit is
- * lost: marked dead, with a line on stderr. */
-static void exit_group(group *gr, bool leave)
+/* Tell the group's live ranks to exit (EXIT), and take every message they send up to
+ * their last (their EXIT): a message left unreceived on a communicator that is let go
+ * can break Open MPI's next spawn. A rank that neither answers nor sends anything (a
+ * busy rank's heartbeats go on) for the heartbeat limit is lost: marked dead, with a
+ * line on stderr. Then FIN to those that answered: finalize, or (fin_leave, called with
+ * whether a rank is lost) leave without MPI_Finalize. */
+static void exit_group(group *gr, bool (*fin_leave)(const group *))
 {
-    const char one = 1;
     int want = 0;
     bool *waiting = calloc((size_t)gr->size, sizeof *waiting);
     double *heard = calloc((size_t)gr->size, sizeof *heard);
@@ -102,7 +102,7 @@ static void exit_group(group *gr, bool leave)
     }
     for (int r = gr->first; r < gr->size; r++)
         if (!gr->dead[r]) {
-            MPI_Send(&one, leave, MPI_BYTE, r, MP__MPI_TAG(T_EXIT, 0), gr->comm);
+            MPI_Send(NULL, 0, MPI_BYTE, r, MP__MPI_TAG(T_EXIT, 0), gr->comm);
             waiting[r] = true;
             heard[r] = mp__now();
             want++;
@@ -145,6 +145,16 @@ static void exit_group(group *gr, bool leave)
             want--;
         }
     }
+    const char one = 1;
+    bool leave = fin_leave && fin_leave(gr);
+    for (int r = gr->first; r < gr->size; r++) {
+        if (gr->dead[r] || waiting[r])
+            continue;
+        if (leave) /* it exits at once, and so may we: known to have arrived */
+            MPI_Ssend(&one, 1, MPI_BYTE, r, MP__MPI_TAG(T_FIN, 0), gr->comm);
+        else
+            MPI_Send(NULL, 0, MPI_BYTE, r, MP__MPI_TAG(T_FIN, 0), gr->comm);
+    }
     free(waiting);
     free(heard);
 }
@@ -157,13 +167,20 @@ static bool any_dead(const group *gr)
     return false;
 }
 
+/* FIN's choice for the world's ranks: leave without MPI_Finalize when a rank was lost
+ * and mpiexec runs with --enable-recovery (pool_end.c). */
+static bool lost_under_recovery(const group *gr)
+{
+    return any_dead(gr) && mp__mpi_recovery();
+}
+
 /* End a spawned group: exit, let the communicator go, wait for the processes. */
 static void retire_spawned(void)
 {
     group *gr = &g.sp;
     if (gr->comm == MPI_COMM_NULL)
         return;
-    exit_group(gr, false);
+    exit_group(gr, NULL);
     if (any_dead(gr))
         MPI_Comm_free(&gr->comm);
     else
@@ -184,7 +201,7 @@ static int send_exit(void)
     retire_spawned();
     if (g.launched && g.world.comm != MPI_COMM_NULL) {
         /* under --enable-recovery the others leave without MPI_Finalize too */
-        exit_group(&g.world, any_dead(&g.world) && mp__mpi_recovery());
+        exit_group(&g.world, lost_under_recovery);
         MPI_Comm_free(&g.world.comm);
         g.world.comm = MPI_COMM_NULL;
         if (any_dead(&g.world))

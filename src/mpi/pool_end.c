@@ -18,7 +18,7 @@
  *   out-of-band keepalive (oob_tcp_keepalive_time + probes * intvl: 300 + 9 * 20 s by
  *   default), after which mpiexec ends the job by itself. So the master waits, idle,
  *   for that bound (read from OMPI_MCA_oob_tcp_keepalive_* when given on mpiexec's
- *   command line) plus END_MARGIN: a lost rank that died makes Open MPI end the job
+ *   command line) and a margin (END_LIMIT): a lost rank that died makes Open MPI end the job
  *   within about a second, an unreachable host within the keepalive bound; only a rank
  *   whose host is still reachable (a stopped process) is left then, and MPI_Abort ends
  *   that job at once.
@@ -33,7 +33,9 @@
 #include <strings.h>
 #include <time.h>
 
-#define END_MARGIN 5.0 /* s after the keepalive bound before MPI_Abort */
+/* The wait before MPI_Abort: the keepalive bound, plus a tenth of it and 5 s (Open MPI
+ * noticed a cut host 2-3 s after a 3 s bound, 12 s after the default 480 s one). */
+#define END_LIMIT(bound) (1.1 * (bound) + 5.0)
 
 bool mp__mpi_recovery(void)
 {
@@ -61,8 +63,8 @@ double mp__mpi_end_limit(void)
     double intvl = mca_number("OMPI_MCA_oob_tcp_keepalive_intvl", 20);
     double probes = mca_number("OMPI_MCA_oob_tcp_keepalive_probes", 9);
     if (t <= 0) /* no keepalive: Open MPI never finds an idle link dead */
-        return END_MARGIN;
-    return t + (intvl > 0 ? intvl : 0) * (probes > 0 ? probes : 0) + END_MARGIN;
+        return END_LIMIT(0);
+    return END_LIMIT(t + (intvl > 0 ? intvl : 0) * (probes > 0 ? probes : 0));
 }
 
 int mp__mpi_end_lost(const bool *dead, int first, int size)
@@ -90,7 +92,7 @@ int mp__mpi_end_lost(const bool *dead, int first, int size)
     fprintf(stderr,
             "multiproc: MPI pool: rank%s %s %s lost, and MPI_Finalize would wait for %s "
             "forever: waiting for Open MPI to end the job (it does once it finds the "
-            "loss), at most %g s, then MPI_Abort\n",
+            "loss), at most %.0f s, then MPI_Abort\n",
             n == 1 ? "" : "s", ranks, n == 1 ? "was" : "were", n == 1 ? "it" : "them", limit);
     double deadline = mp__now() + limit;
     for (double now = mp__now(); now < deadline; now = mp__now()) {
@@ -98,7 +100,7 @@ int mp__mpi_end_lost(const bool *dead, int first, int size)
         struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
         nanosleep(&ts, NULL);
     }
-    fprintf(stderr, "multiproc: MPI pool: the job still runs %g s later: ending it with "
+    fprintf(stderr, "multiproc: MPI pool: the job still runs %.0f s later: ending it with "
                     "MPI_Abort\n", limit);
     MPI_Abort(MPI_COMM_WORLD, 1);
     return 1; /* not reached */

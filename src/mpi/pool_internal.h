@@ -13,9 +13,10 @@
  *   BYE   m->r  the pool is done with the rank (no more DATA); the rank answers BYE
  *   STOP  m->r  terminate: drop the queued chunks; no answer
  *   HB    r->m  heartbeat, every MP__MPI_HB seconds while the rank serves a pool
- *   EXIT  both  (generation 0) m->r leave: the rank finalizes MPI and exits; with one byte
- *               1, a rank was lost under --enable-recovery: it exits without MPI_Finalize
- *               (which would wait for the lost rank). r->m the rank's last message */
+ *   EXIT  both  (generation 0) m->r leave; r->m the answer, after the rank's last message
+ *   FIN   m->r  (generation 0) after every live rank answered EXIT: finalize MPI and exit;
+ *               with one byte 1 (a rank was lost, under --enable-recovery): exit without
+ *               MPI_Finalize, which would wait for the lost rank (sent synchronously) */
 #ifndef MP_MPI_POOL_INTERNAL_H
 #define MP_MPI_POOL_INTERNAL_H
 
@@ -25,7 +26,7 @@
 #include <mpi.h>
 #include <stdbool.h>
 
-enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT };
+enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT, T_FIN };
 #define MP__MPI_TAG(kind, gen) ((int)((kind) | ((unsigned)(gen) & 0xfffffu) << 4))
 #define MP__MPI_KIND(tag) ((tag) & 0xf)
 #define MP__MPI_GEN(tag) ((unsigned)(tag) >> 4)

@@ -9,9 +9,9 @@
  * large messages never wait on each other. Messages that arrive while a task runs are
  * taken at the next probe, between chunks. A second thread sends a heartbeat every
  * MP__MPI_HB s while a pool is served (the master's failure detector for other hosts).
- * Messages of another pool generation than the one being served are dropped. An EXIT
- * that says a rank was lost (under --enable-recovery) makes the rank leave without
- * MPI_Finalize, which would wait for the lost rank (pool_end.c). */
+ * Messages of another pool generation than the one being served are dropped. After
+ * EXIT the rank answers and waits for FIN, which says whether to finalize MPI: not when
+ * a rank was lost under --enable-recovery (MPI_Finalize would wait for it: pool_end.c). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
@@ -39,7 +39,7 @@ typedef struct srv {
     mp__rx rx;
     pend *q;
     size_t nq, capq;
-    bool exit, leave; /* leave: without MPI_Finalize (a rank was lost) */
+    bool exit;
     /* heartbeat thread */
     pthread_t hb;
     pthread_mutex_t mu;
@@ -217,7 +217,6 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
     MPI_Mrecv(buf, count, MPI_BYTE, msg, MPI_STATUS_IGNORE);
     if (kind == T_EXIT) {
         s->exit = true;
-        s->leave = count > 0 && buf[0] == 1;
     } else if (kind == T_HELLO) {
         hello(s, buf, (size_t)count);
     } else if (gen != s->gen || !s->ws) {
@@ -237,6 +236,28 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
         }
     }
     free(buf);
+}
+
+/* After EXIT: the master's FIN; true when it says to leave without MPI_Finalize. */
+static bool wait_fin(MPI_Comm comm, int master)
+{
+    unsigned backoff = 0;
+    for (;;) {
+        int flag = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        if (MPI_Improbe(master, MP__MPI_TAG(T_FIN, 0), comm, &flag, &msg, &st) != MPI_SUCCESS)
+            return false; /* the master is unreachable */
+        if (!flag) {
+            idle_wait(&backoff);
+            continue;
+        }
+        char b[1] = {0};
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        MPI_Mrecv(b, count > 0 ? 1 : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        return count > 0 && b[0] == 1;
+    }
 }
 
 /* Run the next whole frame, if one is buffered: true when one ran. */
@@ -290,13 +311,13 @@ int mp__mpi_serve(MPI_Comm comm, int master)
     free(s.q);
     /* The last message: the master takes every message up to this one before it lets
      * the communicator go (a message left unreceived on a disconnected communicator
-     * can break Open MPI's next spawn). Leaving, the rank exits right after: a
-     * synchronous send is known to have reached the master. */
-    if (s.exit && s.leave)
-        MPI_Ssend(NULL, 0, MPI_BYTE, master, MP__MPI_TAG(T_EXIT, 0), comm);
-    else if (s.exit)
+     * can break Open MPI's next spawn). */
+    bool leave = false;
+    if (s.exit) {
         MPI_Send(NULL, 0, MPI_BYTE, master, MP__MPI_TAG(T_EXIT, 0), comm);
+        leave = wait_fin(comm, master);
+    }
     pthread_mutex_destroy(&s.mu);
     pthread_cond_destroy(&s.cv);
-    return s.exit && s.leave;
+    return leave;
 }

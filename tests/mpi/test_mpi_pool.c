@@ -93,6 +93,13 @@ int task_die_on_10(const mp_value *arg, mp_value **out)
     return 0;
 }
 
+int task_pid(const mp_value *arg, mp_value **out)
+{
+    (void)arg;
+    *out = mp_value_int(getpid());
+    return 0;
+}
+
 /* The network namespace of the process running the task (a "host" of netns.sh). */
 int task_netns(const mp_value *arg, mp_value **out)
 {
@@ -543,6 +550,25 @@ static void test_rank_silent(void)
     mp_value_free(items);
 }
 
+/* A rank killed while no pool runs (run by test_mpi_pool_modes.sh under --enable-recovery):
+ * nobody watches it then; the program's end finds it silent for the last pool's
+ * heartbeat limit (1 s), reports it lost and ends without MPI_Finalize. */
+static void test_rank_killed_idle(void)
+{
+    mp_pool_backend *be = mp_mpi_pool_backend_new(&(mp_mpi_pool_opts){.heartbeat_limit = 1});
+    mp_pool_opts o = {.processes = 1, .backend = be};
+    mp_pool *p = mp_pool_new(&o);
+    CHECK(p != NULL);
+    mp_value *x = mp_value_int(0), *v = NULL;
+    CHECK_OK(mp_pool_apply(p, task_pid, x, &v));
+    int pid = v ? (int)mp_value_get_int(v) : 0;
+    end_pool(p);
+    mp_mpi_pool_backend_free(be);
+    CHECK(pid > 0 && kill(pid, SIGKILL) == 0);
+    mp_value_free(v);
+    mp_value_free(x);
+}
+
 /* Ranks on other "hosts" (test_netns_pool.sh: one rank per network namespace, TCP
  * between them): every call equals the local pool's, and the tasks ran in the other
  * namespaces. */
@@ -629,6 +655,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "rank_killed") == 0) {
         RUN(test_rank_killed);
+        return done_after_death();
+    }
+    if (argc > 1 && strcmp(argv[1], "rank_killed_idle") == 0) {
+        RUN(test_rank_killed_idle);
         return done_after_death();
     }
     CHECK_INT(mp_mpi_pool_launched(), 1);

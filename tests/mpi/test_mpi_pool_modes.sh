@@ -5,7 +5,8 @@
 #   rank within a bounded time; under `mpiexec --enable-recovery` the job and the pool go
 #   on with the ranks left, and at the end the master and the other ranks leave without
 #   MPI_Finalize (which would wait for the dead rank): the job ends within seconds with
-#   status 0 and a line on stderr naming the lost rank; under a plain mpiexec Open MPI
+#   status 0 and a line on stderr naming the lost rank (also when the rank died while no
+#   pool ran: the end finds it silent); under a plain mpiexec Open MPI
 #   ends the job, and the master has reported the failure before it does (not a hang);
 # - a rank that stops answering (SIGSTOP): declared lost after the heartbeat limit;
 # - in spawn mode, a rank killed: the map returns, a new pool spawns new ranks.
@@ -59,6 +60,11 @@ echo "     (the job ended after $took s)"
 
 MPT_DIE=exit run_bounded exit_recovery 15 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_killed
 check exit_recovery 0 $? "map: MP_EWORKERDIED" "ok   test_rank_killed" "0 failed" "$LOST"
+
+# A rank killed while no pool runs: found at the end (silent for the heartbeat limit)
+run_bounded killed_idle_recovery 15 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_killed_idle
+check killed_idle_recovery 0 $? "ok   test_rank_killed_idle" "0 failed" "$LOST" "^mp_mpi_finalize: 0$" \
+    "^multiproc: MPI pool: rank 1 did not answer the end of the program (nothing heard for 1 s): lost"
 
 # Plain mpiexec: Open MPI aborts the job about a second after the death; the master has
 # printed the failed map's error (and the library its stderr line) by then.
