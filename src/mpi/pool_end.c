@@ -10,18 +10,18 @@
  * - With recovery the job goes on until every process has ended: the survivors were
  *   told to leave without MPI_Finalize (pool_serve.c), and the master leaves the same
  *   way (mp_mpi_finalize returns 0 without finalizing, the program ends as it means to).
- *   mpiexec then ends at once (status 0: Open MPI's, whatever the ranks' statuses), or
- *   for an unreachable host when its daemon's out-of-band link is found dead (below).
+ *   mpiexec then ends at once (status 0: Open MPI's, whatever the ranks' statuses);
+ *   for an unreachable host it waits on (not within 40 s here, keepalive or not).
  * - Without, any process that ends without MPI_Finalize, or MPI_Abort, makes mpiexec
  *   kill the job; but a kill order to an unreachable host's daemon waits for TCP to give
  *   up on it (about 15 minutes), while an idle link to it is found dead by the
  *   out-of-band keepalive (oob_tcp_keepalive_time + probes * intvl: 300 + 9 * 20 s by
  *   default), after which mpiexec ends the job by itself. So the master waits, idle,
  *   for that bound (read from OMPI_MCA_oob_tcp_keepalive_* when given on mpiexec's
- *   command line) and a margin (END_LIMIT): a lost rank that died makes Open MPI end the job
- *   within about a second, an unreachable host within the keepalive bound; only a rank
- *   whose host is still reachable (a stopped process) is left then, and MPI_Abort ends
- *   that job at once.
+ *   command line) and a margin (END_LIMIT): a lost rank that died makes Open MPI end
+ *   the job within about a second, an unreachable host within the keepalive bound;
+ *   only a rank whose host is still reachable (a stopped process) is left then, and
+ *   MPI_Abort ends that job at once.
  * Stdout and stderr are flushed before anything that may end the process. */
 #include "internal/common.h"
 #include "mpi/mpi_internal.h"
