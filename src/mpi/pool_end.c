@@ -14,7 +14,7 @@
  *   for an unreachable host it waits on (not within 40 s here, keepalive or not).
  * - Without, any process that ends without MPI_Finalize, or MPI_Abort, makes mpiexec
  *   kill the job; but a kill order to an unreachable host's daemon waits for TCP to give
- *   up on it (about 15 minutes), while an idle link to it is found dead by the
+ *   up on it (977 s here), while an idle link to it is found dead by the
  *   out-of-band keepalive (oob_tcp_keepalive_time + probes * intvl: 300 + 9 * 20 s by
  *   default), after which mpiexec ends the job by itself. So the master waits, idle,
  *   for that bound (read from OMPI_MCA_oob_tcp_keepalive_* when given on mpiexec's
