@@ -451,7 +451,7 @@ static void test_many_pools_no_leak(void)
     }
 }
 
-/* A rank SIGKILLed mid-map (run by test_mpi_pool_kill.sh: under `mpiexec
+/* A rank SIGKILLed mid-map (run by test_mpi_pool_modes.sh: under `mpiexec
  * --enable-recovery` the job goes on; under a plain mpiexec Open MPI ends it soon after,
  * so the script checks the report printed before). */
 static void test_rank_killed(void)
@@ -524,7 +524,7 @@ static void test_rank_killed(void)
 }
 
 /* A rank that stops answering (SIGSTOP: its pid lives, its heartbeats stop) is declared
- * lost after heartbeat_limit (run by test_mpi_pool_kill.sh under --enable-recovery). */
+ * lost after heartbeat_limit (run by test_mpi_pool_modes.sh under --enable-recovery). */
 static void test_rank_silent(void)
 {
     mp_pool_backend *be = mp_mpi_pool_backend_new(&(mp_mpi_pool_opts){.heartbeat_limit = 1});
