@@ -11,7 +11,8 @@
  *   told to leave without MPI_Finalize (pool_serve.c), and the master leaves the same
  *   way (mp_mpi_finalize returns 0 without finalizing, the program ends as it means to).
  *   mpiexec then ends at once (status 0: Open MPI's, whatever the ranks' statuses);
- *   for an unreachable host it waits on (not within 40 s here, keepalive or not).
+ *   for an unreachable host it waits for the keepalive (below), or, in 3 runs of 5
+ *   here, longer.
  * - Without, any process that ends without MPI_Finalize, or MPI_Abort, makes mpiexec
  *   kill the job; but a kill order to an unreachable host's daemon waits for TCP to give
  *   up on it (977 s here), while an idle link to it is found dead by the
