@@ -370,7 +370,16 @@ static double run_case(int c, bool floor)
     }
 }
 
-int main(void)
+/* With arguments, only the cases named (e.g. `bench_queue queue_1p1c_batch64`). */
+static bool wanted(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return true;
+    return argc < 2;
+}
+
+int main(int argc, char **argv)
 {
     static const char *const names[NCASES][2] = {
         {"pipe_pingpong_8b", "ops/s"}, {"queue_1p1c_int", "items/s"},
@@ -378,10 +387,15 @@ int main(void)
         {"queue_1mib_items", "MB/s"}};
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int c = 0; c < NCASES; c++) {
+        if (!wanted(argc, argv, names[c][0]))
+            continue;
         double mp[RUNS], fl[RUNS];
         for (int r = 0; r < RUNS; r++) {
             mp[r] = run_case(c, false);
             fl[r] = run_case(c, true);
+            if (getenv("MP_BENCH_EACH")) /* every run, to stderr: ours, floor, ratio */
+                fprintf(stderr, "%s run %d\t%.1f\t%.1f\t%.3f\n", names[c][0], r, mp[r],
+                        fl[r], mp[r] / fl[r]);
         }
         printf("%s\t%s\t%.1f\t%.1f\n", names[c][0], names[c][1], median(mp), median(fl));
     }

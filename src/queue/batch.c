@@ -84,6 +84,50 @@ static int append_value(recbuf *r, const mp_value *v)
     return 0;
 }
 
+/* An int's MessagePack (the same bytes as q_pack_int) as a record's payload, padded with
+ * zeros to 8 (16 for a 9-byte int): whole-word stores rather than one per byte. Its
+ * length. */
+static inline size_t rec_pack_int(int64_t i, unsigned char *p)
+{
+    if (i >= -32 && i <= 127) {
+        uint64_t w = (uint8_t)i; /* a fixint */
+        memcpy(p, &w, 8);
+        return 1;
+    }
+    unsigned char t;
+    if (i >= 0)
+        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
+    else
+        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    unsigned n = 1u << (t & 3);
+    uint64_t u = (uint64_t)i;
+    if (n == 8) {
+        uint64_t zero = 0, be = __builtin_bswap64(u);
+        memcpy(p + 8, &zero, 8);
+        p[0] = t;
+        memcpy(p + 1, &be, 8);
+        return 9;
+    }
+    uint64_t w = __builtin_bswap64(u << (64 - 8 * n)) << 8 | t; /* t, then n bytes, big-endian */
+    memcpy(p, &w, 8);
+    return 1 + n;
+}
+
+/* Append an int value as one record, inline (the common item): false when v is another
+ * type or the buffer needs to grow, for append_value to do. Word stores only (a header
+ * built on the stack and copied whole would stall on store forwarding). */
+static inline bool append_int(recbuf *r, const mp_value *v)
+{
+    if (v->type != MP_INT || r->cap - r->len < Q_REC + 16)
+        return false;
+    unsigned char *rec = r->p + r->len;
+    uint64_t len = rec_pack_int(v->u.i, rec + Q_REC), tag = TAG_VALUE;
+    memcpy(rec, &len, 8);
+    memcpy(rec + 8, &tag, 8);
+    r->len += rec_size(len);
+    return true;
+}
+
 static int check_batch(const mp_queue *q, size_t n, size_t bytes)
 {
     const struct qshared *s = q->s;
@@ -104,15 +148,16 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
         return code;
     if (!values && n)
         return mp__error(MP_EINVAL, "mp_queue_put_many: NULL values");
-    for (size_t i = 0; i < n; i++)
-        if (!values[i])
-            return mp__error(MP_EINVAL, "mp_queue_put_many: values[%zu] is NULL", i);
     if (n == 0)
         return 0;
     uint64_t local[BATCH_LOCAL / 8];
     recbuf r = {(unsigned char *)local, 0, sizeof local, false};
-    for (size_t i = 0; i < n && code == 0; i++)
-        code = append_value(&r, values[i]);
+    for (size_t i = 0; i < n && code == 0; i++) {
+        if (!values[i])
+            code = mp__error(MP_EINVAL, "mp_queue_put_many: values[%zu] is NULL", i);
+        else if (!append_int(&r, values[i]))
+            code = append_value(&r, values[i]);
+    }
     if (code == 0)
         code = check_batch(q, n, r.len);
     if (code == 0)
@@ -126,27 +171,76 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
     return code;
 }
 
-/* Decode one record's payload into a value. */
-static int decode_item(const void *p, size_t len, uint32_t tag, mp_value **out)
+/* q_unpack_int for a record's payload in a batch's buffer, where the payload is padded to
+ * 8 bytes (so p[0..7] can be read whole, and p[1..8] for a 9-byte int): loads, not a loop
+ * over bytes. */
+static inline bool rec_unpack_int(const unsigned char *p, size_t n, int64_t *i)
 {
-    int64_t i;
-    if (tag == TAG_VALUE && q_unpack_int(p, len, &i)) { /* the common item, directly */
-        *out = mp_value_int(i);
-        return *out ? 0 : -ENOMEM;
+    unsigned c = p[0];
+    if (n == 1 && (c <= 0x7f || c >= 0xe0)) {
+        *i = (int8_t)c;
+        return true;
     }
-    if (tag == TAG_VALUE)
-        return mp_value_decode(p, len, NULL, 0, out);
-    *out = mp_value_bytes(p, len);
-    return *out ? 0 : -ENOMEM;
+    if (c < 0xcc || c > 0xd3)
+        return false;
+    unsigned len = 1u << (c & 3), shift = 64 - 8 * len;
+    if (n != 1 + len)
+        return false;
+    uint64_t u;
+    if (len == 8) {
+        memcpy(&u, p + 1, 8);
+        u = __builtin_bswap64(u);
+    } else {
+        memcpy(&u, p, 8);
+        u = (__builtin_bswap64(u) << 8) >> shift; /* p[1..len] as a big-endian number */
+    }
+    if (c <= 0xcf) { /* uint 8..64 */
+        if (u > INT64_MAX)
+            return false;
+        *i = (int64_t)u;
+    } else { /* int 8..64: sign-extend */
+        *i = len == 8 ? (int64_t)u : (int64_t)(u << shift) >> shift;
+    }
+    return true;
 }
 
-int mp_queue_get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout)
+/* Decode one record's payload into *slot: a value there is set in place when the item
+ * fits it (an int into any scalar, short bytes into short bytes...), else freed and
+ * replaced once the new one exists; NULL gets a new value. On failure *slot is unchanged. */
+static inline int decode_into(const unsigned char *p, size_t len, uint32_t tag, bool padded,
+                              mp_value **slot)
+{
+    mp_value *v = *slot, *nv;
+    int64_t i;
+    if (tag == TAG_VALUE && (padded ? rec_unpack_int(p, len, &i) : q_unpack_int(p, len, &i))) {
+        if (v && mp__value_set_scalar_int(v, i))
+            return 0;
+        if (v)
+            return mp_value_set_int(v, i);
+        *slot = mp__value_new_scalar(MP_INT);
+        if (!*slot)
+            return -ENOMEM;
+        (*slot)->u.i = i;
+        return 0;
+    }
+    if (tag != TAG_VALUE)
+        return mp__value_set_buffer(slot, MP_BYTES, p, len);
+    int code = mp_value_decode(p, len, NULL, 0, &nv);
+    if (code < 0)
+        return code;
+    mp_value_free(v);
+    *slot = nv;
+    return 0;
+}
+
+/* get_many and get_many_into: with `reuse`, values already in out[] are decoded into. */
+static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout,
+                    bool reuse, const char *fn)
 {
     if (got)
         *got = 0;
     if (!out || !got || max == 0)
-        return mp__error(MP_EINVAL, "mp_queue_get_many: %s",
-                         max == 0 ? "max is 0" : "NULL output pointer");
+        return mp__error(MP_EINVAL, "%s: %s", fn, max == 0 ? "max is 0" : "NULL output pointer");
     uint64_t local[BATCH_LOCAL / 8];
     qbatch b = {local, sizeof local, max, 0, 0};
     void *buf = NULL;
@@ -156,7 +250,9 @@ int mp_queue_get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, doub
     if (code < 0)
         return code;
     if (b.n == 0) { /* one item taken alone (a stream, or bigger than the buffer) */
-        code = decode_item(buf, len, tag, &out[0]);
+        if (!reuse)
+            out[0] = NULL;
+        code = decode_into(buf, len, tag, false, &out[0]);
         free(buf);
         *got = code == 0;
         return code;
@@ -165,10 +261,23 @@ int mp_queue_get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, doub
     for (size_t i = 0; i < b.n; i++) {
         uint64_t hdr[2];
         memcpy(hdr, p, Q_REC);
-        if ((code = decode_item(p + Q_REC, hdr[0], (uint32_t)hdr[1], &out[i])) < 0)
-            return code; /* out[0..*got) stay the caller's; the rest of the batch is lost */
+        if (!reuse)
+            out[i] = NULL;
+        if ((code = decode_into(p + Q_REC, hdr[0], (uint32_t)hdr[1], true, &out[i])) < 0)
+            return code; /* out[0..*got) hold items; the rest of the batch is lost */
         *got = i + 1;
         p += rec_size(hdr[0]);
     }
     return 0;
+}
+
+int mp_queue_get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout)
+{
+    return get_many(q, out, max, got, timeout, false, "mp_queue_get_many");
+}
+
+int mp_queue_get_many_into(mp_queue *q, mp_value **out, size_t max, size_t *got,
+                           double timeout)
+{
+    return get_many(q, out, max, got, timeout, true, "mp_queue_get_many_into");
 }

@@ -91,7 +91,10 @@ static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
     uint64_t pos = *h, taken = 0, len;
     size_t n = 0;
     while (n < b->max && pos != t) {
-        int r = record_len(q, h, pos, &len);
+        /* records are 8-aligned, so a length word never wraps: read it in place */
+        len = atomic_load_explicit((_Atomic uint64_t *)(q->ring + (pos & q->mask)),
+                                   memory_order_relaxed);
+        int r = len <= s->capacity - Q_REC ? 1 : record_len(q, h, pos, &len);
         if (r <= 0)
             return r;
         if (taken + rec_size(len) > b->cap)
