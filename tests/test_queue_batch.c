@@ -18,8 +18,8 @@ static void free_all(mp_value **v, size_t n)
 /* Put ints from..from+n-1 in one batch. */
 static int put_ints(mp_queue *q, long from, size_t n, double timeout)
 {
-    mp_value *v[256];
-    for (size_t i = 0; i < n; i++)
+    mp_value *v[1024];
+    for (size_t i = 0; i < n && i < 1024; i++)
         v[i] = mp_value_int(from + (long)i);
     int r = mp_queue_put_many(q, (const mp_value *const *)v, n, timeout);
     free_all(v, n);
@@ -144,7 +144,7 @@ static void test_all_or_nothing(void)
     mp_queue_free(q);
 
     q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
-    CHECK_ERR(put_ints(q, 0, 200, -1), MP_EINVAL); /* 200 * 24 bytes > the ring */
+    CHECK_ERR(put_ints(q, 0, 600, -1), MP_EINVAL); /* 600 * 8 bytes (word records) > the ring */
     CHECK_INT(mp_queue_qsize(q), 0);
     mp_queue_free(q);
 }

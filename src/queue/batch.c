@@ -77,6 +77,14 @@ static int append_value(recbuf *r, const mp_value *v)
     } else if (recbuf_reserve(r, rec_size(slen)) < 0) {
         return -ENOMEM; /* unreachable: the payload already fit */
     }
+    if (slen <= Q_WORD_MAX) { /* a word record */
+        uint64_t w = 0;
+        memcpy(&w, r->p + r->len + Q_REC, slen);
+        w = word_make(w, TAG_VALUE, slen);
+        memcpy(r->p + r->len, &w, 8);
+        r->len += 8;
+        return 0;
+    }
     uint64_t hdr[2] = {slen, TAG_VALUE};
     memcpy(r->p + r->len, hdr, Q_REC);
     memset(r->p + r->len + Q_REC + slen, 0, rec_size(slen) - Q_REC - slen);
@@ -122,6 +130,14 @@ static inline bool append_int(recbuf *r, const mp_value *v)
         return false;
     unsigned char *rec = r->p + r->len;
     uint64_t len = rec_pack_int(v->u.i, rec + Q_REC), tag = TAG_VALUE;
+    if (len <= Q_WORD_MAX) { /* ints up to 32 bits: a word record */
+        uint64_t w;
+        memcpy(&w, rec + Q_REC, 8);
+        w = word_make(w, TAG_VALUE, len);
+        memcpy(rec, &w, 8);
+        r->len += 8;
+        return true;
+    }
     memcpy(rec, &len, 8);
     memcpy(rec + 8, &tag, 8);
     r->len += rec_size(len);
@@ -259,14 +275,20 @@ static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double
     }
     const unsigned char *p = (const unsigned char *)local;
     for (size_t i = 0; i < b.n; i++) {
-        uint64_t hdr[2];
-        memcpy(hdr, p, Q_REC);
+        uint64_t w, tag;
+        memcpy(&w, p, 8);
         if (!reuse)
             out[i] = NULL;
-        if ((code = decode_into(p + Q_REC, hdr[0], (uint32_t)hdr[1], true, &out[i])) < 0)
+        if (rec_is_word(w)) { /* the payload is the word's first bytes */
+            code = decode_into(p, rec_len_of(w), word_tag(w), true, &out[i]);
+        } else {
+            memcpy(&tag, p + 8, 8);
+            code = decode_into(p + Q_REC, w, (uint32_t)tag, true, &out[i]);
+        }
+        if (code < 0)
             return code; /* out[0..*got) hold items; the rest of the batch is lost */
         *got = i + 1;
-        p += rec_size(hdr[0]);
+        p += rec_bytes(w);
     }
     return 0;
 }

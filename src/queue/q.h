@@ -17,8 +17,9 @@
  * stays there after its producer exits.
  *
  * What is shared (one memfd): a header page (struct qshared) then `capacity` ring bytes.
- * Items are records [u64 len][u32 tag][u32 pad][payload, padded to 8] at monotonically
- * increasing byte positions (modulo capacity), copied in and out under `lock`.
+ * Items are records [u64 len][u32 tag][u32 pad][payload, padded to 8], or for an item of
+ * at most 7 bytes (put_many writes these) one word holding tag, length and payload (see
+ * rec_is_word), at monotonically increasing byte positions (modulo capacity).
  *
  * Crash safety: `lock` protects the tail position word (tailw: byte position and item
  * count packed in one u64), a struct (qstate: JoinableQueue's count, the stream) and
@@ -110,7 +111,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 6
+#define Q_VERSION 7
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -217,6 +218,29 @@ struct mp_queue {
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
+
+/* Word records: an item of at most 7 payload bytes may be one 8-byte word instead of a
+ * 16-byte header and a padded payload (put_many writes them: an int item is 8 bytes of
+ * ring, not 24). Its top byte is 0x80 | tag << 4 | len, its low 7 bytes (the first 7 in
+ * memory) the payload. A record is told by its first word: top bit set, a word record;
+ * clear, the length of a [len][tag] record (at most the capacity, so never that big). */
+#define Q_WORD_MAX 7
+static inline bool rec_is_word(uint64_t w) { return w >> 63; }
+static inline uint32_t word_tag(uint64_t w) { return (uint32_t)(w >> 60) & 7; }
+static inline uint64_t word_make(uint64_t payload, uint32_t tag, uint64_t len)
+{
+    return payload | (0x80 | (uint64_t)tag << 4 | len) << 56;
+}
+/* The payload length and ring bytes of the record whose first word is w (sane). */
+static inline uint64_t rec_len_of(uint64_t w) { return rec_is_word(w) ? (w >> 56) & 7 : w; }
+static inline uint64_t rec_bytes(uint64_t w) { return rec_is_word(w) ? 8 : rec_size(w); }
+/* Whether w can be the first word of a record in a ring of `capacity` bytes. */
+static inline bool rec_sane(uint64_t capacity, uint64_t w)
+{
+    if (rec_is_word(w))
+        return (word_tag(w) == TAG_BYTES || word_tag(w) == TAG_VALUE) && !(w >> 59 & 1);
+    return w <= capacity - Q_REC;
+}
 
 /* ---- position words, ring copies, wakes: small enough to inline everywhere ---- */
 

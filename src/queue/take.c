@@ -66,13 +66,14 @@ static inline bool swap_head(struct qshared *s, uint64_t *h, uint64_t next)
                                                  memory_order_acquire);
 }
 
-/* The length of the record at h, checked: 1 when it is sane, 0 when the head moved (*h
- * is then the new head), or MP_EPROTO for a corrupt record at a head that stayed. */
+/* The first word of the record at pos (its length, or a word record), checked: 1 when it
+ * is sane, 0 when the head moved (*h is then the new head), or MP_EPROTO for a corrupt
+ * record at a head that stayed. */
 static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 {
     struct qshared *s = q->s;
     ring_read(q, pos, len, 8);
-    if (*len <= s->capacity - Q_REC)
+    if (rec_sane(s->capacity, *len))
         return 1;
     uint64_t now = acq(&s->headw);
     if (now != *h) {
@@ -94,13 +95,13 @@ static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
         /* records are 8-aligned, so a length word never wraps: read it in place */
         len = atomic_load_explicit((_Atomic uint64_t *)(q->ring + (pos & q->mask)),
                                    memory_order_relaxed);
-        int r = len <= s->capacity - Q_REC ? 1 : record_len(q, h, pos, &len);
+        int r = rec_sane(s->capacity, len) ? 1 : record_len(q, h, pos, &len);
         if (r <= 0)
             return r;
-        if (taken + rec_size(len) > b->cap)
+        if (taken + rec_bytes(len) > b->cap)
             break;
-        taken += rec_size(len);
-        pos = advance(s, pos, rec_size(len));
+        taken += rec_bytes(len);
+        pos = advance(s, pos, rec_bytes(len));
         n++;
     }
     if (n == 0)
@@ -120,10 +121,11 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
                     void *local, size_t local_cap, bool alloc)
 {
     struct qshared *s = q->s;
-    uint64_t hdr[2];
-    int r = record_len(q, h, *h, &hdr[0]);
+    uint64_t hdr[2], w;
+    int r = record_len(q, h, *h, &w);
     if (r <= 0)
         return r;
+    hdr[0] = rec_len_of(w);
     if (hdr[0] > local_cap && !alloc) {
         uint64_t now = acq(&s->headw);
         if (now != *h) {
@@ -133,13 +135,18 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
         *len = hdr[0];
         return Q_BIG;
     }
-    ring_read(q, *h + 8, &hdr[1], 8);
+    if (rec_is_word(w))
+        hdr[1] = word_tag(w);
+    else
+        ring_read(q, *h + 8, &hdr[1], 8);
     char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
-    if (hdr[0])
+    if (rec_is_word(w))
+        memcpy(p, &w, hdr[0]); /* the payload: the word's first bytes */
+    else if (hdr[0])
         ring_read(q, *h + Q_REC, p, hdr[0]);
-    uint64_t next = advance(s, *h, rec_size(hdr[0]));
+    uint64_t next = advance(s, *h, rec_bytes(w));
     if (!swap_head(s, h, next)) {
         if (p != local)
             free(p);
