@@ -121,27 +121,22 @@ static inline size_t rec_pack_int(int64_t i, unsigned char *p)
     return 1 + n;
 }
 
-/* Append an int value as one record, inline (the common item): false when v is another
- * type or the buffer needs to grow, for append_value to do. Word stores only (a header
- * built on the stack and copied whole would stall on store forwarding). */
-static inline bool append_int(recbuf *r, const mp_value *v)
+/* An int as one record at rec (32 bytes of room): a word record for ints up to 32 bits,
+ * else a [len][tag] record. Its size. Word stores only (a header built on the stack and
+ * copied whole would stall on store forwarding). */
+static inline size_t int_record(int64_t i, unsigned char *rec)
 {
-    if (v->type != MP_INT || r->cap - r->len < Q_REC + 16)
-        return false;
-    unsigned char *rec = r->p + r->len;
-    uint64_t len = rec_pack_int(v->u.i, rec + Q_REC), tag = TAG_VALUE;
-    if (len <= Q_WORD_MAX) { /* ints up to 32 bits: a word record */
+    uint64_t len = rec_pack_int(i, rec + Q_REC), tag = TAG_VALUE;
+    if (len <= Q_WORD_MAX) {
         uint64_t w;
         memcpy(&w, rec + Q_REC, 8);
         w = word_make(w, TAG_VALUE, len);
         memcpy(rec, &w, 8);
-        r->len += 8;
-        return true;
+        return 8;
     }
     memcpy(rec, &len, 8);
     memcpy(rec + 8, &tag, 8);
-    r->len += rec_size(len);
-    return true;
+    return rec_size(len);
 }
 
 static int check_batch(const mp_queue *q, size_t n, size_t bytes)
@@ -168,12 +163,24 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
         return 0;
     uint64_t local[BATCH_LOCAL / 8];
     recbuf r = {(unsigned char *)local, 0, sizeof local, false};
+    unsigned char *p = r.p; /* r's fields in locals: no round trip through memory per item */
+    size_t len = 0, cap = r.cap;
     for (size_t i = 0; i < n && code == 0; i++) {
-        if (!values[i])
+        const mp_value *v = values[i];
+        if (v && v->type == MP_INT && cap - len >= Q_REC + 16) { /* the common item, inline */
+            len += int_record(v->u.i, p + len);
+            continue;
+        }
+        r.len = len;
+        if (!v)
             code = mp__error(MP_EINVAL, "mp_queue_put_many: values[%zu] is NULL", i);
-        else if (!append_int(&r, values[i]))
-            code = append_value(&r, values[i]);
+        else
+            code = append_value(&r, v);
+        p = r.p;
+        len = r.len;
+        cap = r.cap;
     }
+    r.len = len;
     if (code == 0)
         code = check_batch(q, n, r.len);
     if (code == 0)
@@ -277,6 +284,16 @@ static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double
     for (size_t i = 0; i < b.n; i++) {
         uint64_t w, tag;
         memcpy(&w, p, 8);
+        mp_value *v = reuse ? out[i] : NULL;
+        int64_t x;
+        if (v && rec_is_word(w) && word_tag(w) == TAG_VALUE && v->type < MP_STR &&
+            rec_unpack_int(p, rec_len_of(w), &x)) { /* an int into a scalar: the common item */
+            v->type = MP_INT;
+            v->u.i = x;
+            p += 8;
+            continue;
+        }
+        *got = i;
         if (!reuse)
             out[i] = NULL;
         if (rec_is_word(w)) { /* the payload is the word's first bytes */
@@ -287,9 +304,9 @@ static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double
         }
         if (code < 0)
             return code; /* out[0..*got) hold items; the rest of the batch is lost */
-        *got = i + 1;
         p += rec_bytes(w);
     }
+    *got = b.n;
     return 0;
 }
 

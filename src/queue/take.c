@@ -89,23 +89,26 @@ static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
 {
     struct qshared *s = q->s;
-    uint64_t pos = *h, taken = 0, len;
-    size_t n = 0;
-    while (n < b->max && pos != t) {
-        /* records are 8-aligned, so a length word never wraps: read it in place */
-        len = atomic_load_explicit((_Atomic uint64_t *)(q->ring + (pos & q->mask)),
+    const uint64_t avail = bytes_between(s, *h, t), cap = b->cap < avail ? b->cap : avail;
+    uint64_t taken = 0, len;
+    size_t n = 0, max = b->max;
+    while (n < max && taken < cap) {
+        /* records are 8-aligned, so a first word never wraps: read it in place */
+        len = atomic_load_explicit((_Atomic uint64_t *)(q->ring + ((*h + taken) & q->mask)),
                                    memory_order_relaxed);
-        int r = rec_sane(s->capacity, len) ? 1 : record_len(q, h, pos, &len);
-        if (r <= 0)
-            return r;
-        if (taken + rec_bytes(len) > b->cap)
+        if (!rec_sane(s->capacity, len)) {
+            int r = record_len(q, h, *h + taken, &len);
+            if (r <= 0)
+                return r;
+        }
+        if (taken + rec_bytes(len) > cap)
             break;
         taken += rec_bytes(len);
-        pos = advance(s, pos, rec_bytes(len));
         n++;
     }
     if (n == 0)
         return Q_BIG;
+    uint64_t pos = advance_n(s, *h, n, taken);
     ring_read(q, *h, b->dst, taken);
     if (!swap_head(s, h, pos))
         return 0;
