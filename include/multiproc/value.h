@@ -156,8 +156,9 @@ int mp_value_set_float(mp_value *v, double d);
 /**
  * Make *@p v bytes copying @p len bytes of @p data (NULL only with len 0; it may point
  * into *v's own bytes). In place when they fit the memory *v already has (a value keeps
- * its bytes in its own allocation: up to 15 bytes for any value, more for one that held
- * longer bytes); otherwise *v is freed and replaced by a new value. *v NULL: a new value.
+ * its bytes in its own allocation: a value made by a constructor has room for 15, a str
+ * or bytes value for as many as it held); otherwise *v is freed and replaced by a new value
+ * (a value taken from a list or map must not be passed then). *v NULL: a new value.
  * 0, MP_EINVAL (NULL v, NULL data with len > 0) or -ENOMEM (then *v is unchanged).
  */
 int mp_value_set_bytes(mp_value **v, const void *data, size_t len);
