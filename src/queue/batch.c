@@ -13,6 +13,16 @@
  *   a consumer killed before it leaves every item in the queue. Values are decoded after
  *   the lock is released. An item at head that is a stream (larger than the ring) or
  *   larger than the buffer is taken alone, as get takes it.
+ * - Small items are word records (q.h): an item of at most 7 payload bytes is one 8-byte
+ *   word, so a batch of 64 ints is 512 bytes of ring, not 1536. Only put_many writes them;
+ *   every reader (take.c, ring.c, here) tells them by the word's top bit. A word record is
+ *   an ordinary record as far as positions, commits and crashes go: the all-or-nothing and
+ *   take-nothing arguments above hold unchanged, and a plain get takes one at a time.
+ * - No allocation per item: get_many_into decodes into the caller's values (an int into a
+ *   scalar in place, inline in the loop below; bytes through mp__value_set_buffer), and a
+ *   producer reuses its own with mp_value_set_int and friends. Ints are packed and
+ *   unpacked with whole-word stores and loads (a header assembled on the stack and copied
+ *   whole stalled on store forwarding: ~60% of put_many's time in one profile).
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
