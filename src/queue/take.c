@@ -29,7 +29,9 @@
  *   tail only moves forward), so a get does not read the producers' line; once another
  *   process moved the head, or the items it showed are gone, it reads tailw afresh. The
  *   two words are stored tail first and read head first, and the view must show at most
- *   capacity / 16 items: threads of one process racing on them can only cost a re-read.
+ *   capacity / 8 items (what the ring can hold: a record is 8 bytes or more), so a tail
+ *   older than the head, which shows nearly 2^40 items, is never believed: threads of one
+ *   process racing on them can only cost a re-read.
  * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
  *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
  *   word that came back to the very value it had, after a multiple of 2^40 items taken
