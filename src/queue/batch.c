@@ -237,6 +237,22 @@ static inline bool rec_unpack_int(const unsigned char *p, size_t n, int64_t *i)
     return true;
 }
 
+/* The int in a word record w of tag TAG_VALUE (an int of up to 32 bits: fixint, or uint
+ * or int of 1, 2 or 4 bytes), into *i; false for anything else (decode_into's job). */
+static inline bool word_int(uint64_t w, int64_t *i)
+{
+    unsigned c = (unsigned)w & 0xff, k = (unsigned)(w >> 56 & 7) - 1; /* bytes after c */
+    if (c <= 0x7f || c >= 0xe0) {
+        *i = (int8_t)c;
+        return k == 0;
+    }
+    if (c - 0xcc > 6 || c == 0xcf || 1u << (c & 3) != k)
+        return false;
+    uint64_t be = __builtin_bswap64(w) << 8; /* the bytes after c, big-endian, on top */
+    *i = c < 0xd0 ? (int64_t)(be >> (64 - 8 * k)) : (int64_t)be >> (64 - 8 * k);
+    return true;
+}
+
 /* Decode one record's payload into *slot: a value there is set in place when the item
  * fits it (an int into any scalar, short bytes into short bytes...), else freed and
  * replaced once the new one exists; NULL gets a new value. On failure *slot is unchanged. */
@@ -296,8 +312,8 @@ static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double
         memcpy(&w, p, 8);
         mp_value *v = reuse ? out[i] : NULL;
         int64_t x;
-        if (v && rec_is_word(w) && word_tag(w) == TAG_VALUE && v->type < MP_STR &&
-            rec_unpack_int(p, rec_len_of(w), &x)) { /* an int into a scalar: the common item */
+        if (v && (w >> 60) == (8 | TAG_VALUE) && v->type < MP_STR &&
+            word_int(w, &x)) { /* an int word into a scalar: the common item */
             v->type = MP_INT;
             v->u.i = x;
             p += 8;

@@ -92,8 +92,13 @@ static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
 {
     struct qshared *s = q->s;
     const uint64_t avail = bytes_between(s, *h, t), cap = b->cap < avail ? b->cap : avail;
-    uint64_t taken = 0, len;
+    uint64_t taken = 0, len, items = items_between(s, *h, t);
     size_t n = 0, max = b->max;
+    if (avail == 8 * items) { /* every record is 8 bytes or more: all word records */
+        n = (size_t)(items < max ? items : max);
+        n = n < cap / 8 ? n : (size_t)(cap / 8);
+        taken = 8 * (uint64_t)n; /* no walk: the decoder reads each word anyway */
+    }
     while (n < max && taken < cap) {
         /* records are 8-aligned, so a first word never wraps: read it in place */
         len = atomic_load_explicit((_Atomic uint64_t *)(q->ring + ((*h + taken) & q->mask)),
