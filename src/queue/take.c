@@ -75,7 +75,7 @@ static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 {
     struct qshared *s = q->s;
     ring_read(q, pos, len, 8);
-    if (rec_sane(s->capacity, *len))
+    if (__builtin_expect(*len <= s->capacity - Q_REC, 1) || rec_sane(s->capacity, *len))
         return 1;
     uint64_t now = acq(&s->headw);
     if (now != *h) {
@@ -125,38 +125,65 @@ static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
     return 1;
 }
 
+/* The record at *h is n bytes, more than the caller's buffer: Q_BIG with *len = n, or 0
+ * when the head moved meanwhile (n was then read from a moving head). */
+static int too_big(struct qshared *s, uint64_t *h, uint64_t n, size_t *len)
+{
+    uint64_t now = acq(&s->headw);
+    if (now != *h) {
+        *h = now;
+        return 0;
+    }
+    *len = n;
+    return Q_BIG;
+}
+
+/* take_one for the word record w at *h (put_many's small items), kept out of its way. */
+static __attribute__((noinline)) int take_word(mp_queue *q, uint64_t *h, uint64_t w,
+                                               void **buf, size_t *len, uint32_t *tag,
+                                               void *local, size_t local_cap, bool alloc)
+{
+    uint64_t n = rec_len_of(w);
+    if (n > local_cap && !alloc)
+        return too_big(q->s, h, n, len);
+    char *p = local && n <= local_cap ? local : malloc(n ? n : 1);
+    if (!p)
+        return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)n);
+    memcpy(p, &w, n); /* the payload: the word's first bytes */
+    uint64_t next = advance(q->s, *h, 8);
+    if (!swap_head(q->s, h, next)) {
+        if (p != local)
+            free(p);
+        return 0;
+    }
+    atomic_store_explicit(&q->head_mine, next, memory_order_relaxed);
+    *buf = p;
+    *len = n;
+    *tag = word_tag(w);
+    return 1;
+}
+
 /* The record at h, into local or malloc'd (when alloc). 1 taken, 0 the head moved, Q_BIG,
  * or an error. */
 static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t *tag,
                     void *local, size_t local_cap, bool alloc)
 {
     struct qshared *s = q->s;
-    uint64_t hdr[2], w;
-    int r = record_len(q, h, *h, &w);
+    uint64_t hdr[2];
+    int r = record_len(q, h, *h, &hdr[0]);
     if (r <= 0)
         return r;
-    hdr[0] = rec_len_of(w);
-    if (hdr[0] > local_cap && !alloc) {
-        uint64_t now = acq(&s->headw);
-        if (now != *h) {
-            *h = now;
-            return 0;
-        }
-        *len = hdr[0];
-        return Q_BIG;
-    }
-    if (rec_is_word(w))
-        hdr[1] = word_tag(w);
-    else
-        ring_read(q, *h + 8, &hdr[1], 8);
+    if (__builtin_expect(rec_is_word(hdr[0]), 0))
+        return take_word(q, h, hdr[0], buf, len, tag, local, local_cap, alloc);
+    if (hdr[0] > local_cap && !alloc)
+        return too_big(s, h, hdr[0], len);
+    ring_read(q, *h + 8, &hdr[1], 8);
     char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
-    if (rec_is_word(w))
-        memcpy(p, &w, hdr[0]); /* the payload: the word's first bytes */
-    else if (hdr[0])
+    if (hdr[0])
         ring_read(q, *h + Q_REC, p, hdr[0]);
-    uint64_t next = advance(s, *h, rec_bytes(w));
+    uint64_t next = advance(s, *h, rec_size(hdr[0]));
     if (!swap_head(s, h, next)) {
         if (p != local)
             free(p);
