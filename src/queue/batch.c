@@ -297,8 +297,9 @@ static inline int decode_into(const unsigned char *p, size_t len, uint32_t tag, 
     return 0;
 }
 
-/* get_many and get_many_into: with `reuse`, values already in out[] are decoded into. */
-static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout,
+/* get_many and get_many_into: with `reuse`, values already in out[] are decoded into.
+ * Inlined into each, so the loop is compiled for a constant `reuse`. */
+static inline __attribute__((always_inline)) int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout,
                     bool reuse, const char *fn)
 {
     if (got)
@@ -322,7 +323,8 @@ static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double
         return code;
     }
     const unsigned char *p = (const unsigned char *)local;
-    for (size_t i = 0; i < b.n; i++) {
+    const size_t n = b.n;
+    for (size_t i = 0; i < n; i++) {
         uint64_t w, tag;
         memcpy(&w, p, 8);
         mp_value *v = reuse ? out[i] : NULL;
@@ -347,7 +349,7 @@ static int get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double
             return code; /* out[0..*got) hold items; the rest of the batch is lost */
         p += rec_bytes(w);
     }
-    *got = b.n;
+    *got = n;
     return 0;
 }
 
