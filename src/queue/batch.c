@@ -252,19 +252,43 @@ static inline bool rec_unpack_int(const unsigned char *p, size_t n, int64_t *i)
     return true;
 }
 
+/* The payload length of a word record holding an int of up to 32 bits whose first byte
+ * is c: 1 for a fixint, 2, 3 or 5 for uint/int 8, 16 and 32; X for any other first byte. */
+#define X 0xff
+static const unsigned char word_int_len[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, 2, 3, 5, X,
+    2, 3, 5, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+#undef X
+
 /* The int in a word record w of tag TAG_VALUE (an int of up to 32 bits: fixint, or uint
  * or int of 1, 2 or 4 bytes), into *i; false for anything else (decode_into's job). */
 static inline bool word_int(uint64_t w, int64_t *i)
 {
-    unsigned c = (unsigned)w & 0xff, k = (unsigned)(w >> 56 & 7) - 1; /* bytes after c */
-    if (c <= 0x7f || c >= 0xe0) {
-        *i = (int8_t)c;
-        return k == 0;
-    }
-    if (c - 0xcc > 6 || c == 0xcf || 1u << (c & 3) != k)
+    unsigned c = (unsigned)w & 0xff, len = (unsigned)(w >> 56) & 7;
+    if (word_int_len[c] != len)
         return false;
+    if (len == 1) {
+        *i = (int8_t)c;
+        return true;
+    }
+    unsigned shift = 72 - 8 * len;           /* 64 - 8 x the bytes after c */
     uint64_t be = __builtin_bswap64(w) << 8; /* the bytes after c, big-endian, on top */
-    *i = c < 0xd0 ? (int64_t)(be >> (64 - 8 * k)) : (int64_t)be >> (64 - 8 * k);
+    *i = c < 0xd0 ? (int64_t)(be >> shift) : (int64_t)be >> shift;
     return true;
 }
 
