@@ -190,7 +190,7 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
     recbuf r = {(unsigned char *)local, 0, sizeof local, false};
     unsigned char *p = r.p; /* r's fields in locals: no round trip through memory per item */
     size_t len = 0, cap = r.cap;
-    for (size_t i = 0; i < n && code == 0; i++) {
+    for (size_t i = 0; i < n; i++) {
         const mp_value *v = values[i];
         if (v && v->type == MP_INT && cap - len >= Q_REC + 16) { /* the common item, inline */
             len += int_record(v->u.i, p + len);
@@ -201,6 +201,8 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
             code = mp__error(MP_EINVAL, "mp_queue_put_many: values[%zu] is NULL", i);
         else
             code = append_value(&r, v);
+        if (code < 0)
+            break;
         p = r.p;
         len = r.len;
         cap = r.cap;
