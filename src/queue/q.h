@@ -100,14 +100,22 @@
  * reading record lengths from the ring (the first touch of each line from the other core)
  * and ~7% decoding. Hence get_many_into and mp_value_set_* (no value made or freed per
  * item), word records (an int is 8 bytes of ring, as in a bare ring of 8-byte slots: a
- * third of the lines to move) and word-wide packing. After that neither side waits and the
- * time splits evenly: the producer ~55% put_many (~3 ns per item: load the value, pack,
- * store), ~30% the caller's mp_value_set_int loop; the consumer ~40% get_many's decoding,
- * ~20% take_many (walking and copying the records), ~35% the caller's mp_value_get_int
- * loop. One process, best of 300 x 64k items: the put side (set + put_many) 10.4 -> 5.7 ns
- * per item, the get side (get_many + reading) 13.4 -> 6.4 ns. What remains is the values
- * API itself (a call per item to set or read one) and the pack/unpack per item; the lock,
- * the commit and the wake are paid once per 64.
+ * third of the lines to move; get_many skips walking them when the position words show
+ * only words between head and tail) and word-wide packing and unpacking (a table of
+ * lengths by first byte). With reused values and word records (before the last two
+ * changes) a 2-process profile showed neither side waiting and the time split evenly: the
+ * producer ~55% put_many, ~30% the caller's mp_value_set_int loop; the consumer ~40%
+ * get_many's decoding, ~20% take_many, ~35% the caller's mp_value_get_int loop. Counted
+ * by callgrind (one process, batches of 64 ints near 1M): the put side is 56 instructions
+ * an item (put_many's loop 36: load the value, check it, build the word, store it; the
+ * caller's set loop 15; lock, room, copy and publish ~3, once per batch), the get side 60
+ * (decoding into the reused value 40, the caller's read loop 14, taking and copying ~5).
+ * Timed in one process, best of 300 x 64k items: the put side (values set + put_many)
+ * 12.6 -> 5.2 ns an item, the get side (get_many + reading the values) 14.4 -> 4.5 ns
+ * (with a new value and a free per item as before: 9.5 and 10.5 ns). What remains is the
+ * values API itself (a call per item to set or read one, a type check per item inside)
+ * and the pack/unpack per item; the lock, the commit, the wake and the tail's and head's
+ * lines crossing cores are paid once per 64.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
