@@ -59,7 +59,8 @@ static inline int recbuf_reserve(recbuf *r, size_t more)
     return r->len + more <= r->cap ? 0 : recbuf_grow(r, more);
 }
 
-/* Append v as one record [len][tag][pad][payload, padded to 8]. */
+/* Append v as one record: [len][tag][pad][payload, padded to 8], or a word record when
+ * its MessagePack is at most 7 bytes. */
 static int append_value(recbuf *r, const mp_value *v)
 {
     size_t slen;
