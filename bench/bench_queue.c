@@ -152,35 +152,37 @@ static long get_ints(mp_queue *q, long n)
 }
 
 /* A producer putting ints in batches of `batch` and a consumer getting up to `batch` at a
- * time (mp_queue_put_many / mp_queue_get_many). */
+ * time (mp_queue_put_many / mp_queue_get_many_into), each reusing its values as a program
+ * moving many items would (mp_value_set_int; get_many_into decodes into the values it
+ * returned last time). */
 static double queue_batch_mp(long n, size_t batch)
 {
     mp_queue *q = mp_queue_new(NULL);
     double t0 = now();
     pid_t p = fork();
-    if (p == 0) {
+    if (p == 0) { /* the producer sets its batch's values anew for each put_many */
         mp_value *v[256];
+        for (size_t k = 0; k < batch; k++)
+            v[k] = mp_value_int(0);
         for (long i = 0; i < n; i += (long)batch) {
             for (size_t k = 0; k < batch; k++)
-                v[k] = mp_value_int(i + (long)k);
+                mp_value_set_int(v[k], i + (long)k);
             mp_queue_put_many(q, (const mp_value *const *)v, batch, -1);
-            for (size_t k = 0; k < batch; k++)
-                mp_value_free(v[k]);
         }
         _exit(0);
     }
     long sum = 0;
-    mp_value *out[256];
+    mp_value *out[256] = {0}; /* the consumer's values, decoded into by each get_many_into */
     for (long got_all = 0; got_all < n;) {
         size_t got;
-        if (mp_queue_get_many(q, out, batch, &got, -1) != 0)
+        if (mp_queue_get_many_into(q, out, batch, &got, -1) != 0)
             break;
-        for (size_t k = 0; k < got; k++) {
+        for (size_t k = 0; k < got; k++)
             sum += (long)mp_value_get_int(out[k]);
-            mp_value_free(out[k]);
-        }
         got_all += (long)got;
     }
+    for (size_t k = 0; k < batch; k++)
+        mp_value_free(out[k]);
     double dt = now() - t0;
     reap(p);
     mp_queue_free(q);
@@ -370,7 +372,16 @@ static double run_case(int c, bool floor)
     }
 }
 
-int main(void)
+/* With arguments, only the cases named (e.g. `bench_queue queue_1p1c_batch64`). */
+static bool wanted(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return true;
+    return argc < 2;
+}
+
+int main(int argc, char **argv)
 {
     static const char *const names[NCASES][2] = {
         {"pipe_pingpong_8b", "ops/s"}, {"queue_1p1c_int", "items/s"},
@@ -378,10 +389,15 @@ int main(void)
         {"queue_1mib_items", "MB/s"}};
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int c = 0; c < NCASES; c++) {
+        if (!wanted(argc, argv, names[c][0]))
+            continue;
         double mp[RUNS], fl[RUNS];
         for (int r = 0; r < RUNS; r++) {
             mp[r] = run_case(c, false);
             fl[r] = run_case(c, true);
+            if (getenv("MP_BENCH_EACH")) /* every run, to stderr: ours, floor, ratio */
+                fprintf(stderr, "%s run %d\t%.1f\t%.1f\t%.3f\n", names[c][0], r, mp[r],
+                        fl[r], mp[r] / fl[r]);
         }
         printf("%s\t%s\t%.1f\t%.1f\n", names[c][0], names[c][1], median(mp), median(fl));
     }

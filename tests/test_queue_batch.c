@@ -18,8 +18,8 @@ static void free_all(mp_value **v, size_t n)
 /* Put ints from..from+n-1 in one batch. */
 static int put_ints(mp_queue *q, long from, size_t n, double timeout)
 {
-    mp_value *v[256];
-    for (size_t i = 0; i < n; i++)
+    mp_value *v[1024];
+    for (size_t i = 0; i < n && i < 1024; i++)
         v[i] = mp_value_int(from + (long)i);
     int r = mp_queue_put_many(q, (const mp_value *const *)v, n, timeout);
     free_all(v, n);
@@ -144,7 +144,7 @@ static void test_all_or_nothing(void)
     mp_queue_free(q);
 
     q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
-    CHECK_ERR(put_ints(q, 0, 200, -1), MP_EINVAL); /* 200 * 24 bytes > the ring */
+    CHECK_ERR(put_ints(q, 0, 600, -1), MP_EINVAL); /* 600 * 8 bytes (word records) > the ring */
     CHECK_INT(mp_queue_qsize(q), 0);
     mp_queue_free(q);
 }
@@ -260,7 +260,146 @@ static void test_int_encoding_matches_codec(void)
         mp_value_free(v);
     }
     CHECK_INT(bad, 0);
+    /* and get_many decodes each width back, into new values and into reused ones */
+    enum { N = sizeof vals / sizeof *vals };
+    mp_value *in[N], *out[N], *reused[N];
+    for (size_t i = 0; i < N; i++) {
+        in[i] = mp_value_int(vals[i]);
+        reused[i] = mp_value_float(0.5);
+    }
+    for (int round = 0; round < 3; round++) {
+        size_t got = 0;
+        CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)in, N, 0));
+        if (round == 0)
+            CHECK_OK(mp_queue_get_many(q, out, N, &got, 0));
+        else
+            CHECK_OK(mp_queue_get_many_into(q, reused, N, &got, 0));
+        CHECK_INT(got, N);
+        for (size_t i = 0; i < got; i++)
+            bad += mp_value_get_int(round == 0 ? out[i] : reused[i]) != vals[i];
+        if (round == 0)
+            free_all(out, got);
+    }
+    CHECK_INT(bad, 0);
+    free_all(in, N);
+    free_all(reused, N);
     mp_queue_free(q);
+}
+
+/* get_many_into decodes into the caller's values: an int into any scalar (or a str, or a
+ * list, whose items go) in place, bytes into bytes with room; other items replace the
+ * value. Slots past *got are left alone, and so are all of them on an error. */
+static void test_get_many_into(void)
+{
+    mp_queue *q = mp_queue_new(NULL);
+    mp_value *out[6] = {0}, *was[6];
+    size_t got = 9;
+    CHECK_OK(put_ints(q, 100, 4, 0));
+    CHECK_OK(mp_queue_get_many_into(q, out, 6, &got, 0)); /* NULL slots: new values */
+    CHECK_INT(got, 4);
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(mp_value_get_int(out[i]), 100 + i);
+    CHECK(out[4] == NULL && out[5] == NULL);
+    memcpy(was, out, sizeof was);
+    CHECK_OK(put_ints(q, -70000, 4, 0));
+    CHECK_OK(mp_queue_get_many_into(q, out, 6, &got, 0));
+    CHECK_INT(got, 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK(out[i] == was[i]); /* the same values, set anew */
+        CHECK_INT(mp_value_get_int(out[i]), -70000 + i);
+    }
+    free_all(out, 4);
+
+    /* slots of other types */
+    char big[300] = {0};
+    mp_value *slots[6] = {mp_value_str("hello"), mp_value_pack("[i i]", 1, 2),
+                          mp_value_float(1.5), mp_value_bytes(big, sizeof big),
+                          mp_value_int(5), mp_value_int(6)};
+    memcpy(was, slots, sizeof was);
+    mp_value *in[3] = {mp_value_int(7), mp_value_int(1LL << 40), mp_value_str("s")};
+    CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)in, 3, 0));
+    CHECK_OK(mp_queue_put_bytes(q, "raw", 3, 0));
+    CHECK_OK(mp_queue_get_many_into(q, slots, 6, &got, 0));
+    CHECK_INT(got, 4);
+    CHECK(slots[0] == was[0] && slots[1] == was[1] && slots[3] == was[3]);
+    CHECK_STR(mpt_repr(slots[0]), "7");
+    CHECK_STR(mpt_repr(slots[1]), "1099511627776");
+    CHECK_STR(mpt_repr(slots[2]), "'s'"); /* a str item: a new value in the float's place */
+    CHECK_STR(mpt_repr(slots[3]), "b'raw'");
+    CHECK(slots[4] == was[4] && mp_value_get_int(slots[4]) == 5); /* past *got: untouched */
+    CHECK(slots[5] == was[5] && mp_value_get_int(slots[5]) == 6);
+
+    /* errors leave every slot as it was */
+    CHECK_ERR(mp_queue_get_many_into(q, slots, 6, &got, 0), MP_EEMPTY);
+    CHECK_INT(got, 0);
+    CHECK(memcmp(slots, (mp_value *[6]){slots[0], slots[1], slots[2], slots[3], was[4], was[5]},
+                 sizeof slots) == 0);
+    CHECK_ERR(mp_queue_get_many_into(q, NULL, 6, &got, 0), MP_EINVAL);
+    CHECK_STR(mp_last_error(), "MP_EINVAL: invalid argument: mp_queue_get_many_into: NULL "
+                               "output pointer");
+    CHECK_ERR(mp_queue_get_many_into(q, slots, 0, &got, 0), MP_EINVAL);
+    CHECK_STR(mp_last_error(), "MP_EINVAL: invalid argument: mp_queue_get_many_into: max is 0");
+    CHECK_ERR(mp_queue_get_many_into(q, slots, 6, NULL, 0), MP_EINVAL);
+    free_all(slots, 6);
+    free_all(in, 3);
+    mp_queue_close(q);
+    CHECK_ERR(mp_queue_get_many_into(q, out, 6, &got, 0), MP_ECLOSED);
+    mp_queue_free(q);
+}
+
+/* put_many writes an item of up to 7 bytes as one 8-byte word: single gets, get_bytes_into
+ * (too short, then fitting) and get_many take such items one at a time or together,
+ * between ordinary records, in a plain queue and in a JoinableQueue. */
+static void test_word_records_mixed(void)
+{
+    static const char *const reprs[] = {"1", "-1", "300", "70000", "8589934592", "None",
+                                        "True", "'ab'", "'longer than seven'", "2.5"};
+    for (int joinable = 0; joinable < 2; joinable++) {
+        mp_queue *q = joinable ? mp_joinable_queue_new(NULL) : mp_queue_new(NULL);
+        mp_value *in = mp_value_pack("[i i i i I n b s s f]", 1, -1, 300, 70000,
+                                     (int64_t)1 << 33, true, "ab", "longer than seven", 2.5);
+        mp_value *items[10];
+        for (int i = 0; i < 10; i++)
+            items[i] = mp_value_list_get(in, (size_t)i);
+        for (int round = 0; round < 2; round++)
+            CHECK_OK(mp_queue_put_many(q, (const mp_value *const *)items, 10, 0));
+        for (int i = 0; i < 10; i++) { /* one at a time */
+            mp_value *v = NULL;
+            CHECK_OK(mp_queue_get(q, &v, 0));
+            CHECK_STR(mpt_repr(v), reprs[i]);
+            mp_value_free(v);
+        }
+        mp_value *v = NULL, *out[4] = {0};
+        size_t got = 0, len = 0;
+        CHECK_OK(mp_queue_get(q, &v, 0));
+        CHECK_STR(mpt_repr(v), "1");
+        CHECK_OK(mp_queue_get_many(q, out, 1, &got, 0));
+        CHECK(got == 1 && mp_value_get_int(out[0]) == -1);
+        free_all(out, got);
+        unsigned char b[8];
+        CHECK_ERR(mp_queue_get_bytes_into(q, b, 2, &len, 0), MP_ETOOSHORT); /* 300: 3 bytes */
+        CHECK_INT(len, 3);
+        CHECK_OK(mp_queue_get_bytes_into(q, b, sizeof b, &len, 0));
+        CHECK(len == 3 && b[0] == 0xcd && b[1] == 0x01 && b[2] == 0x2c);
+        CHECK_OK(mp_queue_get_many(q, out, 4, &got, 0));
+        CHECK_INT(got, 4);
+        for (size_t i = 0; i < got; i++)
+            CHECK_STR(mpt_repr(out[i]), reprs[3 + i]); /* out[] keeps them for reuse */
+        CHECK_OK(mp_queue_get_many_into(q, out, 4, &got, 0));
+        CHECK_INT(got, 3);
+        for (size_t i = 0; i < got; i++)
+            CHECK_STR(mpt_repr(out[i]), reprs[7 + i]);
+        free_all(out, 4);
+        CHECK(mp_queue_empty(q));
+        if (joinable) {
+            for (int i = 0; i < 20; i++)
+                CHECK_OK(mp_queue_task_done(q));
+            CHECK_OK(mp_queue_join(q, 0));
+        }
+        mp_value_free(v);
+        mp_value_free(in);
+        mp_queue_free(q);
+    }
 }
 
 int main(int argc, char **argv)
@@ -274,5 +413,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_joinable_counts_items);
     RUN_IF(argc, argv, test_bad_arguments);
     RUN_IF(argc, argv, test_int_encoding_matches_codec);
+    RUN_IF(argc, argv, test_get_many_into);
+    RUN_IF(argc, argv, test_word_records_mixed);
     return mpt_done();
 }

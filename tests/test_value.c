@@ -746,6 +746,104 @@ static void test_value_blocks(void)
     mp_value_free(list);
 }
 
+/* Setting values in place (mp_value_set_*): the pointer stays (bytes move to a new value
+ * only when they outgrow the old one's memory), what the value held is released (a
+ * list's items; an owned handle's object, whose fd closes), NULL is MP_EINVAL. */
+static void test_set_in_place(void)
+{
+    mp_value *v = mp_value_pack("[i s [f]]", 1, "two", 3.0), *same = v;
+    CHECK_OK(mp_value_set_int(v, -5)); /* the list's items are freed (ASan: no leak) */
+    CHECK(v == same && mp_value_type(v) == MP_INT && mp_value_get_int(v) == -5);
+    CHECK_OK(mp_value_set_int(v, 1LL << 40));
+    CHECK_STR(mpt_repr(v), "1099511627776");
+    CHECK_OK(mp_value_set_float(v, 0.5));
+    CHECK_STR(mpt_repr(v), "0.5");
+    CHECK_OK(mp_value_set_bool(v, true));
+    CHECK_STR(mpt_repr(v), "True");
+    CHECK_OK(mp_value_set_nil(v));
+    CHECK_STR(mpt_repr(v), "None");
+    CHECK(v == same);
+    mp_value *m = mp_value_pack("{s i}", "k", 1);
+    CHECK_OK(mp_value_set_float(m, -2.25));
+    CHECK_STR(mpt_repr(m), "-2.25");
+    mp_value_free(m);
+
+    /* bytes and str: in place while they fit the value's block, else a new value */
+    CHECK_OK(mp_value_set_bytes(&v, "\0ab", 3));
+    CHECK(v == same);
+    CHECK_STR(mpt_repr(v), "b'\\x00ab'");
+    CHECK_OK(mp_value_set_strn(&v, "hello", 5));
+    CHECK(v == same);
+    CHECK_STR(mpt_repr(v), "'hello'");
+    size_t len = 0;
+    CHECK_OK(mp_value_set_strn(&v, mp_value_get_str(v, NULL) + 1, 3)); /* its own bytes */
+    CHECK_STR(mp_value_get_str(v, &len), "ell");
+    CHECK_INT(len, 3);
+    char big[300];
+    memset(big, 'x', sizeof big);
+    CHECK_OK(mp_value_set_bytes(&v, big, sizeof big)); /* outgrows it: a new value */
+    CHECK(mp_value_type(v) == MP_BYTES && mp_value_len(v) == 300);
+    const char *b = mp_value_get_bytes(v, &len);
+    CHECK(len == 300 && b && b[0] == 'x' && b[299] == 'x');
+    same = v;
+    CHECK_OK(mp_value_set_bytes(&v, big, 40)); /* shorter bytes: in its 300-byte block */
+    CHECK(v == same && mp_value_len(v) == 40);
+    CHECK_OK(mp_value_set_int(v, 7)); /* any value has room for 15 bytes */
+    CHECK_OK(mp_value_set_bytes(&v, big, 15));
+    CHECK(v == same && mp_value_len(v) == 15);
+    CHECK_OK(mp_value_set_bytes(&v, NULL, 0));
+    CHECK(mp_value_type(v) == MP_BYTES && mp_value_len(v) == 0);
+    mp_value_free(v);
+    mp_value *fresh = NULL;
+    CHECK_OK(mp_value_set_strn(&fresh, "new", 3)); /* NULL: a new value */
+    CHECK_STR(mpt_repr(fresh), "'new'");
+    mp_value_free(fresh);
+
+    /* a value in a block of scalars has no room for bytes: replaced */
+    mp__vblock *blk = mp__vblock_new(2);
+    mp_value *s = mp__vblock_take(blk, MP_INT), *s0 = s;
+    mp__vblock_done(blk);
+    CHECK_OK(mp_value_set_int(s, 3));
+    CHECK(s == s0 && mp_value_get_int(s) == 3);
+    CHECK_OK(mp_value_set_bytes(&s, "abc", 3));
+    CHECK(s != s0);
+    CHECK_STR(mpt_repr(s), "b'abc'");
+    mp_value_free(s);
+
+    /* an owned handle's object is released */
+    int p[2];
+    CHECK_OK(pipe2(p, O_CLOEXEC));
+    pipe_end w = {p[1], 5};
+    mp_value *h = mp_value_handle(&pipe_kind, &w), *back = NULL;
+    char *enc = NULL;
+    size_t elen = 0, nfds = 0;
+    int fds[1];
+    CHECK_OK(mp_value_encode(h, &enc, &elen, fds, 1, &nfds));
+    int mine = dup(fds[0]);
+    CHECK_OK(mp_value_decode(enc, elen, &mine, 1, &back));
+    CHECK(fcntl(mine, F_GETFD) >= 0);
+    CHECK_OK(mp_value_set_int(back, 1));
+    CHECK(fcntl(mine, F_GETFD) < 0 && errno == EBADF);
+    mp_value_free(back);
+    mp_value_free(h);
+    mp_free(enc);
+    close(p[0]);
+    close(p[1]);
+
+    CHECK_ERR(mp_value_set_int(NULL, 1), MP_EINVAL);
+    CHECK_STR(mp_last_error(), "MP_EINVAL: invalid argument: mp_value_set_int: NULL value");
+    CHECK_ERR(mp_value_set_nil(NULL), MP_EINVAL);
+    CHECK_ERR(mp_value_set_bool(NULL, true), MP_EINVAL);
+    CHECK_ERR(mp_value_set_float(NULL, 1.0), MP_EINVAL);
+    CHECK_ERR(mp_value_set_bytes(NULL, "a", 1), MP_EINVAL);
+    CHECK_ERR(mp_value_set_strn(NULL, "a", 1), MP_EINVAL);
+    mp_value *keep = mp_value_int(9);
+    CHECK_ERR(mp_value_set_bytes(&keep, NULL, 2), MP_EINVAL);
+    CHECK_STR(mp_last_error(), "MP_EINVAL: invalid argument: NULL data with length 2");
+    CHECK(mp_value_get_int(keep) == 9); /* unchanged on failure */
+    mp_value_free(keep);
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_int_widths_encode_shortest);
@@ -765,5 +863,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_pack);
     RUN_IF(argc, argv, test_unpack);
     RUN_IF(argc, argv, test_value_blocks);
+    RUN_IF(argc, argv, test_set_in_place);
     return mpt_done();
 }

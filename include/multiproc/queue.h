@@ -127,6 +127,19 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
  * stored and the rest of that batch is lost, as with mp_queue_get.
  */
 int mp_queue_get_many(mp_queue *q, mp_value **out, size_t max, size_t *got, double timeout);
+/**
+ * mp_queue_get_many decoding into the caller's values, for a loop that takes many items
+ * without a new value and a free for each: out[i] is either NULL (a new value is made, as
+ * get_many does) or a value the caller owns, which receives the item in place when it can
+ * (an int item into any nil, bool, int or float value; bytes into a value whose memory
+ * holds them, see mp_value_set_bytes) and is otherwise freed and replaced by the new value.
+ * Either way out[0..*got) hold the items and stay the caller's (free them when done);
+ * out[*got..max) are left as they were. Errors as mp_queue_get_many; on a decoding error
+ * (out of memory) the slot that failed keeps its old value.
+ * Example: keep `mp_value *out[64] = {0}` across calls and free the 64 values at the end.
+ */
+int mp_queue_get_many_into(mp_queue *q, mp_value **out, size_t max, size_t *got,
+                           double timeout);
 
 /** Number of items in the queue (exact at the moment of the call). */
 size_t mp_queue_qsize(const mp_queue *q);

@@ -137,6 +137,34 @@ int mp_value_map_set(mp_value *map, mp_value *key, mp_value *val);
 /** map[@p key] = @p val (val adopted) with a string key (copied). */
 int mp_value_map_set_str(mp_value *map, const char *key, mp_value *val);
 
+/* ---- reuse: setting a value to new content -------------------------------------- */
+/*
+ * For loops that move many values (a producer putting items, mp_queue_get_many_into
+ * decoding them): one value set again and again instead of a new one and a free per item.
+ * The value must be the caller's own, not a map's key (its hash would go stale). What it
+ * held is released first (a list's or map's items, an owned handle's object): as
+ * mp_value_free would, but the value itself stays.
+ */
+/** Make @p v nil, in place (the pointer stays valid). 0, or MP_EINVAL for NULL. */
+int mp_value_set_nil(mp_value *v);
+/** Make @p v the bool @p b, in place. 0, or MP_EINVAL for NULL. */
+int mp_value_set_bool(mp_value *v, bool b);
+/** Make @p v the int @p i, in place. 0, or MP_EINVAL for NULL. */
+int mp_value_set_int(mp_value *v, int64_t i);
+/** Make @p v the float @p d, in place. 0, or MP_EINVAL for NULL. */
+int mp_value_set_float(mp_value *v, double d);
+/**
+ * Make *@p v bytes copying @p len bytes of @p data (NULL only with len 0; it may point
+ * into *v's own bytes). In place when they fit the memory *v already has (a value keeps
+ * its bytes in its own allocation: a value made by a constructor has room for 15, a str
+ * or bytes value for as many as it held); otherwise *v is freed and replaced by a new value
+ * (a value taken from a list or map must not be passed then). *v NULL: a new value.
+ * 0, MP_EINVAL (NULL v, NULL data with len > 0) or -ENOMEM (then *v is unchanged).
+ */
+int mp_value_set_bytes(mp_value **v, const void *data, size_t len);
+/** mp_value_set_bytes making a str (@p len bytes of @p s, kept NUL-terminated). */
+int mp_value_set_strn(mp_value **v, const char *s, size_t len);
+
 /* ---- reading ------------------------------------------------------------------- */
 /** The type of @p v (MP_NIL for NULL). */
 mp_type mp_value_type(const mp_value *v);

@@ -182,6 +182,20 @@ static inline mp_value *mp__value_new_buffer(mp_type t, const char *data, size_t
     return v;
 }
 
+/* mp_value_set_bytes / mp_value_set_strn (t MP_BYTES or MP_STR) for a non-NULL v. */
+int mp__value_set_buffer(mp_value **v, mp_type t, const void *data, size_t len);
+
+/* mp_value_set_int for a value holding nothing outside itself (nil, bool, int, float),
+ * inline: false (nothing done) for any other. */
+static inline bool mp__value_set_scalar_int(mp_value *v, int64_t i)
+{
+    if (v->type >= MP_STR)
+        return false;
+    v->type = MP_INT;
+    v->u.i = i;
+    return true;
+}
+
 /* Room for at least `need` items in a list (growing to twice its capacity or more), for
  * decoders that fill items[] directly. 0 or -ENOMEM (recorded). */
 int mp__value_list_reserve(mp_value *list, size_t need);

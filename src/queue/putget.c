@@ -123,6 +123,7 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
             if (fit) {
                 uint64_t rec_len;
                 ring_read(q, ld(&s->headw), &rec_len, 8);
+                rec_len = rec_len_of(rec_len);
                 if (rec_len > local_cap) {
                     code = too_short(len, rec_len, local_cap);
                     break;

@@ -24,7 +24,7 @@ static mp_queue *attach(mp__shm *shm)
     /* The consumers' view of the tail (take.c): only where the head's item count has 40
      * bits or more, so a stale view cannot pass for a fresh one. */
     if (64 - q->s->posbits >= 40)
-        q->tail_cache_max = q->s->capacity / Q_REC;
+        q->tail_cache_max = q->s->capacity / 8; /* as many items as it holds (word records) */
     return q;
 }
 

@@ -147,16 +147,24 @@ int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void 
                        size_t local_cap)
 {
     struct qshared *s = q->s;
-    uint64_t hdr[2], head = ld(&s->headw);
-    ring_read(q, head, hdr, Q_REC);
-    if (hdr[0] > s->capacity - Q_REC)
+    uint64_t hdr[2], w, head = ld(&s->headw);
+    ring_read(q, head, &w, 8);
+    if (!rec_sane(s->capacity, w))
         return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
-                         (unsigned long long)(head & q->mask), (unsigned long long)hdr[0]);
+                         (unsigned long long)(head & q->mask), (unsigned long long)w);
+    hdr[0] = rec_len_of(w);
+    if (rec_is_word(w))
+        hdr[1] = word_tag(w);
+    else
+        ring_read(q, head + 8, &hdr[1], 8);
     char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
-    ring_read(q, head + Q_REC, p, hdr[0]);
-    head = advance(s, head, rec_size(hdr[0]));
+    if (rec_is_word(w))
+        memcpy(p, &w, hdr[0]); /* a word record: the payload is the word's first bytes */
+    else
+        ring_read(q, head + Q_REC, p, hdr[0]);
+    head = advance(s, head, rec_bytes(w));
     mp__q_commit_taken(q, &s->st, head, 1); /* the head and the caller's holder slot */
     if (head != ld(&s->tailw)) /* the next get (ours, likely) finds the next record in cache */
         __builtin_prefetch(q->ring + (head & q->mask));
@@ -176,13 +184,13 @@ long mp__q_take_records(mp_queue *q, void *dst, size_t cap, size_t max, size_t *
     while (n < max && pos != tail) {
         uint64_t len;
         ring_read(q, pos, &len, 8);
-        if (len > s->capacity - Q_REC)
+        if (!rec_sane(s->capacity, len))
             return mp__error(MP_EPROTO, "queue record at ring offset %llu is corrupt (length %llu)",
                              (unsigned long long)(pos & q->mask), (unsigned long long)len);
-        if (taken + rec_size(len) > cap)
+        if (taken + rec_bytes(len) > cap)
             break;
-        taken += rec_size(len);
-        pos = advance(s, pos, rec_size(len));
+        taken += rec_bytes(len);
+        pos = advance(s, pos, rec_bytes(len));
         n++;
     }
     if (n == 0)

@@ -29,7 +29,9 @@
  *   tail only moves forward), so a get does not read the producers' line; once another
  *   process moved the head, or the items it showed are gone, it reads tailw afresh. The
  *   two words are stored tail first and read head first, and the view must show at most
- *   capacity / 16 items: threads of one process racing on them can only cost a re-read.
+ *   capacity / 8 items (what the ring can hold: a record is 8 bytes or more), so a tail
+ *   older than the head, which shows nearly 2^40 items, is never believed: threads of one
+ *   process racing on them can only cost a re-read.
  * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
  *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
  *   word that came back to the very value it had, after a multiple of 2^40 items taken
@@ -66,13 +68,14 @@ static inline bool swap_head(struct qshared *s, uint64_t *h, uint64_t next)
                                                  memory_order_acquire);
 }
 
-/* The length of the record at h, checked: 1 when it is sane, 0 when the head moved (*h
- * is then the new head), or MP_EPROTO for a corrupt record at a head that stayed. */
+/* The first word of the record at pos (its length, or a word record), checked: 1 when it
+ * is sane, 0 when the head moved (*h is then the new head), or MP_EPROTO for a corrupt
+ * record at a head that stayed. */
 static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 {
     struct qshared *s = q->s;
     ring_read(q, pos, len, 8);
-    if (*len <= s->capacity - Q_REC)
+    if (__builtin_expect(*len <= s->capacity - Q_REC, 1) || rec_sane(s->capacity, *len))
         return 1;
     uint64_t now = acq(&s->headw);
     if (now != *h) {
@@ -88,26 +91,75 @@ static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 static int take_many(mp_queue *q, uint64_t *h, uint64_t t, struct qbatch *b)
 {
     struct qshared *s = q->s;
-    uint64_t pos = *h, taken = 0, len;
-    size_t n = 0;
-    while (n < b->max && pos != t) {
-        int r = record_len(q, h, pos, &len);
-        if (r <= 0)
-            return r;
-        if (taken + rec_size(len) > b->cap)
+    const uint64_t avail = bytes_between(s, *h, t), cap = b->cap < avail ? b->cap : avail;
+    uint64_t taken = 0, len, items = items_between(s, *h, t);
+    size_t n = 0, max = b->max;
+    if (avail == 8 * items) { /* every record is 8 bytes or more: all word records */
+        n = (size_t)(items < max ? items : max);
+        n = n < cap / 8 ? n : (size_t)(cap / 8);
+        taken = 8 * (uint64_t)n; /* no walk: the decoder reads each word anyway */
+    }
+    while (n < max && taken < cap) {
+        /* records are 8-aligned, so a first word never wraps: read it in place */
+        len = atomic_load_explicit((_Atomic uint64_t *)(q->ring + ((*h + taken) & q->mask)),
+                                   memory_order_relaxed);
+        if (!rec_sane(s->capacity, len)) {
+            int r = record_len(q, h, *h + taken, &len);
+            if (r <= 0)
+                return r;
+        }
+        if (taken + rec_bytes(len) > cap)
             break;
-        taken += rec_size(len);
-        pos = advance(s, pos, rec_size(len));
+        taken += rec_bytes(len);
         n++;
     }
     if (n == 0)
         return Q_BIG;
+    uint64_t pos = advance_n(s, *h, n, taken);
     ring_read(q, *h, b->dst, taken);
     if (!swap_head(s, h, pos))
         return 0;
     atomic_store_explicit(&q->head_mine, pos, memory_order_relaxed);
     b->n = n;
     b->bytes = taken;
+    return 1;
+}
+
+/* The record at *h is n bytes, more than the caller's buffer: Q_BIG with *len = n, or 0
+ * when the head moved meanwhile (n was then read from a moving head). */
+static int too_big(struct qshared *s, uint64_t *h, uint64_t n, size_t *len)
+{
+    uint64_t now = acq(&s->headw);
+    if (now != *h) {
+        *h = now;
+        return 0;
+    }
+    *len = n;
+    return Q_BIG;
+}
+
+/* take_one for the word record w at *h (put_many's small items), kept out of its way. */
+static __attribute__((noinline)) int take_word(mp_queue *q, uint64_t *h, uint64_t w,
+                                               void **buf, size_t *len, uint32_t *tag,
+                                               void *local, size_t local_cap, bool alloc)
+{
+    uint64_t n = rec_len_of(w);
+    if (n > local_cap && !alloc)
+        return too_big(q->s, h, n, len);
+    char *p = local && n <= local_cap ? local : malloc(n ? n : 1);
+    if (!p)
+        return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)n);
+    memcpy(p, &w, n); /* the payload: the word's first bytes */
+    uint64_t next = advance(q->s, *h, 8);
+    if (!swap_head(q->s, h, next)) {
+        if (p != local)
+            free(p);
+        return 0;
+    }
+    atomic_store_explicit(&q->head_mine, next, memory_order_relaxed);
+    *buf = p;
+    *len = n;
+    *tag = word_tag(w);
     return 1;
 }
 
@@ -121,15 +173,10 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     int r = record_len(q, h, *h, &hdr[0]);
     if (r <= 0)
         return r;
-    if (hdr[0] > local_cap && !alloc) {
-        uint64_t now = acq(&s->headw);
-        if (now != *h) {
-            *h = now;
-            return 0;
-        }
-        *len = hdr[0];
-        return Q_BIG;
-    }
+    if (__builtin_expect(rec_is_word(hdr[0]), 0))
+        return take_word(q, h, hdr[0], buf, len, tag, local, local_cap, alloc);
+    if (hdr[0] > local_cap && !alloc)
+        return too_big(s, h, hdr[0], len);
     ring_read(q, *h + 8, &hdr[1], 8);
     char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)

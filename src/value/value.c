@@ -1053,10 +1053,10 @@ static void free_items(mp_value **items, size_t n)
         cache_splice(1, h1, t1, n1);
 }
 
-void mp_value_free(mp_value *v)
+/* Release what v holds besides its own block (a container's items, an owned handle's
+ * object); v's fields are left stale. */
+static void release_contents(mp_value *v)
 {
-    if (!v)
-        return;
     switch (v->type) {
     case MP_STR:
     case MP_BYTES:
@@ -1080,10 +1080,112 @@ void mp_value_free(mp_value *v)
     default:
         break;
     }
+}
+
+void mp_value_free(mp_value *v)
+{
+    if (!v)
+        return;
+    release_contents(v);
     if (v->blk)
         vblock_release(v);
     else
         block_free(v, value_size(v));
+}
+
+/* ---- reuse: a value set to new content in place ---------------------------------------- */
+
+/* v emptied and made a zeroed value of type t, keeping its block (blk) and thus its
+ * pointer. Its block is never smaller than value_size() says (str/bytes are set in
+ * place only within the size class they already had), so freeing it later is right. */
+static void reset(mp_value *v, mp_type t)
+{
+    if (v->type >= MP_LIST) /* scalars, str and bytes hold nothing outside their block */
+        release_contents(v);
+    *v = (mp_value){.type = t, .blk = v->blk};
+}
+
+int mp_value_set_nil(mp_value *v)
+{
+    if (!v)
+        return mp__error(MP_EINVAL, "mp_value_set_nil: NULL value");
+    reset(v, MP_NIL);
+    return 0;
+}
+
+int mp_value_set_bool(mp_value *v, bool b)
+{
+    if (!v)
+        return mp__error(MP_EINVAL, "mp_value_set_bool: NULL value");
+    reset(v, MP_BOOL);
+    v->u.b = b;
+    return 0;
+}
+
+int mp_value_set_int(mp_value *v, int64_t i)
+{
+    if (!v)
+        return mp__error(MP_EINVAL, "mp_value_set_int: NULL value");
+    if (v->type != MP_INT)
+        reset(v, MP_INT);
+    v->u.i = i;
+    return 0;
+}
+
+int mp_value_set_float(mp_value *v, double d)
+{
+    if (!v)
+        return mp__error(MP_EINVAL, "mp_value_set_float: NULL value");
+    reset(v, MP_FLOAT);
+    v->u.d = d;
+    return 0;
+}
+
+/* The bytes a value's block surely has: its size class (what block_malloc gave for
+ * value_size), or just the struct for a value in an mp__vblock. */
+static size_t block_room(const mp_value *v)
+{
+    size_t size = value_size(v);
+    if (v->blk)
+        return sizeof *v;
+    return size <= VALUE_BLOCK ? VALUE_BLOCK : size <= VALUE_BLOCK_LARGE ? VALUE_BLOCK_LARGE : size;
+}
+
+int mp__value_set_buffer(mp_value **v, mp_type t, const void *data, size_t len)
+{
+    if (!data && len > 0)
+        return mp__error(MP_EINVAL, "NULL data with length %zu", len);
+    mp_value *old = *v;
+    if (old && len <= SIZE_MAX - sizeof *old - 1 && sizeof *old + len + 1 <= block_room(old)) {
+        char *dst = (char *)(old + 1);
+        if (len)
+            memmove(dst, data, len); /* data may be old's own bytes */
+        reset(old, t);
+        old->u.s.data = dst;
+        old->u.s.data[len] = '\0';
+        old->u.s.len = len;
+        return 0;
+    }
+    mp_value *nv = new_buffer(t, data, len);
+    if (!nv)
+        return mp_last_error_code();
+    mp_value_free(old);
+    *v = nv;
+    return 0;
+}
+
+int mp_value_set_bytes(mp_value **v, const void *data, size_t len)
+{
+    if (!v)
+        return mp__error(MP_EINVAL, "mp_value_set_bytes: NULL value pointer");
+    return mp__value_set_buffer(v, MP_BYTES, data, len);
+}
+
+int mp_value_set_strn(mp_value **v, const char *s, size_t len)
+{
+    if (!v)
+        return mp__error(MP_EINVAL, "mp_value_set_strn: NULL value pointer");
+    return mp__value_set_buffer(v, MP_STR, s, len);
 }
 
 /* ---- for the manager: removing map entries ------------------------------------------- */
