@@ -37,8 +37,12 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
     /* Small values are encoded on the stack, straight into the ring: no malloc. */
     unsigned char small[256];
     size_t slen;
-    if (v && v->type == MP_INT)
-        return put_tagged(q, TAG_VALUE, small, q_pack_int(v->u.i, small), timeout);
+    if (v && v->type == MP_INT) { /* the common item: straight to the ring as words */
+        uint64_t w[2];
+        size_t n = q_pack_int_words(v->u.i, w);
+        return rec_size(n) > q->s->capacity ? put_tagged(q, TAG_VALUE, w, n, timeout)
+                                            : mp__q_put_words(q, TAG_VALUE, n, w, timeout);
+    }
     if (v && mp__value_encode_into(v, small, sizeof small, &slen) == 0)
         return put_tagged(q, TAG_VALUE, small, slen, timeout);
     char *buf = NULL;

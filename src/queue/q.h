@@ -110,7 +110,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 6
+#define Q_VERSION 7
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -163,11 +163,14 @@ struct qshared {
     uint32_t joinable, posbits;
     uint32_t dead_tasks_done; /* JoinableQueue: a dead holder's tasks count as done */
     _Alignas(64) mp__rfutex lock;
-    /* Producers' line: the tail moves under lock. head_seen is the producers' last view of
-     * headw (under lock): a put checks its room against it and reads headw, the consumers'
-     * line, only when that view says the ring is full. */
-    _Atomic uint64_t tailw;
+    /* Producers' line. head_seen is the producers' last view of headw (under lock): a put
+     * checks its room against it and reads headw, the consumers' line, only when that
+     * view says the ring is full. */
     uint64_t head_seen;
+    /* The tail moves under lock; consumers read it (take.c). Its own line, so that their
+     * reads do not take the lock's line from the producer, whose next lock would then
+     * wait for it (the tail's store waits in the store buffer alongside the ring's). */
+    _Alignas(64) _Atomic uint64_t tailw;
     /* Consumers' line. In a plain queue the head moves by compare-and-swap, with or
      * without lock (take.c); in a JoinableQueue, under lock through the journal. */
     _Alignas(64) _Atomic uint64_t headw;
@@ -199,7 +202,7 @@ struct qshared {
 
 _Static_assert(sizeof(mp__rfutex) > 40 ||
                    offsetof(struct qshared, head_seen) + 8 - offsetof(struct qshared, lock) <= 64,
-               "the lock, the tail and the producers' view of the head share one cache line");
+               "the lock and the producers' view of the head share one cache line");
 _Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
 
 struct mp_queue {
@@ -279,10 +282,39 @@ static inline void wake(_Atomic uint32_t *seq, uint32_t waiters, int n)
 
 static inline void bump(_Atomic uint32_t *seq) { atomic_fetch_add(seq, 1); }
 
+/* Up to 16 bytes without a call to memcpy (overlapping loads and stores; most items). */
+static inline void copy_small(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *p = src;
+    if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n) {
+        d[0] = p[0];
+        d[n / 2] = p[n / 2];
+        d[n - 1] = p[n - 1];
+    }
+}
+
 static inline void ring_write(mp_queue *q, uint64_t pos, const void *src, size_t n)
 {
     uint64_t off = pos & q->mask, first = q->s->capacity - off;
-    if (n <= first) {
+    if (n <= 64 && n % 8 == 0 && n <= first) { /* a small record: whole words */
+        uint64_t *d = (uint64_t *)(void *)(q->ring + off);
+        const unsigned char *p = src;
+        for (size_t k = 0; k < n / 8; k++)
+            memcpy(&d[k], p + 8 * k, 8);
+    } else if (n <= first) {
         memcpy(q->ring + off, src, n);
     } else {
         memcpy(q->ring + off, src, first);
@@ -293,7 +325,9 @@ static inline void ring_write(mp_queue *q, uint64_t pos, const void *src, size_t
 static inline void ring_read(mp_queue *q, uint64_t pos, void *dst, size_t n)
 {
     uint64_t off = pos & q->mask, first = q->s->capacity - off;
-    if (n <= first) {
+    if (n <= 16 && n <= first) {
+        copy_small(dst, q->ring + off, n);
+    } else if (n <= first) {
         memcpy(dst, q->ring + off, n);
     } else {
         memcpy(dst, q->ring + off, first);
@@ -313,6 +347,35 @@ static inline double lazy_deadline(double *deadline, double timeout)
 /* MessagePack of an int value in its shortest form (mp__pack_int, same bytes as the
  * codec): the queue's most common item, encoded without msgpack-c's packer. Its length. */
 static inline size_t q_pack_int(int64_t i, unsigned char *p) { return mp__pack_int(i, p); }
+
+/* The same bytes as whole little-endian words, zero-padded (w[1] is used from 9 bytes on):
+ * a put writes them to the ring with word stores, no byte copies in between. */
+static inline size_t q_pack_int_words(int64_t i, uint64_t w[2])
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    w[1] = 0;
+    if (i >= -32 && i <= 127) {
+        w[0] = (uint8_t)i; /* positive or negative fixint */
+        return 1;
+    }
+    uint64_t t;
+    if (i >= 0)
+        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
+    else
+        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    unsigned n = 1u << (t & 3);
+    uint64_t be = __builtin_bswap64((uint64_t)i); /* the big-endian bytes MessagePack wants */
+    if (n < 8)
+        be >>= 64 - 8 * n;
+    else
+        w[1] = be >> 56;
+    w[0] = t | be << 8;
+    return 1 + n;
+#else
+    w[0] = w[1] = 0;
+    return q_pack_int(i, (unsigned char *)w);
+#endif
+}
 
 /* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
  * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
@@ -389,6 +452,9 @@ int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout);
  * and wakes consumers. */
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need);
 int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
+/* put_record of a payload of len <= 16 bytes given as whole words w (zero padding): an
+ * int's MessagePack (q_pack_int_words). */
+int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], double timeout);
 /* JoinableQueue (a plain queue takes in take.c): take the record at head. Under lock;
  * count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
@@ -432,6 +498,11 @@ void mp__q_commit_done(mp_queue *q, const qstate *next);
 uint64_t mp__q_dead_tasks(mp_queue *q, bool forget, int *pid, unsigned *procs);
 
 /* ---- queue.c ---- */
-int mp__q_check_open(const mp_queue *q);
+int mp__q_check_open_slow(const mp_queue *q);
+/* 0 for an open queue, else MP_EINVAL or MP_ECLOSED with a message. */
+static inline int mp__q_check_open(const mp_queue *q)
+{
+    return __builtin_expect(q && !q->closed, 1) ? 0 : mp__q_check_open_slow(q);
+}
 
 #endif

@@ -124,7 +124,9 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         small[need / 8 - 1] = 0; /* the padding: no stale stack bytes in shared memory */
         small[0] = len;
         small[1] = tag;
-        if (len)
+        if (len <= 16) /* an int is 1 to 9 bytes */
+            copy_small(small + 2, buf, len);
+        else
             memcpy(small + 2, buf, len);
     }
     int code = wait_room(q, need, 1, timeout);
@@ -138,6 +140,20 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         ring_write(q, tail, hdr, Q_REC);
         ring_write(q, tail + Q_REC, buf, len);
     }
+    publish(q, 1, need);
+    return 0;
+}
+
+int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], double timeout)
+{
+    uint64_t need = rec_size(len); /* 24 or 32 */
+    int code = wait_room(q, need, 1, timeout);
+    if (code < 0)
+        return code;
+    /* Word stores (positions and the capacity are multiples of 8: a word never wraps). */
+    uint64_t tail = ld(&q->s->tailw), rec[4] = {len, tag, w[0], w[1]};
+    for (uint64_t k = 0; k < need / 8; k++)
+        memcpy(q->ring + ((tail + 8 * k) & q->mask), &rec[k], 8);
     publish(q, 1, need);
     return 0;
 }

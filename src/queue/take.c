@@ -68,7 +68,7 @@ static inline bool swap_head(struct qshared *s, uint64_t *h, uint64_t next)
 
 /* The length of the record at h, checked: 1 when it is sane, 0 when the head moved (*h
  * is then the new head), or MP_EPROTO for a corrupt record at a head that stayed. */
-static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
+static inline int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 {
     struct qshared *s = q->s;
     ring_read(q, pos, len, 8);
@@ -134,7 +134,10 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
-    if (hdr[0])
+    uint64_t padded = rec_size(hdr[0]) - Q_REC;
+    if (p == local && alloc && padded <= local_cap && padded <= 16)
+        ring_read(q, *h + Q_REC, p, padded); /* our own buffer: whole words (an int) */
+    else if (hdr[0])
         ring_read(q, *h + Q_REC, p, hdr[0]);
     uint64_t next = advance(s, *h, rec_size(hdr[0]));
     if (!swap_head(s, h, next)) {
