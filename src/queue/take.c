@@ -154,18 +154,18 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     return 1;
 }
 
-/* A tail at or after h: this process's last view of it while the head is still where
- * this process last saw or left it (so nobody else took the items it showed) and it
- * shows items past h; else a fresh read. */
+/* A tail at or after h: this process's last view of it while the head is between where
+ * this process last saw or left it and that tail (another process's gets moved it there:
+ * the items from h to the view's tail are still committed, as the tail only moves
+ * forward); else a fresh read. */
 static inline uint64_t tail_view(mp_queue *q, uint64_t h)
 {
     struct qshared *s = q->s;
-    if (atomic_load_explicit(&q->head_mine, memory_order_acquire) == h) {
-        uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
-        if (n && n <= q->tail_cache_max)
-            return t;
-    }
-    uint64_t t = acq(&s->tailw);
+    uint64_t mine = atomic_load_explicit(&q->head_mine, memory_order_acquire);
+    uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
+    if (n && n <= q->tail_cache_max && items_between(s, mine, h) < items_between(s, mine, t))
+        return t;
+    t = acq(&s->tailw);
     atomic_store_explicit(&q->tail_seen, t, memory_order_release); /* before its head */
     atomic_store_explicit(&q->head_mine, h, memory_order_release);
     return t;
