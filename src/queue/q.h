@@ -183,11 +183,6 @@ struct qshared {
      * sleeps and wakes, so both sides keep this line shared. */
     _Alignas(64) uint32_t get_waiters, put_waiters;
     uint32_t get_pending, put_woken;
-    /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
-     * lock_spin watches, in the queue's own words rather than the mutex's private
-     * fields. Its own line: spinners reading it do not steal the holder's line. A holder
-     * that dies leaves it set, which only makes the next locker stop spinning sooner. */
-    _Alignas(64) _Atomic uint32_t held;
     _Alignas(64) qstate st;       /* protected by lock, changed only through commit*() */
     qjournal journal;
     _Atomic uint32_t journal_valid;
@@ -270,7 +265,6 @@ static inline void cpu_relax(void)
 
 static inline void qunlock(mp_queue *q)
 {
-    atomic_store_explicit(&q->s->held, 0, memory_order_relaxed);
     mp__rf_unlock(&q->s->lock);
 }
 
