@@ -53,44 +53,50 @@
  * still has the whole item), so no consumer receives a torn item and no item is lost.
  * Waits are futex waits in 250 ms slices, so these checks also run when nobody wakes us.
  *
- * Speed: producers and consumers each have their own cache line: the lock, tailw and
- * head_seen (producers) and headw (consumers); the waiter counts sit on a third, written
- * only around sleeps. A put reads the consumers' line only when head_seen says the ring is
- * full; a get reads the producers' line only when its process's view of the tail
- * (tail_seen, take.c) shows no items left. So in a steady stream a put moves the lock's
- * line between producers and a get moves headw's between consumers, and one side's line
- * goes to the other only about once per batch of items in flight, besides the ring bytes
- * themselves. Waiters count themselves (get_waiters, put_waiters) under the lock, so when
- * nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall; when
- * someone sleeps, wakers skip the futex call for sleepers already woken (get_pending,
- * put_woken) instead of calling it on every item until the sleeper runs. A consumer
- * facing an empty ring spins briefly on tailw, without the lock, before taking it to
- * sleep; a producer facing a full one spins on headw.
+ * Speed: the lock and head_seen (producers), tailw (written by producers, read by
+ * consumers) and headw (consumers) each have their own cache line; the waiter counts sit
+ * on a fourth, written only around sleeps. A put reads the consumers' line only when
+ * head_seen says the ring is full; a get reads tailw only when its process's view of the
+ * tail (tail_seen, take.c) shows no items left at the head. A consumer reading tailw thus
+ * never takes the lock's line from a producer (whose next lock would wait for it): the
+ * tail's store waits in the store buffer alongside the ring's, and both misses overlap
+ * at the unlock. Waiters count themselves (get_waiters, put_waiters) under the lock, so
+ * when nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall;
+ * when someone sleeps, wakers skip the futex call for sleepers already woken
+ * (get_pending, put_woken) instead of calling it on every item until the sleeper runs. A
+ * consumer facing an empty ring spins briefly on tailw, without the lock, before taking
+ * it to sleep; a producer facing a full one spins on headw; a producer facing a held lock
+ * spins reading the lock word (journal.c).
+ * An int, the common item, is packed into whole words in registers (q_pack_int_words)
+ * and written to the ring with word stores (mp__q_put_words); small records are copied
+ * in and out without memcpy calls (copy_small), and a get into the queue's own buffer
+ * copies whole words, so no byte store is re-read as a word (a store-forwarding stall).
  * Batches (batch.c) put many records with one copy and one tail store, and take them with
  * one copy and one head store: lock, commit and wake-up are paid once per batch.
- * Where the time per item goes (perf record -g; ints as MessagePack values; 2 cores
- * shared with other work, Dec 2026). A first profile (1 producer + 1 consumer process,
- * 4M ints) blamed the robust mutex ~20%, the value churn ~15% (mp_value_int/free/decode;
- * malloc and free <1%: the value module's per-thread cache serves them), memcpy ~7% and
- * __tls_get_addr ~4.5%. Since then: ints are packed by q_pack_int instead of msgpack-c's
- * packer and its thread-local error mute (a put of an int ~42 -> ~30 ns, one process),
- * the value cache is initial-exec TLS (__tls_get_addr is gone from the profiles), and
- * mp_queue_get_bytes_into takes an item with no allocation. A second profile, with the
- * two processes on different cores (8M ints), put 65% of the time in the lock alone:
- * mp__q_lock's spin on `held` 25%, pthread_mutex_trylock 22%, __pthread_mutex_unlock_full
- * 18%, i.e. the consumer and the producer fighting over one lock and its line on every
- * item; values ~10%, memcpy 1.5%. Hence take.c: consumers take without the lock, and the
- * two sides' words moved apart. In the same run after that, the lock's three functions
- * are ~15% (the producer's own, uncontended in 1p1c) and the rest is the work itself:
- * mp__q_take 10%, put_record 10%, the get wrapper 10%, value int/free/decode ~20%,
- * memcpy 3%. One process, best of 30 x 100k: a put of an int ~30 ns (unchanged: most of
- * it is the robust lock, being replaced by a lighter one), a get ~36 -> ~23 ns (no lock,
- * and q_unpack_int builds an int item's value without the codec's generic decoder).
- * Sleeping was the other cost: a consumer asleep made every later put call futex_wake
- * until it ran (now once per sleep). With both processes pinned to one core the profile
- * is the same user-space work and the rest is scheduling. What remains per item is the
- * robust lock on the put side, the values themselves (mp_value_int + free on each side:
- * the API's unit) and the ring bytes' cache line crossing cores.
+ * Where the time per item goes (perf record -g, callgrind; ints as MessagePack values; 2
+ * cores of a KVM guest shared with other work, Dec 2026). A first profile (1 producer + 1
+ * consumer process, 4M ints) blamed the robust mutex ~20%, the value churn ~15%
+ * (mp_value_int/free/decode), memcpy ~7% and __tls_get_addr ~4.5%; then ints were packed
+ * by q_pack_int, the value cache became initial-exec TLS and consumers took records
+ * without the lock (take.c) after a profile put 65% of the time in the lock, fought over
+ * by both sides. Third round, one process, best of 30+ x 20k: a put of an int (with
+ * mp_value_int + mp_value_free) ~23.5 -> ~18.5 ns, a get ~22 -> ~20 ns; callgrind: 924 ->
+ * 777 instructions per put+get pair. Boost.Interprocess' message_queue, raw 8 bytes and
+ * no values, takes ~10.5 ns per send and per receive on the same machine. No futex call
+ * and almost no spinning in either benchmark (strace -c -f: ~60 futex calls and ~40
+ * sched_yields per 1M items in 4p4c, none or a few in 1p1c), so what is left is CPU per
+ * item: three locked instructions (the lock's CAS, the unlock's exchange, the head's CAS:
+ * ~4 ns each alone, more when they wait for a store buffer or a line), mp_value_int +
+ * mp_value_free on each side (~5.5 ns per pair: the API's unit), and ~15 ns of
+ * bookkeeping spread thin (robust-list entry on every lock, position-word arithmetic,
+ * wake checks, the tail view; no function above ~15%). Across processes, flat profiles
+ * of the same functions, each slower: 1p1c ~60-90 CPU-ns per item when both run at once
+ * (the consumer chases the producer: the ring's and the tail's lines cross cores every
+ * item or two), 4p4c ~90-110 (8 processes on 2 cores: every atomic's line last written by
+ * the other core half the time, caches cold after each switch; ~5% page faults of 8
+ * processes mapping the 8 MiB ring). Boost's message_queue: ~40-100 in both. A shared
+ * machine thus runs both queues at the rate of their CPU per item, where Boost's raw
+ * bytes are about twice as cheap as our values plus robustness.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
@@ -154,9 +160,9 @@ typedef struct qjournal {
 } qjournal;
 
 /* Laid out by cache line, because every put and get moves the lines it writes between
- * CPUs: line 0 is written once at creation; a put or get of a small item writes only
- * line 1 (the lock and the position words) besides the ring. The rest changes only for
- * streams, JoinableQueue puts, task_done and waits. */
+ * CPUs: line 0 is written once at creation; a put of a small item writes only the lock's
+ * line and the tail's, a get only the head's, besides the ring. The rest changes only
+ * for streams, JoinableQueue puts, task_done and waits. */
 struct qshared {
     uint32_t magic, version;
     uint64_t capacity, maxsize;

@@ -5,8 +5,10 @@
  *   positions (modulo capacity), copied in and out under `lock`. The ring bytes of a
  *   record are written before the store of the position word that publishes them and
  *   read before the store that frees them.
- * - A put or get of a small item writes only the lock's cache line and the ring's;
- *   waiters are woken only when some have counted themselves.
+ * - A put of a small item writes only the lock's and the tail's cache lines and the
+ *   ring's; waiters are woken only when some have counted themselves.
+ * - An int's record is written as words (mp__q_put_words): no memcpy call, and no byte
+ *   store re-read as a word.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"

@@ -25,17 +25,21 @@
  *   re-read of the head.
  * - The tail view: a process keeps the last tail it read (tail_seen) and the head it was
  *   good for (head_mine: the head then, or where its own last take left it). While the
- *   head is still there and the view shows items past it, those items are committed (the
- *   tail only moves forward), so a get does not read the producers' line; once another
- *   process moved the head, or the items it showed are gone, it reads tailw afresh. The
- *   two words are stored tail first and read head first, and the view must show at most
- *   capacity / 16 items: threads of one process racing on them can only cost a re-read.
+ *   head is at or after head_mine and before tail_seen (it moved only by gets, ours or
+ *   other processes'), the items from the head to tail_seen are committed (the tail only
+ *   moves forward), so a get does not read tailw, the line every put writes; once the
+ *   items it showed are gone, it reads tailw afresh. With several consumer processes this
+ *   spares most gets a line from the producers' core. The two words are stored tail first
+ *   and read head first, every tail_seen is a value tailw had, and the view must show at
+ *   most capacity / 16 items: threads of one process racing on them can only cost a
+ *   re-read.
  * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
  *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
  *   word that came back to the very value it had, after a multiple of 2^40 items taken
- *   while this consumer was between its read and its swap (or idle). The view is used
- *   only where the count has 40 bits or more (rings up to 8 MiB); bigger rings read tailw
- *   on every get.
+ *   while this consumer was between its read and its swap (for the view: a head that
+ *   came back, 2^40 items later, to within the view's items after head_mine while this
+ *   process was idle). The view is used only where the count has 40 bits or more (rings
+ *   up to 8 MiB); bigger rings read tailw on every get.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
