@@ -765,6 +765,36 @@ static void test_barrier_party_dies_before_arriving(void)
     mp_barrier_free(b);
 }
 
+static int barrier_wait_once(void *p) { return mp_barrier_wait(p, 10) >= 0 ? 0 : 1; }
+
+static int barrier_import_and_leave(void *p)
+{
+    mp_barrier *mine = roundtrip(&mp_kind_barrier, p);
+    return mine ? 0 : 1; /* leaves without freeing it: a participant gone */
+}
+
+/* A reset forgets the participants that died before it: the kill-storm pattern (a
+ * party dies, the survivors leave, reset, new parties) must work again after it. On the
+ * old code the dead participants stayed on record and broke every later wait that
+ * lasted a slice (seen as a rare test_kill_storm_barrier failure under TSan). */
+static void test_barrier_reset_forgets_the_dead(void)
+{
+    mp_barrier_opts o = {.parties = 2};
+    mp_barrier *b = mp_barrier_new(&o);
+    /* As in a storm: the barrier breaks (here: abort), a party leaves, then reset. */
+    CHECK_OK(mp_barrier_abort(b));
+    CHECK_INT(reap(fork_child(barrier_import_and_leave, b)), 0);
+    CHECK_OK(mp_barrier_reset(b));
+    /* A wait alone now lasts several slices and ends by its own timeout, not by an old death. */
+    CHECK_ERR(mp_barrier_wait(b, 0.35), MP_ETIMEOUT);
+    CHECK_OK(mp_barrier_reset(b));
+    pid_t p = fork_child(barrier_wait_once, b);
+    CHECK(mp_barrier_wait(b, 10) >= 0);
+    CHECK_INT(reap(p), 0);
+    CHECK(!mp_barrier_broken(b));
+    mp_barrier_free(b);
+}
+
 /* A participant whose pid now names another live process (the pid was reused after it
  * died) is a dead party: parties are named by pid + start time. Simulated on the
  * creator's own record: its start time is changed, so its pid stands for a process that
@@ -801,7 +831,6 @@ static void test_barrier_reused_pid_is_dead(void)
     mp_barrier_free(b);
 }
 
-static int barrier_wait_once(void *p) { return mp_barrier_wait(p, 10) >= 0 ? 0 : 1; }
 
 /* Fork children using the inherited handle and leaving with _exit are not mistaken for
  * dead parties in later rounds. */
@@ -931,6 +960,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_barrier_party_dies_while_waiting);
     RUN_IF(argc, argv, test_barrier_party_dies_before_arriving);
     RUN_IF(argc, argv, test_barrier_reused_pid_is_dead);
+    RUN_IF(argc, argv, test_barrier_reset_forgets_the_dead);
     RUN_IF(argc, argv, test_barrier_fork_children_in_sequence);
     RUN_IF(argc, argv, test_kinds_roundtrip);
     RUN_IF(argc, argv, test_lock_handle_misaligned);

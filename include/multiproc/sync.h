@@ -285,7 +285,8 @@ mp_barrier *mp_barrier_new(const mp_barrier_opts *opts);
  * wait(timeout=None) uses Barrier(timeout=).
  */
 int mp_barrier_wait(mp_barrier *b, double timeout);
-/** Return the barrier to its initial state; parties waiting now get MP_EBROKEN. */
+/** Return the barrier to its initial state; parties waiting now get MP_EBROKEN.
+ * Participants that have died by now are forgotten (their deaths broke it once). */
 int mp_barrier_reset(mp_barrier *b);
 /** Break the barrier: current and future waits return MP_EBROKEN until a reset. */
 int mp_barrier_abort(mp_barrier *b);

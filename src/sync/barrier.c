@@ -268,6 +268,18 @@ static pid_t find_dead_locked(barrier_sh *sh)
     return 0;
 }
 
+/* Reset: participants that died before it broke the barrier once; they must not break
+ * it again in the rounds after (a process that left without freeing its handle would
+ * otherwise break every later round whose wait lasts a slice). */
+static void forget_dead_locked(barrier_sh *sh)
+{
+    for (int i = 0; i < MAX_PARTICIPANTS; i++) {
+        pid_t p = sh->part[i].pid;
+        if (p && mp__procid_dead(p, sh->part[i].start))
+            sh->part[i].pid = 0;
+    }
+}
+
 static int broken_error(barrier_sh *sh)
 {
     return mp__error(MP_EBROKEN, "%s", sh->why[0] ? sh->why : "barrier is broken");
@@ -347,6 +359,7 @@ int mp_barrier_reset(mp_barrier *b)
     }
     sh->count = 0;
     sh->broken = 0;
+    forget_dead_locked(sh);
     atomic_fetch_add(&sh->seq, 1);
     mp__futex_wake(&sh->seq, INT32_MAX);
     unlock_state(sh);
