@@ -219,7 +219,16 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     if (!out)
         return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
     *out = NULL;
-    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
+    int code = 0;
+    buf = local;
+    if (__builtin_expect(q && !q->closed && !q->s->joinable, 1)) {
+        /* A plain queue's small record at head (an int): its words, with no buffer between */
+        code = mp__q_take_words(q, local, &len, &tag);
+        if (code < 0)
+            return code;
+    }
+    if (code != 1) /* empty (wait there), a bigger record, a JoinableQueue, or closed */
+        code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
     int64_t i;

@@ -474,6 +474,10 @@ struct qbatch;
  * error. Also called under lock: the head never moves by a plain store. */
 int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                size_t local_cap, bool alloc, struct qbatch *b);
+/* mp__q_take of one record whose payload is at most 16 bytes (an int), as its padded
+ * words w: 1 taken, 0 empty (nothing waited for), Q_BIG when the record at head is bigger
+ * (it stays: take it the general way), or an error. */
+int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag);
 
 /* ---- putget.c ---- */
 /* Where a get_many copies the records it takes (see mp__q_get). */

@@ -31,7 +31,7 @@ static bool fits(const struct qshared *s, uint64_t h, uint64_t t, uint64_t need,
  * read only when that view shows no room. head_seen is always a value headw had, at most
  * one ring behind the tail (every tail move passes this check), so the room it shows is
  * there. On false, head_seen is the head that decided it: what a waiter watches. */
-static bool has_room(struct qshared *s, uint64_t need, uint64_t items)
+static inline bool has_room(struct qshared *s, uint64_t need, uint64_t items)
 {
     uint64_t t = ld(&s->tailw);
     if (!s->st.s_active && fits(s, s->head_seen, t, need, items))

@@ -175,6 +175,39 @@ static inline uint64_t tail_view(mp_queue *q, uint64_t h)
     return t;
 }
 
+int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag)
+{
+    struct qshared *s = q->s;
+    uint64_t h = acq(&s->headw);
+    for (;;) {
+        uint64_t t = tail_view(q, h), n;
+        if (t == h)
+            return 0;
+        int r = record_len(q, &h, h, &n);
+        if (r < 0)
+            return r;
+        if (r == 0) /* the head moved */
+            continue;
+        if (n > 16)
+            return Q_BIG; /* (or a length read from a moving head: the caller re-reads) */
+        uint64_t need = rec_size(n), rec[4] = {0};
+        for (uint64_t k = 1; k < need / 8; k++) /* words never wrap (ring.c) */
+            memcpy(&rec[k], q->ring + ((h + 8 * k) & q->mask), 8);
+        uint64_t next = advance(s, h, need);
+        if (!swap_head(s, &h, next))
+            continue;
+        atomic_store_explicit(&q->head_mine, next, memory_order_relaxed);
+        if (next != atomic_load_explicit(&q->tail_seen, memory_order_relaxed))
+            __builtin_prefetch(q->ring + (next & q->mask));
+        wake_putters(s);
+        *len = n;
+        *tag = (uint32_t)rec[1];
+        w[0] = rec[2];
+        w[1] = rec[3];
+        return 1;
+    }
+}
+
 int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                size_t local_cap, bool alloc, struct qbatch *b)
 {
