@@ -79,24 +79,31 @@
  * (mp_value_int/free/decode), memcpy ~7% and __tls_get_addr ~4.5%; then ints were packed
  * by q_pack_int, the value cache became initial-exec TLS and consumers took records
  * without the lock (take.c) after a profile put 65% of the time in the lock, fought over
- * by both sides. Third round, one process, best of 30+ x 20k: a put of an int (with
- * mp_value_int + mp_value_free) ~23.5 -> ~18.5 ns, a get ~22 -> ~20 ns; callgrind: 924 ->
- * 777 instructions per put+get pair. Boost.Interprocess' message_queue, raw 8 bytes and
- * no values, takes ~10.5 ns per send and per receive on the same machine. No futex call
- * and almost no spinning in either benchmark (strace -c -f: ~60 futex calls and ~40
- * sched_yields per 1M items in 4p4c, none or a few in 1p1c), so what is left is CPU per
- * item: three locked instructions (the lock's CAS, the unlock's exchange, the head's CAS:
- * ~4 ns each alone, more when they wait for a store buffer or a line), mp_value_int +
- * mp_value_free on each side (~5.5 ns per pair: the API's unit), and ~15 ns of
- * bookkeeping spread thin (robust-list entry on every lock, position-word arithmetic,
- * wake checks, the tail view; no function above ~15%). Across processes, flat profiles
- * of the same functions, each slower: 1p1c ~60-90 CPU-ns per item when both run at once
- * (the consumer chases the producer: the ring's and the tail's lines cross cores every
- * item or two), 4p4c ~90-110 (8 processes on 2 cores: every atomic's line last written by
- * the other core half the time, caches cold after each switch; ~5% page faults of 8
- * processes mapping the 8 MiB ring). Boost's message_queue: ~40-100 in both. A shared
- * machine thus runs both queues at the rate of their CPU per item, where Boost's raw
- * bytes are about twice as cheap as our values plus robustness.
+ * by both sides. Third round (this layout, the word paths, mp__q_take_words, the wider
+ * tail view), one process, best of 30+ x 20k ints: a put (with mp_value_int +
+ * mp_value_free) ~23.5 -> ~18 ns, a get ~22 -> ~18.5 ns; callgrind, 100k put+get pairs
+ * with their values: 92.4M -> 69.3M instructions. Boost.Interprocess' message_queue, raw 8
+ * bytes and no values, takes ~10.5 ns per send and per receive on the same machine.
+ * Across processes (bench_queue's rows, medians of 8 alternating runs at load 6-9):
+ * 1p1c 6.1M -> 8.9M items/s, 4p4c 6.5M -> 8.0M, batch64 13.9M -> 18.1M. No futex call
+ * and almost no spinning in either int row (strace -c -f, and counters in a test build:
+ * per 250k puts in 4p4c a few thousand lock spins, nearly all under 10 pauses, and under
+ * 6 sleeps; a few thousand spins on an empty ring, nearly all under 10 pauses, and a few
+ * sched_yields), so what is left is CPU per item: three locked instructions (the lock's
+ * CAS, the unlock's exchange, the head's CAS: ~4 ns each alone, more when they wait for a
+ * store buffer or a line), mp_value_int + mp_value_free on each side (~5.5 ns per pair:
+ * the API's unit), and ~15 ns of bookkeeping spread thin (the robust-list entry on every
+ * lock, position-word arithmetic, wake checks, the tail view; no function above ~20%).
+ * Across processes the profiles are flat and the same functions are each slower: 1p1c
+ * ~60-90 CPU-ns per item (the consumer chases the producer: the ring's and the tail's
+ * lines cross cores every item or two; on one core, 50-70: the 8 MiB default ring does
+ * not fit the 2 MiB L2 when the producer runs a time slice ahead, Boost's ~1.5 MiB does),
+ * 4p4c ~75-130 (8 processes on 2 cores: each atomic's line last written by the other
+ * core half the time; ~5% page faults of 8 processes mapping the ring). Boost's queue:
+ * ~35-80 in both. A busy machine runs both at the rate of their CPU per item, where
+ * Boost's raw bytes cost about half our values plus robustness (ours/Boost 0.3-1.5x in
+ * those runs); 2x needs about 20 CPU-ns per item, less than the three atomics and the
+ * values alone. Quiet, the two 1p1c processes run on separate cores and the chase decides.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
