@@ -162,9 +162,19 @@ static void owner_died_case(bool recursive)
     struct hold_arg a = {l, flag};
     pid_t pid = fork_child(hold_and_hang, &a);
     CHECK_OK(wait_flag(flag, 1));
+    /* The messages name the holder (its tid: the child's pid, it has one thread). */
+    char tid[40];
+    snprintf(tid, sizeof tid, "(tid %d)", (int)pid);
+    CHECK(mp_lock_is_locked(l) && !mp_lock_is_mine(l));
     CHECK_ERR(mp_lock_acquire(l, 0), MP_ETIMEOUT);
+    CHECK_CONTAINS(mp_last_error(), tid);
     CHECK_ERR(mp_lock_release(l), MP_ENOTOWNER);
+    CHECK_CONTAINS(mp_last_error(), tid);
     kill_and_reap(pid);
+    /* Dead, not yet taken over: still locked, and not ours to release. */
+    CHECK(mp_lock_is_locked(l) && !mp_lock_is_mine(l));
+    CHECK_ERR(mp_lock_release(l), MP_ENOTOWNER);
+    CHECK_CONTAINS(mp_last_error(), "lock is held by");
     double t0 = mpt_now();
     CHECK_ERR(mp_lock_acquire(l, 5), MP_EOWNERDEAD);
     CHECK(mpt_now() - t0 < 2);

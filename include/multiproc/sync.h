@@ -95,7 +95,8 @@ int mp_lock_acquire(mp_lock *l, double timeout);
 
 /**
  * Release @p l. MP_ESTATE ("release unlocked lock") if it is not held,
- * MP_ENOTOWNER if another thread or process holds it.
+ * MP_ENOTOWNER if another thread or process holds it (also when its holder died
+ * holding it and no acquire has taken it over yet).
  */
 int mp_lock_release(mp_lock *l);
 
@@ -139,7 +140,8 @@ void mp_lock_scope_exit(mp_lock **slot);
     MP__WITH_LOCK(lock, &(rc), MP__WL_CAT(mp_with_lock_, __COUNTER__))
 #endif
 
-/** True if @p l is held by someone (a snapshot). */
+/** True if @p l is held by someone (a snapshot; a lock whose holder died holding it
+ * counts as held until the next acquire takes it over). */
 bool mp_lock_is_locked(const mp_lock *l);
 
 /** True if @p l is held by the calling thread. */

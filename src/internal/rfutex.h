@@ -77,7 +77,12 @@ void mp__rf_use_pthread(bool on);
 
 extern bool mp__rf_on; /* the futex kind is in use (mp__rf_fast) */
 int mp__rf_trylock_slow(mp__rfutex *l); /* the word was not 0, or the fallback */
-void mp__rf_unlock_slow(mp__rfutex *l); /* FUTEX_WAITERS was set, or the fallback */
+void mp__rf_unlock_slow(mp__rfutex *l); /* the fallback */
+struct mp__rf_head;
+/* The unlock's exchange found FUTEX_WAITERS: wake one, then put list_op_pending back to
+ * `was` (h: the thread's head, or NULL). Out of line so that the fast path saves no
+ * registers around a call. */
+void mp__rf_unlock_wake(mp__rfutex *l, struct mp__rf_head *h, void *was);
 
 /* The kernel's struct robust_list_head, as registered by the thread. */
 struct mp__rf_head {
@@ -121,14 +126,14 @@ static inline void mp__rf_dequeue(mp__rfutex *l)
     atomic_signal_fence(memory_order_seq_cst);
 }
 
-/* One attempt to take the lock from the value v (no tid in it): CAS to our tid, keeping
- * or adding FUTEX_WAITERS (`waiters`); the thread's tid is known. 0, MP_EOWNERDEAD or
- * -EBUSY. */
-static inline int mp__rf_take(mp__rfutex *l, uint32_t v, uint32_t waiters)
+/* One CAS of the word from v (no tid in it) to our tid, keeping or adding FUTEX_WAITERS
+ * (`waiters`), with list_op_pending covering it and the entry linked on success; the
+ * thread's tid is known. */
+static inline bool mp__rf_cas_in(mp__rfutex *l, uint32_t v, uint32_t waiters)
 {
     struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
     void *was = NULL, *first = NULL;
-    if (h) {
+    if (__builtin_expect(h != NULL, 1)) {
         was = h->list_op_pending; /* a waiting lock_slow's own entry (rfutex.c) */
         first = h->list;
         mp__rf_pending(h, mp__rf_entry(l));
@@ -136,22 +141,63 @@ static inline int mp__rf_take(mp__rfutex *l, uint32_t v, uint32_t waiters)
     bool ok = atomic_compare_exchange_strong_explicit(
         &l->f.word, &v, (uint32_t)mp__rf_self.tid | waiters, memory_order_acquire,
         memory_order_relaxed);
-    if (h) {
+    if (__builtin_expect(h != NULL, 1)) {
         if (ok)
             mp__rf_enqueue(h, l, first);
         mp__rf_pending(h, was);
     }
-    if (!ok)
+    return ok;
+}
+
+/* One attempt to take the lock from the value v (no tid in it): 0, MP_EOWNERDEAD or
+ * -EBUSY (mp__rf_cas_in). */
+static inline int mp__rf_take(mp__rfutex *l, uint32_t v, uint32_t waiters)
+{
+    if (!mp__rf_cas_in(l, v, waiters))
         return -EBUSY;
     return v & MP__RF_DIED ? MP_EOWNERDEAD : 0;
 }
 
+/* The uncontended case alone: true when the futex kind is in use, the thread's tid is
+ * known and the word went 0 -> tid (the lock is the caller's). False says nothing: call
+ * mp__rf_trylock_slow (the fallback, first use in a thread, a dead holder, busy). */
+static inline bool mp__rf_trylock_fast(mp__rfutex *l)
+{
+    return __builtin_expect(mp__rf_on && mp__rf_self.tid != 0, 1) &&
+           __builtin_expect(mp__rf_cas_in(l, 0, 0), 1);
+}
+
 static inline int mp__rf_trylock(mp__rfutex *l)
 {
-    if (__builtin_expect(mp__rf_on && mp__rf_self.tid != 0, 1) &&
-        __builtin_expect(mp__rf_take(l, 0, 0) == 0, 1))
+    if (__builtin_expect(mp__rf_trylock_fast(l), 1))
         return 0;
     return mp__rf_trylock_slow(l);
+}
+
+/* The tid of the word's holder, 0 when free or its holder died (futex kind only). */
+static inline int32_t mp__rf_holder(const mp__rfutex *l)
+{
+    return (int32_t)(atomic_load_explicit(&((mp__rfutex *)l)->f.word, memory_order_relaxed) &
+                     MP__RF_TID);
+}
+
+/* Release a futex-kind lock the calling thread holds (the caller checked mp__rf_on). */
+static inline void mp__rf_unlock_futex(mp__rfutex *l)
+{
+    struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
+    void *was = NULL;
+    if (__builtin_expect(h != NULL, 1)) {
+        was = h->list_op_pending;
+        mp__rf_pending(h, mp__rf_entry(l));
+        mp__rf_dequeue(l);
+    }
+    uint32_t v = atomic_exchange_explicit(&l->f.word, 0, memory_order_release);
+    if (__builtin_expect(v & MP__RF_WAITERS, 0)) {
+        mp__rf_unlock_wake(l, h, was);
+        return;
+    }
+    if (__builtin_expect(h != NULL, 1))
+        mp__rf_pending(h, was);
 }
 
 static inline void mp__rf_unlock(mp__rfutex *l)
@@ -160,18 +206,7 @@ static inline void mp__rf_unlock(mp__rfutex *l)
         mp__rf_unlock_slow(l);
         return;
     }
-    struct mp__rf_head *h = (struct mp__rf_head *)mp__rf_self.head;
-    void *was = NULL;
-    if (h) {
-        was = h->list_op_pending;
-        mp__rf_pending(h, mp__rf_entry(l));
-        mp__rf_dequeue(l);
-    }
-    uint32_t v = atomic_exchange_explicit(&l->f.word, 0, memory_order_release);
-    if (__builtin_expect(v & MP__RF_WAITERS, 0))
-        mp__rf_unlock_slow(l); /* wakes one */
-    if (h)
-        mp__rf_pending(h, was);
+    mp__rf_unlock_futex(l);
 }
 
 #endif

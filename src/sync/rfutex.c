@@ -57,17 +57,31 @@
  *   re-acquire, which hold their locks for a few instructions), a plain FUTEX_WAIT.
  *   Waits are shared futex ops (not private): the kernel's death wake is a shared wake.
  * - Shared state: the 40-byte union only. Per thread: its tid and robust head (TLS).
- * - Cost (RelWithDebInfo, 2 cores shared with other builds at load average 9-15, Dec
- *   2026). mp_lock_acquire + mp_lock_release uncontended, best of 400 x 20k: 7.0-7.1 ns,
- *   a plain process-shared pthread mutex 5.4-5.7 ns (0.76-0.80x); with glibc's robust
- *   mutex it was 11.4-12.7 ns (0.45-0.50x). bench/run.py sync, lock_uncontended vs the
- *   plain mutex per run: 0.74x, 1.00x, 0.39x (median 0.74x; before 0.39x, 0.45x, 0.51x).
- *   What is left over the plain mutex: list_op_pending set and put back around the CAS
- *   and the exchange, and linking/unlinking the entry (a few stores to lines the thread
- *   already owns). bench/run.py queue per run, vs Boost's message_queue: queue_1p1c_int
- *   0.45x, 0.70x, 0.43x (before 0.77x, 0.37x, 0.19x), queue_4p4c_int 0.27x, 0.49x, 0.48x
- *   (before 0.61x, 0.38x, 0.42x): within this machine's noise (README.md). The fallback
- *   costs what glibc's robust mutex cost before.
+ * - Fast paths (internal/rfutex.h, inline): mp__rf_trylock_fast is the uncontended take
+ *   alone (futex kind in use, tid known, CAS 0 -> tid, entry linked), false otherwise, so
+ *   a caller with its own slow path (lock.c) skips a second CAS; unlock puts the wake-up
+ *   and its list_op_pending restore out of line (mp__rf_unlock_wake), so the common
+ *   unlock saves no registers. The queues (src/queue) use the same inline trylock/unlock.
+ * - Cost (RelWithDebInfo, AMD EPYC in a VM, 2 cores shared with other sessions at load
+ *   average 6-8, Dec 2026; best of 400 alternated runs of 20k, which an idle core's time
+ *   slice holds undisturbed). One acquire + release, each a call into the shared
+ *   library, against a plain process-shared pthread mutex (5.68 ns; glibc: ~22
+ *   instructions each way around one lock cmpxchg / one xchg, owner and nusers kept):
+ *     the two locked instructions alone (CAS 0 -> tid, owner check, xchg)   4.6-4.9 ns
+ *     + list_op_pending set and put back around each                         +0.5 ns
+ *     + linking and unlinking the entry (= this file's fast paths)           +0.5 ns
+ *   so the robust list costs ~1 ns, and mp_lock_acquire + mp_lock_release cost 5.3-5.7 ns
+ *   (0.99-1.08x the plain mutex; ~29 and ~33 instructions). Before the trim (lock.c kept
+ *   its own `owner` and `depth` stores, checked `recursive` twice, re-read the tid, and
+ *   saved registers for calls on both paths) they cost 6.96-7.0 ns (0.81-0.82x): the
+ *   lock.c layer, not the robust list, was what the plain mutex did not pay. In
+ *   bench_sync (best of 200 alternated runs of 200k, load average 7-9) lock_uncontended
+ *   was 0.92-0.95x the plain mutex in 10 runs (before the trim: 0.65-0.81x). The earlier
+ *   glibc robust mutex cost 11.4-12.7 ns (0.45-0.50x); the fallback still costs that.
+ *   The queues' rows with the futex lock against glibc's robust mutex: README.md. The
+ *   trim left them as they were: bench_queue on the library before and after it, 8
+ *   alternated pairs at load average 7-9, queue_1p1c_int 3.1-8.2 M/s after, 3.6-11.0
+ *   before, the pair's second run the faster in 14 of 16 (order, not library).
  */
 #define _GNU_SOURCE
 #include "internal/rfutex.h"
@@ -174,12 +188,13 @@ int mp__rf_trylock_slow(mp__rfutex *l)
     return -EBUSY;
 }
 
-void mp__rf_unlock_slow(mp__rfutex *l)
+void mp__rf_unlock_slow(mp__rfutex *l) { pthread_mutex_unlock(&l->m); }
+
+void mp__rf_unlock_wake(mp__rfutex *l, struct mp__rf_head *h, void *was)
 {
-    if (mp__rf_on)
-        mp__futex_wake(&l->f.word, 1);
-    else
-        pthread_mutex_unlock(&l->m);
+    mp__futex_wake(&l->f.word, 1);
+    if (h)
+        mp__rf_pending(h, was);
 }
 
 /* ---- waiting ----------------------------------------------------------------------- */

@@ -19,11 +19,12 @@
 /* The shared part of a Lock/RLock. */
 typedef struct mp__lock_sh {
     mp__rfutex m;             /* the robust lock (internal/rfutex.h) */
-    _Atomic int32_t owner;    /* the holder's tid, 0 when free: set by the holder after
-                               * taking m, cleared before releasing it (our own word, not
-                               * the mutex's private fields); a dead holder's tid stays
-                               * until the next locker takes m over (EOWNERDEAD) */
-    uint32_t depth;           /* recursion depth (RLock), written by the holder */
+    _Atomic int32_t owner;    /* the fallback only (the futex kind's word holds the
+                               * holder's tid): the holder's tid, 0 when free, set by the
+                               * holder after taking m, cleared before releasing it; a
+                               * dead holder's tid stays until the next locker takes m
+                               * over (EOWNERDEAD) */
+    uint32_t depth;           /* RLock only: recursion depth, written by the holder */
     uint32_t recursive;
     uint32_t magic;
 } mp__lock_sh;
