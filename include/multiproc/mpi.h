@@ -36,7 +36,11 @@ MP_API_BEGIN
  * Safe to call more than once. @p argc / @p argv may be NULL. Returns 0, or MP_EMPI
  * (MPI refused, or gave less than MPI_THREAD_MULTIPLE: the message names the level). */
 int mp_mpi_init(int *argc, char ***argv);
-/** Finalize MPI if mp_mpi_init initialised it and it is not finalized yet. Returns 0 or MP_EMPI. */
+/** Finalize MPI if mp_mpi_init initialised it and it is not finalized yet. Returns 0 or
+ * MP_EMPI. Under mpiexec, once an MPI pool (mpi_pool.h) lost a rank, MPI_Finalize is not
+ * called (it would wait for the lost rank): with --enable-recovery this returns 0 and
+ * leaves MPI as it is (make no MPI call after it); under a plain mpiexec it waits for
+ * Open MPI to end the job, then MPI_Abort: it does not return (docs/distributed.md). */
 int mp_mpi_finalize(void);
 /** This process's rank in @p comm, or MP_EMPI / MP_ESTATE (MPI not initialised). */
 int mp_mpi_rank(MPI_Comm comm);

@@ -41,6 +41,9 @@
  * ends the whole job about a second later (the master is sent SIGTERM): the master
  * reports the death (the failed get/map returns, and a line on stderr) before that; with
  * `mpiexec --enable-recovery` the job goes on and the pool goes on with the ranks left.
+ * Once a rank was lost, the program's end (mp_mpi_finalize, or returning from main)
+ * does not call MPI_Finalize, which would wait for it: the job ends within a bounded
+ * time (docs/distributed.md, "The end of a job that lost a rank").
  *
  * Threads: each MPI pool runs a relay thread on the master (MPI on one side, the pool's
  * result thread on the other); MPI must give MPI_THREAD_MULTIPLE (mp_mpi_init asks).

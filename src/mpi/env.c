@@ -8,8 +8,8 @@
 
 #include <stdbool.h>
 
-static bool g_we_initialised;
-void (*mp__mpi_finalize_hook)(void);
+static bool g_we_initialised, g_left_unfinalized;
+int (*mp__mpi_finalize_hook)(void);
 
 int mp__mpi_error(int rc, const char *what)
 {
@@ -57,10 +57,12 @@ int mp_mpi_finalize(void)
 {
     int down = 0;
     MPI_Finalized(&down);
-    if (!g_we_initialised || down)
+    if (!g_we_initialised || down || g_left_unfinalized)
         return 0;
-    if (mp__mpi_finalize_hook)
-        mp__mpi_finalize_hook();
+    if (mp__mpi_finalize_hook && mp__mpi_finalize_hook() > 0) {
+        g_left_unfinalized = true; /* MPI_Finalize would wait for a lost rank */
+        return 0;
+    }
     int rc = MPI_Finalize();
     return rc == MPI_SUCCESS ? 0 : mp__mpi_error(rc, "MPI_Finalize");
 }

@@ -13,7 +13,8 @@
  * when called again and again. One pool at a time uses the ranks (a second one, while
  * the first lives, fails with MP_ESTATE); a rank that died is left out of later pools.
  * Rank 0 tells the ranks to exit (EXIT, then takes every message up to their last) in
- * mp_mpi_finalize (its hook) or at exit.
+ * mp_mpi_finalize (its hook) or at exit; when a rank of the world was lost, MPI_Finalize
+ * is not called (pool_end.c).
  * State: g under g_mu (pools may be created and freed from any thread; the second of
  * two at once gets MP_ESTATE); a pool's state by mp_pool_new / the result thread /
  * mp_pool_free in turn. */
@@ -48,7 +49,8 @@ static struct {
     group sp;       /* started alone: the spawned group, if any */
     bool busy;      /* a pool holds the ranks */
     unsigned gen;
-} g = {.world = {.comm = MPI_COMM_NULL}, .sp = {.comm = MPI_COMM_NULL}};
+    double hb_limit; /* the last pool's heartbeat limit (0: none): silence at the end */
+} g = {.hb_limit = 10.0, .world = {.comm = MPI_COMM_NULL}, .sp = {.comm = MPI_COMM_NULL}};
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -82,41 +84,94 @@ void mp__mpi_host_identity(char *buf, size_t cap)
 
 /* ---- the end of the ranks (rank 0) -------------------------------------------------- */
 
-/* Tell the group's live ranks to exit, and take every message they send up to their
- * last (EXIT), for at most 10 s: a message left unreceived on a communicator that is
- * let go can break Open MPI's next spawn. */
-static void exit_group(group *gr)
+/* Tell the group's live ranks to exit (EXIT), and take every message they send up to
+ * their last (their EXIT): a message left unreceived on a communicator that is let go
+ * can break Open MPI's next spawn. A rank that neither answers nor sends anything (a
+ * busy rank's heartbeats go on) for the heartbeat limit is lost: marked dead, with a
+ * line on stderr. Then FIN to those that answered: finalize, or (fin_leave, called with
+ * whether a rank is lost) leave without MPI_Finalize. */
+static void exit_group(group *gr, bool (*fin_leave)(const group *))
 {
     int want = 0;
+    bool *waiting = calloc((size_t)gr->size, sizeof *waiting);
+    double *heard = calloc((size_t)gr->size, sizeof *heard);
+    if (!waiting || !heard) {
+        free(waiting);
+        free(heard);
+        return;
+    }
     for (int r = gr->first; r < gr->size; r++)
         if (!gr->dead[r]) {
             MPI_Send(NULL, 0, MPI_BYTE, r, MP__MPI_TAG(T_EXIT, 0), gr->comm);
+            waiting[r] = true;
+            heard[r] = mp__now();
             want++;
         }
-    double deadline = mp__now() + 10;
     unsigned backoff = 0;
-    while (want > 0 && mp__now() < deadline) {
+    while (want > 0) {
         int flag = 0;
         MPI_Message msg;
         MPI_Status st;
         if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, gr->comm, &flag, &msg, &st) != MPI_SUCCESS)
             break;
         if (!flag) {
+            double now = mp__now();
+            for (int r = gr->first; g.hb_limit > 0 && r < gr->size; r++)
+                if (waiting[r] && now - heard[r] > g.hb_limit) {
+                    fprintf(stderr, "multiproc: MPI pool: rank %d did not answer the end of "
+                                    "the program (nothing heard for %g s): lost\n",
+                            r, g.hb_limit);
+                    waiting[r] = false;
+                    gr->dead[r] = true;
+                    want--;
+                }
             struct timespec ts = {0, backoff >= 10 ? 1000000L : 1000L << backoff};
             backoff += backoff < 10;
             nanosleep(&ts, NULL);
             continue;
         }
         backoff = 0;
-        int count = 0;
+        int count = 0, src = st.MPI_SOURCE;
         MPI_Get_count(&st, MPI_BYTE, &count);
         char *buf = malloc(count > 0 ? (size_t)count : 1);
         char dummy;
         MPI_Mrecv(buf ? buf : &dummy, buf ? count : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
         free(buf);
-        if (MP__MPI_KIND(st.MPI_TAG) == T_EXIT)
+        if (src < 0 || src >= gr->size || !waiting[src])
+            continue;
+        heard[src] = mp__now();
+        if (MP__MPI_KIND(st.MPI_TAG) == T_EXIT) {
+            waiting[src] = false;
             want--;
+        }
     }
+    const char one = 1;
+    bool leave = fin_leave && fin_leave(gr);
+    for (int r = gr->first; r < gr->size; r++) {
+        if (gr->dead[r] || waiting[r])
+            continue;
+        if (leave) /* it exits at once, and so may we: known to have arrived */
+            MPI_Ssend(&one, 1, MPI_BYTE, r, MP__MPI_TAG(T_FIN, 0), gr->comm);
+        else
+            MPI_Send(NULL, 0, MPI_BYTE, r, MP__MPI_TAG(T_FIN, 0), gr->comm);
+    }
+    free(waiting);
+    free(heard);
+}
+
+static bool any_dead(const group *gr)
+{
+    for (int r = 0; r < gr->size; r++)
+        if (gr->dead[r])
+            return true;
+    return false;
+}
+
+/* FIN's choice for the world's ranks: leave without MPI_Finalize when a rank was lost
+ * and mpiexec runs with --enable-recovery (pool_end.c). */
+static bool lost_under_recovery(const group *gr)
+{
+    return any_dead(gr) && mp__mpi_recovery();
 }
 
 /* End a spawned group: exit, let the communicator go, wait for the processes. */
@@ -125,11 +180,8 @@ static void retire_spawned(void)
     group *gr = &g.sp;
     if (gr->comm == MPI_COMM_NULL)
         return;
-    exit_group(gr);
-    bool any_dead = false;
-    for (int r = 0; r < gr->size; r++)
-        any_dead |= gr->dead[r];
-    if (any_dead)
+    exit_group(gr, NULL);
+    if (any_dead(gr))
         MPI_Comm_free(&gr->comm);
     else
         MPI_Comm_disconnect(&gr->comm);
@@ -138,26 +190,31 @@ static void retire_spawned(void)
     gr->dead = NULL;
 }
 
-static void send_exit(void)
+/* mp_mpi_finalize's hook: 1 when MPI_Finalize must not be called (a rank was lost). */
+static int send_exit(void)
 {
-    int down = 0;
+    int down = 0, skip = 0;
     MPI_Finalized(&down);
     if (down)
-        return;
+        return 0;
     pthread_mutex_lock(&g_mu);
     retire_spawned();
     if (g.launched && g.world.comm != MPI_COMM_NULL) {
-        exit_group(&g.world);
+        /* under --enable-recovery the others leave without MPI_Finalize too */
+        exit_group(&g.world, lost_under_recovery);
         MPI_Comm_free(&g.world.comm);
         g.world.comm = MPI_COMM_NULL;
+        if (any_dead(&g.world))
+            skip = mp__mpi_end_lost(g.world.dead, g.world.first, g.world.size);
     }
     pthread_mutex_unlock(&g_mu);
+    return skip;
 }
 
 static void at_exit(void)
 {
-    send_exit();
-    mp_mpi_finalize();
+    mp_mpi_finalize(); /* runs send_exit first (its hook), when the library initialised MPI */
+    send_exit();       /* else: the ranks leave all the same (a no-op after the above) */
 }
 
 /* ---- start-up ---------------------------------------------------------------------- */
@@ -188,7 +245,10 @@ int mp_mpi_pool_serve_if_worker(int *argc, char ***argv)
             return mp__mpi_error(rc, "MPI_Comm_dup for the pool's ranks");
         MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
         if (rank > 0) {
-            mp__mpi_serve(comm, 0);
+            if (mp__mpi_serve(comm, 0) > 0) {
+                fflush(NULL); /* a rank was lost: MPI_Finalize would wait for it */
+                exit(0);
+            }
             MPI_Comm_free(&comm);
             mp_mpi_finalize();
             exit(0);
@@ -233,6 +293,7 @@ static int take_ranks(mstate *s, group *gr, int n, const mpi_backend *b)
     s->n = n ? n : left;
     s->ranks = ranks;
     s->grp = gr;
+    g.hb_limit = b->o.heartbeat_limit;
     s->relay = mp__relay_new(gr->comm, ranks, s->n, ++g.gen, b->o.heartbeat_limit);
     return s->relay ? s->n : mp_last_error_code();
 }

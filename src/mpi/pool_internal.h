@@ -2,6 +2,7 @@
  *   pool_backend.c  the backend vtable, the world's ranks (mpiexec) or spawned ones
  *   pool_relay.c    the master's relay thread: pool sockets <-> MPI messages
  *   pool_serve.c    a worker rank: mp_mpi_pool_serve_if_worker and its serving loop
+ *   pool_end.c      the end of a program whose pool lost ranks (no MPI_Finalize)
  *
  * Messages on the pool's communicator (a dup of MPI_COMM_WORLD under mpiexec, the
  * intercommunicator of a spawn), tag = kind | generation << 4 (a pool's generation, so a
@@ -12,7 +13,10 @@
  *   BYE   m->r  the pool is done with the rank (no more DATA); the rank answers BYE
  *   STOP  m->r  terminate: drop the queued chunks; no answer
  *   HB    r->m  heartbeat, every MP__MPI_HB seconds while the rank serves a pool
- *   EXIT  m->r  (generation 0) leave: the rank finalizes MPI and exits */
+ *   EXIT  both  (generation 0) m->r leave; r->m the answer, after the rank's last message
+ *   FIN   m->r  (generation 0) after every live rank answered EXIT: finalize MPI and exit;
+ *               with one byte 1 (a rank was lost, under --enable-recovery): exit without
+ *               MPI_Finalize, which would wait for the lost rank (sent synchronously) */
 #ifndef MP_MPI_POOL_INTERNAL_H
 #define MP_MPI_POOL_INTERNAL_H
 
@@ -22,7 +26,7 @@
 #include <mpi.h>
 #include <stdbool.h>
 
-enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT };
+enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT, T_FIN };
 #define MP__MPI_TAG(kind, gen) ((int)((kind) | ((unsigned)(gen) & 0xfffffu) << 4))
 #define MP__MPI_KIND(tag) ((tag) & 0xf)
 #define MP__MPI_GEN(tag) ((unsigned)(tag) >> 4)
@@ -44,7 +48,18 @@ void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, s
  * when it is on this host (else -1; the caller closes them); both may be NULL. Frees r. */
 void mp__relay_free(mp__relay *r, bool *dead, int *pidfds);
 
-/* A worker rank's loop (pool_serve.c): serve pools sent by `master` on comm until EXIT. */
-void mp__mpi_serve(MPI_Comm comm, int master);
+/* A worker rank's loop (pool_serve.c): serve pools sent by `master` on comm until EXIT.
+ * Returns 1 when the rank must leave without MPI_Finalize, else 0. */
+int mp__mpi_serve(MPI_Comm comm, int master);
+
+/* The end of a program whose pool lost ranks (pool_end.c). */
+/* Whether mpiexec runs with --enable-recovery (OMPI_MCA_orte_enable_recovery). */
+bool mp__mpi_recovery(void);
+/* Seconds the master waits, under a plain mpiexec, for Open MPI to end the job. */
+double mp__mpi_end_limit(void);
+/* Report the ranks r in [first, size) with dead[r]; flush stdio. With recovery, return 1
+ * (the caller does not finalize); else wait up to mp__mpi_end_limit() for Open MPI to end
+ * the job, then MPI_Abort: it does not return. */
+int mp__mpi_end_lost(const bool *dead, int first, int size);
 
 #endif

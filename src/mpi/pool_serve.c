@@ -9,7 +9,9 @@
  * large messages never wait on each other. Messages that arrive while a task runs are
  * taken at the next probe, between chunks. A second thread sends a heartbeat every
  * MP__MPI_HB s while a pool is served (the master's failure detector for other hosts).
- * Messages of another pool generation than the one being served are dropped. */
+ * Messages of another pool generation than the one being served are dropped. After
+ * EXIT the rank answers and waits for FIN, which says whether to finalize MPI: not when
+ * a rank was lost under --enable-recovery (MPI_Finalize would wait for it: pool_end.c). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "internal/value.h"
@@ -236,6 +238,28 @@ static void take(srv *s, MPI_Message *msg, MPI_Status *st)
     free(buf);
 }
 
+/* After EXIT: the master's FIN; true when it says to leave without MPI_Finalize. */
+static bool wait_fin(MPI_Comm comm, int master)
+{
+    unsigned backoff = 0;
+    for (;;) {
+        int flag = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        if (MPI_Improbe(master, MP__MPI_TAG(T_FIN, 0), comm, &flag, &msg, &st) != MPI_SUCCESS)
+            return false; /* the master is unreachable */
+        if (!flag) {
+            idle_wait(&backoff);
+            continue;
+        }
+        char b[1] = {0};
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        MPI_Mrecv(b, count > 0 ? 1 : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        return count > 0 && b[0] == 1;
+    }
+}
+
 /* Run the next whole frame, if one is buffered: true when one ran. */
 static bool run_one(srv *s)
 {
@@ -250,7 +274,7 @@ static bool run_one(srv *s)
     return true;
 }
 
-void mp__mpi_serve(MPI_Comm comm, int master)
+int mp__mpi_serve(MPI_Comm comm, int master)
 {
     srv s = {.comm = comm, .master = master};
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
@@ -288,8 +312,12 @@ void mp__mpi_serve(MPI_Comm comm, int master)
     /* The last message: the master takes every message up to this one before it lets
      * the communicator go (a message left unreceived on a disconnected communicator
      * can break Open MPI's next spawn). */
-    if (s.exit)
+    bool leave = false;
+    if (s.exit) {
         MPI_Send(NULL, 0, MPI_BYTE, master, MP__MPI_TAG(T_EXIT, 0), comm);
+        leave = wait_fin(comm, master);
+    }
     pthread_mutex_destroy(&s.mu);
     pthread_cond_destroy(&s.cv);
+    return leave;
 }

@@ -12,7 +12,8 @@
  * `test_mpi_pool_hosts kill <addr>`: a map whose tasks block on the host at <addr> (each
  * prints "blocked on <addr> pid <pid>"); the test script cuts that host off (or kills
  * the rank); the map must fail with MP_EWORKERDIED within the heartbeat limit (2 s): the
- * master prints "result <code> <seconds> <message>". */
+ * master prints "result <code> <seconds> <message>", then "master done" unflushed, and
+ * returns from main without mp_mpi_finalize (the library's exit handler ends MPI). */
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -253,7 +254,9 @@ static int kill_mode(const char *victim)
     mp_value_free(items);
     mp_pool_terminate(p);
     mp_pool_free(p);
-    return 0;
+    /* left in stdout's buffer: the library's end flushes it, whatever ends the job */
+    printf("master done");
+    return 0; /* the library's exit handler ends MPI */
 }
 
 int main(int argc, char **argv)

@@ -17,8 +17,8 @@ grep -q " 0 failed$" <<<"$out" || { echo "FAIL"; exit 1; }
 
 # A rank killed on another host: under a plain mpiexec Open MPI ends the job soon after
 # (its daemons see the death); the master has reported it before, and nothing hangs.
-# (With --enable-recovery the pool goes on, but MPI_Finalize then waits on the dead rank
-# across hosts until the timeout: not tested here, see docs/distributed.md.)
+# (With --enable-recovery the pool goes on and the job ends without MPI_Finalize:
+# test_netns_pool_hosts.sh checks that.)
 start=$(date +%s)
 out=$(MPT_TIMEOUT=60 mpt_mpiexec -n 3 "$prog" rank_killed_hosts 2>&1) || true
 echo "$out"
