@@ -221,6 +221,48 @@ static void test_wraparound(void)
     mp_queue_free(q);
 }
 
+/* Ints of every MessagePack length (24- and 32-byte records, written as words) over many
+ * laps of a small ring, so records start and end at every offset around its end. */
+static void test_int_wraparound(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
+    static const int64_t ints[] = {5, -3, 200, -100, 60000, -30000, 4000000000LL, -2000000000LL,
+                                   INT64_MAX, INT64_MIN, (int64_t)1 << 40};
+    const size_t nints = sizeof ints / sizeof ints[0];
+    size_t next_put = 0, next_get = 0;
+    unsigned seed = 7;
+    int bad = 0;
+    while (next_get < 3000) {
+        for (int i = rand_r(&seed) % 4; i > 0; i--) {
+            mp_value *v = mp_value_int(ints[next_put % nints]);
+            if (mp_queue_put(q, v, 0) == 0)
+                next_put++;
+            mp_value_free(v);
+        }
+        while (next_get < next_put && rand_r(&seed) % 4) {
+            mp_value *got = NULL;
+            void *buf = NULL;
+            size_t len;
+            int64_t want = ints[next_get % nints];
+            if (next_get % 3 == 0) { /* the bytes, through the general decoder */
+                if (mp_queue_get_bytes(q, &buf, &len, 0) != 0 ||
+                    mp_value_decode(buf, len, NULL, 0, &got) != 0)
+                    bad++;
+            } else if (mp_queue_get(q, &got, 0) != 0) {
+                bad++;
+            }
+            if (!got || mp_value_type(got) != MP_INT || mp_value_get_int(got) != want)
+                bad++;
+            mp_value_free(got);
+            mp_free(buf);
+            next_get++;
+        }
+    }
+    CHECK_INT(bad, 0);
+    CHECK_INT((long)mp_queue_qsize(q), (long)(next_put - next_get));
+    mp_queue_free(q);
+}
+
 /* A ring filled to its last byte is full, not empty (head and tail positions are kept
  * modulo twice the capacity), over many laps of the ring. */
 static void test_exactly_full_ring(void)
@@ -877,6 +919,7 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_scalar_roundtrip);
     RUN_IF(argc, argv, test_maxsize);
     RUN_IF(argc, argv, test_wraparound);
+    RUN_IF(argc, argv, test_int_wraparound);
     RUN_IF(argc, argv, test_exactly_full_ring);
     RUN_IF(argc, argv, test_joinable);
     RUN_IF(argc, argv, test_join_dead_consumer);

@@ -72,17 +72,18 @@ void mp__q_commit(struct qshared *s, const qstate *next)
 }
 
 /* Robust mutexes never spin in glibc: a contended one costs a futex sleep and wake, far
- * more than the ~100 ns a put or get holds it. Try a little before sleeping. Spinning
- * reads `held` (a plain load keeps the line shared): a failed trylock is a compare-and-
- * swap, which takes the line away from the holder that is about to write to it. */
-static int lock_spin(mp__rfutex *m, _Atomic uint32_t *held)
+ * more than the ~20 ns a put holds it. Try a little before sleeping. Spinning reads the
+ * lock word (a plain load keeps the line shared; a failed trylock is a compare-and-swap,
+ * which would take the line from the holder about to release it); with the pthread
+ * fallback, whose word is private, it retries trylock now and then instead. */
+static int lock_spin(mp__rfutex *m)
 {
     int r = mp__rf_trylock(m);
     if (r != -EBUSY)
         return r;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
-        if (atomic_load_explicit(held, memory_order_relaxed))
+        if (mp__rf_on ? atomic_load_explicit(&m->f.word, memory_order_relaxed) != 0 : i % 16)
             continue;
         r = mp__rf_trylock(m);
         if (r != -EBUSY)
@@ -93,9 +94,7 @@ static int lock_spin(mp__rfutex *m, _Atomic uint32_t *held)
 
 int mp__q_lock(mp_queue *q)
 {
-    int r = lock_spin(&q->s->lock, &q->s->held);
-    if (r == 0 || r == MP_EOWNERDEAD)
-        atomic_store_explicit(&q->s->held, 1, memory_order_relaxed);
+    int r = lock_spin(&q->s->lock);
     if (r == MP_EOWNERDEAD) {
         /* The holder died: roll its journaled change forward, or keep the last commit. */
         struct qshared *s = q->s;

@@ -37,8 +37,12 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
     /* Small values are encoded on the stack, straight into the ring: no malloc. */
     unsigned char small[256];
     size_t slen;
-    if (v && v->type == MP_INT)
-        return put_tagged(q, TAG_VALUE, small, q_pack_int(v->u.i, small), timeout);
+    if (v && v->type == MP_INT) { /* the common item: straight to the ring as words */
+        uint64_t w[2];
+        size_t n = q_pack_int_words(v->u.i, w);
+        return rec_size(n) > q->s->capacity ? put_tagged(q, TAG_VALUE, w, n, timeout)
+                                            : mp__q_put_words(q, TAG_VALUE, n, w, timeout);
+    }
     if (v && mp__value_encode_into(v, small, sizeof small, &slen) == 0)
         return put_tagged(q, TAG_VALUE, small, slen, timeout);
     char *buf = NULL;
@@ -216,7 +220,16 @@ int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
     if (!out)
         return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
     *out = NULL;
-    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
+    int code = 0;
+    buf = local;
+    if (__builtin_expect(q && !q->closed && !q->s->joinable, 1)) {
+        /* A plain queue's small record at head (an int): its words, with no buffer between */
+        code = mp__q_take_words(q, local, &len, &tag);
+        if (code < 0)
+            return code;
+    }
+    if (code != 1) /* empty (wait there), a bigger record, a JoinableQueue, or closed */
+        code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
     int64_t i;

@@ -54,44 +54,59 @@
  * still has the whole item), so no consumer receives a torn item and no item is lost.
  * Waits are futex waits in 250 ms slices, so these checks also run when nobody wakes us.
  *
- * Speed: producers and consumers each have their own cache line: the lock, tailw and
- * head_seen (producers) and headw (consumers); the waiter counts sit on a third, written
- * only around sleeps. A put reads the consumers' line only when head_seen says the ring is
- * full; a get reads the producers' line only when its process's view of the tail
- * (tail_seen, take.c) shows no items left. So in a steady stream a put moves the lock's
- * line between producers and a get moves headw's between consumers, and one side's line
- * goes to the other only about once per batch of items in flight, besides the ring bytes
- * themselves. Waiters count themselves (get_waiters, put_waiters) under the lock, so when
- * nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall; when
- * someone sleeps, wakers skip the futex call for sleepers already woken (get_pending,
- * put_woken) instead of calling it on every item until the sleeper runs. A consumer
- * facing an empty ring spins briefly on tailw, without the lock, before taking it to
- * sleep; a producer facing a full one spins on headw.
+ * Speed: the lock and head_seen (producers), tailw (written by producers, read by
+ * consumers) and headw (consumers) each have their own cache line; the waiter counts sit
+ * on a fourth, written only around sleeps. A put reads the consumers' line only when
+ * head_seen says the ring is full; a get reads tailw only when its process's view of the
+ * tail (tail_seen, take.c) shows no items left at the head. A consumer reading tailw thus
+ * never takes the lock's line from a producer (whose next lock would wait for it): the
+ * tail's store waits in the store buffer alongside the ring's, and both misses overlap
+ * at the unlock. Waiters count themselves (get_waiters, put_waiters) under the lock, so
+ * when nobody sleeps a put or get neither bumps a futex word nor makes a wake syscall;
+ * when someone sleeps, wakers skip the futex call for sleepers already woken
+ * (get_pending, put_woken) instead of calling it on every item until the sleeper runs. A
+ * consumer facing an empty ring spins briefly on tailw, without the lock, before taking
+ * it to sleep; a producer facing a full one spins on headw; a producer facing a held lock
+ * spins reading the lock word (journal.c).
+ * An int, the common item, is packed into whole words in registers (q_pack_int_words)
+ * and written to the ring with word stores (mp__q_put_words); small records are copied
+ * in and out without memcpy calls (copy_small), and a get into the queue's own buffer
+ * copies whole words, so no byte store is re-read as a word (a store-forwarding stall).
  * Batches (batch.c) put many records with one copy and one tail store, and take them with
  * one copy and one head store: lock, commit and wake-up are paid once per batch.
- * Where the time per item goes (perf record -g; ints as MessagePack values; 2 cores
- * shared with other work, Dec 2026). A first profile (1 producer + 1 consumer process,
- * 4M ints) blamed the robust mutex ~20%, the value churn ~15% (mp_value_int/free/decode;
- * malloc and free <1%: the value module's per-thread cache serves them), memcpy ~7% and
- * __tls_get_addr ~4.5%. Since then: ints are packed by q_pack_int instead of msgpack-c's
- * packer and its thread-local error mute (a put of an int ~42 -> ~30 ns, one process),
- * the value cache is initial-exec TLS (__tls_get_addr is gone from the profiles), and
- * mp_queue_get_bytes_into takes an item with no allocation. A second profile, with the
- * two processes on different cores (8M ints), put 65% of the time in the lock alone:
- * mp__q_lock's spin on `held` 25%, pthread_mutex_trylock 22%, __pthread_mutex_unlock_full
- * 18%, i.e. the consumer and the producer fighting over one lock and its line on every
- * item; values ~10%, memcpy 1.5%. Hence take.c: consumers take without the lock, and the
- * two sides' words moved apart. In the same run after that, the lock's three functions
- * are ~15% (the producer's own, uncontended in 1p1c) and the rest is the work itself:
- * mp__q_take 10%, put_record 10%, the get wrapper 10%, value int/free/decode ~20%,
- * memcpy 3%. One process, best of 30 x 100k: a put of an int ~30 ns (unchanged: most of
- * it is the robust lock, being replaced by a lighter one), a get ~36 -> ~23 ns (no lock,
- * and q_unpack_int builds an int item's value without the codec's generic decoder).
- * Sleeping was the other cost: a consumer asleep made every later put call futex_wake
- * until it ran (now once per sleep). With both processes pinned to one core the profile
- * is the same user-space work and the rest is scheduling. What remains per item is the
- * robust lock on the put side, the values themselves (mp_value_int + free on each side:
- * the API's unit) and the ring bytes' cache line crossing cores.
+ * Where the time per item goes (perf record -g, callgrind; ints as MessagePack values; 2
+ * cores of a KVM guest shared with other work, Dec 2026). A first profile (1 producer + 1
+ * consumer process, 4M ints) blamed the robust mutex ~20%, the value churn ~15%
+ * (mp_value_int/free/decode), memcpy ~7% and __tls_get_addr ~4.5%; then ints were packed
+ * by q_pack_int, the value cache became initial-exec TLS and consumers took records
+ * without the lock (take.c) after a profile put 65% of the time in the lock, fought over
+ * by both sides. Third round (this layout, the word paths, mp__q_take_words, the wider
+ * tail view), one process, best of 30+ x 20k ints: a put (with mp_value_int +
+ * mp_value_free) ~23.5 -> ~18 ns, a get ~22 -> ~18.5 ns; callgrind, 100k put+get pairs
+ * with their values: 92.4M -> 69.3M instructions. Boost.Interprocess' message_queue, raw 8
+ * bytes and no values, takes ~10.5 ns per send and per receive on the same machine.
+ * Across processes (bench_queue's rows, medians of 8 alternating runs at load 6-9):
+ * 1p1c 6.1M -> 8.9M items/s, 4p4c 6.5M -> 8.0M, batch64 13.9M -> 18.1M; with the
+ * lighter lock fast path merged too (load 5-7): 1p1c 8.0M -> 14.2M (Boost 13.1M, 0.86-1.60x
+ * per run), 4p4c 8.2M -> 9.8M (Boost 15.0M, 0.35-1.13x), batch64 17.4M -> 22.0M. No futex call
+ * and almost no spinning in either int row (strace -c -f, and counters in a test build:
+ * per 250k puts in 4p4c a few thousand lock spins, nearly all under 10 pauses, and under
+ * 6 sleeps; a few thousand spins on an empty ring, nearly all under 10 pauses, and a few
+ * sched_yields), so what is left is CPU per item: three locked instructions (the lock's
+ * CAS, the unlock's exchange, the head's CAS: ~4 ns each alone, more when they wait for a
+ * store buffer or a line), mp_value_int + mp_value_free on each side (~5.5 ns per pair:
+ * the API's unit), and ~15 ns of bookkeeping spread thin (the robust-list entry on every
+ * lock, position-word arithmetic, wake checks, the tail view; no function above ~20%).
+ * Across processes the profiles are flat and the same functions are each slower: 1p1c
+ * ~60-90 CPU-ns per item (the consumer chases the producer: the ring's and the tail's
+ * lines cross cores every item or two; on one core, 50-70: the 8 MiB default ring does
+ * not fit the 2 MiB L2 when the producer runs a time slice ahead, Boost's ~1.5 MiB does),
+ * 4p4c ~75-130 (8 processes on 2 cores: each atomic's line last written by the other
+ * core half the time; ~5% page faults of 8 processes mapping the ring). Boost's queue:
+ * ~35-80 in both. A busy machine runs both at the rate of their CPU per item, where
+ * Boost's raw bytes cost about half our values plus robustness (ours/Boost 0.3-1.5x in
+ * those runs); 2x needs about 20 CPU-ns per item, less than the three atomics and the
+ * values alone. Quiet, the two 1p1c processes run on separate cores and the chase decides.
  * Batches of 64 ints (put_many / get_many, 1 producer + 1 consumer process, 16M ints, Dec
  * 2026): with a new value and a free per item on each side and 24-byte records, the
  * producer spent ~19% of its time making and freeing values, ~6% in memset (each record's
@@ -135,7 +150,7 @@
 #include <string.h>
 
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
-#define Q_VERSION 7
+#define Q_VERSION 8
 #define Q_HDR 4096
 #define Q_DEFAULT_CAP (8u << 20)
 #define Q_REC 16
@@ -179,20 +194,23 @@ typedef struct qjournal {
 } qjournal;
 
 /* Laid out by cache line, because every put and get moves the lines it writes between
- * CPUs: line 0 is written once at creation; a put or get of a small item writes only
- * line 1 (the lock and the position words) besides the ring. The rest changes only for
- * streams, JoinableQueue puts, task_done and waits. */
+ * CPUs: line 0 is written once at creation; a put of a small item writes only the lock's
+ * line and the tail's, a get only the head's, besides the ring. The rest changes only
+ * for streams, JoinableQueue puts, task_done and waits. */
 struct qshared {
     uint32_t magic, version;
     uint64_t capacity, maxsize;
     uint32_t joinable, posbits;
     uint32_t dead_tasks_done; /* JoinableQueue: a dead holder's tasks count as done */
     _Alignas(64) mp__rfutex lock;
-    /* Producers' line: the tail moves under lock. head_seen is the producers' last view of
-     * headw (under lock): a put checks its room against it and reads headw, the consumers'
-     * line, only when that view says the ring is full. */
-    _Atomic uint64_t tailw;
+    /* Producers' line. head_seen is the producers' last view of headw (under lock): a put
+     * checks its room against it and reads headw, the consumers' line, only when that
+     * view says the ring is full. */
     uint64_t head_seen;
+    /* The tail moves under lock; consumers read it (take.c). Its own line, so that their
+     * reads do not take the lock's line from the producer, whose next lock would then
+     * wait for it (the tail's store waits in the store buffer alongside the ring's). */
+    _Alignas(64) _Atomic uint64_t tailw;
     /* Consumers' line. In a plain queue the head moves by compare-and-swap, with or
      * without lock (take.c); in a JoinableQueue, under lock through the journal. */
     _Alignas(64) _Atomic uint64_t headw;
@@ -205,11 +223,6 @@ struct qshared {
      * sleeps and wakes, so both sides keep this line shared. */
     _Alignas(64) uint32_t get_waiters, put_waiters;
     uint32_t get_pending, put_woken;
-    /* 1 while someone holds `lock` (set after taking it, cleared before releasing): what
-     * lock_spin watches, in the queue's own words rather than the mutex's private
-     * fields. Its own line: spinners reading it do not steal the holder's line. A holder
-     * that dies leaves it set, which only makes the next locker stop spinning sooner. */
-    _Alignas(64) _Atomic uint32_t held;
     _Alignas(64) qstate st;       /* protected by lock, changed only through commit*() */
     qjournal journal;
     _Atomic uint32_t journal_valid;
@@ -224,7 +237,7 @@ struct qshared {
 
 _Static_assert(sizeof(mp__rfutex) > 40 ||
                    offsetof(struct qshared, head_seen) + 8 - offsetof(struct qshared, lock) <= 64,
-               "the lock, the tail and the producers' view of the head share one cache line");
+               "the lock and the producers' view of the head share one cache line");
 _Static_assert(sizeof(struct qshared) <= Q_HDR, "queue header must fit its page");
 
 struct mp_queue {
@@ -315,7 +328,6 @@ static inline void cpu_relax(void)
 
 static inline void qunlock(mp_queue *q)
 {
-    atomic_store_explicit(&q->s->held, 0, memory_order_relaxed);
     mp__rf_unlock(&q->s->lock);
 }
 
@@ -327,10 +339,39 @@ static inline void wake(_Atomic uint32_t *seq, uint32_t waiters, int n)
 
 static inline void bump(_Atomic uint32_t *seq) { atomic_fetch_add(seq, 1); }
 
+/* Up to 16 bytes without a call to memcpy (overlapping loads and stores; most items). */
+static inline void copy_small(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *p = src;
+    if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n) {
+        d[0] = p[0];
+        d[n / 2] = p[n / 2];
+        d[n - 1] = p[n - 1];
+    }
+}
+
 static inline void ring_write(mp_queue *q, uint64_t pos, const void *src, size_t n)
 {
     uint64_t off = pos & q->mask, first = q->s->capacity - off;
-    if (n <= first) {
+    if (n <= 64 && n % 8 == 0 && n <= first) { /* a small record: whole words */
+        uint64_t *d = (uint64_t *)(void *)(q->ring + off);
+        const unsigned char *p = src;
+        for (size_t k = 0; k < n / 8; k++)
+            memcpy(&d[k], p + 8 * k, 8);
+    } else if (n <= first) {
         memcpy(q->ring + off, src, n);
     } else {
         memcpy(q->ring + off, src, first);
@@ -341,7 +382,9 @@ static inline void ring_write(mp_queue *q, uint64_t pos, const void *src, size_t
 static inline void ring_read(mp_queue *q, uint64_t pos, void *dst, size_t n)
 {
     uint64_t off = pos & q->mask, first = q->s->capacity - off;
-    if (n <= first) {
+    if (n <= 16 && n <= first) {
+        copy_small(dst, q->ring + off, n);
+    } else if (n <= first) {
         memcpy(dst, q->ring + off, n);
     } else {
         memcpy(dst, q->ring + off, first);
@@ -361,6 +404,35 @@ static inline double lazy_deadline(double *deadline, double timeout)
 /* MessagePack of an int value in its shortest form (mp__pack_int, same bytes as the
  * codec): the queue's most common item, encoded without msgpack-c's packer. Its length. */
 static inline size_t q_pack_int(int64_t i, unsigned char *p) { return mp__pack_int(i, p); }
+
+/* The same bytes as whole little-endian words, zero-padded (w[1] is used from 9 bytes on):
+ * a put writes them to the ring with word stores, no byte copies in between. */
+static inline size_t q_pack_int_words(int64_t i, uint64_t w[2])
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    w[1] = 0;
+    if (i >= -32 && i <= 127) {
+        w[0] = (uint8_t)i; /* positive or negative fixint */
+        return 1;
+    }
+    uint64_t t;
+    if (i >= 0)
+        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
+    else
+        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    unsigned n = 1u << (t & 3);
+    uint64_t be = __builtin_bswap64((uint64_t)i); /* the big-endian bytes MessagePack wants */
+    if (n < 8)
+        be >>= 64 - 8 * n;
+    else
+        w[1] = be >> 56;
+    w[0] = t | be << 8;
+    return 1 + n;
+#else
+    w[0] = w[1] = 0;
+    return q_pack_int(i, (unsigned char *)w);
+#endif
+}
 
 /* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
  * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
@@ -437,6 +509,9 @@ int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout);
  * and wakes consumers. */
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need);
 int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, double timeout);
+/* put_record of a payload of len <= 16 bytes given as whole words w (zero padding): an
+ * int's MessagePack (q_pack_int_words). */
+int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], double timeout);
 /* JoinableQueue (a plain queue takes in take.c): take the record at head. Under lock;
  * count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
@@ -456,6 +531,10 @@ struct qbatch;
  * error. Also called under lock: the head never moves by a plain store. */
 int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                size_t local_cap, bool alloc, struct qbatch *b);
+/* mp__q_take of one record whose payload is at most 16 bytes (an int), as its padded
+ * words w: 1 taken, 0 empty (nothing waited for), Q_BIG when the record at head is bigger
+ * (it stays: take it the general way), or an error. */
+int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag);
 
 /* ---- putget.c ---- */
 /* Where a get_many copies the records it takes (see mp__q_get). */
@@ -480,6 +559,11 @@ void mp__q_commit_done(mp_queue *q, const qstate *next);
 uint64_t mp__q_dead_tasks(mp_queue *q, bool forget, int *pid, unsigned *procs);
 
 /* ---- queue.c ---- */
-int mp__q_check_open(const mp_queue *q);
+int mp__q_check_open_slow(const mp_queue *q);
+/* 0 for an open queue, else MP_EINVAL or MP_ECLOSED with a message. */
+static inline int mp__q_check_open(const mp_queue *q)
+{
+    return __builtin_expect(q && !q->closed, 1) ? 0 : mp__q_check_open_slow(q);
+}
 
 #endif

@@ -87,7 +87,7 @@ int mp_queue_close(mp_queue *q)
 
 bool mp_queue_closed(const mp_queue *q) { return !q || q->closed; }
 
-int mp__q_check_open(const mp_queue *q)
+int mp__q_check_open_slow(const mp_queue *q)
 {
     if (!q)
         return mp__error(MP_EINVAL, "queue is NULL");

@@ -5,8 +5,10 @@
  *   positions (modulo capacity), copied in and out under `lock`. The ring bytes of a
  *   record are written before the store of the position word that publishes them and
  *   read before the store that frees them.
- * - A put or get of a small item writes only the lock's cache line and the ring's;
- *   waiters are woken only when some have counted themselves.
+ * - A put of a small item writes only the lock's and the tail's cache lines and the
+ *   ring's; waiters are woken only when some have counted themselves.
+ * - An int's record is written as words (mp__q_put_words): no memcpy call, and no byte
+ *   store re-read as a word.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
@@ -29,7 +31,7 @@ static bool fits(const struct qshared *s, uint64_t h, uint64_t t, uint64_t need,
  * read only when that view shows no room. head_seen is always a value headw had, at most
  * one ring behind the tail (every tail move passes this check), so the room it shows is
  * there. On false, head_seen is the head that decided it: what a waiter watches. */
-static bool has_room(struct qshared *s, uint64_t need, uint64_t items)
+static inline bool has_room(struct qshared *s, uint64_t need, uint64_t items)
 {
     uint64_t t = ld(&s->tailw);
     if (!s->st.s_active && fits(s, s->head_seen, t, need, items))
@@ -124,7 +126,9 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         small[need / 8 - 1] = 0; /* the padding: no stale stack bytes in shared memory */
         small[0] = len;
         small[1] = tag;
-        if (len)
+        if (len <= 16) /* an int is 1 to 9 bytes */
+            copy_small(small + 2, buf, len);
+        else
             memcpy(small + 2, buf, len);
     }
     int code = wait_room(q, need, 1, timeout);
@@ -138,6 +142,20 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
         ring_write(q, tail, hdr, Q_REC);
         ring_write(q, tail + Q_REC, buf, len);
     }
+    publish(q, 1, need);
+    return 0;
+}
+
+int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], double timeout)
+{
+    uint64_t need = rec_size(len); /* 24 or 32 */
+    int code = wait_room(q, need, 1, timeout);
+    if (code < 0)
+        return code;
+    /* Word stores (positions and the capacity are multiples of 8: a word never wraps). */
+    uint64_t tail = ld(&q->s->tailw), rec[4] = {len, tag, w[0], w[1]};
+    for (uint64_t k = 0; k < need / 8; k++)
+        memcpy(q->ring + ((tail + 8 * k) & q->mask), &rec[k], 8);
     publish(q, 1, need);
     return 0;
 }

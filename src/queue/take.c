@@ -25,19 +25,22 @@
  *   re-read of the head.
  * - The tail view: a process keeps the last tail it read (tail_seen) and the head it was
  *   good for (head_mine: the head then, or where its own last take left it). While the
- *   head is still there and the view shows items past it, those items are committed (the
- *   tail only moves forward), so a get does not read the producers' line; once another
- *   process moved the head, or the items it showed are gone, it reads tailw afresh. The
- *   two words are stored tail first and read head first, and the view must show at most
- *   capacity / 8 items (what the ring can hold: a record is 8 bytes or more), so a tail
- *   older than the head, which shows nearly 2^40 items, is never believed: threads of one
- *   process racing on them can only cost a re-read.
+ *   head is at or after head_mine and before tail_seen (it moved only by gets, ours or
+ *   other processes'), the items from the head to tail_seen are committed (the tail only
+ *   moves forward), so a get does not read tailw, the line every put writes; once the
+ *   items it showed are gone, it reads tailw afresh. With several consumer processes this
+ *   spares most gets a line from the producers' core. The two words are stored tail first
+ *   and read head first, every tail_seen is a value tailw had, and the view must show at
+ *   most capacity / 8 items (what the ring can hold: a record is 8 bytes or more), so a
+ *   tail older than the head, which shows nearly 2^40 items, is never believed: threads
+ *   of one process racing on them can only cost a re-read.
  * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
  *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
  *   word that came back to the very value it had, after a multiple of 2^40 items taken
- *   while this consumer was between its read and its swap (or idle). The view is used
- *   only where the count has 40 bits or more (rings up to 8 MiB); bigger rings read tailw
- *   on every get.
+ *   while this consumer was between its read and its swap (for the view: a head that
+ *   came back, 2^40 items later, to within the view's items after head_mine while this
+ *   process was idle). The view is used only where the count has 40 bits or more (rings
+ *   up to 8 MiB); bigger rings read tailw on every get.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
@@ -71,7 +74,7 @@ static inline bool swap_head(struct qshared *s, uint64_t *h, uint64_t next)
 /* The first word of the record at pos (its length, or a word record), checked: 1 when it
  * is sane, 0 when the head moved (*h is then the new head), or MP_EPROTO for a corrupt
  * record at a head that stayed. */
-static int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
+static inline int record_len(mp_queue *q, uint64_t *h, uint64_t pos, uint64_t *len)
 {
     struct qshared *s = q->s;
     ring_read(q, pos, len, 8);
@@ -181,7 +184,10 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     char *p = local && hdr[0] <= local_cap ? local : malloc(hdr[0] ? hdr[0] : 1);
     if (!p)
         return mp__error(-ENOMEM, "allocating a %llu-byte item", (unsigned long long)hdr[0]);
-    if (hdr[0])
+    uint64_t padded = rec_size(hdr[0]) - Q_REC;
+    if (p == local && alloc && padded <= local_cap && padded <= 16)
+        ring_read(q, *h + Q_REC, p, padded); /* our own buffer: whole words (an int) */
+    else if (hdr[0])
         ring_read(q, *h + Q_REC, p, hdr[0]);
     uint64_t next = advance(s, *h, rec_size(hdr[0]));
     if (!swap_head(s, h, next)) {
@@ -198,21 +204,62 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     return 1;
 }
 
-/* A tail at or after h: this process's last view of it while the head is still where
- * this process last saw or left it (so nobody else took the items it showed) and it
- * shows items past h; else a fresh read. */
+/* A tail at or after h: this process's last view of it while the head is between where
+ * this process last saw or left it and that tail (another process's gets moved it there:
+ * the items from h to the view's tail are still committed, as the tail only moves
+ * forward); else a fresh read. */
 static inline uint64_t tail_view(mp_queue *q, uint64_t h)
 {
     struct qshared *s = q->s;
-    if (atomic_load_explicit(&q->head_mine, memory_order_acquire) == h) {
-        uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
-        if (n && n <= q->tail_cache_max)
-            return t;
-    }
-    uint64_t t = acq(&s->tailw);
+    uint64_t mine = atomic_load_explicit(&q->head_mine, memory_order_acquire);
+    uint64_t t = acq(&q->tail_seen), n = items_between(s, h, t);
+    if (n && n <= q->tail_cache_max && items_between(s, mine, h) < items_between(s, mine, t))
+        return t;
+    t = acq(&s->tailw);
     atomic_store_explicit(&q->tail_seen, t, memory_order_release); /* before its head */
     atomic_store_explicit(&q->head_mine, h, memory_order_release);
     return t;
+}
+
+int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag)
+{
+    struct qshared *s = q->s;
+    uint64_t h = acq(&s->headw);
+    for (;;) {
+        uint64_t t = tail_view(q, h), n;
+        if (t == h)
+            return 0;
+        int r = record_len(q, &h, h, &n);
+        if (r < 0)
+            return r;
+        if (r == 0) /* the head moved */
+            continue;
+        uint64_t need, rec[4] = {0};
+        if (rec_is_word(n)) { /* put_many's small item: the payload is the word's first bytes */
+            need = 8;
+            rec[1] = word_tag(n);
+            rec[2] = n & (((uint64_t)1 << 56) - 1);
+            n = rec_len_of(n);
+        } else {
+            if (n > 16)
+                return Q_BIG; /* (or a length read from a moving head: the caller re-reads) */
+            need = rec_size(n);
+            for (uint64_t k = 1; k < need / 8; k++) /* words never wrap (ring.c) */
+                memcpy(&rec[k], q->ring + ((h + 8 * k) & q->mask), 8);
+        }
+        uint64_t next = advance(s, h, need);
+        if (!swap_head(s, &h, next))
+            continue;
+        atomic_store_explicit(&q->head_mine, next, memory_order_relaxed);
+        if (next != atomic_load_explicit(&q->tail_seen, memory_order_relaxed))
+            __builtin_prefetch(q->ring + (next & q->mask));
+        wake_putters(s);
+        *len = n;
+        *tag = (uint32_t)rec[1];
+        w[0] = rec[2];
+        w[1] = rec[3];
+        return 1;
+    }
 }
 
 int mp__q_take(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
