@@ -246,7 +246,10 @@ static void batch_answered(mp__relay *r, rlink *l, long k)
 
 /* ---- deaths ------------------------------------------------------------------------- */
 
-static void declare_dead(mp__relay *r, int i, const char *how)
+/* Rank i is lost: it died (its pidfd fired), or it was silent (kill: end it through its
+ * pidfd, when it is on this host, once the line is out and the pool told: a stopped or
+ * hung process would keep the job alive, under --enable-recovery for ever). */
+static void declare_dead(mp__relay *r, int i, const char *how, bool kill)
 {
     rlink *l = &r->l[i];
     pthread_mutex_lock(&r->mu);
@@ -257,12 +260,16 @@ static void declare_dead(mp__relay *r, int i, const char *how)
     l->st = L_DEAD;
     snprintf(l->how, sizeof l->how, "%s", how);
     pthread_mutex_unlock(&r->mu);
+    kill = kill && l->pidfd >= 0;
     if (l->out > 0 || !l->reaped)
         fprintf(stderr,
                 "multiproc: MPI pool: worker rank %d (pid %d on %s) %s; the tasks it was "
-                "running fail with MP_EWORKERDIED\n",
-                l->rank, (int)l->pid, l->host, how);
+                "running fail with MP_EWORKERDIED%s\n",
+                l->rank, (int)l->pid, l->host, how,
+                kill ? "; it is on this host: killed" : "");
     signal_sentinel(l);
+    if (kill)
+        mp__pidfd_send_signal(l->pidfd, SIGKILL); /* no pid-reuse race */
 }
 
 static void watch(mp__relay *r)
@@ -279,11 +286,11 @@ static void watch(mp__relay *r)
                       now - l->last_seen > r->hb_limit;
         pthread_mutex_unlock(&r->mu);
         if (dying) {
-            declare_dead(r, i, "died (its process ended)");
+            declare_dead(r, i, "died (its process ended)", false);
         } else if (silent) {
             char how[128];
             snprintf(how, sizeof how, "stopped answering (nothing heard for %g s)", r->hb_limit);
-            declare_dead(r, i, how);
+            declare_dead(r, i, how, true);
         }
     }
 }
