@@ -25,7 +25,9 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,7 @@ typedef struct group {
     int size;    /* ranks in the group (world: N; spawned: the remote group's size) */
     int first;   /* the first worker rank: 1 in the world, 0 in a spawned group */
     bool *dead;  /* [size]: ranks that died in a pool */
+    int *pidfd;  /* [size] or NULL: pidfds of ranks on this host (-1: none), from pools */
     bool spawned;
 } group;
 
@@ -99,6 +102,44 @@ int mp__mpi_testsome(MPI_Request *scratch, int *idx, size_t n, MPI_Request *firs
 
 /* ---- the end of the ranks (rank 0) -------------------------------------------------- */
 
+/* Keep the pidfds a pool's relay found (n workers, worker i on rank ranks[i]). */
+static void keep_pidfds(group *gr, const int *ranks, const int *pidfds, int n)
+{
+    if (!gr->pidfd && (gr->pidfd = malloc((size_t)gr->size * sizeof *gr->pidfd)))
+        for (int r = 0; r < gr->size; r++)
+            gr->pidfd[r] = -1;
+    for (int i = 0; i < n; i++) {
+        if (pidfds[i] < 0)
+            continue;
+        if (gr->pidfd && gr->pidfd[ranks[i]] < 0)
+            gr->pidfd[ranks[i]] = pidfds[i];
+        else
+            mp__close(pidfds[i]);
+    }
+}
+
+static void drop_pidfds(group *gr)
+{
+    for (int r = 0; gr->pidfd && r < gr->size; r++)
+        if (gr->pidfd[r] >= 0)
+            mp__close(gr->pidfd[r]);
+    free(gr->pidfd);
+    gr->pidfd = NULL;
+}
+
+/* Rank r did not answer the end: when it is on this host and its process lives (stopped,
+ * or hung), kill it (a stopped process keeps the job alive); what the line says of it. */
+static const char *kill_lost(group *gr, int r)
+{
+    int fd = gr->pidfd ? gr->pidfd[r] : -1;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (fd < 0)
+        return "";
+    if (poll(&pf, 1, 0) > 0)
+        return " (its process had ended)";
+    return mp__pidfd_send_signal(fd, SIGKILL) == 0 ? "; it is on this host: killed" : "";
+}
+
 /* Tell the group's live ranks to exit (EXIT), and take every message they send up to
  * their last (their EXIT): a message left unreceived on a communicator that is let go
  * can break Open MPI's next spawn. A rank that neither answers nor sends anything (a
@@ -134,8 +175,8 @@ static void exit_group(group *gr, bool (*fin_leave)(const group *))
             for (int r = gr->first; g.hb_limit > 0 && r < gr->size; r++)
                 if (waiting[r] && now - heard[r] > g.hb_limit) {
                     fprintf(stderr, "multiproc: MPI pool: rank %d did not answer the end of "
-                                    "the program (nothing heard for %g s): lost\n",
-                            r, g.hb_limit);
+                                    "the program (nothing heard for %g s): lost%s\n",
+                            r, g.hb_limit, kill_lost(gr, r));
                     waiting[r] = false;
                     gr->dead[r] = true;
                     want--;
@@ -201,6 +242,7 @@ static void retire_spawned(void)
     else
         MPI_Comm_disconnect(&gr->comm);
     gr->comm = MPI_COMM_NULL;
+    drop_pidfds(gr);
     free(gr->dead);
     gr->dead = NULL;
 }
@@ -217,6 +259,7 @@ static int send_exit(void)
     if (g.launched && g.world.comm != MPI_COMM_NULL) {
         /* under --enable-recovery the others leave without MPI_Finalize too */
         exit_group(&g.world, lost_under_recovery);
+        drop_pidfds(&g.world);
         MPI_Comm_free(&g.world.comm);
         g.world.comm = MPI_COMM_NULL;
         if (any_dead(&g.world))
@@ -434,11 +477,15 @@ static void be_close(void *state)
 {
     mstate *s = state;
     bool *dead = calloc((size_t)s->n, sizeof *dead);
-    mp__relay_free(s->relay, dead, NULL);
+    int *pidfds = dead ? malloc((size_t)s->n * sizeof *pidfds) : NULL;
+    mp__relay_free(s->relay, dead, pidfds);
     pthread_mutex_lock(&g_mu);
     for (int i = 0; dead && i < s->n; i++)
         if (dead[i])
             s->grp->dead[s->ranks[i]] = true;
+    if (pidfds) /* the end may need them (a rank that stops later: exit_group) */
+        keep_pidfds(s->grp, s->ranks, pidfds, s->n);
+    free(pidfds);
     g.busy = false;
     pthread_mutex_unlock(&g_mu);
     free(dead);

@@ -282,7 +282,7 @@ static void watch(mp__relay *r)
         bool live = l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE;
         bool dying = live && l->dying_since > 0 && now - l->dying_since > DYING_GRACE;
         bool waiting = l->st != L_SERVING || l->out > 0;
-        bool silent = live && !dying && r->hb_limit > 0 && waiting &&
+        bool silent = live && l->dying_since == 0 && r->hb_limit > 0 && waiting &&
                       now - l->last_seen > r->hb_limit;
         pthread_mutex_unlock(&r->mu);
         if (dying) {

@@ -67,7 +67,12 @@ check exit_recovery 0 $? "map: MP_EWORKERDIED" "ok   test_rank_killed" "0 failed
 # A rank killed while no pool runs: found at the end (silent for the heartbeat limit)
 run_bounded killed_idle_recovery 15 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_killed_idle
 check killed_idle_recovery 0 $? "ok   test_rank_killed_idle" "0 failed" "$LOST" "^mp_mpi_finalize: 0$" \
-    "^multiproc: MPI pool: rank 1 did not answer the end of the program (nothing heard for 1 s): lost"
+    "^multiproc: MPI pool: rank 1 did not answer the end of the program (nothing heard for 1 s): lost (its process had ended)$"
+# ... or stopped (SIGSTOP) while no pool runs: the end kills it (the master's host)
+MPT_DIE=stop run_bounded stopped_idle_recovery 15 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_killed_idle
+check stopped_idle_recovery 0 $? "ok   test_rank_killed_idle" "0 failed" "$LOST" "^mp_mpi_finalize: 0$" \
+    "^multiproc: MPI pool: rank 1 did not answer the end of the program (nothing heard for 1 s): lost; it is on this host: killed$"
+echo "     (the job ended after $took s)"
 
 # Plain mpiexec: Open MPI aborts the job about a second after the death; the master has
 # printed the failed map's error (and the library its stderr line) by then.
