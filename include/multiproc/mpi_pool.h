@@ -40,7 +40,11 @@
  * not started go to the other ranks; no task is run twice; a rank is never
  * replaced; when every rank is gone the remaining tasks fail with MP_EWORKERDIED. A
  * death is seen at once on the master's host (a pidfd) and, on other hosts, when the rank
- * has been silent for heartbeat_limit seconds. Under a plain `mpiexec` Open MPI 4.1 then
+ * has been silent for heartbeat_limit seconds. A rank silent that long on the master's
+ * host (stopped, or frozen) is declared lost the same way and then killed (SIGKILL
+ * through its pidfd; the stderr line ends "it is on this host: killed"), as is one that
+ * does not answer the program's end: a stopped process would keep the job alive; a rank
+ * on another host cannot be killed and is left. Under a plain `mpiexec` Open MPI 4.1 then
  * ends the whole job about a second later (the master is sent SIGTERM): the master
  * reports the death (the failed get/map returns, and a line on stderr) before that; with
  * `mpiexec --enable-recovery` the job goes on and the pool goes on with the ranks left.
@@ -79,7 +83,8 @@ int mp_mpi_pool_serve_if_worker(int *argc, char ***argv);
 typedef struct mp_mpi_pool_opts {
     /** Seconds a rank may stay silent (its heartbeats come every 0.2 s) before it is
      * declared lost and its tasks fail with MP_EWORKERDIED; 0: 10 s; MP_NO_LIMIT: never.
-     * Ranks on the master's host are watched through their pid as well, at once. */
+     * Ranks on the master's host are watched through their pid as well, at once, and one
+     * declared lost for its silence is killed (a stopped process keeps the job alive). */
     double heartbeat_limit;
     /** Started alone: the MPI_Info of MPI_Comm_spawn (e.g. "host" or "hostfile" keys);
      * MPI_INFO_NULL (0-initialised: set it explicitly) means none. */

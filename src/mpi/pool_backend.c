@@ -14,7 +14,9 @@
  * the first lives, fails with MP_ESTATE); a rank that died is left out of later pools.
  * Rank 0 tells the ranks to exit (EXIT, then takes every message up to their last) in
  * mp_mpi_finalize (its hook) or at exit; when a rank of the world was lost, MPI_Finalize
- * is not called (pool_end.c).
+ * is not called (pool_end.c). The pidfds of ranks on this host that pools found are kept
+ * until then (one per rank): a rank that does not answer the end and whose process lives
+ * (stopped) is killed through it, or it would keep the job alive.
  * State: g under g_mu (pools may be created and freed from any thread; the second of
  * two at once gets MP_ESTATE); a pool's state by mp_pool_new / the result thread /
  * mp_pool_free in turn. */

@@ -21,8 +21,9 @@
  *   for that bound (read from OMPI_MCA_oob_tcp_keepalive_* when given on mpiexec's
  *   command line) and a margin (END_LIMIT): a lost rank that died makes Open MPI end
  *   the job within about a second, an unreachable host within the keepalive bound;
- *   only a rank whose host is still reachable (a stopped process) is left then, and
- *   MPI_Abort ends that job at once.
+ *   only a rank whose host is still reachable (a stopped process on another host: one
+ *   on this host was killed when declared lost) is left then, and MPI_Abort ends that
+ *   job at once.
  * Stdout and stderr are flushed before anything that may end the process. */
 #include "internal/common.h"
 #include "mpi/mpi_internal.h"

@@ -24,7 +24,10 @@
  * taken, so results it sent before dying are not lost), or when nothing came from it for
  * hb_limit seconds while it held work or was starting; then its sentinel eventfd is
  * written, one line goes to stderr (under a plain mpiexec Open MPI ends the job soon
- * after), and the pool's loop fails the chunks it held (mp__relay_held).
+ * after), and the pool's loop fails the chunks it held (mp__relay_held); a rank on this
+ * host declared lost for silence (stopped, frozen) is then killed through its pidfd, as
+ * the line says: else its process would keep the job alive. mp__relay_free hands the
+ * pidfds to pool_backend.c, which keeps them for the program's end.
  * Shared state: links' state and batches in flight under r->mu (the result thread
  * starts, stops and reaps links, and asks for the count held); everything else belongs
  * to the relay thread. */
