@@ -84,7 +84,11 @@ void mp__mpi_host_identity(char *buf, size_t cap)
     }
     ssize_t k = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
     ns[k > 0 ? k : 0] = '\0';
-    snprintf(buf, cap, "%s %s", boot, ns);
+    /* and its name: a rank that Open MPI places on another node is not the master's to
+     * watch or kill, even on one kernel (namespaces, containers: the test "hosts") */
+    char name[64] = "";
+    gethostname(name, sizeof name - 1);
+    snprintf(buf, cap, "%s %s %s", boot, ns, name);
 }
 
 int mp__mpi_testsome(MPI_Request *scratch, int *idx, size_t n, MPI_Request *first,

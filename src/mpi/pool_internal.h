@@ -8,7 +8,8 @@
  * intercommunicator of a spawn), tag = kind | generation << 4 (a pool's generation, so a
  * late message of a pool that ended is never taken by the next one):
  *   HELLO m->r  MessagePack [generation, position, init location|nil, initargs, hb s]
- *   ID    r->m  [pid, host, boot id + pid namespace]: may it be watched with a pidfd
+ *   ID    r->m  [pid, host, boot id + pid namespace + host name]: may it be watched
+ *               (and killed) through a pidfd
  *   DATA  both  the local pool's framed messages (src/pool/pool.h), several per message;
  *               m->r: a batch, whose results the rank sends one message per frame
  *   DATAC m->r  a coalesced batch (the rank's tasks are quick): the rank may hold the
@@ -43,7 +44,7 @@ enum { T_HELLO = 1, T_ID, T_DATA, T_BYE, T_STOP, T_HB, T_EXIT, T_FIN, T_DATAC };
 int mp__mpi_testsome(MPI_Request *scratch, int *idx, size_t n, MPI_Request *first,
                      size_t stride);
 
-/* This host's identity for pidfd watching: "boot_id pid-namespace". */
+/* This host's identity for pidfd watching: "boot_id pid-namespace hostname". */
 void mp__mpi_host_identity(char *buf, size_t cap);
 
 /* The relay of one pool (pool_relay.c). */

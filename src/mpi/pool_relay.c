@@ -429,7 +429,7 @@ static void got_id(mp__relay *r, rlink *l, const char *b, size_t n)
     l->pid = pid;
     snprintf(l->host, sizeof l->host, "%s", host);
     if (strcmp(ident, r->ident) == 0 && l->pidfd < 0)
-        l->pidfd = mp__pidfd_open(pid); /* same kernel, same pid namespace */
+        l->pidfd = mp__pidfd_open(pid); /* same kernel, pid namespace and name */
     mp_value_free(v);
 }
 

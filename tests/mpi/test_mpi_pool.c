@@ -758,6 +758,7 @@ int main(int argc, char **argv)
         return mpt_done();
     }
     if (argc > 1 && strcmp(argv[1], "hosts") == 0) {
+        warm();
         RUN(test_hosts);
         g_expect = 0; /* as many ranks as mpiexec gave */
         RUN(test_every_call_equals_local);

@@ -12,8 +12,10 @@
 #      names the lost rank on stderr, and mpiexec ends the job by itself once its
 #      out-of-band keepalive (set short here: 1 + 2 x 1 s) finds h3's daemon gone: a
 #      failure status, nothing left on h2;
-#   3. h3's rank stopped (SIGSTOP: h3 still reachable, Open MPI sees nothing wrong): the
-#      master waits the keepalive bound + 5 s, then ends the job with MPI_Abort (status 1);
+#   3. h3's rank stopped (SIGSTOP: h3 still reachable, Open MPI sees nothing wrong; another
+#      host by its name, so the master does not kill it as it kills a stopped rank on its
+#      own, test_mpi_pool_modes.sh): the master waits the keepalive bound + 5 s, then ends
+#      the job with MPI_Abort (status 1);
 #   4. h3's rank killed under `mpiexec --enable-recovery`: the survivors and the master
 #      end without MPI_Finalize (which waits for the dead rank across hosts) and mpiexec
 #      ends at once with status 0.
