@@ -462,6 +462,39 @@ static inline bool q_unpack_int(const unsigned char *p, size_t n, int64_t *i)
     return true;
 }
 
+/* q_unpack_int for a payload that may be read past its end: p[0..7] whole, and p[1..8]
+ * for a 9-byte int (a record's payload in a batch's buffer, padded to 8; a get's local
+ * buffer): loads, not a loop over bytes. The bytes past n do not matter. */
+static inline bool q_unpack_int_padded(const unsigned char *p, size_t n, int64_t *i)
+{
+    unsigned c = p[0];
+    if (n == 1 && (c <= 0x7f || c >= 0xe0)) {
+        *i = (int8_t)c;
+        return true;
+    }
+    if (c < 0xcc || c > 0xd3)
+        return false;
+    unsigned len = 1u << (c & 3), shift = 64 - 8 * len;
+    if (n != 1 + len)
+        return false;
+    uint64_t u;
+    if (len == 8) {
+        memcpy(&u, p + 1, 8);
+        u = __builtin_bswap64(u);
+    } else {
+        memcpy(&u, p, 8);
+        u = (__builtin_bswap64(u) << 8) >> shift; /* p[1..len] as a big-endian number */
+    }
+    if (c <= 0xcf) { /* uint 8..64 */
+        if (u > INT64_MAX)
+            return false;
+        *i = (int64_t)u;
+    } else { /* int 8..64: sign-extend */
+        *i = len == 8 ? (int64_t)u : (int64_t)(u << shift) >> shift;
+    }
+    return true;
+}
+
 /* ---- journal.c ---- */
 /* Items in the queue (a stream counts as one). Under lock. */
 uint64_t mp__q_item_count(const struct qshared *s);
@@ -546,6 +579,15 @@ typedef struct qbatch {
 int mp__q_get(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout,
               void *local, size_t local_cap, qbatch *b);
 int mp__q_empty_error(double timeout);
+
+/* ---- batch.c ---- */
+/* Decode one item (payload p, len bytes, tag) into *slot: a value there is set in place
+ * when the item fits it (an int into any scalar, bytes into a value whose memory holds
+ * them), else freed and replaced once the new one exists; a NULL *slot gets a new value.
+ * `padded`: p[0..7] may be read even when the payload is shorter (q_unpack_int_padded). On
+ * failure *slot is unchanged. Shared by get_many_into and get_into. */
+int mp__q_decode_into(const unsigned char *p, size_t len, uint32_t tag, bool padded,
+                      mp_value **slot);
 
 /* ---- holders.c ---- */
 /* Commit a get of n items: st becomes *next and the head headw; in a JoinableQueue the
