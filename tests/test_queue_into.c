@@ -42,19 +42,44 @@ static void test_into_fits_and_too_short(void)
     mp_queue_free(q);
 }
 
-/* An item larger than the ring is streamed: into a buffer that fits, or MP_ETOOSHORT and
- * the stream waits for a get that can take it. */
-static void test_into_streamed(void)
+/* A child putting an item of N bytes (i * 7 at byte i), larger than a 4 KiB ring, then the
+ * int 99. */
+enum { N = 20000 };
+static pid_t put_streamed(mp_queue *q)
 {
-    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
-    enum { N = 20000 };
     pid_t pid = fork();
     if (pid == 0) {
         char *it = malloc(N);
         for (int i = 0; i < N; i++)
             it[i] = (char)(i * 7);
-        _exit(mp_queue_put_bytes(q, it, N, 10) == 0 ? 0 : 1);
+        mp_value *v = mp_value_int(99);
+        _exit(mp_queue_put_bytes(q, it, N, 10) == 0 && mp_queue_put(q, v, 10) == 0 ? 0 : 1);
     }
+    return pid;
+}
+
+/* Whether the child exited with status 0. */
+static bool exited_ok(pid_t pid)
+{
+    int st;
+    return waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* How many bytes of put_streamed's item are wrong. */
+static int streamed_bad(const char *b, size_t len)
+{
+    int bad = len != N;
+    for (size_t i = 0; i < len; i++)
+        bad += b[i] != (char)(i * 7);
+    return bad;
+}
+
+/* An item larger than the ring is streamed: into a buffer that fits, or MP_ETOOSHORT and
+ * the stream waits for a get that can take it. */
+static void test_into_streamed(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
+    pid_t pid = put_streamed(q);
     char small[100];
     size_t len = 0;
     CHECK_ERR(mp_queue_get_bytes_into(q, small, sizeof small, &len, 10), MP_ETOOSHORT);
@@ -62,14 +87,12 @@ static void test_into_streamed(void)
     char *buf = malloc(N);
     CHECK_OK(mp_queue_get_bytes_into(q, buf, N, &len, 10));
     CHECK_INT(len, N);
-    int bad = 0;
-    for (int i = 0; i < N; i++)
-        bad += buf[i] != (char)(i * 7);
-    CHECK_INT(bad, 0);
+    CHECK_INT(streamed_bad(buf, len), 0);
     free(buf);
-    int st;
-    waitpid(pid, &st, 0);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    void *rest = NULL;
+    CHECK_OK(mp_queue_get_bytes(q, &rest, &len, 10)); /* the int put after it */
+    mp_free(rest);
+    CHECK(exited_ok(pid));
     mp_queue_free(q);
 }
 
@@ -207,32 +230,17 @@ static void test_get_into_errors(void)
 static void test_get_into_streamed(void)
 {
     mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
-    enum { N = 20000 };
-    pid_t pid = fork();
-    if (pid == 0) {
-        char *it = malloc(N);
-        for (int i = 0; i < N; i++)
-            it[i] = (char)(i * 7);
-        int ok = mp_queue_put_bytes(q, it, N, 10) == 0;
-        mp_value *v = mp_value_int(99);
-        ok = ok && mp_queue_put(q, v, 10) == 0;
-        _exit(ok ? 0 : 1);
-    }
+    pid_t pid = put_streamed(q);
     mp_value *slot = mp_value_int(1);
     CHECK_OK(mp_queue_get_into(q, &slot, 10));
     size_t len = 0;
     const char *b = mp_value_get_bytes(slot, &len);
     CHECK_INT(len, N);
-    int bad = 0;
-    for (int i = 0; b && i < N; i++)
-        bad += b[i] != (char)(i * 7);
-    CHECK_INT(bad, 0);
+    CHECK_INT(b ? streamed_bad(b, len) : -1, 0);
     CHECK_OK(mp_queue_get_into(q, &slot, 10)); /* then an int into the bytes value */
     CHECK_STR(mpt_repr(slot), "99");
     mp_value_free(slot);
-    int st;
-    waitpid(pid, &st, 0);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(exited_ok(pid));
     mp_queue_free(q);
 }
 
