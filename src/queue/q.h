@@ -135,7 +135,8 @@
  * decodes an int into the caller's scalar in place (mp__q_take_words, then the words
  * unpacked; no local buffer on that path) and a producer reuses its value with
  * mp_value_set_int, as bench_queue's int rows now do. One process, best of 300 x 20k ints
- * at load ~3: a get 22 -> 14.5 ns, a put 19-20 -> ~15 ns; callgrind: 211 instructions a
+ * at load ~3: a get (mp_queue_get + mp_value_free) 22 -> 14.5 ns (get_into), a put (with
+ * mp_value_int + mp_value_free) 19-20 -> ~15 ns (set_int); callgrind: 211 instructions a
  * get_into (mp__q_take_words 139 of them), 259 a put (mp__q_put_words 206). Across
  * processes (medians of 6 alternating rounds of 5 runs each, load 2.3-4.4): 1p1c 14.3-17.9M
  * -> 16.9-20.3M items/s (Boost 10.4-15.9M: 1.1-1.8x by round medians), 4p4c 9.9-12.3M ->
