@@ -138,9 +138,10 @@
  * at load ~3: a get (mp_queue_get + mp_value_free) 22 -> 14.5 ns (get_into), a put (with
  * mp_value_int + mp_value_free) 19-20 -> ~15 ns (set_int); callgrind: 211 instructions a
  * get_into (mp__q_take_words 139 of them), 259 a put (mp__q_put_words 206). Across
- * processes (medians of 6 alternating rounds of 5 runs each, load 2.3-4.4): 1p1c 14.3-17.9M
- * -> 16.9-20.3M items/s (Boost 10.4-15.9M: 1.1-1.8x by round medians), 4p4c 9.9-12.3M ->
- * 11.8-14.0M (Boost 10.7-11.4M: 1.0-1.2x). What is left per item is the queue's own path
+ * processes (three sets, each the median of 6 alternating rounds of 5 runs, load 1.8-5):
+ * 1p1c 13.1-17.9M -> 16.9-20.3M items/s (Boost 10.4-15.9M: 1.1-1.8x by round medians),
+ * 4p4c 9.9-12.6M -> 11.8-14.2M (Boost 10.7-12.4M: 1.0-1.2x); single runs vary by 2x or
+ * more either way on this shared machine. What is left per item is the queue's own path
  * (the lock, the head's CAS, the lines crossing cores), not the values.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
