@@ -11,8 +11,9 @@
  *   queue_4p4c_int    4 writers and 4 readers of 8-byte records on one pipe (atomic writes up
  *                     to PIPE_BUF make a pipe the raw MPMC queue of the kernel).
  *   queue_1mib_items  1 MiB writes/reads through a pipe (the kernel's copy path).
- * Our queue cases put and get mp_value ints (what Python's Queue.put(int) does) and 1 MiB
- * bytes items. Processes are plain fork() children, not pinned to CPUs (as in the peer).
+ * Our queue cases put and get mp_value ints (what Python's Queue.put(int) does; one value
+ * reused on each side, see put_ints) and 1 MiB bytes items. Processes are plain fork()
+ * children, not pinned to CPUs (as in the peer).
  * Every column of every row is the median of RUNS short runs, ours and the floor's
  * interleaved, because on a shared machine a single run of a cross-process queue moves by
  * a factor of several (two processes may share a core or not). */
@@ -129,25 +130,30 @@ static double pingpong_raw(int n)
 
 /* ---- queue ints ----------------------------------------------------------------------------- */
 
+/* The int rows move one item per call, as fast as the API allows: the producer sets one
+ * value anew for each put (mp_value_set_int) and the consumer decodes each item into the
+ * value it got last (mp_queue_get_into), so no value is made or freed per item. Boost's
+ * side (peer_queue.cpp) likewise sends from and receives into a caller's buffer. */
 static void put_ints(mp_queue *q, long from, long n)
 {
+    mp_value *v = mp_value_int(0);
     for (long i = from; i < from + n; i++) {
-        mp_value *v = mp_value_int(i);
+        mp_value_set_int(v, i);
         mp_queue_put(q, v, -1);
-        mp_value_free(v);
     }
+    mp_value_free(v);
 }
 
 static long get_ints(mp_queue *q, long n)
 {
     long sum = 0;
+    mp_value *v = NULL;
     for (long i = 0; i < n; i++) {
-        mp_value *v;
-        if (mp_queue_get(q, &v, -1) != 0)
+        if (mp_queue_get_into(q, &v, -1) != 0)
             break;
         sum += (long)mp_value_get_int(v);
-        mp_value_free(v);
     }
+    mp_value_free(v);
     return sum;
 }
 

@@ -8,7 +8,8 @@
  *   - `JoinableQueue(maxsize)`    -> mp_joinable_queue_new(opts); task_done / join
  *   - `put(obj, block, timeout)`  -> mp_queue_put(q, v, timeout) (timeout < 0: block forever,
  *                                    0: put_nowait); raw bytes: mp_queue_put_bytes
- *   - `get(block, timeout)`       -> mp_queue_get / mp_queue_get_bytes
+ *   - `get(block, timeout)`       -> mp_queue_get / mp_queue_get_bytes; mp_queue_get_into
+ *                                    decodes into a reused value (no allocation per item)
  *   - faster-fifo `put_many` / `get_many` -> mp_queue_put_many / mp_queue_get_many (one lock
  *                                    hold per batch; a batch is put all or nothing)
  *   - queue.Full / queue.Empty    -> MP_EFULL / MP_EEMPTY (also when a timeout expires)
@@ -102,6 +103,21 @@ int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t bufsize, size_t *len,
 int mp_queue_get(mp_queue *q, mp_value **out, double timeout);
 /** get without waiting: MP_EEMPTY when nothing is there now. */
 int mp_queue_get_nowait(mp_queue *q, mp_value **out);
+/**
+ * mp_queue_get decoding into the caller's value, for a loop that takes one item at a time
+ * without a new value and a free for each: *slot is either NULL (a new value is made, as
+ * mp_queue_get does) or a value the caller owns, which receives the item in place when it
+ * can (an int item into any nil, bool, int or float value; bytes into a value whose memory
+ * holds them, see mp_value_set_bytes) and is otherwise freed and replaced by the new value.
+ * Either way *slot holds the item and stays the caller's (free it when done). Waits and
+ * fails as mp_queue_get (MP_EEMPTY, MP_ECLOSED, MP_EINTERRUPTED; MP_EINVAL for a NULL
+ * slot); on any error *slot is left as it was (on a decoding error, out of memory, the
+ * item is lost, as with mp_queue_get). In a JoinableQueue each item taken counts for
+ * task_done as with mp_queue_get.
+ * Example: `mp_value *v = NULL; while (mp_queue_get_into(q, &v, -1) == 0) use(v);
+ * mp_value_free(v);`
+ */
+int mp_queue_get_into(mp_queue *q, mp_value **slot, double timeout);
 
 /**
  * Put @p n values (@p values[0..n), each encoded as by mp_queue_put) as @p n items, in order,

@@ -139,11 +139,11 @@ int mp_value_map_set_str(mp_value *map, const char *key, mp_value *val);
 
 /* ---- reuse: setting a value to new content -------------------------------------- */
 /*
- * For loops that move many values (a producer putting items, mp_queue_get_many_into
- * decoding them): one value set again and again instead of a new one and a free per item.
- * The value must be the caller's own, not a map's key (its hash would go stale). What it
- * held is released first (a list's or map's items, an owned handle's object): as
- * mp_value_free would, but the value itself stays.
+ * For loops that move many values (a producer putting items, mp_queue_get_into and
+ * mp_queue_get_many_into decoding them): one value set again and again instead of a new
+ * one and a free per item. The value must be the caller's own, not a map's key (its hash
+ * would go stale). What it held is released first (a list's or map's items, an owned
+ * handle's object): as mp_value_free would, but the value itself stays.
  */
 /** Make @p v nil, in place (the pointer stays valid). 0, or MP_EINVAL for NULL. */
 int mp_value_set_nil(mp_value *v);

@@ -28,6 +28,9 @@
  * host declared lost for silence (stopped, frozen) is then killed through its pidfd, as
  * the line says: else its process would keep the job alive. mp__relay_free hands the
  * pidfds to pool_backend.c, which keeps them for the program's end.
+ * A second thread, the guard, declares a rank on this host dead when its pidfd has been
+ * readable for GUARD_LIMIT and the relay has not: the relay can be stuck inside an MPI
+ * call for a second or more while Open MPI handles the lost connection (guard_main).
  * Shared state: links' state and batches in flight under r->mu (the result thread
  * starts, stops and reaps links, and asks for the count held); everything else belongs
  * to the relay thread. */
@@ -50,6 +53,8 @@
 #include <unistd.h>
 
 #define DYING_GRACE 0.05 /* s: messages of a rank whose pid ended are still taken */
+#define GUARD_TICK 0.02   /* s: how often the guard thread looks at the ranks' pidfds */
+#define GUARD_LIMIT 0.2   /* s: a pid ended this long ago and still not declared: the guard does */
 #define BATCH_TASKS 64    /* tasks at most in a coalesced batch */
 #define STEAL_BYTES 65536 /* frames this large go to MPI in the buffer they were read in */
 
@@ -77,6 +82,7 @@ typedef struct rlink {
     char host[128];
     bool eof, stop_req, reaped;
     double last_seen, dying_since;
+    double guard_seen; /* the guard's: when it first found the pidfd readable (under mu) */
     long out; /* TASK frames sent whose RESULT has not come back */
     /* the batches in flight, oldest first (under mu: mp__relay_held reads them) */
     batch *bq;
@@ -97,8 +103,9 @@ struct mp__relay {
     int nranks;
     int wake;     /* eventfd */
     pthread_mutex_t mu;
-    pthread_t th;
-    bool th_started;
+    pthread_t th, guard;
+    bool th_started, guard_started;
+    pthread_cond_t guard_cv; /* under mu: wakes the guard to quit */
     _Atomic int quit;
     pend *q;
     MPI_Request *rq; /* scratch for progress, capq long */
@@ -262,9 +269,13 @@ static void declare_dead(mp__relay *r, int i, const char *how, bool kill)
     }
     l->st = L_DEAD;
     snprintf(l->how, sizeof l->how, "%s", how);
-    pthread_mutex_unlock(&r->mu);
+    bool reaped = l->reaped;
     kill = kill && l->pidfd >= 0;
-    if (l->out > 0 || !l->reaped)
+    pthread_mutex_unlock(&r->mu);
+    /* (l->out belongs to the relay thread: the guard thread, which may call this while
+     * the relay is stuck inside MPI, prints whenever the pool still holds the link) */
+    bool relay = pthread_equal(pthread_self(), r->th);
+    if ((relay && l->out > 0) || !reaped)
         fprintf(stderr,
                 "multiproc: MPI pool: worker rank %d (pid %d on %s) %s; the tasks it was "
                 "running fail with MP_EWORKERDIED%s\n",
@@ -426,10 +437,12 @@ static void got_id(mp__relay *r, rlink *l, const char *b, size_t n)
         mp_value_free(v);
         return;
     }
+    pthread_mutex_lock(&r->mu); /* the guard thread reads pidfd (and then pid, host) */
     l->pid = pid;
     snprintf(l->host, sizeof l->host, "%s", host);
     if (strcmp(ident, r->ident) == 0 && l->pidfd < 0)
         l->pidfd = mp__pidfd_open(pid); /* same kernel, pid namespace and name */
+    pthread_mutex_unlock(&r->mu);
     mp_value_free(v);
 }
 
@@ -585,6 +598,50 @@ static void *relay_main(void *arg)
     return NULL;
 }
 
+/* The guard: a rank on this host whose process ended is declared dead even while the
+ * relay thread is stuck inside an MPI call. Seen here: Open MPI's TCP transport, finding
+ * the dead rank's connection closed inside our MPI_Improbe, prints a help message and
+ * sleeps until the launcher took it, which under a plain mpiexec tearing the job down
+ * lasted past the job's end (about 1 s): the death was never reported. The relay still
+ * declares deaths itself after DYING_GRACE, taking the rank's last messages first; the
+ * guard steps in only GUARD_LIMIT after the process ended. */
+static bool guard_due(rlink *l, double now)
+{
+    bool live = l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE;
+    if (!live || l->pidfd < 0)
+        return false;
+    struct pollfd pf = {.fd = l->pidfd, .events = POLLIN};
+    if (poll(&pf, 1, 0) != 1)
+        return false;
+    if (l->guard_seen == 0)
+        l->guard_seen = now;
+    return now - l->guard_seen > GUARD_LIMIT;
+}
+
+static void *guard_main(void *arg)
+{
+    mp__relay *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!atomic_load(&r->quit)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)(GUARD_TICK * 1e9);
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&r->guard_cv, &r->mu, &ts);
+        double now = mp__now();
+        for (int i = 0; i < r->n && !atomic_load(&r->quit); i++) {
+            if (!guard_due(&r->l[i], now))
+                continue;
+            pthread_mutex_unlock(&r->mu);
+            declare_dead(r, i, "died (its process ended)", false);
+            pthread_mutex_lock(&r->mu);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
 /* ---- the pool's side ---------------------------------------------------------------- */
 
 mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen, double hb_limit)
@@ -598,6 +655,11 @@ mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen, d
     r->n = n;
     r->wake = -1;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->guard_cv, &ca);
+    pthread_condattr_destroy(&ca);
     mp__mpi_host_identity(r->ident, sizeof r->ident);
     int maxrank = 0;
     for (int i = 0; i < n; i++)
@@ -622,13 +684,17 @@ mp__relay *mp__relay_new(MPI_Comm comm, const int *ranks, int n, unsigned gen, d
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int e = pthread_create(&r->th, NULL, relay_main, r);
+    if (!e) {
+        r->th_started = true;
+        e = pthread_create(&r->guard, NULL, guard_main, r);
+        r->guard_started = !e;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {
         mp__relay_free(r, NULL, NULL);
-        mp__error(-e, "MPI pool: cannot start the relay thread");
+        mp__error(-e, "MPI pool: cannot start the relay's threads");
         return NULL;
     }
-    r->th_started = true;
     return r;
 }
 
@@ -731,8 +797,14 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
 {
     if (!r)
         return;
+    atomic_store(&r->quit, 1);
+    if (r->guard_started) {
+        pthread_mutex_lock(&r->mu);
+        pthread_cond_broadcast(&r->guard_cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->guard, NULL);
+    }
     if (r->th_started) {
-        atomic_store(&r->quit, 1);
         wake(r);
         pthread_join(r->th, NULL);
     }
@@ -766,6 +838,7 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
     free(r->by_rank);
     if (r->wake >= 0)
         mp__close(r->wake);
+    pthread_cond_destroy(&r->guard_cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }

@@ -222,39 +222,6 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
     return code;
 }
 
-/* q_unpack_int for a record's payload in a batch's buffer, where the payload is padded to
- * 8 bytes (so p[0..7] can be read whole, and p[1..8] for a 9-byte int): loads, not a loop
- * over bytes. */
-static inline bool rec_unpack_int(const unsigned char *p, size_t n, int64_t *i)
-{
-    unsigned c = p[0];
-    if (n == 1 && (c <= 0x7f || c >= 0xe0)) {
-        *i = (int8_t)c;
-        return true;
-    }
-    if (c < 0xcc || c > 0xd3)
-        return false;
-    unsigned len = 1u << (c & 3), shift = 64 - 8 * len;
-    if (n != 1 + len)
-        return false;
-    uint64_t u;
-    if (len == 8) {
-        memcpy(&u, p + 1, 8);
-        u = __builtin_bswap64(u);
-    } else {
-        memcpy(&u, p, 8);
-        u = (__builtin_bswap64(u) << 8) >> shift; /* p[1..len] as a big-endian number */
-    }
-    if (c <= 0xcf) { /* uint 8..64 */
-        if (u > INT64_MAX)
-            return false;
-        *i = (int64_t)u;
-    } else { /* int 8..64: sign-extend */
-        *i = len == 8 ? (int64_t)u : (int64_t)(u << shift) >> shift;
-    }
-    return true;
-}
-
 /* The payload length of a word record holding an int of up to 32 bits whose first byte
  * is c: 1 for a fixint, 2, 3 or 5 for uint/int 8, 16 and 32; X for any other first byte. */
 #define X 0xff
@@ -303,7 +270,7 @@ static inline int decode_into(const unsigned char *p, size_t len, uint32_t tag, 
 {
     mp_value *v = *slot, *nv;
     int64_t i;
-    if (tag == TAG_VALUE && (padded ? rec_unpack_int(p, len, &i) : q_unpack_int(p, len, &i))) {
+    if (tag == TAG_VALUE && (padded ? q_unpack_int_padded(p, len, &i) : q_unpack_int(p, len, &i))) {
         if (v && mp__value_set_scalar_int(v, i))
             return 0;
         if (v)
@@ -322,6 +289,12 @@ static inline int decode_into(const unsigned char *p, size_t len, uint32_t tag, 
     mp_value_free(v);
     *slot = nv;
     return 0;
+}
+
+int mp__q_decode_into(const unsigned char *p, size_t len, uint32_t tag, bool padded,
+                      mp_value **slot)
+{
+    return decode_into(p, len, tag, padded, slot);
 }
 
 /* get_many and get_many_into: with `reuse`, values already in out[] are decoded into.

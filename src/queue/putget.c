@@ -211,40 +211,52 @@ int mp_queue_get_bytes_into(mp_queue *q, void *buf, size_t bufsize, size_t *len,
     return code;
 }
 
-int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
+/* get_into's general way: waiting, a bigger record, a JoinableQueue, a closed queue. */
+static __attribute__((noinline)) int get_into_general(mp_queue *q, mp_value **slot,
+                                                      double timeout)
 {
-    void *buf;
+    uint64_t local[32]; /* small items are decoded from here, without a malloc */
+    void *buf = local;
     size_t len;
     uint32_t tag;
-    uint64_t local[32]; /* small items are decoded from here, without a malloc */
-    if (!out)
-        return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
-    *out = NULL;
-    int code = 0;
-    buf = local;
-    if (__builtin_expect(q && !q->closed && !q->s->joinable, 1)) {
-        /* A plain queue's small record at head (an int): its words, with no buffer between */
-        code = mp__q_take_words(q, local, &len, &tag);
-        if (code < 0)
-            return code;
-    }
-    if (code != 1) /* empty (wait there), a bigger record, a JoinableQueue, or closed */
-        code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
+    int code = get_tagged(q, &buf, &len, &tag, timeout, local, sizeof local);
     if (code < 0)
         return code;
-    int64_t i;
-    if (tag == TAG_VALUE && q_unpack_int(buf, len, &i)) { /* the common item, directly */
-        *out = mp_value_int(i);
-        code = *out ? 0 : -ENOMEM;
-    } else if (tag == TAG_VALUE) {
-        code = mp_value_decode(buf, len, NULL, 0, out);
-    } else {
-        *out = mp_value_bytes(buf, len);
-        code = *out ? 0 : -ENOMEM;
-    }
+    code = mp__q_decode_into(buf, len, tag, buf == local, slot);
     if (buf != local)
         free(buf);
     return code;
+}
+
+int mp_queue_get_into(mp_queue *q, mp_value **slot, double timeout)
+{
+    if (!slot)
+        return mp__error(MP_EINVAL, "mp_queue_get_into: NULL slot");
+    if (__builtin_expect(q && !q->closed && !q->s->joinable, 1)) {
+        /* A plain queue's small record at head (an int): its words, with no buffer between */
+        uint64_t w[2];
+        size_t len;
+        uint32_t tag;
+        int code = mp__q_take_words(q, w, &len, &tag);
+        if (code < 0)
+            return code;
+        const unsigned char *p = (const unsigned char *)w;
+        int64_t i;
+        if (code == 1 && tag == TAG_VALUE && *slot && q_unpack_int_padded(p, len, &i) &&
+            mp__value_set_scalar_int(*slot, i))
+            return 0; /* the common item into a reused scalar: no value made or freed */
+        if (code == 1)
+            return mp__q_decode_into(p, len, tag, true, slot);
+    }
+    return get_into_general(q, slot, timeout); /* empty: wait there */
+}
+
+int mp_queue_get(mp_queue *q, mp_value **out, double timeout)
+{
+    if (!out)
+        return mp__error(MP_EINVAL, "mp_queue_get: NULL output pointer");
+    *out = NULL;
+    return mp_queue_get_into(q, out, timeout);
 }
 
 int mp_queue_get_nowait(mp_queue *q, mp_value **out) { return mp_queue_get(q, out, 0); }
