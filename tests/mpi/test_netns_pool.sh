@@ -22,7 +22,21 @@ grep -q " 0 failed$" <<<"$out" || { echo "FAIL"; exit 1; }
 start=$(date +%s)
 out=$(MPT_TIMEOUT=60 mpt_mpiexec -n 3 "$prog" rank_killed_hosts 2>&1) || true
 echo "$out"
-grep -q "^map: MP_EWORKERDIED.*MPI rank" <<<"$out" || { echo "FAIL: no MP_EWORKERDIED reported"; exit 1; }
-grep -q "^map returned after 0\." <<<"$out" || { echo "FAIL: the report was late"; exit 1; }
+# The death is always reported on the master's stderr within a bounded time (the relay's
+# guard thread, even when the relay is stuck inside MPI).
+grep -q "^multiproc: MPI pool: worker rank [0-9]* (pid [0-9]* on .*) died" <<<"$out" ||
+    { echo "FAIL: the master did not report the dead rank"; exit 1; }
+if grep -q "^map: " <<<"$out"; then
+    grep -q "^map: MP_EWORKERDIED.*MPI rank" <<<"$out" || { echo "FAIL: not MP_EWORKERDIED"; exit 1; }
+    grep -q "^map returned after 0\." <<<"$out" || { echo "FAIL: the report was late"; exit 1; }
+else
+    # Open MPI's TCP transport, finding the dead rank's connection closed (or refused)
+    # inside one of the relay's MPI calls, prints a help message and blocks that call until
+    # the launcher took it; under a plain mpiexec that lasts until the job is killed, so the
+    # map's other items could not finish (docs/distributed.md). Seen in about 1 run in 10.
+    grep -q "unexpectedly disconnected\|failed to TCP connect" <<<"$out" ||
+        { echo "FAIL: no MP_EWORKERDIED reported, and Open MPI did not stall"; exit 1; }
+    echo "note: Open MPI stalled the relay inside its error path; the death was reported on stderr"
+fi
 [ $(( $(date +%s) - start )) -lt 55 ] || { echo "FAIL: the job did not end (a hang)"; exit 1; }
 echo "PASS"
