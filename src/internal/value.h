@@ -53,6 +53,16 @@ uint64_t mp__value_hash(const mp_value *v);
 /* Python's str.isprintable() for one code point >= 0x80 (src/value/unicode.c). */
 bool mp__unicode_printable(uint32_t c);
 
+/* The MessagePack format byte of an int outside the fixint range (-32..127), in its
+ * shortest form as msgpack-c packs it (non-negative values as uint formats); the payload
+ * is 1 << (format & 3) bytes, big-endian. */
+static inline unsigned char mp__int_format(int64_t i)
+{
+    if (i >= 0)
+        return i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
+    return i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+}
+
 /* MessagePack of an int in its shortest form (as msgpack-c packs it: non-negative
  * values as uint formats), written to p (9 bytes of room), without msgpack-c's packer
  * and its error mute (a thread-local round trip each). Its length. */
@@ -62,11 +72,7 @@ static inline size_t mp__pack_int(int64_t i, unsigned char *p)
         p[0] = (unsigned char)i; /* positive or negative fixint */
         return 1;
     }
-    unsigned char t;
-    if (i >= 0)
-        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
-    else
-        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    unsigned char t = mp__int_format(i);
     unsigned n = 1u << (t & 3);
     uint64_t u = (uint64_t)i;
     p[0] = t;

@@ -108,28 +108,10 @@ static int append_value(recbuf *r, const mp_value *v)
  * length. */
 static inline size_t rec_pack_int(int64_t i, unsigned char *p)
 {
-    if (i >= -32 && i <= 127) {
-        uint64_t w = (uint8_t)i; /* a fixint */
-        memcpy(p, &w, 8);
-        return 1;
-    }
-    unsigned char t;
-    if (i >= 0)
-        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
-    else
-        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
-    unsigned n = 1u << (t & 3);
-    uint64_t u = (uint64_t)i;
-    if (n == 8) {
-        uint64_t zero = 0, be = __builtin_bswap64(u);
-        memcpy(p + 8, &zero, 8);
-        p[0] = t;
-        memcpy(p + 1, &be, 8);
-        return 9;
-    }
-    uint64_t w = __builtin_bswap64(u << (64 - 8 * n)) << 8 | t; /* t, then n bytes, big-endian */
-    memcpy(p, &w, 8);
-    return 1 + n;
+    uint64_t w[2];
+    size_t n = q_pack_int_words(i, w);
+    memcpy(p, w, n > 8 ? 16 : 8);
+    return n;
 }
 
 /* An int as one record at rec (32 bytes of room): a word record for ints up to 32 bits,

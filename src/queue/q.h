@@ -427,11 +427,7 @@ static inline size_t q_pack_int_words(int64_t i, uint64_t w[2])
         w[0] = (uint8_t)i; /* positive or negative fixint */
         return 1;
     }
-    uint64_t t;
-    if (i >= 0)
-        t = i <= 0xff ? 0xcc : i <= 0xffff ? 0xcd : i <= 0xffffffffLL ? 0xce : 0xcf;
-    else
-        t = i >= -128 ? 0xd0 : i >= -32768 ? 0xd1 : i >= -2147483648LL ? 0xd2 : 0xd3;
+    uint64_t t = mp__int_format(i);
     unsigned n = 1u << (t & 3);
     uint64_t be = __builtin_bswap64((uint64_t)i); /* the big-endian bytes MessagePack wants */
     if (n < 8)
