@@ -350,6 +350,8 @@ static int take_results(chunk *c, mp__msg *m)
 {
     if (c->job->kind == JOB_ARRAY) {
         int code = (int)(int64_t)m->h.arg;
+        if (!code && c->job->array_out && mp__array_take(c, m) < 0) /* a backend's range */
+            return mp_last_error_code();
         char *msg = code ? strndup(m->body, (size_t)m->h.len) : NULL;
         mp__job_complete_item(c->job, c->first, NULL, code, msg);
         free(msg);
