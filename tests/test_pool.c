@@ -1241,6 +1241,7 @@ static void check_array(const char *method)
     CHECK_ERR(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0),
               MP_EWORKERDIED);
     CHECK_CONTAINS(mp_last_error(), "killed by signal 9");
+    CHECK_CONTAINS(mp_last_error(), "square_double (elements 0-25000 of the call)");
     in[77] = 77;
     CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0));
     CHECK(out[77] == 77.0 * 77.0);

@@ -172,6 +172,8 @@ static int map_local(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size,
         r = mp__fn_locate((void (*)(void))(void *)fn, &j->fnloc, &j->fnloc_len);
     if (r == 0) {
         j->time_limit = p->time_limit;
+        j->array_n = n;
+        j->chunksize = cs;
         memcpy(p->arena, in, n * in_size);
         mp__array_task base = {.in_off = 0, .out_off = in_bytes, .in_size = in_size,
                                .out_size = out_size};

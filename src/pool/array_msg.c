@@ -159,3 +159,13 @@ int mp__array_take(chunk *c, const mp__msg *m)
     memcpy(j->array_out + first * j->array_out_size, m->body, (size_t)m->h.len);
     return 0;
 }
+
+const char *mp__array_elements(const chunk *c, size_t *lo, size_t *hi)
+{
+    const job *j = c->job;
+    size_t cs = j->chunksize ? j->chunksize : 1;
+    *lo = c->first * cs;
+    *hi = (c->first + c->count) * cs;
+    *hi = (*hi < j->array_n ? *hi : j->array_n) - 1;
+    return "elements";
+}

@@ -534,16 +534,19 @@ static void handle_death(mp_pool *p, size_t i)
             char msg[1024], tmsg[1024];
             char fn[256];
             mp__fn_label(c->job->fnloc, c->job->fnloc_len, fn, sizeof fn);
+            size_t lo = c->first, hi = c->first + c->count - 1;
+            const char *unit = "items";
+            if (c->job->kind == JOB_ARRAY) /* its items are ranges: name the elements */
+                unit = mp__array_elements(c, &lo, &hi);
             if (held > 1)
                 snprintf(msg, sizeof msg,
                          "pool worker %s %s while running a batch of %zu chunks that held %s "
-                         "(items %zu-%zu of the call)",
-                         who, what, held, fn, c->first, c->first + c->count - 1);
+                         "(%s %zu-%zu of the call)",
+                         who, what, held, fn, unit, lo, hi);
             else
                 snprintf(msg, sizeof msg,
-                         "pool worker %s %s while running %s (items %zu-%zu of the call)",
-                         who, timed ? "was killed for a time limit" : what, fn,
-                         c->first, c->first + c->count - 1);
+                         "pool worker %s %s while running %s (%s %zu-%zu of the call)",
+                         who, timed ? "was killed for a time limit" : what, fn, unit, lo, hi);
             snprintf(tmsg, sizeof tmsg,
                      "task %s (item %zu) exceeded its time limit of %g s: worker %s "
                      "was killed and replaced",

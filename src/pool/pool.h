@@ -185,7 +185,8 @@ struct job {
     void *source_ud;
     size_t read;                /* items read from the source */
     size_t chunksize;
-    /* map_array on a backend: where the ranges' output elements go (array_msg.c) */
+    /* map_array: its elements, chunksize the elements of a range; on a backend where
+     * the ranges' output elements go (array_msg.c) */
     char *array_out;
     size_t array_n, array_out_size;
     char *fnloc;
@@ -397,6 +398,9 @@ int mp__array_remote(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size,
 /* The result thread: a backend's range came back (MSG_INLINE): its output elements into
  * the caller's array. 0 or MP_EPROTO. */
 int mp__array_take(chunk *c, const mp__msg *m);
+/* The elements [*lo, *hi] of a map_array chunk's ranges (its items), for messages:
+ * "elements". */
+const char *mp__array_elements(const chunk *c, size_t *lo, size_t *hi);
 /* Public handles: thin wrappers of a job. */
 struct mp_pool_result {
     job *j;
