@@ -5,13 +5,16 @@
  * code and message (naming the rank); n = 0; the context as bytes; a context pointer is
  * refused. Mode "rank_killed" (test_mpi_pool_array_modes.sh, under mpiexec
  * --enable-recovery): a rank dying in a range fails the call with MP_EWORKERDIED naming
- * it, and the pool goes on with the ranks left. */
+ * it, and the pool goes on with the ranks left. Mode "hosts" (test_netns_pool_array.sh:
+ * `mpiexec -n 3` across network namespaces, TCP between them): the ranges ran in the
+ * other namespaces, and the results still equal the local pool's. */
 #include "multiproc/mpi_pool.h"
 #include "internal/common.h"
 #include "test_util.h"
 
 #include <signal.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 /* ---- element functions (found on the ranks by object + offset: the same binary) ----- */
 
@@ -77,6 +80,17 @@ int el_die(const void *in, void *out, void *ctx)
     return 0;
 }
 
+/* The network namespace (its inode) of the process running it, whatever the input. */
+int el_netns(const void *in, void *out, void *ctx)
+{
+    (void)in;
+    (void)ctx;
+    struct stat st;
+    int64_t ino = stat("/proc/self/ns/net", &st) == 0 ? (int64_t)st.st_ino : -1;
+    memcpy(out, &ino, sizeof ino);
+    return 0;
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
 static mp_pool *mpi_pool(int n)
@@ -116,11 +130,14 @@ static mp_pool *local_pool(void)
 
 /* ---- tests --------------------------------------------------------------------------- */
 
+static int g_expect = 3; /* workers of a default pool (0: as many as mpiexec gave) */
+
 static void test_results_equal_local(void)
 {
     mp_pool *p = mpi_pool(0);
     CHECK(p != NULL);
-    CHECK_INT(mp_pool_processes(p), 3);
+    if (g_expect)
+        CHECK_INT(mp_pool_processes(p), g_expect);
     g_local = local_pool();
     /* int64 squares: 1M (the default ranges), and n not a multiple of the chunksize */
     enum { M = 1000000 };
@@ -223,6 +240,23 @@ static void test_refused(void)
     end_pool(p);
 }
 
+/* Across "hosts": every range ran outside the master's network namespace. */
+static void test_hosts(void)
+{
+    mp_pool *p = mpi_pool(0);
+    CHECK(p != NULL);
+    enum { N = 8 };
+    int64_t in[N] = {0}, ns[N], mine = 0;
+    CHECK_OK(mp_pool_map_array(p, el_netns, in, 8, ns, 8, N, NULL, 1));
+    el_netns(NULL, &mine, NULL);
+    int other = 0;
+    for (int i = 0; i < N; i++)
+        other += ns[i] != mine && ns[i] > 0;
+    printf("ranges run outside the master's namespace: %d of %d\n", other, N);
+    CHECK_INT(other, N);
+    end_pool(p);
+}
+
 /* A rank SIGKILLed in a range (run by test_mpi_pool_array_modes.sh under mpiexec
  * --enable-recovery): MP_EWORKERDIED naming the rank, no hang; the pool goes on. */
 static void test_rank_killed(void)
@@ -271,6 +305,14 @@ int main(int argc, char **argv)
     }
     /* a first pool opens MPI's connections to the ranks (fds kept by MPI) */
     end_pool(mpi_pool(0));
+    if (argc > 1 && strcmp(argv[1], "hosts") == 0) {
+        g_expect = 0;
+        RUN(test_hosts);
+        RUN(test_results_equal_local);
+        RUN(test_element_error);
+        CHECK_OK(mp_mpi_finalize());
+        return mpt_done();
+    }
     RUN_IF(argc, argv, test_results_equal_local);
     RUN_IF(argc, argv, test_element_error);
     RUN_IF(argc, argv, test_refused);
