@@ -91,6 +91,12 @@ int el_netns(const void *in, void *out, void *ctx)
     return 0;
 }
 
+int task_echo(const mp_value *arg, mp_value **out)
+{
+    *out = mp_value_copy(arg);
+    return *out ? 0 : mp_last_error_code();
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
 static mp_pool *mpi_pool(int n)
@@ -224,6 +230,43 @@ static void test_element_error(void)
     mp_pool_free(g_local);
 }
 
+/* Value tasks in flight beside map_array calls: the frames of both share the ranks'
+ * streams (an array range then starts where a value chunk ended, unaligned: the rank
+ * copies it aligned), and each call gets its own results. */
+static void test_mixed_with_values(void)
+{
+    mp_pool *p = mpi_pool(0);
+    mp_value *items = mp_value_list();
+    for (int i = 0; i < 300; i++) {
+        char s[8];
+        snprintf(s, sizeof s, "s%d", i % 7 == 0 ? i : 1); /* strings of several lengths */
+        mp_value_list_append(items, mp_value_str(s));
+    }
+    enum { N = 30001 };
+    vec3 *v = malloc(N * sizeof *v);
+    double *d = malloc(N * sizeof *d);
+    for (int i = 0; i < N; i++)
+        v[i] = (vec3){i, 1, -1};
+    vec3 w = {1, 3, 5};
+    for (int round = 0; round < 3; round++) {
+        mp_pool_result *r = mp_pool_map_async(p, task_echo, items,
+                                              &(mp_pool_call_opts){.chunksize = 1});
+        CHECK_OK(mp_pool_map_array_ctx(p, el_dot, v, sizeof *v, d, 8, N, &w, sizeof w, 101));
+        int bad = 0;
+        for (int i = 0; i < N; i++)
+            bad += d[i] != i - 2.0;
+        CHECK_INT(bad, 0);
+        const mp_value *got = NULL;
+        CHECK_OK(mp_pool_result_get(r, 60, &got));
+        CHECK(mp_value_equal(got, items));
+        mp_pool_result_free(r);
+    }
+    free(v);
+    free(d);
+    mp_value_free(items);
+    end_pool(p);
+}
+
 /* What cannot travel: a context pointer (its bytes can, with _ctx). */
 static void test_refused(void)
 {
@@ -315,6 +358,7 @@ int main(int argc, char **argv)
     }
     RUN_IF(argc, argv, test_results_equal_local);
     RUN_IF(argc, argv, test_element_error);
+    RUN_IF(argc, argv, test_mixed_with_values);
     RUN_IF(argc, argv, test_refused);
     CHECK_OK(mp_mpi_finalize());
     return mpt_done();
