@@ -428,6 +428,7 @@ static int handle_msg(mp_pool *p, worker *w, mp__msg *m)
 /* Handle every whole message buffered; a malformed one kills the worker. */
 static void drain_msgs(mp_pool *p, worker *w)
 {
+    mp__pool_notify_hold();
     for (;;) {
         mp__msg m = {0};
         int got = mp__rx_next(&w->rx, &m);
@@ -441,7 +442,8 @@ static void drain_msgs(mp_pool *p, worker *w)
             break;
         }
     }
-    mp__pool_notify();
+    mp__pool_notify(); /* the jobs finished above, and a READY or a worker killed */
+    mp__pool_notify_release();
 }
 
 static void read_worker(mp_pool *p, worker *w)

@@ -341,6 +341,9 @@ void mp__pool_reap_describe(mp_pool *p, size_t i, char *who, size_t wcap, char *
 /* Every completion bumps this and wakes its waiters (futex; shared by all pools). */
 extern _Atomic uint32_t mp__pool_seq;
 void mp__pool_notify(void);
+/* Between these (on one thread, nested), jobs that finish bump it once, at the release. */
+void mp__pool_notify_hold(void);
+void mp__pool_notify_release(void);
 /* Wait until done(arg) or the deadline: 0, MP_ETIMEOUT, MP_EINTERRUPTED. */
 int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline);
 

@@ -33,12 +33,25 @@
 
 _Atomic uint32_t mp__pool_seq;
 static _Atomic int waiters;
+/* The result thread while it handles a read's messages: jobs that finish then are
+ * announced once, at the end (mp__pool_notify_release), not one futex wake each. */
+static _Thread_local int notify_held;
+static _Thread_local bool notify_owed;
 
 void mp__pool_notify(void)
 {
+    notify_owed = false;
     atomic_fetch_add(&mp__pool_seq, 1);
     if (atomic_load(&waiters))
         mp__futex_wake(&mp__pool_seq, INT_MAX);
+}
+
+void mp__pool_notify_hold(void) { notify_held++; }
+
+void mp__pool_notify_release(void)
+{
+    if (--notify_held == 0 && notify_owed)
+        mp__pool_notify();
 }
 
 int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline)
@@ -223,18 +236,26 @@ static void build_value(job *j)
 }
 
 /* Everything is in: value, callbacks (on this thread, before waiters see done, as
- * Python), done, the pool's reference. */
+ * Python), done, the pool's reference. While notices are held (mp__pool_notify_hold)
+ * the waiters are woken later, once for all; before a callback, which may take long,
+ * they are woken for the jobs that finished before. */
 static void job_finish(job *j)
 {
     if (j->kind == JOB_APPLY || j->kind == JOB_MAP)
         build_value(j);
+    bool cb = j->first_code ? j->opts.error_callback != NULL : j->opts.callback != NULL;
+    if (cb && notify_owed)
+        mp__pool_notify();
     if (!j->first_code && j->opts.callback)
         j->opts.callback(j->value, j->opts.userdata);
     else if (j->first_code && j->opts.error_callback)
         j->opts.error_callback(j->first_code, j->first_msg ? j->first_msg : "",
                                j->opts.userdata);
     atomic_store_explicit(&j->done, 1, memory_order_release);
-    mp__pool_notify();
+    if (notify_held)
+        notify_owed = true;
+    else
+        mp__pool_notify();
     mp__job_unref(j);
 }
 
