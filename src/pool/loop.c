@@ -421,7 +421,7 @@ static int handle_msg(mp_pool *p, worker *w, mp__msg *m)
     uint64_t t = now_ns();
     w->fast = t - w->last_result_ns < 1000000;
     w->last_result_ns = t;
-    mp__chunk_free(c);
+    mp__chunk_done(p, c);
     return 0;
 }
 
@@ -444,6 +444,7 @@ static void drain_msgs(mp_pool *p, worker *w)
     }
     mp__pool_notify(); /* the jobs finished above, and a READY or a worker killed */
     mp__pool_notify_release();
+    mp__chunk_spent_flush(p);
 }
 
 static void read_worker(mp_pool *p, worker *w)

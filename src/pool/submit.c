@@ -158,7 +158,7 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
     if (ring)
         j->items = ring_alloc(cap ? cap : 1, &j->ring_map);
     else
-        j->vals = mp__calloc(n ? n : 1, sizeof *j->vals);
+        j->vals = kind == JOB_APPLY && n == 1 ? &j->one : mp__calloc(n ? n : 1, sizeof *j->vals);
     if (!j->items && !j->vals) {
         free(j);
         return NULL;
@@ -187,7 +187,8 @@ static void job_free(job *j)
     ring_free(j->items, j->ring_map, all_taken);
     for (size_t i = 0; j->vals && i < j->n; i++)
         mp_value_free(j->vals[i]);
-    free(j->vals);
+    if (j->vals != &j->one)
+        free(j->vals);
     for (size_t i = 0; j->msgs && i < j->n; i++)
         free(j->msgs[i]);
     free(j->msgs);
@@ -393,7 +394,7 @@ void mp__chunk_fail(chunk *c, int code, const char *msg)
     c->fds = NULL;
     c->nfds = 0;
     c->buf = NULL;
-    c->len = 0;
+    c->len = c->cap = 0;
     c->fail_code = code < 0 ? code : -ENOMEM;
     free(c->fail_msg);
     c->fail_msg = msg ? strdup(msg) : NULL; /* NULL: the code's text */
@@ -469,16 +470,85 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
     return r;
 }
 
+/* Kept: at most this many chunks, with buffers of at most this many bytes. */
+#define CHUNK_CACHE_MAX 4096
+#define CHUNK_CACHE_BYTES 512
+
+void mp__chunk_done(mp_pool *p, chunk *c)
+{
+    if (!c->cap || c->cap > CHUNK_CACHE_BYTES || c->nfds || c->fail_msg || !c->buf ||
+        atomic_load_explicit(&p->ncache, memory_order_relaxed) + p->nspent >= CHUNK_CACHE_MAX) {
+        mp__chunk_free(c);
+        return;
+    }
+    c->next = p->spent;
+    p->spent = c;
+    p->nspent++;
+}
+
+static void free_list(chunk *c)
+{
+    while (c) {
+        chunk *n = c->next;
+        mp__chunk_free(c);
+        c = n;
+    }
+}
+
+void mp__chunk_spent_flush(mp_pool *p)
+{
+    if (!p->spent)
+        return;
+    chunk *last = p->spent;
+    while (last->next)
+        last = last->next;
+    pthread_mutex_lock(&p->cache_mu);
+    last->next = p->cache;
+    p->cache = p->spent;
+    p->ncache += p->nspent;
+    pthread_mutex_unlock(&p->cache_mu);
+    p->spent = NULL;
+    p->nspent = 0;
+}
+
+void mp__chunk_cache_free(mp_pool *p)
+{
+    free_list(p->spent);
+    free_list(p->cache);
+    p->spent = p->cache = NULL;
+    p->nspent = p->ncache = 0;
+}
+
+/* A zeroed chunk, and its buffer: a kept one's, or none. */
+static chunk *chunk_new(mp_pool *p, mp__buf *g)
+{
+    *g = (mp__buf){0};
+    chunk *c = NULL;
+    if (p && atomic_load_explicit(&p->ncache, memory_order_relaxed)) { /* a hint */
+        pthread_mutex_lock(&p->cache_mu);
+        if ((c = p->cache)) {
+            p->cache = c->next;
+            p->ncache--;
+        }
+        pthread_mutex_unlock(&p->cache_mu);
+    }
+    if (!c)
+        return mp__calloc(1, sizeof *c);
+    *g = (mp__buf){.data = c->buf, .cap = c->cap};
+    memset(c, 0, sizeof *c);
+    return c;
+}
+
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count,
                        bool fail_ok)
 {
-    chunk *c = mp__calloc(1, sizeof *c);
+    mp__buf g;
+    chunk *c = chunk_new(p, &g);
     if (!c)
         return NULL;
     c->job = j;
     c->first = first;
     c->count = count;
-    mp__buf g = {0};
     mp__msg_hdr h = {0}; /* filled in once the length is known */
     int r = mp__buf_append(&g, &h, sizeof h);
     if (r == 0)
@@ -513,6 +583,7 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
                       .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
     memcpy(g.data, &h, sizeof h);
+    c->cap = g.cap;
     c->buf = mp__buf_take(&g, &c->len);
     if (!c->buf) {
         mp__chunk_free(c);
@@ -733,13 +804,8 @@ static mp_pool_result *wrap_result(job *j)
 {
     if (!j)
         return NULL;
-    mp_pool_result *r = mp__calloc(1, sizeof *r);
-    if (!r) {
-        mp__job_unref(j); /* the pool's reference completes it in the background */
-        return NULL;
-    }
-    r->j = j;
-    return r;
+    j->handle.j = j;
+    return &j->handle;
 }
 
 mp_pool_result *mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *arg,
