@@ -218,16 +218,20 @@ static void assign(mp_pool *p, worker *w, chunk *c)
         w->exiting = true; /* it exits after this one */
 }
 
+/* Assign queued chunks to workers with room. The queue is taken whole and what stays is
+ * put back in front (only this thread takes from it; submitters append meanwhile): the
+ * lock is not held while the chunks, written by other threads, are read. */
 static void dispatch(mp_pool *p)
 {
     chunk *failed = NULL;
     pthread_mutex_lock(&p->mu);
-    while (p->pending) {
-        if (p->pending->fail_code) { /* never sent: failed below, out of the lock */
-            chunk *c = p->pending;
-            p->pending = c->next;
-            if (!p->pending)
-                p->pending_tail = NULL;
+    chunk *q = p->pending, *q_tail = p->pending_tail;
+    p->pending = p->pending_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (q) {
+        if (q->fail_code) { /* never sent: failed below */
+            chunk *c = q;
+            q = c->next;
             c->next = failed;
             failed = c;
             continue;
@@ -240,17 +244,37 @@ static void dispatch(mp_pool *p)
         }
         if (!best)
             break;
-        chunk *c = p->pending;
-        p->pending = c->next;
-        if (!p->pending)
-            p->pending_tail = NULL;
+        chunk *c = q;
+        q = c->next;
+        if (c->next)
+            __builtin_prefetch(c->next);
+        bool arr = c->job->kind == JOB_ARRAY; /* the arena's fields are under mu */
+        if (arr)
+            pthread_mutex_lock(&p->mu);
         assign(p, best, c);
+        if (arr)
+            pthread_mutex_unlock(&p->mu);
     }
-    pthread_mutex_unlock(&p->mu);
+    if (q) { /* no worker has room: back in front of what was queued meanwhile */
+        pthread_mutex_lock(&p->mu);
+        q_tail->next = p->pending;
+        p->pending = q;
+        if (!p->pending_tail)
+            p->pending_tail = q_tail;
+        pthread_mutex_unlock(&p->mu);
+    }
+    /* failed is in reverse order: fail them in their order */
+    chunk *rev = NULL;
     while (failed) {
         chunk *n = failed->next;
-        fail_chunk(failed, failed->fail_code, failed->fail_msg, SIZE_MAX, 0, NULL);
+        failed->next = rev;
+        rev = failed;
         failed = n;
+    }
+    while (rev) {
+        chunk *n = rev->next;
+        fail_chunk(rev, rev->fail_code, rev->fail_msg, SIZE_MAX, 0, NULL);
+        rev = n;
     }
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].txn)
