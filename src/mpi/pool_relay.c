@@ -57,6 +57,7 @@
 #define GUARD_LIMIT 0.2   /* s: a pid ended this long ago and still not declared: the guard does */
 #define BATCH_TASKS 64    /* tasks at most in a coalesced batch */
 #define STEAL_BYTES 65536 /* frames this large go to MPI in the buffer they were read in */
+#define QUICK_IDLE 0.002  /* s: this soon after activity, look at least every 16 us */
 
 enum lstate { L_FREE, L_STARTING, L_SERVING, L_BYE, L_DONE, L_DEAD };
 
@@ -548,6 +549,7 @@ static void *relay_main(void *arg)
     struct pollfd *pf = calloc(1 + 2 * (size_t)r->n, sizeof *pf);
     int *who = calloc(1 + 2 * (size_t)r->n, sizeof *who);
     unsigned backoff = 0;
+    double last_act = 0;
     while (pf && who && !atomic_load(&r->quit)) {
         size_t np = 0;
         bool busy = false;
@@ -568,8 +570,12 @@ static void *relay_main(void *arg)
             }
         }
         pthread_mutex_unlock(&r->mu);
-        /* chunks out: 0 after activity, then 2 us doubling to 256 us (a result waits for
-         * our next look: that is its latency); nothing out: the fds bring work */
+        /* chunks out: 0 after activity, then 2 us doubling to 16 us within QUICK_IDLE of
+         * the last activity (a stream of quick tasks), to 256 us after (a result waits
+         * for our next look: that is its latency; long tasks are not polled for often);
+         * nothing out: the fds bring work */
+        if (backoff > 4 && mp__now() - last_act < QUICK_IDLE)
+            backoff = 4;
         long ns = !busy ? 50000000L : backoff ? 1000L << backoff : 0;
         struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
         int pr = ppoll(pf, np, &ts, NULL);
@@ -591,6 +597,8 @@ static void *relay_main(void *arg)
         act |= from_ranks(r);
         progress(r);
         watch(r);
+        if (act)
+            last_act = mp__now();
         backoff = act ? 0 : backoff < 8 ? backoff + 1 : backoff;
     }
     free(pf);

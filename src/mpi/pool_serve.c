@@ -46,6 +46,7 @@ typedef struct pend {
 #define QUICK_CHUNK 100e-6 /* s: a chunk that ran this fast asks for coalesced batches */
 #define BURST_FRAMES 64    /* frames run between two probes for messages, at most, */
 #define BURST_TIME 200e-6  /* s: or until this long has passed */
+#define QUICK_IDLE 0.002   /* s: this soon after work, probe at least every 16 us */
 
 /* A batch (one DATA or DATAC message): its frames not run yet. */
 typedef struct sbatch {
@@ -77,11 +78,13 @@ typedef struct srv {
     bool hb_on, hb_quit;
 } srv;
 
-/* Wait before the next probe: 1 us doubling to 256 us within 0.1 s of the last message
- * or chunk (a map's next chunks come soon), then to 1 ms. */
+/* Wait before the next probe: 1 us doubling to 16 us within 2 ms of the last message or
+ * chunk (a stream of quick tasks: the next batch is on its way), to 256 us within 0.1 s
+ * (a map's next chunks come soon), then to 1 ms. */
 static void idle_wait(unsigned *backoff, double since)
 {
-    unsigned cap = mp__now() - since < 0.1 ? 8 : 10;
+    double idle = mp__now() - since;
+    unsigned cap = idle < QUICK_IDLE ? 4 : idle < 0.1 ? 8 : 10;
     *backoff = *backoff > cap ? cap : *backoff;
     long ns = 1000L << *backoff;
     if (*backoff < cap)
