@@ -383,6 +383,8 @@ static bool from_pool(mp__relay *r, int i)
         if (f == -EAGAIN)
             break;
         any = true;
+        if (l->rx.short_read)
+            break; /* most likely drained: ppoll says if more came (a recvmsg saved) */
     }
     to_rank(r, i);
     if (l->eof && l->st == L_SERVING) {
