@@ -554,7 +554,7 @@ static void *relay_main(void *arg)
     double last_act = 0;
     while (pf && who && !atomic_load(&r->quit)) {
         size_t np = 0;
-        bool busy = false;
+        bool busy = false, quick = false;
         pf[np] = (struct pollfd){.fd = r->wake, .events = POLLIN};
         who[np++] = -1;
         pthread_mutex_lock(&r->mu);
@@ -562,6 +562,7 @@ static void *relay_main(void *arg)
             rlink *l = &r->l[i];
             bool live = l->st == L_STARTING || l->st == L_SERVING || l->st == L_BYE;
             busy |= live && (l->st != L_SERVING || l->out > 0);
+            quick |= live && l->out > 0 && l->quick;
             if (l->sock >= 0 && !l->eof && l->st != L_FREE) {
                 pf[np] = (struct pollfd){.fd = l->sock, .events = POLLIN};
                 who[np++] = i;
@@ -573,10 +574,10 @@ static void *relay_main(void *arg)
         }
         pthread_mutex_unlock(&r->mu);
         /* chunks out: 0 after activity, then 2 us doubling to 16 us within QUICK_IDLE of
-         * the last activity (a stream of quick tasks), to 256 us after (a result waits
-         * for our next look: that is its latency; long tasks are not polled for often);
-         * nothing out: the fds bring work */
-        if (backoff > 4 && mp__now() - last_act < QUICK_IDLE)
+         * the last activity while a rank says its chunks are quick (a stream of quick
+         * tasks), else to 256 us (a result waits for our next look: that is its
+         * latency; long tasks are not polled for often); nothing out: the fds bring work */
+        if (backoff > 4 && quick && mp__now() - last_act < QUICK_IDLE)
             backoff = 4;
         long ns = !busy ? 50000000L : backoff ? 1000L << backoff : 0;
         struct timespec ts = {ns / 1000000000L, ns % 1000000000L};

@@ -79,12 +79,12 @@ typedef struct srv {
 } srv;
 
 /* Wait before the next probe: 1 us doubling to 16 us within 2 ms of the last message or
- * chunk (a stream of quick tasks: the next batch is on its way), to 256 us within 0.1 s
- * (a map's next chunks come soon), then to 1 ms. */
-static void idle_wait(unsigned *backoff, double since)
+ * chunk when that chunk was quick (a stream of quick tasks: the next batch is on its
+ * way), to 256 us within 0.1 s (a map's next chunks come soon), then to 1 ms. */
+static void idle_wait(unsigned *backoff, double since, bool quick)
 {
     double idle = mp__now() - since;
-    unsigned cap = idle < QUICK_IDLE ? 4 : idle < 0.1 ? 8 : 10;
+    unsigned cap = quick && idle < QUICK_IDLE ? 4 : idle < 0.1 ? 8 : 10;
     *backoff = *backoff > cap ? cap : *backoff;
     long ns = 1000L << *backoff;
     if (*backoff < cap)
@@ -374,7 +374,7 @@ static bool wait_fin(MPI_Comm comm, int master)
         if (MPI_Improbe(master, MP__MPI_TAG(T_FIN, 0), comm, &flag, &msg, &st) != MPI_SUCCESS)
             return false; /* the master is unreachable */
         if (!flag) {
-            idle_wait(&backoff, 0);
+            idle_wait(&backoff, 0, false);
             continue;
         }
         char b[1] = {0};
@@ -429,7 +429,7 @@ int mp__mpi_serve(MPI_Comm comm, int master)
         } else {
             if (active == 0)
                 active = mp__now();
-            idle_wait(&backoff, active);
+            idle_wait(&backoff, active, s.quick);
         }
     }
     end_pool(&s);
