@@ -116,6 +116,8 @@ int mp__pool_worker_main(mp_value *args);
 
 /* Function locations on the wire: u16 path len, path, u16 sym len, sym, u64 offset. */
 int mp__fn_locate(void (*fn)(void), char **buf, size_t *len);
+/* The same, shared: *buf lives as long as the program (never free it). */
+int mp__fn_locate_shared(void (*fn)(void), const char **buf, size_t *len);
 /* The symbol name in a location (or "(unnamed)"). */
 void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
 /* Resolve in the worker (cached). */
@@ -180,6 +182,7 @@ struct job {
     size_t chunksize;
     char *fnloc;
     size_t fnloc_len;
+    bool fnloc_shared; /* from mp__fn_locate_shared: not the job's to free */
     /* failure of the whole call (lowest index) */
     int first_code;
     size_t first_index;

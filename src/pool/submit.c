@@ -194,7 +194,8 @@ static void job_free(job *j)
     free(j->msgs);
     free(j->codes);
     mp_value_free(j->value);
-    free(j->fnloc);
+    if (!j->fnloc_shared)
+        free(j->fnloc);
     free(j->first_msg);
     free(j->source_msg);
     if (j->wake_fd >= 0)
@@ -645,7 +646,11 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags)
 
 static int prepare_fn(job *j, void (*fn)(void))
 {
-    return mp__fn_locate(fn, &j->fnloc, &j->fnloc_len); /* its name only when needed */
+    const char *loc = NULL;
+    int r = mp__fn_locate_shared(fn, &loc, &j->fnloc_len); /* its name only when needed */
+    j->fnloc = (char *)loc;
+    j->fnloc_shared = r == 0;
+    return r;
 }
 
 static size_t default_chunksize(const mp_pool *p, size_t n)
