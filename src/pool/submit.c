@@ -551,7 +551,10 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     c->first = first;
     c->count = count;
     mp__msg_hdr h = {0}; /* filled in once the length is known */
-    int r = mp__buf_append(&g, &h, sizeof h);
+    /* room for a few small items at once (not 64 bytes grown to 128 for every apply) */
+    int r = mp__buf_reserve(&g, sizeof h + j->fnloc_len + 16 + 9 * (count < 64 ? count : 64));
+    if (r == 0)
+        r = mp__buf_append(&g, &h, sizeof h);
     if (r == 0)
         r = mp__buf_append(&g, j->fnloc, j->fnloc_len);
     if (r == 0) {
