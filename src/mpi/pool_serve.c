@@ -10,8 +10,8 @@
  * first is 1 ms old (looked at between chunks). Each result message says whether the
  * last chunk was quick (DATAC) or not (DATA): the master coalesces the next batches or
  * stops. It never blocks in MPI: every wait is MPI_Improbe with a backoff (1 us
- * doubling to 256 us, to 1 ms after 0.1 s without work) so an idle rank does not spin
- * a core, and results go out with
+ * doubling to 16 us within 2 ms of a quick chunk, else to 256 us, to 1 ms after 0.1 s
+ * without work) so an idle rank does not spin a core, and results go out with
  * MPI_Isend, completed later (MPI_Testsome), so two ranks' large messages never wait on
  * each other. Buffered frames run in bursts (64, or 200 us) between probes: under
  * oversubscription Open MPI yields the processor in every call that finds nothing, not

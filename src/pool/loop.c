@@ -20,7 +20,14 @@
  * Failed chunks (arguments that could not be encoded) are failed here, never sent.
  * Wake-ups: p->idle is set before the queue is looked at and cleared when poll
  * returns, so submitters write the eventfd only when this thread may sleep; a worker's
- * socket is read until a short read, not until EAGAIN.
+ * socket is read until a short read, not until EAGAIN; the jobs that finish while one
+ * read's messages are handled wake their waiters once, at the end (a futex wake per
+ * apply was 45% of this thread's time with 10,000 applies on MPI); runs of small
+ * messages go to a worker copied into one buffer, one send (the kernel's cost per
+ * piece of a sendmsg of 64 small tasks was a quarter of this thread's time). The
+ * queue is taken whole under p->mu and assigned out of it (submitters do not wait
+ * while this thread reads chunks they wrote); an answered chunk is kept for the next
+ * calls (mp__chunk_done: the submitter allocates, this thread would free).
  * Shared state: p->pending, p->sources, p->state under p->mu (never held across user
  * code or syscalls that wait); workers (w[]) belong to this thread alone. */
 #define _GNU_SOURCE

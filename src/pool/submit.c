@@ -12,8 +12,12 @@
  * result thread alone: it writes an item (apply/map: into the job's array of values,
  * which becomes the map's result list, failures apart; iterators: a ring slot), then
  * publishes it (the slot's state, the job's done flag: release stores), then bumps
- * mp__pool_seq so that waiters re-check. A job is freed when the user's handle, the
- * pool's reference and (for a source-fed job) the pool's list of sources are gone. */
+ * mp__pool_seq so that waiters re-check (once per read of the result thread's, see
+ * mp__pool_notify_hold). A job is freed when the user's handle (a member of the job),
+ * the pool's reference and (for a source-fed job) the pool's list of sources are gone.
+ * Per apply_async, the allocations are the job and, unless one answered before is kept
+ * (p->cache, up to CHUNK_CACHE_MAX, under p->cache_mu), a chunk and its buffer: the
+ * handle, the value slot and the task function's location (interned) are not. */
 #define _GNU_SOURCE
 #include "internal/buf.h"
 #include "internal/common.h"
