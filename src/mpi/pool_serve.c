@@ -10,8 +10,8 @@
  * first is 1 ms old (looked at between chunks). Each result message says whether the
  * last chunk was quick (DATAC) or not (DATA): the master coalesces the next batches or
  * stops. It never blocks in MPI: every wait is MPI_Improbe with a backoff (1 us
- * doubling to 256 us, to 1 ms after 0.1 s without work) so an idle rank does not spin
- * a core, and results go out with
+ * doubling to 16 us within 2 ms of a quick chunk, else to 256 us, to 1 ms after 0.1 s
+ * without work) so an idle rank does not spin a core, and results go out with
  * MPI_Isend, completed later (MPI_Testsome), so two ranks' large messages never wait on
  * each other. Buffered frames run in bursts (64, or 200 us) between probes: under
  * oversubscription Open MPI yields the processor in every call that finds nothing, not
@@ -46,6 +46,7 @@ typedef struct pend {
 #define QUICK_CHUNK 100e-6 /* s: a chunk that ran this fast asks for coalesced batches */
 #define BURST_FRAMES 64    /* frames run between two probes for messages, at most, */
 #define BURST_TIME 200e-6  /* s: or until this long has passed */
+#define QUICK_IDLE 0.002   /* s: this soon after work, probe at least every 16 us */
 
 /* A batch (one DATA or DATAC message): its frames not run yet. */
 typedef struct sbatch {
@@ -77,11 +78,13 @@ typedef struct srv {
     bool hb_on, hb_quit;
 } srv;
 
-/* Wait before the next probe: 1 us doubling to 256 us within 0.1 s of the last message
- * or chunk (a map's next chunks come soon), then to 1 ms. */
-static void idle_wait(unsigned *backoff, double since)
+/* Wait before the next probe: 1 us doubling to 16 us within 2 ms of the last message or
+ * chunk when that chunk was quick (a stream of quick tasks: the next batch is on its
+ * way), to 256 us within 0.1 s (a map's next chunks come soon), then to 1 ms. */
+static void idle_wait(unsigned *backoff, double since, bool quick)
 {
-    unsigned cap = mp__now() - since < 0.1 ? 8 : 10;
+    double idle = mp__now() - since;
+    unsigned cap = quick && idle < QUICK_IDLE ? 4 : idle < 0.1 ? 8 : 10;
     *backoff = *backoff > cap ? cap : *backoff;
     long ns = 1000L << *backoff;
     if (*backoff < cap)
@@ -371,7 +374,7 @@ static bool wait_fin(MPI_Comm comm, int master)
         if (MPI_Improbe(master, MP__MPI_TAG(T_FIN, 0), comm, &flag, &msg, &st) != MPI_SUCCESS)
             return false; /* the master is unreachable */
         if (!flag) {
-            idle_wait(&backoff, 0);
+            idle_wait(&backoff, 0, false);
             continue;
         }
         char b[1] = {0};
@@ -391,7 +394,7 @@ static bool run_some(srv *s)
         mp__msg m = {0};
         if (mp__rx_next(&s->rx, &m) <= 0)
             return k > 0;
-        double t0 = mp__now();
+        double t0 = k ? t1 : mp__now(); /* the last one's end: one clock read per frame */
         start = k ? start : t0;
         mp__wserve_msg(s->ws, &m);
         mp__msg_clear(&m);
@@ -426,7 +429,7 @@ int mp__mpi_serve(MPI_Comm comm, int master)
         } else {
             if (active == 0)
                 active = mp__now();
-            idle_wait(&backoff, active);
+            idle_wait(&backoff, active, s.quick);
         }
     }
     end_pool(&s);

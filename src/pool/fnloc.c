@@ -4,7 +4,9 @@
  * dl_iterate_phdr per task.
  *
  * DESIGN: the parent's cache is shared by every pool and thread (a mutex); the worker's
- * is used by its one thread. */
+ * is used by its one thread. The calls' jobs take a shared copy of the location
+ * (mp__fn_locate_shared: a lock-free list, never freed, one entry per task function),
+ * not an allocation of their own each. */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "pool/pool.h"
@@ -73,6 +75,51 @@ int mp__fn_locate(void (*fn)(void), char **buf, size_t *len)
         pcache[i].len = *len;
         pthread_mutex_unlock(&pmu);
     }
+    return 0;
+}
+
+/* Locations handed out shared (mp__fn_locate_shared): never freed, one per task
+ * function the program submits (a race may add a second: harmless). Lock-free. */
+typedef struct interned {
+    struct interned *next;
+    void (*fn)(void);
+    size_t len;
+    char buf[];
+} interned;
+static interned *_Atomic interned_head;
+static _Thread_local interned *interned_last; /* this thread's last hit */
+
+int mp__fn_locate_shared(void (*fn)(void), const char **buf, size_t *len)
+{
+    interned *e = interned_last;
+    if (!e || e->fn != fn)
+        for (e = atomic_load_explicit(&interned_head, memory_order_acquire); e; e = e->next)
+            if (e->fn == fn)
+                break;
+    if (!e) {
+        char *b = NULL;
+        size_t n = 0;
+        int r = mp__fn_locate(fn, &b, &n);
+        if (r < 0)
+            return r;
+        e = malloc(sizeof *e + n);
+        if (!e) {
+            free(b);
+            return mp__error(-ENOMEM, "pool: out of memory");
+        }
+        e->fn = fn;
+        e->len = n;
+        memcpy(e->buf, b, n);
+        free(b);
+        e->next = atomic_load_explicit(&interned_head, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(&interned_head, &e->next, e,
+                                                      memory_order_release,
+                                                      memory_order_relaxed))
+            ;
+    }
+    interned_last = e;
+    *buf = e->buf;
+    *len = e->len;
     return 0;
 }
 

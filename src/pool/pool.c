@@ -190,6 +190,7 @@ static int setup(mp_pool *p, const mp_pool_opts *o)
     p->time_limit = o->task_time_limit > 0 ? o->task_time_limit : 0; /* <0, 0: none */
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->array_mu, NULL);
+    pthread_mutex_init(&p->cache_mu, NULL);
     if (isnan(o->task_time_limit) || o->processes < 0)
         return mp__error(MP_EINVAL, "pool: processes must not be negative, task_time_limit "
                                     "not NaN");
@@ -256,6 +257,8 @@ static void destroy(mp_pool *p)
     free(p->initloc);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->array_mu);
+    mp__chunk_cache_free(p);
+    pthread_mutex_destroy(&p->cache_mu);
     free(p);
 }
 

@@ -129,6 +129,8 @@ int mp__pool_worker_main(mp_value *args);
 
 /* Function locations on the wire: u16 path len, path, u16 sym len, sym, u64 offset. */
 int mp__fn_locate(void (*fn)(void), char **buf, size_t *len);
+/* The same, shared: *buf lives as long as the program (never free it). */
+int mp__fn_locate_shared(void (*fn)(void), const char **buf, size_t *len);
 /* The symbol name in a location (or "(unnamed)"). */
 void mp__fn_label(const char *buf, size_t len, char *out, size_t cap);
 /* Resolve in the worker (cached). */
@@ -157,6 +159,11 @@ typedef struct item {
 
 enum job_kind { JOB_APPLY, JOB_MAP, JOB_IMAP, JOB_IMAP_UNORDERED, JOB_ARRAY };
 
+/* The user's handle of an apply/map: the job's own member (no allocation of its own). */
+struct mp_pool_result {
+    job *j;
+};
+
 struct job {
     mp_pool *pool;
     enum job_kind kind;
@@ -170,6 +177,7 @@ struct job {
     /* apply, map, map_array: item i's value (the map's result list takes this array
      * over), and its failure, if any (codes/msgs allocated at the first failure) */
     mp_value **vals;
+    mp_value *one; /* apply: vals points here (one allocation less per call) */
     int *codes;
     char **msgs;
     size_t cap;
@@ -191,6 +199,7 @@ struct job {
     size_t array_n, array_out_size;
     char *fnloc;
     size_t fnloc_len;
+    bool fnloc_shared; /* from mp__fn_locate_shared: not the job's to free */
     /* failure of the whole call (lowest index) */
     int first_code;
     size_t first_index;
@@ -202,6 +211,7 @@ struct job {
     _Atomic int stalled; /* the source waits for the consumer (window full) */
     int wake_fd;     /* a dup of the pool's eventfd: iterators may outlive the pool */
     job *next_src;   /* pool's list of source-fed jobs */
+    mp_pool_result handle; /* apply/map: the user's handle (wrap_result) */
 };
 
 struct chunk {
@@ -210,6 +220,8 @@ struct chunk {
     uint64_t id;
     char *buf; /* header + body, ready to send (NULL for a failed chunk) */
     size_t len;
+    size_t cap; /* buf's capacity, when mp__chunk_build made it (0: the chunk is not kept
+                   for reuse, see mp__chunk_done) */
     int *fds;
     size_t nfds;
     /* A chunk whose arguments could not be encoded: never sent, the result thread fails
@@ -338,6 +350,17 @@ struct mp_pool {
     uint64_t arena_gen; /* bumped (under mu) when the arena is replaced */
     pthread_mutex_t array_mu; /* one map_array at a time */
 
+    /* Chunks of answered tasks, kept with their buffers for the next calls: a chunk is
+     * allocated by a submitter and freed by the result thread, and glibc then serves
+     * every new one from its arena (a third of apply_async's time). The result thread
+     * gathers them in spent (its own) and moves them to cache (under cache_mu) once per
+     * read; mp__chunk_build takes from cache. */
+    pthread_mutex_t cache_mu;
+    chunk *cache;
+    _Atomic size_t ncache; /* changed under cache_mu; read without it as a hint */
+    chunk *spent;
+    size_t nspent;
+
     const mp_pool_backend *backend; /* NULL: local processes */
     void *be_state;
 };
@@ -358,6 +381,9 @@ void mp__pool_reap_describe(mp_pool *p, size_t i, char *who, size_t wcap, char *
 /* Every completion bumps this and wakes its waiters (futex; shared by all pools). */
 extern _Atomic uint32_t mp__pool_seq;
 void mp__pool_notify(void);
+/* Between these (on one thread, nested), jobs that finish bump it once, at the release. */
+void mp__pool_notify_hold(void);
+void mp__pool_notify_release(void);
 /* Wait until done(arg) or the deadline: 0, MP_ETIMEOUT, MP_EINTERRUPTED. */
 int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline);
 
@@ -388,6 +414,12 @@ void mp__chunk_fail(chunk *c, int code, const char *msg);
 /* Encode items[first, first+count) of a list (or one value) as a chunk message. NULL on
  * error; with fail_ok, arguments that cannot be encoded give a failed chunk instead
  * (fail_code, fail_msg; NULL still for out of memory). */
+/* The result thread: chunk c's results were taken; mp__chunk_spent_flush: make the
+ * chunks so gathered available to mp__chunk_build (once per read). */
+void mp__chunk_done(mp_pool *p, chunk *c);
+void mp__chunk_spent_flush(mp_pool *p);
+/* Free the kept chunks (the pool's end). */
+void mp__chunk_cache_free(mp_pool *p);
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first,
                        size_t count, bool fail_ok);
 /* map_array on a backend's workers (array_msg.c): the ranges carry their elements and the
@@ -402,9 +434,6 @@ int mp__array_take(chunk *c, const mp__msg *m);
  * "elements". */
 const char *mp__array_elements(const chunk *c, size_t *lo, size_t *hi);
 /* Public handles: thin wrappers of a job. */
-struct mp_pool_result {
-    job *j;
-};
 struct mp_pool_iter {
     job *j;
 };

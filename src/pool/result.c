@@ -111,8 +111,10 @@ void mp_pool_result_free(mp_pool_result *r)
 {
     if (!r)
         return;
-    mp__job_unref(r->j);
-    free(r);
+    job *j = r->j;
+    if (r != &j->handle)
+        free(r);
+    mp__job_unref(j);
 }
 
 /* ---- iterators ----------------------------------------------------------------------- */

@@ -12,8 +12,12 @@
  * result thread alone: it writes an item (apply/map: into the job's array of values,
  * which becomes the map's result list, failures apart; iterators: a ring slot), then
  * publishes it (the slot's state, the job's done flag: release stores), then bumps
- * mp__pool_seq so that waiters re-check. A job is freed when the user's handle, the
- * pool's reference and (for a source-fed job) the pool's list of sources are gone. */
+ * mp__pool_seq so that waiters re-check (once per read of the result thread's, see
+ * mp__pool_notify_hold). A job is freed when the user's handle (a member of the job),
+ * the pool's reference and (for a source-fed job) the pool's list of sources are gone.
+ * Per apply_async, the allocations are the job and, unless one answered before is kept
+ * (p->cache, up to CHUNK_CACHE_MAX, under p->cache_mu), a chunk and its buffer: the
+ * handle, the value slot and the task function's location (interned) are not. */
 #define _GNU_SOURCE
 #include "internal/buf.h"
 #include "internal/common.h"
@@ -33,12 +37,25 @@
 
 _Atomic uint32_t mp__pool_seq;
 static _Atomic int waiters;
+/* The result thread while it handles a read's messages: jobs that finish then are
+ * announced once, at the end (mp__pool_notify_release), not one futex wake each. */
+static _Thread_local int notify_held;
+static _Thread_local bool notify_owed;
 
 void mp__pool_notify(void)
 {
+    notify_owed = false;
     atomic_fetch_add(&mp__pool_seq, 1);
     if (atomic_load(&waiters))
         mp__futex_wake(&mp__pool_seq, INT_MAX);
+}
+
+void mp__pool_notify_hold(void) { notify_held++; }
+
+void mp__pool_notify_release(void)
+{
+    if (--notify_held == 0 && notify_owed)
+        mp__pool_notify();
 }
 
 int mp__pool_wait_until(bool (*done)(void *), void *arg, double deadline)
@@ -145,7 +162,7 @@ job *mp__job_new(mp_pool *p, enum job_kind kind, size_t n, size_t cap, bool ring
     if (ring)
         j->items = ring_alloc(cap ? cap : 1, &j->ring_map);
     else
-        j->vals = mp__calloc(n ? n : 1, sizeof *j->vals);
+        j->vals = kind == JOB_APPLY && n == 1 ? &j->one : mp__calloc(n ? n : 1, sizeof *j->vals);
     if (!j->items && !j->vals) {
         free(j);
         return NULL;
@@ -174,13 +191,15 @@ static void job_free(job *j)
     ring_free(j->items, j->ring_map, all_taken);
     for (size_t i = 0; j->vals && i < j->n; i++)
         mp_value_free(j->vals[i]);
-    free(j->vals);
+    if (j->vals != &j->one)
+        free(j->vals);
     for (size_t i = 0; j->msgs && i < j->n; i++)
         free(j->msgs[i]);
     free(j->msgs);
     free(j->codes);
     mp_value_free(j->value);
-    free(j->fnloc);
+    if (!j->fnloc_shared)
+        free(j->fnloc);
     free(j->first_msg);
     free(j->source_msg);
     if (j->wake_fd >= 0)
@@ -223,18 +242,26 @@ static void build_value(job *j)
 }
 
 /* Everything is in: value, callbacks (on this thread, before waiters see done, as
- * Python), done, the pool's reference. */
+ * Python), done, the pool's reference. While notices are held (mp__pool_notify_hold)
+ * the waiters are woken later, once for all; before a callback, which may take long,
+ * they are woken for the jobs that finished before. */
 static void job_finish(job *j)
 {
     if (j->kind == JOB_APPLY || j->kind == JOB_MAP)
         build_value(j);
+    bool cb = j->first_code ? j->opts.error_callback != NULL : j->opts.callback != NULL;
+    if (cb && notify_owed)
+        mp__pool_notify();
     if (!j->first_code && j->opts.callback)
         j->opts.callback(j->value, j->opts.userdata);
     else if (j->first_code && j->opts.error_callback)
         j->opts.error_callback(j->first_code, j->first_msg ? j->first_msg : "",
                                j->opts.userdata);
     atomic_store_explicit(&j->done, 1, memory_order_release);
-    mp__pool_notify();
+    if (notify_held)
+        notify_owed = true;
+    else
+        mp__pool_notify();
     mp__job_unref(j);
 }
 
@@ -372,7 +399,7 @@ void mp__chunk_fail(chunk *c, int code, const char *msg)
     c->fds = NULL;
     c->nfds = 0;
     c->buf = NULL;
-    c->len = 0;
+    c->len = c->cap = 0;
     c->fail_code = code < 0 ? code : -ENOMEM;
     free(c->fail_msg);
     c->fail_msg = msg ? strdup(msg) : NULL; /* NULL: the code's text */
@@ -448,18 +475,90 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
     return r;
 }
 
+/* Kept: at most this many chunks, with buffers of at most this many bytes. */
+#define CHUNK_CACHE_MAX 4096
+#define CHUNK_CACHE_BYTES 512
+
+void mp__chunk_done(mp_pool *p, chunk *c)
+{
+    if (!c->cap || c->cap > CHUNK_CACHE_BYTES || c->nfds || c->fail_msg || !c->buf ||
+        atomic_load_explicit(&p->ncache, memory_order_relaxed) + p->nspent >= CHUNK_CACHE_MAX) {
+        mp__chunk_free(c);
+        return;
+    }
+    c->next = p->spent;
+    p->spent = c;
+    p->nspent++;
+}
+
+static void free_list(chunk *c)
+{
+    while (c) {
+        chunk *n = c->next;
+        mp__chunk_free(c);
+        c = n;
+    }
+}
+
+void mp__chunk_spent_flush(mp_pool *p)
+{
+    if (!p->spent)
+        return;
+    chunk *last = p->spent;
+    while (last->next)
+        last = last->next;
+    pthread_mutex_lock(&p->cache_mu);
+    last->next = p->cache;
+    p->cache = p->spent;
+    p->ncache += p->nspent;
+    pthread_mutex_unlock(&p->cache_mu);
+    p->spent = NULL;
+    p->nspent = 0;
+}
+
+void mp__chunk_cache_free(mp_pool *p)
+{
+    free_list(p->spent);
+    free_list(p->cache);
+    p->spent = p->cache = NULL;
+    p->nspent = p->ncache = 0;
+}
+
+/* A zeroed chunk, and its buffer: a kept one's, or none. */
+static chunk *chunk_new(mp_pool *p, mp__buf *g)
+{
+    *g = (mp__buf){0};
+    chunk *c = NULL;
+    if (p && atomic_load_explicit(&p->ncache, memory_order_relaxed)) { /* a hint */
+        pthread_mutex_lock(&p->cache_mu);
+        if ((c = p->cache)) {
+            p->cache = c->next;
+            p->ncache--;
+        }
+        pthread_mutex_unlock(&p->cache_mu);
+    }
+    if (!c)
+        return mp__calloc(1, sizeof *c);
+    *g = (mp__buf){.data = c->buf, .cap = c->cap};
+    memset(c, 0, sizeof *c);
+    return c;
+}
+
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, size_t count,
                        bool fail_ok)
 {
-    chunk *c = mp__calloc(1, sizeof *c);
+    mp__buf g;
+    chunk *c = chunk_new(p, &g);
     if (!c)
         return NULL;
     c->job = j;
     c->first = first;
     c->count = count;
-    mp__buf g = {0};
     mp__msg_hdr h = {0}; /* filled in once the length is known */
-    int r = mp__buf_append(&g, &h, sizeof h);
+    /* room for a few small items at once (not 64 bytes grown to 128 for every apply) */
+    int r = mp__buf_reserve(&g, sizeof h + j->fnloc_len + 16 + 9 * (count < 64 ? count : 64));
+    if (r == 0)
+        r = mp__buf_append(&g, &h, sizeof h);
     if (r == 0)
         r = mp__buf_append(&g, j->fnloc, j->fnloc_len);
     if (r == 0) {
@@ -492,6 +591,7 @@ chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first, 
     h = (mp__msg_hdr){.type = MSG_TASK | (j->time_limit > 0 ? MSG_TIMED : 0),
                       .nfds = (uint32_t)c->nfds, .len = g.len - sizeof h, .arg = count};
     memcpy(g.data, &h, sizeof h);
+    c->cap = g.cap;
     c->buf = mp__buf_take(&g, &c->len);
     if (!c->buf) {
         mp__chunk_free(c);
@@ -553,7 +653,11 @@ int mp__pool_enqueue(mp_pool *p, chunk *first, chunk *last, int flags)
 
 static int prepare_fn(job *j, void (*fn)(void))
 {
-    return mp__fn_locate(fn, &j->fnloc, &j->fnloc_len); /* its name only when needed */
+    const char *loc = NULL;
+    int r = mp__fn_locate_shared(fn, &loc, &j->fnloc_len); /* its name only when needed */
+    j->fnloc = (char *)loc;
+    j->fnloc_shared = r == 0;
+    return r;
 }
 
 static size_t default_chunksize(const mp_pool *p, size_t n)
@@ -712,13 +816,8 @@ static mp_pool_result *wrap_result(job *j)
 {
     if (!j)
         return NULL;
-    mp_pool_result *r = mp__calloc(1, sizeof *r);
-    if (!r) {
-        mp__job_unref(j); /* the pool's reference completes it in the background */
-        return NULL;
-    }
-    r->j = j;
-    return r;
+    j->handle.j = j;
+    return &j->handle;
 }
 
 mp_pool_result *mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_value *arg,

@@ -359,7 +359,7 @@ static int send_encoded(wstate *ws, uint64_t id, results *rs, mp__buf *e)
 }
 
 static void run_tasks(wstate *ws, mp__msg *m, mp_task_fn fn, argsrc *a, size_t n,
-                      const char *label, results *rs, mp__buf *e)
+                      results *rs, mp__buf *e)
 {
     atomic_store_explicit(&ws->slot->item, 0, memory_order_relaxed);
     atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
@@ -381,6 +381,8 @@ static void run_tasks(wstate *ws, mp__msg *m, mp_task_fn fn, argsrc *a, size_t n
         if (rc < 0) {
             mp_value_free(res);
             res = NULL;
+            char label[256]; /* the function's name: only for a failure's text */
+            mp__fn_label(m->body, m->h.len, label, sizeof label);
             char *t = fail_text(rc, label);
             err_add(e, (uint32_t)k, rc, t);
             free(t);
@@ -394,8 +396,6 @@ static int run_chunk(wstate *ws, mp__msg *m)
     void (*fnp)(void) = NULL;
     size_t used = 0;
     int r = mp__fn_resolve(m->body, m->h.len, &fnp, &used);
-    char label[256];
-    mp__fn_label(m->body, m->h.len, label, sizeof label);
     size_t n = (size_t)m->h.arg;
     mp__buf e = {0};
     argsrc a = {0};
@@ -407,6 +407,8 @@ static int run_chunk(wstate *ws, mp__msg *m)
         return -ENOMEM;
     }
     if (r < 0) {
+        char label[256];
+        mp__fn_label(m->body, m->h.len, label, sizeof label);
         char *t = fail_text(r, label);
         for (size_t k = 0; k < n; k++) {
             results_add(&rs, mp_value_nil());
@@ -414,7 +416,7 @@ static int run_chunk(wstate *ws, mp__msg *m)
         }
         free(t);
     } else {
-        run_tasks(ws, m, (mp_task_fn)(void *)fnp, &a, n, label, &rs, &e);
+        run_tasks(ws, m, (mp_task_fn)(void *)fnp, &a, n, &rs, &e);
     }
     mp_value_free(a.list);
     if (rs.list)
