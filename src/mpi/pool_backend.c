@@ -474,6 +474,16 @@ static size_t be_held(void *state, size_t i)
     return mp__relay_held(((mstate *)state)->relay, i);
 }
 
+static int be_give(void *state, size_t i, mp__txbuf *t)
+{
+    return mp__relay_give(((mstate *)state)->relay, i, t);
+}
+
+static int be_take(void *state, size_t i, char **buf, size_t *len)
+{
+    return mp__relay_take(((mstate *)state)->relay, i, buf, len);
+}
+
 static void be_reap(void *state, size_t i, char *who, size_t wcap, char *how, size_t hcap)
 {
     mp__relay_reap(((mstate *)state)->relay, i, who, wcap, how, hcap);
@@ -507,6 +517,8 @@ static const mpi_backend default_backend = {
            .stop = be_stop,
            .reap = be_reap,
            .held = be_held,
+           .give = be_give,
+           .take = be_take,
            .close = be_close},
     .o = {.heartbeat_limit = 10.0, .spawn_info = MPI_INFO_NULL},
 };

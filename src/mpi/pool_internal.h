@@ -58,6 +58,11 @@ void mp__relay_stop(mp__relay *r, size_t i);
 /* Worker i died: how many of the oldest chunks sent to it it may have run without their
  * results coming back (the rest of a coalesced batch; else 1: the one it was running). */
 size_t mp__relay_held(mp__relay *r, size_t i);
+/* Large messages by pointer (the backend's give and take, src/pool/pool.h): worker i's
+ * next message, sent at the MSG_HANDED notice the pool writes next (0, -ENOMEM); the
+ * block a MSG_HANDED notice from the relay stands for (0, -1 when none). */
+int mp__relay_give(mp__relay *r, size_t i, mp__txbuf *t);
+int mp__relay_take(mp__relay *r, size_t i, char **buf, size_t *len);
 void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, size_t hcap);
 /* Stop the thread; dead[i] tells which ranks died, pidfds[i] gets the pidfd of rank i
  * when it is on this host (else -1; the caller closes them); both may be NULL. Frees r. */

@@ -80,9 +80,24 @@ enum lstate { L_FREE, L_STARTING, L_SERVING, L_BYE, L_DONE, L_DEAD };
 
 typedef struct pend {
     MPI_Request req;
-    char *buf; /* the block to free once sent */
+    char *buf;     /* the block to free once sent, or */
+    mp__txbuf *tb; /* the pool's block to let go of (handed by pointer) */
     int link;
 } pend;
+
+/* A large message handed over by pointer: from the pool (tb), sent at its MSG_HANDED
+ * notice in the socket's stream; or to the pool (buf, len), taken at the notice written
+ * in its place. */
+typedef struct handed {
+    struct handed *next;
+    mp__txbuf *tb;
+    char *buf;
+    size_t len;
+} handed;
+
+typedef struct hqueue {
+    handed *head, *tail;
+} hqueue;
 
 /* A batch sent to a rank: its tasks whose results have not come back yet. */
 typedef struct batch {
@@ -108,6 +123,7 @@ typedef struct rlink {
     bool quick; /* the rank's last chunk was quick (it says so): coalesce its batches */
     mp__rx rx;
     mp__buf back; /* frames from the rank not yet written to the socket (one write per round) */
+    hqueue given, taken; /* handed messages (under mu): from the pool; to the pool */
     char how[192];
 } rlink;
 
@@ -156,14 +172,16 @@ static struct orphan {
 } *g_orphans;
 static pthread_mutex_t g_orphans_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void orphan(MPI_Request *req, char *buf)
+static void orphan(MPI_Request *req, char *buf, mp__txbuf *tb)
 {
     MPI_Request_free(req);
-    /* the list's link lives in a small block of its own: buf stays untouched */
-    struct orphan *o = malloc(sizeof *o + sizeof buf);
+    /* the list's link lives in a small block of its own: buf stays untouched (a handed
+     * block keeps the reference we hold: the pool's chunk may still be sent elsewhere) */
+    void *keep = tb ? (void *)tb : (void *)buf;
+    struct orphan *o = malloc(sizeof *o + sizeof keep);
     if (!o)
         return; /* lost: a leak, not a fault */
-    memcpy(o + 1, &buf, sizeof buf);
+    memcpy(o + 1, &keep, sizeof keep);
     pthread_mutex_lock(&g_orphans_mu);
     o->next = g_orphans;
     g_orphans = o;
@@ -178,7 +196,7 @@ static void progress(mp__relay *r)
     for (size_t i = 0; i < r->nq; i++) {
         rlink *l = &r->l[r->q[i].link];
         if (l->st == L_DEAD)
-            orphan(&r->q[i].req, r->q[i].buf); /* never completes */
+            orphan(&r->q[i].req, r->q[i].buf, r->q[i].tb); /* never completes */
         else
             r->q[k++] = r->q[i];
     }
@@ -188,16 +206,19 @@ static void progress(mp__relay *r)
     bool failed = mp__mpi_testsome(r->rq, r->ri, r->nq, &r->q[0].req, sizeof *r->q) < 0;
     k = 0;
     for (size_t i = 0; i < r->nq; i++) {
-        if (failed || r->q[i].req == MPI_REQUEST_NULL)
+        if (failed || r->q[i].req == MPI_REQUEST_NULL) {
             free(r->q[i].buf);
-        else
+            mp__txbuf_unref(r->q[i].tb);
+        } else
             r->q[k++] = r->q[i];
     }
     r->nq = k;
 }
 
-/* Send len bytes at data, in the block buf (adopted), to rlink i's rank. */
-static int send_at(mp__relay *r, int i, int kind, char *buf, const char *data, size_t len)
+/* Send len bytes at data, in the block buf or the pool's tb (adopted: freed, or our
+ * reference let go of, once sent), to rlink i's rank. */
+static int send_at(mp__relay *r, int i, int kind, char *buf, mp__txbuf *tb, const char *data,
+                   size_t len)
 {
     if (r->nq == r->capq) {
         size_t cap = r->capq ? 2 * r->capq : 32;
@@ -210,6 +231,7 @@ static int send_at(mp__relay *r, int i, int kind, char *buf, const char *data, s
             r->rq = rq;
         if (!ri) {
             free(buf);
+            mp__txbuf_unref(tb);
             return -ENOMEM;
         }
         r->ri = ri;
@@ -219,16 +241,67 @@ static int send_at(mp__relay *r, int i, int kind, char *buf, const char *data, s
                        r->comm, &r->q[r->nq].req);
     if (rc != MPI_SUCCESS) {
         free(buf);
+        mp__txbuf_unref(tb);
         return mp__mpi_error(rc, "MPI_Isend to a pool rank");
     }
     r->q[r->nq].buf = buf;
+    r->q[r->nq].tb = tb;
     r->q[r->nq++].link = i;
     return 0;
 }
 
 static int send_to(mp__relay *r, int i, int kind, char *buf, size_t len)
 {
-    return send_at(r, i, kind, buf, buf, len);
+    return send_at(r, i, kind, buf, NULL, buf, len);
+}
+
+/* ---- messages handed over by pointer ------------------------------------------------ */
+
+static int hq_push(mp__relay *r, hqueue *q, mp__txbuf *tb, char *buf, size_t len)
+{
+    handed *h = malloc(sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    *h = (handed){.tb = tb, .buf = buf, .len = len};
+    pthread_mutex_lock(&r->mu);
+    if (q->tail)
+        q->tail->next = h;
+    else
+        q->head = h;
+    q->tail = h;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+/* The oldest (NULL: none); the caller frees the node. */
+static handed *hq_pop(mp__relay *r, hqueue *q)
+{
+    pthread_mutex_lock(&r->mu);
+    handed *h = q->head;
+    if (h) {
+        q->head = h->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return h;
+}
+
+/* Let go of what is left: nobody will send it or take it (the pool closed its end of
+ * the socket: no notice comes; the relay's end). */
+static void hq_drop(mp__relay *r, hqueue *q)
+{
+    pthread_mutex_lock(&r->mu);
+    handed *h = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+    while (h) {
+        handed *n = h->next;
+        mp__txbuf_unref(h->tb);
+        free(h->buf);
+        free(h);
+        h = n;
+    }
 }
 
 /* ---- batches in flight ------------------------------------------------------------ */
@@ -337,7 +410,7 @@ static size_t whole_frames(const mp__rx *rx, long max, long *tasks)
     while (end - off >= sizeof(mp__msg_hdr) && *tasks < max) {
         mp__msg_hdr h;
         memcpy(&h, rx->b.data + off, sizeof h);
-        if (end - off - sizeof h < h.len)
+        if (end - off - sizeof h < h.len || MSG_TYPE(h.type) == MSG_HANDED)
             break;
         if (MSG_TYPE(h.type) == MSG_TASK || MSG_TYPE(h.type) == MSG_ARRAY)
             (*tasks)++;
@@ -346,14 +419,59 @@ static size_t whole_frames(const mp__rx *rx, long max, long *tasks)
     return off - rx->off;
 }
 
+/* The frames of a handed block that a result answers. */
+static long count_tasks(const char *b, size_t n)
+{
+    long k = 0;
+    size_t off = 0;
+    while (n - off >= sizeof(mp__msg_hdr)) {
+        mp__msg_hdr h;
+        memcpy(&h, b + off, sizeof h);
+        if (MSG_TYPE(h.type) == MSG_TASK || MSG_TYPE(h.type) == MSG_ARRAY)
+            k++;
+        if (n - off - sizeof h < h.len)
+            break;
+        off += sizeof h + (size_t)h.len;
+    }
+    return k;
+}
+
+/* A MSG_HANDED notice at the head of what was read: the message the pool handed over
+ * in its place goes now, as a batch of its own, from the pool's block (no copy). */
+static bool handed_to_rank(mp__relay *r, int i)
+{
+    rlink *l = &r->l[i];
+    mp__msg_hdr h;
+    if (l->rx.b.len - l->rx.off < sizeof h)
+        return false;
+    memcpy(&h, l->rx.b.data + l->rx.off, sizeof h);
+    if (MSG_TYPE(h.type) != MSG_HANDED)
+        return false;
+    l->rx.off += sizeof h + (h.len <= l->rx.b.len - l->rx.off - sizeof h ? (size_t)h.len : 0);
+    handed *m = hq_pop(r, &l->given);
+    if (!m)
+        return true; /* (never: the pool hands the block over before the notice) */
+    long tasks = count_tasks(m->tb->data, m->tb->len);
+    if (l->st == L_DEAD || l->st == L_DONE)
+        mp__txbuf_unref(m->tb);
+    else if (send_at(r, i, T_DATA, NULL, m->tb, m->tb->data, m->tb->len) == 0) {
+        l->out += tasks;
+        batch_push(r, l, tasks, false);
+    }
+    free(m);
+    return true;
+}
+
 /* Send the whole frames read from the pool's socket: one message (T_DATA), or, when the
  * rank's tasks are quick, batches of up to BATCH_TASKS tasks (T_DATAC) whose results the
- * rank sends back together. */
+ * rank sends back together; at a MSG_HANDED notice, the message handed over. */
 static void to_rank(mp__relay *r, int i)
 {
     rlink *l = &r->l[i];
     bool quick = l->quick;
     while (l->rx.off < l->rx.b.len) {
+        if (handed_to_rank(r, i))
+            continue;
         long tasks = 0;
         size_t n = whole_frames(&l->rx, quick ? BATCH_TASKS : LONG_MAX, &tasks);
         if (!n)
@@ -371,7 +489,7 @@ static void to_rank(mp__relay *r, int i)
             size_t off = l->rx.off;
             memset(&l->rx.b, 0, sizeof l->rx.b);
             l->rx.off = 0;
-            rc = send_at(r, i, kind, base, base + off, n);
+            rc = send_at(r, i, kind, base, NULL, base + off, n);
         } else {
             char *buf = malloc(n);
             if (buf) {
@@ -404,6 +522,8 @@ static bool from_pool(mp__relay *r, int i)
             break; /* most likely drained: ppoll says if more came (a recvmsg saved) */
     }
     to_rank(r, i);
+    if (l->eof) /* the pool writes no more notices: what it handed over and never named goes */
+        hq_drop(r, &l->given);
     if (l->eof && l->st == L_SERVING) {
         /* the pool closed its side: it is done with this rank */
         char *b = malloc(1);
@@ -473,6 +593,20 @@ static void flush_back(rlink *l)
     l->back.len = 0;
 }
 
+/* A large message from the rank (a map's results) goes to the pool by pointer: a notice
+ * in its place in the socket's stream, after the frames before it. */
+static int hand_back(mp__relay *r, rlink *l, char *buf, size_t len)
+{
+    if (hq_push(r, &l->taken, NULL, buf, len) < 0)
+        return -ENOMEM;
+    mp__msg_hdr h = {.type = MSG_HANDED};
+    if (mp__buf_append(&l->back, &h, sizeof h) < 0) {
+        flush_back(l);
+        write_all(l, (const char *)&h, sizeof h);
+    }
+    return 0;
+}
+
 /* Every message that arrived; a rank's frames go to its socket in one write. */
 static bool from_ranks(mp__relay *r)
 {
@@ -516,7 +650,9 @@ static bool from_ranks(mp__relay *r)
                 l->st = L_SERVING;
                 pthread_mutex_unlock(&r->mu);
             }
-            if (count >= STEAL_BYTES) {
+            if (count >= MP__HAND_BYTES && hand_back(r, l, buf, (size_t)count) == 0) {
+                buf = NULL; /* the pool's now */
+            } else if (count >= STEAL_BYTES) {
                 flush_back(l); /* large (a map's results): written as they are, in order */
                 write_all(l, buf, (size_t)count);
             } else if (mp__buf_append(&l->back, buf, (size_t)count) < 0) {
@@ -812,6 +948,22 @@ void mp__relay_reap(mp__relay *r, size_t i, char *who, size_t wcap, char *how, s
     pthread_mutex_unlock(&r->mu);
 }
 
+int mp__relay_give(mp__relay *r, size_t i, mp__txbuf *t)
+{
+    return hq_push(r, &r->l[i].given, t, NULL, 0);
+}
+
+int mp__relay_take(mp__relay *r, size_t i, char **buf, size_t *len)
+{
+    handed *h = hq_pop(r, &r->l[i].taken);
+    if (!h)
+        return -1;
+    *buf = h->buf;
+    *len = h->len;
+    free(h);
+    return 0;
+}
+
 size_t mp__relay_held(mp__relay *r, size_t i)
 {
     rlink *l = &r->l[i];
@@ -838,10 +990,12 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
     }
     for (size_t k = 0; k < r->nq; k++) {
         rlink *l = &r->l[r->q[k].link];
-        if (l->st != L_DEAD && MPI_Wait(&r->q[k].req, MPI_STATUS_IGNORE) == MPI_SUCCESS)
+        if (l->st != L_DEAD && MPI_Wait(&r->q[k].req, MPI_STATUS_IGNORE) == MPI_SUCCESS) {
             free(r->q[k].buf);
-        else if (l->st == L_DEAD)
-            orphan(&r->q[k].req, r->q[k].buf);
+            mp__txbuf_unref(r->q[k].tb);
+        } else if (l->st == L_DEAD) {
+            orphan(&r->q[k].req, r->q[k].buf, r->q[k].tb);
+        }
     }
     free(r->q);
     free(r->rq);
@@ -860,6 +1014,8 @@ void mp__relay_free(mp__relay *r, bool *dead, int *pidfds)
             mp__close(l->pidfd);
         mp__rx_free(&l->rx);
         mp__buf_free(&l->back);
+        hq_drop(r, &l->given);
+        hq_drop(r, &l->taken);
         free(l->bq);
     }
     free(r->l);

@@ -2,13 +2,21 @@
  * gives each a stream socket and a sentinel fd; this file is the loop's one view of a
  * worker, local or not (liveness, sentinel, kill, terminate, reaping with a description).
  *
+ * Large messages (MP__HAND_BYTES+) go by pointer when the backend can take them (give,
+ * take): the socket carries a MSG_HANDED notice in their place, so their order among the
+ * small messages on the same socket is what it would be; a handed chunk's bytes are
+ * shared with the backend (mp__txbuf, counted references), since the chunk goes to
+ * another worker if this one dies while the backend may still be sending them.
+ *
  * DESIGN: called on the result thread alone (the owner of w[]), except mp__pool_open_backend
- * (mp_pool_new's thread, before the result thread starts). */
+ * (mp_pool_new's thread, before the result thread starts); mp__txbuf_unref from any
+ * thread (the last reference, the chunk's or the backend's, frees). */
 #define _GNU_SOURCE
 #include "internal/common.h"
 #include "pool/pool.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -49,6 +57,52 @@ int mp__pool_start_remote(mp_pool *p, size_t i)
     w->sock = mp__pool_fd_track(sock);
     w->sentinel = mp__pool_fd_track(sentinel);
     mp__set_nonblock(sock, true);
+    return 0;
+}
+
+void mp__txbuf_unref(mp__txbuf *t)
+{
+    if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        free(t->data);
+        free(t);
+    }
+}
+
+chunk *mp__pool_hand(mp_pool *p, size_t i, chunk *c)
+{
+    if (!p->backend->give || c->len < MP__HAND_BYTES || c->nfds || !c->buf)
+        return c;
+    if (!c->tb) { /* the chunk's reference; buf stays where it is, owned by tb */
+        c->tb = malloc(sizeof *c->tb);
+        if (!c->tb)
+            return c;
+        *c->tb = (mp__txbuf){.refs = 1, .data = c->buf, .len = c->len};
+    }
+    chunk *n = calloc(1, sizeof *n);
+    char *b = n ? malloc(sizeof(mp__msg_hdr)) : NULL;
+    if (!b) {
+        free(n);
+        return c;
+    }
+    atomic_fetch_add_explicit(&c->tb->refs, 1, memory_order_relaxed); /* the backend's */
+    if (p->backend->give(p->be_state, i, c->tb) < 0) {
+        atomic_fetch_sub_explicit(&c->tb->refs, 1, memory_order_relaxed);
+        free(b);
+        free(n);
+        return c;
+    }
+    mp__msg_hdr h = {.type = MSG_HANDED, .id = c->id};
+    memcpy(b, &h, sizeof h);
+    n->buf = b; /* a control message (no job): freed once written, or at the worker's end */
+    n->len = sizeof h;
+    return n;
+}
+
+int mp__pool_take(mp_pool *p, size_t i, char **buf, size_t *len)
+{
+    if (!p->backend->take || p->backend->take(p->be_state, i, buf, len) < 0)
+        return mp__error(MP_EPROTO, "pool: a handed message from %s worker %zu is missing",
+                         p->backend->name, i + 1);
     return 0;
 }
 

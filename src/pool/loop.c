@@ -220,7 +220,8 @@ static void assign(mp_pool *p, worker *w, chunk *c)
         w->inflight = c;
     w->inflight_tail = c;
     w->ninflight++;
-    w->txq[w->txn++] = c;
+    /* a backend's worker: a large chunk's bytes may go by pointer, a notice in their place */
+    w->txq[w->txn++] = w->remote ? mp__pool_hand(p, (size_t)(w - p->w), c) : c;
     if (c->job->kind != JOB_ARRAY && p->maxtasks && ++w->assigned >= p->maxtasks)
         w->exiting = true; /* it exits after this one */
 }
@@ -480,6 +481,33 @@ static int handle_msg(mp_pool *p, worker *w, mp__msg *m)
     return 0;
 }
 
+/* A MSG_HANDED notice from a backend's worker: the frames it stands for were handed over
+ * by pointer (a map's results, megabytes: not copied through the socket twice). */
+static int handle_handed(mp_pool *p, worker *w)
+{
+    char *buf = NULL;
+    size_t len = 0, off = 0;
+    int r = mp__pool_take(p, (size_t)(w - p->w), &buf, &len);
+    while (r == 0 && off < len) {
+        mp__msg m = {0};
+        if (len - off < sizeof m.h)
+            r = mp__error(MP_EPROTO, "pool: a handed message ends inside a header");
+        if (r < 0)
+            break;
+        memcpy(&m.h, buf + off, sizeof m.h);
+        off += sizeof m.h;
+        if (m.h.nfds || m.h.len > len - off || MSG_TYPE(m.h.type) == MSG_HANDED) {
+            r = mp__error(MP_EPROTO, "pool: a malformed handed message");
+            break;
+        }
+        m.body = buf + off;
+        off += (size_t)m.h.len;
+        r = handle_msg(p, w, &m);
+    }
+    free(buf);
+    return r;
+}
+
 /* Handle every whole message buffered; a malformed one kills the worker. */
 static void drain_msgs(mp_pool *p, worker *w)
 {
@@ -489,7 +517,9 @@ static void drain_msgs(mp_pool *p, worker *w)
         int got = mp__rx_next(&w->rx, &m);
         if (got == 0)
             break;
-        int r = got < 0 ? got : handle_msg(p, w, &m);
+        int r = got < 0                      ? got
+                : m.h.type == MSG_HANDED ? handle_handed(p, w)
+                                         : handle_msg(p, w, &m);
         mp__msg_clear(&m);
         if (r < 0) {
             mp__worker_kill(p, (size_t)(w - p->w));

@@ -37,7 +37,12 @@ enum {
     MSG_RESULT,        /* worker -> parent: results of the chunk it got first */
     MSG_ARRAY,         /* parent -> worker: typed range (body: mp__array_task) */
     MSG_ARENA,         /* parent -> worker: the shared arena's memfd (arg = size) */
+    MSG_HANDED,        /* pool <-> a backend, never a worker: a large message handed over
+                          by pointer stands here in the stream (mp_pool_backend.give/take) */
 };
+/* Messages of at least this many bytes go between the pool and a backend that takes
+ * them by pointer (give/take), not through the socket. */
+#define MP__HAND_BYTES 65536
 /* Or'ed into MSG_TASK: publish each task's start in the slot (a time limit applies). */
 #define MSG_TIMED 0x100u
 /* Or'ed into MSG_ARRAY: the range carries its elements (a backend's worker, which has no
@@ -214,12 +219,24 @@ struct job {
     mp_pool_result handle; /* apply/map: the user's handle (wrap_result) */
 };
 
+/* A large message's bytes handed to a backend by pointer (mp_pool_backend.give): shared
+ * by the chunk (which goes to another worker if this one dies) and the backend (until
+ * its send is done, or for ever if the peer died with it); the last reference frees
+ * them. */
+typedef struct mp__txbuf {
+    _Atomic int refs;
+    char *data; /* whole frames, malloc'd */
+    size_t len;
+} mp__txbuf;
+void mp__txbuf_unref(mp__txbuf *t);
+
 struct chunk {
     job *job;
     size_t first, count; /* item indexes (absolute) */
     uint64_t id;
     char *buf; /* header + body, ready to send (NULL for a failed chunk) */
     size_t len;
+    mp__txbuf *tb; /* buf was handed to a backend (mp__pool_hand): tb owns it */
     size_t cap; /* buf's capacity, when mp__chunk_build made it (0: the chunk is not kept
                    for reuse, see mp__chunk_done) */
     int *fds;
@@ -256,6 +273,16 @@ struct mp_pool_backend {
      * results coming back (they fail; the others go to other workers). NULL: 1, the one
      * at the head, which it was running. */
     size_t (*held)(void *state, size_t i);
+    /* Optional, both or neither: large messages by pointer rather than through the socket
+     * (a local socket copies each byte twice). give: worker i's next message (whole
+     * frames, t->len bytes): the backend takes a reference (mp__txbuf_unref it once done,
+     * whatever happens to the worker) and sends the message when it reads the MSG_HANDED
+     * notice that the pool writes in its place in the socket's stream; 0, or a negative
+     * code (the pool writes the bytes then). take: the pool read a MSG_HANDED notice from
+     * worker i: the block of whole frames the backend handed over in its place (malloc'd,
+     * now the pool's); 0, or MP_EPROTO when there is none. */
+    int (*give)(void *state, size_t i, mp__txbuf *t);
+    int (*take)(void *state, size_t i, char **buf, size_t *len);
     /* Free the state, after every worker was reaped. */
     void (*close)(void *state);
 };
@@ -374,6 +401,11 @@ void mp__worker_terminate(mp_pool *p, size_t i);
 int mp__pool_open_backend(mp_pool *p, const mp_pool_opts *o);
 /* Start a backend's worker at position i (it is never replaced: a second start fails). */
 int mp__pool_start_remote(mp_pool *p, size_t i);
+/* Chunk c goes to backend worker i: what to queue in its place, a MSG_HANDED notice (c's
+ * bytes were handed to the backend: give), or c itself (small, or not taken). */
+chunk *mp__pool_hand(mp_pool *p, size_t i, chunk *c);
+/* A MSG_HANDED notice came from backend worker i: the block of frames it stands for. */
+int mp__pool_take(mp_pool *p, size_t i, char **buf, size_t *len);
 /* Reap worker i, describing it ("ForkPoolWorker-1 (pid 42)") and how it ended. */
 void mp__pool_reap_describe(mp_pool *p, size_t i, char *who, size_t wcap, char *how,
                             size_t hcap);

@@ -385,7 +385,10 @@ void mp__chunk_free(chunk *c)
     for (size_t i = 0; i < c->nfds; i++)
         mp__pool_fd_close(c->fds[i]);
     free(c->fds);
-    free(c->buf);
+    if (c->tb)
+        mp__txbuf_unref(c->tb); /* a backend may still be sending its bytes */
+    else
+        free(c->buf);
     free(c->fail_msg);
     free(c);
 }
@@ -395,9 +398,13 @@ void mp__chunk_fail(chunk *c, int code, const char *msg)
     for (size_t i = 0; i < c->nfds; i++)
         mp__pool_fd_close(c->fds[i]);
     free(c->fds);
-    free(c->buf);
+    if (c->tb)
+        mp__txbuf_unref(c->tb);
+    else
+        free(c->buf);
     c->fds = NULL;
     c->nfds = 0;
+    c->tb = NULL;
     c->buf = NULL;
     c->len = c->cap = 0;
     c->fail_code = code < 0 ? code : -ENOMEM;
@@ -481,7 +488,7 @@ static int encode_handles(mp__buf *g, mp_value *const *args, size_t count, chunk
 
 void mp__chunk_done(mp_pool *p, chunk *c)
 {
-    if (!c->cap || c->cap > CHUNK_CACHE_BYTES || c->nfds || c->fail_msg || !c->buf ||
+    if (!c->cap || c->cap > CHUNK_CACHE_BYTES || c->nfds || c->fail_msg || !c->buf || c->tb ||
         atomic_load_explicit(&p->ncache, memory_order_relaxed) + p->nspent >= CHUNK_CACHE_MAX) {
         mp__chunk_free(c);
         return;
