@@ -5,7 +5,9 @@
  * code and message (naming the rank); n = 0; the context as bytes; a context pointer is
  * refused. Mode "rank_killed" (test_mpi_pool_array_modes.sh, under mpiexec
  * --enable-recovery): a rank dying in a range fails the call with MP_EWORKERDIED naming
- * it, and the pool goes on with the ranks left. Mode "hosts" (test_netns_pool_array.sh:
+ * it, and the pool goes on with the ranks left; "rank_killed_large" the same with ranges
+ * of 350 KB (handed to the relay by pointer): the dead rank's other ranges run on the
+ * ranks left and come back right. Mode "hosts" (test_netns_pool_array.sh:
  * `mpiexec -n 3` across network namespaces, TCP between them): the ranges ran in the
  * other namespaces, and the results still equal the local pool's. */
 #include "multiproc/mpi_pool.h"
@@ -330,6 +332,42 @@ static void test_rank_killed(void)
     free(out);
 }
 
+/* The same with ranges of 350 KB (handed between the pool and the MPI relay by pointer,
+ * not through their socket): the dead rank's other ranges (whose bytes the relay may
+ * still hold, or have sent to it) run on the ranks left and come back right. */
+static void test_rank_killed_large(void)
+{
+    mp_pool *p = mpi_pool(0);
+    CHECK(p != NULL);
+    CHECK_INT(mp_pool_processes(p), 3);
+    enum { N = 1 << 19, CS = (N + 11) / 12 }; /* the default ranges: 4 per rank */
+    int64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    int code = mp_pool_map_array(p, el_die, in, 8, out, 8, N, NULL, 0);
+    printf("map_array (large): %s: %s\n", mp_errname(code), mp_last_error());
+    fflush(stdout);
+    CHECK_INT(code, MP_EWORKERDIED);
+    char want[64];
+    snprintf(want, sizeof want, "el_die (elements 0-%d of the call)", CS - 1);
+    CHECK_CONTAINS(mp_last_error(), want);
+    int bad = 0;
+    for (int i = CS; i < N; i++)
+        bad += out[i] != i;
+    CHECK_INT(bad, 0);
+    /* the pool goes on with the ranks left */
+    in[5000] = 1;
+    memset(out, 0, N * sizeof *out);
+    CHECK_OK(mp_pool_map_array(p, el_die, in, 8, out, 8, N, NULL, 0));
+    bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += out[i] != in[i];
+    CHECK_INT(bad, 0);
+    end_pool(p);
+    free(in);
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
     int r = mp_mpi_pool_serve_if_worker(&argc, &argv);
@@ -342,6 +380,14 @@ int main(int argc, char **argv)
         mpt_current = "test_rank_killed"; /* no fd check: MPI's links to the dead rank */
         test_rank_killed();
         printf("%s test_rank_killed\n", mpt_failures ? "FAIL" : "ok  ");
+        int rc = mpt_done();
+        printf("mp_mpi_finalize: %d\n", mp_mpi_finalize());
+        return rc;
+    }
+    if (argc > 1 && strcmp(argv[1], "rank_killed_large") == 0) {
+        mpt_current = "test_rank_killed_large";
+        test_rank_killed_large();
+        printf("%s test_rank_killed_large\n", mpt_failures ? "FAIL" : "ok  ");
         int rc = mpt_done();
         printf("mp_mpi_finalize: %d\n", mp_mpi_finalize());
         return rc;

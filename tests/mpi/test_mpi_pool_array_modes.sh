@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mp_pool_map_array on MPI ranks (test_mpi_pool_array.c) when a rank dies in a range:
+# mp_pool_map_array on MPI ranks (test_mpi_pool_array.c) when a rank dies in a range
+# (small ranges, and ranges of 350 KB, which the master hands to its relay by pointer):
 # - under `mpiexec --enable-recovery`: the call returns MP_EWORKERDIED naming the rank
 #   within a bounded time, the pool goes on with the ranks left, the job ends with
 #   status 0 and a line naming the lost rank;
@@ -34,6 +35,10 @@ LOST="^multiproc: MPI pool: rank [123] was lost"
 timeout -k 5 30 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_killed >"$out" 2>&1
 check killed_recovery 0 $? "^map_array: MP_EWORKERDIED: .*MPI rank [123], pid [0-9]* on [^)]*) died (its process ended) while running el_die" \
     "ok   test_rank_killed" "0 failed" "$LOST" "^mp_mpi_finalize: 0$"
+
+timeout -k 5 30 "$MPIEXEC" --enable-recovery -n 4 "$BIN" rank_killed_large >"$out" 2>&1
+check killed_large_recovery 0 $? "^map_array (large): MP_EWORKERDIED: .*MPI rank [123], pid [0-9]* on [^)]*) died (its process ended) while running el_die" \
+    "ok   test_rank_killed_large" "0 failed" "$LOST" "^mp_mpi_finalize: 0$"
 
 t0=$(date +%s)
 timeout -k 5 120 "$MPIEXEC" -n 4 "$BIN" rank_killed >"$out" 2>&1
