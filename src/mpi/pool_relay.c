@@ -594,16 +594,18 @@ static void flush_back(rlink *l)
 }
 
 /* A large message from the rank (a map's results) goes to the pool by pointer: a notice
- * in its place in the socket's stream, after the frames before it. */
+ * in its place in the socket's stream, after the frames before it, written at once (the
+ * result thread takes the message in while we receive the next). */
 static int hand_back(mp__relay *r, rlink *l, char *buf, size_t len)
 {
     if (hq_push(r, &l->taken, NULL, buf, len) < 0)
         return -ENOMEM;
     mp__msg_hdr h = {.type = MSG_HANDED};
     if (mp__buf_append(&l->back, &h, sizeof h) < 0) {
-        flush_back(l);
+        flush_back(l); /* out of memory: the frames before it, then the notice */
         write_all(l, (const char *)&h, sizeof h);
     }
+    flush_back(l);
     return 0;
 }
 
