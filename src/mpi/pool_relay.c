@@ -17,10 +17,20 @@
  * yet, coalesced or not): when the rank dies, mp__relay_held tells the pool's loop how
  * many chunks at the head of its queue fail (the rest of a coalesced batch, whose
  * results may have died with it; else the one chunk it was running), so no task is run
- * twice. Large reads (64 KiB+) are sent in the buffer they were read in, and large
- * messages from a rank written to the socket as they are (no copies of a map's chunks).
- * A rank's messages are written to its socket with a blocking write (the result thread
- * always reads). A rank is declared
+ * twice. Large messages (MP__HAND_BYTES, 64 KiB+: a map's chunks and results) do not
+ * cross the socket: the result thread hands a chunk's block over by pointer (give: the
+ * link's `given` queue, the block's bytes shared with the pool's chunk, which goes to
+ * another rank if this one dies) and writes a MSG_HANDED notice in its place in the
+ * stream, at which this thread sends the block as it is; a large message from a rank
+ * goes into the link's `taken` queue, a notice in its place on the socket, and the
+ * result thread takes it there (take). The notices keep the order of large and small
+ * messages on each link exactly as through the socket; no byte is copied on the way
+ * (it was twice in the kernel each way: 3-4 ms per 8 MB here). What is handed and never
+ * named (the pool closed its end first) or never taken is let go of when the socket
+ * ends or at mp__relay_free; a block sent to a rank that died is kept, with MPI's
+ * request, for the life of the process (orphan). Other large reads from the socket
+ * (64 KiB+ of frames) are sent in the buffer they were read in. A rank's messages are
+ * written to its socket with a blocking write (the result thread always reads). A rank is declared
  * dead when its pidfd fires (after a short grace in which its last messages are still
  * taken, so results it sent before dying are not lost), or when nothing came from it for
  * hb_limit seconds while it held work or was starting; then its sentinel eventfd is
@@ -32,9 +42,9 @@
  * A second thread, the guard, declares a rank on this host dead when its pidfd has been
  * readable for GUARD_LIMIT and the relay has not: the relay can be stuck inside an MPI
  * call for a second or more while Open MPI handles the lost connection (guard_main).
- * Shared state: links' state and batches in flight under r->mu (the result thread
- * starts, stops and reaps links, and asks for the count held); everything else belongs
- * to the relay thread.
+ * Shared state: links' state, batches in flight and the handed queues under r->mu (the
+ * result thread starts, stops and reaps links, asks for the count held, gives and
+ * takes); everything else belongs to the relay thread.
  *
  * Where an apply's time goes on the master (bench_mpi's 10,000 apply_async + get, 2
  * ranks on one 2-core host, perf and strace on rank 0; Dec 3): an MPI message each way
@@ -452,7 +462,10 @@ static bool handed_to_rank(mp__relay *r, int i)
     if (!m)
         return true; /* (never: the pool hands the block over before the notice) */
     long tasks = count_tasks(m->tb->data, m->tb->len);
-    if (l->st == L_DEAD || l->st == L_DONE)
+    pthread_mutex_lock(&r->mu); /* the guard thread may declare the rank dead */
+    bool gone = l->st == L_DEAD || l->st == L_DONE;
+    pthread_mutex_unlock(&r->mu);
+    if (gone)
         mp__txbuf_unref(m->tb);
     else if (send_at(r, i, T_DATA, NULL, m->tb, m->tb->data, m->tb->len) == 0) {
         l->out += tasks;

@@ -18,6 +18,10 @@
  * (mp__vblock: one allocation, not one per value; the values are freed by the user's
  * thread, where this thread's per-thread value cache could never get them back).
  * Failed chunks (arguments that could not be encoded) are failed here, never sent.
+ * A backend's worker gets a large chunk (64 KiB+) by pointer when its backend takes it
+ * (a MSG_HANDED notice goes through the socket in its place: backend.c), and a
+ * MSG_HANDED notice from it stands for a large block of results handed over the same
+ * way (handle_handed).
  * Wake-ups: p->idle is set before the queue is looked at and cleared when poll
  * returns, so submitters write the eventfd only when this thread may sleep; a worker's
  * socket is read until a short read, not until EAGAIN; the jobs that finish while one

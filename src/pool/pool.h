@@ -11,7 +11,9 @@
  * A backend (src/mpi/pool*.c for MPI ranks) gives each worker position a stream socket
  * carrying these same framed messages and a sentinel fd; the loop cannot tell the
  * difference, except that it has no slot to read (the chunk at the head of a remote
- * worker's queue is the one it was running) and cannot replace a remote worker. */
+ * worker's queue is the one it was running) and cannot replace a remote worker; and a
+ * backend may take large messages by pointer (give/take: a MSG_HANDED notice on the
+ * socket in their place). */
 #ifndef MP_POOL_POOL_H
 #define MP_POOL_POOL_H
 
