@@ -8,7 +8,8 @@
  * which the result thread copies straight into the caller's array (mp__array_take); a
  * failing element answers with its code and message instead, as in the arena path. No
  * MessagePack, no arena, no new message type: the relay carries these frames as any
- * (src/mpi/pool_relay.c: a frame of 64 KiB+ goes to MPI in the buffer it was read in).
+ * (src/mpi/pool_relay.c: a frame of 64 KiB+ passes between the result thread and the
+ * relay by pointer, both ways).
  * Ranges are queued as they are built (the first is on its way while the next is
  * copied), about 4 per worker, at most CHUNK_BYTES each way (a large array pipelines:
  * a rank computes one range while the next travels). Ranges of one call and their
