@@ -114,34 +114,17 @@ static inline size_t rec_pack_int(int64_t i, unsigned char *p)
     return n;
 }
 
-/* An int as one record at rec (32 bytes of room): a word record for ints up to 32 bits,
- * else a [len][tag] record. Its size. Word stores only (a header built on the stack and
- * copied whole would stall on store forwarding). */
+/* An int as one record at rec (32 bytes of room): a word record for ints up to 32 bits
+ * (q_int_word), else a [len][tag] record. Its size. Word stores only (a header built on
+ * the stack and copied whole would stall on store forwarding). */
 static inline size_t int_record(int64_t i, unsigned char *rec)
 {
-    uint64_t u = (uint64_t)i, w;
-    if (u + 32 <= 32 + 127) /* -32..127: a fixint */
-        w = word_make(u & 0xff, TAG_VALUE, 1);
-    else if (u <= 0xff)
-        w = word_make(0xcc | u << 8, TAG_VALUE, 2);
-    else if (u <= 0xffff)
-        w = word_make(0xcd | (uint64_t)__builtin_bswap16((uint16_t)u) << 8, TAG_VALUE, 3);
-    else if (u <= 0xffffffff)
-        w = word_make(0xce | (uint64_t)__builtin_bswap32((uint32_t)u) << 8, TAG_VALUE, 5);
-    else
-        w = 0; /* wider, or negative: rec_pack_int below */
-    if (w) { /* the common ints: one word, built directly */
+    uint64_t w;
+    if (q_int_word(i, &w)) { /* the common ints: one word, built directly */
         memcpy(rec, &w, 8);
         return 8;
     }
     uint64_t len = rec_pack_int(i, rec + Q_REC), tag = TAG_VALUE;
-    if (len <= Q_WORD_MAX) {
-        uint64_t w;
-        memcpy(&w, rec + Q_REC, 8);
-        w = word_make(w, TAG_VALUE, len);
-        memcpy(rec, &w, 8);
-        return 8;
-    }
     memcpy(rec, &len, 8);
     memcpy(rec + 8, &tag, 8);
     return rec_size(len);

@@ -39,6 +39,8 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
     size_t slen;
     if (v && v->type == MP_INT) { /* the common item: straight to the ring as words */
         uint64_t w[2];
+        if (q_int_word(v->u.i, &w[0])) /* up to 32 bits: one word record */
+            return mp__q_put_word(q, w[0], timeout);
         size_t n = q_pack_int_words(v->u.i, w);
         return rec_size(n) > q->s->capacity ? put_tagged(q, TAG_VALUE, w, n, timeout)
                                             : mp__q_put_words(q, TAG_VALUE, n, w, timeout);

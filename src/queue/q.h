@@ -442,6 +442,30 @@ static inline size_t q_pack_int_words(int64_t i, uint64_t w[2])
 #endif
 }
 
+/* An int as one word record (word_make, TAG_VALUE) when its MessagePack is at most 7 bytes
+ * (every int of 32 bits or fewer): true with *w. The common ints are built directly, the
+ * rest through q_pack_int_words (the same bytes). Shared by put and put_many. */
+static inline bool q_int_word(int64_t i, uint64_t *w)
+{
+    uint64_t u = (uint64_t)i;
+    if (u + 32 <= 32 + 127) /* -32..127: a fixint */
+        *w = word_make(u & 0xff, TAG_VALUE, 1);
+    else if (u <= 0xff)
+        *w = word_make(0xcc | u << 8, TAG_VALUE, 2);
+    else if (u <= 0xffff)
+        *w = word_make(0xcd | (uint64_t)__builtin_bswap16((uint16_t)u) << 8, TAG_VALUE, 3);
+    else if (u <= 0xffffffff)
+        *w = word_make(0xce | (uint64_t)__builtin_bswap32((uint32_t)u) << 8, TAG_VALUE, 5);
+    else { /* wider, or negative */
+        uint64_t p[2];
+        size_t n = q_pack_int_words(i, p);
+        if (n > Q_WORD_MAX)
+            return false;
+        *w = word_make(p[0], TAG_VALUE, n);
+    }
+    return true;
+}
+
 /* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
  * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
  * through the codec, which builds the same value from an int but costs a few calls more. */
@@ -553,6 +577,8 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
 /* put_record of a payload of len <= 16 bytes given as whole words w (zero padding): an
  * int's MessagePack (q_pack_int_words). */
 int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], double timeout);
+/* put_record of one word record w (word_make: an int of up to 32 bits). */
+int mp__q_put_word(mp_queue *q, uint64_t w, double timeout);
 /* JoinableQueue (a plain queue takes in take.c): take the record at head. Under lock;
  * count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,

@@ -160,6 +160,17 @@ int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], 
     return 0;
 }
 
+int mp__q_put_word(mp_queue *q, uint64_t w, double timeout)
+{
+    int code = wait_room(q, 8, 1, timeout);
+    if (code < 0)
+        return code;
+    /* One aligned store (positions are multiples of 8), before the tail's that commits it */
+    memcpy(q->ring + (ld(&q->s->tailw) & q->mask), &w, 8);
+    publish(q, 1, 8);
+    return 0;
+}
+
 /* JoinableQueue: take the record at head. Under lock; count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,
                        size_t local_cap)
