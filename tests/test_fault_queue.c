@@ -76,14 +76,15 @@ static void make_item(unsigned char *buf, uint32_t p, uint32_t k, size_t len)
         buf[i] = pattern(p, k, i);
 }
 
-/* Whole and well-formed: *p and *k set. */
-static bool item_ok(const unsigned char *buf, size_t len, uint32_t *p, uint32_t *k)
+/* Whole and well-formed, its number below kmax: *p and *k set. */
+static bool item_ok(const unsigned char *buf, size_t len, uint32_t kmax, uint32_t *p,
+                    uint32_t *k)
 {
     uint32_t hdr[3];
     if (len < sizeof hdr)
         return false;
     memcpy(hdr, buf, sizeof hdr);
-    if (hdr[2] != len || hdr[0] >= MPT_MAX_IDS || hdr[1] >= MAXK)
+    if (hdr[2] != len || hdr[0] >= MPT_MAX_IDS || hdr[1] >= kmax)
         return false;
     for (size_t i = sizeof hdr; i < len; i++)
         if (buf[i] != pattern(hdr[0], hdr[1], i))
@@ -161,7 +162,7 @@ static int get_int_item(mp_queue *q, mp_value **v, double timeout, uint32_t *p, 
     size_t len = 0;
     const void *b = mp_value_type(*v) == MP_BYTES ? mp_value_get_bytes(*v, &len) : NULL;
     if (b)
-        return item_ok(b, len, p, k) && *k % 4 == 3;
+        return item_ok(b, len, MAXK_INT, p, k) && *k % 4 == 3;
     return mp_value_type(*v) == MP_INT && int_ok(mp_value_get_int(*v), p, k) && *k % 4 != 3;
 }
 
@@ -184,7 +185,7 @@ static int consumer(mpt_ctl *c, int id, struct storm_arg *a)
         }
         if (r < 0)
             return 3;
-        if (a->ints ? r == 1 : item_ok(buf, len, &p, &k))
+        if (a->ints ? r == 1 : item_ok(buf, len, MAXK, &p, &k))
             atomic_fetch_add(got(a, p, k), 1);
         else
             atomic_fetch_add(&st->torn, 1);

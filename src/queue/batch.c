@@ -188,9 +188,10 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
 }
 
 /* The payload length of a word record holding an int of up to 32 bits whose first byte
- * is c: 1 for a fixint, 2, 3 or 5 for uint/int 8, 16 and 32; X for any other first byte. */
+ * is c (q_word_int's table, q.h): 1 for a fixint, 2, 3 or 5 for uint/int 8, 16 and 32; X
+ * for any other first byte. */
 #define X 0xff
-static const unsigned char word_int_len[256] = {
+const unsigned char mp__q_word_int_len[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -210,22 +211,8 @@ static const unsigned char word_int_len[256] = {
 };
 #undef X
 
-/* The int in a word record w of tag TAG_VALUE (an int of up to 32 bits: fixint, or uint
- * or int of 1, 2 or 4 bytes), into *i; false for anything else (decode_into's job). */
-static inline bool word_int(uint64_t w, int64_t *i)
-{
-    unsigned c = (unsigned)w & 0xff, len = (unsigned)(w >> 56) & 7;
-    if (word_int_len[c] != len)
-        return false;
-    if (len == 1) {
-        *i = (int8_t)c;
-        return true;
-    }
-    unsigned shift = 72 - 8 * len;           /* 64 - 8 x the bytes after c */
-    uint64_t be = __builtin_bswap64(w) << 8; /* the bytes after c, big-endian, on top */
-    *i = c < 0xd0 ? (int64_t)(be >> shift) : (int64_t)be >> shift;
-    return true;
-}
+/* The int in a word record w of tag TAG_VALUE, into *i; false for anything else. */
+static inline bool word_int(uint64_t w, int64_t *i) { return q_word_int(w, (w >> 56) & 7, i); }
 
 /* Decode one record's payload into *slot: a value there is set in place when the item
  * fits it (an int into any scalar, short bytes into short bytes...), else freed and

@@ -244,7 +244,8 @@ int mp_queue_get_into(mp_queue *q, mp_value **slot, double timeout)
             return code;
         const unsigned char *p = (const unsigned char *)w;
         int64_t i;
-        if (code == 1 && tag == TAG_VALUE && *slot && q_unpack_int_padded(p, len, &i) &&
+        if (code == 1 && tag == TAG_VALUE && *slot &&
+            (len <= Q_WORD_MAX ? q_word_int(w[0], len, &i) : q_unpack_int_padded(p, len, &i)) &&
             mp__value_set_scalar_int(*slot, i))
             return 0; /* the common item into a reused scalar: no value made or freed */
         if (code == 1)

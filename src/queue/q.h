@@ -466,6 +466,26 @@ static inline bool q_int_word(int64_t i, uint64_t *w)
     return true;
 }
 
+/* The int in a word record's payload (its low bytes; the top byte may hold the word's
+ * tag and length) of len bytes, when it is an int of up to 32 bits (fixint, or uint or int
+ * of 1, 2 or 4 bytes): into *i. False for anything else (q_unpack_int's or the codec's
+ * job). A table of lengths by first byte (batch.c) instead of a branch per format. */
+extern const unsigned char mp__q_word_int_len[256];
+static inline bool q_word_int(uint64_t w, uint64_t len, int64_t *i)
+{
+    unsigned c = (unsigned)w & 0xff;
+    if (mp__q_word_int_len[c] != len)
+        return false;
+    if (len == 1) {
+        *i = (int8_t)c;
+        return true;
+    }
+    unsigned shift = 72 - 8 * (unsigned)len;  /* 64 - 8 x the bytes after c */
+    uint64_t be = __builtin_bswap64(w) << 8; /* the bytes after c, big-endian, on top */
+    *i = c < 0xd0 ? (int64_t)(be >> shift) : (int64_t)be >> shift;
+    return true;
+}
+
 /* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
  * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
  * through the codec, which builds the same value from an int but costs a few calls more. */

@@ -234,18 +234,22 @@ int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag)
             return r;
         if (r == 0) /* the head moved */
             continue;
-        uint64_t need, rec[4] = {0};
-        if (rec_is_word(n)) { /* put_many's small item: the payload is the word's first bytes */
+        /* Results go to registers, not a buffer on the stack: words stored one by one and
+         * read back two at a time would stall on store forwarding. */
+        uint64_t need, w0, w1 = 0, tg;
+        if (rec_is_word(n)) { /* a word record: the payload is the word's first bytes */
             need = 8;
-            rec[1] = word_tag(n);
-            rec[2] = n & (((uint64_t)1 << 56) - 1);
+            tg = word_tag(n);
+            w0 = n & (((uint64_t)1 << 56) - 1);
             n = rec_len_of(n);
         } else {
             if (n > 16)
                 return Q_BIG; /* (or a length read from a moving head: the caller re-reads) */
-            need = rec_size(n);
-            for (uint64_t k = 1; k < need / 8; k++) /* words never wrap (ring.c) */
-                memcpy(&rec[k], q->ring + ((h + 8 * k) & q->mask), 8);
+            need = rec_size(n); /* 24 or 32; words never wrap (ring.c) */
+            memcpy(&tg, q->ring + ((h + 8) & q->mask), 8);
+            memcpy(&w0, q->ring + ((h + 16) & q->mask), 8);
+            if (need == 32)
+                memcpy(&w1, q->ring + ((h + 24) & q->mask), 8);
         }
         uint64_t next = advance(s, h, need);
         if (!swap_head(s, &h, next))
@@ -255,9 +259,9 @@ int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag)
             __builtin_prefetch(q->ring + (next & q->mask));
         wake_putters(s);
         *len = n;
-        *tag = (uint32_t)rec[1];
-        w[0] = rec[2];
-        w[1] = rec[3];
+        *tag = (uint32_t)tg;
+        w[0] = w0;
+        w[1] = w1;
         return 1;
     }
 }
