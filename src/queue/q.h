@@ -164,7 +164,7 @@
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
 #define Q_VERSION 8
 #define Q_HDR 4096
-#define Q_DEFAULT_CAP (8u << 20)
+#define Q_DEFAULT_CAP (2u << 20) /* see "The ring's default size" in DESIGN */
 #define Q_REC 16
 #define TAG_BYTES 1u
 #define TAG_VALUE 2u
