@@ -402,8 +402,8 @@ static void test_word_records_mixed(void)
     }
 }
 
-/* Single puts write an int of up to 32 bits as one 8-byte word record and a wider int or
- * bytes as a [len][tag] record: both kinds, interleaved, lap a 4 KiB ring hundreds of
+/* Single puts write an int of up to 32 bits, or bytes of up to 7, as one 8-byte word
+ * record and a wider int or longer bytes as a [len][tag] record: both kinds, interleaved, lap a 4 KiB ring hundreds of
  * times (word records land on its last word, headers and payloads wrap), and every get
  * (get_into into a reused value, get, get_many, get_bytes) sees each item once, in order. */
 static int64_t mixed_int(long i)

@@ -19,6 +19,12 @@ static int put_tagged(mp_queue *q, uint32_t tag, const void *buf, size_t len, do
         return code;
     if (!buf && len)
         return mp__error(MP_EINVAL, "put: NULL buffer");
+    if (len <= Q_WORD_MAX) { /* one word record */
+        uint64_t w = 0;
+        if (len)
+            memcpy(&w, buf, len);
+        return mp__q_put_word(q, word_make(w, tag, len), timeout);
+    }
     if (rec_size(len) > q->s->capacity || len > ((uint64_t)1 << 62))
         return mp__q_put_stream(q, tag, buf, len, timeout);
     return mp__q_put_record(q, tag, buf, len, timeout);
