@@ -14,8 +14,8 @@
  *   the lock is released. An item at head that is a stream (larger than the ring) or
  *   larger than the buffer is taken alone, as get takes it.
  * - Small items are word records (q.h): an item of at most 7 payload bytes is one 8-byte
- *   word, so a batch of 64 ints is 512 bytes of ring, not 1536. Only put_many writes them;
- *   every reader (take.c, ring.c, here) tells them by the word's top bit. A word record is
+ *   word, so a batch of 64 ints is 512 bytes of ring, not 1536. put_many and put write
+ *   them; every reader (take.c, ring.c, here) tells them by the word's top bit. A word record is
  *   an ordinary record as far as positions, commits and crashes go: the all-or-nothing and
  *   take-nothing arguments above hold unchanged, and a plain get takes one at a time.
  * - No allocation per item: get_many_into decodes into the caller's values (an int into a

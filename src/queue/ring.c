@@ -7,8 +7,10 @@
  *   read before the store that frees them.
  * - A put of a small item writes only the lock's and the tail's cache lines and the
  *   ring's; waiters are woken only when some have counted themselves.
- * - An int's record is written as words (mp__q_put_words): no memcpy call, and no byte
- *   store re-read as a word.
+ * - An item of up to 7 bytes (an int of up to 32 bits, the common item) is one word
+ *   record written with one store (mp__q_put_word), before the tail's store that commits
+ *   it, like any record; a wider int's record is written as words (mp__q_put_words): no
+ *   memcpy call, and no byte store re-read as a word.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"

@@ -141,7 +141,7 @@ static int too_big(struct qshared *s, uint64_t *h, uint64_t n, size_t *len)
     return Q_BIG;
 }
 
-/* take_one for the word record w at *h (put_many's small items), kept out of its way. */
+/* take_one for the word record w at *h (a small item). */
 static __attribute__((noinline)) int take_word(mp_queue *q, uint64_t *h, uint64_t w,
                                                void **buf, size_t *len, uint32_t *tag,
                                                void *local, size_t local_cap, bool alloc)
@@ -176,7 +176,7 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     int r = record_len(q, h, *h, &hdr[0]);
     if (r <= 0)
         return r;
-    if (__builtin_expect(rec_is_word(hdr[0]), 0))
+    if (rec_is_word(hdr[0])) /* a small item (an int of up to 32 bits) */
         return take_word(q, h, hdr[0], buf, len, tag, local, local_cap, alloc);
     if (hdr[0] > local_cap && !alloc)
         return too_big(s, h, hdr[0], len);
