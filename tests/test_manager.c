@@ -593,7 +593,9 @@ static void test_queue(void)
     CHECK_STR(callr(q, "get", NULL), "1");
     CHECK_STR(callr(q, "get_nowait", NULL), "'two'");
     CHECK_STR(callr(q, "get_nowait", NULL), "ERR MP_EEMPTY");
+    CHECK_CONTAINS(mp_last_error(), "no item to take without waiting");
     CHECK_STR(callr(q, "get", "[b f]", 1, 0.02), "ERR MP_EEMPTY");
+    CHECK_CONTAINS(mp_last_error(), "queue still empty after 0.02 s");
     /* A parked get is woken by another client's put. */
     caller w;
     caller_start(&w, q2, "get", NULL);

@@ -204,7 +204,7 @@ static void test_get_into_errors(void)
         mp_queue *q = joinable ? mp_joinable_queue_new(NULL) : mp_queue_new(NULL);
         mp_value *slot = mp_value_int(41), *was = slot, *none = NULL;
         CHECK_ERR(mp_queue_get_into(q, &slot, 0), MP_EEMPTY);
-        CHECK_STR(mp_last_error(), "MP_EEMPTY: queue is empty: queue is empty"); /* as get */
+        CHECK_STR(mp_last_error(), "MP_EEMPTY: queue is empty: no item to take without waiting"); /* as get */
         CHECK(slot == was && mp_value_get_int(slot) == 41);
         CHECK_ERR(mp_queue_get_into(q, &slot, 0.01), MP_EEMPTY);
         CHECK_STR(mp_last_error(), "MP_EEMPTY: queue is empty: queue still empty after 0.01 s");

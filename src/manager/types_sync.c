@@ -624,7 +624,8 @@ static int q_get_common(mgr_conn *c, mgr_obj *o, bool block, double timeout, mp_
     double deadline = block ? mp__deadline(timeout) : mp__deadline(0);
     while (mp_value_len(o->v) == 0) {
         if (deadline >= 0 && mp__now() >= deadline)
-            return mp__error(MP_EEMPTY, "queue is empty");
+            return block ? mp__error(MP_EEMPTY, "queue still empty after %.3g s", timeout)
+                         : mp__error(MP_EEMPTY, "no item to take without waiting");
         int r = mp__mgr_wait(c, o, deadline);
         if (r < 0 && r != MP_ETIMEOUT)
             return r;

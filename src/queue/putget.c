@@ -73,7 +73,7 @@ int mp_queue_put_nowait(mp_queue *q, const mp_value *v) { return mp_queue_put(q,
 int mp__q_empty_error(double timeout)
 {
     if (timeout == 0)
-        return mp__error(MP_EEMPTY, "queue is empty");
+        return mp__error(MP_EEMPTY, "no item to take without waiting");
     return mp__error(MP_EEMPTY, "queue still empty after %.3g s", timeout);
 }
 
