@@ -77,17 +77,19 @@
  * word by a table of lengths (q_word_int); small records are copied in and out without
  * memcpy calls (copy_small), and no byte or word store is re-read wider (a
  * store-forwarding stall).
- * The ring's default size (Q_DEFAULT_CAP, 2 MiB; 8 MiB until Dec 2026): a fresh ring's
+ * The ring's default size (Q_DEFAULT_CAP, 4 MiB; 8 MiB until Dec 2026): a fresh ring's
  * pages are allocated and zeroed as the first producer reaches them, and every process
  * mapping it faults each page in once more; a producer a time slice ahead of its consumer
  * (two processes sharing a core) walks lines the consumer then misses. Measured with word
- * records, a new queue per run of 1M ints (perf stat, 6 runs per figure, 3 rounds, load
- * 4.4-5.6): page faults per run 1p1c ~2300 / ~650 / ~380 for 8 / 2 / 1 MiB, CPU per run
- * 50-58 / 39-53 / 36-42 ms; 4p4c ~2600 / ~1900 / ~1300 faults (about 1200 of them the
- * 8 forks'), 53-63 / 42-53 / 44-53 ms. 1 MiB items (queue_1mib_items) move at the same
- * rate with 2 MiB as with 8 (one record at a time), but ~20% slower with 1 MiB (streamed).
- * Warming an 8 MiB ring first (a lap of puts and gets in the creator) gave 4p4c most of
- * the smaller ring's gain: the allocation, not the cache, is what the size costs there.
+ * records, a new queue per run of 1M ints (perf stat, 6 runs per figure, 3-5 rounds, load
+ * 4.4-5.8): page faults per run 1p1c ~2300-3000 / ~1170 / ~650 / ~380 for 8 / 4 / 2 /
+ * 1 MiB, CPU per run 38-58 / 28 / 27-53 / 36-42 ms; 4p4c ~2600 / ~2300 / ~2000 / ~1300
+ * faults (about 1200 of them the 8 forks'), 45-63 / 40 / 42-75 / 44-53 ms. Warming an
+ * 8 MiB ring first (a lap of puts and gets in the creator) gave 4p4c most of the smaller
+ * ring's gain: the allocation, not the cache, is what the size costs there. Not smaller
+ * than 4 MiB: with 2 MiB, one 1 MiB item fits at a time, so the producer's copy waits for
+ * the consumer's (queue_1mib_items, 8 alternating rounds: medians ~10.7 GB/s with 8 MiB,
+ * ~9.5 with 2, ~13 with 4; 1 MiB items would be streamed with 1 MiB).
  * Batches (batch.c) put many records with one copy and one tail store, and take them with
  * one copy and one head store: lock, commit and wake-up are paid once per batch.
  * Where the time per item goes (perf record -g, callgrind; ints as MessagePack values; 2
@@ -165,7 +167,7 @@
  * an int moves a third of the ring lines it used to (24 bytes of ring per int before);
  * get_into's word path returns its words in registers (a record assembled on the stack and
  * read back 16 bytes at a time stalled on store forwarding); the default ring became
- * 2 MiB (above). One process, best of 300 x 20k ints (load ~3): a put (mp_value_set_int +
+ * 4 MiB (above). One process, best of 300 x 20k ints (load ~3): a put (mp_value_set_int +
  * mp_queue_put) 14.6 -> 13.0 ns, a get_into 13.9 -> 10.6 ns; callgrind, 100k of each: 261
  * -> 206 instructions a put (mp__q_put_word 165, of which the lock 45), 211 -> 194 a
  * get_into (mp__q_take_words 127). Across processes, what a put waits for is the unlock's
@@ -199,7 +201,7 @@
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
 #define Q_VERSION 8
 #define Q_HDR 4096
-#define Q_DEFAULT_CAP (2u << 20) /* see "The ring's default size" in DESIGN */
+#define Q_DEFAULT_CAP (4u << 20) /* see "The ring's default size" in DESIGN */
 #define Q_REC 16
 #define TAG_BYTES 1u
 #define TAG_VALUE 2u

@@ -34,8 +34,8 @@
  *   most capacity / 8 items (what the ring can hold: a record is 8 bytes or more), so a
  *   tail older than the head, which shows nearly 2^40 items, is never believed: threads
  *   of one process racing on them can only cost a re-read.
- * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (42 bits
- *   for the default 2 MiB ring, 40 for 8 MiB). A swap, or the tail view, could only be fooled by a head
+ * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (41 bits
+ *   for the default 4 MiB ring, 40 for 8 MiB). A swap, or the tail view, could only be fooled by a head
  *   word that came back to the very value it had, after a multiple of 2^40 items taken
  *   while this consumer was between its read and its swap (for the view: a head that
  *   came back, 2^40 items later, to within the view's items after head_mine while this
