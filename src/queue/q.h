@@ -175,11 +175,16 @@
  * and the ring's stores, whose lines the consumers hold) and the lock's CAS; a get, the
  * head's CAS. No futex call worth counting (~100 per 1M items in 4p4c, Boost's queue
  * ~15000), and the kernel's share is page faults and the 8 forks. Pinned to the 2 cores
- * (one producer, one consumer), 1p1c ran ~30M items/s before and ~33M after: the gains
- * come where the two share a core or the ring is fresh, which is most runs of the
- * unpinned benchmark on this machine. Boost's queue, same harness (perf stat): ~55
+ * (one producer, one consumer; 3 rounds of 5 runs at load ~3), 1p1c ran ~30M items/s
+ * before and ~33M after: the gains come mostly where the two share a core or the ring is
+ * fresh, which is most runs of the unpinned benchmark on this machine. Boost's queue, same harness (perf stat): ~55
  * CPU-ns per item over its two rows; ours ~37 in 4p4c, ~65 in 1p1c (the consumer spins
- * on the tail while it keeps up).
+ * on the tail while it keeps up). bench_queue against peer_queue, the code before this
+ * round (b4a6491) alternated with it, 10 rounds at load 2.2-4.8, medians: 1p1c 21.1M ->
+ * 23.2M items/s, ours/Boost 1.74x -> 1.89x (per round 0.97-2.69x -> 1.25-3.20x; after
+ * ahead of before in 6 rounds of 10); 4p4c 16.8M -> 22.4M, 1.37x -> 1.80x (0.98-1.66x
+ * -> 1.19-2.26x; ahead in 10 of 10); Boost 11.5M and 11.4M. queue_1p1c_batch64 and
+ * queue_1mib_items unchanged within the noise (6-8 alternating rounds).
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
