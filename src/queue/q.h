@@ -57,7 +57,8 @@
  *
  * Speed: the lock and head_seen (producers), tailw (written by producers, read by
  * consumers) and headw (consumers) each have their own cache line; the waiter counts sit
- * on a fourth, written only around sleeps. A put reads the consumers' line only when
+ * on two more (get_waiters alone, then put_waiters with the rest: the struct's _Alignas
+ * applies to both of its declarators), written only around sleeps. A put reads the consumers' line only when
  * head_seen says the ring is full; a get reads tailw only when its process's view of the
  * tail (tail_seen, take.c) shows no items left at the head. A consumer reading tailw thus
  * never takes the lock's line from a producer (whose next lock would wait for it): the
