@@ -57,13 +57,13 @@ def main():
     def ratio(a, b):
         return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
-    header = (f"{'case':28} {'unit':6} {'multiproc':>14} {'python':>14} {'peer':>14} {'floor':>14} "
+    header = (f"{'case':30} {'unit':6} {'multiproc':>14} {'python':>14} {'peer':>14} {'floor':>14} "
               f"{'vs python':>10} {'vs peer':>8} {'vs floor':>9}")
     print(header)
     print("-" * len(header))
     for case in order:
         r = rows[case]
-        print(f"{case:28} {r['unit']:6} {fmt(r['mp']):>14} {fmt(r['py']):>14} {fmt(r['peer']):>14} "
+        print(f"{case:30} {r['unit']:6} {fmt(r['mp']):>14} {fmt(r['py']):>14} {fmt(r['peer']):>14} "
               f"{fmt(r['floor']):>14} {ratio(r['mp'], r['py']):>10} {ratio(r['mp'], r['peer']):>8} "
               f"{ratio(r['mp'], r['floor']):>9}")
     with open(os.path.join(build, "bench.tsv"), "w") as f:

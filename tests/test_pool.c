@@ -1221,11 +1221,27 @@ static void check_array(const char *method)
                                 (void *)&refuse, 0),
               MP_EINVAL);
     CHECK_CONTAINS(mp_last_error(), "element 500 failed with 5");
+    /* ... also with the context given as bytes (a copy in the arena: any start method,
+     * memory that is not static data too) */
+    double *heap_refuse = malloc(sizeof *heap_refuse);
+    *heap_refuse = 600;
+    CHECK_ERR(mp_pool_map_array_ctx(p, square_double, in, sizeof *in, out, sizeof *out, N,
+                                    heap_refuse, sizeof *heap_refuse, 0),
+              MP_EINVAL);
+    CHECK_CONTAINS(mp_last_error(), "element 600 failed with 5");
+    free(heap_refuse);
+    CHECK_OK(mp_pool_map_array_ctx(p, square_double, in, sizeof *in, out, sizeof *out, 1000,
+                                   NULL, 0, 0));
+    CHECK(out[999] == 999.0 * 999.0);
+    CHECK_ERR(mp_pool_map_array_ctx(p, square_double, in, sizeof *in, out, sizeof *out, 1000,
+                                    NULL, 8, 0),
+              MP_EINVAL);
     /* ... and a worker dying in a range fails it with MP_EWORKERDIED. */
     in[77] = -1;
     CHECK_ERR(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0),
               MP_EWORKERDIED);
     CHECK_CONTAINS(mp_last_error(), "killed by signal 9");
+    CHECK_CONTAINS(mp_last_error(), "square_double (elements 0-25000 of the call)");
     in[77] = 77;
     CHECK_OK(mp_pool_map_array(p, square_double, in, sizeof *in, out, sizeof *out, N, NULL, 0));
     CHECK(out[77] == 77.0 * 77.0);

@@ -28,9 +28,13 @@
  * What travels: the task function's location, the arguments and results as mp_values
  * (MessagePack), chunked as the local pool chunks them (a chunk is one MPI message; runs
  * of small chunks are batched into one, and while a rank's chunks run in under 100 us it
- * sends their results back together, up to 64 at a time). Handles to library objects (queues, locks,
- * shared memory: fds) cannot travel (MP_EUNSUPPORTED), nor can mp_pool_map_array's shared
- * arena; maxtasksperchild and task_time_limit are refused (MP_EUNSUPPORTED).
+ * sends their results back together, up to 64 at a time). mp_pool_map_array sends its
+ * elements as raw bytes instead: ranges of the array, about 4 per rank (at most 4 MiB
+ * each), each carrying the element function's location, the context's bytes
+ * (mp_pool_map_array_ctx) and its input elements; the output elements come back the same
+ * way (no MessagePack, no shared arena). Handles to library objects (queues, locks,
+ * shared memory: fds) cannot travel (MP_EUNSUPPORTED), nor can a map_array context
+ * pointer; maxtasksperchild and task_time_limit are refused (MP_EUNSUPPORTED).
  *
  * Failures (see docs/distributed.md): a task's failure reaches the caller as its code
  * with the worker's message, which names the worker, its MPI rank, host and pid. A rank

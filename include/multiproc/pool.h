@@ -235,16 +235,32 @@ void mp_pool_iter_free(mp_pool_iter *it);
 /** An element function of mp_pool_map_array: reads *in, writes *out; 0 or a code. */
 typedef int (*mp_array_fn)(const void *in, void *out, void *context);
 /**
- * The typed path: out[i] = fn(in[i]) for @p n elements, in workers, through one shared
- * mapping (workers get index ranges; no encoding). fn gets pointers to one input and one
- * output element and the @p context pointer (which must point into memory the workers
- * see: under fork, anything of the parent; under spawn/forkserver only NULL or static
- * data of the program). A non-zero return of fn fails the call with that code.
- * @p chunksize 0: the elements are split evenly, a few ranges per worker.
- * Returns 0, fn's code, MP_EWORKERDIED, MP_EINVAL.
+ * The typed path: out[i] = fn(in[i]) for @p n elements, in workers, with no encoding. On
+ * local workers through one shared mapping (workers get index ranges); on a backend's
+ * workers (MPI ranks: mpi_pool.h) each range's element bytes travel in its message and
+ * its output elements come back in the result (fn is found there as task functions
+ * are). fn gets pointers to one input and one output element and the @p context pointer
+ * (which must point into memory the workers see: under fork, anything of the parent;
+ * under spawn/forkserver only NULL or static data of the program; on a backend only
+ * NULL, else MP_EUNSUPPORTED: pass the context's bytes with mp_pool_map_array_ctx).
+ * A non-zero return of fn fails the call with that code (a positive one as MP_EINVAL)
+ * and the message "element I failed with RC (in WORKER, pid P)" of the lowest range
+ * that failed. @p chunksize 0: the elements are split evenly, a few ranges per worker
+ * (on a backend about 4 per worker, at most 4 MiB each). Returns 0, fn's code,
+ * MP_EWORKERDIED (a worker died: the message names it), MP_EINVAL, MP_EUNSUPPORTED.
  */
 int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
                       size_t out_size, size_t n, void *context, size_t chunksize);
+/**
+ * mp_pool_map_array with the context given as bytes, which reach every worker (local
+ * ones under any start method, and a backend's: they travel with each range): fn gets
+ * a pointer to a 16-byte aligned copy of the @p context_size bytes at @p context (NULL
+ * when the size is 0). The copy may be shared by the workers of one host: fn must not
+ * write to it.
+ */
+int mp_pool_map_array_ctx(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size,
+                          void *out, size_t out_size, size_t n, const void *context,
+                          size_t context_size, size_t chunksize);
 
 /** No more tasks: workers exit when the submitted work is done. Idempotent. */
 int mp_pool_close(mp_pool *p);

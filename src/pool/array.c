@@ -1,4 +1,5 @@
-/* mp_pool_map_array: a C function over fixed-size elements, through shared memory.
+/* mp_pool_map_array: a C function over fixed-size elements, through shared memory (a
+ * backend's workers, which share none with us: array_msg.c).
  *
  * DESIGN: the pool keeps one shared arena (a memfd, grown by replacement when a call
  * needs more; workers map each generation once, told by an ARENA message that carries
@@ -85,6 +86,7 @@ static chunk *range_chunk(job *j, const mp__array_task *t, size_t idx)
 static int place_context(mp_pool *p, void *ctx, mp__array_task *t)
 {
     t->context = (uint64_t)(uintptr_t)ctx;
+    t->context_rel = MP__CTX_PTR;
     const char *m = mp_context_method(p->ctx);
     if (!ctx || !m || strcmp(m, "fork") == 0)
         return 0;
@@ -96,11 +98,37 @@ static int place_context(mp_pool *p, void *ctx, mp__array_task *t)
                          "program's static data (%p is not)",
                          m, ctx);
     t->context = (uint64_t)((uintptr_t)ctx - (uintptr_t)lm->l_addr);
-    t->context_rel = 1;
+    t->context_rel = MP__CTX_MAIN;
     return 0;
 }
 
 static bool job_done(void *arg) { return atomic_load(&((job *)arg)->done); }
+
+static void free_chunks(chunk *c)
+{
+    while (c) {
+        chunk *nx = c->next;
+        mp__chunk_free(c);
+        c = nx;
+    }
+}
+
+/* Queue the ranges built (first..last, adopted) and wait for every one (through signals):
+ * 0 or the failure of the lowest range. */
+static int array_run(mp_pool *p, job *j, chunk *first, chunk *last)
+{
+    int r = mp__pool_enqueue(p, first, last, 0);
+    if (r < 0) {
+        free_chunks(first);
+        return r;
+    }
+    /* The arrays are ours until every range is back: wait even through signals. */
+    while ((r = mp__pool_wait_until(job_done, j, -1)) == MP_EINTERRUPTED)
+        ;
+    if (j->first_code)
+        return mp__error(j->first_code, "%s", j->first_msg ? j->first_msg : "");
+    return 0;
+}
 
 static int run_ranges(mp_pool *p, job *j, mp__array_task base, size_t n, size_t cs,
                       size_t nranges)
@@ -112,11 +140,7 @@ static int run_ranges(mp_pool *p, job *j, mp__array_task base, size_t n, size_t 
         t.count = n - t.first < cs ? n - t.first : cs;
         chunk *c = range_chunk(j, &t, k);
         if (!c) {
-            while (first) {
-                chunk *nx = first->next;
-                mp__chunk_free(first);
-                first = nx;
-            }
+            free_chunks(first);
             return -ENOMEM;
         }
         if (last)
@@ -125,42 +149,22 @@ static int run_ranges(mp_pool *p, job *j, mp__array_task base, size_t n, size_t 
             first = c;
         last = c;
     }
-    int r = mp__pool_enqueue(p, first, last, 0);
-    if (r < 0) {
-        while (first) {
-            chunk *nx = first->next;
-            mp__chunk_free(first);
-            first = nx;
-        }
-        return r;
-    }
-    /* The arena is ours until every range is back: wait even through signals. */
-    while ((r = mp__pool_wait_until(job_done, j, -1)) == MP_EINTERRUPTED)
-        ;
-    if (j->first_code)
-        return mp__error(j->first_code, "%s", j->first_msg ? j->first_msg : "");
-    return 0;
+    return array_run(p, j, first, last);
 }
 
-int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
-                      size_t out_size, size_t n, void *context, size_t chunksize)
+/* The local pool's map_array: through the arena; the context as a pointer (ctx_len 0) or
+ * as bytes copied behind the arrays. */
+static int map_local(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
+                     size_t out_size, size_t n, const void *context, size_t ctx_len,
+                     bool ctx_bytes, size_t chunksize)
 {
-    if (!p || !fn || (n && (!in || !out || !in_size || !out_size)))
-        return mp__error(MP_EINVAL, "pool_map_array: NULL pool, function or buffers, or a "
-                                    "zero element size");
-    if (p->backend)
-        return mp__error(MP_EUNSUPPORTED, "pool_map_array: the shared arena cannot reach %s "
-                                          "workers (use mp_pool_map)", p->backend->name);
-    if (n == 0)
-        return 0;
-    if (in_size > SIZE_MAX / n || out_size > SIZE_MAX / n)
-        return mp__error(MP_EINVAL, "pool_map_array: %zu elements overflow", n);
     size_t cs = chunksize ? chunksize : (n + (size_t)p->processes * 2 - 1) /
                                             ((size_t)p->processes * 2);
     size_t nranges = (n + cs - 1) / cs;
     size_t in_bytes = round_up(n * in_size, 64), out_bytes = n * out_size;
+    size_t ctx_off = in_bytes + round_up(out_bytes, 64);
     pthread_mutex_lock(&p->array_mu);
-    int r = ensure_arena(p, in_bytes + out_bytes);
+    int r = ensure_arena(p, ctx_off + ctx_len);
     job *j = r == 0 ? mp__job_new(p, JOB_ARRAY, nranges, nranges, false) : NULL;
     if (r == 0 && !j)
         r = -ENOMEM;
@@ -168,10 +172,19 @@ int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size
         r = mp__fn_locate((void (*)(void))(void *)fn, &j->fnloc, &j->fnloc_len);
     if (r == 0) {
         j->time_limit = p->time_limit;
+        j->array_n = n;
+        j->chunksize = cs;
         memcpy(p->arena, in, n * in_size);
         mp__array_task base = {.in_off = 0, .out_off = in_bytes, .in_size = in_size,
                                .out_size = out_size};
-        r = place_context(p, context, &base);
+        if (ctx_bytes) {
+            if (ctx_len)
+                memcpy((char *)p->arena + ctx_off, context, ctx_len);
+            base.context = ctx_len ? ctx_off : 0;
+            base.context_rel = ctx_len ? MP__CTX_ARENA : MP__CTX_PTR;
+        } else {
+            r = place_context(p, (void *)context, &base);
+        }
         if (r == 0)
             r = run_ranges(p, j, base, n, cs, nranges);
         if (r < 0 && !atomic_load(&j->done))
@@ -183,4 +196,41 @@ int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size
         mp__job_unref(j);
     pthread_mutex_unlock(&p->array_mu);
     return r;
+}
+
+static int map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
+                     size_t out_size, size_t n, const void *context, size_t ctx_len,
+                     bool ctx_bytes, size_t chunksize)
+{
+    if (!p || !fn || (n && (!in || !out || !in_size || !out_size)) || (ctx_len && !context))
+        return mp__error(MP_EINVAL, "pool_map_array: NULL pool, function or buffers, a "
+                                    "zero element size, or a NULL context with a size");
+    if (p->backend && context && !ctx_bytes)
+        return mp__error(MP_EUNSUPPORTED,
+                         "pool_map_array: a context pointer cannot reach %s workers (pass "
+                         "NULL, or the context's bytes with mp_pool_map_array_ctx)",
+                         p->backend->name);
+    if (n == 0)
+        return 0;
+    if (in_size > SIZE_MAX / n || out_size > SIZE_MAX / n)
+        return mp__error(MP_EINVAL, "pool_map_array: %zu elements overflow", n);
+    if (p->backend)
+        return mp__array_remote(p, fn, in, in_size, out, out_size, n, context, ctx_len,
+                                chunksize);
+    return map_local(p, fn, in, in_size, out, out_size, n, context, ctx_len, ctx_bytes,
+                     chunksize);
+}
+
+int mp_pool_map_array(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
+                      size_t out_size, size_t n, void *context, size_t chunksize)
+{
+    return map_array(p, fn, in, in_size, out, out_size, n, context, 0, false, chunksize);
+}
+
+int mp_pool_map_array_ctx(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size,
+                          void *out, size_t out_size, size_t n, const void *context,
+                          size_t context_size, size_t chunksize)
+{
+    return map_array(p, fn, in, in_size, out, out_size, n, context, context_size, true,
+                     chunksize);
 }

@@ -403,6 +403,8 @@ static int take_results(chunk *c, mp__msg *m)
 {
     if (c->job->kind == JOB_ARRAY) {
         int code = (int)(int64_t)m->h.arg;
+        if (!code && c->job->array_out && mp__array_take(c, m) < 0) /* a backend's range */
+            return mp_last_error_code();
         char *msg = code ? strndup(m->body, (size_t)m->h.len) : NULL;
         mp__job_complete_item(c->job, c->first, NULL, code, msg);
         free(msg);
@@ -588,16 +590,19 @@ static void handle_death(mp_pool *p, size_t i)
             char msg[1024], tmsg[1024];
             char fn[256];
             mp__fn_label(c->job->fnloc, c->job->fnloc_len, fn, sizeof fn);
+            size_t lo = c->first, hi = c->first + c->count - 1;
+            const char *unit = "items";
+            if (c->job->kind == JOB_ARRAY) /* its items are ranges: name the elements */
+                unit = mp__array_elements(c, &lo, &hi);
             if (held > 1)
                 snprintf(msg, sizeof msg,
                          "pool worker %s %s while running a batch of %zu chunks that held %s "
-                         "(items %zu-%zu of the call)",
-                         who, what, held, fn, c->first, c->first + c->count - 1);
+                         "(%s %zu-%zu of the call)",
+                         who, what, held, fn, unit, lo, hi);
             else
                 snprintf(msg, sizeof msg,
-                         "pool worker %s %s while running %s (items %zu-%zu of the call)",
-                         who, timed ? "was killed for a time limit" : what, fn,
-                         c->first, c->first + c->count - 1);
+                         "pool worker %s %s while running %s (%s %zu-%zu of the call)",
+                         who, timed ? "was killed for a time limit" : what, fn, unit, lo, hi);
             snprintf(tmsg, sizeof tmsg,
                      "task %s (item %zu) exceeded its time limit of %g s: worker %s "
                      "was killed and replaced",

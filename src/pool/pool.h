@@ -40,6 +40,10 @@ enum {
 };
 /* Or'ed into MSG_TASK: publish each task's start in the slot (a time limit applies). */
 #define MSG_TIMED 0x100u
+/* Or'ed into MSG_ARRAY: the range carries its elements (a backend's worker, which has no
+ * arena; array_msg.c); its RESULT then carries the output elements (arg 0) or, on a
+ * failure, the message (arg = the code). */
+#define MSG_INLINE 0x200u
 #define MSG_TYPE(t) ((t) & 0xffu)
 
 typedef struct mp__msg_hdr {
@@ -90,11 +94,20 @@ int mp__chan_send_some(int sock, const void *buf, size_t total, size_t *off, con
 /* ---- where a worker is: shared memory slots ---------------------------------------- */
 /* One cache line per worker position, written by the worker before a chunk starts (and
  * per task when a time limit is set), read by the parent after the worker died. */
-/* The typed path's range message body (then the function location). */
+/* The typed path's range message body (then the function location). In the arena:
+ * in_off/out_off are the arrays' offsets there. MSG_INLINE: in_off is the offset in the
+ * body of the range's input elements, out_off that of the context's bytes (context =
+ * their length, context_rel MP__CTX_INLINE), both 16-byte aligned from the frame's start. */
 typedef struct mp__array_task {
     uint64_t in_off, out_off, in_size, out_size, first, count, context;
-    uint64_t context_rel; /* context is an offset from the main program's load address */
+    uint64_t context_rel; /* what context is: MP__CTX_* */
 } mp__array_task;
+enum {
+    MP__CTX_PTR,    /* a pointer (fork) */
+    MP__CTX_MAIN,   /* an offset from the main program's load address (spawn, forkserver) */
+    MP__CTX_ARENA,  /* an offset into the arena (its bytes were copied there) */
+    MP__CTX_INLINE, /* bytes in the message (MSG_INLINE) */
+};
 
 typedef struct mp__slot {
     _Atomic uint64_t chunk;    /* id of the chunk being run; 0: none */
@@ -180,6 +193,10 @@ struct job {
     void *source_ud;
     size_t read;                /* items read from the source */
     size_t chunksize;
+    /* map_array: its elements, chunksize the elements of a range; on a backend where
+     * the ranges' output elements go (array_msg.c) */
+    char *array_out;
+    size_t array_n, array_out_size;
     char *fnloc;
     size_t fnloc_len;
     bool fnloc_shared; /* from mp__fn_locate_shared: not the job's to free */
@@ -405,6 +422,17 @@ void mp__chunk_spent_flush(mp_pool *p);
 void mp__chunk_cache_free(mp_pool *p);
 chunk *mp__chunk_build(mp_pool *p, job *j, mp_value *const *args, size_t first,
                        size_t count, bool fail_ok);
+/* map_array on a backend's workers (array_msg.c): the ranges carry their elements and the
+ * context's bytes (ctx_len of them at ctx), the results their output elements. */
+int mp__array_remote(mp_pool *p, mp_array_fn fn, const void *in, size_t in_size, void *out,
+                     size_t out_size, size_t n, const void *ctx, size_t ctx_len,
+                     size_t chunksize);
+/* The result thread: a backend's range came back (MSG_INLINE): its output elements into
+ * the caller's array. 0 or MP_EPROTO. */
+int mp__array_take(chunk *c, const mp__msg *m);
+/* The elements [*lo, *hi] of a map_array chunk's ranges (its items), for messages:
+ * "elements". */
+const char *mp__array_elements(const chunk *c, size_t *lo, size_t *hi);
 /* Public handles: thin wrappers of a job. */
 struct mp_pool_iter {
     job *j;

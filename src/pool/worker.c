@@ -461,6 +461,57 @@ static void *main_base(void)
     return (void *)b;
 }
 
+/* A range's arrays and context, and what of them is ours to free. */
+typedef struct aview {
+    const char *in;
+    char *out;
+    void *ctx;
+    char *own_in, *own_out, *own_ctx;
+} aview;
+
+/* p itself when 16-byte aligned (the sender lays frames out so), else a copy in *own. */
+static char *aligned(char *p, size_t n, char **own)
+{
+    if (((uintptr_t)p & 15u) == 0)
+        return p;
+    *own = malloc(n ? n : 1);
+    if (*own)
+        memcpy(*own, p, n);
+    return *own;
+}
+
+/* The range's elements in the message (MSG_INLINE: a backend's worker); its output in a
+ * buffer of ours, sent back as the result. */
+static int view_inline(mp__msg *m, const mp__array_task *t, size_t loc_end, aview *v)
+{
+    size_t len = (size_t)m->h.len;
+    if (t->context_rel != MP__CTX_INLINE || t->out_off < loc_end || t->out_off > len ||
+        t->context > len - t->out_off || t->in_off < t->out_off + t->context ||
+        t->in_off > len || !t->in_size || !t->out_size ||
+        t->count > (len - t->in_off) / t->in_size || t->count > SIZE_MAX / t->out_size)
+        return MP_EPROTO;
+    v->ctx = t->context ? aligned(m->body + t->out_off, (size_t)t->context, &v->own_ctx) : NULL;
+    v->in = aligned(m->body + t->in_off, (size_t)(t->count * t->in_size), &v->own_in);
+    v->out = v->own_out = malloc(t->count * t->out_size);
+    return !v->in || !v->out || (t->context && !v->ctx) ? -ENOMEM : 0;
+}
+
+static int view_arena(wstate *ws, const mp__array_task *t, aview *v)
+{
+    if (!ws->arena || t->in_off + (t->first + t->count) * t->in_size > ws->arena_size ||
+        t->out_off + (t->first + t->count) * t->out_size > ws->arena_size ||
+        (t->context_rel == MP__CTX_ARENA && t->context >= ws->arena_size))
+        return MP_EPROTO;
+    v->in = ws->arena + t->in_off + t->first * t->in_size;
+    v->out = ws->arena + t->out_off + t->first * t->out_size;
+    v->ctx = (void *)(uintptr_t)t->context;
+    if (t->context_rel == MP__CTX_MAIN)
+        v->ctx = (char *)main_base() + t->context;
+    else if (t->context_rel == MP__CTX_ARENA)
+        v->ctx = ws->arena + t->context;
+    return 0;
+}
+
 static int run_array(wstate *ws, mp__msg *m)
 {
     mp__array_task t;
@@ -468,28 +519,27 @@ static int run_array(wstate *ws, mp__msg *m)
     char msg[512] = "";
     void (*fnp)(void) = NULL;
     size_t used = 0;
+    aview v = {0};
+    bool inl = m->h.type & MSG_INLINE;
     if (m->h.len < sizeof t)
         return MP_EPROTO;
     memcpy(&t, m->body, sizeof t);
     int r = mp__fn_resolve(m->body + sizeof t, m->h.len - sizeof t, &fnp, &used);
+    if (r == 0)
+        r = inl ? view_inline(m, &t, sizeof t + used, &v) : view_arena(ws, &t, &v);
     if (r < 0) {
         code = r;
-        snprintf(msg, sizeof msg, "%s", mp__last_error_detail());
-    } else if (!ws->arena || t.in_off + (t.first + t.count) * t.in_size > ws->arena_size ||
-               t.out_off + (t.first + t.count) * t.out_size > ws->arena_size) {
-        code = MP_EPROTO;
-        snprintf(msg, sizeof msg, "pool: array range outside the shared arena");
+        snprintf(msg, sizeof msg, "%s",
+                 r == -ENOMEM     ? "pool: out of memory for an array range"
+                 : r != MP_EPROTO ? mp__last_error_detail()
+                 : inl            ? "pool: a malformed array range"
+                                  : "pool: array range outside the shared arena");
     } else {
         mp_array_fn fn = (mp_array_fn)(void *)fnp;
         atomic_store_explicit(&ws->slot->start_ns, now_ns(), memory_order_relaxed);
         atomic_store_explicit(&ws->slot->chunk, m->h.id, memory_order_release);
-        const char *in = ws->arena + t.in_off + t.first * t.in_size;
-        char *out = ws->arena + t.out_off + t.first * t.out_size;
-        void *ctx = (void *)(uintptr_t)t.context;
-        if (t.context_rel)
-            ctx = (char *)main_base() + t.context;
         for (uint64_t k = 0; k < t.count; k++) {
-            int rc = fn(in + k * t.in_size, out + k * t.out_size, ctx);
+            int rc = fn(v.in + k * t.in_size, v.out + k * t.out_size, v.ctx);
             if (rc) {
                 code = rc < 0 ? rc : MP_EINVAL;
                 snprintf(msg, sizeof msg, "element %llu failed with %d (in %s, pid %d)",
@@ -501,8 +551,16 @@ static int run_array(wstate *ws, mp__msg *m)
     }
     mp__msg_hdr h = {.type = MSG_RESULT, .len = strlen(msg), .id = m->h.id,
                      .arg = (uint64_t)(int64_t)code};
-    r = ws_send(ws, &h, msg, NULL);
+    const void *body = msg;
+    if (inl && code == 0) { /* the output elements go back */
+        h.len = t.count * t.out_size;
+        body = v.out;
+    }
+    r = ws_send(ws, &h, body, NULL);
     atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
+    free(v.own_in);
+    free(v.own_out);
+    free(v.own_ctx);
     return r;
 }
 
@@ -635,6 +693,8 @@ int mp__wserve_msg(mp__wserve *w, mp__msg *m)
     uint32_t type = MSG_TYPE(m->h.type);
     if (type == MSG_TASK)
         return run_chunk(&w->ws, m);
+    if (type == MSG_ARRAY) /* with its elements (MSG_INLINE): there is no arena here */
+        return run_array(&w->ws, m);
     return mp__error(MP_EPROTO, "pool: message %u cannot reach a %s worker", type, "remote");
 }
 

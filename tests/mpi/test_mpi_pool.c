@@ -137,6 +137,13 @@ int task_netns(const mp_value *arg, mp_value **out)
     return 0;
 }
 
+int array_copy(const void *in, void *out, void *ctx)
+{
+    (void)ctx;
+    memcpy(out, in, sizeof(int));
+    return 0;
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
 /* Under mpiexec -n 4: 0 (every rank: 3); started alone: spawn 3. */
@@ -453,10 +460,12 @@ static void test_refused(void)
     CHECK_CONTAINS(mp_last_error(), "cannot travel to MPI workers");
     mp_value_free(h);
     mp_queue_free(q);
+    /* map_array's elements travel (test_mpi_pool_array.c), a context pointer cannot */
+    static int ctx = 1;
     int in[4] = {1, 2, 3, 4}, res[4];
-    CHECK_ERR(mp_pool_map_array(p, (mp_array_fn)(void *)task_square, in, sizeof(int), res,
-                                sizeof(int), 4, NULL, 0),
+    CHECK_ERR(mp_pool_map_array(p, array_copy, in, sizeof(int), res, sizeof(int), 4, &ctx, 0),
               MP_EUNSUPPORTED);
+    CHECK_CONTAINS(mp_last_error(), "a context pointer cannot reach MPI workers");
     end_pool(p);
 }
 
