@@ -29,7 +29,7 @@ static double boost_ints(int np, int nc, long n)
 {
     std::string name = "mp_bench_peer_" + std::to_string(getpid());
     bip::message_queue::remove(name.c_str());
-    // 8 MiB of ring in mp_queue's default; Boost's slots are 8 bytes + its index.
+    // 65536 slots of 8 bytes plus Boost's index (mp_queue's default ring: 4 MiB).
     bip::message_queue mq(bip::create_only, name.c_str(), 65536, sizeof(uint64_t));
     pid_t pids[16];
     double t0 = now();

@@ -10,7 +10,10 @@
  *   - an item whose producer was killed inside put arrived at most once;
  *   - JoinableQueue: join reports exactly the tasks the killed consumers died holding
  *     (MP_EWORKERDIED with a count between those surely and possibly held), and after
- *     task_done for each of them, join returns 0. */
+ *     task_done for each of them, join returns 0.
+ * The int storm does the same with single puts of int values (most of them 8-byte word
+ * records, some 64-bit ints in [len][tag] records, every fourth item bytes) taken by
+ * mp_queue_get_into, the word fast path. */
 #include "test_util.h"
 #include "fault.h"
 
@@ -18,6 +21,7 @@
 #include <sys/mman.h>
 
 #define MAXK 4096    /* items per producer per round */
+#define MAXK_INT (1u << 18) /* the int storm's: its items are quick, so more of them */
 #define PRODUCERS 2
 #define CONSUMERS 2
 #define KILLS 4      /* per round */
@@ -38,7 +42,19 @@ struct storm_arg {
     mp_event *stop; /* set with ctl->stop, wakes producers that ran out of items */
     struct qstorm *st;
     bool joinable;
+    bool ints; /* items are mostly int values (word records), got by mp_queue_get_into */
+    _Atomic uint8_t *igot; /* the int storm's got[id][k] (MAXK_INT per id), new each round */
 };
+
+#define IGOT_BYTES ((size_t)MPT_MAX_IDS * MAXK_INT)
+
+static uint32_t maxk(const struct storm_arg *a) { return a->ints ? MAXK_INT : MAXK; }
+
+/* How many times item (p, k) was received. */
+static _Atomic uint8_t *got(struct storm_arg *a, uint32_t p, uint32_t k)
+{
+    return a->ints ? &a->igot[(size_t)p * MAXK_INT + k] : &a->st->got[p][k];
+}
 
 /* Item (p, k): a 12-byte header [p][k][len] then bytes that depend on all three. */
 static size_t item_len(unsigned *seed)
@@ -60,14 +76,15 @@ static void make_item(unsigned char *buf, uint32_t p, uint32_t k, size_t len)
         buf[i] = pattern(p, k, i);
 }
 
-/* Whole and well-formed: *p and *k set. */
-static bool item_ok(const unsigned char *buf, size_t len, uint32_t *p, uint32_t *k)
+/* Whole and well-formed, its number below kmax: *p and *k set. */
+static bool item_ok(const unsigned char *buf, size_t len, uint32_t kmax, uint32_t *p,
+                    uint32_t *k)
 {
     uint32_t hdr[3];
     if (len < sizeof hdr)
         return false;
     memcpy(hdr, buf, sizeof hdr);
-    if (hdr[2] != len || hdr[0] >= MPT_MAX_IDS || hdr[1] >= MAXK)
+    if (hdr[2] != len || hdr[0] >= MPT_MAX_IDS || hdr[1] >= kmax)
         return false;
     for (size_t i = sizeof hdr; i < len; i++)
         if (buf[i] != pattern(hdr[0], hdr[1], i))
@@ -77,17 +94,51 @@ static bool item_ok(const unsigned char *buf, size_t len, uint32_t *p, uint32_t 
     return true;
 }
 
+/* The int storm's item (p, k) as an int: word records up to 32 bits; every eighth one
+ * is wider (bit 40 set), a 9-byte MessagePack int in a [len][tag] record. */
+#define INT_WIDE ((int64_t)1 << 40)
+static int64_t int_item(uint32_t p, uint32_t k)
+{
+    return (int64_t)p << 18 | k | (k % 8 == 5 ? INT_WIDE : 0);
+}
+
+/* An int of the int storm: *p and *k set when it is one that int_item makes. */
+static bool int_ok(int64_t i, uint32_t *p, uint32_t *k)
+{
+    int64_t base = i & ~INT_WIDE;
+    if (base < 0 || base >= (int64_t)MPT_MAX_IDS << 18)
+        return false;
+    *p = (uint32_t)(base >> 18);
+    *k = (uint32_t)(base & (MAXK_INT - 1));
+    return i == int_item(*p, *k);
+}
+
+/* Put item (p, k) of the int storm: an int value, or bytes every fourth item. */
+static int put_int_item(mp_queue *q, mp_value *v, unsigned char *buf, uint32_t p, uint32_t k,
+                        size_t len, double timeout)
+{
+    if (k % 4 == 3) {
+        make_item(buf, p, k, len);
+        return mp_queue_put_bytes(q, buf, len, timeout);
+    }
+    mp_value_set_int(v, int_item(p, k));
+    return mp_queue_put(q, v, timeout);
+}
+
 static int producer(mpt_ctl *c, int id, struct storm_arg *a)
 {
     struct qstorm *st = a->st;
     unsigned seed = (unsigned)getpid() * 2654435761u;
     static unsigned char buf[32768];
-    for (uint32_t k = 0; k < MAXK && !atomic_load(&c->stop); k++) {
+    mp_value *v = mp_value_int(0);
+    for (uint32_t k = 0; k < maxk(a) && !atomic_load(&c->stop); k++) {
         size_t len = item_len(&seed);
-        make_item(buf, (uint32_t)id, k, len);
+        if (!a->ints)
+            make_item(buf, (uint32_t)id, k, len);
         st->mid_put[id] = 1;
         int r;
-        while ((r = mp_queue_put_bytes(a->q, buf, len, 0.1)) == MP_EFULL)
+        while ((r = a->ints ? put_int_item(a->q, v, buf, (uint32_t)id, k, len, 0.1)
+                            : mp_queue_put_bytes(a->q, buf, len, 0.1)) == MP_EFULL)
             if (atomic_load(&c->stop))
                 return 0; /* gave up on item k: its put did not return 0 */
         if (r < 0)
@@ -101,14 +152,31 @@ static int producer(mpt_ctl *c, int id, struct storm_arg *a)
     return 0;
 }
 
+/* One item (p, k) of the int storm by get_into (into the value of the last one): 1 when
+ * whole, 0 when torn, or an error. */
+static int get_int_item(mp_queue *q, mp_value **v, double timeout, uint32_t *p, uint32_t *k)
+{
+    int r = mp_queue_get_into(q, v, timeout);
+    if (r < 0)
+        return r;
+    size_t len = 0;
+    const void *b = mp_value_type(*v) == MP_BYTES ? mp_value_get_bytes(*v, &len) : NULL;
+    if (b)
+        return item_ok(b, len, MAXK_INT, p, k) && *k % 4 == 3;
+    return mp_value_type(*v) == MP_INT && int_ok(mp_value_get_int(*v), p, k) && *k % 4 != 3;
+}
+
 static int consumer(mpt_ctl *c, int id, struct storm_arg *a)
 {
     struct qstorm *st = a->st;
+    mp_value *v = NULL;
     for (;;) {
-        void *buf;
-        size_t len;
+        void *buf = NULL;
+        size_t len = 0;
+        uint32_t p, k;
         atomic_store(&st->phase[id], IN_GET);
-        int r = mp_queue_get_bytes(a->q, &buf, &len, 0.1);
+        int r = a->ints ? get_int_item(a->q, &v, 0.1, &p, &k)
+                        : mp_queue_get_bytes(a->q, &buf, &len, 0.1);
         if (r == MP_EEMPTY) {
             atomic_store(&st->phase[id], IDLE);
             if (atomic_load(&c->stop) >= 2) /* producers gone, queue drained */
@@ -117,9 +185,8 @@ static int consumer(mpt_ctl *c, int id, struct storm_arg *a)
         }
         if (r < 0)
             return 3;
-        uint32_t p, k;
-        if (item_ok(buf, len, &p, &k))
-            atomic_fetch_add(&st->got[p][k], 1);
+        if (a->ints ? r == 1 : item_ok(buf, len, MAXK, &p, &k))
+            atomic_fetch_add(got(a, p, k), 1);
         else
             atomic_fetch_add(&st->torn, 1);
         mp_free(buf);
@@ -163,8 +230,8 @@ static int check_round(mpt_ctl *c, struct storm_arg *a, int round, unsigned seed
             }
             continue;
         }
-        for (uint32_t k = 0; k < MAXK; k++) {
-            unsigned g = atomic_load(&st->got[id][k]);
+        for (uint32_t k = 0; k < maxk(a); k++) {
+            unsigned g = atomic_load(got(a, (uint32_t)id, k));
             dup += g > 1;
             if (k < st->done[id])
                 missing += g == 0;
@@ -210,7 +277,7 @@ static int check_round(mpt_ctl *c, struct storm_arg *a, int round, unsigned seed
     return problems;
 }
 
-static void storm(bool joinable)
+static void storm(bool joinable, bool ints)
 {
     mp_queue *q = joinable ? mp_joinable_queue_new(&(mp_queue_opts){.capacity = 8192})
                            : mp_queue_new(&(mp_queue_opts){.capacity = 8192});
@@ -219,13 +286,22 @@ static void storm(bool joinable)
                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     mpt_ctl *c = mpt_ctl_new();
     CHECK(q && stop && st != MAP_FAILED && c);
-    struct storm_arg a = {q, stop, st, joinable};
+    struct storm_arg a = {q, stop, st, joinable, ints, NULL};
     int problems = 0, rounds = 0, kills = 0;
     uint64_t received = 0;
     double t0 = mpt_now();
     for (; mpt_more_rounds(rounds, 12, t0); rounds++) {
         unsigned seed = (unsigned)getpid() * 2654435761u + (unsigned)rounds, pick = seed;
         memset(st, 0, sizeof *st);
+        if (ints) { /* zero pages, touched only where items were received */
+            if (a.igot)
+                munmap(a.igot, IGOT_BYTES);
+            a.igot = mmap(NULL, IGOT_BYTES, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            CHECK(a.igot != MAP_FAILED);
+            if (a.igot == MAP_FAILED)
+                break;
+        }
         mp_event_clear(stop);
         mpt_storm_begin(c, PRODUCERS + CONSUMERS, worker, &a);
         problems += mpt_storm_kill(c, KILLS, 0, PRODUCERS + CONSUMERS, 300, &pick, worker, &a);
@@ -255,16 +331,22 @@ static void storm(bool joinable)
     printf("\n");
     mpt_ctl_free(c);
     munmap(st, sizeof *st);
+    if (a.igot && a.igot != MAP_FAILED)
+        munmap(a.igot, IGOT_BYTES);
     mp_event_free(stop);
     mp_queue_free(q);
 }
 
-static void test_kill_storm_queue(void) { storm(false); }
-static void test_kill_storm_joinable_queue(void) { storm(true); }
+static void test_kill_storm_queue(void) { storm(false, false); }
+static void test_kill_storm_joinable_queue(void) { storm(true, false); }
+static void test_kill_storm_int_items(void) { storm(false, true); }
+static void test_kill_storm_joinable_int_items(void) { storm(true, true); }
 
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_kill_storm_queue);
     RUN_IF(argc, argv, test_kill_storm_joinable_queue);
+    RUN_IF(argc, argv, test_kill_storm_int_items);
+    RUN_IF(argc, argv, test_kill_storm_joinable_int_items);
     return mpt_done();
 }

@@ -578,7 +578,7 @@ static void test_blocking_wakeup(void)
 static void test_big_items(void)
 {
     const size_t big = (size_t)100 << 20;
-    mp_queue *q = mp_queue_new(NULL); /* default 8 MiB ring: the item is streamed */
+    mp_queue *q = mp_queue_new(NULL); /* default 4 MiB ring: the item is streamed */
     /* parent -> child */
     pid_t pid = fork();
     if (pid == 0) {

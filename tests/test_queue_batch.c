@@ -402,6 +402,81 @@ static void test_word_records_mixed(void)
     }
 }
 
+/* Single puts write an int of up to 32 bits, or bytes of up to 7, as one 8-byte word
+ * record and a wider int or longer bytes as a [len][tag] record: both kinds, interleaved, lap a 4 KiB ring hundreds of
+ * times (word records land on its last word, headers and payloads wrap), and every get
+ * (get_into into a reused value, get, get_many, get_bytes) sees each item once, in order. */
+static int64_t mixed_int(long i)
+{
+    static const int64_t base[] = {5, -3, 200, 40000, -100, -40000, 3000000000LL,
+                                   (int64_t)1 << 33, -((int64_t)1 << 35)};
+    return base[i % 9] + (i % 9 == 0 ? 0 : i % 50);
+}
+
+static void test_single_word_puts_wrap(void)
+{
+    mp_queue *q = mp_queue_new(&(mp_queue_opts){.capacity = 4096});
+    mp_value *v = mp_value_int(0), *got = NULL, *out[8] = {0};
+    long next_put = 0, next_get = 0, bad = 0;
+    char bytes[16];
+    /* item i: bytes of i % 11 letters every 5th, else mixed_int(i) */
+    for (int round = 0; round < 3000; round++) {
+        for (int k = 0; k < 1 + round % 37 && mp_queue_qsize(q) < 150; k++, next_put++) {
+            if (next_put % 5 == 4) {
+                memset(bytes, 'a' + (int)(next_put % 26), sizeof bytes);
+                CHECK_OK(mp_queue_put_bytes(q, bytes, (size_t)(next_put % 11), 0));
+            } else {
+                CHECK_OK(mp_value_set_int(v, mixed_int(next_put)));
+                CHECK_OK(mp_queue_put(q, v, 0));
+            }
+        }
+        for (int k = 0; k < 1 + round % 29 && next_get < next_put; k++) {
+            size_t n = 1;
+            int how = (int)(next_get % 4);
+            if (how == 0) {
+                CHECK_OK(mp_queue_get_into(q, &got, 0));
+                out[0] = got;
+            } else if (how == 1) {
+                CHECK_OK(mp_queue_get(q, &out[0], 0));
+            } else if (how == 2) {
+                CHECK_OK(mp_queue_get_many_into(q, out, 1 + (size_t)(next_get % 8), &n, 0));
+            } else {
+                void *b = NULL;
+                size_t len = 0;
+                CHECK_OK(mp_queue_get_bytes(q, &b, &len, 0));
+                if (next_get % 5 == 4) /* put_bytes items come back as they went */
+                    out[0] = mp_value_bytes(b, len);
+                else /* values come back as their MessagePack */
+                    CHECK_OK(mp_value_decode(b, len, NULL, 0, &out[0]));
+                mp_free(b);
+            }
+            for (size_t j = 0; j < n; j++, next_get++) {
+                size_t len = 0;
+                const char *b = next_get % 5 == 4 ? mp_value_get_bytes(out[j], &len) : NULL;
+                if (next_get % 5 == 4)
+                    bad += !b || len != (size_t)(next_get % 11) ||
+                           (len && b[len - 1] != 'a' + (int)(next_get % 26));
+                else
+                    bad += mp_value_type(out[j]) != MP_INT ||
+                           mp_value_get_int(out[j]) != mixed_int(next_get);
+            }
+            if (how == 1 || how == 3) {
+                mp_value_free(out[0]);
+                out[0] = NULL;
+            } else if (how == 0) {
+                out[0] = NULL; /* got keeps it for the next get_into */
+            }
+        }
+    }
+    CHECK_INT(bad, 0);
+    CHECK(next_put > 20000);
+    CHECK_INT(mp_queue_qsize(q), (size_t)(next_put - next_get));
+    mp_value_free(v);
+    mp_value_free(got);
+    free_all(out, 8);
+    mp_queue_free(q);
+}
+
 int main(int argc, char **argv)
 {
     RUN_IF(argc, argv, test_roundtrip_in_order);
@@ -415,5 +490,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_int_encoding_matches_codec);
     RUN_IF(argc, argv, test_get_many_into);
     RUN_IF(argc, argv, test_word_records_mixed);
+    RUN_IF(argc, argv, test_single_word_puts_wrap);
     return mpt_done();
 }

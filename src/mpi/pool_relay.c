@@ -914,16 +914,10 @@ int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int
             mp__close(ev);
         return mp__errno("MPI pool: eventfd");
     }
-    /* The HELLO goes from this thread (MPI_THREAD_MULTIPLE); the rank answers the relay. */
-    rc = MPI_Send(enc, (int)len, MPI_BYTE, l->rank, MP__MPI_TAG(T_HELLO, r->gen), r->comm);
-    free(enc);
-    if (rc != MPI_SUCCESS) {
-        mp__close(sv[0]);
-        mp__close(sv[1]);
-        mp__close(ev);
-        mp__close(evdup);
-        return mp__mpi_error(rc, "MPI pool: greeting a rank");
-    }
+    /* The link is set up before the HELLO goes: the relay drops what comes from a link
+     * not started, and a rank may answer (ID, READY) before MPI_Send returns here; the
+     * READY lost, the pool's creation waited for ever (the rank's heartbeats kept the
+     * link from being found silent). */
     pthread_mutex_lock(&r->mu);
     l->sock = sv[1];
     l->sentinel = ev;
@@ -935,6 +929,19 @@ int mp__relay_start(mp__relay *r, size_t i, const mp_value *boot, int *sock, int
     l->st = L_STARTING;
     pthread_mutex_unlock(&r->mu);
     wake(r);
+    /* The HELLO goes from this thread (MPI_THREAD_MULTIPLE); the rank answers the relay. */
+    rc = MPI_Send(enc, (int)len, MPI_BYTE, l->rank, MP__MPI_TAG(T_HELLO, r->gen), r->comm);
+    free(enc);
+    if (rc != MPI_SUCCESS) {
+        /* the link's fds stay with it (the relay may be polling them): mp__relay_free */
+        pthread_mutex_lock(&r->mu);
+        l->st = L_DONE;
+        snprintf(l->how, sizeof l->how, "could not be greeted");
+        pthread_mutex_unlock(&r->mu);
+        mp__close(sv[0]);
+        mp__close(evdup);
+        return mp__mpi_error(rc, "MPI pool: greeting a rank");
+    }
     *sock = sv[0];
     *sentinel = evdup;
     return 0;

@@ -14,8 +14,8 @@
  *   the lock is released. An item at head that is a stream (larger than the ring) or
  *   larger than the buffer is taken alone, as get takes it.
  * - Small items are word records (q.h): an item of at most 7 payload bytes is one 8-byte
- *   word, so a batch of 64 ints is 512 bytes of ring, not 1536. Only put_many writes them;
- *   every reader (take.c, ring.c, here) tells them by the word's top bit. A word record is
+ *   word, so a batch of 64 ints is 512 bytes of ring, not 1536. put_many and put write
+ *   them; every reader (take.c, ring.c, here) tells them by the word's top bit. A word record is
  *   an ordinary record as far as positions, commits and crashes go: the all-or-nothing and
  *   take-nothing arguments above hold unchanged, and a plain get takes one at a time.
  * - No allocation per item: get_many_into decodes into the caller's values (an int into a
@@ -114,34 +114,17 @@ static inline size_t rec_pack_int(int64_t i, unsigned char *p)
     return n;
 }
 
-/* An int as one record at rec (32 bytes of room): a word record for ints up to 32 bits,
- * else a [len][tag] record. Its size. Word stores only (a header built on the stack and
- * copied whole would stall on store forwarding). */
+/* An int as one record at rec (32 bytes of room): a word record for ints up to 32 bits
+ * (q_int_word), else a [len][tag] record. Its size. Word stores only (a header built on
+ * the stack and copied whole would stall on store forwarding). */
 static inline size_t int_record(int64_t i, unsigned char *rec)
 {
-    uint64_t u = (uint64_t)i, w;
-    if (u + 32 <= 32 + 127) /* -32..127: a fixint */
-        w = word_make(u & 0xff, TAG_VALUE, 1);
-    else if (u <= 0xff)
-        w = word_make(0xcc | u << 8, TAG_VALUE, 2);
-    else if (u <= 0xffff)
-        w = word_make(0xcd | (uint64_t)__builtin_bswap16((uint16_t)u) << 8, TAG_VALUE, 3);
-    else if (u <= 0xffffffff)
-        w = word_make(0xce | (uint64_t)__builtin_bswap32((uint32_t)u) << 8, TAG_VALUE, 5);
-    else
-        w = 0; /* wider, or negative: rec_pack_int below */
-    if (w) { /* the common ints: one word, built directly */
+    uint64_t w;
+    if (q_int_word(i, &w)) { /* the common ints: one word, built directly */
         memcpy(rec, &w, 8);
         return 8;
     }
     uint64_t len = rec_pack_int(i, rec + Q_REC), tag = TAG_VALUE;
-    if (len <= Q_WORD_MAX) {
-        uint64_t w;
-        memcpy(&w, rec + Q_REC, 8);
-        w = word_make(w, TAG_VALUE, len);
-        memcpy(rec, &w, 8);
-        return 8;
-    }
     memcpy(rec, &len, 8);
     memcpy(rec + 8, &tag, 8);
     return rec_size(len);
@@ -205,9 +188,10 @@ int mp_queue_put_many(mp_queue *q, const mp_value *const *values, size_t n, doub
 }
 
 /* The payload length of a word record holding an int of up to 32 bits whose first byte
- * is c: 1 for a fixint, 2, 3 or 5 for uint/int 8, 16 and 32; X for any other first byte. */
+ * is c (q_word_int's table, q.h): 1 for a fixint, 2, 3 or 5 for uint/int 8, 16 and 32; X
+ * for any other first byte. */
 #define X 0xff
-static const unsigned char word_int_len[256] = {
+const unsigned char mp__q_word_int_len[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -227,22 +211,8 @@ static const unsigned char word_int_len[256] = {
 };
 #undef X
 
-/* The int in a word record w of tag TAG_VALUE (an int of up to 32 bits: fixint, or uint
- * or int of 1, 2 or 4 bytes), into *i; false for anything else (decode_into's job). */
-static inline bool word_int(uint64_t w, int64_t *i)
-{
-    unsigned c = (unsigned)w & 0xff, len = (unsigned)(w >> 56) & 7;
-    if (word_int_len[c] != len)
-        return false;
-    if (len == 1) {
-        *i = (int8_t)c;
-        return true;
-    }
-    unsigned shift = 72 - 8 * len;           /* 64 - 8 x the bytes after c */
-    uint64_t be = __builtin_bswap64(w) << 8; /* the bytes after c, big-endian, on top */
-    *i = c < 0xd0 ? (int64_t)(be >> shift) : (int64_t)be >> shift;
-    return true;
-}
+/* The int in a word record w of tag TAG_VALUE, into *i; false for anything else. */
+static inline bool word_int(uint64_t w, int64_t *i) { return q_word_int(w, (w >> 56) & 7, i); }
 
 /* Decode one record's payload into *slot: a value there is set in place when the item
  * fits it (an int into any scalar, short bytes into short bytes...), else freed and

@@ -19,6 +19,12 @@ static int put_tagged(mp_queue *q, uint32_t tag, const void *buf, size_t len, do
         return code;
     if (!buf && len)
         return mp__error(MP_EINVAL, "put: NULL buffer");
+    if (len <= Q_WORD_MAX) { /* one word record */
+        uint64_t w = 0;
+        if (len)
+            memcpy(&w, buf, len);
+        return mp__q_put_word(q, word_make(w, tag, len), timeout);
+    }
     if (rec_size(len) > q->s->capacity || len > ((uint64_t)1 << 62))
         return mp__q_put_stream(q, tag, buf, len, timeout);
     return mp__q_put_record(q, tag, buf, len, timeout);
@@ -39,6 +45,8 @@ int mp_queue_put(mp_queue *q, const mp_value *v, double timeout)
     size_t slen;
     if (v && v->type == MP_INT) { /* the common item: straight to the ring as words */
         uint64_t w[2];
+        if (q_int_word(v->u.i, &w[0])) /* up to 32 bits: one word record */
+            return mp__q_put_word(q, w[0], timeout);
         size_t n = q_pack_int_words(v->u.i, w);
         return rec_size(n) > q->s->capacity ? put_tagged(q, TAG_VALUE, w, n, timeout)
                                             : mp__q_put_words(q, TAG_VALUE, n, w, timeout);
@@ -242,7 +250,8 @@ int mp_queue_get_into(mp_queue *q, mp_value **slot, double timeout)
             return code;
         const unsigned char *p = (const unsigned char *)w;
         int64_t i;
-        if (code == 1 && tag == TAG_VALUE && *slot && q_unpack_int_padded(p, len, &i) &&
+        if (code == 1 && tag == TAG_VALUE && *slot &&
+            (len <= Q_WORD_MAX ? q_word_int(w[0], len, &i) : q_unpack_int_padded(p, len, &i)) &&
             mp__value_set_scalar_int(*slot, i))
             return 0; /* the common item into a reused scalar: no value made or freed */
         if (code == 1)

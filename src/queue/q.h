@@ -18,8 +18,9 @@
  *
  * What is shared (one memfd): a header page (struct qshared) then `capacity` ring bytes.
  * Items are records [u64 len][u32 tag][u32 pad][payload, padded to 8], or for an item of
- * at most 7 bytes (put_many writes these) one word holding tag, length and payload (see
- * rec_is_word), at monotonically increasing byte positions (modulo capacity).
+ * at most 7 bytes (an int of up to 32 bits, None, a short str or bytes; put and put_many
+ * write these) one word holding tag, length and payload (see rec_is_word), at
+ * monotonically increasing byte positions (modulo capacity).
  *
  * Crash safety: `lock` protects the tail position word (tailw: byte position and item
  * count packed in one u64), a struct (qstate: JoinableQueue's count, the stream) and
@@ -56,7 +57,8 @@
  *
  * Speed: the lock and head_seen (producers), tailw (written by producers, read by
  * consumers) and headw (consumers) each have their own cache line; the waiter counts sit
- * on a fourth, written only around sleeps. A put reads the consumers' line only when
+ * on two more (get_waiters alone, then put_waiters with the rest: the struct's _Alignas
+ * applies to both of its declarators), written only around sleeps. A put reads the consumers' line only when
  * head_seen says the ring is full; a get reads tailw only when its process's view of the
  * tail (tail_seen, take.c) shows no items left at the head. A consumer reading tailw thus
  * never takes the lock's line from a producer (whose next lock would wait for it): the
@@ -68,10 +70,27 @@
  * consumer facing an empty ring spins briefly on tailw, without the lock, before taking
  * it to sleep; a producer facing a full one spins on headw; a producer facing a held lock
  * spins reading the lock word (journal.c).
- * An int, the common item, is packed into whole words in registers (q_pack_int_words)
- * and written to the ring with word stores (mp__q_put_words); small records are copied
- * in and out without memcpy calls (copy_small), and a get into the queue's own buffer
- * copies whole words, so no byte store is re-read as a word (a store-forwarding stall).
+ * An int, the common item, is built in a register as one word record (q_int_word: ints
+ * of up to 32 bits) and written with one store (mp__q_put_word), or for a wider int packed
+ * into whole words (q_pack_int_words, mp__q_put_words); a word record is one 8-byte store
+ * before the tail's commit, so the crash argument above holds unchanged. A get_into of a
+ * small record hands its words back in registers (mp__q_take_words) and decodes an int
+ * word by a table of lengths (q_word_int); small records are copied in and out without
+ * memcpy calls (copy_small), and no byte or word store is re-read wider (a
+ * store-forwarding stall).
+ * The ring's default size (Q_DEFAULT_CAP, 4 MiB; 8 MiB until Dec 2026): a fresh ring's
+ * pages are allocated and zeroed as the first producer reaches them, and every process
+ * mapping it faults each page in once more; a producer a time slice ahead of its consumer
+ * (two processes sharing a core) walks lines the consumer then misses. Measured with word
+ * records, a new queue per run of 1M ints (perf stat, 6 runs per figure, 3-5 rounds, load
+ * 4.4-5.8): page faults per run 1p1c ~2300-3000 / ~1170 / ~650 / ~380 for 8 / 4 / 2 /
+ * 1 MiB, CPU per run 38-58 / 28 / 27-53 / 36-42 ms; 4p4c ~2600 / ~2300 / ~2000 / ~1300
+ * faults (about 1200 of them the 8 forks'), 45-63 / 40 / 42-75 / 44-53 ms. Warming an
+ * 8 MiB ring first (a lap of puts and gets in the creator) gave 4p4c most of the smaller
+ * ring's gain: the allocation, not the cache, is what the size costs there. Not smaller
+ * than 4 MiB: with 2 MiB, one 1 MiB item fits at a time, so the producer's copy waits for
+ * the consumer's (queue_1mib_items, 8 alternating rounds: medians ~10.7 GB/s with 8 MiB,
+ * ~9.5 with 2, ~13 with 4; 1 MiB items would be streamed with 1 MiB).
  * Batches (batch.c) put many records with one copy and one tail store, and take them with
  * one copy and one head store: lock, commit and wake-up are paid once per batch.
  * Where the time per item goes (perf record -g, callgrind; ints as MessagePack values; 2
@@ -99,8 +118,9 @@
  * lock, position-word arithmetic, wake checks, the tail view; no function above ~20%).
  * Across processes the profiles are flat and the same functions are each slower: 1p1c
  * ~60-90 CPU-ns per item (the consumer chases the producer: the ring's and the tail's
- * lines cross cores every item or two; on one core, 50-70: the 8 MiB default ring does
- * not fit the 2 MiB L2 when the producer runs a time slice ahead, Boost's ~1.5 MiB does),
+ * lines cross cores every item or two; on one core, 50-70: the 8 MiB ring of the time did
+ * not fit the L2 (1 MiB per core: lscpu's "2 MiB" is 2 of them) when the producer ran a
+ * time slice ahead; Boost's ~1.5 MiB nearly does),
  * 4p4c ~75-130 (8 processes on 2 cores: each atomic's line last written by the other
  * core half the time; ~5% page faults of 8 processes mapping the ring). Boost's queue:
  * ~35-80 in both. A busy machine runs both at the rate of their CPU per item, where
@@ -143,6 +163,29 @@
  * 4p4c 9.9-12.6M -> 11.8-14.2M (Boost 10.7-12.4M: 1.0-1.2x); single runs vary by 2x or
  * more either way on this shared machine. What is left per item is the queue's own path
  * (the lock, the head's CAS, the lines crossing cores), not the values.
+ * Single items as word records (Dec 2026, a fourth round): a put of an int of up to 32
+ * bits (or any item of up to 7 bytes) writes one 8-byte word record, as put_many does, so
+ * an int moves a third of the ring lines it used to (24 bytes of ring per int before);
+ * get_into's word path returns its words in registers (a record assembled on the stack and
+ * read back 16 bytes at a time stalled on store forwarding); the default ring became
+ * 4 MiB (above). One process, best of 300 x 20k ints (load ~3): a put (mp_value_set_int +
+ * mp_queue_put) 14.6 -> 13.0 ns, a get_into 13.9 -> 10.6 ns; callgrind, 100k of each: 261
+ * -> 206 instructions a put (mp__q_put_word 165, of which the lock 45), 211 -> 194 a
+ * get_into (mp__q_take_words 127). Across processes, what a put waits for is the unlock's
+ * exchange (~25% of mp__q_put_word's samples in 4p4c, cpu-clock perf: it drains the tail's
+ * and the ring's stores, whose lines the consumers hold) and the lock's CAS; a get, the
+ * head's CAS. No futex call worth counting (~100 per 1M items in 4p4c, Boost's queue
+ * ~15000), and the kernel's share is page faults and the 8 forks. Pinned to the 2 cores
+ * (one producer, one consumer; 3 rounds of 5 runs at load ~3), 1p1c ran ~30M items/s
+ * before and ~33M after: the gains come mostly where the two share a core or the ring is
+ * fresh, which is most runs of the unpinned benchmark on this machine. Boost's queue, same harness (perf stat): ~55
+ * CPU-ns per item over its two rows; ours ~37 in 4p4c, ~65 in 1p1c (the consumer spins
+ * on the tail while it keeps up). bench_queue against peer_queue, the code before this
+ * round (b4a6491) alternated with it, 10 rounds at load 2.2-4.8, medians: 1p1c 21.1M ->
+ * 23.2M items/s, ours/Boost 1.74x -> 1.89x (per round 0.97-2.69x -> 1.25-3.20x; after
+ * ahead of before in 6 rounds of 10); 4p4c 16.8M -> 22.4M, 1.37x -> 1.80x (0.98-1.66x
+ * -> 1.19-2.26x; ahead in 10 of 10); Boost 11.5M and 11.4M. queue_1p1c_batch64 and
+ * queue_1mib_items unchanged within the noise (6-8 alternating rounds).
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
@@ -164,7 +207,7 @@
 #define Q_MAGIC 0x6d705155u /* "mpQU" */
 #define Q_VERSION 8
 #define Q_HDR 4096
-#define Q_DEFAULT_CAP (8u << 20)
+#define Q_DEFAULT_CAP (4u << 20) /* see "The ring's default size" in DESIGN */
 #define Q_REC 16
 #define TAG_BYTES 1u
 #define TAG_VALUE 2u
@@ -269,7 +312,7 @@ struct mp_queue {
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
 
 /* Word records: an item of at most 7 payload bytes may be one 8-byte word instead of a
- * 16-byte header and a padded payload (put_many writes them: an int item is 8 bytes of
+ * 16-byte header and a padded payload (put and put_many write them: an int is 8 bytes of
  * ring, not 24). Its top byte is 0x80 | tag << 4 | len, its low 7 bytes (the first 7 in
  * memory) the payload. A record is told by its first word: top bit set, a word record;
  * clear, the length of a [len][tag] record (at most the capacity, so never that big). */
@@ -442,6 +485,50 @@ static inline size_t q_pack_int_words(int64_t i, uint64_t w[2])
 #endif
 }
 
+/* An int as one word record (word_make, TAG_VALUE) when its MessagePack is at most 7 bytes
+ * (every int of 32 bits or fewer): true with *w. The common ints are built directly, the
+ * rest through q_pack_int_words (the same bytes). Shared by put and put_many. */
+static inline bool q_int_word(int64_t i, uint64_t *w)
+{
+    uint64_t u = (uint64_t)i;
+    if (u + 32 <= 32 + 127) /* -32..127: a fixint */
+        *w = word_make(u & 0xff, TAG_VALUE, 1);
+    else if (u <= 0xff)
+        *w = word_make(0xcc | u << 8, TAG_VALUE, 2);
+    else if (u <= 0xffff)
+        *w = word_make(0xcd | (uint64_t)__builtin_bswap16((uint16_t)u) << 8, TAG_VALUE, 3);
+    else if (u <= 0xffffffff)
+        *w = word_make(0xce | (uint64_t)__builtin_bswap32((uint32_t)u) << 8, TAG_VALUE, 5);
+    else { /* wider, or negative */
+        uint64_t p[2];
+        size_t n = q_pack_int_words(i, p);
+        if (n > Q_WORD_MAX)
+            return false;
+        *w = word_make(p[0], TAG_VALUE, n);
+    }
+    return true;
+}
+
+/* The int in a word record's payload (its low bytes; the top byte may hold the word's
+ * tag and length) of len bytes, when it is an int of up to 32 bits (fixint, or uint or int
+ * of 1, 2 or 4 bytes): into *i. False for anything else (q_unpack_int's or the codec's
+ * job). A table of lengths by first byte (batch.c) instead of a branch per format. */
+extern const unsigned char mp__q_word_int_len[256];
+static inline bool q_word_int(uint64_t w, uint64_t len, int64_t *i)
+{
+    unsigned c = (unsigned)w & 0xff;
+    if (mp__q_word_int_len[c] != len)
+        return false;
+    if (len == 1) {
+        *i = (int8_t)c;
+        return true;
+    }
+    unsigned shift = 72 - 8 * (unsigned)len;  /* 64 - 8 x the bytes after c */
+    uint64_t be = __builtin_bswap64(w) << 8; /* the bytes after c, big-endian, on top */
+    *i = c < 0xd0 ? (int64_t)(be >> shift) : (int64_t)be >> shift;
+    return true;
+}
+
 /* The reverse, for a get: whether the n bytes at p are exactly one MessagePack int that
  * fits int64 (any int format, not only the shortest), into *i. Anything else (false) goes
  * through the codec, which builds the same value from an int but costs a few calls more. */
@@ -553,6 +640,8 @@ int mp__q_put_record(mp_queue *q, uint32_t tag, const void *buf, size_t len, dou
 /* put_record of a payload of len <= 16 bytes given as whole words w (zero padding): an
  * int's MessagePack (q_pack_int_words). */
 int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], double timeout);
+/* put_record of one word record w (word_make: an int of up to 32 bits). */
+int mp__q_put_word(mp_queue *q, uint64_t w, double timeout);
 /* JoinableQueue (a plain queue takes in take.c): take the record at head. Under lock;
  * count > 0 and no stream. */
 int mp__q_take_record(mp_queue *q, void **buf, size_t *len, uint32_t *tag, void *local,

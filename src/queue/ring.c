@@ -7,8 +7,10 @@
  *   read before the store that frees them.
  * - A put of a small item writes only the lock's and the tail's cache lines and the
  *   ring's; waiters are woken only when some have counted themselves.
- * - An int's record is written as words (mp__q_put_words): no memcpy call, and no byte
- *   store re-read as a word.
+ * - An item of up to 7 bytes (an int of up to 32 bits, the common item) is one word
+ *   record written with one store (mp__q_put_word), before the tail's store that commits
+ *   it, like any record; a wider int's record is written as words (mp__q_put_words): no
+ *   memcpy call, and no byte store re-read as a word.
  */
 #define _GNU_SOURCE
 #include "queue/q.h"
@@ -157,6 +159,17 @@ int mp__q_put_words(mp_queue *q, uint32_t tag, size_t len, const uint64_t w[2], 
     for (uint64_t k = 0; k < need / 8; k++)
         memcpy(q->ring + ((tail + 8 * k) & q->mask), &rec[k], 8);
     publish(q, 1, need);
+    return 0;
+}
+
+int mp__q_put_word(mp_queue *q, uint64_t w, double timeout)
+{
+    int code = wait_room(q, 8, 1, timeout);
+    if (code < 0)
+        return code;
+    /* One aligned store (positions are multiples of 8), before the tail's that commits it */
+    memcpy(q->ring + (ld(&q->s->tailw) & q->mask), &w, 8);
+    publish(q, 1, 8);
     return 0;
 }
 

@@ -34,8 +34,8 @@
  *   most capacity / 8 items (what the ring can hold: a record is 8 bytes or more), so a
  *   tail older than the head, which shows nearly 2^40 items, is never believed: threads
  *   of one process racing on them can only cost a re-read.
- * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (40 bits
- *   for the default 8 MiB ring). A swap, or the tail view, could only be fooled by a head
+ * - Wrap-around: a position word carries an item count modulo 2^(64 - posbits) (41 bits
+ *   for the default 4 MiB ring, 40 for 8 MiB). A swap, or the tail view, could only be fooled by a head
  *   word that came back to the very value it had, after a multiple of 2^40 items taken
  *   while this consumer was between its read and its swap (for the view: a head that
  *   came back, 2^40 items later, to within the view's items after head_mine while this
@@ -141,7 +141,7 @@ static int too_big(struct qshared *s, uint64_t *h, uint64_t n, size_t *len)
     return Q_BIG;
 }
 
-/* take_one for the word record w at *h (put_many's small items), kept out of its way. */
+/* take_one for the word record w at *h (a small item). */
 static __attribute__((noinline)) int take_word(mp_queue *q, uint64_t *h, uint64_t w,
                                                void **buf, size_t *len, uint32_t *tag,
                                                void *local, size_t local_cap, bool alloc)
@@ -176,7 +176,7 @@ static int take_one(mp_queue *q, uint64_t *h, void **buf, size_t *len, uint32_t 
     int r = record_len(q, h, *h, &hdr[0]);
     if (r <= 0)
         return r;
-    if (__builtin_expect(rec_is_word(hdr[0]), 0))
+    if (rec_is_word(hdr[0])) /* a small item (an int of up to 32 bits) */
         return take_word(q, h, hdr[0], buf, len, tag, local, local_cap, alloc);
     if (hdr[0] > local_cap && !alloc)
         return too_big(s, h, hdr[0], len);
@@ -234,18 +234,22 @@ int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag)
             return r;
         if (r == 0) /* the head moved */
             continue;
-        uint64_t need, rec[4] = {0};
-        if (rec_is_word(n)) { /* put_many's small item: the payload is the word's first bytes */
+        /* Results go to registers, not a buffer on the stack: words stored one by one and
+         * read back two at a time would stall on store forwarding. */
+        uint64_t need, w0, w1 = 0, tg;
+        if (rec_is_word(n)) { /* a word record: the payload is the word's first bytes */
             need = 8;
-            rec[1] = word_tag(n);
-            rec[2] = n & (((uint64_t)1 << 56) - 1);
+            tg = word_tag(n);
+            w0 = n & (((uint64_t)1 << 56) - 1);
             n = rec_len_of(n);
         } else {
             if (n > 16)
                 return Q_BIG; /* (or a length read from a moving head: the caller re-reads) */
-            need = rec_size(n);
-            for (uint64_t k = 1; k < need / 8; k++) /* words never wrap (ring.c) */
-                memcpy(&rec[k], q->ring + ((h + 8 * k) & q->mask), 8);
+            need = rec_size(n); /* 24 or 32; words never wrap (ring.c) */
+            memcpy(&tg, q->ring + ((h + 8) & q->mask), 8);
+            memcpy(&w0, q->ring + ((h + 16) & q->mask), 8);
+            if (need == 32)
+                memcpy(&w1, q->ring + ((h + 24) & q->mask), 8);
         }
         uint64_t next = advance(s, h, need);
         if (!swap_head(s, &h, next))
@@ -255,9 +259,9 @@ int mp__q_take_words(mp_queue *q, uint64_t w[2], size_t *len, uint32_t *tag)
             __builtin_prefetch(q->ring + (next & q->mask));
         wake_putters(s);
         *len = n;
-        *tag = (uint32_t)rec[1];
-        w[0] = rec[2];
-        w[1] = rec[3];
+        *tag = (uint32_t)tg;
+        w[0] = w0;
+        w[1] = w1;
         return 1;
     }
 }
