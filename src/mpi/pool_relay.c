@@ -636,7 +636,7 @@ static bool from_ranks(mp__relay *r)
         any = true;
         int count = 0;
         MPI_Get_count(&st, MPI_BYTE, &count);
-        char *buf = malloc(count ? (size_t)count : 1);
+        char *buf = mp__big_alloc(count ? (size_t)count : 1); /* a kept block, when large */
         char dummy;
         MPI_Mrecv(buf ? buf : &dummy, buf ? count : 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
         int src = st.MPI_SOURCE, kind = MP__MPI_KIND(st.MPI_TAG);

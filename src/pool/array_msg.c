@@ -42,7 +42,7 @@ static chunk *range_msg(job *j, size_t k, size_t cs, const char *in, size_t in_s
     t.in_off = round16(hs + t.out_off + ctx_len) - hs;
     size_t bytes = t.count * in_size, len = round16(hs + t.in_off + bytes);
     chunk *c = mp__calloc(1, sizeof *c);
-    char *b = c ? malloc(len) : NULL;
+    char *b = c ? mp__big_alloc(len) : NULL; /* let go of by mp__txbuf_unref, on MPI */
     if (!b) {
         free(c);
         mp__error(-ENOMEM, "pool_map_array: out of memory for a range of %zu bytes", len);

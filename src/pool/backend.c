@@ -63,7 +63,7 @@ int mp__pool_start_remote(mp_pool *p, size_t i)
 void mp__txbuf_unref(mp__txbuf *t)
 {
     if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
-        free(t->data);
+        mp__big_free(t->data);
         free(t);
     }
 }

@@ -508,7 +508,7 @@ static int handle_handed(mp_pool *p, worker *w)
         off += (size_t)m.h.len;
         r = handle_msg(p, w, &m);
     }
-    free(buf);
+    mp__big_free(buf);
     return r;
 }
 

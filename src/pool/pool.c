@@ -260,6 +260,7 @@ static void destroy(mp_pool *p)
     mp__chunk_cache_free(p);
     pthread_mutex_destroy(&p->cache_mu);
     free(p);
+    mp__big_trim(); /* the large blocks kept for the next messages (the backend is closed) */
 }
 
 static bool started(void *arg) { return atomic_load(&((mp_pool *)arg)->started) != 0; }

@@ -8,6 +8,7 @@
  *   src/pool/array.c   mp_pool_map_array through the shared arena
  *   src/pool/fdset.c   the parent's pool fds, which a forked worker closes
  *   src/pool/backend.c workers that are not local processes (a backend's vtable)
+ *   src/pool/bigbuf.c  large message blocks kept for the next ones
  * A backend (src/mpi/pool*.c for MPI ranks) gives each worker position a stream socket
  * carrying these same framed messages and a sentinel fd; the loop cannot tell the
  * difference, except that it has no slot to read (the chunk at the head of a remote
@@ -231,6 +232,12 @@ typedef struct mp__txbuf {
     size_t len;
 } mp__txbuf;
 void mp__txbuf_unref(mp__txbuf *t);
+/* Large message blocks kept for the next ones (bigbuf.c): a block of at least n bytes
+ * (a kept one when n >= MP__HAND_BYTES); give one back (or any malloc'd block: kept when
+ * large and there is room, else freed); free the kept ones. */
+char *mp__big_alloc(size_t n);
+void mp__big_free(char *b);
+void mp__big_trim(void);
 
 struct chunk {
     job *job;
