@@ -25,7 +25,8 @@
  * goes into the link's `taken` queue, a notice in its place on the socket, and the
  * result thread takes it there (take). The notices keep the order of large and small
  * messages on each link exactly as through the socket; no byte is copied on the way
- * (it was twice in the kernel each way: 3-4 ms per 8 MB here). What is handed and never
+ * (it was twice in the kernel each way: 3-4 ms per 8 MB here); the blocks received are
+ * kept ones (src/pool/bigbuf.c), given back by the result thread. What is handed and never
  * named (the pool closed its end first) or never taken is let go of when the socket
  * ends or at mp__relay_free; a block sent to a rank that died is kept, with MPI's
  * request, for the life of the process (orphan). Other large reads from the socket

@@ -7,7 +7,9 @@
  * sent at once (the master fails only the chunk a dead rank was running); the results of
  * a DATAC batch (quick chunks: the master fails all of it that is not answered when the
  * rank dies) are held and sent together at the batch's end, at 64 KiB, or once the
- * first is 1 ms old (looked at between chunks). Each result message says whether the
+ * first is 1 ms old (looked at between chunks); a large result's block (64 KiB+: a
+ * map's) is a kept one (src/pool/bigbuf.c: no fresh pages per result), given back
+ * once sent. Each result message says whether the
  * last chunk was quick (DATAC) or not (DATA): the master coalesces the next batches or
  * stops. It never blocks in MPI: every wait is MPI_Improbe with a backoff (1 us
  * doubling to 16 us within 2 ms of a quick chunk, else to 256 us, to 1 ms after 0.1 s
@@ -29,6 +31,7 @@
 #include "mpi/pool_internal.h"
 #include "process/core.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +106,7 @@ static void progress(srv *s)
     size_t k = 0;
     for (size_t i = 0; i < s->nq; i++) {
         if (failed || s->q[i].req == MPI_REQUEST_NULL)
-            free(s->q[i].buf); /* sent, or the master is gone: nothing to wait for */
+            mp__big_free(s->q[i].buf); /* sent, or the master is gone: kept if large */
         else
             s->q[k++] = s->q[i];
     }
@@ -163,6 +166,14 @@ static int send_frame(void *ctx, const mp__msg_hdr *h, const void *body, const i
     hh.nfds = 0;
     if (!s->out.len)
         s->out_since = mp__now();
+    size_t need = sizeof hh + (size_t)h->len;
+    if (!s->out.data && need >= MP__HAND_BYTES) { /* a kept block: no fresh pages per result */
+        char *b = mp__big_alloc(need + 1);
+        if (b) {
+            b[0] = '\0';
+            s->out = (mp__buf){.data = b, .cap = malloc_usable_size(b)};
+        }
+    }
     if (mp__buf_reserve(&s->out, sizeof hh + (size_t)h->len) < 0 || mp__buf_append(&s->out, &hh, sizeof hh) < 0 ||
         (h->len && mp__buf_append(&s->out, body, (size_t)h->len) < 0)) {
         mp__buf_free(&s->out); /* its frames are lost: the master sees a protocol error */
@@ -267,6 +278,7 @@ static void end_pool(srv *s)
     mp__wserve_free(s->ws);
     s->ws = NULL;
     mp__rx_free(&s->rx);
+    mp__big_trim();
     hb_set(s, false, 0);
 }
 

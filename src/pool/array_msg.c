@@ -3,7 +3,8 @@
  *
  * DESIGN: a backend's worker shares no memory with us, so each range (MSG_ARRAY |
  * MSG_INLINE) carries the function's location, the context's bytes and its input
- * elements, copied once from the caller's array into the chunk's message; the worker
+ * elements, copied once from the caller's array into the chunk's message (a kept block:
+ * src/pool/bigbuf.c); the worker
  * calls fn on them in place and answers with the output elements (MSG_RESULT, arg 0),
  * which the result thread copies straight into the caller's array (mp__array_take); a
  * failing element answers with its code and message instead, as in the arena path. No

@@ -492,7 +492,7 @@ static int view_inline(mp__msg *m, const mp__array_task *t, size_t loc_end, avie
         return MP_EPROTO;
     v->ctx = t->context ? aligned(m->body + t->out_off, (size_t)t->context, &v->own_ctx) : NULL;
     v->in = aligned(m->body + t->in_off, (size_t)(t->count * t->in_size), &v->own_in);
-    v->out = v->own_out = malloc(t->count * t->out_size);
+    v->out = v->own_out = mp__big_alloc(t->count * t->out_size); /* a kept block, if large */
     return !v->in || !v->out || (t->context && !v->ctx) ? -ENOMEM : 0;
 }
 
@@ -559,7 +559,7 @@ static int run_array(wstate *ws, mp__msg *m)
     r = ws_send(ws, &h, body, NULL);
     atomic_store_explicit(&ws->slot->chunk, 0, memory_order_release);
     free(v.own_in);
-    free(v.own_out);
+    mp__big_free(v.own_out);
     free(v.own_ctx);
     return r;
 }
