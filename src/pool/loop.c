@@ -230,6 +230,23 @@ static void assign(mp_pool *p, worker *w, chunk *c)
         w->exiting = true; /* it exits after this one */
 }
 
+/* Fail the chunks that could not be encoded (a list in reverse order: in their order). */
+static void fail_unsent(chunk *failed)
+{
+    chunk *rev = NULL;
+    while (failed) {
+        chunk *n = failed->next;
+        failed->next = rev;
+        rev = failed;
+        failed = n;
+    }
+    while (rev) {
+        chunk *n = rev->next;
+        fail_chunk(rev, rev->fail_code, rev->fail_msg, SIZE_MAX, 0, NULL);
+        rev = n;
+    }
+}
+
 /* Assign queued chunks to workers with room. The queue is taken whole and what stays is
  * put back in front (only this thread takes from it; submitters append meanwhile): the
  * lock is not held while the chunks, written by other threads, are read. */
@@ -275,19 +292,7 @@ static void dispatch(mp_pool *p)
             p->pending_tail = q_tail;
         pthread_mutex_unlock(&p->mu);
     }
-    /* failed is in reverse order: fail them in their order */
-    chunk *rev = NULL;
-    while (failed) {
-        chunk *n = failed->next;
-        failed->next = rev;
-        rev = failed;
-        failed = n;
-    }
-    while (rev) {
-        chunk *n = rev->next;
-        fail_chunk(rev, rev->fail_code, rev->fail_msg, SIZE_MAX, 0, NULL);
-        rev = n;
-    }
+    fail_unsent(failed);
     for (int i = 0; i < p->processes; i++)
         if (p->w[i].txn)
             flush(&p->w[i]);
