@@ -105,7 +105,7 @@ get_core(mp_queue *q, void **buf, size_t *len, uint32_t *tag, double timeout, vo
         code = mp__q_take(q, buf, len, tag, local, local_cap, !fit, b);
         if (code == 0 && !spun && !atomic_load_explicit(&s->active_pub, memory_order_relaxed)) {
             spun = true; /* empty: spin (unlocked) on the tail before taking the lock */
-            mp__q_spin_while(&s->tailw, atomic_load_explicit(&q->tail_seen, memory_order_relaxed));
+            mp__q_spin_for_items(q, atomic_load_explicit(&q->tail_seen, memory_order_relaxed));
             code = mp__q_take(q, buf, len, tag, local, local_cap, !fit, b);
         }
         if (code != 0)

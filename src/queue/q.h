@@ -212,6 +212,8 @@
 #define TAG_BYTES 1u
 #define TAG_VALUE 2u
 #define SLICE 0.25          /* longest single futex sleep: re-check for dead peers */
+#define Q_GET_DELAY_MIN 2   /* pauses an empty ring's consumer waits before re-reading */
+#define Q_GET_DELAY_MAX 256 /* ... at most: ~5 us on a 19 ns pause (Zen 5), ~10 on Skylake */
 #define CHUNK (1u << 20)    /* stream copy unit */
 #define Q_HOLDERS 128       /* processes tracked as holding unfinished tasks at once */
 #define Q_NO_SLOT UINT32_MAX
@@ -307,6 +309,9 @@ struct mp_queue {
      * knew of are gone or another process moved the head. */
     _Atomic uint64_t tail_seen, head_mine;
     uint64_t tail_cache_max; /* 0: no such view (rings > 8 MiB, see take.c) */
+    /* Pauses a consumer in this process waits, on finding the ring empty, before it
+     * first re-reads tailw (wait.c: mp__q_spin_for_items); adapts between bounds. */
+    _Atomic uint32_t get_delay;
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
@@ -617,6 +622,10 @@ int mp__q_wait(mp_queue *q, _Atomic uint32_t *seq, uint32_t *waiters, uint32_t *
                uint64_t seen);
 /* Spin a little (unlocked) hoping the counter moves away from `value`. */
 void mp__q_spin_while(const _Atomic uint64_t *c, uint64_t value);
+/* A plain queue's consumer facing an empty ring whose tail it last saw at `seen`: wait
+ * this process's delay, re-read the tail, adapt the delay to how many items came
+ * meanwhile, then (still empty) spin as mp__q_spin_while does. */
+void mp__q_spin_for_items(mp_queue *q, uint64_t seen);
 
 /* ---- stream.c ---- */
 void mp__q_stream_abort(struct qshared *s);
