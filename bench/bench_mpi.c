@@ -20,7 +20,8 @@
  *   mpi_local_map_array_square_1m  on the same host, with the same floors: the MPI
  *   mpi_local_apply_10k      pool's overhead against the local one is the ratio of the
  *                            rows.
- * Each rate is the best of several runs; pools are created outside the clock. */
+ * Each rate is the best of several runs (REPS; 5 of each value map); pools are created
+ * outside the clock. */
 #define _GNU_SOURCE
 #include "multiproc/mpi_pool.h"
 
@@ -31,7 +32,11 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { M = 1000000, K = 10000, WIN = 128 };
+/* REPS: runs of the short cases (a few ms each) and of the floors, the best kept. The
+ * first few runs of a new pool are slower (its buffers and the ranks' are faulted in and
+ * grown: map_array's first five ran at 10-160M items/s, then 200-250M), and a short case
+ * moves by 2x from run to run on this shared machine; 5 runs reported the warm-up. */
+enum { M = 1000000, K = 10000, WIN = 128, REPS = 20 };
 
 static double now(void)
 {
@@ -198,10 +203,10 @@ static double pool_apply(mp_pool *p, int reps)
 
 static void cases(mp_pool *p, const char *prefix, const mp_value *in, double fmap, double fapply)
 {
-    double a = pool_map(p, in, 0, 3), b = pool_map(p, in, 10000, 3);
+    double a = pool_map(p, in, 0, 5), b = pool_map(p, in, 10000, 5);
     printf("%s_map_square_1m\titems/s\t%.1f\t%.1f\n", prefix, a > b ? a : b, fmap);
-    printf("%s_map_array_square_1m\titems/s\t%.1f\t%.1f\n", prefix, pool_map_array(p, 5), fmap);
-    printf("%s_apply_10k\ttasks/s\t%.1f\t%.1f\n", prefix, pool_apply(p, 5), fapply);
+    printf("%s_map_array_square_1m\titems/s\t%.1f\t%.1f\n", prefix, pool_map_array(p, REPS), fmap);
+    printf("%s_apply_10k\ttasks/s\t%.1f\t%.1f\n", prefix, pool_apply(p, REPS), fapply);
     fflush(stdout);
 }
 
@@ -216,7 +221,7 @@ static int ranks_main(int argc, char **argv)
         fprintf(stderr, "bench_mpi: run with mpiexec -n 3\n");
         return 1;
     }
-    double fmap = floor_map(rank, 5), fapply = floor_apply(rank, 5);
+    double fmap = floor_map(rank, REPS), fapply = floor_apply(rank, REPS);
     if (mp_mpi_pool_serve_if_worker(&argc, &argv) < 0) { /* ranks 1, 2 serve from here */
         fprintf(stderr, "bench_mpi: %s\n", mp_last_error());
         return 1;
