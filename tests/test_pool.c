@@ -3,6 +3,7 @@
  * initializers, bounded imap over a callback, handles in task arguments, the typed
  * array path. */
 #include "test_util.h"
+#include "pool/pool.h" /* mp__big_alloc: the kept large blocks */
 
 #include <pthread.h>
 #include <signal.h>
@@ -1508,6 +1509,45 @@ static void test_terminate_while_encoding(void)
     mp_value_free(in);
 }
 
+/* The kept large blocks (src/pool/bigbuf.c) sit under one process-wide mutex, taken by
+ * the result thread as results flow; a worker forked meanwhile (a replacement) must not
+ * start with that mutex held by a thread it does not have, or its first large map_array
+ * output would wait for ever. A thread takes and gives back blocks without pause while
+ * 300 children each take and give back one (the old code left about one child in four
+ * stuck: alarm() ends it, and the check fails). */
+static atomic_bool big_stop;
+
+static void *big_churn(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&big_stop))
+        mp__big_free(mp__big_alloc((size_t)1 << 20));
+    return NULL;
+}
+
+static void test_fork_while_big_blocks_move(void)
+{
+    pthread_t t;
+    atomic_store(&big_stop, false);
+    CHECK(pthread_create(&t, NULL, big_churn, NULL) == 0);
+    int stuck = 0;
+    for (int i = 0; i < 300 && !stuck; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(10);
+            mp__big_free(mp__big_alloc((size_t)1 << 20));
+            _exit(0);
+        }
+        int st = 0;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        stuck += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK_INT(stuck, 0);
+    atomic_store(&big_stop, true);
+    pthread_join(t, NULL);
+    mp__big_trim();
+}
+
 int main(int argc, char **argv)
 {
     mp_forkserver_ensure_running();
@@ -1539,5 +1579,6 @@ int main(int argc, char **argv)
     RUN_IF(argc, argv, test_unencodable_item);
     RUN_IF(argc, argv, test_map_result_blocks);
     RUN_IF(argc, argv, test_terminate_while_encoding);
+    RUN_IF(argc, argv, test_fork_while_big_blocks_move);
     return mpt_done();
 }

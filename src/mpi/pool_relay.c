@@ -672,6 +672,7 @@ static bool from_ranks(mp__relay *r)
                 flush_back(l); /* large (a map's results): written as they are, in order */
                 write_all(l, buf, (size_t)count);
             } else if (mp__buf_append(&l->back, buf, (size_t)count) < 0) {
+                flush_back(l); /* out of memory: the frames before it, then this one */
                 write_all(l, buf, (size_t)count);
             }
             if (l->back.len >= (1u << 20))

@@ -10,7 +10,9 @@
  * whichever thread builds a message (a caller's range, the MPI relay's receive), given
  * back by whichever lets go of it last (the result thread, the relay); the list under
  * one mutex (a few operations per megabyte). mp__big_trim frees the list (a pool's
- * end). */
+ * end). fork: the mutex is taken around it (pthread_atfork), so a child (a local pool's
+ * replacement worker, forked while the result thread gives a block back) never starts
+ * with it held by a thread it does not have; the child keeps the parent's list. */
 #define _GNU_SOURCE
 #include "pool/pool.h"
 
@@ -27,6 +29,14 @@ static struct {
     size_t size[BIG_KEEP];
     size_t n, bytes;
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void fork_prepare(void) { pthread_mutex_lock(&g.mu); }
+static void fork_after(void) { pthread_mutex_unlock(&g.mu); }
+
+__attribute__((constructor)) static void big_atfork(void)
+{
+    pthread_atfork(fork_prepare, fork_after, fork_after);
+}
 
 char *mp__big_alloc(size_t n)
 {
