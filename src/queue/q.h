@@ -1,7 +1,7 @@
 /* Private parts of the queue module, shared by the files of src/queue/:
  *   queue.c    creating, attaching and freeing a queue, sizes, the "queue" kind
  *   putget.c   put and get: a record in the ring, or a stream for a big item
- *   ring.c     a record in the ring: room, copy in, copy out
+ *   ring.c     a record in the ring: room, copy in, copy out; producers map it in ahead
  *   journal.c  the robust lock and the crash-safe commits (position words, journal)
  *   wait.c     sleeping on the futex words; brief spinning first
  *   stream.c   items larger than the ring, streamed through it; repair of dead owners
@@ -212,6 +212,8 @@
 #define TAG_BYTES 1u
 #define TAG_VALUE 2u
 #define SLICE 0.25          /* longest single futex sleep: re-check for dead peers */
+#define Q_PREFAULT_FIRST 15 /* producers map the ring in 32 KiB, then 64, ... (ring.c) */
+#define Q_PREFAULT_MAX 18   /* ... up to 256 KiB at a time */
 #define Q_GET_DELAY_MIN 2   /* pauses an empty ring's consumer waits before re-reading */
 #define Q_GET_DELAY_MAX 256 /* ... at most: ~5 us on a 19 ns pause (Zen 5), ~10 on Skylake */
 #define CHUNK (1u << 20)    /* stream copy unit */
@@ -312,6 +314,10 @@ struct mp_queue {
     /* Pauses a consumer in this process waits, on finding the ring empty, before it
      * first re-reads tailw (wait.c: mp__q_spin_for_items); adapts between bounds. */
     _Atomic uint32_t get_delay;
+    /* The stretch of ring bytes this handle's producers last mapped in at once (ring.c's
+     * prefault): its first page << 8 | log2 of its size (0: none yet). Copied by fork as
+     * it is: a child then faults that stretch in page by page, as before. */
+    _Atomic uint64_t pf_win; /* (relaxed: a hint, threads of a process may race on it) */
 };
 
 static inline uint64_t rec_size(uint64_t len) { return Q_REC + ((len + 7) & ~(uint64_t)7); }
@@ -642,6 +648,9 @@ int mp__q_full_error(const mp_queue *q, double timeout);
 /* Take `lock` and wait until `need` ring bytes and `items` items fit. 0 with the lock held,
  * or an error (MP_EFULL after the timeout) with it released. */
 int mp__q_wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout);
+/* Map in (writable) the ring's pages for `need` bytes from position `pos`, a window at a
+ * time; unlocked. */
+void mp__q_prefault(mp_queue *q, uint64_t pos, uint64_t need);
 /* Publish `items` records (`need` bytes) just written at the tail. Under lock; releases it
  * and wakes consumers. */
 void mp__q_publish(mp_queue *q, uint64_t items, uint64_t need);

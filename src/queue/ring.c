@@ -16,6 +16,9 @@
 #include "queue/q.h"
 
 #include <errno.h>
+#include <sys/mman.h>
+
+#include <errno.h>
 #include <stdlib.h>
 
 static bool fits(const struct qshared *s, uint64_t h, uint64_t t, uint64_t need,
@@ -50,6 +53,50 @@ int mp__q_full_error(const mp_queue *q, double timeout)
     return mp__error(MP_EFULL, "queue still full after %.3g s", timeout);
 }
 
+/* Page faults: every process mapping the ring faults each page in once, and a producer
+ * writing a fresh page takes a fault per page (reads get 16 at a time, the kernel's
+ * fault-around; writes to a shared mapping one). Faults cost microseconds each in a
+ * guest (~10 us for a queue's first put in the KVM/PVM guest of Dec 2026), so a producer
+ * about to write past the stretch of ring it mapped in last maps the next stretch in with
+ * one madvise(MADV_POPULATE_WRITE), outside the lock: 32 KiB the first time, doubling to
+ * 256 KiB, so a process that puts one item pays for 8 pages, not 64, and the ring's memory
+ * is still allocated as it fills (at most 256 KiB ahead). Measured there (4p4c, 1M ints,
+ * 8 forked processes, 5 alternating rounds): ~3100 faults a run -> ~700, 15.6M -> 17.1M
+ * items/s (medians; 17.7M with 1 MiB stretches, 17.3M mapping the whole ring at a
+ * producer's first put); 1p1c unchanged; a new queue's first put 16 -> 57 us with 256 KiB
+ * from the start. Kernels before 5.14 have no MADV_POPULATE_WRITE: the first EINVAL turns
+ * it off for the process. */
+static bool prefault_off;
+
+/* pf_win: the stretch's first page << 32 | its pages. */
+static inline uint64_t pf_first(uint64_t pf) { return (pf >> 32) << 12; }
+static inline uint64_t pf_bytes(uint64_t pf) { return (pf & 0xffffffff) << 12; }
+
+void mp__q_prefault(mp_queue *q, uint64_t pos, uint64_t need)
+{
+    uint64_t cap = q->s->capacity, pf = atomic_load_explicit(&q->pf_win, memory_order_relaxed);
+    uint64_t len = pf ? 2 * pf_bytes(pf) : (uint64_t)1 << Q_PREFAULT_FIRST;
+    if (len > (uint64_t)1 << Q_PREFAULT_MAX)
+        len = (uint64_t)1 << Q_PREFAULT_MAX;
+    uint64_t off = pos & q->mask, from = off & ~(uint64_t)4095;
+    if (len < off + need - from) /* a record longer than the stretch */
+        len = (off + need - from + 4095) & ~(uint64_t)4095;
+    if (len > cap - from) /* up to the ring's end; a put past it maps on from its start */
+        len = cap - from;
+    atomic_store_explicit(&q->pf_win, (from >> 12) << 32 | len >> 12, memory_order_relaxed);
+    if (__atomic_load_n(&prefault_off, __ATOMIC_RELAXED))
+        return;
+    if (madvise(q->ring + from, len, MADV_POPULATE_WRITE) < 0 && errno == EINVAL)
+        __atomic_store_n(&prefault_off, true, __ATOMIC_RELAXED);
+}
+
+/* Whether the record at pos (need bytes) ends past the stretch this handle mapped in. */
+static inline bool new_window(const mp_queue *q, uint64_t pos, uint64_t need)
+{
+    uint64_t pf = atomic_load_explicit(&q->pf_win, memory_order_relaxed);
+    return ((pos + need - 1) & q->mask) - pf_first(pf) >= pf_bytes(pf); /* (0: none yet) */
+}
+
 static inline __attribute__((always_inline)) int
 wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
 {
@@ -59,6 +106,13 @@ wait_room(mp_queue *q, uint64_t need, uint64_t items, double timeout)
     int code = mp__q_lock(q);
     if (code < 0)
         return code;
+    if (__builtin_expect(new_window(q, ld(&s->tailw), need), 0)) {
+        uint64_t tail = ld(&s->tailw); /* map it in unlocked, then go on from the new tail */
+        qunlock(q);
+        mp__q_prefault(q, tail, need);
+        if ((code = mp__q_lock(q)) < 0)
+            return code;
+    }
     while (!has_room(s, need, items)) {
         mp__q_stream_repair(s, false, false, false);
         if (has_room(s, need, items))
