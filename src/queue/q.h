@@ -186,6 +186,22 @@
  * ahead of before in 6 rounds of 10); 4p4c 16.8M -> 22.4M, 1.37x -> 1.80x (0.98-1.66x
  * -> 1.19-2.26x; ahead in 10 of 10); Boost 11.5M and 11.4M. queue_1p1c_batch64 and
  * queue_1mib_items unchanged within the noise (6-8 alternating rounds).
+ * A fifth round (Dec 2026), on a new host: two vCPUs of a Zen 5 guest under a
+ * paravirtualised kernel, where a cache line takes 180-490 ns to cross between the cores
+ * (two threads bouncing one line, 200k round trips) and a page fault
+ * ~3-10 us. There 1p1c fell to Boost's rate (0.98-1.5x): a consumer that keeps up re-read
+ * tailw right after each item, so every put's unlock waited a whole crossing for the tail's
+ * and the ring's lines. Now an empty get first waits an adaptive delay (wait.c,
+ * mp__q_spin_for_items): 1p1c 10-12M -> 20-22M items/s, a one-item ping-pong unchanged.
+ * 4p4c was then bound by the kernel as much as by the lines: ~3100 page-fault exceptions
+ * a run (a producer writing a shared mapping takes one per page; reads get 16 at once) and
+ * the 8 forks (6-8 ms of a ~70 ms run, the same for Boost's side). Producers now map the
+ * ring in by the stretch before writing it (ring.c, mp__q_prefault): ~700 exceptions a run,
+ * 14.4M -> 17.8M items/s (medians of 5 alternations). Tried and dropped in that round, no
+ * gain within the noise: the producers' copy of tailw in the lock's line (the profile's
+ * "load of tailw" was the store's skid), lock spinning with exponential gaps, and yielding
+ * before a lock sleep (+4%, inside the noise). Across 11 runs of the final code: 1p1c
+ * 2.41-3.51x Boost, 4p4c 2.32-2.70x.
  * Lock order: wlock or rlock, then lock. Nobody blocks on wlock/rlock while holding lock
  * (only trylock). */
 #ifndef MP_QUEUE_Q_H
