@@ -11,6 +11,10 @@
  *   queue_4p4c_int    4 writers and 4 readers of 8-byte records on one pipe (atomic writes up
  *                     to PIPE_BUF make a pipe the raw MPMC queue of the kernel).
  *   queue_1mib_items  1 MiB writes/reads through a pipe (the kernel's copy path).
+ *   queue_pingpong_int one int there and back over two queues (round trips/s): the
+ *                     latency a request/response pays. Floor: one cache line bounced
+ *                     between two processes by spinning on it (yielding now and then, in
+ *                     case both share a core): the hardware's round trip.
  * Our queue cases put and get mp_value ints (what Python's Queue.put(int) does; one value
  * reused on each side, see put_ints) and 1 MiB bytes items. Processes are plain fork()
  * children, not pinned to CPUs (as in the peer).
@@ -23,6 +27,7 @@
 #include "multiproc/error.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -345,6 +350,69 @@ static double mib_items_floor(int n)
     return (double)n * (double)sz / 1e6 / dt;
 }
 
+/* ---- ping-pong of one int over two queues ------------------------------------------------ */
+
+static double queue_pingpong_mp(int n)
+{
+    mp_queue *a = mp_queue_new(NULL), *b = mp_queue_new(NULL);
+    pid_t pid = fork();
+    if (pid == 0) { /* echoes each int back */
+        mp_value *v = NULL;
+        for (int i = 0; i < n; i++)
+            if (mp_queue_get_into(a, &v, -1) != 0 || mp_queue_put(b, v, -1) != 0)
+                _exit(1);
+        _exit(0);
+    }
+    mp_value *v = mp_value_int(0), *r = NULL;
+    long sum = 0;
+    double t0 = now();
+    for (int i = 0; i < n; i++) {
+        mp_value_set_int(v, i);
+        if (mp_queue_put(a, v, -1) != 0 || mp_queue_get_into(b, &r, -1) != 0)
+            break;
+        sum += (long)mp_value_get_int(r);
+    }
+    double dt = now() - t0;
+    reap(pid);
+    mp_value_free(v);
+    mp_value_free(r);
+    mp_queue_free(a);
+    mp_queue_free(b);
+    return sum == 1 ? 0 : n / dt;
+}
+
+static void wait_for(_Atomic long *w, long want)
+{
+    for (unsigned k = 1; atomic_load_explicit(w, memory_order_acquire) != want; k++)
+        if (k % 256 == 0)
+            sched_yield(); /* the other process may be waiting for our core */
+        else
+            __builtin_ia32_pause();
+}
+
+static double spin_pingpong_floor(int n)
+{
+    _Atomic long *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    atomic_store(w, 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (long i = 0; i < n; i++) {
+            wait_for(w, 2 * i + 1);
+            atomic_store_explicit(w, 2 * i + 2, memory_order_release);
+        }
+        _exit(0);
+    }
+    double t0 = now();
+    for (long i = 0; i < n; i++) {
+        atomic_store_explicit(w, 2 * i + 1, memory_order_release);
+        wait_for(w, 2 * i + 2);
+    }
+    double dt = now() - t0;
+    reap(pid);
+    munmap((void *)w, 4096);
+    return n / dt;
+}
+
 #define RUNS 5
 
 static int cmp_double(const void *a, const void *b)
@@ -359,7 +427,7 @@ static double median(double *v)
     return v[RUNS / 2];
 }
 
-enum { PINGPONG, Q1P1C, Q4P4C, QBATCH64, MIB, NCASES };
+enum { PINGPONG, Q1P1C, Q4P4C, QBATCH64, MIB, QPINGPONG, NCASES };
 
 /* One run of a case: ours (floor false) or the floor's. */
 static double run_case(int c, bool floor)
@@ -373,6 +441,8 @@ static double run_case(int c, bool floor)
         return floor ? pipe_mpmc_floor(4, 4, 200000) : queue_ints_mp(4, 4, 1000000);
     case QBATCH64:
         return floor ? spsc_floor(10000000) : queue_batch_mp(2000000, 64);
+    case QPINGPONG:
+        return floor ? spin_pingpong_floor(20000) : queue_pingpong_mp(20000);
     default:
         return floor ? mib_items_floor(500) : mib_items_mp(500);
     }
@@ -392,7 +462,7 @@ int main(int argc, char **argv)
     static const char *const names[NCASES][2] = {
         {"pipe_pingpong_8b", "ops/s"}, {"queue_1p1c_int", "items/s"},
         {"queue_4p4c_int", "items/s"}, {"queue_1p1c_batch64", "items/s"},
-        {"queue_1mib_items", "MB/s"}};
+        {"queue_1mib_items", "MB/s"}, {"queue_pingpong_int", "round trips/s"}};
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int c = 0; c < NCASES; c++) {
         if (!wanted(argc, argv, names[c][0]))

@@ -71,6 +71,44 @@ static double median_ints(int np, int nc, long n)
     return v[RUNS / 2];
 }
 
+// One int there and back over two queues, a child echoing it: round trips per second.
+static double boost_pingpong(int n)
+{
+    std::string na = "mp_bench_peer_a_" + std::to_string(getpid());
+    std::string nb = "mp_bench_peer_b_" + std::to_string(getpid());
+    bip::message_queue::remove(na.c_str());
+    bip::message_queue::remove(nb.c_str());
+    bip::message_queue a(bip::create_only, na.c_str(), 64, sizeof(uint64_t));
+    bip::message_queue b(bip::create_only, nb.c_str(), 64, sizeof(uint64_t));
+    pid_t pid = fork();
+    if (pid == 0) {
+        bip::message_queue qa(bip::open_only, na.c_str()), qb(bip::open_only, nb.c_str());
+        uint64_t v;
+        bip::message_queue::size_type got;
+        unsigned prio;
+        for (int i = 0; i < n; i++) {
+            qa.receive(&v, sizeof v, got, prio);
+            qb.send(&v, sizeof v, 0);
+        }
+        _exit(0);
+    }
+    uint64_t v, sum = 0;
+    bip::message_queue::size_type got;
+    unsigned prio;
+    double t0 = now();
+    for (uint64_t i = 0; i < (uint64_t)n; i++) {
+        a.send(&i, sizeof i, 0);
+        b.receive(&v, sizeof v, got, prio);
+        sum += v;
+    }
+    double dt = now() - t0;
+    int st;
+    waitpid(pid, &st, 0);
+    bip::message_queue::remove(na.c_str());
+    bip::message_queue::remove(nb.c_str());
+    return sum == 1 ? 0 : n / dt;
+}
+
 int main()
 {
     setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -78,5 +116,10 @@ int main()
     std::printf("queue_1p1c_int\titems/s\t%.1f\n", one);
     std::printf("queue_4p4c_int\titems/s\t%.1f\n", median_ints(4, 4, 1000000));
     std::printf("queue_1p1c_batch64\titems/s\t%.1f\n", one);
+    double pp[5];
+    for (double &x : pp)
+        x = boost_pingpong(20000);
+    std::sort(pp, pp + 5);
+    std::printf("queue_pingpong_int\tround trips/s\t%.1f\n", pp[2]);
     return 0;
 }

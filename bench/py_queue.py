@@ -68,9 +68,28 @@ def mib_items(n):
     return n * (1 << 20) / 1e6 / dt
 
 
+def echo_queue(a, b, n):
+    for _ in range(n):
+        b.put(a.get())
+
+
+def queue_pingpong(n):
+    a, b = mp.Queue(), mp.Queue()
+    p = mp.Process(target=echo_queue, args=(a, b, n))
+    p.start()
+    t0 = time.perf_counter()
+    for i in range(n):
+        a.put(i)
+        b.get()
+    dt = time.perf_counter() - t0
+    p.join()
+    return n / dt
+
+
 if __name__ == '__main__':
     mp.set_start_method('fork')
     print(f"pipe_pingpong_8b\tops/s\t{pingpong(20000):.1f}", flush=True)
     print(f"queue_1p1c_int\titems/s\t{queue_ints(1, 1, 200000):.1f}", flush=True)
     print(f"queue_4p4c_int\titems/s\t{queue_ints(4, 4, 200000):.1f}", flush=True)
     print(f"queue_1mib_items\tMB/s\t{mib_items(500):.1f}", flush=True)
+    print(f"queue_pingpong_int\tround trips/s\t{queue_pingpong(5000):.1f}", flush=True)
